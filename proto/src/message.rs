@@ -1,0 +1,224 @@
+//! Requests and responses, modelled on etcd's `etcdserverpb` KV service.
+//!
+//! A client opens one QUIC bidirectional stream per request, writes one [`Request`] frame
+//! and finishes its side; the node answers with one `Result<Response, Error>` frame.
+//! New variants are only ever appended, so postcard's variant indices stay stable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{KeyValue, LeaseId, NodeId, Revision};
+
+/// Everything a client can ask of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Range(RangeRequest),
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactRequest),
+    Status(StatusRequest),
+}
+
+impl Request {
+    /// Whether this request changes state and so must go through the Raft log.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Request::Range(_) | Request::Status(_) => false,
+            Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_) => true,
+            Request::Txn(txn) => !txn.is_read_only(),
+        }
+    }
+}
+
+/// The answer to a [`Request`], variant for variant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactResponse),
+    Status(StatusResponse),
+}
+
+/// Sent with every response: where and at which revision it was answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseHeader {
+    pub cluster_id: u64,
+    /// The node that answered.
+    pub member_id: NodeId,
+    /// The store revision when the request was answered (after it, for a write).
+    pub revision: Revision,
+    pub raft_term: u64,
+}
+
+/// Reads the keys selected by `key` and `range_end` (see [`crate::KeyRange`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRequest {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub range_end: Vec<u8>,
+    /// Maximum number of keys returned; `0` means no limit.
+    pub limit: i64,
+    /// Point-in-time read at this revision; `0` means the current one.
+    pub revision: Revision,
+    /// Return keys and their metadata without values.
+    pub keys_only: bool,
+    /// Return only the number of matching keys.
+    pub count_only: bool,
+    /// Answer from the local applied state (possibly stale) instead of a linearizable read.
+    pub serializable: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeResponse {
+    pub header: ResponseHeader,
+    pub kvs: Vec<KeyValue>,
+    /// More keys matched than `limit` allowed to return.
+    pub more: bool,
+    /// Number of keys that matched, whatever the limit.
+    pub count: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutRequest {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// Lease to attach the key to; `0` for none.
+    pub lease: LeaseId,
+    /// Return the key's previous version.
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResponse {
+    pub header: ResponseHeader,
+    pub prev_kv: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRangeRequest {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub range_end: Vec<u8>,
+    /// Return the deleted key-value pairs.
+    pub prev_kv: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRangeResponse {
+    pub header: ResponseHeader,
+    pub deleted: i64,
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// What a [`Compare`] looks at, with the operand to compare against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Version(i64),
+    CreateRevision(Revision),
+    ModRevision(Revision),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
+    Lease(LeaseId),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareResult {
+    Equal,
+    Greater,
+    Less,
+    NotEqual,
+}
+
+/// One condition of a transaction. A missing key has version, create and mod revision and
+/// lease 0, and compares with a value target as false whatever the operator (as in etcd).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// Compare every key in `[key, range_end)`; empty for just `key`.
+    #[serde(with = "serde_bytes")]
+    pub range_end: Vec<u8>,
+    pub result: CompareResult,
+    pub target: CompareTarget,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestOp {
+    Range(RangeRequest),
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseOp {
+    Range(RangeResponse),
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+}
+
+/// If every compare holds, run `success`, else `failure`; all of it at one revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRequest {
+    pub compare: Vec<Compare>,
+    pub success: Vec<RequestOp>,
+    pub failure: Vec<RequestOp>,
+}
+
+impl TxnRequest {
+    /// True when neither branch writes.
+    pub fn is_read_only(&self) -> bool {
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .all(|op| matches!(op, RequestOp::Range(_)))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResponse {
+    pub header: ResponseHeader,
+    pub succeeded: bool,
+    pub responses: Vec<ResponseOp>,
+}
+
+/// Drops the history below `revision`: reads and watches below it fail with `Compacted`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactRequest {
+    pub revision: Revision,
+    /// Wait until the compaction is physically applied (accepted for etcd compatibility;
+    /// etch always answers after the compaction is applied).
+    pub physical: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactResponse {
+    pub header: ResponseHeader,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRequest {}
+
+/// A node's view of itself, as `etcdctl endpoint status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub header: ResponseHeader,
+    pub name: String,
+    pub version: String,
+    /// Bytes on disk used by the node's database.
+    pub db_size: u64,
+    /// The leader this node knows of, if any.
+    pub leader: Option<NodeId>,
+    pub is_learner: bool,
+    pub raft_index: u64,
+    pub raft_term: u64,
+    pub raft_applied_index: u64,
+    /// Lowest revision still readable.
+    pub compact_revision: Revision,
+    /// Alarms and other conditions an operator should know of.
+    pub errors: Vec<String>,
+}

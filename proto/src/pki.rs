@@ -1,0 +1,560 @@
+//! Certificates: making a cluster's CA and leaves, loading them, and the rustls configs that
+//! enforce mutual TLS on every endpoint.
+//!
+//! A certificate says which [`Role`] it plays. Node certificates carry a URI subject
+//! alternative name `urn:etch:node:NAME` and both the server-auth and client-auth extended key
+//! usages (nodes dial each other). Client certificates carry client-auth only and no node URI;
+//! their common name is the client's principal. The peer endpoint admits [`Role::Node`] only,
+//! so a client certificate can never act as a node, whoever signed it.
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName as TlsName, RootCertStore, SignatureScheme};
+
+/// The URI prefix that marks a node certificate.
+pub const NODE_URI_PREFIX: &str = "urn:etch:node:";
+
+/// Which side of the protocol a certificate may play.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Node,
+    Client,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Node => "node",
+            Role::Client => "client",
+        })
+    }
+}
+
+/// Why certificate material could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no {what} found in PEM")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration failed: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("TLS client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("unreadable certificate: {0}")]
+    Parse(String),
+}
+
+pub type Result<T, E = PkiError> = std::result::Result<T, E>;
+
+/// The crypto provider used everywhere in etch (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate authority able to issue node and client certificates.
+pub struct Authority {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority").finish_non_exhaustive()
+    }
+}
+
+/// A freshly issued certificate and its private key, both PEM.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for Issued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issued")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// Makes a new self-signed CA named `name`.
+    pub fn generate(name: &str) -> Result<Self> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Authority {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads an existing CA from its certificate and key files.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self> {
+        let cert_pem = read_string(cert)?;
+        let key_pem = read_string(key)?;
+        let key = KeyPair::from_pem(&key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(Authority { cert_pem, issuer })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA private key, PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Issues a node certificate for `name`, valid for the given host names and IP addresses.
+    pub fn issue_node(&self, name: &str, hosts: &[String]) -> Result<Issued> {
+        let mut params = CertificateParams::new(hosts.to_vec())?;
+        params
+            .subject_alt_names
+            .push(SanType::URI(format!("{NODE_URI_PREFIX}{name}").try_into()?));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue(name, params)
+    }
+
+    /// Issues a client certificate whose common name (the principal) is `name`.
+    pub fn issue_client(&self, name: &str) -> Result<Issued> {
+        let mut params = CertificateParams::default();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(name, params)
+    }
+
+    fn issue(&self, name: &str, mut params: CertificateParams) -> Result<Issued> {
+        params.distinguished_name = dn(name);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let year = current_year();
+        params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+        params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// The current calendar year, close enough for validity windows that start a year back.
+fn current_year() -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    1970 + (secs / 31_556_952) as i32
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "etch");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn read_string(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `contents` to `path`; private keys (`secret`) are readable by their owner only.
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
+    let io = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if secret { 0o600 } else { 0o644 })
+            .open(path)
+            .map_err(io)?;
+        file.write_all(contents.as_bytes()).map_err(io)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = secret;
+        fs::write(path, contents).map_err(io)
+    }
+}
+
+/// What [`init_dir`] should make.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Node certificates to issue, by node name.
+    pub nodes: Vec<String>,
+    /// Client certificates to issue, by principal.
+    pub clients: Vec<String>,
+    /// Host names and IP addresses the node certificates are valid for.
+    pub hosts: Vec<String>,
+}
+
+/// Writes `ca.crt`, `ca.key` and `NAME.crt` / `NAME.key` for every node and client into
+/// `dir`, creating it. An existing `ca.crt` + `ca.key` in `dir` is reused, so that more
+/// certificates can be added to a cluster later. Returns the paths written.
+pub fn init_dir(dir: &Path, opts: &InitOptions) -> Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let mut written = Vec::new();
+    let ca = if ca_crt.exists() && ca_key.exists() {
+        Authority::load(&ca_crt, &ca_key)?
+    } else {
+        let ca = Authority::generate("etch CA")?;
+        write_file(&ca_crt, ca.cert_pem(), false)?;
+        write_file(&ca_key, &ca.key_pem(), true)?;
+        written.extend([ca_crt, ca_key]);
+        ca
+    };
+    let issued = opts
+        .nodes
+        .iter()
+        .map(|n| Ok::<_, PkiError>((n, ca.issue_node(n, &opts.hosts)?)))
+        .chain(opts.clients.iter().map(|c| Ok((c, ca.issue_client(c)?))));
+    for item in issued {
+        let (name, issued) = item?;
+        check_file_name(name)?;
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        write_file(&crt, &issued.cert_pem, false)?;
+        write_file(&key, &issued.key_pem, true)?;
+        written.extend([crt, key]);
+    }
+    Ok(written)
+}
+
+fn check_file_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "ca"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::Parse(format!(
+            "{name:?} is not a usable certificate name (letters, digits, '-', '_', '.'; not \"ca\")"
+        )))
+    }
+}
+
+/// Paths of one party's TLS material: the cluster CA, its certificate and its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files named `ca.crt`, `NAME.crt` and `NAME.key` in `dir`, as [`init_dir`] writes them.
+    pub fn in_dir(dir: &Path, name: &str) -> Self {
+        TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        }
+    }
+}
+
+/// Loaded TLS material, ready to build rustls configs from.
+pub struct Identity {
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Reads and parses the three files.
+    pub fn load(files: &TlsFiles) -> Result<Self> {
+        let ca = read_bytes(&files.ca)?;
+        let mut roots = RootCertStore::empty();
+        let mut any = false;
+        for cert in CertificateDer::pem_slice_iter(&ca) {
+            let cert = cert.map_err(|_| PkiError::Pem {
+                path: files.ca.clone(),
+                what: "certificate",
+            })?;
+            roots.add(cert)?;
+            any = true;
+        }
+        if !any {
+            return Err(PkiError::Pem {
+                path: files.ca.clone(),
+                what: "certificate",
+            });
+        }
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(&read_bytes(&files.cert)?)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| PkiError::Pem {
+                path: files.cert.clone(),
+                what: "certificate",
+            })?;
+        if chain.is_empty() {
+            return Err(PkiError::Pem {
+                path: files.cert.clone(),
+                what: "certificate",
+            });
+        }
+        let key =
+            PrivateKeyDer::from_pem_slice(&read_bytes(&files.key)?).map_err(|_| PkiError::Pem {
+                path: files.key.clone(),
+                what: "private key",
+            })?;
+        Ok(Identity {
+            roots: Arc::new(roots),
+            chain,
+            key,
+        })
+    }
+
+    /// This party's own certificate.
+    pub fn cert(&self) -> &CertificateDer<'static> {
+        &self.chain[0] // `load` refuses an empty chain
+    }
+
+    /// A server config that demands a client certificate signed by the CA and playing `admit`
+    /// (for the peer endpoint, [`Role::Node`]; for the client endpoint, `None`: any role).
+    pub fn server_config(&self, admit: Option<Role>, alpn: &[u8]) -> Result<rustls::ServerConfig> {
+        let inner =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
+        let verifier = Arc::new(RoleVerifier { inner, admit });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(config)
+    }
+
+    /// A client config presenting this identity and trusting only the cluster CA.
+    pub fn client_config(&self, alpn: &[u8]) -> Result<rustls::ClientConfig> {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok(config)
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// What a certificate says of its holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject {
+    pub role: Role,
+    /// The common name: a client's principal, or a node's name.
+    pub common_name: String,
+}
+
+/// Reads the role and common name from a DER certificate.
+pub fn subject(cert: &CertificateDer<'_>) -> Result<Subject> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| PkiError::Parse(e.to_string()))?;
+    let common_name = x509
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let is_node = x509
+        .subject_alternative_name()
+        .map_err(|e| PkiError::Parse(e.to_string()))?
+        .is_some_and(|san| {
+            san.value.general_names.iter().any(|name| {
+                matches!(name, x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with(NODE_URI_PREFIX))
+            })
+        });
+    Ok(Subject {
+        role: if is_node { Role::Node } else { Role::Client },
+        common_name,
+    })
+}
+
+/// Checks the CA chain with webpki, then that the certificate plays the admitted role.
+#[derive(Debug)]
+struct RoleVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    admit: Option<Role>,
+}
+
+impl ClientCertVerifier for RoleVerifier {
+    fn root_hint_subjects(&self) -> &[TlsName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if let Some(admit) = self.admit {
+            let role = subject(end_entity)
+                .map_err(|e| rustls::Error::General(e.to_string()))?
+                .role;
+            if role != admit {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_read_from_the_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = InitOptions {
+            nodes: vec!["n1".into()],
+            clients: vec!["alice".into()],
+            hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        };
+        let written = init_dir(dir.path(), &opts).expect("init");
+        assert_eq!(written.len(), 6);
+        let node = Identity::load(&TlsFiles::in_dir(dir.path(), "n1")).expect("node");
+        let client = Identity::load(&TlsFiles::in_dir(dir.path(), "alice")).expect("client");
+        assert_eq!(
+            subject(node.cert()).expect("n1"),
+            Subject {
+                role: Role::Node,
+                common_name: "n1".into()
+            }
+        );
+        assert_eq!(
+            subject(client.cert()).expect("alice"),
+            Subject {
+                role: Role::Client,
+                common_name: "alice".into()
+            }
+        );
+        node.server_config(Some(Role::Node), b"x")
+            .expect("server config");
+        client.client_config(b"x").expect("client config");
+        // A second init reuses the CA.
+        let again = init_dir(
+            dir.path(),
+            &InitOptions {
+                nodes: vec![],
+                clients: vec!["bob".into()],
+                hosts: vec![],
+            },
+        )
+        .expect("again");
+        assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = InitOptions {
+            nodes: vec![],
+            clients: vec!["../evil".into()],
+            hosts: vec![],
+        };
+        assert!(matches!(
+            init_dir(dir.path(), &opts),
+            Err(PkiError::Parse(_))
+        ));
+    }
+}
