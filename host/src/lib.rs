@@ -1,1 +1,34 @@
+//! etch-host: one etch node as a library, and the `etchd` binary around it.
+//!
+//! Start reading at [`node`]: [`node::Node::start`] opens the fjall database, starts Raft
+//! and the client endpoint, and [`node::Node::handle`] is where every client request is
+//! decided: writes go through Raft, reads are served from the local MVCC state after a
+//! read-index round (linearizable) or at once (serializable).
+//!
+//! - [`mvcc`]: the revisioned key space (put / range / delete / txn / compact, history).
+//! - [`raft`]: openraft glue: the fjall log store, the state machine, snapshots, the network.
+//! - [`server`]: the QUIC client endpoint: mutual TLS, framing, dispatch.
+//!
+//! The library never reads flags, the environment or files of its own accord: the binary
+//! (`src/bin/etchd`) turns those into [`node::NodeOptions`] and installs the log subscriber.
 
+pub mod mvcc;
+pub mod node;
+pub mod raft;
+pub mod server;
+
+/// A Raft node id (etcd's member id), derived from the node's name.
+pub type NodeId = u64;
+
+pub use node::{Node, NodeOptions};
+
+/// Derives a node id from a node name (FNV-1a, never 0), so that every member computes the
+/// same ids from the same `--initial-cluster`.
+pub fn node_id(name: &str) -> NodeId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}

@@ -1,0 +1,218 @@
+//! etchd's configuration: defaults < `--config` TOML file < `ETCH_*` environment < flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Deserialize;
+
+/// etchd: a node of etch, a replicated, strongly consistent key-value store.
+///
+/// With no flags, etchd serves a single-node cluster on 127.0.0.1:7379 with its data in
+/// ./etch-data, and on first start creates a development CA, a node certificate and a `root`
+/// client certificate under ./etch-data/certs, which `etchctl` finds by itself.
+/// Every flag can also be set as an ETCH_* environment variable or in a --config TOML file
+/// (keys are the flag names with '-' replaced by '_').
+#[derive(Debug, Parser)]
+#[command(name = "etchd", version, about, long_about)]
+pub struct Args {
+    /// TOML file with any of the settings below.
+    #[arg(long, env = "ETCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Human-readable name of this member [default: default].
+    #[arg(long, env = "ETCH_NAME")]
+    pub name: Option<String>,
+    /// Directory for the database, snapshots and (embedded default) certificates [default: ./etch-data].
+    #[arg(long, env = "ETCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the client endpoint (QUIC, UDP) [default: 127.0.0.1:7379].
+    #[arg(long, env = "ETCH_LISTEN_CLIENT")]
+    pub listen_client: Option<SocketAddr>,
+    /// Address of the peer endpoint (QUIC, UDP) [default: 127.0.0.1:7380].
+    #[arg(long, env = "ETCH_LISTEN_PEER")]
+    pub listen_peer: Option<SocketAddr>,
+    /// Client address told to clients and peers (host:port) [default: the listen address].
+    #[arg(long, env = "ETCH_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
+    /// Cluster CA certificate (PEM). Give --ca, --cert and --key together, or none of them
+    /// for the embedded development CA.
+    #[arg(long, env = "ETCH_CA")]
+    pub ca: Option<PathBuf>,
+    /// This node's certificate (PEM), issued by `etchctl certs init --nodes NAME`.
+    #[arg(long, env = "ETCH_CERT")]
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "ETCH_KEY")]
+    pub key: Option<PathBuf>,
+    /// Largest request accepted, in bytes [default: 1572864, etcd's].
+    #[arg(long, env = "ETCH_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// How long a request may wait for the cluster, in milliseconds [default: 5000].
+    #[arg(long, env = "ETCH_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Leader heartbeat interval, in milliseconds [default: 100].
+    #[arg(long, env = "ETCH_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<u64>,
+    /// Election timeout, in milliseconds [default: 1000].
+    #[arg(long, env = "ETCH_ELECTION_TIMEOUT")]
+    pub election_timeout: Option<u64>,
+    /// Applied entries between snapshots; the log is purged behind each [default: 100000].
+    #[arg(long, env = "ETCH_SNAPSHOT_COUNT")]
+    pub snapshot_count: Option<u64>,
+}
+
+/// The same settings, as read from a config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen_client: Option<SocketAddr>,
+    listen_peer: Option<SocketAddr>,
+    advertise_client: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    max_request_bytes: Option<usize>,
+    request_timeout: Option<u64>,
+    heartbeat_interval: Option<u64>,
+    election_timeout: Option<u64>,
+    snapshot_count: Option<u64>,
+}
+
+/// Validated settings.
+#[derive(Debug)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client: SocketAddr,
+    pub listen_peer: SocketAddr,
+    pub advertise_client: Option<String>,
+    /// `None`: the embedded development CA under `<data-dir>/certs`.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    pub max_request_bytes: usize,
+    pub request_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+}
+
+impl Config {
+    pub fn load(args: Args) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let tls = match (
+            args.ca.or(file.ca),
+            args.cert.or(file.cert),
+            args.key.or(file.key),
+        ) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => Some((ca, cert, key)),
+            _ => bail!(
+                "--ca, --cert and --key go together: give all three, or none for the embedded development CA"
+            ),
+        };
+        let ms = Duration::from_millis;
+        let config = Config {
+            name: args.name.or(file.name).unwrap_or_else(|| "default".into()),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "etch-data".into()),
+            listen_client: args
+                .listen_client
+                .or(file.listen_client)
+                .unwrap_or(([127, 0, 0, 1], 7379).into()),
+            listen_peer: args
+                .listen_peer
+                .or(file.listen_peer)
+                .unwrap_or(([127, 0, 0, 1], 7380).into()),
+            advertise_client: args.advertise_client.or(file.advertise_client),
+            tls,
+            max_request_bytes: args
+                .max_request_bytes
+                .or(file.max_request_bytes)
+                .unwrap_or(etch_proto::DEFAULT_MAX_REQUEST_BYTES),
+            request_timeout: ms(args
+                .request_timeout
+                .or(file.request_timeout)
+                .unwrap_or(5000)),
+            heartbeat_interval: ms(args
+                .heartbeat_interval
+                .or(file.heartbeat_interval)
+                .unwrap_or(100)),
+            election_timeout: ms(args
+                .election_timeout
+                .or(file.election_timeout)
+                .unwrap_or(1000)),
+            snapshot_count: args
+                .snapshot_count
+                .or(file.snapshot_count)
+                .unwrap_or(100_000),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.name.is_empty() {
+            bail!("--name must not be empty");
+        }
+        if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval * 2
+        {
+            bail!(
+                "--election-timeout must be more than twice --heartbeat-interval (etcd suggests 10x)"
+            );
+        }
+        if self.max_request_bytes < 1024 {
+            bail!("--max-request-bytes must be at least 1024");
+        }
+        if self.snapshot_count == 0 {
+            bail!("--snapshot-count must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        let mut argv = vec!["etchd"];
+        argv.extend_from_slice(args);
+        Config::load(Args::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_ones() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.listen_client.to_string(), "127.0.0.1:7379");
+        assert_eq!(c.data_dir, PathBuf::from("etch-data"));
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn file_is_overridden_by_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("etch.toml");
+        std::fs::write(&path, "name = \"from-file\"\nsnapshot_count = 7\n").expect("write");
+        let c = parse(&["--config", path.to_str().expect("utf8"), "--name", "flag"]).expect("load");
+        assert_eq!(c.name, "flag");
+        assert_eq!(c.snapshot_count, 7);
+    }
+
+    #[test]
+    fn partial_tls_and_bad_timing_are_refused() {
+        assert!(parse(&["--ca", "ca.crt"]).is_err());
+        assert!(parse(&["--heartbeat-interval", "500", "--election-timeout", "600"]).is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! etchd: flags, logging and the embedded default around [`etch_host::Node`].
+
+mod config;
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Parser;
+use etch_host::{Node, NodeOptions};
+use etch_proto::pki::{self, InitOptions, TlsFiles};
+use tracing_subscriber::EnvFilter;
+
+use config::{Args, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(Args::parse())?;
+    let tls = match &config.tls {
+        Some((ca, cert, key)) => TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        None => embedded_certs(&config)?,
+    };
+    let mut options = NodeOptions::new(
+        &config.name,
+        config.data_dir.clone(),
+        config.listen_client,
+        config.listen_peer,
+        tls,
+    );
+    options.advertise_client = config.advertise_client.clone();
+    options.max_request_bytes = config.max_request_bytes;
+    options.request_timeout = config.request_timeout;
+    options.heartbeat_interval = config.heartbeat_interval;
+    options.election_timeout = config.election_timeout;
+    options.snapshot_count = config.snapshot_count;
+
+    let node = Node::start(options).await?;
+    tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
+    if config.tls.is_none() {
+        let certs = config.data_dir.join("certs");
+        eprintln!(
+            "etch is serving clients on {} (embedded development CA in {}).\n\
+             Try:  etchctl put greeting hello && etchctl get greeting\n\
+             From another directory:  etchctl --endpoints {} --cacert {} --cert {} --key {} get greeting",
+            node.client_addr(),
+            certs.display(),
+            node.client_addr(),
+            certs.join("ca.crt").display(),
+            certs.join("root.crt").display(),
+            certs.join("root.key").display(),
+        );
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await
+}
+
+/// The embedded default: a development CA, this node's certificate and a `root` client
+/// certificate under `<data-dir>/certs`, made on first start and reused afterwards.
+fn embedded_certs(config: &Config) -> anyhow::Result<TlsFiles> {
+    let dir = config.data_dir.join("certs");
+    let files = TlsFiles::in_dir(&dir, &config.name);
+    let mut wanted = InitOptions {
+        nodes: vec![],
+        clients: vec![],
+        hosts: hosts(config),
+    };
+    if !files.cert.exists() || !files.key.exists() {
+        wanted.nodes.push(config.name.clone());
+    }
+    if !dir.join("root.crt").exists() {
+        wanted.clients.push("root".into());
+    }
+    if !wanted.nodes.is_empty() || !wanted.clients.is_empty() {
+        let written = pki::init_dir(&dir, &wanted)
+            .with_context(|| format!("creating certificates in {}", dir.display()))?;
+        for path in written {
+            tracing::info!(path = %path.display(), "created development certificate material");
+        }
+    }
+    Ok(files)
+}
+
+fn hosts(config: &Config) -> Vec<String> {
+    let mut hosts = vec![
+        "127.0.0.1".to_owned(),
+        "localhost".to_owned(),
+        "::1".to_owned(),
+    ];
+    for ip in [config.listen_client.ip(), config.listen_peer.ip()] {
+        if !ip.is_unspecified() && !hosts.contains(&ip.to_string()) {
+            hosts.push(ip.to_string());
+        }
+    }
+    if let Some(adv) = &config.advertise_client {
+        let host = adv.rsplit_once(':').map_or(adv.as_str(), |(h, _)| h);
+        if !hosts.iter().any(|h| h == host) && !Path::new(host).as_os_str().is_empty() {
+            hosts.push(host.to_owned());
+        }
+    }
+    hosts
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,118 @@
+//! The storage layout: the four `kv_*` keyspaces and the records stored in them.
+//!
+//! | keyspace      | key                                   | value                              |
+//! |---------------|---------------------------------------|------------------------------------|
+//! | `kv_current`  | user key                              | [`Version`]: the live version      |
+//! | `kv_versions` | [`keycode::version_key`]`(key, rev)`  | `Option<Version>`; `None` = delete |
+//! | `kv_history`  | [`keycode::encode_rev`]`(rev)`        | `Vec<`[`Touch`]`>` in sub-rev order |
+//! | `kv_meta`     | [`META_REVISION`] / [`META_COMPACT`] / [`META_APPLIED`] | postcard `i64` / opaque |
+//!
+//! Every value is postcard-encoded, except the opaque `applied` blob which is stored as given.
+
+use etch_proto::{KeyValue, LeaseId, Revision};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::error::Result;
+#[cfg(doc)]
+use super::keycode;
+
+/// Meta key of the current store revision (absent in a fresh store: revision 1).
+pub(crate) const META_REVISION: &[u8] = b"revision";
+/// Meta key of the compaction floor (absent until the first compaction: 0).
+pub(crate) const META_COMPACT: &[u8] = b"compact_revision";
+/// Meta key of the caller's opaque applied blob (Raft applied log id + membership).
+pub(crate) const META_APPLIED: &[u8] = b"applied";
+
+/// Handles to the mvcc keyspaces of the shared database.
+#[derive(Clone)]
+pub(crate) struct Spaces {
+    pub db: Database,
+    pub current: Keyspace,
+    pub versions: Keyspace,
+    pub history: Keyspace,
+    pub meta: Keyspace,
+}
+
+impl Spaces {
+    /// Opens the keyspaces, creating any that is missing.
+    pub fn open(db: &Database) -> Result<Self> {
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Spaces {
+            db: db.clone(),
+            current: open("kv_current")?,
+            versions: open("kv_versions")?,
+            history: open("kv_history")?,
+            meta: open("kv_meta")?,
+        })
+    }
+
+    /// All four, in the order snapshots list them.
+    pub fn all(&self) -> [&Keyspace; 4] {
+        [&self.current, &self.versions, &self.history, &self.meta]
+    }
+
+    /// Reads `(revision, compact_revision)` from the meta keyspace as `r` sees it.
+    pub fn counters(&self, r: &impl Readable) -> Result<(Revision, Revision)> {
+        let read = |key: &[u8], default: Revision| -> Result<Revision> {
+            match r.get(&self.meta, key)? {
+                Some(v) => decode(&v),
+                None => Ok(default),
+            }
+        };
+        Ok((read(META_REVISION, 1)?, read(META_COMPACT, 0)?))
+    }
+}
+
+/// One version of a key, without the key itself (which the storage key already holds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Version {
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    pub version: i64,
+    pub lease: LeaseId,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+impl Version {
+    pub fn from_kv(kv: &KeyValue) -> Self {
+        Version {
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+            value: kv.value.clone(),
+        }
+    }
+
+    pub fn into_kv(self, key: Vec<u8>) -> KeyValue {
+        KeyValue {
+            key,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value: self.value,
+            lease: self.lease,
+        }
+    }
+}
+
+/// One key touched at a revision, as `kv_history` lists them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Touch {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// `true` for a delete, `false` for a put.
+    pub deleted: bool,
+}
+
+/// Encodes a record with postcard.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(postcard::to_stdvec(value)?)
+}
+
+/// Decodes a postcard record.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(postcard::from_bytes(bytes)?)
+}

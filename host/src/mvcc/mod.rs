@@ -1,0 +1,77 @@
+//! The revisioned key space: etcd's MVCC model on fjall.
+//!
+//! # The model
+//!
+//! The store holds byte-string keys and a store-wide *revision*. A fresh store is at
+//! revision 1. Every applied write that changes something advances the revision by exactly
+//! one, however many keys it touched: a put, a delete that deleted at least one key, a txn
+//! whose executed branch changed something (a delete of nothing changes nothing, as in
+//! etcd). All changes of one entry share its revision and are ordered within it (etcd's
+//! sub-revisions). Each version of a key carries `create_revision` (the revision of the put
+//! that created this incarnation of the key), `mod_revision` (its last put), `version` (1 on
+//! creation, +1 per put; a delete ends the incarnation, so the next put starts again at 1)
+//! and `lease`.
+//!
+//! Reads may ask for an older revision and see the key space exactly as it was then, down to
+//! the *compaction floor*: `Compact(rev)` drops, for every key, all versions older than the
+//! newest one at or below `rev` (and that one too if it is a deletion), drops the change
+//! history below `rev`, and records `rev` as the floor. Reads at the floor still work;
+//! below it they fail with `Compacted`, above the current revision with `FutureRevision`.
+//! Compaction does not advance the revision.
+//!
+//! Transactions compare keys (value, version, create/mod revision, lease; `= != < >`), then
+//! run one of two branches of range/put/delete ops at a single revision; a range inside a txn
+//! sees the txn's earlier writes. A branch may not write the same key twice (etcd's
+//! duplicate-key rules, see [`txn`]). Everything is etcd's behaviour, down to the error
+//! texts; where etcd has a quirk we do not copy, the module that handles it says so.
+//!
+//! # Storage
+//!
+//! The store lives in four fjall keyspaces of the node's one database (the Raft log owns the
+//! `raft_*` ones); [`layout`] has the table. In short:
+//!
+//! - `kv_current`: key → its live version. Current reads (the common case) are one scan here.
+//! - `kv_versions`: (key, revision) → the version written then, or a deletion marker. The
+//!   key encoding ([`keycode`]) keeps `(key, revision)` order, so a point-in-time range scans
+//!   the selected keys' versions and picks, per key, the newest one at or below the revision.
+//! - `kv_history`: revision → the keys touched then, put or delete, in sub-revision order.
+//!   Watches replay from it ([`Store::events_at`]); compaction uses it to find the keys with
+//!   versions to drop, so its cost follows the history dropped, not the store's size.
+//! - `kv_meta`: the current revision, the compaction floor and the caller's opaque `applied`
+//!   blob (Raft applied log id and membership).
+//!
+//! # Applying
+//!
+//! [`Store::apply`] is a pure function of (state, request): no clock, no randomness. It
+//! reads one fjall snapshot ([`view`]), stages the request's writes in a [`write::WriteTx`]
+//! (which also serves the txn's own reads), and commits effects, new revision and `applied`
+//! in **one** fjall batch, so a crash leaves either all of an entry or none of it. The batch
+//! is not fsynced: the Raft log is the durable record, and entries after the last persisted
+//! `applied` are applied again on restart. A request's own failure (`InvalidArgument`,
+//! `Compacted`, `FutureRevision`, `LeaseNotFound`) is deterministic, returned inside `Ok`,
+//! and still records `applied`; an outer `Err` is a storage failure and fatal for the node.
+//!
+//! Reads ([`Store::range`], [`Store::txn`] for read-only txns, [`Store::events_at`]) each
+//! take their own snapshot and read the counters from it, so they never see half an entry.
+//! Raft snapshots stream the keyspaces out and in ([`snapshot`]).
+//!
+//! Leases are not implemented yet: a put naming a lease fails with `LeaseNotFound`, and the
+//! `lease` field is stored and compared so that nothing changes on disk when they come.
+
+mod compact;
+mod error;
+mod keycode;
+mod layout;
+mod snapshot;
+mod store;
+mod txn;
+mod view;
+mod write;
+
+#[cfg(test)]
+mod script_parse;
+#[cfg(test)]
+mod script_test;
+
+pub use error::{Error, Result};
+pub use store::{Event, Outcome, Store};

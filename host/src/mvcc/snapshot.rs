@@ -1,0 +1,147 @@
+//! Export and import of the whole mvcc state, for Raft snapshots.
+//!
+//! The stream is a sequence of records, each a 4-byte big-endian length followed by that many
+//! bytes of postcard (the framing of the wire protocol): one [`Record::Header`], then one
+//! [`Record::Entry`] per stored key-value of the `kv_*` keyspaces (from one fjall snapshot,
+//! keyspace by keyspace, in key order), then [`Record::End`] with the number of entries, so a
+//! truncated stream is detected. The `applied` blob is not exported: the importer supplies
+//! its own. Neither side holds more than one record (or one bounded batch) in memory.
+//!
+//! Import clears `kv_meta` first, then the other keyspaces, and writes `applied` only in the
+//! last batch: an import cut short by a crash leaves no `applied` behind, which the caller
+//! must read as "no usable state machine" and install a snapshot again.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+use super::layout::{META_APPLIED, encode};
+use super::store::Store;
+
+/// Version of the stream format.
+const FORMAT: u32 = 1;
+/// Largest record accepted on import (a key is at most 64 KiB; values are far below this).
+const MAX_RECORD: usize = 64 << 20;
+/// Import commits a batch once it holds this many bytes.
+const BATCH_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Record<'a> {
+    Header {
+        format: u32,
+    },
+    Entry {
+        /// Index into [`super::layout::Spaces::all`].
+        space: u8,
+        #[serde(with = "serde_bytes", borrow)]
+        key: &'a [u8],
+        #[serde(with = "serde_bytes", borrow)]
+        value: &'a [u8],
+    },
+    End {
+        entries: u64,
+    },
+}
+
+impl Store {
+    /// Writes every record of the mvcc keyspaces, from one consistent snapshot, into `w`.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or `w` failing.
+    pub fn export(&self, w: &mut dyn Write) -> Result<()> {
+        let spaces = self.spaces();
+        let snap = spaces.db.snapshot();
+        write_record(w, &Record::Header { format: FORMAT })?;
+        let mut entries = 0u64;
+        for (space, keyspace) in (0u8..).zip(spaces.all()) {
+            let is_meta = std::ptr::eq(keyspace, &spaces.meta);
+            for item in fjall::Readable::iter(&snap, keyspace) {
+                let (key, value) = item.into_inner()?;
+                if is_meta && &*key == META_APPLIED {
+                    continue;
+                }
+                let (key, value) = (&*key, &*value);
+                write_record(w, &Record::Entry { space, key, value })?;
+                entries += 1;
+            }
+        }
+        write_record(w, &Record::End { entries })?;
+        Ok(w.flush()?)
+    }
+
+    /// Replaces the whole mvcc state with an export read from `r`, then records `applied`
+    /// and reloads the revision counters.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or a stream that fails, is truncated or malformed (the state is
+    /// then partial and has no `applied`).
+    pub fn import(&self, r: &mut dyn Read, applied: &[u8]) -> Result<()> {
+        let _guard = self.lock();
+        let spaces = self.spaces();
+        let mut buf = Vec::new();
+        match read_record(r, &mut buf)? {
+            Record::Header { format: FORMAT } => {}
+            other => return Err(Error::Corrupt(format!("bad snapshot header {other:?}"))),
+        }
+        spaces.meta.clear()?;
+        for keyspace in spaces.all() {
+            keyspace.clear()?;
+        }
+        let all = spaces.all();
+        let (mut batch, mut bytes, mut entries) = (spaces.db.batch(), 0, 0u64);
+        loop {
+            match read_record(r, &mut buf)? {
+                Record::Entry { space, key, value } => {
+                    let keyspace = all.get(usize::from(space)).ok_or_else(|| {
+                        Error::Corrupt(format!("snapshot names keyspace {space}"))
+                    })?;
+                    batch.insert(keyspace, key, value);
+                    bytes += key.len() + value.len();
+                    entries += 1;
+                    if bytes >= BATCH_BYTES {
+                        std::mem::replace(&mut batch, spaces.db.batch()).commit()?;
+                        bytes = 0;
+                    }
+                }
+                Record::End { entries: n } if n == entries => break,
+                other => {
+                    return Err(Error::Corrupt(format!(
+                        "unexpected snapshot record {other:?}"
+                    )));
+                }
+            }
+        }
+        batch.insert(&spaces.meta, META_APPLIED, applied);
+        batch.commit()?;
+        self.reload_counters()
+    }
+}
+
+fn write_record(w: &mut dyn Write, record: &Record<'_>) -> Result<()> {
+    let body = encode(record)?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&len| len as usize <= MAX_RECORD)
+        .ok_or_else(|| Error::Corrupt(format!("snapshot record of {} bytes", body.len())))?;
+    w.write_all(&len.to_be_bytes())?;
+    Ok(w.write_all(&body)?)
+}
+
+fn read_record<'b>(r: &mut dyn Read, buf: &'b mut Vec<u8>) -> Result<Record<'b>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_RECORD {
+        return Err(Error::Corrupt(format!("snapshot record of {len} bytes")));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf)?;
+    decode_borrowed(buf)
+}
+
+fn decode_borrowed(buf: &[u8]) -> Result<Record<'_>> {
+    Ok(postcard::from_bytes(buf)?)
+}

@@ -1,0 +1,311 @@
+//! [`Store`]: the entry points the Raft state machine and the read path call.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use etch_proto::{
+    CompactResponse, Error as ProtoError, KeyValue, PutRequest, RangeRequest, RangeResponse,
+    Request, Response, ResponseHeader, Revision, TxnRequest, TxnResponse,
+};
+use fjall::{Database, OwnedWriteBatch};
+
+use super::error::{Error, Result};
+use super::keycode::encode_rev;
+use super::layout::{META_APPLIED, Spaces, Touch, decode};
+use super::view::{View, empty_key};
+use super::write::WriteTx;
+use super::{compact, txn};
+
+/// The outcome of a request: outer `Err` = storage failure, inner `Err` = the request's own
+/// deterministic failure.
+pub type Outcome<T> = Result<std::result::Result<T, ProtoError>>;
+
+/// One change at a revision, as a watcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The new version for a put; for a delete only `key` and `mod_revision` (the revision of
+    /// the delete) are set, as in etcd's tombstone events.
+    pub kv: KeyValue,
+    pub is_delete: bool,
+}
+
+/// The revisioned key space of one node. Cheap to clone; clones share the same state.
+///
+/// Writes ([`Store::apply`], [`Store::set_applied`], [`Store::import`]) are serialised by an
+/// internal lock; reads each take their own fjall snapshot and never block writes.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spaces: Spaces,
+    revision: AtomicI64,
+    compact: AtomicI64,
+    /// Serialises writers; guards no data (the state lives in fjall), so a poisoned lock is
+    /// still usable.
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("revision", &self.revision())
+            .field("compact_revision", &self.compact_revision())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the mvcc keyspaces of `db`, creating the missing ones, and loads the counters.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or meta records that do not decode.
+    pub fn open(db: &Database) -> Result<Store> {
+        let spaces = Spaces::open(db)?;
+        let (revision, compact) = spaces.counters(&db.snapshot())?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                spaces,
+                revision: AtomicI64::new(revision),
+                compact: AtomicI64::new(compact),
+                write: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Applies one committed request deterministically and writes its effects, the new
+    /// revision and `applied` in one atomic fjall batch (not fsynced: the Raft log is the
+    /// durable record). A deterministic failure still records `applied` and leaves the
+    /// revision alone. Put, DeleteRange, Txn and Compact are writes; a Range is served at the
+    /// applied state; Status is not a state-machine request (InvalidArgument).
+    ///
+    /// # Errors
+    ///
+    /// A storage failure: the node must stop.
+    pub fn apply(&self, req: &Request, applied: &[u8]) -> Outcome<Response> {
+        let _guard = self.lock();
+        let spaces = &self.inner.spaces;
+        let view = View::open(spaces)?;
+        let mut batch = spaces.db.batch();
+        let outcome = execute(&view, req, &mut batch)?;
+        if outcome.is_err() {
+            batch = spaces.db.batch();
+        }
+        batch.insert(&spaces.meta, META_APPLIED, applied);
+        batch.commit()?;
+        if let Ok(resp) = &outcome {
+            self.inner
+                .revision
+                .store(header(resp).revision, Ordering::Release);
+            if let Request::Compact(c) = req {
+                self.inner.compact.store(c.revision, Ordering::Release);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Records `applied` alone, for Raft entries without a request (blank, membership).
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub fn set_applied(&self, applied: &[u8]) -> Result<()> {
+        let _guard = self.lock();
+        let mut batch = self.inner.spaces.db.batch();
+        batch.insert(&self.inner.spaces.meta, META_APPLIED, applied);
+        Ok(batch.commit()?)
+    }
+
+    /// The blob last given to [`Store::apply`], [`Store::set_applied`] or [`Store::import`].
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub fn applied(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .inner
+            .spaces
+            .meta
+            .get(META_APPLIED)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Serves a range from one consistent snapshot of the applied state.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure; the inner error is the request's (empty key, Compacted,
+    /// FutureRevision).
+    pub fn range(&self, req: &RangeRequest) -> Outcome<RangeResponse> {
+        View::open(&self.inner.spaces)?.range(req)
+    }
+
+    /// Serves a read-only txn (compares and ranges) from one snapshot, without the Raft log.
+    /// A txn with a put or delete in either branch is refused: it must go through
+    /// [`Store::apply`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::range`].
+    pub fn txn(&self, req: &TxnRequest) -> Outcome<TxnResponse> {
+        if !req.is_read_only() {
+            return Ok(Err(ProtoError::InvalidArgument(
+                "a txn that writes must be applied through the log".into(),
+            )));
+        }
+        let view = View::open(&self.inner.spaces)?;
+        txn::execute(&mut WriteTx::new(&view), req)
+    }
+
+    /// The current store revision (1 for an empty store).
+    pub fn revision(&self) -> Revision {
+        self.inner.revision.load(Ordering::Acquire)
+    }
+
+    /// The compaction floor: the lowest readable revision (0 before any compaction).
+    pub fn compact_revision(&self) -> Revision {
+        self.inner.compact.load(Ordering::Acquire)
+    }
+
+    /// The changes made at `rev`, in sub-revision order (empty for a revision that wrote
+    /// nothing, such as 1).
+    ///
+    /// # Errors
+    ///
+    /// A storage failure or corrupt history; the inner error is Compacted below the floor
+    /// and FutureRevision past the current revision.
+    pub fn events_at(&self, rev: Revision) -> Outcome<Vec<Event>> {
+        let view = View::open(&self.inner.spaces)?;
+        if rev < view.compact {
+            return Ok(Err(ProtoError::Compacted {
+                compact_revision: view.compact,
+            }));
+        }
+        if rev > view.revision {
+            return Ok(Err(ProtoError::FutureRevision {
+                current_revision: view.revision,
+            }));
+        }
+        let Some(raw) =
+            fjall::Readable::get(view.snapshot(), &view.spaces().history, encode_rev(rev))?
+        else {
+            return Ok(Ok(Vec::new()));
+        };
+        let mut events = Vec::new();
+        for Touch { key, deleted } in decode::<Vec<Touch>>(&raw)? {
+            let kv = if deleted {
+                KeyValue {
+                    key,
+                    mod_revision: rev,
+                    ..Default::default()
+                }
+            } else {
+                match view.version(&key, rev)? {
+                    Some(Some(version)) => version.into_kv(key),
+                    _ => {
+                        return Err(Error::Corrupt(format!(
+                            "history at {rev} lists a put of {key:02x?} without its version"
+                        )));
+                    }
+                }
+            };
+            events.push(Event {
+                kv,
+                is_delete: deleted,
+            });
+        }
+        Ok(Ok(events))
+    }
+
+    pub(crate) fn spaces(&self) -> &Spaces {
+        &self.inner.spaces
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reloads the in-memory counters from storage (after an import).
+    pub(crate) fn reload_counters(&self) -> Result<()> {
+        let spaces = &self.inner.spaces;
+        let (revision, compact) = spaces.counters(&spaces.db.snapshot())?;
+        self.inner.revision.store(revision, Ordering::Release);
+        self.inner.compact.store(compact, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Runs one request against `view`, adding its writes to `batch`.
+fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<Response> {
+    let mut tx = WriteTx::new(view);
+    let resp = match req {
+        Request::Put(p) => {
+            if let Err(e) = check_put(p) {
+                return Ok(Err(e));
+            }
+            let mut resp = tx.put(p)?;
+            resp.header.revision = tx.write(batch)?;
+            Response::Put(resp)
+        }
+        Request::DeleteRange(d) => {
+            if d.key.is_empty() {
+                return Ok(Err(empty_key()));
+            }
+            let mut resp = tx.delete_range(d)?;
+            resp.header.revision = tx.write(batch)?;
+            Response::DeleteRange(resp)
+        }
+        Request::Txn(t) => {
+            let mut resp = match txn::execute(&mut tx, t)? {
+                Ok(resp) => resp,
+                Err(e) => return Ok(Err(e)),
+            };
+            resp.header.revision = tx.write(batch)?;
+            Response::Txn(resp)
+        }
+        Request::Compact(c) => {
+            if let Err(e) = compact::compact(view, batch, c.revision)? {
+                return Ok(Err(e));
+            }
+            let mut resp = CompactResponse::default();
+            resp.header.revision = view.revision;
+            Response::Compact(resp)
+        }
+        Request::Range(r) => match view.range(r)? {
+            Ok(resp) => Response::Range(resp),
+            Err(e) => return Ok(Err(e)),
+        },
+        Request::Status(_) => {
+            return Ok(Err(ProtoError::InvalidArgument(
+                "status is not a state machine request".into(),
+            )));
+        }
+    };
+    Ok(Ok(resp))
+}
+
+fn check_put(p: &PutRequest) -> std::result::Result<(), ProtoError> {
+    if p.key.is_empty() {
+        return Err(empty_key());
+    }
+    if p.lease != 0 {
+        return Err(ProtoError::LeaseNotFound(p.lease));
+    }
+    Ok(())
+}
+
+fn header(resp: &Response) -> &ResponseHeader {
+    match resp {
+        Response::Range(r) => &r.header,
+        Response::Put(r) => &r.header,
+        Response::DeleteRange(r) => &r.header,
+        Response::Txn(r) => &r.header,
+        Response::Compact(r) => &r.header,
+        Response::Status(r) => &r.header,
+    }
+}

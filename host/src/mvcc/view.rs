@@ -1,0 +1,255 @@
+//! Consistent reads: a [`View`] is one fjall snapshot of the mvcc keyspaces together with the
+//! revision counters as that snapshot saw them, so a read never mixes two revisions.
+//!
+//! Reads at the current revision scan `kv_current`; reads at an older revision scan the
+//! versions of the selected keys in `kv_versions` and keep, per key, the newest version at or
+//! below the revision (skipping the key if that version is a deletion). Results stream out of
+//! the scan; [`collect_range`] keeps at most `limit` of them while counting all.
+
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+
+use etch_proto::{Error as ProtoError, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision};
+use fjall::{Readable, Slice, Snapshot};
+
+use super::error::Result;
+use super::keycode::{decode_version_key, key_prefix, version_key};
+use super::layout::{Spaces, Version, decode};
+
+/// A stream of key-values in ascending key order.
+pub(crate) type KvIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + 'a>;
+
+/// The error for a request without a key, worded as etcd's.
+pub(crate) fn empty_key() -> ProtoError {
+    ProtoError::InvalidArgument("key is not provided".into())
+}
+
+/// Lower and upper bound of a key scan.
+pub(crate) type Bounds = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// The user-key bounds of a range, or `None` when it selects nothing (`key >= range_end`).
+pub(crate) fn bounds(range: &KeyRange<'_>) -> Option<Bounds> {
+    match *range {
+        KeyRange::Single(k) => Some((Included(k.to_vec()), Included(k.to_vec()))),
+        KeyRange::From(start) => Some((Included(start.to_vec()), Unbounded)),
+        KeyRange::Between(start, end) if start < end => {
+            Some((Included(start.to_vec()), Excluded(end.to_vec())))
+        }
+        KeyRange::Between(..) => None,
+    }
+}
+
+/// Resolves a request's `revision` (0 or negative = `current`) against the counters, as
+/// etcd does: newer than `current` is a future revision, below the floor is compacted, and
+/// the floor itself is still readable.
+pub(crate) fn read_revision(
+    requested: Revision,
+    current: Revision,
+    compact: Revision,
+) -> std::result::Result<Revision, ProtoError> {
+    if requested > current {
+        return Err(ProtoError::FutureRevision {
+            current_revision: current,
+        });
+    }
+    let rev = if requested <= 0 { current } else { requested };
+    if rev < compact {
+        return Err(ProtoError::Compacted {
+            compact_revision: compact,
+        });
+    }
+    Ok(rev)
+}
+
+/// Applies `limit`, `keys_only` and `count_only` to a stream of matches. `count` is every
+/// match; only the returned ones are held in memory.
+pub(crate) fn collect_range(
+    iter: KvIter<'_>,
+    req: &RangeRequest,
+    header_revision: Revision,
+) -> Result<RangeResponse> {
+    let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0);
+    let mut resp = RangeResponse::default();
+    resp.header.revision = header_revision;
+    for kv in iter {
+        let mut kv = kv?;
+        resp.count += 1;
+        if req.count_only {
+            continue;
+        }
+        if limit.is_some_and(|l| resp.kvs.len() >= l) {
+            resp.more = true;
+            continue;
+        }
+        if req.keys_only {
+            kv.value.clear();
+        }
+        resp.kvs.push(kv);
+    }
+    Ok(resp)
+}
+
+/// One consistent snapshot of the mvcc state.
+pub(crate) struct View {
+    spaces: Spaces,
+    snap: Snapshot,
+    /// The store revision in this snapshot.
+    pub revision: Revision,
+    /// The compaction floor in this snapshot (0 before the first compaction).
+    pub compact: Revision,
+}
+
+impl View {
+    pub fn open(spaces: &Spaces) -> Result<View> {
+        let snap = spaces.db.snapshot();
+        let (revision, compact) = spaces.counters(&snap)?;
+        Ok(View {
+            spaces: spaces.clone(),
+            snap,
+            revision,
+            compact,
+        })
+    }
+
+    pub fn spaces(&self) -> &Spaces {
+        &self.spaces
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// Serves a range request from this snapshot.
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+    ) -> Result<std::result::Result<RangeResponse, ProtoError>> {
+        if req.key.is_empty() {
+            return Ok(Err(empty_key()));
+        }
+        let rev = match read_revision(req.revision, self.revision, self.compact) {
+            Ok(rev) => rev,
+            Err(e) => return Ok(Err(e)),
+        };
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let iter = if rev == self.revision {
+            self.scan(&range)
+        } else {
+            self.scan_at(&range, rev)
+        };
+        collect_range(iter, req, self.revision).map(Ok)
+    }
+
+    /// The live version of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.snap.get(&self.spaces.current, key)? {
+            Some(raw) => Ok(Some(decode::<Version>(&raw)?.into_kv(key.to_vec()))),
+            None => Ok(None),
+        }
+    }
+
+    /// The live versions of the keys in `range`.
+    pub fn scan(&self, range: &KeyRange<'_>) -> KvIter<'static> {
+        if let KeyRange::Single(key) = range {
+            return Box::new(self.get(key).transpose().into_iter());
+        }
+        let Some(bounds) = bounds(range) else {
+            return Box::new(std::iter::empty());
+        };
+        Box::new(self.snap.range(&self.spaces.current, bounds).map(|guard| {
+            let (key, raw) = guard.into_inner()?;
+            Ok(decode::<Version>(&raw)?.into_kv(key.to_vec()))
+        }))
+    }
+
+    /// The versions of the keys in `range` as they were at `rev`.
+    pub fn scan_at(&self, range: &KeyRange<'_>, rev: Revision) -> KvIter<'static> {
+        let (lower, upper) = match *range {
+            KeyRange::Single(k) => {
+                let prefix = key_prefix(k);
+                let mut upper = prefix.clone();
+                upper.extend_from_slice(&[0xff; 8]);
+                (prefix, Included(upper))
+            }
+            KeyRange::From(start) => (key_prefix(start), Unbounded),
+            KeyRange::Between(start, end) if start < end => {
+                (key_prefix(start), Excluded(key_prefix(end)))
+            }
+            KeyRange::Between(..) => return Box::new(std::iter::empty()),
+        };
+        let inner = self
+            .snap
+            .range(&self.spaces.versions, (Included(lower), upper));
+        Box::new(AtRevision {
+            inner,
+            rev,
+            group: None,
+        })
+    }
+
+    /// The record of `key` written exactly at `rev`: `None` if there is none (never written
+    /// then, or compacted away), `Some(None)` for a deletion.
+    pub fn version(&self, key: &[u8], rev: Revision) -> Result<Option<Option<Version>>> {
+        match self
+            .snap
+            .get(&self.spaces.versions, version_key(key, rev))?
+        {
+            Some(raw) => Ok(Some(decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Walks `kv_versions` in `(key, revision)` order and yields, per key, the newest version at
+/// or below `rev` unless it is a deletion.
+struct AtRevision {
+    inner: fjall::Iter,
+    rev: Revision,
+    /// The key being grouped and the raw record of its best version so far.
+    group: Option<(Vec<u8>, Option<Slice>)>,
+}
+
+impl AtRevision {
+    fn emit(key: Vec<u8>, best: Option<Slice>) -> Option<Result<KeyValue>> {
+        match decode::<Option<Version>>(&best?) {
+            Ok(Some(version)) => Some(Ok(version.into_kv(key))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl Iterator for AtRevision {
+    type Item = Result<KeyValue>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let Some(guard) = self.inner.next() else {
+                let (key, best) = self.group.take()?;
+                return Self::emit(key, best);
+            };
+            let (raw_key, raw) = match guard.into_inner() {
+                Ok(pair) => pair,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let (key, rev) = match decode_version_key(&raw_key) {
+                Ok(decoded) => decoded,
+                Err(e) => return Some(Err(e)),
+            };
+            let candidate = (rev <= self.rev).then_some(raw);
+            match &mut self.group {
+                Some((current, best)) if *current == key => {
+                    if candidate.is_some() {
+                        *best = candidate;
+                    }
+                }
+                _ => {
+                    if let Some((done, best)) = self.group.replace((key, candidate))
+                        && let Some(item) = Self::emit(done, best)
+                    {
+                        return Some(item);
+                    }
+                }
+            }
+        }
+    }
+}

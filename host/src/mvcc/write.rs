@@ -1,0 +1,191 @@
+//! The write side of one applied entry: a [`WriteTx`] collects the puts and deletes of a
+//! request (or of a whole txn) at the next revision, lets later ops of the same txn read them
+//! (as etcd does), and finally turns them into fjall batch operations.
+//!
+//! Every write of one entry gets the same revision, `view.revision + 1`; their order (etcd's
+//! sub-revisions) is the order of `touched`. The duplicate-key rules of a txn guarantee that
+//! a key is written at most once per entry, so one `kv_versions` record per key suffices.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, btree_map};
+use std::iter::Peekable;
+
+use etch_proto::{
+    DeleteRangeRequest, DeleteRangeResponse, Error as ProtoError, KeyRange, KeyValue, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Revision,
+};
+use fjall::OwnedWriteBatch;
+
+use super::error::Result;
+use super::keycode::{encode_rev, version_key};
+use super::layout::{META_REVISION, Touch, Version, encode};
+use super::view::{KvIter, View, bounds, collect_range, read_revision};
+
+/// The pending writes of one entry on top of a [`View`].
+pub(crate) struct WriteTx<'v> {
+    view: &'v View,
+    /// Key → its state after this entry (`None` = deleted here).
+    overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    /// The keys written, in sub-revision order.
+    touched: Vec<Touch>,
+}
+
+impl<'v> WriteTx<'v> {
+    pub fn new(view: &'v View) -> Self {
+        WriteTx {
+            view,
+            overlay: BTreeMap::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    pub fn view(&self) -> &'v View {
+        self.view
+    }
+
+    /// The revision as the ops of this entry see it: one past the view once anything changed.
+    pub fn current_revision(&self) -> Revision {
+        self.view.revision + Revision::from(!self.touched.is_empty())
+    }
+
+    /// The live version of `key`, this entry's writes included.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.overlay.get(key) {
+            Some(state) => Ok(state.clone()),
+            None => self.view.get(key),
+        }
+    }
+
+    /// The live versions in `range`, this entry's writes included.
+    pub fn scan(&self, range: &KeyRange<'_>) -> KvIter<'_> {
+        let Some(bounds) = bounds(range) else {
+            return Box::new(std::iter::empty());
+        };
+        Box::new(Merge {
+            base: self.view.scan(range).peekable(),
+            over: self.overlay.range(bounds).peekable(),
+        })
+    }
+
+    /// A range inside this entry: at the current revision it sees this entry's writes, at an
+    /// older one it reads history.
+    pub fn range(
+        &self,
+        req: &RangeRequest,
+    ) -> Result<std::result::Result<RangeResponse, ProtoError>> {
+        if req.key.is_empty() {
+            return Ok(Err(super::view::empty_key()));
+        }
+        let current = self.current_revision();
+        let rev = match read_revision(req.revision, current, self.view.compact) {
+            Ok(rev) => rev,
+            Err(e) => return Ok(Err(e)),
+        };
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let iter = if rev == current {
+            self.scan(&range)
+        } else {
+            self.view.scan_at(&range, rev)
+        };
+        collect_range(iter, req, current).map(Ok)
+    }
+
+    /// Puts `req.key` (already checked: key not empty, no lease).
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        let prev = self.get(&req.key)?;
+        let rev = self.view.revision + 1;
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+            mod_revision: rev,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value: req.value.clone(),
+            lease: req.lease,
+        };
+        self.overlay.insert(req.key.clone(), Some(kv));
+        self.touched.push(Touch {
+            key: req.key.clone(),
+            deleted: false,
+        });
+        let mut resp = PutResponse {
+            prev_kv: prev.filter(|_| req.prev_kv),
+            ..Default::default()
+        };
+        resp.header.revision = self.current_revision();
+        Ok(resp)
+    }
+
+    /// Deletes every live key in the range, in key order.
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let deleted: Vec<KeyValue> = self.scan(&range).collect::<Result<_>>()?;
+        for kv in &deleted {
+            self.overlay.insert(kv.key.clone(), None);
+            self.touched.push(Touch {
+                key: kv.key.clone(),
+                deleted: true,
+            });
+        }
+        let mut resp = DeleteRangeResponse {
+            deleted: deleted.len() as i64,
+            prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
+            ..Default::default()
+        };
+        resp.header.revision = self.current_revision();
+        Ok(resp)
+    }
+
+    /// Adds this entry's writes to `batch` and returns the store revision after it (unchanged
+    /// if nothing was written).
+    pub fn write(self, batch: &mut OwnedWriteBatch) -> Result<Revision> {
+        if self.touched.is_empty() {
+            return Ok(self.view.revision);
+        }
+        let spaces = self.view.spaces();
+        let rev = self.view.revision + 1;
+        for (key, state) in self.overlay {
+            let record = state.as_ref().map(Version::from_kv);
+            batch.insert(&spaces.versions, version_key(&key, rev), encode(&record)?);
+            match record {
+                Some(version) => batch.insert(&spaces.current, key, encode(&version)?),
+                None => batch.remove(&spaces.current, key),
+            }
+        }
+        batch.insert(&spaces.history, encode_rev(rev), encode(&self.touched)?);
+        batch.insert(&spaces.meta, META_REVISION, encode(&rev)?);
+        Ok(rev)
+    }
+}
+
+/// Merges the snapshot's live keys with the overlay; the overlay wins on equal keys and its
+/// deletions hide the snapshot's versions.
+struct Merge<'a> {
+    base: Peekable<KvIter<'static>>,
+    over: Peekable<btree_map::Range<'a, Vec<u8>, Option<KeyValue>>>,
+}
+
+impl Iterator for Merge<'_> {
+    type Item = Result<KeyValue>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            // How the overlay's next key compares with the snapshot's next key.
+            let order = match (self.base.peek(), self.over.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(Ok(_)), None) => Ordering::Greater,
+                (None, Some(_)) => Ordering::Less,
+                (Some(Ok(base)), Some((key, _))) => key.as_slice().cmp(&base.key),
+            };
+            match order {
+                Ordering::Greater => return self.base.next(),
+                Ordering::Equal => {
+                    self.base.next();
+                }
+                Ordering::Less => {}
+            }
+            if let Some((_, Some(kv))) = self.over.next() {
+                return Some(Ok(kv.clone()));
+            }
+        }
+    }
+}

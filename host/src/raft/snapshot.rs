@@ -1,0 +1,121 @@
+//! Snapshot files.
+//!
+//! A snapshot is one file in `<data-dir>/snapshots`: a 4-byte big-endian length, the postcard
+//! [`SnapshotMeta`] (last included log id, membership, id), then the MVCC export stream.
+//! Files are written under a temporary name and renamed into place, so a crash never leaves a
+//! half snapshot that looks whole. Only the newest snapshot is kept.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::types::SnapshotMeta;
+
+/// A snapshot on disk; what openraft moves around as `SnapshotData`.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+}
+
+impl SnapshotFile {
+    /// Opens the file positioned after the header, returning the meta and a reader of the
+    /// MVCC export that follows it.
+    pub fn open(&self) -> io::Result<(SnapshotMeta, BufReader<File>)> {
+        let mut r = BufReader::new(File::open(&self.path)?);
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > 64 * 1024 * 1024 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot header too large",
+            ));
+        }
+        let mut header = vec![0u8; len];
+        r.read_exact(&mut header)?;
+        let meta = postcard::from_bytes(&header).map_err(io::Error::other)?;
+        Ok((meta, r))
+    }
+}
+
+/// The directory holding a node's snapshots.
+#[derive(Clone, Debug)]
+pub struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        // Leftovers of interrupted writes or receptions.
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(SnapshotDir {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// A fresh temporary path in this directory, for a snapshot being written or received.
+    pub fn temp_path(&self) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("incoming-{}-{n}.tmp", std::process::id()))
+    }
+
+    /// Writes a new snapshot: the header for `meta`, then whatever `body` writes.
+    pub fn write(
+        &self,
+        meta: &SnapshotMeta,
+        body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<SnapshotFile> {
+        let tmp = self.temp_path();
+        let mut w = BufWriter::new(File::create(&tmp)?);
+        let header = postcard::to_allocvec(meta).map_err(io::Error::other)?;
+        let len = u32::try_from(header.len()).map_err(io::Error::other)?;
+        w.write_all(&len.to_be_bytes())?;
+        w.write_all(&header)?;
+        body(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        self.keep(&SnapshotFile { path: tmp }, meta)
+    }
+
+    /// Makes `file` (written or received) the current snapshot under its final name and
+    /// removes every other snapshot.
+    pub fn keep(&self, file: &SnapshotFile, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let path = self
+            .dir
+            .join(format!("{index:020}-{}.snap", meta.snapshot_id));
+        if file.path != path {
+            fs::rename(&file.path, &path)?;
+        }
+        for entry in fs::read_dir(&self.dir)? {
+            let other = entry?.path();
+            if other != path && other.extension().is_some_and(|e| e == "snap") {
+                fs::remove_file(&other)?;
+            }
+        }
+        Ok(SnapshotFile { path })
+    }
+
+    /// The newest snapshot, if any.
+    pub fn current(&self) -> io::Result<Option<SnapshotFile>> {
+        let mut newest: Option<PathBuf> = None;
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "snap")
+                && newest.as_ref().is_none_or(|n| path > *n)
+            {
+                newest = Some(path);
+            }
+        }
+        Ok(newest.map(|path| SnapshotFile { path }))
+    }
+}

@@ -1,0 +1,218 @@
+//! The replicated state machine: committed entries in, MVCC state out.
+//!
+//! [`StateMachine::apply`] hands each committed [`Command`] to [`mvcc::Store::apply`], which
+//! writes the data, the new revision and this module's *applied blob* (the applied log id and
+//! the last membership) in one atomic fjall batch. A crash therefore leaves the state at some
+//! applied entry, never between two, and openraft re-applies what follows from the log.
+//! Apply is deterministic; a request that fails (a compacted revision, a bad txn) fails the
+//! same way on every replica and still counts as applied.
+
+use std::io;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageError};
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::{SnapshotDir, SnapshotFile};
+use super::storage_error;
+use super::types::{
+    Command, CommandResult, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig,
+};
+use crate::NodeId;
+use crate::mvcc;
+
+type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+
+/// What the state machine records beside the data, as one opaque blob in the MVCC meta.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AppliedState {
+    log_id: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl AppliedState {
+    fn encode(&self) -> Result<Vec<u8>> {
+        postcard::to_allocvec(self).map_err(|e| storage_error(true, &e))
+    }
+}
+
+/// The state machine of one node.
+pub struct StateMachine {
+    store: mvcc::Store,
+    snapshots: SnapshotDir,
+    applied: AppliedState,
+    /// Notified after every applied batch, with the store revision (watchers, waiters).
+    on_apply: Arc<tokio::sync::watch::Sender<i64>>,
+}
+
+impl StateMachine {
+    /// Loads the applied state recorded in `store`.
+    pub fn open(
+        store: mvcc::Store,
+        snapshots: SnapshotDir,
+    ) -> std::result::Result<Self, mvcc::Error> {
+        let applied = match store.applied()? {
+            Some(blob) => postcard::from_bytes(&blob).map_err(mvcc::Error::from)?,
+            None => AppliedState::default(),
+        };
+        let on_apply = Arc::new(tokio::sync::watch::Sender::new(store.revision()));
+        Ok(StateMachine {
+            store,
+            snapshots,
+            applied,
+            on_apply,
+        })
+    }
+
+    /// Subscribes to the store revision after each applied batch.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.on_apply.subscribe()
+    }
+
+    fn apply_one(&mut self, entry: Entry) -> Result<Option<CommandResult>> {
+        self.applied.log_id = Some(entry.log_id);
+        let mut request = None;
+        match entry.payload {
+            EntryPayload::Blank => {}
+            EntryPayload::Membership(m) => {
+                self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+            }
+            EntryPayload::Normal(Command::Kv(req)) => request = Some(req),
+        }
+        let blob = self.applied.encode()?;
+        match request {
+            None => {
+                self.store
+                    .set_applied(&blob)
+                    .map_err(|e| storage_error(true, &e))?;
+                Ok(None)
+            }
+            Some(req) => {
+                let outcome = self
+                    .store
+                    .apply(&req, &blob)
+                    .map_err(|e| storage_error(true, &e))?;
+                Ok(Some(outcome))
+            }
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership)> {
+        Ok((self.applied.log_id, self.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<CommandResult>>>
+    where
+        I: IntoIterator<Item = Entry> + openraft::OptionalSend,
+        I::IntoIter: openraft::OptionalSend,
+    {
+        let results = entries
+            .into_iter()
+            .map(|e| self.apply_one(e))
+            .collect::<Result<Vec<_>>>()?;
+        self.on_apply.send_replace(self.store.revision());
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Building runs beside later applies, so capture the data now, in apply order.
+        SnapshotBuilder {
+            built: self.write_snapshot(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>> {
+        Ok(Box::new(SnapshotFile {
+            path: self.snapshots.temp_path(),
+        }))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotFile>,
+    ) -> Result<()> {
+        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installing snapshot");
+        let read_err = |e: io::Error| storage_error(false, &e);
+        let (_, mut body) = snapshot.open().map_err(read_err)?;
+        let applied = AppliedState {
+            log_id: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        self.store
+            .import(&mut body, &applied.encode()?)
+            .map_err(|e| storage_error(true, &e))?;
+        self.snapshots
+            .keep(&snapshot, meta)
+            .map_err(|e| storage_error(true, &e))?;
+        self.applied = applied;
+        self.on_apply.send_replace(self.store.revision());
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
+        let Some(file) = self
+            .snapshots
+            .current()
+            .map_err(|e| storage_error(false, &e))?
+        else {
+            return Ok(None);
+        };
+        let (meta, _) = file.open().map_err(|e| storage_error(false, &e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}
+
+impl StateMachine {
+    fn write_snapshot(&self) -> Result<Snapshot<TypeConfig>> {
+        let last = self.applied.log_id;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.applied.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}-{}",
+                last.map(|l| l.leader_id.term).unwrap_or(0),
+                last.map(|l| l.index).unwrap_or(0),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            ),
+        };
+        let store = &self.store;
+        let file = self
+            .snapshots
+            .write(&meta, |w| store.export(w).map_err(io::Error::other))
+            .map_err(|e| storage_error(true, &e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+/// Hands openraft the snapshot captured when the builder was made.
+pub struct SnapshotBuilder {
+    built: Result<Snapshot<TypeConfig>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
+        std::mem::replace(
+            &mut self.built,
+            Err(storage_error(
+                false,
+                &io::Error::other("snapshot already taken"),
+            )),
+        )
+    }
+}

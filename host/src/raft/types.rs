@@ -1,0 +1,76 @@
+//! The openraft type configuration and what the log carries.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::SnapshotFile;
+use crate::NodeId;
+
+/// What a Raft log entry asks the state machine to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A key-space write: Put, DeleteRange, Txn or Compact.
+    Kv(etch_proto::Request),
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Kv(req) => write!(f, "kv({})", request_kind(req)),
+        }
+    }
+}
+
+fn request_kind(req: &etch_proto::Request) -> &'static str {
+    use etch_proto::Request::*;
+    match req {
+        Range(_) => "range",
+        Put(_) => "put",
+        DeleteRange(_) => "delete-range",
+        Txn(_) => "txn",
+        Compact(_) => "compact",
+        Status(_) => "status",
+    }
+}
+
+/// The outcome of applying a [`Command`]: the client's answer, or its deterministic failure.
+pub type CommandResult = Result<etch_proto::Response, etch_proto::Error>;
+
+/// A cluster member as Raft membership records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's name (`--name`).
+    pub name: String,
+    /// Where its peer endpoint listens (host:port).
+    pub peer_addr: String,
+    /// Where its client endpoint listens (host:port), told to clients sent elsewhere.
+    pub client_addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}(peer {}, client {})",
+            self.name, self.peer_addr, self.client_addr
+        )
+    }
+}
+
+openraft::declare_raft_types!(
+    /// etch's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = Option<CommandResult>,
+        NodeId = NodeId,
+        Node = Member,
+        SnapshotData = SnapshotFile,
+);
+
+/// The Raft handle of a node.
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+pub type Entry = openraft::Entry<TypeConfig>;
