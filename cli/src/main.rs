@@ -1,1 +1,147 @@
-fn main() {}
+//! etchctl: the command-line client for etch, with etcdctl's verbs, flags and output.
+//!
+//! Start reading at [`Command`]: one variant per verb, each run by a function in the module
+//! of its family (`kv`, `txn`, `endpoint`, `certs`). `context` turns the global flags into a
+//! client and a printer; `print` holds the three output formats; `txn_parse` the txn syntax.
+
+mod certs;
+mod context;
+mod duration;
+mod endpoint;
+mod kv;
+mod print;
+mod txn;
+mod txn_parse;
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::context::{Context, GlobalArgs, error_line};
+
+/// A command-line client for etch, the Raft-replicated key-value store.
+///
+/// Talks QUIC with mutual TLS to the nodes in --endpoints. By default it presents the
+/// certificates that `etchd` creates under ./etch-data/certs on its first start.
+/// Every failure prints one line `Error: ...` on standard error and exits non-zero.
+/// Set RUST_LOG (e.g. RUST_LOG=debug) to see what the client does.
+#[derive(Parser, Debug)]
+#[command(name = "etchctl", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Put the given key into the store: prints OK (and the previous key-value with
+    /// --prev-kv). The value is read from standard input when omitted.
+    Put(kv::PutArgs),
+    /// Get the key or a range of keys: prints each key and value on their own lines.
+    Get(kv::GetArgs),
+    /// Remove the key or a range of keys: prints the number deleted (then the deleted
+    /// key-values with --prev-kv).
+    Del(kv::DelArgs),
+    /// Run a transaction read from standard input: compares (e.g. value("k") = "v",
+    /// mod("k") > "3", create("k") < "2", version("k") != "1", lease("k") = "1f"), a blank
+    /// line, the success requests (put/get/del command lines), a blank line, the failure
+    /// requests. Prints SUCCESS or FAILURE, then each response.
+    Txn(txn::TxnArgs),
+    /// Compact the history below the given revision: prints "compacted revision REV".
+    Compact(kv::CompactArgs),
+    /// Endpoint status and health.
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCommand),
+    /// Certificates for a cluster.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Print the version of etchctl.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ctx = Context::new(cli.global);
+    match &cli.command {
+        Command::Certs(cmd) => return certs::run(cmd),
+        Command::Version => {
+            println!("etchctl version: {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match &cli.command {
+            Command::Put(args) => kv::put(&ctx, args).await,
+            Command::Get(args) => kv::get(&ctx, args).await,
+            Command::Del(args) => kv::del(&ctx, args).await,
+            Command::Txn(args) => txn::run(&ctx, args).await,
+            Command::Compact(args) => kv::compact(&ctx, args).await,
+            Command::Endpoint(cmd) => endpoint::run(&ctx, cmd).await,
+            Command::Certs(_) | Command::Version => Ok(()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_parse_anywhere() {
+        let cli = Cli::try_parse_from([
+            "etchctl",
+            "get",
+            "k",
+            "--endpoints",
+            "a:1,b:2",
+            "-w",
+            "json",
+            "--command-timeout",
+            "1.5s",
+        ])
+        .expect("parse");
+        assert_eq!(cli.global.endpoints, ["a:1", "b:2"]);
+        assert_eq!(cli.global.write_out, print::Format::Json);
+        assert_eq!(
+            cli.global.command_timeout,
+            std::time::Duration::from_millis(1500)
+        );
+        assert!(Cli::try_parse_from(["etchctl", "--dial-timeout", "5", "get", "k"]).is_err());
+        // The global --key (a file) and a command's KEY argument do not clash.
+        let cli =
+            Cli::try_parse_from(["etchctl", "put", "k", "v", "--key", "me.key"]).expect("parse");
+        assert_eq!(cli.global.key_file, std::path::PathBuf::from("me.key"));
+        assert!(matches!(cli.command, Command::Put(ref p) if p.key == "k"));
+    }
+}

@@ -1,1 +1,62 @@
+//! etch-client: the async client SDK for etch, over QUIC with mutual TLS.
+//!
+//! Start reading at [`Client`] (`client.rs`): it owns one QUIC connection and the retry
+//! rules. The request builders live in `kv.rs` ([`Client::put`], [`Client::get`],
+//! [`Client::delete`], [`Client::compact`], [`Client::status`]) and `txn.rs`
+//! ([`Client::txn`], [`Compare`], [`TxnOp`]); `transport.rs` is the QUIC plumbing (one
+//! bidirectional stream per request, one [`etch_proto::frame`] each way); `error.rs` says
+//! what can fail and what may be retried.
+//!
+//! Requests and responses are the wire types of [`etch_proto`], re-exported as [`proto`];
+//! the common ones are also re-exported at the crate root.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use etch_client::{Client, ClientOptions, Compare, CompareResult, TlsFiles, TxnOp};
+//!
+//! # async fn demo() -> etch_client::Result<()> {
+//! // The files `etchd` creates on its first start with no certificate flags.
+//! let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+//! let client = Client::connect(ClientOptions::new(["127.0.0.1:7379"], tls)).await?;
+//!
+//! client.put("/svc/a", "10.0.0.1").await?;
+//! let all = client.get("/svc/").prefix().await?;
+//! println!("{} services at revision {}", all.count, all.header.revision);
+//!
+//! let swapped = client
+//!     .txn()
+//!     .when([Compare::value("/svc/a", CompareResult::Equal, "10.0.0.1")])
+//!     .and_then([TxnOp::put("/svc/a", "10.0.0.2")])
+//!     .await?
+//!     .succeeded;
+//! # let _ = swapped;
+//! # Ok(())
+//! # }
+//! ```
 
+mod client;
+mod endpoint;
+mod error;
+mod kv;
+mod options;
+mod transport;
+mod txn;
+
+#[cfg(test)]
+mod request_test;
+
+pub use etch_proto as proto;
+pub use etch_proto::pki::TlsFiles;
+pub use etch_proto::{
+    CompactResponse, CompareResult, DeleteRangeResponse, KeyValue, LeaseId, NodeId, PutResponse,
+    RangeResponse, Request, Response, ResponseHeader, ResponseOp, Revision, StatusResponse,
+    TxnResponse,
+};
+
+pub use client::Client;
+pub use endpoint::Endpoint;
+pub use error::{DialError, Error, Result};
+pub use kv::{Compact, Delete, Get, Put, ResponseFuture};
+pub use options::ClientOptions;
+pub use txn::{Compare, Txn, TxnOp};

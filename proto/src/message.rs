@@ -17,14 +17,23 @@ pub enum Request {
     Txn(TxnRequest),
     Compact(CompactRequest),
     Status(StatusRequest),
+    MemberList(MemberListRequest),
+    MemberAdd(MemberAddRequest),
+    MemberPromote(MemberPromoteRequest),
+    MemberRemove(MemberRemoveRequest),
 }
 
 impl Request {
     /// Whether this request changes state and so must go through the Raft log.
     pub fn is_write(&self) -> bool {
         match self {
-            Request::Range(_) | Request::Status(_) => false,
-            Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_) => true,
+            Request::Range(_) | Request::Status(_) | Request::MemberList(_) => false,
+            Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Compact(_)
+            | Request::MemberAdd(_)
+            | Request::MemberPromote(_)
+            | Request::MemberRemove(_) => true,
             Request::Txn(txn) => !txn.is_read_only(),
         }
     }
@@ -39,6 +48,28 @@ pub enum Response {
     Txn(TxnResponse),
     Compact(CompactResponse),
     Status(StatusResponse),
+    MemberList(MemberListResponse),
+    MemberAdd(MemberAddResponse),
+    MemberPromote(MemberListResponse),
+    MemberRemove(MemberListResponse),
+}
+
+impl Response {
+    /// The header of whichever response this is.
+    pub fn header_mut(&mut self) -> &mut ResponseHeader {
+        match self {
+            Response::Range(r) => &mut r.header,
+            Response::Put(r) => &mut r.header,
+            Response::DeleteRange(r) => &mut r.header,
+            Response::Txn(r) => &mut r.header,
+            Response::Compact(r) => &mut r.header,
+            Response::Status(r) => &mut r.header,
+            Response::MemberList(r) | Response::MemberPromote(r) | Response::MemberRemove(r) => {
+                &mut r.header
+            }
+            Response::MemberAdd(r) => &mut r.header,
+        }
+    }
 }
 
 /// Sent with every response: where and at which revision it was answered.
@@ -221,4 +252,52 @@ pub struct StatusResponse {
     pub compact_revision: Revision,
     /// Alarms and other conditions an operator should know of.
     pub errors: Vec<String>,
+}
+
+/// One cluster member, as `etcdctl member list` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub name: String,
+    /// Peer address (host:port).
+    pub peer_addr: String,
+    /// Client address (host:port); empty until the member has been heard from.
+    pub client_addr: String,
+    pub is_learner: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberListRequest {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberListResponse {
+    pub header: ResponseHeader,
+    pub members: Vec<Member>,
+}
+
+/// Adds a member (a voter, or a learner that does not vote until promoted). The new node is
+/// then started with `--initial-cluster-state existing`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddRequest {
+    pub name: String,
+    pub peer_addr: String,
+    pub is_learner: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddResponse {
+    pub header: ResponseHeader,
+    pub member: Member,
+    pub members: Vec<Member>,
+}
+
+/// Makes a learner a voter, once it has caught up with the leader.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberPromoteRequest {
+    pub id: NodeId,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRemoveRequest {
+    pub id: NodeId,
 }

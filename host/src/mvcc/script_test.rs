@@ -109,7 +109,7 @@ fn show_response(out: &mut String, indent: &str, resp: &Response) -> Res<()> {
         Response::DeleteRange(r) => show_op(out, indent, &ResponseOp::DeleteRange(r.clone()))?,
         Response::Txn(r) => show_txn(out, r)?,
         Response::Compact(r) => writeln!(out, "{indent}rev={}", r.header.revision)?,
-        Response::Status(_) => writeln!(out, "{indent}status")?,
+        other => writeln!(out, "{indent}{other:?}")?,
     }
     Ok(())
 }

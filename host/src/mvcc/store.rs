@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use etch_proto::{
     CompactResponse, Error as ProtoError, KeyValue, PutRequest, RangeRequest, RangeResponse,
-    Request, Response, ResponseHeader, Revision, TxnRequest, TxnResponse,
+    Request, Response, Revision, TxnRequest, TxnResponse,
 };
 use fjall::{Database, OwnedWriteBatch};
 
@@ -89,16 +89,16 @@ impl Store {
         let spaces = &self.inner.spaces;
         let view = View::open(spaces)?;
         let mut batch = spaces.db.batch();
-        let outcome = execute(&view, req, &mut batch)?;
+        let mut outcome = execute(&view, req, &mut batch)?;
         if outcome.is_err() {
             batch = spaces.db.batch();
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
         batch.commit()?;
-        if let Ok(resp) = &outcome {
+        if let Ok(resp) = &mut outcome {
             self.inner
                 .revision
-                .store(header(resp).revision, Ordering::Release);
+                .store(resp.header_mut().revision, Ordering::Release);
             if let Request::Compact(c) = req {
                 self.inner.compact.store(c.revision, Ordering::Release);
             }
@@ -280,9 +280,13 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
             Ok(resp) => Response::Range(resp),
             Err(e) => return Ok(Err(e)),
         },
-        Request::Status(_) => {
+        Request::Status(_)
+        | Request::MemberList(_)
+        | Request::MemberAdd(_)
+        | Request::MemberPromote(_)
+        | Request::MemberRemove(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
-                "status is not a state machine request".into(),
+                "not a key-space request".into(),
             )));
         }
     };
@@ -297,15 +301,4 @@ fn check_put(p: &PutRequest) -> std::result::Result<(), ProtoError> {
         return Err(ProtoError::LeaseNotFound(p.lease));
     }
     Ok(())
-}
-
-fn header(resp: &Response) -> &ResponseHeader {
-    match resp {
-        Response::Range(r) => &r.header,
-        Response::Put(r) => &r.header,
-        Response::DeleteRange(r) => &r.header,
-        Response::Txn(r) => &r.header,
-        Response::Compact(r) => &r.header,
-        Response::Status(r) => &r.header,
-    }
 }

@@ -27,6 +27,7 @@ use crate::NodeId;
 const VOTE: &[u8] = b"vote";
 const PURGED: &[u8] = b"purged";
 const COMMITTED: &[u8] = b"committed";
+const CLUSTER_ID: &[u8] = b"cluster_id";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
@@ -56,6 +57,16 @@ impl LogStore {
             meta,
             flusher,
         })
+    }
+
+    /// The id of the cluster this node belongs to, once known.
+    pub fn cluster_id(&self) -> std::result::Result<Option<u64>, StorageError<NodeId>> {
+        self.read_meta(CLUSTER_ID)
+    }
+
+    /// Records the cluster id, durably.
+    pub fn save_cluster_id(&self, id: u64) -> std::result::Result<(), StorageError<NodeId>> {
+        self.write_meta(CLUSTER_ID, &id, true)
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {

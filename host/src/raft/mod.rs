@@ -14,7 +14,9 @@
 //! - [`state_machine`]: applies committed entries through [`crate::mvcc::Store`], writing the
 //!   applied log id and membership in the same atomic batch as the data.
 //! - [`snapshot`]: snapshot files (a header with the snapshot meta, then the MVCC export).
-//! - [`network`]: openraft's view of the peers.
+//! - [`network`]: the QUIC peer transport as openraft sees it (`RaftNetwork`), with one
+//!   cached connection per peer; [`wire`]: the messages on it. The serving side is
+//!   `crate::server::peer`.
 //!
 //! Everything openraft-specific stays in this module so that a later move to openraft 0.10
 //! stays local.
@@ -28,6 +30,7 @@ pub mod network;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod wire;
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;

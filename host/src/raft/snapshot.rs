@@ -86,6 +86,33 @@ impl SnapshotDir {
         self.keep(&SnapshotFile { path: tmp }, meta)
     }
 
+    /// Receives a snapshot body from a peer into a temporary file, writing the header for
+    /// `meta` in front of it. The file becomes current only when it is installed.
+    pub async fn receive<R>(&self, meta: &SnapshotMeta, body: &mut R) -> io::Result<SnapshotFile>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let tmp = self.temp_path();
+        let received = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            let header = postcard::to_allocvec(meta).map_err(io::Error::other)?;
+            let len = u32::try_from(header.len()).map_err(io::Error::other)?;
+            file.write_all(&len.to_be_bytes()).await?;
+            file.write_all(&header).await?;
+            tokio::io::copy(body, &mut file).await?;
+            file.sync_data().await?;
+            Ok::<_, io::Error>(())
+        };
+        match received.await {
+            Ok(()) => Ok(SnapshotFile { path: tmp }),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
     /// Makes `file` (written or received) the current snapshot under its final name and
     /// removes every other snapshot.
     pub fn keep(&self, file: &SnapshotFile, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {

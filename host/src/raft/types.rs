@@ -31,6 +31,10 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         Txn(_) => "txn",
         Compact(_) => "compact",
         Status(_) => "status",
+        MemberList(_) => "member-list",
+        MemberAdd(_) => "member-add",
+        MemberPromote(_) => "member-promote",
+        MemberRemove(_) => "member-remove",
     }
 }
 

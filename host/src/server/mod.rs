@@ -1,11 +1,16 @@
-//! The client endpoint: QUIC with mutual TLS, one bidirectional stream per request.
+//! The two QUIC endpoints of a node.
 //!
-//! A connection is admitted only with a client certificate signed by the cluster CA (rustls
-//! refuses anything else during the handshake). The certificate's common name becomes the
-//! principal of every request on the connection. Each stream carries one request frame and
-//! gets one `Result<Response, Error>` frame back; a malformed or oversize frame is answered
-//! with an error on that stream only.
+//! The client endpoint (`endpoint.rs`) admits a connection only with a client certificate
+//! signed by the cluster CA (rustls refuses anything else during the handshake). The
+//! certificate's common name becomes the principal of every request on the connection. Each
+//! stream carries one request frame and gets one `Result<Response, Error>` frame back; a
+//! malformed or oversize frame is answered with an error on that stream only.
+//!
+//! The peer endpoint (`peer.rs`) admits node certificates only and serves Raft RPCs,
+//! snapshot streams and requests forwarded by followers.
 
 mod endpoint;
+mod peer;
 
 pub use endpoint::{ClientEndpoint, serve_clients};
+pub use peer::serve_peers;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use etch_host::node::ClusterState;
 use serde::Deserialize;
 
 /// etchd: a node of etch, a replicated, strongly consistent key-value store.
@@ -36,6 +37,24 @@ pub struct Args {
     /// Client address told to clients and peers (host:port) [default: the listen address].
     #[arg(long, env = "ETCH_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
+    /// Peer address told to other members (host:port) [default: this node's --initial-cluster
+    /// entry, else --listen-peer]. etcd calls it --initial-advertise-peer-urls.
+    #[arg(
+        long,
+        env = "ETCH_ADVERTISE_PEER",
+        alias = "initial-advertise-peer-urls"
+    )]
+    pub advertise_peer: Option<String>,
+    /// The founding members, as NAME=HOST:PORT of their peer endpoints, comma-separated
+    /// (e.g. n1=127.0.0.1:7380,n2=127.0.0.1:7382) [default: just this node].
+    #[arg(long, env = "ETCH_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// `new` to found a cluster, `existing` to join one after `etchctl member add` [default: new].
+    #[arg(long, env = "ETCH_INITIAL_CLUSTER_STATE")]
+    pub initial_cluster_state: Option<String>,
+    /// A token that keeps clusters founded with the same members apart [default: etch-cluster].
+    #[arg(long, env = "ETCH_INITIAL_CLUSTER_TOKEN")]
+    pub initial_cluster_token: Option<String>,
     /// Cluster CA certificate (PEM). Give --ca, --cert and --key together, or none of them
     /// for the embedded development CA.
     #[arg(long, env = "ETCH_CA")]
@@ -72,6 +91,10 @@ struct FileConfig {
     listen_client: Option<SocketAddr>,
     listen_peer: Option<SocketAddr>,
     advertise_client: Option<String>,
+    advertise_peer: Option<String>,
+    initial_cluster: Option<String>,
+    initial_cluster_state: Option<String>,
+    initial_cluster_token: Option<String>,
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -90,6 +113,10 @@ pub struct Config {
     pub listen_client: SocketAddr,
     pub listen_peer: SocketAddr,
     pub advertise_client: Option<String>,
+    pub advertise_peer: Option<String>,
+    pub initial_cluster: Vec<(String, String)>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
     /// `None`: the embedded development CA under `<data-dir>/certs`.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
     pub max_request_bytes: usize,
@@ -135,7 +162,32 @@ impl Config {
                 .listen_peer
                 .or(file.listen_peer)
                 .unwrap_or(([127, 0, 0, 1], 7380).into()),
-            advertise_client: args.advertise_client.or(file.advertise_client),
+            advertise_client: args
+                .advertise_client
+                .or(file.advertise_client)
+                .map(|a| strip_scheme(&a)),
+            advertise_peer: args
+                .advertise_peer
+                .or(file.advertise_peer)
+                .map(|a| strip_scheme(&a)),
+            initial_cluster: parse_initial_cluster(
+                args.initial_cluster.or(file.initial_cluster).as_deref(),
+            )?,
+            initial_cluster_state: match args
+                .initial_cluster_state
+                .or(file.initial_cluster_state)
+                .as_deref()
+            {
+                None | Some("new") => ClusterState::New,
+                Some("existing") => ClusterState::Existing,
+                Some(other) => {
+                    bail!("--initial-cluster-state must be new or existing, not {other:?}")
+                }
+            },
+            initial_cluster_token: args
+                .initial_cluster_token
+                .or(file.initial_cluster_token)
+                .unwrap_or_else(|| "etch-cluster".into()),
             tls,
             max_request_bytes: args
                 .max_request_bytes
@@ -175,11 +227,48 @@ impl Config {
         if self.max_request_bytes < 1024 {
             bail!("--max-request-bytes must be at least 1024");
         }
+        if !self.initial_cluster.is_empty()
+            && !self.initial_cluster.iter().any(|(n, _)| *n == self.name)
+        {
+            bail!(
+                "--initial-cluster does not name this member ({})",
+                self.name
+            );
+        }
         if self.snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");
         }
         Ok(())
     }
+}
+
+/// `https://host:port` → `host:port`: etcd's flags take URLs, etch's endpoints are QUIC.
+fn strip_scheme(addr: &str) -> String {
+    addr.split_once("://")
+        .map_or(addr, |(_, rest)| rest)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Parses `n1=host:port,n2=host:port`.
+fn parse_initial_cluster(text: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let mut members = Vec::new();
+    for item in text.split(',') {
+        let Some((name, addr)) = item.trim().split_once('=') else {
+            bail!("--initial-cluster entries are NAME=HOST:PORT, not {item:?}");
+        };
+        if name.is_empty() || addr.is_empty() {
+            bail!("--initial-cluster entries are NAME=HOST:PORT, not {item:?}");
+        }
+        if members.iter().any(|(n, _): &(String, String)| n == name) {
+            bail!("--initial-cluster names {name} twice");
+        }
+        members.push((name.to_owned(), strip_scheme(addr)));
+    }
+    Ok(members)
 }
 
 #[cfg(test)]
@@ -208,6 +297,24 @@ mod tests {
         let c = parse(&["--config", path.to_str().expect("utf8"), "--name", "flag"]).expect("load");
         assert_eq!(c.name, "flag");
         assert_eq!(c.snapshot_count, 7);
+    }
+
+    #[test]
+    fn initial_cluster_takes_etcd_forms() {
+        let c = parse(&[
+            "--name",
+            "n2",
+            "--initial-cluster",
+            "n1=https://10.0.0.1:7380,n2=10.0.0.2:7380",
+        ])
+        .expect("load");
+        assert_eq!(
+            c.initial_cluster[0],
+            ("n1".to_owned(), "10.0.0.1:7380".to_owned())
+        );
+        assert!(parse(&["--name", "n3", "--initial-cluster", "n1=a:1,n2=b:2"]).is_err());
+        assert!(parse(&["--name", "n1", "--initial-cluster", "n1=a:1,n1=b:2"]).is_err());
+        assert!(parse(&["--initial-cluster-state", "maybe"]).is_err());
     }
 
     #[test]

@@ -37,6 +37,10 @@ async fn main() -> anyhow::Result<()> {
         tls,
     );
     options.advertise_client = config.advertise_client.clone();
+    options.advertise_peer = config.advertise_peer.clone();
+    options.initial_cluster = config.initial_cluster.clone();
+    options.initial_cluster_state = config.initial_cluster_state;
+    options.initial_cluster_token = config.initial_cluster_token.clone();
     options.max_request_bytes = config.max_request_bytes;
     options.request_timeout = config.request_timeout;
     options.heartbeat_interval = config.heartbeat_interval;

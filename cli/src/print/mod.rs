@@ -1,0 +1,186 @@
+//! Output, in etcdctl's three formats (`-w simple|json|table`).
+//!
+//! `simple` mirrors etcdctl's `printer_simple.go` (key and value on their own lines, `OK`
+//! after a put, the count after a delete, `SUCCESS`/`FAILURE` then each response after a
+//! txn); `json` mirrors `printer_json.go` (the response as Go's encoding/json writes etcd's
+//! protobuf structs: base64 bytes, zero fields omitted); `table` mirrors `printer_table.go`
+//! for endpoint status and health. etcdctl has no table for get and falls back to simple; we
+//! print one (key, value, revisions, lease). Put, del and txn fall back to simple in table
+//! mode, as in etcdctl.
+//!
+//! Every printer writes to a `&mut dyn Write` so that tests can read what it printed.
+
+mod json;
+mod simple;
+mod table;
+
+use std::io::{self, Write};
+
+use etch_proto::{DeleteRangeResponse, PutResponse, RangeResponse, StatusResponse, TxnResponse};
+
+/// The `-w/--write-out` choices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable lines, as etcdctl prints by default.
+    #[default]
+    Simple,
+    /// etcd's JSON shapes (keys and values base64).
+    Json,
+    /// ASCII tables (get, endpoint status, endpoint health).
+    Table,
+}
+
+/// One endpoint's status, as `endpoint status` prints it.
+#[derive(Clone, Debug)]
+pub struct EndpointStatus {
+    pub endpoint: String,
+    pub status: StatusResponse,
+}
+
+/// One endpoint's health, as `endpoint health` prints it.
+#[derive(Clone, Debug)]
+pub struct EndpointHealth {
+    pub endpoint: String,
+    pub healthy: bool,
+    /// Go-formatted duration of the health read.
+    pub took: String,
+    /// Empty when healthy.
+    pub error: String,
+}
+
+/// Prints responses in one format.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Printer {
+    pub format: Format,
+    /// `--hex`: print keys and values as `\x..` escaped hex.
+    pub hex: bool,
+    /// `--print-value-only` (get): values without keys.
+    pub value_only: bool,
+}
+
+impl Printer {
+    pub fn put(&self, w: &mut dyn Write, resp: &PutResponse) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::put(w, resp),
+            Format::Simple | Format::Table => simple::put(w, self, resp),
+        }
+    }
+
+    /// `count_only`: the request asked for the count alone (simple prints it).
+    pub fn get(&self, w: &mut dyn Write, resp: &RangeResponse, count_only: bool) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::get(w, resp),
+            Format::Simple if count_only => writeln!(w, "{}", resp.count),
+            Format::Simple => simple::get(w, self, resp),
+            Format::Table => table::get(w, self, resp),
+        }
+    }
+
+    pub fn del(&self, w: &mut dyn Write, resp: &DeleteRangeResponse) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::del(w, resp),
+            Format::Simple | Format::Table => simple::del(w, self, resp),
+        }
+    }
+
+    pub fn txn(&self, w: &mut dyn Write, resp: &TxnResponse) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::txn(w, resp),
+            Format::Simple | Format::Table => simple::txn(w, self, resp),
+        }
+    }
+
+    pub fn status(&self, w: &mut dyn Write, statuses: &[EndpointStatus]) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::status(w, statuses),
+            Format::Simple => simple::status(w, statuses),
+            Format::Table => table::status(w, statuses),
+        }
+    }
+
+    /// Simple mode prints the unhealthy endpoints to `err`, as etcdctl does.
+    pub fn health(
+        &self,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+        health: &[EndpointHealth],
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::health(out, health),
+            Format::Simple => simple::health(out, err, health),
+            Format::Table => table::health(out, health),
+        }
+    }
+}
+
+/// The row etcdctl prints for one endpoint's status (`makeEndpointStatusTable`).
+pub(crate) fn status_row(s: &EndpointStatus) -> Vec<String> {
+    let r = &s.status;
+    vec![
+        s.endpoint.clone(),
+        format!("{:x}", r.header.member_id),
+        r.version.clone(),
+        human_bytes(r.db_size),
+        (r.leader == Some(r.header.member_id)).to_string(),
+        r.is_learner.to_string(),
+        r.raft_term.to_string(),
+        r.raft_index.to_string(),
+        r.raft_applied_index.to_string(),
+        r.errors.join(", "),
+    ]
+}
+
+pub(crate) const STATUS_HEADER: [&str; 10] = [
+    "endpoint",
+    "ID",
+    "version",
+    "db size",
+    "is leader",
+    "is learner",
+    "raft term",
+    "raft index",
+    "raft applied index",
+    "errors",
+];
+
+/// Bytes in SI units, as go-humanize's `Bytes` writes them: `9 B`, `20 kB`, `1.5 MB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let n = n as f64;
+    let e = (n.log10() / 3.0).floor().min(6.0);
+    let val = (n / 1000f64.powf(e) * 10.0 + 0.5).floor() / 10.0;
+    let unit = UNITS[e as usize];
+    if val < 10.0 {
+        format!("{val:.1} {unit}")
+    } else {
+        format!("{val:.0} {unit}")
+    }
+}
+
+/// Bytes as etcdctl's `--hex` prints them: `\x` before every two hex digits.
+pub fn hex_escaped(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_matches_go_humanize() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(9), "9 B");
+        assert_eq!(human_bytes(82), "82 B");
+        assert_eq!(human_bytes(20_480), "20 kB");
+        assert_eq!(human_bytes(1_500_000), "1.5 MB");
+        assert_eq!(human_bytes(25_000_000_000), "25 GB");
+    }
+
+    #[test]
+    fn hex_escapes_every_byte() {
+        assert_eq!(hex_escaped(b"a\x00"), "\\x61\\x00");
+    }
+}

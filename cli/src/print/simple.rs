@@ -1,0 +1,225 @@
+//! etcdctl's simple format (`printer_simple.go`).
+
+use std::io::{self, Write};
+
+use etch_proto::{
+    DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse,
+};
+
+use super::{EndpointHealth, EndpointStatus, Printer, hex_escaped, status_row};
+
+/// etcdctl's `printKV`: the key on one line (unless value-only), the value on the next.
+fn kv(w: &mut dyn Write, p: &Printer, kv: &KeyValue) -> io::Result<()> {
+    let show = |bytes: &[u8]| {
+        if p.hex {
+            hex_escaped(bytes)
+        } else {
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+    };
+    if !p.value_only {
+        writeln!(w, "{}", show(&kv.key))?;
+    }
+    writeln!(w, "{}", show(&kv.value))
+}
+
+pub(super) fn put(w: &mut dyn Write, p: &Printer, resp: &PutResponse) -> io::Result<()> {
+    writeln!(w, "OK")?;
+    if let Some(prev) = &resp.prev_kv {
+        kv(w, p, prev)?;
+    }
+    Ok(())
+}
+
+pub(super) fn get(w: &mut dyn Write, p: &Printer, resp: &RangeResponse) -> io::Result<()> {
+    resp.kvs.iter().try_for_each(|x| kv(w, p, x))
+}
+
+pub(super) fn del(w: &mut dyn Write, p: &Printer, resp: &DeleteRangeResponse) -> io::Result<()> {
+    writeln!(w, "{}", resp.deleted)?;
+    resp.prev_kvs.iter().try_for_each(|x| kv(w, p, x))
+}
+
+pub(super) fn txn(w: &mut dyn Write, p: &Printer, resp: &TxnResponse) -> io::Result<()> {
+    writeln!(w, "{}", if resp.succeeded { "SUCCESS" } else { "FAILURE" })?;
+    for r in &resp.responses {
+        writeln!(w)?;
+        match r {
+            ResponseOp::Range(r) => get(w, p, r)?,
+            ResponseOp::Put(r) => put(w, p, r)?,
+            ResponseOp::DeleteRange(r) => del(w, p, r)?,
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn status(w: &mut dyn Write, statuses: &[EndpointStatus]) -> io::Result<()> {
+    for s in statuses {
+        writeln!(w, "{}", status_row(s).join(", "))?;
+    }
+    Ok(())
+}
+
+pub(super) fn health(
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    health: &[EndpointHealth],
+) -> io::Result<()> {
+    for h in health {
+        if h.error.is_empty() {
+            writeln!(
+                out,
+                "{} is healthy: successfully committed proposal: took = {}",
+                h.endpoint, h.took
+            )?;
+        } else {
+            writeln!(
+                err,
+                "{} is unhealthy: failed to commit proposal: {}",
+                h.endpoint, h.error
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use etch_proto::{ResponseHeader, StatusResponse};
+
+    use super::super::Format;
+    use super::*;
+
+    pub(crate) fn kv(key: &str, value: &str, rev: i64) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    fn printed(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).expect("print");
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    const SIMPLE: Printer = Printer {
+        format: Format::Simple,
+        hex: false,
+        value_only: false,
+    };
+
+    #[test]
+    fn get_put_del_like_etcdctl() {
+        let range = RangeResponse {
+            kvs: vec![kv("foo", "bar", 2), kv("foo2", "baz", 3)],
+            count: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            printed(|w| SIMPLE.get(w, &range, false)),
+            "foo\nbar\nfoo2\nbaz\n"
+        );
+        let value_only = Printer {
+            value_only: true,
+            ..SIMPLE
+        };
+        assert_eq!(printed(|w| value_only.get(w, &range, false)), "bar\nbaz\n");
+        let hex = Printer {
+            hex: true,
+            ..SIMPLE
+        };
+        assert_eq!(
+            printed(|w| hex.get(w, &range, false)),
+            "\\x66\\x6f\\x6f\n\\x62\\x61\\x72\n\\x66\\x6f\\x6f\\x32\n\\x62\\x61\\x7a\n"
+        );
+        assert_eq!(printed(|w| SIMPLE.get(w, &range, true)), "2\n");
+        let put = PutResponse {
+            prev_kv: Some(kv("foo", "old", 1)),
+            ..Default::default()
+        };
+        assert_eq!(printed(|w| SIMPLE.put(w, &put)), "OK\nfoo\nold\n");
+        let del = DeleteRangeResponse {
+            deleted: 1,
+            prev_kvs: vec![kv("foo", "bar", 2)],
+            ..Default::default()
+        };
+        assert_eq!(printed(|w| SIMPLE.del(w, &del)), "1\nfoo\nbar\n");
+    }
+
+    #[test]
+    fn txn_prints_outcome_then_each_response() {
+        let resp = TxnResponse {
+            succeeded: false,
+            responses: vec![
+                ResponseOp::Put(PutResponse::default()),
+                ResponseOp::Range(RangeResponse {
+                    kvs: vec![kv("k", "v", 4)],
+                    count: 1,
+                    ..Default::default()
+                }),
+                ResponseOp::DeleteRange(DeleteRangeResponse {
+                    deleted: 0,
+                    ..Default::default()
+                }),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            printed(|w| SIMPLE.txn(w, &resp)),
+            "FAILURE\n\nOK\n\nk\nv\n\n0\n"
+        );
+    }
+
+    #[test]
+    fn status_and_health_lines() {
+        let status = EndpointStatus {
+            endpoint: "127.0.0.1:7379".into(),
+            status: StatusResponse {
+                header: ResponseHeader {
+                    member_id: 0x8e9e05c52164694d,
+                    ..Default::default()
+                },
+                version: "0.1.0".into(),
+                db_size: 20_480,
+                leader: Some(0x8e9e05c52164694d),
+                raft_term: 2,
+                raft_index: 4,
+                raft_applied_index: 4,
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            printed(|w| SIMPLE.status(w, &[status])),
+            "127.0.0.1:7379, 8e9e05c52164694d, 0.1.0, 20 kB, true, false, 2, 4, 4, \n"
+        );
+        let health = [
+            EndpointHealth {
+                endpoint: "a:1".into(),
+                healthy: true,
+                took: "1.5ms".into(),
+                error: String::new(),
+            },
+            EndpointHealth {
+                endpoint: "b:2".into(),
+                healthy: false,
+                took: "2s".into(),
+                error: "context deadline exceeded".into(),
+            },
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        SIMPLE.health(&mut out, &mut err, &health).expect("print");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "a:1 is healthy: successfully committed proposal: took = 1.5ms\n"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&err),
+            "b:2 is unhealthy: failed to commit proposal: context deadline exceeded\n"
+        );
+    }
+}

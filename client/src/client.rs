@@ -1,0 +1,401 @@
+//! [`Client`]: one long-lived QUIC connection to a cluster, and the retry rules.
+//!
+//! The client keeps one connection and opens a stream per request. When the connection is
+//! gone it dials again lazily: first the leader it last heard of, then the configured
+//! endpoints in turn, starting after the one that failed. A `NotLeader { leader }` answer
+//! sends it to that leader at once; it remembers the leader for later requests.
+//!
+//! Retries are bounded by the request timeout and a number of attempts, and are limited to
+//! what is safe: connection failures before the request was sent, the node's retryable
+//! errors (`NotLeader`, `Unavailable`, `Conflict`: nothing was applied), and — for reads
+//! only — a connection lost while waiting for the answer. A write whose outcome is unknown
+//! is never sent again; its error says so.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etch_proto::pki::Identity;
+use etch_proto::{Request, Response};
+
+use crate::endpoint::Endpoint;
+use crate::error::{Error, Result};
+use crate::options::ClientOptions;
+use crate::transport::{Transport, exchange};
+
+/// At most this many attempts per request (redirects to the leader included).
+const MAX_ATTEMPTS: u32 = 10;
+const FIRST_BACKOFF: Duration = Duration::from_millis(25);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A handle to an etch cluster. Cheap to clone; clones share the connection.
+///
+/// Start with [`Client::connect`], then use the request builders: [`Client::put`],
+/// [`Client::get`], [`Client::delete`], [`Client::txn`], [`Client::compact`],
+/// [`Client::status`], or [`Client::request`] for a raw [`Request`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use etch_client::{Client, ClientOptions, TlsFiles};
+///
+/// # async fn demo() -> etch_client::Result<()> {
+/// let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+/// let client = Client::connect(ClientOptions::new(["127.0.0.1:7379"], tls)).await?;
+/// client.put("greeting", "hello").await?;
+/// let resp = client.get("greeting").await?;
+/// assert_eq!(resp.kvs[0].value, b"hello");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<Endpoint>,
+    opts: ClientOptions,
+    transport: Transport,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    live: Option<Live>,
+    leader: Option<Endpoint>,
+    /// Index into `endpoints` of the next endpoint to try first.
+    next: usize,
+}
+
+#[derive(Clone)]
+struct Live {
+    endpoint: Endpoint,
+    conn: quinn::Connection,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.inner.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Loads the TLS material and dials the cluster: the call fails if no endpoint answers
+    /// within the connect timeout. Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] when a certificate file cannot be read, [`Error::InvalidEndpoint`] or
+    /// [`Error::NoEndpoints`] for bad options, [`Error::Connect`] or
+    /// [`Error::CertificateRefused`] when no endpoint could be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> etch_client::Result<()> {
+    /// use etch_client::{Client, ClientOptions, TlsFiles};
+    /// let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+    /// let client = Client::connect(ClientOptions::new(["127.0.0.1:7379"], tls)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(opts: ClientOptions) -> Result<Client> {
+        let client = Client::new(opts)?;
+        client.inner.live().await?;
+        Ok(client)
+    }
+
+    /// Like [`Client::connect`] but without dialling: the first request connects. Useful
+    /// when the cluster may still be starting.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use etch_client::{Client, ClientOptions, TlsFiles};
+    /// let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+    /// let client = Client::new(ClientOptions::new(["127.0.0.1:7379"], tls))?;
+    /// # Ok::<(), etch_client::Error>(())
+    /// ```
+    pub fn new(opts: ClientOptions) -> Result<Client> {
+        let endpoints = opts
+            .endpoints
+            .iter()
+            .map(|e| e.parse())
+            .collect::<Result<Vec<Endpoint>>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
+        let identity = Identity::load(&opts.tls)?;
+        let transport = Transport::new(&identity, opts.keep_alive)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                opts,
+                transport,
+                state: Default::default(),
+            }),
+        })
+    }
+
+    /// The configured endpoints.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.inner.endpoints
+    }
+
+    /// The leader this client was last redirected to, if any.
+    pub async fn leader(&self) -> Option<Endpoint> {
+        self.inner.state.lock().await.leader.clone()
+    }
+
+    /// Sends a raw request and returns the node's response, retrying what is safe within
+    /// the request timeout. Server errors come back as [`Error::Server`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// use etch_client::proto::{Request, Response, StatusRequest};
+    /// if let Response::Status(s) = client.request(Request::Status(StatusRequest {})).await? {
+    ///     println!("{} runs {}", s.name, s.version);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn request(&self, request: Request) -> Result<Response> {
+        let limit = etch_proto::DEFAULT_MAX_REQUEST_BYTES;
+        let frame = etch_proto::frame::encode(&request, limit).map_err(|e| match e {
+            etch_proto::frame::FrameError::TooLarge { len, max } => Error::RequestTooLarge {
+                size: len,
+                limit: max,
+            },
+            other => Error::Protocol {
+                endpoint: String::new(),
+                source: other,
+            },
+        })?;
+        let after = self.inner.opts.request_timeout;
+        let mut last_error = None;
+        let attempts = self.inner.with_retries(&request, &frame, &mut last_error);
+        match tokio::time::timeout(after, attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                after,
+                last_error: last_error.map(Box::new),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    async fn with_retries(
+        &self,
+        request: &Request,
+        frame: &[u8],
+        last_error: &mut Option<Error>,
+    ) -> Result<Response> {
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let (err, live) = match self.live().await {
+                Err(e) => (e, None),
+                Ok(live) => {
+                    let answer = exchange(
+                        &live.conn,
+                        &live.endpoint,
+                        frame,
+                        self.opts.max_response_bytes,
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok(response)) => return Ok(response),
+                        Ok(Err(etch_proto::Error::NotLeader {
+                            leader: Some(leader),
+                        })) if self.follow(&leader, &live).await => {
+                            let leader = Some(leader);
+                            *last_error =
+                                Some(Error::Server(etch_proto::Error::NotLeader { leader }));
+                            continue;
+                        }
+                        Ok(Err(e)) => (Error::Server(e), Some(live)),
+                        Err(e) => {
+                            self.forget(&live).await;
+                            (e, Some(live))
+                        }
+                    }
+                }
+            };
+            let retry =
+                err.is_retryable() || (!request.is_write() && err.is_transient_after_send());
+            if !retry || attempt == MAX_ATTEMPTS {
+                return Err(err);
+            }
+            tracing::debug!(attempt, error = %err, "retrying request");
+            if let (Error::Server(_), Some(live)) = (&err, &live) {
+                self.rotate(live).await;
+            }
+            *last_error = Some(err);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        // Reached when the last attempt was a redirect: report it.
+        Err(last_error.take().unwrap_or(Error::NoEndpoints))
+    }
+
+    /// The current connection, dialling one if there is none or it has closed.
+    async fn live(&self) -> Result<Live> {
+        let mut state = self.state.lock().await;
+        if let Some(live) = &state.live {
+            if live.conn.close_reason().is_none() {
+                return Ok(live.clone());
+            }
+            tracing::debug!(endpoint = %live.endpoint, "connection closed; reconnecting");
+        }
+        state.live = None;
+        let n = self.endpoints.len();
+        let mut order: Vec<Endpoint> = state.leader.iter().cloned().collect();
+        for i in 0..n {
+            let endpoint = &self.endpoints[(state.next + i) % n];
+            if !order.contains(endpoint) {
+                order.push(endpoint.clone());
+            }
+        }
+        let mut first_error = None;
+        for endpoint in order {
+            match self
+                .transport
+                .dial(&endpoint, self.opts.connect_timeout)
+                .await
+            {
+                Ok(conn) => {
+                    tracing::debug!(%endpoint, "connected");
+                    let live = Live { endpoint, conn };
+                    state.live = Some(live.clone());
+                    return Ok(live);
+                }
+                Err(e) => {
+                    tracing::debug!(%endpoint, error = %e, "cannot connect");
+                    if state.leader.as_ref() == Some(&endpoint) {
+                        state.leader = None;
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(Error::NoEndpoints))
+    }
+
+    /// Remembers `leader` and drops the connection to `from` so that the next attempt goes
+    /// there. Returns false when the hint cannot be followed (unparsable, or `from` itself).
+    async fn follow(&self, leader: &str, from: &Live) -> bool {
+        let Ok(leader) = leader.parse::<Endpoint>() else {
+            tracing::warn!(leader, "unusable leader address in NotLeader");
+            return false;
+        };
+        if leader == from.endpoint {
+            return false;
+        }
+        tracing::debug!(%leader, from = %from.endpoint, "following the leader");
+        let mut state = self.state.lock().await;
+        state.leader = Some(leader);
+        if state.live.as_ref().map(|l| l.conn.stable_id()) == Some(from.conn.stable_id()) {
+            state.live = None;
+        }
+        true
+    }
+
+    /// Drops `live` as the current connection after a transport failure.
+    async fn forget(&self, live: &Live) {
+        let mut state = self.state.lock().await;
+        if state.live.as_ref().map(|l| l.conn.stable_id()) == Some(live.conn.stable_id()) {
+            state.live = None;
+        }
+    }
+
+    /// After a retryable server error, moves on to the next endpoint (when there are others):
+    /// the node may be cut off from the majority.
+    async fn rotate(&self, live: &Live) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        if state.leader.as_ref() == Some(&live.endpoint) {
+            state.leader = None;
+        }
+        if let Some(i) = self.endpoints.iter().position(|e| *e == live.endpoint) {
+            state.next = (i + 1) % self.endpoints.len();
+        }
+        if state.live.as_ref().map(|l| l.conn.stable_id()) == Some(live.conn.stable_id()) {
+            state.live = None;
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use etch_proto::pki::{InitOptions, TlsFiles, init_dir};
+
+    pub(crate) fn certs() -> (tempfile::TempDir, TlsFiles) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = InitOptions {
+            nodes: vec![],
+            clients: vec!["root".into()],
+            hosts: vec![],
+        };
+        init_dir(dir.path(), &opts).expect("init");
+        let files = TlsFiles::in_dir(dir.path(), "root");
+        (dir, files)
+    }
+
+    #[test]
+    fn new_checks_options_without_dialling() {
+        let (_dir, tls) = certs();
+        let client =
+            Client::new(ClientOptions::new(["a:1", "[::1]:2"], tls.clone())).expect("client");
+        assert_eq!(
+            client.endpoints(),
+            [Endpoint::new("a", 1), Endpoint::new("::1", 2)]
+        );
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            Client::new(ClientOptions::new(none, tls.clone())),
+            Err(Error::NoEndpoints)
+        ));
+        assert!(matches!(
+            Client::new(ClientOptions::new(["nope"], tls.clone())),
+            Err(Error::InvalidEndpoint { .. })
+        ));
+        let missing = TlsFiles {
+            cert: "/nonexistent/root.crt".into(),
+            ..tls
+        };
+        let err = Client::new(ClientOptions::new(["a:1"], missing)).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/root.crt"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoint_fails_to_connect() {
+        let (_dir, tls) = certs();
+        // Port 9 on loopback: nothing answers QUIC there, so the dial times out.
+        let opts = ClientOptions::new(["127.0.0.1:9"], tls)
+            .connect_timeout(Duration::from_millis(200))
+            .request_timeout(Duration::from_millis(700));
+        let err = Client::connect(opts.clone()).await.expect_err("no server");
+        assert!(matches!(err, Error::Connect { .. }), "{err}");
+        assert!(err.is_retryable());
+        let client = Client::new(opts).expect("lazy");
+        let err = client
+            .request(Request::Status(Default::default()))
+            .await
+            .expect_err("no server");
+        match err {
+            Error::Timeout { last_error, .. } => assert!(
+                matches!(last_error.as_deref(), Some(Error::Connect { .. })),
+                "{last_error:?}"
+            ),
+            other => panic!("expected a timeout, got {other}"),
+        }
+    }
+}

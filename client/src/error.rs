@@ -1,0 +1,244 @@
+//! The one error type of the SDK.
+//!
+//! Messages do not repeat their source: walk [`std::error::Error::source`] (or print with
+//! anyhow's `{:#}`) for the whole story. [`Error::is_retryable`] says which failures left the
+//! store certainly untouched; the client already retried those within its request timeout.
+
+use std::time::Duration;
+
+use etch_proto::frame::FrameError;
+use etch_proto::pki::PkiError;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node answered with an error (see [`etch_proto::Error`] for each case).
+    #[error(transparent)]
+    Server(#[from] etch_proto::Error),
+    /// The node refused this client's certificate during the TLS handshake: it is signed by
+    /// another CA, or none was presented. Nothing was applied.
+    #[error("certificate refused by {endpoint}: {reason}")]
+    CertificateRefused { endpoint: String, reason: String },
+    /// No connection could be made to `endpoint`. Nothing was sent.
+    #[error("cannot connect to {endpoint}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: DialError,
+    },
+    /// An established connection failed. With `sent == false` the request had not been fully
+    /// written and was not applied; with `sent == true` its outcome is unknown.
+    #[error("{}", lost_message(endpoint, *sent))]
+    ConnectionLost {
+        endpoint: String,
+        sent: bool,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    /// The node stopped or reset the request's stream (with a QUIC error code).
+    #[error("stream to {endpoint} was {what} by the node (code {code})")]
+    StreamReset {
+        endpoint: String,
+        what: &'static str,
+        code: u64,
+        sent: bool,
+    },
+    /// The request did not complete within the request timeout; a write may or may not
+    /// have been applied.
+    /// `last_error` is the failure of the last attempt, when the time ran out between two.
+    #[error("context deadline exceeded (request timeout {after:?})")]
+    Timeout {
+        after: Duration,
+        #[source]
+        last_error: Option<Box<Error>>,
+    },
+    /// The node's answer could not be read (malformed, truncated or over the size limit).
+    #[error("protocol error talking to {endpoint}")]
+    Protocol {
+        endpoint: String,
+        #[source]
+        source: FrameError,
+    },
+    /// The request is larger than a node accepts; it was not sent.
+    #[error("request of {size} bytes exceeds the limit of {limit} bytes")]
+    RequestTooLarge { size: usize, limit: usize },
+    /// The node answered with a response of another kind than the request's.
+    #[error("unexpected response from the node: expected {expected}, got {got}")]
+    UnexpectedResponse { expected: &'static str, got: String },
+    /// The CA, certificate or key could not be loaded or used.
+    #[error(transparent)]
+    Tls(#[from] PkiError),
+    /// An endpoint is not of the form `host:port`.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        endpoint: String,
+        reason: &'static str,
+    },
+    /// The options name no endpoint.
+    #[error("no endpoints given")]
+    NoEndpoints,
+    /// The local UDP socket could not be opened.
+    #[error("cannot open a local UDP socket")]
+    Bind(#[source] std::io::Error),
+}
+
+fn lost_message(endpoint: &str, sent: bool) -> String {
+    if sent {
+        format!("connection to {endpoint} lost after the request was sent (outcome unknown)")
+    } else {
+        format!("connection to {endpoint} lost before the request was sent")
+    }
+}
+
+/// Why one endpoint could not be dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("cannot resolve the host name")]
+    Resolve(#[source] std::io::Error),
+    #[error("the host name resolves to no address")]
+    NoAddress,
+    #[error("cannot start the connection")]
+    Start(#[source] quinn::ConnectError),
+    #[error("handshake failed")]
+    Handshake(#[source] quinn::ConnectionError),
+    /// This client does not trust the node's certificate (not signed by the CA it was
+    /// given, or not valid for the endpoint's host name).
+    #[error("the node's certificate is not trusted (is the CA file the cluster's?): {0}")]
+    UntrustedNode(String),
+    #[error("timed out after {0:?} (dial timeout)")]
+    TimedOut(Duration),
+}
+
+/// `Result` with the SDK's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the failed request certainly did not take effect and may be sent again as it
+    /// is: retryable server errors (`NotLeader`, `Unavailable`, `Conflict`) and failures to
+    /// connect or to send before the request was complete. A timeout or a connection lost
+    /// after sending is not retryable: a write may have been applied.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use etch_client::Error;
+    /// let e = Error::Server(etch_proto::Error::NotLeader { leader: None });
+    /// assert!(e.is_retryable());
+    /// let timeout = Error::Timeout { after: std::time::Duration::from_secs(5), last_error: None };
+    /// assert!(!timeout.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Server(e) => e.is_retryable(),
+            Error::Connect { .. } => true,
+            Error::ConnectionLost { sent, .. } | Error::StreamReset { sent, .. } => !sent,
+            Error::CertificateRefused { .. }
+            | Error::Timeout { .. }
+            | Error::Protocol { .. }
+            | Error::RequestTooLarge { .. }
+            | Error::UnexpectedResponse { .. }
+            | Error::Tls(_)
+            | Error::InvalidEndpoint { .. }
+            | Error::NoEndpoints
+            | Error::Bind(_) => false,
+        }
+    }
+
+    /// Whether the failure came from the transport after the request was sent: a read may
+    /// be repeated, a write may not.
+    pub(crate) fn is_transient_after_send(&self) -> bool {
+        matches!(
+            self,
+            Error::ConnectionLost { sent: true, .. } | Error::StreamReset { sent: true, .. }
+        )
+    }
+}
+
+/// The reason a node gave for refusing the handshake, when the close carries a TLS alert.
+pub(crate) fn tls_refusal(err: &quinn::ConnectionError) -> Option<String> {
+    let (code, reason) = match err {
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            (u64::from(close.error_code), close.reason.to_vec())
+        }
+        _ => return None,
+    };
+    // QUIC carries TLS alerts as the transport error codes 0x100..=0x1ff.
+    if !(0x100..0x200).contains(&code) {
+        return None;
+    }
+    let alert = rustls::AlertDescription::from((code & 0xff) as u8);
+    let reason = String::from_utf8_lossy(&reason);
+    let hint = match alert {
+        _ if reason.contains("invalid peer certificate") => {
+            " (the client certificate is not signed by the cluster's CA)"
+        }
+        rustls::AlertDescription::CertificateRequired => " (no client certificate was presented)",
+        rustls::AlertDescription::UnknownCA | rustls::AlertDescription::BadCertificate => {
+            " (the client certificate is not signed by the cluster's CA)"
+        }
+        rustls::AlertDescription::CertificateExpired => " (the client certificate has expired)",
+        _ => "",
+    };
+    let detail = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    };
+    Some(format!("TLS alert {alert:?}{hint}{detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(code: u64) -> quinn::ConnectionError {
+        quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto((code & 0xff) as u8),
+            frame_type: None,
+            reason: Default::default(),
+        })
+    }
+
+    #[test]
+    fn tls_alerts_become_refusals() {
+        let unknown_ca = tls_refusal(&closed(48)).expect("alert 48");
+        assert!(unknown_ca.contains("UnknownCA"), "{unknown_ca}");
+        assert!(unknown_ca.contains("cluster's CA"), "{unknown_ca}");
+        let missing = tls_refusal(&closed(116)).expect("alert 116");
+        assert!(missing.contains("no client certificate"), "{missing}");
+        assert_eq!(tls_refusal(&quinn::ConnectionError::TimedOut), None);
+        assert_eq!(tls_refusal(&quinn::ConnectionError::Reset), None);
+    }
+
+    #[test]
+    fn retryability_follows_what_was_sent() {
+        let lost = |sent| Error::ConnectionLost {
+            endpoint: "a:1".into(),
+            sent,
+            source: quinn::ConnectionError::Reset,
+        };
+        assert!(lost(false).is_retryable());
+        assert!(!lost(true).is_retryable());
+        assert!(lost(true).is_transient_after_send());
+        assert!(
+            Error::Server(etch_proto::Error::Unavailable {
+                reason: "no leader".into()
+            })
+            .is_retryable()
+        );
+        assert!(!Error::Server(etch_proto::Error::Timeout).is_retryable());
+        let refused = Error::CertificateRefused {
+            endpoint: "127.0.0.1:7379".into(),
+            reason: "TLS alert UnknownCA".into(),
+        };
+        assert!(!refused.is_retryable());
+        assert_eq!(
+            refused.to_string(),
+            "certificate refused by 127.0.0.1:7379: TLS alert UnknownCA"
+        );
+        assert_eq!(
+            lost(true).to_string(),
+            "connection to a:1 lost after the request was sent (outcome unknown)"
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Builders → wire requests, without a server.
+
+use etch_proto::{
+    CompactRequest, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest,
+    Request, RequestOp, TxnRequest,
+};
+
+use crate::client::tests::certs;
+use crate::{Client, ClientOptions, Compare, TxnOp};
+
+fn client() -> (tempfile::TempDir, Client) {
+    let (dir, tls) = certs();
+    let client = Client::new(ClientOptions::new(["127.0.0.1:7379"], tls)).expect("client");
+    (dir, client)
+}
+
+#[test]
+fn put_options_map_to_the_request() {
+    let (_dir, c) = client();
+    assert_eq!(
+        c.put("k", "v").prev_kv().lease(0x1f).into_request(),
+        Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            lease: 0x1f,
+            prev_kv: true,
+        })
+    );
+    assert!(c.put(vec![0u8, 1], b"x".to_vec()).into_request().is_write());
+}
+
+#[test]
+fn get_options_map_to_the_request() {
+    let (_dir, c) = client();
+    let req = c
+        .get("/a/")
+        .prefix()
+        .limit(3)
+        .revision(7)
+        .keys_only()
+        .count_only()
+        .serializable()
+        .into_request();
+    assert_eq!(
+        req,
+        Request::Range(RangeRequest {
+            key: b"/a/".to_vec(),
+            range_end: b"/a0".to_vec(),
+            limit: 3,
+            revision: 7,
+            keys_only: true,
+            count_only: true,
+            serializable: true,
+        })
+    );
+    assert!(!req.is_write());
+    let Request::Range(r) = c.get("a").from_key().into_request() else {
+        panic!("not a range")
+    };
+    assert_eq!((r.key, r.range_end), (b"a".to_vec(), vec![0]));
+    let Request::Range(r) = c.get("").prefix().into_request() else {
+        panic!("not a range")
+    };
+    assert_eq!(
+        (r.key, r.range_end),
+        (vec![0], vec![0]),
+        "empty prefix = all keys"
+    );
+    let Request::Range(r) = c.get("a").range_end("c").into_request() else {
+        panic!("not a range")
+    };
+    assert_eq!(r.range_end, b"c".to_vec());
+}
+
+#[test]
+fn delete_and_compact_map_to_the_request() {
+    let (_dir, c) = client();
+    assert_eq!(
+        c.delete("x").prefix().prev_kv().into_request(),
+        Request::DeleteRange(DeleteRangeRequest {
+            key: b"x".to_vec(),
+            range_end: b"y".to_vec(),
+            prev_kv: true,
+        })
+    );
+    assert_eq!(
+        c.compact(9).physical().into_request(),
+        Request::Compact(CompactRequest {
+            revision: 9,
+            physical: true
+        })
+    );
+}
+
+#[test]
+fn txn_maps_compares_and_branches() {
+    let (_dir, c) = client();
+    let req = c
+        .txn()
+        .when([
+            Compare::value("k", CompareResult::Equal, "v"),
+            Compare::mod_revision("m", CompareResult::Greater, 3).with_prefix(),
+        ])
+        .and_then([TxnOp::put("k", "w").prev_kv().lease(5)])
+        .or_else([
+            TxnOp::get("k").keys_only().lease(9),
+            TxnOp::delete("d").from_key(),
+        ])
+        .into_request();
+    let Request::Txn(TxnRequest {
+        compare,
+        success,
+        failure,
+    }) = req.clone()
+    else {
+        panic!("not a txn")
+    };
+    assert_eq!(compare.len(), 2);
+    assert_eq!(compare[0].target, CompareTarget::Value(b"v".to_vec()));
+    assert_eq!(compare[1].target, CompareTarget::ModRevision(3));
+    assert_eq!(compare[1].range_end, b"n".to_vec());
+    assert_eq!(
+        success,
+        [RequestOp::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"w".to_vec(),
+            lease: 5,
+            prev_kv: true,
+        })]
+    );
+    assert_eq!(
+        failure[0],
+        RequestOp::Range(RangeRequest {
+            key: b"k".to_vec(),
+            keys_only: true,
+            ..Default::default()
+        }),
+        "lease is ignored on a get"
+    );
+    assert_eq!(
+        failure[1],
+        RequestOp::DeleteRange(DeleteRangeRequest {
+            key: b"d".to_vec(),
+            range_end: vec![0],
+            prev_kv: false,
+        })
+    );
+    assert!(req.is_write());
+    let read_only = c.txn().and_then([TxnOp::get("a")]).into_request();
+    assert!(!read_only.is_write());
+}
+
+#[test]
+fn response_names_come_from_the_variant() {
+    let r = etch_proto::Response::Put(Default::default());
+    assert_eq!(crate::kv::response_name(&r), "Put");
+}

@@ -1,0 +1,147 @@
+//! Membership changes (etcdctl's `member` verbs), run on the leader.
+//!
+//! A member is added as an openraft learner first; a voter is then made in the same request
+//! (like `etcdctl member add`), a learner only by a later promote, which is refused until the
+//! learner has caught up with the leader's log. Removing a member removes it from the voters
+//! and from the node set in one joint-consensus change.
+
+use std::collections::BTreeSet;
+
+use etch_proto::{Error, MemberAddRequest, MemberAddResponse, MemberListResponse, Response};
+use openraft::ChangeMembers;
+
+use super::Node;
+use crate::raft::Member;
+use crate::{NodeId, node_id};
+
+/// How far (in log entries) a learner may trail the leader and still be promoted.
+const PROMOTE_MAX_LAG: u64 = 100;
+
+impl Node {
+    pub(super) fn member_list(&self) -> MemberListResponse {
+        let metrics = self.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, m)| etch_proto::Member {
+                id: *id,
+                name: m.name.clone(),
+                peer_addr: m.peer_addr.clone(),
+                client_addr: if *id == self.id() {
+                    self.advertised_client_addr()
+                } else {
+                    m.client_addr.clone()
+                },
+                is_learner: learners.contains(id),
+            })
+            .collect();
+        MemberListResponse {
+            header: Default::default(),
+            members,
+        }
+    }
+
+    pub(super) async fn member_add(&self, add: MemberAddRequest) -> Result<Response, Error> {
+        if add.name.is_empty() || add.peer_addr.is_empty() {
+            return Err(Error::InvalidArgument(
+                "member add needs a name and a peer address".into(),
+            ));
+        }
+        let id = node_id(&add.name);
+        if self.member(id).is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "member {} ({id:x}) already exists",
+                add.name
+            )));
+        }
+        let member = Member {
+            name: add.name.clone(),
+            peer_addr: add.peer_addr.clone(),
+            client_addr: String::new(),
+        };
+        tracing::info!(%member, learner = add.is_learner, "adding member");
+        let added = self.raft().add_learner(id, member, false);
+        let added = tokio::time::timeout(self.options().request_timeout, added)
+            .await
+            .map_err(|_| Error::Timeout)?;
+        if let Err(e) = added {
+            return Err(self.write_error(e).await);
+        }
+        if !add.is_learner {
+            let voters = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+            self.change(voters).await?;
+        }
+        let members = self.member_list().members;
+        let member = members
+            .iter()
+            .find(|m| m.id == id)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Response::MemberAdd(MemberAddResponse {
+            header: Default::default(),
+            member,
+            members,
+        }))
+    }
+
+    pub(super) async fn member_promote(&self, id: NodeId) -> Result<Response, Error> {
+        let metrics = self.raft().metrics().borrow().clone();
+        if !metrics
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|l| l == id)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "member {id:x} is not a learner"
+            )));
+        }
+        let last = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&id).cloned())
+            .flatten()
+            .map(|l| l.index)
+            .unwrap_or(0);
+        if matched + PROMOTE_MAX_LAG < last {
+            return Err(Error::InvalidArgument(format!(
+                "can only promote a learner member which is in sync with leader (learner at {matched}, leader at {last})"
+            )));
+        }
+        tracing::info!(member = format_args!("{id:x}"), "promoting learner");
+        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+            .await?;
+        Ok(Response::MemberPromote(self.member_list()))
+    }
+
+    pub(super) async fn member_remove(&self, id: NodeId) -> Result<Response, Error> {
+        let Some(member) = self.member(id) else {
+            return Err(Error::InvalidArgument(format!("member {id:x} not found")));
+        };
+        let metrics = self.raft().metrics().borrow().clone();
+        let is_voter = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == id);
+        tracing::info!(%member, "removing member");
+        if is_voter {
+            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
+                .await?;
+        }
+        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
+            .await?;
+        Ok(Response::MemberRemove(self.member_list()))
+    }
+
+    async fn change(&self, change: ChangeMembers<NodeId, Member>) -> Result<(), Error> {
+        let changing = self.raft().change_membership(change, false);
+        match tokio::time::timeout(self.options().request_timeout, changing).await {
+            Err(_) => Err(Error::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.write_error(e).await),
+        }
+    }
+}

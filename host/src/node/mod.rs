@@ -1,0 +1,418 @@
+//! A running etch node: storage, Raft, the two QUIC endpoints, and the request decisions.
+//!
+//! [`Node::start`] opens the fjall database, binds the peer endpoint (node certificates
+//! only) and the client endpoint, starts Raft, and on the first start of a new cluster
+//! bootstraps the membership from `--initial-cluster`.
+//!
+//! [`Node::handle`] (in `route.rs`) decides every client request:
+//! - a write (put, delete, txn, compact, membership) must run on the leader: a follower
+//!   forwards it over the peer connection. On the leader it becomes a [`Command`] proposed
+//!   through Raft, and the answer is what the state machine returned when it applied the
+//!   entry: a client hears "OK" only after a majority has the entry on disk;
+//! - a linearizable range also runs on the leader: a read-index round confirms leadership
+//!   with a quorum (`ensure_linearizable`), waits for the local state machine to reach the
+//!   read index, then reads locally. A deposed leader cannot confirm and so never answers;
+//! - a serializable range reads the local applied state at once, on any node.
+//!
+//! [`Command`]: crate::raft::Command
+
+mod members;
+mod route;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use etch_proto::pki::{Identity, Role, TlsFiles};
+use etch_proto::{ALPN_PEER, Response};
+use openraft::{ServerState, SnapshotPolicy};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+use crate::mvcc;
+use crate::raft::network::{Network, Peers};
+use crate::raft::snapshot::SnapshotDir;
+use crate::raft::{LogStore, Member, Raft, StateMachine};
+use crate::server::{ClientEndpoint, serve_clients, serve_peers};
+use crate::{NodeId, node_id};
+
+/// Whether this node founds a new cluster or joins an existing one (etcd's
+/// `--initial-cluster-state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// Everything a node needs to start; the binary fills it from flags, env and config file.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Human-readable name, unique in the cluster; the node id is derived from it.
+    pub name: String,
+    /// Where the database and snapshots live.
+    pub data_dir: PathBuf,
+    /// Client endpoint address to bind.
+    pub listen_client: SocketAddr,
+    /// Peer endpoint address to bind.
+    pub listen_peer: SocketAddr,
+    /// Client address told to clients and peers (host:port); defaults to the bound address.
+    pub advertise_client: Option<String>,
+    /// Peer address told to peers (host:port); defaults to this node's entry in
+    /// `initial_cluster`, else the bound address.
+    pub advertise_peer: Option<String>,
+    /// The founding members, `(name, peer host:port)`; empty for a one-node cluster.
+    pub initial_cluster: Vec<(String, String)>,
+    pub initial_cluster_state: ClusterState,
+    /// Distinguishes clusters founded with the same member list.
+    pub initial_cluster_token: String,
+    /// This node's TLS material (a node certificate).
+    pub tls: TlsFiles,
+    /// Largest request frame accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// How long a request may wait for the cluster before failing.
+    pub request_timeout: Duration,
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Time without a heartbeat after which a follower starts an election.
+    pub election_timeout: Duration,
+    /// Applied entries between two snapshots (the log is purged behind a snapshot).
+    pub snapshot_count: u64,
+}
+
+impl NodeOptions {
+    /// Options with etcd's defaults for everything but identity and addresses.
+    pub fn new(
+        name: &str,
+        data_dir: PathBuf,
+        listen_client: SocketAddr,
+        listen_peer: SocketAddr,
+        tls: TlsFiles,
+    ) -> Self {
+        NodeOptions {
+            name: name.to_owned(),
+            data_dir,
+            listen_client,
+            listen_peer,
+            advertise_client: None,
+            advertise_peer: None,
+            initial_cluster: Vec::new(),
+            initial_cluster_state: ClusterState::New,
+            initial_cluster_token: "etch-cluster".into(),
+            tls,
+            max_request_bytes: etch_proto::DEFAULT_MAX_REQUEST_BYTES,
+            request_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_count: 100_000,
+        }
+    }
+
+    /// The peer address this node is known by.
+    fn peer_addr(&self) -> String {
+        if let Some(addr) = &self.advertise_peer {
+            return addr.clone();
+        }
+        self.initial_cluster
+            .iter()
+            .find(|(name, _)| *name == self.name)
+            .map(|(_, addr)| addr.clone())
+            .unwrap_or_else(|| self.listen_peer.to_string())
+    }
+}
+
+/// A handle to a running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    options: NodeOptions,
+    raft: Raft,
+    store: mvcc::Store,
+    db: fjall::Database,
+    log: LogStore,
+    snapshots: SnapshotDir,
+    peers: Arc<Peers>,
+    client_endpoint: quinn::Endpoint,
+    client_addr: SocketAddr,
+    /// Client addresses of other members, learned by asking them (`Hello`).
+    client_addrs: Mutex<HashMap<NodeId, String>>,
+}
+
+impl Node {
+    /// Opens storage, starts Raft and both endpoints, and bootstraps a new cluster on its
+    /// first start.
+    pub async fn start(options: NodeOptions) -> anyhow::Result<Node> {
+        let id = node_id(&options.name);
+        let identity = Identity::load(&options.tls).context("loading the node's TLS material")?;
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
+        let db = fjall::Database::builder(options.data_dir.join("db"))
+            .open()
+            .with_context(|| {
+                format!(
+                    "opening the database in {} (is another etchd using it?)",
+                    options.data_dir.display()
+                )
+            })?;
+        let store = mvcc::Store::open(&db).context("opening the key space")?;
+        let log = LogStore::open(&db).context("opening the Raft log")?;
+        let snapshots =
+            SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
+        let state_machine = StateMachine::open(store.clone(), snapshots.clone())
+            .context("opening the state machine")?;
+
+        let cluster_id = match (
+            log.cluster_id().context("reading the cluster id")?,
+            options.initial_cluster_state,
+        ) {
+            (Some(id), _) => id,
+            (None, ClusterState::New) => {
+                let id = founding_cluster_id(&options);
+                log.save_cluster_id(id)
+                    .context("recording the cluster id")?;
+                id
+            }
+            // A joining node learns the id from the first peer that reaches it.
+            (None, ClusterState::Existing) => 0,
+        };
+
+        let peer_endpoint = bind_peer_endpoint(options.listen_peer, &identity)
+            .with_context(|| format!("binding the peer endpoint on {}", options.listen_peer))?;
+        let peer_client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(
+            identity.client_config(ALPN_PEER)?,
+        )?));
+        let peers = Arc::new(Peers::new(
+            peer_endpoint.clone(),
+            peer_client,
+            id,
+            cluster_id,
+        ));
+
+        let election = options.election_timeout.as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: "etch".into(),
+            heartbeat_interval: options.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_count),
+            max_in_snapshot_log_to_keep: options.snapshot_count.min(5000),
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()
+        .context("invalid Raft timing")?;
+        let network = Network {
+            peers: peers.clone(),
+        };
+        let raft = Raft::new(id, Arc::new(config), network, log.clone(), state_machine)
+            .await
+            .context("starting Raft")?;
+
+        let client = ClientEndpoint::bind(options.listen_client, &identity)
+            .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
+        let client_addr = client.local_addr()?;
+
+        let node = Node {
+            inner: Arc::new(Inner {
+                id,
+                options,
+                raft,
+                store,
+                db,
+                log,
+                snapshots,
+                peers,
+                client_endpoint: client.endpoint.clone(),
+                client_addr,
+                client_addrs: Mutex::new(HashMap::new()),
+            }),
+        };
+        if node.inner.options.initial_cluster_state == ClusterState::New
+            && !node.inner.raft.is_initialized().await?
+        {
+            node.bootstrap().await?;
+        }
+        tokio::spawn(log_leader_changes(node.inner.raft.clone()));
+        tokio::spawn(serve_peers(peer_endpoint, node.clone()));
+        tokio::spawn(serve_clients(client.endpoint, node.clone()));
+        Ok(node)
+    }
+
+    /// Founds the cluster with the members of `--initial-cluster` (or just this node).
+    async fn bootstrap(&self) -> anyhow::Result<()> {
+        let opts = &self.inner.options;
+        let mut founders = BTreeMap::new();
+        if opts.initial_cluster.is_empty() {
+            founders.insert(self.inner.id, self.me());
+        }
+        for (name, peer_addr) in &opts.initial_cluster {
+            let member = if *name == opts.name {
+                self.me()
+            } else {
+                Member {
+                    name: name.clone(),
+                    peer_addr: peer_addr.clone(),
+                    client_addr: String::new(),
+                }
+            };
+            if founders.insert(node_id(name), member).is_some() {
+                bail!("--initial-cluster names {name} twice");
+            }
+        }
+        if !founders.contains_key(&self.inner.id) {
+            bail!("--initial-cluster does not name this node ({})", opts.name);
+        }
+        tracing::info!(members = founders.len(), "bootstrapping a new cluster");
+        // Every founder initializes with the same membership; openraft accepts that.
+        self.inner
+            .raft
+            .initialize(founders)
+            .await
+            .context("bootstrapping the cluster")?;
+        Ok(())
+    }
+
+    /// This node as a membership entry.
+    fn me(&self) -> Member {
+        let opts = &self.inner.options;
+        Member {
+            name: opts.name.clone(),
+            peer_addr: opts.peer_addr(),
+            client_addr: opts
+                .advertise_client
+                .clone()
+                .unwrap_or_else(|| self.inner.client_addr.to_string()),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn options(&self) -> &NodeOptions {
+        &self.inner.options
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub(crate) fn snapshots(&self) -> &SnapshotDir {
+        &self.inner.snapshots
+    }
+
+    pub(crate) fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    /// The address this node tells others to reach its client endpoint at.
+    pub fn advertised_client_addr(&self) -> String {
+        self.me().client_addr
+    }
+
+    /// The bound client address (useful with port 0).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.inner.client_addr
+    }
+
+    /// Adopts the cluster id a peer told us (a node that joined with `existing`).
+    pub(crate) fn adopt_cluster_id(&self, cluster_id: u64) -> anyhow::Result<()> {
+        tracing::info!(cluster = format_args!("{cluster_id:x}"), "joined cluster");
+        self.inner.log.save_cluster_id(cluster_id)?;
+        self.inner.peers.set_cluster_id(cluster_id);
+        Ok(())
+    }
+
+    /// Stops serving, stops Raft and flushes storage.
+    pub async fn shutdown(&self) -> anyhow::Result<()> {
+        self.inner
+            .client_endpoint
+            .close(0u32.into(), b"node shutting down");
+        self.inner
+            .peers
+            .endpoint()
+            .close(0u32.into(), b"node shutting down");
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| anyhow::anyhow!("stopping Raft: {e}"))?;
+        self.inner
+            .db
+            .persist(fjall::PersistMode::SyncAll)
+            .context("flushing the database")?;
+        Ok(())
+    }
+
+    fn fill_header(&self, response: &mut Response) {
+        let header = response.header_mut();
+        // A forwarded answer already carries the leader's header.
+        if header.member_id == 0 {
+            header.cluster_id = self.inner.peers.cluster_id();
+            header.member_id = self.inner.id;
+            header.raft_term = self.inner.raft.metrics().borrow().current_term;
+        }
+    }
+}
+
+/// The cluster id of a cluster founded with these options: the token and the sorted
+/// founding members, as etcd derives it.
+fn founding_cluster_id(options: &NodeOptions) -> u64 {
+    let mut members: Vec<String> = if options.initial_cluster.is_empty() {
+        vec![format!("{}={}", options.name, options.peer_addr())]
+    } else {
+        options
+            .initial_cluster
+            .iter()
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect()
+    };
+    members.sort();
+    node_id(&format!(
+        "{}/{}",
+        options.initial_cluster_token,
+        members.join(",")
+    ))
+}
+
+fn bind_peer_endpoint(addr: SocketAddr, identity: &Identity) -> anyhow::Result<quinn::Endpoint> {
+    let tls = identity.server_config(Some(Role::Node), ALPN_PEER)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(4096u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .max_idle_timeout(Some(Duration::from_secs(10).try_into()?))
+        .keep_alive_interval(Some(Duration::from_secs(2)));
+    config.transport_config(Arc::new(transport));
+    Ok(quinn::Endpoint::server(config, addr)?)
+}
+
+/// Logs leader changes at info, with the term.
+async fn log_leader_changes(raft: Raft) {
+    let mut metrics = raft.metrics();
+    let mut seen = (None, 0, ServerState::Learner);
+    loop {
+        let now = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term, m.state)
+        };
+        if (now.0, now.1) != (seen.0, seen.1) {
+            match now.0 {
+                Some(leader) => {
+                    tracing::info!(leader = format_args!("{leader:x}"), term = now.1, state = ?now.2, "leader elected")
+                }
+                None => tracing::info!(term = now.1, state = ?now.2, "no leader"),
+            }
+        }
+        seen = now;
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

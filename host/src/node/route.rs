@@ -1,0 +1,277 @@
+//! Deciding a client request: locally, on the leader, or forwarded to it.
+
+use std::time::Duration;
+
+use etch_proto::{Error, RangeRequest, Request, Response, ResponseHeader, StatusResponse};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+
+use super::Node;
+use crate::NodeId;
+use crate::raft::network::PeerError;
+use crate::raft::wire::{PeerRequest, PeerResponse};
+use crate::raft::{Command, Member};
+
+impl Node {
+    /// Answers one client request on behalf of `principal`.
+    pub async fn handle(&self, principal: &str, request: Request) -> Result<Response, Error> {
+        tracing::debug!(principal, ?request, "request");
+        let mut response = match request {
+            Request::Status(_) => Ok(Response::Status(self.status())),
+            Request::Range(range) if range.serializable => self.read(range).await,
+            Request::MemberList(_) => Ok(Response::MemberList(self.member_list())),
+            request => self.on_leader(principal, request, false).await,
+        }?;
+        self.fill_header(&mut response);
+        Ok(response)
+    }
+
+    /// Answers a request a follower forwarded; it is never forwarded again.
+    pub(crate) async fn handle_forwarded(
+        &self,
+        principal: &str,
+        request: Request,
+    ) -> Result<Response, Error> {
+        let mut response = self.on_leader(principal, request, true).await?;
+        self.fill_header(&mut response);
+        Ok(response)
+    }
+
+    /// Runs `request` on the leader: here if this node leads, else forwarded to it.
+    async fn on_leader(
+        &self,
+        principal: &str,
+        request: Request,
+        forwarded: bool,
+    ) -> Result<Response, Error> {
+        let leader = self.await_leader().await?;
+        if leader != self.id() {
+            return if forwarded {
+                Err(self.not_leader(Some(leader)).await)
+            } else {
+                self.forward(leader, principal, request).await
+            };
+        }
+        self.check_quorum()?;
+        match request {
+            Request::Range(range) => self.linearizable_read(range).await,
+            Request::MemberAdd(add) => self.member_add(add).await,
+            Request::MemberPromote(promote) => self.member_promote(promote.id).await,
+            Request::MemberRemove(remove) => self.member_remove(remove.id).await,
+            write => self.propose(write).await,
+        }
+    }
+
+    /// The current leader, waiting up to the request timeout while an election runs.
+    async fn await_leader(&self) -> Result<NodeId, Error> {
+        let mut metrics = self.raft().metrics();
+        let wait = metrics.wait_for(|m| m.current_leader.is_some());
+        match tokio::time::timeout(self.options().request_timeout, wait).await {
+            Ok(Ok(m)) => m.current_leader.ok_or_else(no_leader),
+            Ok(Err(_)) => Err(Error::Unavailable {
+                reason: "raft stopped".into(),
+            }),
+            Err(_) => Err(no_leader()),
+        }
+    }
+
+    /// Refuses at once, without proposing, when this leader has not heard from a majority
+    /// for longer than an election timeout: with a majority down a write could only hang.
+    fn check_quorum(&self) -> Result<(), Error> {
+        let limit = self
+            .options()
+            .election_timeout
+            .max(self.options().heartbeat_interval * 3);
+        let since = self.raft().metrics().borrow().millis_since_quorum_ack;
+        match since {
+            Some(ms) if Duration::from_millis(ms) <= limit => Ok(()),
+            Some(ms) => Err(Error::Unavailable {
+                reason: format!("no quorum: the leader has not heard from a majority for {ms} ms"),
+            }),
+            None => Err(Error::Unavailable {
+                reason: "no quorum: the leader has not heard from a majority".into(),
+            }),
+        }
+    }
+
+    /// Proposes a write through Raft and returns what applying it produced.
+    pub(super) async fn propose(&self, request: Request) -> Result<Response, Error> {
+        let proposal = self.raft().client_write(Command::Kv(request));
+        let written = tokio::time::timeout(self.options().request_timeout, proposal)
+            .await
+            .map_err(|_| Error::Timeout)?;
+        match written {
+            Ok(reply) => reply.data.unwrap_or_else(|| {
+                Err(Error::Internal("a write applied without an answer".into()))
+            }),
+            Err(e) => Err(self.write_error(e).await),
+        }
+    }
+
+    pub(super) async fn write_error(
+        &self,
+        e: RaftError<NodeId, ClientWriteError<NodeId, Member>>,
+    ) -> Error {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => self.redirect(to).await,
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                Error::InvalidArgument(e.to_string())
+            }
+            RaftError::Fatal(e) => Error::Unavailable {
+                reason: format!("raft stopped: {e}"),
+            },
+        }
+    }
+
+    async fn linearizable_read(&self, range: RangeRequest) -> Result<Response, Error> {
+        let confirm = self.raft().ensure_linearizable();
+        let confirmed = tokio::time::timeout(self.options().request_timeout, confirm)
+            .await
+            .map_err(|_| Error::Timeout)?;
+        match confirmed {
+            Ok(_) => self.read(range).await,
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
+                Err(self.redirect(to).await)
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(Error::Unavailable {
+                    reason: e.to_string(),
+                })
+            }
+            Err(RaftError::Fatal(e)) => Err(Error::Unavailable {
+                reason: format!("raft stopped: {e}"),
+            }),
+        }
+    }
+
+    /// Reads the local applied state.
+    async fn read(&self, range: RangeRequest) -> Result<Response, Error> {
+        let store = self.inner.store.clone();
+        let read = tokio::task::spawn_blocking(move || store.range(&range))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        match read {
+            Ok(answer) => answer.map(Response::Range),
+            Err(e) => Err(Error::Internal(format!("storage: {e}"))),
+        }
+    }
+
+    /// Hands `request` to the leader over the peer connection.
+    async fn forward(
+        &self,
+        leader: NodeId,
+        principal: &str,
+        request: Request,
+    ) -> Result<Response, Error> {
+        let Some(member) = self.member(leader) else {
+            return Err(no_leader());
+        };
+        let body = PeerRequest::Forward {
+            principal: principal.to_owned(),
+            request,
+        };
+        // A little longer than the leader's own deadline, so that its answer wins.
+        let timeout = self.options().request_timeout + Duration::from_secs(1);
+        match self
+            .peers()
+            .call(leader, &member.peer_addr, body, timeout)
+            .await
+        {
+            Ok(PeerResponse::Forward(answer)) => answer,
+            Ok(_) => Err(Error::Internal(
+                "leader answered a forwarded request with the wrong kind".into(),
+            )),
+            // Nothing reached the leader: safe to retry.
+            Err(PeerError::Unreachable { reason, .. } | PeerError::Refused { reason, .. }) => {
+                Err(Error::Unavailable {
+                    reason: format!("cannot reach the leader: {reason}"),
+                })
+            }
+            // The request may or may not have been applied.
+            Err(PeerError::Timeout { .. } | PeerError::Broken { .. }) => Err(Error::Timeout),
+        }
+    }
+
+    async fn redirect(&self, to: ForwardToLeader<NodeId, Member>) -> Error {
+        self.not_leader(to.leader_id).await
+    }
+
+    /// `NotLeader` with the leader's client address, when we can find it out.
+    async fn not_leader(&self, leader: Option<NodeId>) -> Error {
+        let Some(leader) = leader else {
+            return no_leader();
+        };
+        Error::NotLeader {
+            leader: self.client_addr_of(leader).await,
+        }
+    }
+
+    /// A member's client address: from the membership, else asked of the member itself.
+    pub(super) async fn client_addr_of(&self, id: NodeId) -> Option<String> {
+        if id == self.id() {
+            return Some(self.advertised_client_addr());
+        }
+        let member = self.member(id)?;
+        if !member.client_addr.is_empty() {
+            return Some(member.client_addr);
+        }
+        if let Some(addr) = self.inner.client_addrs.lock().ok()?.get(&id) {
+            return Some(addr.clone());
+        }
+        let answer = self
+            .peers()
+            .call(
+                id,
+                &member.peer_addr,
+                PeerRequest::Hello,
+                Duration::from_secs(1),
+            )
+            .await;
+        let Ok(PeerResponse::Hello { client_addr, .. }) = answer else {
+            return None;
+        };
+        self.inner
+            .client_addrs
+            .lock()
+            .ok()?
+            .insert(id, client_addr.clone());
+        Some(client_addr)
+    }
+
+    /// A member's record in the current membership.
+    pub(super) fn member(&self, id: NodeId) -> Option<Member> {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    fn status(&self) -> StatusResponse {
+        let metrics = self.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let mut errors = Vec::new();
+        if let Err(e) = &metrics.running_state {
+            errors.push(format!("raft stopped: {e}"));
+        }
+        StatusResponse {
+            header: ResponseHeader {
+                revision: self.inner.store.revision(),
+                ..Default::default()
+            },
+            name: self.options().name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            db_size: self.inner.db.disk_space().unwrap_or(0),
+            leader: metrics.current_leader,
+            is_learner: membership.learner_ids().any(|id| id == self.id()),
+            raft_index: metrics.last_log_index.unwrap_or(0),
+            raft_term: metrics.current_term,
+            raft_applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            compact_revision: self.inner.store.compact_revision(),
+            errors,
+        }
+    }
+}
+
+fn no_leader() -> Error {
+    Error::Unavailable {
+        reason: "no leader: the cluster cannot elect one (is a majority of members down?)".into(),
+    }
+}

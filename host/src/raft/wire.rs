@@ -1,0 +1,64 @@
+//! What nodes say to each other on the peer endpoint.
+//!
+//! Like the client protocol, one bidirectional stream carries one exchange: an [`Envelope`]
+//! frame, then (for a snapshot only) the raw snapshot body until the stream ends, and one
+//! [`PeerResponse`] frame back. The envelope names the cluster and the intended receiver, so
+//! that nodes of different clusters, or a node reached at a stale address, refuse each other.
+
+use openraft::Vote;
+use openraft::error::{Fatal, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use super::types::{SnapshotMeta, TypeConfig};
+use crate::NodeId;
+
+/// Largest peer frame: bounded by openraft's `max_payload_entries` times the request limit;
+/// a larger AppendEntries is split by openraft after a `PayloadTooLarge`.
+pub const MAX_PEER_FRAME: usize = 64 * 1024 * 1024;
+
+/// One request from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's cluster; `0` from a node that has not learned it yet (a joining node).
+    pub cluster_id: u64,
+    pub from: NodeId,
+    /// The node the sender means to reach.
+    pub to: NodeId,
+    pub body: PeerRequest,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    /// Followed on the stream by the snapshot body (the MVCC export).
+    Snapshot {
+        vote: Vote<NodeId>,
+        meta: SnapshotMeta,
+    },
+    /// A client request handed to the leader by a follower, with the client's principal.
+    Forward {
+        principal: String,
+        request: etch_proto::Request,
+    },
+    /// Asks the receiver for its name and client address.
+    Hello,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
+    Forward(Result<etch_proto::Response, etch_proto::Error>),
+    Hello {
+        name: String,
+        client_addr: String,
+    },
+    /// The receiver will not take requests from this sender (another cluster, wrong target,
+    /// a malformed request); the reason says which.
+    Refused(String),
+}

@@ -1,0 +1,119 @@
+//! The peer endpoint: Raft RPCs, snapshot streams and forwarded client requests.
+//!
+//! Only node certificates get through the handshake (see `etch_proto::pki`). Every stream
+//! starts with an envelope naming the cluster and the receiver; a mismatch is refused with
+//! a reason, so a node of another cluster, or one reached at a stale address, is told why.
+
+use etch_proto::frame::{self, FrameError};
+use openraft::Snapshot;
+
+use crate::node::Node;
+use crate::raft::wire::{Envelope, MAX_PEER_FRAME, PeerRequest, PeerResponse};
+
+/// Accepts peer connections until the endpoint is closed.
+pub async fn serve_peers(endpoint: quinn::Endpoint, node: Node) {
+    while let Some(incoming) = endpoint.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => loop {
+                    match conn.accept_bi().await {
+                        Ok((send, recv)) => {
+                            let node = node.clone();
+                            tokio::spawn(serve_stream(send, recv, node));
+                        }
+                        Err(e) => {
+                            tracing::debug!(%remote, reason = %e, "peer connection ended");
+                            return;
+                        }
+                    }
+                },
+                Err(e) => tracing::warn!(%remote, error = %e, "refused a peer connection"),
+            }
+        });
+    }
+}
+
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, node: Node) {
+    let envelope = match frame::read::<_, Envelope>(&mut recv, MAX_PEER_FRAME).await {
+        Ok(Some(envelope)) => envelope,
+        Ok(None) => return,
+        Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_))) => {
+            let _ = recv.stop(1u32.into());
+            reply(&mut send, &PeerResponse::Refused(e.to_string())).await;
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "peer stream broke before a request");
+            return;
+        }
+    };
+    let response = match admit(&node, &envelope) {
+        Err(reason) => {
+            tracing::warn!(from = format_args!("{:x}", envelope.from), %reason, "refused a peer request");
+            PeerResponse::Refused(reason)
+        }
+        Ok(()) => answer(&node, envelope.body, &mut recv).await,
+    };
+    reply(&mut send, &response).await;
+}
+
+/// Checks that the envelope is meant for this node of this cluster.
+fn admit(node: &Node, envelope: &Envelope) -> Result<(), String> {
+    if envelope.to != node.id() {
+        return Err(format!(
+            "this is node {:x} ({}), not {:x}",
+            node.id(),
+            node.options().name,
+            envelope.to
+        ));
+    }
+    let ours = node.peers().cluster_id();
+    match (ours, envelope.cluster_id) {
+        (_, 0) => Ok(()),
+        (0, theirs) => node
+            .adopt_cluster_id(theirs)
+            .map_err(|e| format!("cannot record the cluster id: {e}")),
+        (ours, theirs) if ours == theirs => Ok(()),
+        (ours, theirs) => Err(format!(
+            "cluster id mismatch: this node is in cluster {ours:x}, the request is from {theirs:x}"
+        )),
+    }
+}
+
+async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) -> PeerResponse {
+    match body {
+        PeerRequest::Append(rpc) => PeerResponse::Append(node.raft().append_entries(rpc).await),
+        PeerRequest::Vote(rpc) => PeerResponse::Vote(node.raft().vote(rpc).await),
+        PeerRequest::Snapshot { vote, meta } => {
+            let file = match node.snapshots().receive(&meta, recv).await {
+                Ok(file) => file,
+                Err(e) => {
+                    return PeerResponse::Refused(format!("cannot receive the snapshot: {e}"));
+                }
+            };
+            let snapshot = Snapshot {
+                meta,
+                snapshot: Box::new(file),
+            };
+            PeerResponse::Snapshot(node.raft().install_full_snapshot(vote, snapshot).await)
+        }
+        PeerRequest::Forward { principal, request } => {
+            PeerResponse::Forward(node.handle_forwarded(&principal, request).await)
+        }
+        PeerRequest::Hello => PeerResponse::Hello {
+            name: node.options().name.clone(),
+            client_addr: node.advertised_client_addr(),
+        },
+    }
+}
+
+async fn reply(send: &mut quinn::SendStream, response: &PeerResponse) {
+    match frame::write(send, response, MAX_PEER_FRAME).await {
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot answer a peer"),
+    }
+}
