@@ -1,8 +1,14 @@
 //! Global flags and what every command gets from them: a client and a printer.
+//!
+//! `--command-timeout` bounds a command's network work as a whole: it starts when the
+//! command first needs a client (after any input was read) and every request gets what is
+//! left of it. Clients connect lazily, inside the request's timeout, so a dead endpoint
+//! cannot add its dial timeout on top.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
@@ -51,7 +57,7 @@ pub struct GlobalArgs {
         default_value = "./etch-data/certs/root.key"
     )]
     pub key_file: PathBuf,
-    /// Time allowed for a command's request, retries included (e.g. 5s, 500ms).
+    /// Time allowed for a command, connecting and retries included (e.g. 5s, 500ms).
     #[arg(long, global = true, env = "ETCHCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = duration::parse)]
     pub command_timeout: Duration,
     /// Time allowed to connect to one endpoint.
@@ -77,6 +83,8 @@ pub struct GlobalArgs {
 pub struct Context {
     pub global: GlobalArgs,
     pub printer: Printer,
+    /// When the command's time is up: set by the first call to [`Context::options`].
+    deadline: OnceLock<Instant>,
 }
 
 impl Context {
@@ -86,24 +94,45 @@ impl Context {
             hex: global.hex,
             value_only: false,
         };
-        Context { global, printer }
+        Context {
+            global,
+            printer,
+            deadline: OnceLock::new(),
+        }
     }
 
-    /// Client options for `endpoints` with the global TLS files and timeouts.
+    /// What is left of the command timeout, which starts running at the first call.
+    pub fn budget(&self) -> Duration {
+        let timeout = self.global.command_timeout;
+        let now = Instant::now();
+        let deadline = *self.deadline.get_or_init(|| now + timeout);
+        // Whole milliseconds: the budget shows in timeout messages.
+        let left = deadline.saturating_duration_since(now);
+        Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Client options for `endpoints` with the global TLS files and timeouts; the request
+    /// timeout is what is left of the command timeout.
     pub fn options(&self, endpoints: Vec<String>) -> ClientOptions {
+        self.options_within(endpoints, self.budget())
+    }
+
+    /// [`Context::options`] with a request timeout of `budget`, for requests sent together.
+    pub fn options_within(&self, endpoints: Vec<String>, budget: Duration) -> ClientOptions {
         let tls = TlsFiles {
             ca: self.global.cacert.clone(),
             cert: self.global.cert.clone(),
             key: self.global.key_file.clone(),
         };
         ClientOptions::new(endpoints, tls)
-            .connect_timeout(self.global.dial_timeout)
-            .request_timeout(self.global.command_timeout)
+            .connect_timeout(self.global.dial_timeout.min(budget))
+            .request_timeout(budget)
     }
 
-    /// A client connected to the global endpoints.
-    pub async fn client(&self) -> Result<Client> {
-        connect(self.options(self.global.endpoints.clone())).await
+    /// A client for the global endpoints. It connects on its first request, within that
+    /// request's timeout.
+    pub fn client(&self) -> Result<Client> {
+        Client::new(self.options(self.global.endpoints.clone())).map_err(with_hint)
     }
 
     /// Runs `f` on standard output.
@@ -113,11 +142,6 @@ impl Context {
         out.flush()?;
         Ok(())
     }
-}
-
-/// Connects, with a hint when the certificate files are missing.
-pub async fn connect(opts: ClientOptions) -> Result<Client> {
-    Client::connect(opts).await.map_err(with_hint)
 }
 
 /// Adds what to do about a missing certificate file to the error.
@@ -137,9 +161,22 @@ pub fn with_hint(err: etch_client::Error) -> anyhow::Error {
 }
 
 /// The error and its causes on one line, each cause once: `a: b: c`.
+///
+/// A deadline that passed after the node had answered with an error is told by that error:
+/// `unavailable: no leader: ...` says what is wrong, "context deadline exceeded" only that
+/// the client gave up.
 pub fn error_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
+        if let Some(etch_client::Error::Timeout {
+            last_error: Some(last),
+            ..
+        }) = cause.downcast_ref()
+            && matches!(**last, etch_client::Error::Server(_))
+        {
+            // The chain goes on with `last` and its causes.
+            continue;
+        }
         let text = cause.to_string();
         if text.is_empty() || line.contains(&text) {
             continue;
@@ -155,6 +192,77 @@ pub fn error_line(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn context(command_timeout: Duration) -> Context {
+        Context::new(GlobalArgs {
+            endpoints: vec!["127.0.0.1:7379".into()],
+            cacert: "ca.crt".into(),
+            cert: "root.crt".into(),
+            key_file: "root.key".into(),
+            command_timeout,
+            dial_timeout: Duration::from_secs(2),
+            write_out: Format::Simple,
+            hex: false,
+        })
+    }
+
+    #[test]
+    fn the_command_timeout_is_one_budget() {
+        let ctx = context(Duration::from_secs(5));
+        assert_eq!(
+            ctx.budget(),
+            Duration::from_secs(5),
+            "starts at the first use"
+        );
+        assert!(ctx.budget() <= Duration::from_secs(5));
+        assert_eq!(context(Duration::ZERO).budget(), Duration::ZERO);
+    }
+
+    fn timeout(last_error: Option<etch_client::Error>) -> anyhow::Error {
+        etch_client::Error::Timeout {
+            after: Duration::from_secs(5),
+            last_error: last_error.map(Box::new),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_deadline_is_told_by_the_nodes_last_answer() {
+        let no_leader = etch_client::proto::Error::Unavailable {
+            reason: "no leader: the cluster cannot elect one (is a majority of members down?)"
+                .into(),
+        };
+        assert_eq!(
+            error_line(&timeout(Some(no_leader.into()))),
+            "unavailable: no leader: the cluster cannot elect one (is a majority of members down?)"
+        );
+        let no_quorum = etch_client::proto::Error::Unavailable {
+            reason: "no quorum: the leader has not heard from a majority".into(),
+        };
+        let listing = timeout(Some(no_quorum.into())).context("listing the cluster's members");
+        assert_eq!(
+            error_line(&listing),
+            "listing the cluster's members: unavailable: no quorum: the leader has not heard \
+             from a majority"
+        );
+    }
+
+    #[test]
+    fn a_deadline_without_an_answer_says_so() {
+        assert_eq!(
+            error_line(&timeout(None)),
+            "context deadline exceeded (request timeout 5s)"
+        );
+        let unreachable = etch_client::Error::Connect {
+            endpoint: "127.0.0.1:7379".into(),
+            source: etch_client::DialError::TimedOut(Duration::from_secs(2)),
+        };
+        assert_eq!(
+            error_line(&timeout(Some(unreachable))),
+            "context deadline exceeded (request timeout 5s): cannot connect to 127.0.0.1:7379: \
+             timed out after 2s (dial timeout)"
+        );
+    }
 
     #[test]
     fn missing_cert_names_the_file_and_hints() {

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use etch_client::proto::{Error as ServerError, Request, Response};
-use etch_client::{Client, Error};
+use etch_client::proto::Error as ServerError;
+use etch_client::{Client, Error, Member};
 use tokio::task::JoinSet;
 
 use crate::context::{Context, error_line, with_hint};
@@ -30,7 +30,8 @@ pub enum EndpointCommand {
 #[derive(Args, Clone, Debug)]
 pub struct ClusterArgs {
     /// Check every member of the cluster (as listed by the cluster) instead of the
-    /// endpoints given with --endpoints.
+    /// endpoints given with --endpoints. Members not started yet (no client address) are
+    /// skipped, with a note on standard error.
     #[arg(long)]
     pub cluster: bool,
 }
@@ -48,30 +49,35 @@ async fn endpoints(ctx: &Context, args: &ClusterArgs) -> Result<Vec<String>> {
     if !args.cluster {
         return Ok(ctx.global.endpoints.clone());
     }
-    let client = ctx.client().await?;
-    let answer = client
-        .request(Request::MemberList(Default::default()))
+    let list = ctx
+        .client()?
+        .member_list()
         .await
         .context("listing the cluster's members (for --cluster)")?;
-    match answer {
-        Response::MemberList(list) => {
-            let endpoints: Vec<String> = list
-                .members
-                .into_iter()
-                .map(|m| m.client_addr)
-                .filter(|a| !a.is_empty())
-                .collect();
-            if endpoints.is_empty() {
-                bail!("the cluster lists no member with a client address yet");
-            }
-            Ok(endpoints)
-        }
-        other => bail!("unexpected response to a member list: {other:?}"),
+    let (endpoints, unstarted) = client_addrs(&list.members);
+    for m in unstarted {
+        eprintln!(
+            "Skipping member {:x} ({}): unstarted, no client address yet",
+            m.id, m.name
+        );
     }
+    if endpoints.is_empty() {
+        bail!("the cluster lists no member with a client address yet");
+    }
+    Ok(endpoints)
 }
 
-/// Runs `f` against every endpoint at once, each with its own client (connected within the
-/// dial timeout); results in the order of the endpoints.
+/// The members' client addresses, and the members that have none: added but not heard from
+/// (etcdctl's `--cluster` skips those silently).
+fn client_addrs(members: &[Member]) -> (Vec<String>, Vec<&Member>) {
+    let (started, unstarted): (Vec<&Member>, Vec<&Member>) =
+        members.iter().partition(|m| !m.client_addr.is_empty());
+    let addrs = started.iter().map(|m| m.client_addr.clone()).collect();
+    (addrs, unstarted)
+}
+
+/// Runs `f` against every endpoint at once, each with its own client (connecting within
+/// the request's timeout); results in the order of the endpoints.
 async fn each_endpoint<T, F, Fut>(
     ctx: &Context,
     endpoints: &[String],
@@ -79,19 +85,18 @@ async fn each_endpoint<T, F, Fut>(
 ) -> Result<Vec<(String, T)>>
 where
     T: Send + 'static,
-    F: Fn(Result<Client, Error>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Client) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = T> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
+    let budget = ctx.budget();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        let opts = ctx.options(vec![endpoint.clone()]);
-        // Bad options (a missing certificate file) are the same for every endpoint: fail once.
-        if let Err(e @ (Error::Tls(_) | Error::InvalidEndpoint { .. })) = Client::new(opts.clone())
-        {
-            return Err(with_hint(e));
-        }
+        // Only bad options fail here (a missing certificate file, an unparsable address):
+        // fail the command once rather than report them per endpoint.
+        let client =
+            Client::new(ctx.options_within(vec![endpoint.clone()], budget)).map_err(with_hint)?;
         let f = f.clone();
-        tasks.spawn(async move { (i, f(Client::connect(opts).await).await) });
+        tasks.spawn(async move { (i, f(client).await) });
     }
     let mut results = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {
@@ -108,7 +113,7 @@ async fn status(ctx: &Context, endpoints: &[String]) -> Result<()> {
     let results = each_endpoint(
         ctx,
         endpoints,
-        |client| async move { client?.status().await },
+        |client| async move { client.status().await },
     )
     .await?;
     let mut statuses = Vec::new();
@@ -135,10 +140,7 @@ async fn status(ctx: &Context, endpoints: &[String]) -> Result<()> {
 async fn health(ctx: &Context, endpoints: &[String]) -> Result<()> {
     let results = each_endpoint(ctx, endpoints, |client| async move {
         let start = Instant::now();
-        let result = match client {
-            Ok(client) => client.get("health").await.map(drop),
-            Err(e) => Err(e),
-        };
+        let result = client.get("health").await.map(drop);
         (start.elapsed(), result)
     })
     .await?;
@@ -164,4 +166,28 @@ async fn health(ctx: &Context, endpoints: &[String]) -> Result<()> {
         bail!("unhealthy cluster");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_endpoints_skip_unstarted_members() {
+        let member = |id, name: &str, client: &str| Member {
+            id,
+            name: name.into(),
+            peer_addr: format!("{name}:7380"),
+            client_addr: client.into(),
+            is_learner: false,
+        };
+        let members = [
+            member(1, "n1", "n1:7379"),
+            member(2, "n2", ""),
+            member(3, "n3", "n3:7379"),
+        ];
+        let (addrs, unstarted) = client_addrs(&members);
+        assert_eq!(addrs, ["n1:7379", "n3:7379"]);
+        assert_eq!(unstarted, [&members[1]]);
+    }
 }

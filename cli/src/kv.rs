@@ -184,7 +184,7 @@ pub async fn put(ctx: &Ctx, args: &PutArgs) -> Result<()> {
         }
     };
     let op = args.op(value)?;
-    let client = ctx.client().await?;
+    let client = ctx.client()?;
     match client.request(request(op)).await? {
         Response::Put(r) => ctx.print(|p, w| p.put(w, &r)),
         other => bail!("unexpected response {other:?}"),
@@ -193,7 +193,7 @@ pub async fn put(ctx: &Ctx, args: &PutArgs) -> Result<()> {
 
 pub async fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
     let op = args.op()?;
-    let client = ctx.client().await?;
+    let client = ctx.client()?;
     let printer = crate::print::Printer {
         value_only: args.print_value_only,
         ..ctx.printer
@@ -206,7 +206,7 @@ pub async fn get(ctx: &Ctx, args: &GetArgs) -> Result<()> {
 
 pub async fn del(ctx: &Ctx, args: &DelArgs) -> Result<()> {
     let op = args.op()?;
-    let client = ctx.client().await?;
+    let client = ctx.client()?;
     match client.request(request(op)).await? {
         Response::DeleteRange(r) => ctx.print(|p, w| p.del(w, &r)),
         other => bail!("unexpected response {other:?}"),
@@ -214,7 +214,7 @@ pub async fn del(ctx: &Ctx, args: &DelArgs) -> Result<()> {
 }
 
 pub async fn compact(ctx: &Ctx, args: &CompactArgs) -> Result<()> {
-    let client = ctx.client().await?;
+    let client = ctx.client()?;
     let req = Request::Compact(CompactRequest {
         revision: args.revision,
         physical: args.physical,

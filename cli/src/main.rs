@@ -1,14 +1,16 @@
 //! etchctl: the command-line client for etch, with etcdctl's verbs, flags and output.
 //!
 //! Start reading at [`Command`]: one variant per verb, each run by a function in the module
-//! of its family (`kv`, `txn`, `endpoint`, `certs`). `context` turns the global flags into a
-//! client and a printer; `print` holds the three output formats; `txn_parse` the txn syntax.
+//! of its family (`kv`, `txn`, `endpoint`, `member`, `certs`). `context` turns the global
+//! flags into a client and a printer; `print` holds the three output formats; `txn_parse` the
+//! txn syntax.
 
 mod certs;
 mod context;
 mod duration;
 mod endpoint;
 mod kv;
+mod member;
 mod print;
 mod txn;
 mod txn_parse;
@@ -55,6 +57,9 @@ enum Command {
     /// Endpoint status and health.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
+    /// Cluster membership: list, add, promote and remove members.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
     /// Certificates for a cluster.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -102,6 +107,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Txn(args) => txn::run(&ctx, args).await,
             Command::Compact(args) => kv::compact(&ctx, args).await,
             Command::Endpoint(cmd) => endpoint::run(&ctx, cmd).await,
+            Command::Member(cmd) => member::run(&ctx, cmd).await,
             Command::Certs(_) | Command::Version => Ok(()),
         }
     })
@@ -115,6 +121,30 @@ mod tests {
     #[test]
     fn cli_definition_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn member_verbs_have_help() {
+        let mut cli = Cli::command();
+        cli.build();
+        let member = cli.find_subcommand_mut("member").expect("member");
+        let mut help = |verb: &str| {
+            member
+                .find_subcommand_mut(verb)
+                .unwrap_or_else(|| panic!("no member {verb}"))
+                .render_long_help()
+                .to_string()
+        };
+        let add = help("add");
+        assert!(
+            add.contains("Usage: etchctl member add [OPTIONS] <NAME>"),
+            "{add}"
+        );
+        assert!(add.contains("--peer-urls <HOST:PORT>"), "{add}");
+        assert!(add.contains("--learner"), "{add}");
+        assert!(help("list").contains("unstarted until the member"));
+        assert!(help("promote").contains("<ID>"));
+        assert!(help("remove").contains("in hex as `member list` prints it"));
     }
 
     #[test]

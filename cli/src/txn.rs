@@ -27,7 +27,7 @@ pub async fn run(ctx: &Context, args: &TxnArgs) -> Result<()> {
         None
     };
     let txn = read_txn(&mut input, prompts)?;
-    let client = ctx.client().await?;
+    let client = ctx.client()?;
     match client.request(Request::Txn(txn)).await? {
         Response::Txn(r) => ctx.print(|p, w| p.txn(w, &r)),
         other => bail!("unexpected response {other:?}"),

@@ -1,9 +1,11 @@
 //! [`Client`]: one long-lived QUIC connection to a cluster, and the retry rules.
 //!
 //! The client keeps one connection and opens a stream per request. When the connection is
-//! gone it dials again lazily: first the leader it last heard of, then the configured
-//! endpoints in turn, starting after the one that failed. A `NotLeader { leader }` answer
-//! sends it to that leader at once; it remembers the leader for later requests.
+//! gone it dials again lazily, all candidates at once with a short head start for the
+//! preferred ones (see `dial.rs`): the leader it last heard of, then the configured
+//! endpoints starting after the one that failed. The first handshake wins, so a dead node
+//! costs a stagger step, not a connect timeout. A `NotLeader { leader }` answer sends it to
+//! that leader at once; it remembers the leader for later requests.
 //!
 //! Retries are bounded by the request timeout and a number of attempts, and are limited to
 //! what is safe: connection failures before the request was sent, the node's retryable
@@ -18,6 +20,7 @@ use std::time::Duration;
 use etch_proto::pki::Identity;
 use etch_proto::{Request, Response};
 
+use crate::dial::first_to_answer;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
@@ -32,7 +35,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 ///
 /// Start with [`Client::connect`], then use the request builders: [`Client::put`],
 /// [`Client::get`], [`Client::delete`], [`Client::txn`], [`Client::compact`],
-/// [`Client::status`], or [`Client::request`] for a raw [`Request`].
+/// [`Client::status`], the `member_*` verbs ([`Client::member_list`] and others), or
+/// [`Client::request`] for a raw [`Request`].
 ///
 /// # Examples
 ///
@@ -56,7 +60,7 @@ pub struct Client {
 struct Inner {
     endpoints: Vec<Endpoint>,
     opts: ClientOptions,
-    transport: Transport,
+    transport: Arc<Transport>,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -84,7 +88,13 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// Loads the TLS material and dials the cluster: the call fails if no endpoint answers
-    /// within the connect timeout. Must be called within a tokio runtime.
+    /// within the connect timeout. The endpoints are dialled together (each a moment after
+    /// the one before), so a dead one does not hold up the others; the whole call takes at
+    /// most the connect timeout plus 100 ms per endpoint. Must be called within a tokio
+    /// runtime.
+    ///
+    /// To bound connecting and the first request by one deadline, use [`Client::new`]: a
+    /// request's timeout covers the dial.
     ///
     /// # Errors
     ///
@@ -129,7 +139,7 @@ impl Client {
             return Err(Error::NoEndpoints);
         }
         let identity = Identity::load(&opts.tls)?;
-        let transport = Transport::new(&identity, opts.keep_alive)?;
+        let transport = Arc::new(Transport::new(&identity, opts.keep_alive)?);
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
@@ -243,7 +253,8 @@ impl Inner {
         Err(last_error.take().unwrap_or(Error::NoEndpoints))
     }
 
-    /// The current connection, dialling one if there is none or it has closed.
+    /// The current connection, dialling one if there is none or it has closed. Holding the
+    /// state lock across the dial makes concurrent requests share one connection attempt.
     async fn live(&self) -> Result<Live> {
         let mut state = self.state.lock().await;
         if let Some(live) = &state.live {
@@ -261,29 +272,23 @@ impl Inner {
                 order.push(endpoint.clone());
             }
         }
-        let mut first_error = None;
-        for endpoint in order {
-            match self
-                .transport
-                .dial(&endpoint, self.opts.connect_timeout)
-                .await
-            {
-                Ok(conn) => {
-                    tracing::debug!(%endpoint, "connected");
-                    let live = Live { endpoint, conn };
-                    state.live = Some(live.clone());
-                    return Ok(live);
+        let dialled = first_to_answer(&self.transport, order, self.opts.connect_timeout).await;
+        match dialled {
+            Ok((endpoint, conn)) => {
+                // A remembered leader that did not answer first is probably gone; a
+                // `NotLeader` answer will name the new one.
+                if state.leader.as_ref().is_some_and(|l| *l != endpoint) {
+                    state.leader = None;
                 }
-                Err(e) => {
-                    tracing::debug!(%endpoint, error = %e, "cannot connect");
-                    if state.leader.as_ref() == Some(&endpoint) {
-                        state.leader = None;
-                    }
-                    first_error.get_or_insert(e);
-                }
+                let live = Live { endpoint, conn };
+                state.live = Some(live.clone());
+                Ok(live)
+            }
+            Err(e) => {
+                state.leader = None;
+                Err(e)
             }
         }
-        Err(first_error.unwrap_or(Error::NoEndpoints))
     }
 
     /// Remembers `leader` and drops the connection to `from` so that the next attempt goes

@@ -2,10 +2,11 @@
 //!
 //! Start reading at [`Client`] (`client.rs`): it owns one QUIC connection and the retry
 //! rules. The request builders live in `kv.rs` ([`Client::put`], [`Client::get`],
-//! [`Client::delete`], [`Client::compact`], [`Client::status`]) and `txn.rs`
-//! ([`Client::txn`], [`Compare`], [`TxnOp`]); `transport.rs` is the QUIC plumbing (one
-//! bidirectional stream per request, one [`etch_proto::frame`] each way); `error.rs` says
-//! what can fail and what may be retried.
+//! [`Client::delete`], [`Client::compact`], [`Client::status`]), `txn.rs`
+//! ([`Client::txn`], [`Compare`], [`TxnOp`]) and `member.rs` ([`Client::member_list`],
+//! [`Client::member_add`], [`Client::member_promote`], [`Client::member_remove`]);
+//! `transport.rs` is the QUIC plumbing (one bidirectional stream per request, one
+//! [`etch_proto::frame`] each way); `error.rs` says what can fail and what may be retried.
 //!
 //! Requests and responses are the wire types of [`etch_proto`], re-exported as [`proto`];
 //! the common ones are also re-exported at the crate root.
@@ -36,9 +37,11 @@
 //! ```
 
 mod client;
+mod dial;
 mod endpoint;
 mod error;
 mod kv;
+mod member;
 mod options;
 mod transport;
 mod txn;
@@ -49,14 +52,15 @@ mod request_test;
 pub use etch_proto as proto;
 pub use etch_proto::pki::TlsFiles;
 pub use etch_proto::{
-    CompactResponse, CompareResult, DeleteRangeResponse, KeyValue, LeaseId, NodeId, PutResponse,
-    RangeResponse, Request, Response, ResponseHeader, ResponseOp, Revision, StatusResponse,
-    TxnResponse,
+    CompactResponse, CompareResult, DeleteRangeResponse, KeyValue, LeaseId, Member,
+    MemberAddResponse, MemberListResponse, NodeId, PutResponse, RangeResponse, Request, Response,
+    ResponseHeader, ResponseOp, Revision, StatusResponse, TxnResponse,
 };
 
 pub use client::Client;
 pub use endpoint::Endpoint;
 pub use error::{DialError, Error, Result};
 pub use kv::{Compact, Delete, Get, Put, ResponseFuture};
+pub use member::{MemberAdd, MemberList, MemberPromote, MemberRemove};
 pub use options::ClientOptions;
 pub use txn::{Compare, Txn, TxnOp};

@@ -1,7 +1,8 @@
 //! Builders → wire requests, without a server.
 
 use etch_proto::{
-    CompactRequest, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest,
+    CompactRequest, CompareResult, CompareTarget, DeleteRangeRequest, MemberAddRequest,
+    MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest, RangeRequest,
     Request, RequestOp, TxnRequest,
 };
 
@@ -148,6 +149,41 @@ fn txn_maps_compares_and_branches() {
     assert!(req.is_write());
     let read_only = c.txn().and_then([TxnOp::get("a")]).into_request();
     assert!(!read_only.is_write());
+}
+
+#[test]
+fn member_builders_map_to_the_request() {
+    let (_dir, c) = client();
+    let list = c.member_list().into_request();
+    assert_eq!(list, Request::MemberList(MemberListRequest {}));
+    assert!(!list.is_write());
+    let add = MemberAddRequest {
+        name: "n4".into(),
+        peer_addr: "10.0.0.4:7380".into(),
+        is_learner: false,
+    };
+    assert_eq!(
+        c.member_add("n4", "10.0.0.4:7380").into_request(),
+        Request::MemberAdd(add.clone())
+    );
+    let learner = c.member_add("n4", "10.0.0.4:7380").learner().into_request();
+    assert_eq!(
+        learner,
+        Request::MemberAdd(MemberAddRequest {
+            is_learner: true,
+            ..add
+        })
+    );
+    assert!(learner.is_write());
+    assert_eq!(
+        c.member_promote(0x8e9e05c52164694d).into_request(),
+        Request::MemberPromote(MemberPromoteRequest {
+            id: 0x8e9e05c52164694d
+        })
+    );
+    let remove = c.member_remove(7).into_request();
+    assert_eq!(remove, Request::MemberRemove(MemberRemoveRequest { id: 7 }));
+    assert!(remove.is_write());
 }
 
 #[test]

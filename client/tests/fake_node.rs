@@ -1,5 +1,6 @@
 //! The client against a scripted in-process QUIC node: the wire exchange, leader
-//! redirects, retries, the no-resend rule for writes, and certificate refusal.
+//! redirects, retries, the no-resend rule for writes, certificate refusal, and dialling
+//! past dead endpoints.
 //! (Tests against a real `etchd` live in the workspace's `tests/`.)
 
 use std::net::SocketAddr;
@@ -70,6 +71,14 @@ fn start(dir: &Path, script: Arc<Script>) -> FakeNode {
         }
     });
     FakeNode { addr, seen }
+}
+
+/// A dead node: a bound UDP socket that never answers (so no ICMP refusal either), as a
+/// killed node's host looks to QUIC. Keep it alive for the test's duration.
+fn dead() -> (std::net::UdpSocket, SocketAddr) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
 }
 
 fn options(endpoint: SocketAddr, tls: TlsFiles) -> ClientOptions {
@@ -193,4 +202,140 @@ async fn a_certificate_from_another_ca_is_refused_clearly() {
             .starts_with(&format!("certificate refused by {}: ", node.addr)),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_listed_first_does_not_hold_up_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let tls = TlsFiles::in_dir(dir.path(), "root");
+    let live = start(dir.path(), Arc::new(|_, _| put_ok(4)));
+    let (_a, dead_a) = dead();
+    let (_b, dead_b) = dead();
+    // A dial of a dead endpoint lasts the whole connect timeout, here far longer than the
+    // request timeout: dialled one after another, the request could only time out.
+    let opts = ClientOptions::new(
+        [
+            dead_a.to_string(),
+            dead_b.to_string(),
+            live.addr.to_string(),
+        ],
+        tls,
+    )
+    .connect_timeout(Duration::from_secs(600))
+    .request_timeout(Duration::from_secs(30));
+
+    let lazy = Client::new(opts.clone()).expect("client");
+    let resp = lazy
+        .put("d", "4")
+        .await
+        .expect("put past two dead endpoints");
+    assert_eq!(resp.header.revision, 4);
+    assert_eq!(live.seen.load(Ordering::SeqCst), 1);
+
+    let connect = tokio::time::timeout(Duration::from_secs(30), Client::connect(opts)).await;
+    let client = connect
+        .expect("connect waited for a dead endpoint")
+        .expect("connect");
+    client
+        .put("d", "5")
+        .await
+        .expect("put on the live endpoint");
+    assert_eq!(live.seen.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn with_every_endpoint_dead_the_first_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let (_a, dead_a) = dead();
+    let (_b, dead_b) = dead();
+    let opts = ClientOptions::new(
+        [dead_a.to_string(), dead_b.to_string()],
+        TlsFiles::in_dir(dir.path(), "root"),
+    )
+    .connect_timeout(Duration::from_millis(300));
+    let err = Client::connect(opts).await.expect_err("nobody answers");
+    assert!(
+        matches!(&err, Error::Connect { endpoint, .. } if *endpoint == dead_a.to_string()),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_by_every_endpoint_is_reported_past_a_dead_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let other = tempfile::tempdir().expect("tempdir");
+    certs(other.path());
+    let first = start(dir.path(), Arc::new(|_, _| put_ok(1)));
+    let second = start(dir.path(), Arc::new(|_, _| put_ok(1)));
+    let (_dead, dead) = dead();
+    let stranger = TlsFiles {
+        ca: dir.path().join("ca.crt"),
+        cert: other.path().join("root.crt"),
+        key: other.path().join("root.key"),
+    };
+    let opts = ClientOptions::new(
+        [
+            dead.to_string(),
+            first.addr.to_string(),
+            second.addr.to_string(),
+        ],
+        stranger,
+    )
+    .connect_timeout(Duration::from_secs(1))
+    .request_timeout(Duration::from_secs(10));
+    // Through `connect` and through a lazy client's first request: the refusal shows during
+    // the handshake or on the first stream, whichever the race makes of it.
+    let connected = match Client::connect(opts.clone()).await {
+        Err(e) => Err(e),
+        Ok(client) => client.put("k", "v").await.map(drop),
+    };
+    let lazy = Client::new(opts)
+        .expect("client")
+        .put("k", "v")
+        .await
+        .map(drop);
+    for result in [connected, lazy] {
+        let err = result.expect_err("refused");
+        assert!(
+            matches!(&err, Error::CertificateRefused { endpoint, .. }
+                if *endpoint == first.addr.to_string() || *endpoint == second.addr.to_string()),
+            "{err:?}"
+        );
+    }
+    assert_eq!(first.seen.load(Ordering::SeqCst), 0);
+    assert_eq!(second.seen.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_deadline_after_unavailable_keeps_the_nodes_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let reason = "no leader: the cluster cannot elect one (is a majority of members down?)";
+    let node = start(
+        dir.path(),
+        Arc::new(move |_, _| {
+            Some(Err(proto::Error::Unavailable {
+                reason: reason.into(),
+            }))
+        }),
+    );
+    let opts = options(node.addr, TlsFiles::in_dir(dir.path(), "root"))
+        .request_timeout(Duration::from_secs(1));
+    let err = Client::new(opts)
+        .expect("client")
+        .put("d", "4")
+        .await
+        .expect_err("never available");
+    let Error::Timeout { last_error, .. } = &err else {
+        panic!("expected a timeout, got {err:?}");
+    };
+    assert!(
+        matches!(last_error.as_deref(),
+            Some(Error::Server(proto::Error::Unavailable { reason: r })) if r == reason),
+        "{last_error:?}"
+    );
+    assert!(node.seen.load(Ordering::SeqCst) >= 1);
 }

@@ -252,7 +252,16 @@ pub fn init_dir(dir: &Path, opts: &InitOptions) -> Result<Vec<PathBuf>> {
     let ca = if ca_crt.exists() && ca_key.exists() {
         Authority::load(&ca_crt, &ca_key)?
     } else {
-        let ca = Authority::generate("etch CA")?;
+        // A name of its own, so that a certificate from another cluster's CA is reported as
+        // from an unknown issuer rather than as a bad signature.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let ca = Authority::generate(&format!(
+            "etch CA {:x}",
+            nonce ^ u128::from(std::process::id())
+        ))?;
         write_file(&ca_crt, ca.cert_pem(), false)?;
         write_file(&ca_key, &ca.key_pem(), true)?;
         written.extend([ca_crt, ca_key]);

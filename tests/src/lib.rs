@@ -29,10 +29,19 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback UDP port that was free a moment ago.
+/// A loopback UDP port that was free a moment ago, and that this test process has not
+/// handed out before (so two nodes of one test never get the same port).
 pub fn free_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-    socket.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+        let port = socket.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until `check` returns `Some`, polling every 50 ms, failing after `timeout`.
@@ -91,8 +100,19 @@ impl Etchd {
         format!("127.0.0.1:{}", self.client_port)
     }
 
+    /// The peer endpoint, `127.0.0.1:PORT`.
+    pub fn peer_endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
     /// Starts the process (again) and waits until it serves linearizable reads.
     pub fn start(&mut self, client_tls: &TlsFiles) {
+        self.spawn();
+        self.await_ready(client_tls);
+    }
+
+    /// Starts the process without waiting for it.
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -124,6 +144,10 @@ impl Etchd {
             .spawn()
             .expect("spawn etchd");
         self.child = Some(child);
+    }
+
+    /// Waits until the node answers `endpoint health` (a linearizable read).
+    pub fn await_ready(&mut self, client_tls: &TlsFiles) {
         let endpoint = self.endpoint();
         wait_for(
             &format!("{} to serve on {endpoint}", self.name),
@@ -146,6 +170,32 @@ impl Etchd {
         );
     }
 
+    /// Starts the process and waits only until it answers serializable reads (a node that
+    /// cannot reach a quorum yet, such as a learner, or one still catching up).
+    pub fn start_serving(&mut self, client_tls: &TlsFiles) {
+        self.spawn();
+        let endpoint = self.endpoint();
+        wait_for(
+            &format!("{} to serve on {endpoint}", self.name),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    panic!(
+                        "{} exited with {status} during start-up; log:\n{}",
+                        self.name,
+                        self.log_text()
+                    );
+                }
+                let out = etchctl_with(&endpoint, client_tls, &["get", "probe", "--serializable"]);
+                out.status.success().then_some(())
+            },
+        );
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -158,6 +208,11 @@ impl Etchd {
     pub fn restart(&mut self, client_tls: &TlsFiles) {
         self.kill();
         self.start(client_tls);
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -193,23 +248,71 @@ impl Cluster {
 
     /// One node with extra etchd flags.
     pub fn single_with(extra_args: &[&str]) -> Self {
+        Self::new(1, extra_args)
+    }
+
+    /// `n` nodes named `n1`..`nN` founding one cluster, each started with `extra_args`;
+    /// returns once every node serves linearizable reads. Client certificates: `root`, `alice`.
+    pub fn new(n: usize, extra_args: &[&str]) -> Self {
+        let mut cluster = Self::prepare(n, extra_args);
+        let tls = cluster.client_tls("root");
+        // Start every process first: a majority must be up before any can answer.
+        for node in &mut cluster.nodes {
+            node.spawn();
+        }
+        for node in &mut cluster.nodes {
+            node.await_ready(&tls);
+        }
+        cluster
+    }
+
+    /// Like [`Cluster::new`] but starts nothing.
+    pub fn prepare(n: usize, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let certs = Certs::new(&dir.path().join("certs"), &["n1"], &["root", "alice"]);
-        let mut node = Etchd {
-            name: "n1".into(),
-            data_dir: dir.path().join("n1"),
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let certs = Certs::new(&dir.path().join("certs"), &name_refs, &["root", "alice"]);
+        let ports: Vec<(u16, u16)> = names.iter().map(|_| (free_port(), free_port())).collect();
+        let initial = names
+            .iter()
+            .zip(&ports)
+            .map(|(name, (_, peer))| format!("{name}=127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = names
+            .iter()
+            .zip(&ports)
+            .map(|(name, &(client_port, peer_port))| {
+                let mut args = vec!["--initial-cluster".to_owned(), initial.clone()];
+                args.extend(extra_args.iter().map(|s| s.to_string()));
+                Etchd {
+                    name: name.clone(),
+                    data_dir: dir.path().join(name),
+                    client_port,
+                    peer_port,
+                    extra_args: args,
+                    tls: certs.files(name),
+                    log: dir.path().join(format!("{name}.log")),
+                    child: None,
+                }
+            })
+            .collect();
+        Cluster { dir, certs, nodes }
+    }
+
+    /// A node that is not (yet) a member: `name` with a fresh certificate, data dir and
+    /// ports, to be started with `--initial-cluster-state existing` after `member add`.
+    pub fn extra_node(&self, name: &str, extra_args: &[&str]) -> Etchd {
+        let certs = Certs::new(&self.certs.dir, &[name], &[]);
+        Etchd {
+            name: name.into(),
+            data_dir: self.dir.path().join(name),
             client_port: free_port(),
             peer_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            tls: certs.files("n1"),
-            log: dir.path().join("n1.log"),
+            tls: certs.files(name),
+            log: self.dir.path().join(format!("{name}.log")),
             child: None,
-        };
-        node.start(&certs.files("root"));
-        Cluster {
-            dir,
-            certs,
-            nodes: vec![node],
         }
     }
 
@@ -250,6 +353,25 @@ impl Cluster {
         child.wait_with_output().expect("etchctl output")
     }
 
+    /// Pauses node `i` (SIGSTOP) or resumes it (SIGCONT).
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].pid().expect("node is running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Restarts node `i` and waits only until it answers serializable reads (it may still
+    /// be catching up with the cluster).
+    pub fn restart_serving(&mut self, i: usize) {
+        let tls = self.client_tls("root");
+        self.nodes[i].kill();
+        self.nodes[i].start_serving(&tls);
+    }
+
     /// Restarts node `i` after a `kill -9`.
     pub fn restart(&mut self, i: usize) {
         let tls = self.client_tls("root");
@@ -288,4 +410,107 @@ pub fn ok_stdout(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+// SDK clients, raw QUIC connections and a graceful stop (used by tests/single_node.rs).
+
+/// What a node answers on a stream: its response, or the error it reports.
+pub type Answer = Result<etch_proto::Response, etch_proto::Error>;
+
+impl Cluster {
+    /// SDK options for the client certificate `name`, against every node.
+    pub fn client_options(&self, name: &str) -> etch_client::ClientOptions {
+        etch_client::ClientOptions::new(
+            self.nodes.iter().map(Etchd::endpoint),
+            self.client_tls(name),
+        )
+    }
+
+    /// An SDK client connected as `root`.
+    pub async fn client(&self) -> etch_client::Client {
+        etch_client::Client::connect(self.client_options("root"))
+            .await
+            .expect("connect the SDK client as root")
+    }
+}
+
+impl Etchd {
+    /// Stops the node gracefully (SIGTERM) and waits, with a deadline, for a clean exit.
+    pub fn stop(&mut self) {
+        let Some(pid) = self.pid() else { return };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM {pid}");
+        let what = format!("{} to exit after SIGTERM", self.name);
+        let child = &mut self.child;
+        let exit = wait_for(&what, Duration::from_secs(20), || {
+            child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        });
+        self.child = None;
+        assert!(
+            exit.success(),
+            "{} exited with {exit} after SIGTERM; log:\n{}",
+            self.name,
+            self.log_text()
+        );
+    }
+}
+
+/// A TLS config for a raw QUIC connection that presents the client (or node) certificate in
+/// `files`, trusts `files.ca` and speaks `alpn`.
+pub fn raw_tls(files: &TlsFiles, alpn: &[u8]) -> rustls::ClientConfig {
+    pki::Identity::load(files)
+        .expect("load TLS files")
+        .client_config(alpn)
+        .expect("client TLS config")
+}
+
+/// A TLS config that trusts the CA in `ca` and presents no certificate at all.
+pub fn raw_tls_anonymous(ca: &Path, alpn: &[u8]) -> rustls::ClientConfig {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("read the CA") {
+        roots
+            .add(cert.expect("CA certificate"))
+            .expect("add the CA");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(pki::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config
+}
+
+/// Dials `addr` (`127.0.0.1:PORT`) over QUIC with `tls`, as server name `localhost`.
+pub async fn quic_dial(
+    addr: &str,
+    tls: rustls::ClientConfig,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("a QUIC TLS config");
+    let mut endpoint =
+        quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).expect("bind UDP");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let addr = addr.parse().expect("a socket address");
+    endpoint
+        .connect(addr, "localhost")
+        .expect("start a QUIC connection")
+        .await
+}
+
+/// Writes `bytes` on a fresh bidirectional stream of `conn`, finishes it, and reads one
+/// answer frame: `Ok(None)` when the node ends the stream without answering. A failed write
+/// is not reported (a node stops reading a request it refuses); the read says what happened.
+pub async fn raw_exchange(
+    conn: &quinn::Connection,
+    bytes: &[u8],
+) -> Result<Option<Answer>, etch_proto::frame::FrameError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(std::io::Error::from)?;
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    etch_proto::frame::read(&mut recv, etch_proto::DEFAULT_MAX_RESPONSE_BYTES).await
 }

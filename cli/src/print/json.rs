@@ -9,12 +9,12 @@ use std::io::{self, Write};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use etch_proto::{
-    DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, ResponseHeader, ResponseOp,
-    TxnResponse,
+    DeleteRangeResponse, KeyValue, Member, MemberAddResponse, MemberListResponse, PutResponse,
+    RangeResponse, ResponseHeader, ResponseOp, TxnResponse,
 };
 use serde::Serialize;
 
-use super::{EndpointHealth, EndpointStatus};
+use super::{EndpointHealth, EndpointStatus, shown_name};
 
 fn zero<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
@@ -200,6 +200,57 @@ struct Health<'a> {
     error: &'a str,
 }
 
+/// `etcdserverpb.Member`. etch has one peer and one client address per member: each list
+/// holds it, or nothing while it is empty.
+#[derive(Serialize)]
+struct MemberJson {
+    #[serde(rename = "ID", skip_serializing_if = "zero")]
+    id: u64,
+    #[serde(skip_serializing_if = "zero")]
+    name: String,
+    #[serde(rename = "peerURLs", skip_serializing_if = "Vec::is_empty")]
+    peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", skip_serializing_if = "Vec::is_empty")]
+    client_urls: Vec<String>,
+    #[serde(rename = "isLearner", skip_serializing_if = "zero")]
+    is_learner: bool,
+}
+
+impl From<&Member> for MemberJson {
+    fn from(m: &Member) -> Self {
+        let urls = |addr: &str| {
+            Some(addr)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .into_iter()
+                .collect()
+        };
+        MemberJson {
+            id: m.id,
+            name: shown_name(m).to_owned(),
+            peer_urls: urls(&m.peer_addr),
+            client_urls: urls(&m.client_addr),
+            is_learner: m.is_learner,
+        }
+    }
+}
+
+/// `MemberListResponse`, and the promote and remove responses, which have the same fields.
+#[derive(Serialize)]
+struct MemberList {
+    header: Header,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<MemberJson>,
+}
+
+#[derive(Serialize)]
+struct MemberAdd {
+    header: Header,
+    member: MemberJson,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<MemberJson>,
+}
+
 /// etcdctl's `printJSON`: compact JSON on one line.
 fn print(w: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
     serde_json::to_writer(&mut *w, value)?;
@@ -260,6 +311,23 @@ pub(super) fn status(w: &mut dyn Write, statuses: &[EndpointStatus]) -> io::Resu
         })
         .collect();
     print(w, &list)
+}
+
+pub(super) fn member_list(w: &mut dyn Write, resp: &MemberListResponse) -> io::Result<()> {
+    let list = MemberList {
+        header: (&resp.header).into(),
+        members: resp.members.iter().map(MemberJson::from).collect(),
+    };
+    print(w, &list)
+}
+
+pub(super) fn member_add(w: &mut dyn Write, resp: &MemberAddResponse) -> io::Result<()> {
+    let add = MemberAdd {
+        header: (&resp.header).into(),
+        member: (&resp.member).into(),
+        members: resp.members.iter().map(MemberJson::from).collect(),
+    };
+    print(w, &add)
 }
 
 pub(super) fn health(w: &mut dyn Write, health: &[EndpointHealth]) -> io::Result<()> {

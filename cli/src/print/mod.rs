@@ -4,9 +4,14 @@
 //! after a put, the count after a delete, `SUCCESS`/`FAILURE` then each response after a
 //! txn); `json` mirrors `printer_json.go` (the response as Go's encoding/json writes etcd's
 //! protobuf structs: base64 bytes, zero fields omitted); `table` mirrors `printer_table.go`
-//! for endpoint status and health. etcdctl has no table for get and falls back to simple; we
-//! print one (key, value, revisions, lease). Put, del and txn fall back to simple in table
-//! mode, as in etcdctl.
+//! for endpoint status and health and member list. etcdctl has no table for get and falls
+//! back to simple; we print one (key, value, revisions, lease). Put, del, txn and the member
+//! changes fall back to simple in table mode, as in etcdctl.
+//!
+//! Members: etcd knows a member's name only once it has started, so etcdctl shows a member
+//! without a name as `unstarted`. etch knows the name from `member add` on, so a member
+//! counts as unstarted while its client address is empty, and its name is then left out in
+//! every format, as etcdctl would show it.
 //!
 //! Every printer writes to a `&mut dyn Write` so that tests can read what it printed.
 
@@ -14,9 +19,15 @@ mod json;
 mod simple;
 mod table;
 
+#[cfg(test)]
+mod member_test;
+
 use std::io::{self, Write};
 
-use etch_proto::{DeleteRangeResponse, PutResponse, RangeResponse, StatusResponse, TxnResponse};
+use etch_proto::{
+    DeleteRangeResponse, Member, MemberAddResponse, MemberListResponse, NodeId, PutResponse,
+    RangeResponse, StatusResponse, TxnResponse,
+};
 
 /// The `-w/--write-out` choices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -26,7 +37,7 @@ pub enum Format {
     Simple,
     /// etcd's JSON shapes (keys and values base64).
     Json,
-    /// ASCII tables (get, endpoint status, endpoint health).
+    /// ASCII tables (get, endpoint status, endpoint health, member list).
     Table,
 }
 
@@ -98,6 +109,58 @@ impl Printer {
         }
     }
 
+    pub fn member_list(&self, w: &mut dyn Write, resp: &MemberListResponse) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::member_list(w, resp),
+            Format::Simple => simple::member_list(w, resp),
+            Format::Table => table::member_list(w, resp),
+        }
+    }
+
+    /// `name` is the name given to `member add`. Simple mode follows the result with the
+    /// `etchd` command line that starts the new member; table mode, like etcdctl's, does not.
+    pub fn member_add(
+        &self,
+        w: &mut dyn Write,
+        resp: &MemberAddResponse,
+        name: &str,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::member_add(w, resp),
+            Format::Simple => {
+                simple::member_added(w, resp)?;
+                simple::join_command(w, resp, name)
+            }
+            Format::Table => simple::member_added(w, resp),
+        }
+    }
+
+    /// `id` is the member promoted, as given on the command line.
+    pub fn member_promote(
+        &self,
+        w: &mut dyn Write,
+        id: NodeId,
+        resp: &MemberListResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::member_list(w, resp),
+            Format::Simple | Format::Table => simple::member_changed(w, id, "promoted in", resp),
+        }
+    }
+
+    /// `id` is the member removed, as given on the command line.
+    pub fn member_remove(
+        &self,
+        w: &mut dyn Write,
+        id: NodeId,
+        resp: &MemberListResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::member_list(w, resp),
+            Format::Simple | Format::Table => simple::member_changed(w, id, "removed from", resp),
+        }
+    }
+
     /// Simple mode prints the unhealthy endpoints to `err`, as etcdctl does.
     pub fn health(
         &self,
@@ -141,6 +204,42 @@ pub(crate) const STATUS_HEADER: [&str; 10] = [
     "raft index",
     "raft applied index",
     "errors",
+];
+
+/// Whether the member has been heard from: etch fills in the client address then.
+pub(crate) fn is_started(m: &Member) -> bool {
+    !m.client_addr.is_empty()
+}
+
+/// The name etcdctl would show: none until the member has started.
+pub(crate) fn shown_name(m: &Member) -> &str {
+    if is_started(m) { &m.name } else { "" }
+}
+
+/// The row etcdctl prints for one member (`makeMemberListTable`).
+pub(crate) fn member_row(m: &Member) -> Vec<String> {
+    vec![
+        format!("{:x}", m.id),
+        if is_started(m) {
+            "started"
+        } else {
+            "unstarted"
+        }
+        .to_owned(),
+        shown_name(m).to_owned(),
+        m.peer_addr.clone(),
+        m.client_addr.clone(),
+        m.is_learner.to_string(),
+    ]
+}
+
+pub(crate) const MEMBER_HEADER: [&str; 6] = [
+    "ID",
+    "Status",
+    "Name",
+    "Peer Addrs",
+    "Client Addrs",
+    "Is Learner",
 ];
 
 /// Bytes in SI units, as go-humanize's `Bytes` writes them: `9 B`, `20 kB`, `1.5 MB`.

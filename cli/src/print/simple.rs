@@ -3,10 +3,11 @@
 use std::io::{self, Write};
 
 use etch_proto::{
-    DeleteRangeResponse, KeyValue, PutResponse, RangeResponse, ResponseOp, TxnResponse,
+    DeleteRangeResponse, KeyValue, MemberAddResponse, MemberListResponse, NodeId, PutResponse,
+    RangeResponse, ResponseOp, TxnResponse,
 };
 
-use super::{EndpointHealth, EndpointStatus, Printer, hex_escaped, status_row};
+use super::{EndpointHealth, EndpointStatus, Printer, hex_escaped, member_row, status_row};
 
 /// etcdctl's `printKV`: the key on one line (unless value-only), the value on the next.
 fn kv(w: &mut dyn Write, p: &Printer, kv: &KeyValue) -> io::Result<()> {
@@ -81,6 +82,83 @@ pub(super) fn health(
         }
     }
     Ok(())
+}
+
+pub(super) fn member_list(w: &mut dyn Write, resp: &MemberListResponse) -> io::Result<()> {
+    for m in &resp.members {
+        writeln!(w, "{}", member_row(m).join(", "))?;
+    }
+    Ok(())
+}
+
+/// etcdctl's `Member %16x added to cluster %16x`: Go's `%16x` pads with spaces, as Rust's
+/// `{:16x}` does.
+pub(super) fn member_added(w: &mut dyn Write, resp: &MemberAddResponse) -> io::Result<()> {
+    let learner = if resp.member.is_learner {
+        " as learner "
+    } else {
+        " "
+    };
+    writeln!(
+        w,
+        "Member {:16x} added{learner}to cluster {:16x}",
+        resp.member.id, resp.header.cluster_id
+    )
+}
+
+/// `Member <id> promoted in cluster <cluster>` and `... removed from ...`.
+pub(super) fn member_changed(
+    w: &mut dyn Write,
+    id: NodeId,
+    what: &str,
+    resp: &MemberListResponse,
+) -> io::Result<()> {
+    writeln!(
+        w,
+        "Member {id:16x} {what} cluster {:16x}",
+        resp.header.cluster_id
+    )
+}
+
+/// Where etcdctl prints `ETCD_NAME=...`, `ETCD_INITIAL_CLUSTER=...` and
+/// `ETCD_INITIAL_CLUSTER_STATE="existing"`: the `etchd` command line that starts the new
+/// member. The initial cluster lists every member as NAME=PEER_ADDR, the new one under
+/// `name`; etchd takes the new member's advertised peer address from its own entry.
+pub(super) fn join_command(
+    w: &mut dyn Write,
+    resp: &MemberAddResponse,
+    name: &str,
+) -> io::Result<()> {
+    let cluster: Vec<String> = resp
+        .members
+        .iter()
+        .map(|m| {
+            let n = if m.id == resp.member.id {
+                name
+            } else {
+                &m.name
+            };
+            format!("{n}={}", m.peer_addr)
+        })
+        .collect();
+    writeln!(w)?;
+    writeln!(
+        w,
+        "etchd --name {} --initial-cluster {} --initial-cluster-state existing",
+        shell_word(name),
+        shell_word(&cluster.join(","))
+    )
+}
+
+/// `s` as one shell word: as it is when it holds nothing a shell would interpret (IPv6
+/// brackets are glob characters), else in single quotes.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,:=/@%+".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,12 @@
 
 use std::io::{self, Write};
 
-use etch_proto::RangeResponse;
+use etch_proto::{MemberListResponse, RangeResponse};
 
-use super::{EndpointHealth, EndpointStatus, Printer, STATUS_HEADER, hex_escaped, status_row};
+use super::{
+    EndpointHealth, EndpointStatus, MEMBER_HEADER, Printer, STATUS_HEADER, hex_escaped, member_row,
+    status_row,
+};
 
 /// How cells are aligned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +102,11 @@ pub(super) fn get(w: &mut dyn Write, p: &Printer, resp: &RangeResponse) -> io::R
 pub(super) fn status(w: &mut dyn Write, statuses: &[EndpointStatus]) -> io::Result<()> {
     let rows: Vec<Vec<String>> = statuses.iter().map(status_row).collect();
     write!(w, "{}", render(&STATUS_HEADER, &rows, Align::Right))
+}
+
+pub(super) fn member_list(w: &mut dyn Write, resp: &MemberListResponse) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = resp.members.iter().map(member_row).collect();
+    write!(w, "{}", render(&MEMBER_HEADER, &rows, Align::Right))
 }
 
 pub(super) fn health(w: &mut dyn Write, health: &[EndpointHealth]) -> io::Result<()> {

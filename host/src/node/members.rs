@@ -18,22 +18,25 @@ use crate::{NodeId, node_id};
 const PROMOTE_MAX_LAG: u64 = 100;
 
 impl Node {
-    pub(super) fn member_list(&self) -> MemberListResponse {
+    /// The membership, with every member's client address (asked of members whose address
+    /// the membership does not record; a member that does not answer shows none).
+    pub(super) async fn member_list(&self) -> MemberListResponse {
         let metrics = self.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, m)| etch_proto::Member {
-                id: *id,
-                name: m.name.clone(),
-                peer_addr: m.peer_addr.clone(),
-                client_addr: if *id == self.id() {
-                    self.advertised_client_addr()
-                } else {
-                    m.client_addr.clone()
-                },
-                is_learner: learners.contains(id),
+        let nodes: Vec<(NodeId, Member)> =
+            membership.nodes().map(|(id, m)| (*id, m.clone())).collect();
+        let lookups = nodes.iter().map(|(id, _)| self.client_addr_of(*id));
+        let client_addrs = futures::future::join_all(lookups).await;
+        let members = nodes
+            .into_iter()
+            .zip(client_addrs)
+            .map(|((id, m), client_addr)| etch_proto::Member {
+                id,
+                name: m.name,
+                peer_addr: m.peer_addr,
+                client_addr: client_addr.unwrap_or_default(),
+                is_learner: learners.contains(&id),
             })
             .collect();
         MemberListResponse {
@@ -72,7 +75,7 @@ impl Node {
             let voters = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
             self.change(voters).await?;
         }
-        let members = self.member_list().members;
+        let members = self.member_list().await.members;
         let member = members
             .iter()
             .find(|m| m.id == id)
@@ -103,17 +106,20 @@ impl Node {
             .as_ref()
             .and_then(|r| r.get(&id).cloned())
             .flatten()
-            .map(|l| l.index)
-            .unwrap_or(0);
-        if matched + PROMOTE_MAX_LAG < last {
+            .map(|l| l.index);
+        // A learner that has never acknowledged an entry is not running: promoting it would
+        // add a voter that cannot vote.
+        let in_sync = matched.is_some_and(|m| m + PROMOTE_MAX_LAG >= last);
+        if !in_sync {
+            let at = matched.map_or_else(|| "nothing yet".to_owned(), |m| m.to_string());
             return Err(Error::InvalidArgument(format!(
-                "can only promote a learner member which is in sync with leader (learner at {matched}, leader at {last})"
+                "can only promote a learner member which is in sync with leader (learner at {at}, leader at {last})"
             )));
         }
         tracing::info!(member = format_args!("{id:x}"), "promoting learner");
         self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
             .await?;
-        Ok(Response::MemberPromote(self.member_list()))
+        Ok(Response::MemberPromote(self.member_list().await))
     }
 
     pub(super) async fn member_remove(&self, id: NodeId) -> Result<Response, Error> {
@@ -133,7 +139,7 @@ impl Node {
         }
         self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
             .await?;
-        Ok(Response::MemberRemove(self.member_list()))
+        Ok(Response::MemberRemove(self.member_list().await))
     }
 
     async fn change(&self, change: ChangeMembers<NodeId, Member>) -> Result<(), Error> {

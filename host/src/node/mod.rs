@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use etch_proto::pki::{Identity, Role, TlsFiles};
@@ -141,6 +141,9 @@ struct Inner {
     client_addr: SocketAddr,
     /// Client addresses of other members, learned by asking them (`Hello`).
     client_addrs: Mutex<HashMap<NodeId, String>>,
+    /// The leader that last sent us AppendEntries, and when: a follower forwards only to a
+    /// leader it has heard from within an election timeout.
+    leader_contact: Mutex<Option<(NodeId, Instant)>>,
 }
 
 impl Node {
@@ -183,9 +186,10 @@ impl Node {
 
         let peer_endpoint = bind_peer_endpoint(options.listen_peer, &identity)
             .with_context(|| format!("binding the peer endpoint on {}", options.listen_peer))?;
-        let peer_client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(
+        let mut peer_client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(
             identity.client_config(ALPN_PEER)?,
         )?));
+        peer_client.transport_config(peer_transport()?);
         let peers = Arc::new(Peers::new(
             peer_endpoint.clone(),
             peer_client,
@@ -230,6 +234,7 @@ impl Node {
                 client_endpoint: client.endpoint.clone(),
                 client_addr,
                 client_addrs: Mutex::new(HashMap::new()),
+                leader_contact: Mutex::new(None),
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New
@@ -320,6 +325,22 @@ impl Node {
         self.inner.client_addr
     }
 
+    /// Records that `leader` just sent us AppendEntries.
+    pub(crate) fn note_leader_contact(&self, leader: NodeId) {
+        if let Ok(mut contact) = self.inner.leader_contact.lock() {
+            *contact = Some((leader, Instant::now()));
+        }
+    }
+
+    /// Whether `leader` has been heard from within an election timeout.
+    fn leader_is_live(&self, leader: NodeId) -> bool {
+        let timeout = self.inner.options.election_timeout;
+        match self.inner.leader_contact.lock().ok().and_then(|c| *c) {
+            Some((id, at)) => id == leader && at.elapsed() <= timeout,
+            None => false,
+        }
+    }
+
     /// Adopts the cluster id a peer told us (a node that joined with `existing`).
     pub(crate) fn adopt_cluster_id(&self, cluster_id: u64) -> anyhow::Result<()> {
         tracing::info!(cluster = format_args!("{cluster_id:x}"), "joined cluster");
@@ -383,14 +404,20 @@ fn founding_cluster_id(options: &NodeOptions) -> u64 {
 fn bind_peer_endpoint(addr: SocketAddr, identity: &Identity) -> anyhow::Result<quinn::Endpoint> {
     let tls = identity.server_config(Some(Role::Node), ALPN_PEER)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    config.transport_config(peer_transport()?);
+    Ok(quinn::Endpoint::server(config, addr)?)
+}
+
+/// Peer connections notice a dead peer within seconds: keep-alives every 500 ms, and a
+/// connection silent for 3 s is closed (a request on it fails instead of hanging).
+fn peer_transport() -> anyhow::Result<Arc<quinn::TransportConfig>> {
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(4096u32.into())
         .max_concurrent_uni_streams(0u32.into())
-        .max_idle_timeout(Some(Duration::from_secs(10).try_into()?))
-        .keep_alive_interval(Some(Duration::from_secs(2)));
-    config.transport_config(Arc::new(transport));
-    Ok(quinn::Endpoint::server(config, addr)?)
+        .max_idle_timeout(Some(Duration::from_secs(3).try_into()?))
+        .keep_alive_interval(Some(Duration::from_millis(500)));
+    Ok(Arc::new(transport))
 }
 
 /// Logs leader changes at info, with the term.
@@ -402,6 +429,10 @@ async fn log_leader_changes(raft: Raft) {
             let m = metrics.borrow_and_update();
             (m.current_leader, m.current_term, m.state)
         };
+        if let Err(e) = &metrics.borrow().running_state {
+            tracing::error!(error = %e, "Raft stopped; this node no longer takes part in the cluster");
+            return;
+        }
         if (now.0, now.1) != (seen.0, seen.1) {
             match now.0 {
                 Some(leader) => {

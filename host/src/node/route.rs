@@ -18,7 +18,6 @@ impl Node {
         let mut response = match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
             Request::Range(range) if range.serializable => self.read(range).await,
-            Request::MemberList(_) => Ok(Response::MemberList(self.member_list())),
             request => self.on_leader(principal, request, false).await,
         }?;
         self.fill_header(&mut response);
@@ -57,20 +56,46 @@ impl Node {
             Request::MemberAdd(add) => self.member_add(add).await,
             Request::MemberPromote(promote) => self.member_promote(promote.id).await,
             Request::MemberRemove(remove) => self.member_remove(remove.id).await,
+            // Linearizable, as etcd's: a removed or lagging member must not answer from its
+            // stale view.
+            Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
             write => self.propose(write).await,
         }
     }
 
-    /// The current leader, waiting up to the request timeout while an election runs.
+    /// The current leader, waiting up to the request timeout while there is none that is
+    /// alive: a follower does not forward to a leader it has not heard from within an
+    /// election timeout (it is probably dead, and a new one is on its way).
     async fn await_leader(&self) -> Result<NodeId, Error> {
+        // Three election timeouts without a live leader means the cluster cannot elect one
+        // now (no quorum): say so well before the client's own deadline.
+        let patience = self
+            .options()
+            .request_timeout
+            .min(self.options().election_timeout * 3);
+        let deadline = tokio::time::Instant::now() + patience;
         let mut metrics = self.raft().metrics();
-        let wait = metrics.wait_for(|m| m.current_leader.is_some());
-        match tokio::time::timeout(self.options().request_timeout, wait).await {
-            Ok(Ok(m)) => m.current_leader.ok_or_else(no_leader),
-            Ok(Err(_)) => Err(Error::Unavailable {
-                reason: "raft stopped".into(),
-            }),
-            Err(_) => Err(no_leader()),
+        loop {
+            let leader = metrics.borrow_and_update().current_leader;
+            match leader {
+                Some(leader) if leader == self.id() || self.leader_is_live(leader) => {
+                    return Ok(leader);
+                }
+                _ => {}
+            }
+            // Wake on a metrics change, or re-check contact with the leader shortly.
+            let tick = self.options().heartbeat_interval;
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::Unavailable { reason: "raft stopped".into() });
+                    }
+                }
+                _ = tokio::time::sleep(tick) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(no_leader());
+            }
         }
     }
 
@@ -171,21 +196,24 @@ impl Node {
         };
         // A little longer than the leader's own deadline, so that its answer wins.
         let timeout = self.options().request_timeout + Duration::from_secs(1);
-        match self
+        let poll = self.options().heartbeat_interval;
+        let silent = || !self.leader_is_live(leader);
+        let answer = self
             .peers()
-            .call(leader, &member.peer_addr, body, timeout)
-            .await
-        {
+            .call_once(leader, &member.peer_addr, body, timeout, poll, silent);
+        match answer.await {
             Ok(PeerResponse::Forward(answer)) => answer,
             Ok(_) => Err(Error::Internal(
                 "leader answered a forwarded request with the wrong kind".into(),
             )),
             // Nothing reached the leader: safe to retry.
-            Err(PeerError::Unreachable { reason, .. } | PeerError::Refused { reason, .. }) => {
-                Err(Error::Unavailable {
-                    reason: format!("cannot reach the leader: {reason}"),
-                })
-            }
+            Err(
+                PeerError::Unreachable { reason, .. }
+                | PeerError::Refused { reason, .. }
+                | PeerError::NotDelivered { reason, .. },
+            ) => Err(Error::Unavailable {
+                reason: format!("cannot reach the leader: {reason}"),
+            }),
             // The request may or may not have been applied.
             Err(PeerError::Timeout { .. } | PeerError::Broken { .. }) => Err(Error::Timeout),
         }

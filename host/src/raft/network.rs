@@ -46,6 +46,9 @@ pub enum PeerError {
     Refused { addr: String, reason: String },
     #[error("peer exchange with {addr} broke: {reason}")]
     Broken { addr: String, reason: String },
+    /// The peer certainly never received the request (its receipt was never acknowledged).
+    #[error("request to peer at {addr} was not delivered: {reason}")]
+    NotDelivered { addr: String, reason: String },
 }
 
 /// The node's side of the peer mesh.
@@ -178,6 +181,75 @@ impl Peers {
             })?
     }
 
+    /// Like [`Peers::call`], for a request that must not take effect twice (a forwarded
+    /// write): tells a request the peer never received ([`PeerError::NotDelivered`], safe to
+    /// retry elsewhere) from one whose fate is unknown. While the request is undelivered,
+    /// `give_up` is asked every `poll` whether to stop waiting (the peer went silent).
+    pub async fn call_once(
+        &self,
+        to: NodeId,
+        addr: &str,
+        body: PeerRequest,
+        timeout: Duration,
+        poll: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<PeerResponse, PeerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let undelivered = |reason: String| {
+            self.forget(addr);
+            PeerError::NotDelivered {
+                addr: addr.to_owned(),
+                reason,
+            }
+        };
+        let conn = tokio::time::timeout(timeout, self.connection(addr))
+            .await
+            .map_err(|_| undelivered("no connection in time".into()))??;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| undelivered(e.to_string()))?;
+        let envelope = Envelope {
+            cluster_id: self.cluster_id(),
+            from: self.me,
+            to,
+            body,
+        };
+        frame::write(&mut send, &envelope, MAX_PEER_FRAME)
+            .await
+            .map_err(|e| undelivered(e.to_string()))?;
+        send.finish().map_err(|e| undelivered(e.to_string()))?;
+        let delivered = send.stopped();
+        tokio::pin!(delivered);
+        let answer = self.answer(addr, &mut recv);
+        tokio::pin!(answer);
+        let mut acked = false;
+        loop {
+            tokio::select! {
+                answer = &mut answer => {
+                    return match answer {
+                        Err(e) if !acked => Err(undelivered(e.to_string())),
+                        other => other,
+                    };
+                }
+                // Ok(None): the peer acknowledged every byte of the request.
+                done = &mut delivered, if !acked => acked = matches!(done, Ok(None)),
+                _ = tokio::time::sleep(poll) => {
+                    if !acked && give_up() {
+                        return Err(undelivered("the peer went silent".into()));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(if acked {
+                            PeerError::Timeout { addr: addr.to_owned(), timeout }
+                        } else {
+                            undelivered(format!("no acknowledgement within {timeout:?}"))
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     /// Streams a snapshot file to node `to` and waits until it has installed it.
     pub async fn send_snapshot(
         &self,
@@ -280,9 +352,9 @@ type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, Member, RaftEr
 impl PeerClient {
     fn rpc_error<E: std::error::Error>(&self, e: PeerError) -> RpcError<E> {
         match e {
-            PeerError::Unreachable { .. } | PeerError::Refused { .. } => {
-                RPCError::Unreachable(Unreachable::new(&e))
-            }
+            PeerError::Unreachable { .. }
+            | PeerError::Refused { .. }
+            | PeerError::NotDelivered { .. } => RPCError::Unreachable(Unreachable::new(&e)),
             PeerError::Timeout { .. } | PeerError::Broken { .. } => {
                 RPCError::Network(NetworkError::new(&e))
             }
@@ -378,9 +450,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(_) => Err(StreamingError::Network(NetworkError::new(
                 &std::io::Error::other("wrong response to a snapshot"),
             ))),
-            Err(e @ (PeerError::Unreachable { .. } | PeerError::Refused { .. })) => {
-                Err(StreamingError::Unreachable(Unreachable::new(&e)))
-            }
+            Err(
+                e @ (PeerError::Unreachable { .. }
+                | PeerError::Refused { .. }
+                | PeerError::NotDelivered { .. }),
+            ) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
         }
     }

@@ -84,7 +84,17 @@ fn admit(node: &Node, envelope: &Envelope) -> Result<(), String> {
 
 async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) -> PeerResponse {
     match body {
-        PeerRequest::Append(rpc) => PeerResponse::Append(node.raft().append_entries(rpc).await),
+        PeerRequest::Append(rpc) => {
+            if let Some(leader) = rpc
+                .vote
+                .leader_id()
+                .voted_for()
+                .filter(|_| rpc.vote.is_committed())
+            {
+                node.note_leader_contact(leader);
+            }
+            PeerResponse::Append(node.raft().append_entries(rpc).await)
+        }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(node.raft().vote(rpc).await),
         PeerRequest::Snapshot { vote, meta } => {
             let file = match node.snapshots().receive(&meta, recv).await {

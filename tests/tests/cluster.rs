@@ -1,0 +1,322 @@
+//! Replicated cluster behaviour with real etchd processes: election, replication, leader
+//! failure, forwarding, quorum loss and recovery, snapshot catch-up and membership changes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etch_client::{Client, ClientOptions};
+use etch_tests::{Cluster, etchctl_with, ok_stdout, wait_for};
+
+/// Index of the node every reachable node agrees is the leader.
+fn leader_index(cluster: &mut Cluster) -> usize {
+    wait_for("a leader", Duration::from_secs(20), || {
+        let tls = cluster.client_tls("root");
+        (0..cluster.nodes.len()).find(|&i| {
+            if !cluster.nodes[i].is_running() {
+                return false;
+            }
+            let out = etchctl_with(&cluster.nodes[i].endpoint(), &tls, &["endpoint", "status"]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(", true, false,")
+        })
+    })
+}
+
+/// `get KEY --serializable --print-value-only` on node `i`, if it answers.
+fn local_value(cluster: &Cluster, i: usize, key: &str) -> Option<String> {
+    let out = etchctl_with(
+        &cluster.nodes[i].endpoint(),
+        &cluster.client_tls("root"),
+        &["get", key, "--serializable", "--print-value-only"],
+    );
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+}
+
+/// Waits until node `i` has applied `key = value`.
+fn await_value(cluster: &Cluster, i: usize, key: &str, value: &str) {
+    wait_for(
+        &format!("{key}={value} on {}", cluster.nodes[i].name),
+        Duration::from_secs(30),
+        || (local_value(cluster, i, key).as_deref() == Some(value)).then_some(()),
+    );
+}
+
+fn client(cluster: &Cluster) -> Client {
+    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
+    let opts = ClientOptions::new(endpoints, cluster.client_tls("root"))
+        .request_timeout(Duration::from_secs(10));
+    Client::new(opts).expect("client")
+}
+
+#[test]
+fn three_nodes_elect_a_leader_and_replicate() {
+    let mut cluster = Cluster::new(3, &[]);
+    let leader = leader_index(&mut cluster);
+    let out = cluster.etchctl(&["member", "list"]);
+    assert_eq!(ok_stdout(&out).lines().count(), 3, "three members");
+    assert_eq!(
+        ok_stdout(&cluster.etchctl(&["put", "greeting", "hello"])),
+        "OK\n"
+    );
+    for i in 0..3 {
+        await_value(&cluster, i, "greeting", "hello");
+    }
+    // Exactly one leader, and every node agrees on it.
+    let statuses = ok_stdout(&cluster.etchctl(&["endpoint", "status"]));
+    assert_eq!(
+        statuses.matches(", true, false,").count(),
+        1,
+        "one leader in:\n{statuses}"
+    );
+    assert_eq!(leader_index(&mut cluster), leader);
+}
+
+#[test]
+fn writes_sent_to_a_follower_succeed() {
+    let mut cluster = Cluster::new(3, &[]);
+    let leader = leader_index(&mut cluster);
+    let follower = (leader + 1) % 3;
+    let tls = cluster.client_tls("root");
+    let endpoint = cluster.nodes[follower].endpoint();
+    assert_eq!(
+        ok_stdout(&etchctl_with(
+            &endpoint,
+            &tls,
+            &["put", "via-follower", "yes"]
+        )),
+        "OK\n"
+    );
+    // A linearizable read through the follower sees it at once.
+    let got = ok_stdout(&etchctl_with(
+        &endpoint,
+        &tls,
+        &["get", "via-follower", "--print-value-only"],
+    ));
+    assert_eq!(got, "yes\n");
+    await_value(&cluster, leader, "via-follower", "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::new(3, &[]);
+    let leader = leader_index(&mut cluster);
+    let client = client(&cluster);
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let client = client.clone();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    let (key, value) = (format!("w{w}/{i:03}"), format!("v{w}-{i}"));
+                    // Failures during the failover are expected; only acknowledged writes count.
+                    if client.put(key.as_bytes(), value.as_bytes()).await.is_ok() {
+                        acked.lock().expect("lock").insert(key, value);
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for(
+        "some writes before the kill",
+        Duration::from_secs(30),
+        || (acked.lock().expect("lock").len() >= 20).then_some(()),
+    );
+    cluster.nodes[leader].kill();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let new_leader = leader_index(&mut cluster);
+    assert_ne!(new_leader, leader);
+    // The new leader serves writes.
+    client
+        .put("after-failover", "ok")
+        .await
+        .expect("write after failover");
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 20,
+        "writes went on after the kill: {}",
+        acked.len()
+    );
+    let all = client.get("w").prefix().await.expect("read back");
+    let stored: BTreeMap<String, String> = all
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect();
+    for (key, value) in &acked {
+        assert_eq!(
+            stored.get(key),
+            Some(value),
+            "acknowledged write {key} lost"
+        );
+    }
+    // The old leader comes back as a follower and catches up.
+    cluster.restart(leader);
+    await_value(&cluster, leader, "after-failover", "ok");
+}
+
+#[test]
+fn five_nodes_losing_three_refuse_writes_then_recover() {
+    let mut cluster = Cluster::new(5, &[]);
+    assert_eq!(ok_stdout(&cluster.etchctl(&["put", "before", "1"])), "OK\n");
+    let leader = leader_index(&mut cluster);
+    // Kill the leader and two followers: two nodes remain, no majority.
+    let doomed: Vec<usize> = std::iter::once(leader)
+        .chain((0..5).filter(|&i| i != leader).take(2))
+        .collect();
+    for &i in &doomed {
+        cluster.nodes[i].kill();
+    }
+    let survivor = (0..5).find(|i| !doomed.contains(i)).expect("a survivor");
+    let tls = cluster.client_tls("root");
+    let endpoint = cluster.nodes[survivor].endpoint();
+    let out = etchctl_with(&endpoint, &tls, &["put", "during", "x"]);
+    assert!(!out.status.success(), "a write without quorum must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("Error: ")
+            && (stderr.contains("no leader") || stderr.contains("no quorum")),
+        "clear error expected, got: {stderr}"
+    );
+    // Serializable reads still answer from local state.
+    assert_eq!(
+        ok_stdout(&etchctl_with(
+            &endpoint,
+            &tls,
+            &["get", "before", "--serializable", "--print-value-only"]
+        )),
+        "1\n"
+    );
+    // One node back: three of five, a majority again; service resumes by itself.
+    let back = doomed[1];
+    cluster.nodes[back].spawn();
+    wait_for("writes to resume", Duration::from_secs(30), || {
+        etchctl_with(&endpoint, &tls, &["put", "after", "2"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let got = ok_stdout(&etchctl_with(
+        &endpoint,
+        &tls,
+        &["get", "before", "--print-value-only"],
+    ));
+    assert_eq!(got, "1\n", "earlier data survives");
+    await_value(&cluster, back, "after", "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
+    let mut cluster = Cluster::new(3, &["--snapshot-count", "20"]);
+    let leader = leader_index(&mut cluster);
+    let lagging = (leader + 1) % 3;
+    cluster.nodes[lagging].kill();
+    let client = client(&cluster);
+    for i in 0..120 {
+        client
+            .put(format!("k{i:03}"), format!("v{i}"))
+            .await
+            .expect("put while a follower is down");
+    }
+    cluster.restart_serving(lagging);
+    await_value(&cluster, lagging, "k119", "v119");
+    assert_eq!(
+        local_value(&cluster, lagging, "k000").as_deref(),
+        Some("v0")
+    );
+    assert!(
+        cluster.nodes[lagging]
+            .log_text()
+            .contains("installing snapshot"),
+        "the lagging node caught up by snapshot; its log:\n{}",
+        cluster.nodes[lagging].log_text()
+    );
+}
+
+#[test]
+fn a_learner_joins_is_promoted_and_a_member_is_removed() {
+    let mut cluster = Cluster::new(3, &[]);
+    ok_stdout(&cluster.etchctl(&["put", "seed", "1"]));
+    let mut n4 = cluster.extra_node("n4", &[]);
+    let added = ok_stdout(&cluster.etchctl(&[
+        "member",
+        "add",
+        "n4",
+        "--peer-urls",
+        &n4.peer_endpoint(),
+        "--learner",
+    ]));
+    assert!(added.contains("added as learner to cluster"), "{added}");
+    let mut initial: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("{}=127.0.0.1:{}", n.name, n.peer_port))
+        .collect();
+    initial.push(format!("n4={}", n4.peer_endpoint()));
+    n4.extra_args = vec![
+        "--initial-cluster".into(),
+        initial.join(","),
+        "--initial-cluster-state".into(),
+        "existing".into(),
+    ];
+    let tls = cluster.client_tls("root");
+    n4.start_serving(&tls);
+    cluster.nodes.push(n4);
+    await_value(&cluster, 3, "seed", "1");
+    let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
+    let n4_line = list
+        .lines()
+        .find(|l| l.contains(", n4,"))
+        .unwrap_or_else(|| panic!("n4 listed:\n{list}"));
+    assert!(n4_line.ends_with(", true"), "n4 is a learner: {n4_line}");
+    let n4_id = n4_line.split(',').next().expect("id").trim().to_owned();
+    wait_for(
+        "the learner to be promoted",
+        Duration::from_secs(30),
+        || {
+            cluster
+                .etchctl(&["member", "promote", &n4_id])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
+    assert_eq!(
+        list.lines().filter(|l| l.ends_with(", false")).count(),
+        4,
+        "four voters:\n{list}"
+    );
+
+    // Remove a member that is not the leader; the other three carry on.
+    let leader = leader_index(&mut cluster);
+    let gone = (0..3).find(|&i| i != leader).expect("a follower");
+    let gone_line = list
+        .lines()
+        .find(|l| l.contains(&format!(", {},", cluster.nodes[gone].name)))
+        .expect("listed");
+    let gone_id = gone_line.split(',').next().expect("id").trim().to_owned();
+    ok_stdout(&cluster.etchctl(&["member", "remove", &gone_id]));
+    let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
+    assert_eq!(list.lines().count(), 3, "three members left:\n{list}");
+    cluster.nodes[gone].kill();
+    let endpoint = cluster.nodes[leader].endpoint();
+    assert_eq!(
+        ok_stdout(&etchctl_with(
+            &endpoint,
+            &tls,
+            &["put", "after-remove", "ok"]
+        )),
+        "OK\n"
+    );
+    await_value(&cluster, 3, "after-remove", "ok");
+}
