@@ -5,8 +5,9 @@
 //! [`Client::delete`], [`Client::compact`], [`Client::status`]), `txn.rs`
 //! ([`Client::txn`], [`Compare`], [`TxnOp`]) and `member.rs` ([`Client::member_list`],
 //! [`Client::member_add`], [`Client::member_promote`], [`Client::member_remove`]);
-//! `transport.rs` is the QUIC plumbing (one bidirectional stream per request, one
-//! [`etch_proto::frame`] each way); `error.rs` says what can fail and what may be retried.
+//! `dial.rs` races the endpoints when the client (re)connects; `transport.rs` is the QUIC
+//! plumbing (one bidirectional stream per request, one [`etch_proto::frame`] each way);
+//! `error.rs` says what can fail and what may be retried.
 //!
 //! Requests and responses are the wire types of [`etch_proto`], re-exported as [`proto`];
 //! the common ones are also re-exported at the crate root.

@@ -15,9 +15,11 @@
 
 pub mod error;
 pub mod frame;
+pub mod lease;
 pub mod message;
 pub mod pki;
 pub mod types;
+pub mod watch;
 
 pub use error::Error;
 pub use message::*;

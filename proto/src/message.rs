@@ -21,13 +21,28 @@ pub enum Request {
     MemberAdd(MemberAddRequest),
     MemberPromote(MemberPromoteRequest),
     MemberRemove(MemberRemoveRequest),
+    /// Opens a watch: the stream stays open and carries [`WatchResponse`]s; see [`crate::watch`].
+    Watch(crate::watch::WatchCreateRequest),
+    LeaseGrant(crate::lease::LeaseGrantRequest),
+    LeaseRevoke(crate::lease::LeaseRevokeRequest),
+    /// Opens a keep-alive stream: the client sends more [`crate::lease::LeaseKeepAliveRequest`]
+    /// frames on it and gets one [`crate::lease::LeaseKeepAliveResponse`] for each.
+    LeaseKeepAlive(crate::lease::LeaseKeepAliveRequest),
+    LeaseTimeToLive(crate::lease::LeaseTimeToLiveRequest),
+    LeaseLeases(crate::lease::LeaseLeasesRequest),
 }
 
 impl Request {
     /// Whether this request changes state and so must go through the Raft log.
     pub fn is_write(&self) -> bool {
         match self {
-            Request::Range(_) | Request::Status(_) | Request::MemberList(_) => false,
+            Request::Range(_)
+            | Request::Status(_)
+            | Request::MemberList(_)
+            | Request::Watch(_)
+            | Request::LeaseTimeToLive(_)
+            | Request::LeaseLeases(_) => false,
+            Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseKeepAlive(_) => true,
             Request::Put(_)
             | Request::DeleteRange(_)
             | Request::Compact(_)
@@ -52,6 +67,12 @@ pub enum Response {
     MemberAdd(MemberAddResponse),
     MemberPromote(MemberListResponse),
     MemberRemove(MemberListResponse),
+    Watch(crate::watch::WatchResponse),
+    LeaseGrant(crate::lease::LeaseGrantResponse),
+    LeaseRevoke(crate::lease::LeaseRevokeResponse),
+    LeaseKeepAlive(crate::lease::LeaseKeepAliveResponse),
+    LeaseTimeToLive(crate::lease::LeaseTimeToLiveResponse),
+    LeaseLeases(crate::lease::LeaseLeasesResponse),
 }
 
 impl Response {
@@ -68,6 +89,12 @@ impl Response {
                 &mut r.header
             }
             Response::MemberAdd(r) => &mut r.header,
+            Response::Watch(r) => &mut r.header,
+            Response::LeaseGrant(r) => &mut r.header,
+            Response::LeaseRevoke(r) => &mut r.header,
+            Response::LeaseKeepAlive(r) => &mut r.header,
+            Response::LeaseTimeToLive(r) => &mut r.header,
+            Response::LeaseLeases(r) => &mut r.header,
         }
     }
 }
@@ -81,6 +108,9 @@ pub struct ResponseHeader {
     /// The store revision when the request was answered (after it, for a write).
     pub revision: Revision,
     pub raft_term: u64,
+    /// The leader's client address, set when a follower forwarded the request to it: a client
+    /// may send its next requests there directly.
+    pub leader_hint: Option<String>,
 }
 
 /// Reads the keys selected by `key` and `range_end` (see [`crate::KeyRange`]).

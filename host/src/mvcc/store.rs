@@ -284,7 +284,13 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
         | Request::MemberList(_)
         | Request::MemberAdd(_)
         | Request::MemberPromote(_)
-        | Request::MemberRemove(_) => {
+        | Request::MemberRemove(_)
+        | Request::Watch(_)
+        | Request::LeaseGrant(_)
+        | Request::LeaseRevoke(_)
+        | Request::LeaseKeepAlive(_)
+        | Request::LeaseTimeToLive(_)
+        | Request::LeaseLeases(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

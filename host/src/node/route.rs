@@ -202,7 +202,12 @@ impl Node {
             .peers()
             .call_once(leader, &member.peer_addr, body, timeout, poll, silent);
         match answer.await {
-            Ok(PeerResponse::Forward(answer)) => answer,
+            Ok(PeerResponse::Forward(Ok(mut response))) => {
+                // Tell the client where the leader is, so that it can go there next time.
+                response.header_mut().leader_hint = self.client_addr_of(leader).await;
+                Ok(response)
+            }
+            Ok(PeerResponse::Forward(Err(e))) => Err(e),
             Ok(_) => Err(Error::Internal(
                 "leader answered a forwarded request with the wrong kind".into(),
             )),

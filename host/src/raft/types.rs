@@ -35,6 +35,12 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         MemberAdd(_) => "member-add",
         MemberPromote(_) => "member-promote",
         MemberRemove(_) => "member-remove",
+        Watch(_) => "watch",
+        LeaseGrant(_) => "lease-grant",
+        LeaseRevoke(_) => "lease-revoke",
+        LeaseKeepAlive(_) => "lease-keep-alive",
+        LeaseTimeToLive(_) => "lease-time-to-live",
+        LeaseLeases(_) => "lease-leases",
     }
 }
 
