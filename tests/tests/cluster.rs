@@ -320,3 +320,58 @@ fn a_learner_joins_is_promoted_and_a_member_is_removed() {
     );
     await_value(&cluster, 3, "after-remove", "ok");
 }
+
+#[test]
+fn nodes_of_different_clusters_refuse_each_other() {
+    let mut a = Cluster::new(3, &[]);
+    // Cluster B shares A's CA, but was founded separately (another token), and its
+    // --initial-cluster names A's n1 as its own first member by mistake.
+    let mut m2 = a.extra_node("m2", &[]);
+    let mut m3 = a.extra_node("m3", &[]);
+    let initial = format!(
+        "n1={},m2={},m3={}",
+        a.nodes[0].peer_endpoint(),
+        m2.peer_endpoint(),
+        m3.peer_endpoint()
+    );
+    for node in [&mut m2, &mut m3] {
+        node.extra_args = [
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-token",
+            "other",
+        ]
+        .map(String::from)
+        .to_vec();
+    }
+    let tls = a.client_tls("root");
+    m2.spawn();
+    m3.spawn();
+    // m2 and m3 are a majority of B and elect a leader among themselves.
+    m2.await_ready(&tls);
+    m3.await_ready(&tls);
+    wait_for(
+        "A's n1 to refuse B's requests",
+        Duration::from_secs(20),
+        || {
+            a.nodes[0]
+                .log_text()
+                .contains("cluster id mismatch")
+                .then_some(())
+        },
+    );
+    // A is untouched: three members, and it takes writes.
+    assert_eq!(
+        ok_stdout(&a.etchctl(&["member", "list"])).lines().count(),
+        3
+    );
+    assert_eq!(ok_stdout(&a.etchctl(&["put", "still", "fine"])), "OK\n");
+    // B's data is its own.
+    let b_value = etchctl_with(
+        &m2.endpoint(),
+        &tls,
+        &["get", "still", "--print-value-only"],
+    );
+    assert_eq!(ok_stdout(&b_value), "");
+    let _ = leader_index(&mut a);
+}
