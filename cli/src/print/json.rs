@@ -361,6 +361,7 @@ mod tests {
             member_id: 10276657743932975437,
             revision: 2,
             raft_term: 2,
+            leader_hint: None,
         }
     }
 

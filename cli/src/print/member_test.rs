@@ -25,6 +25,7 @@ fn header() -> ResponseHeader {
         member_id: 0x8e9e05c52164694d,
         revision: 0,
         raft_term: 3,
+        leader_hint: None,
     }
 }
 
