@@ -76,6 +76,9 @@ pub struct GlobalArgs {
     /// Print keys and values as hex-escaped bytes.
     #[arg(long, global = true, env = "ETCHCTL_HEX")]
     pub hex: bool,
+    /// Largest request sent, in bytes: match the nodes' --max-request-bytes.
+    #[arg(long, global = true, env = "ETCHCTL_MAX_REQUEST_BYTES", default_value_t = etch_client::proto::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
 }
 
 /// What a command runs with.
@@ -127,10 +130,13 @@ impl Context {
         ClientOptions::new(endpoints, tls)
             .connect_timeout(self.global.dial_timeout.min(budget))
             .request_timeout(budget)
+            .max_request_bytes(self.global.max_request_bytes)
     }
 
     /// A client for the global endpoints. It connects on its first request, within that
-    /// request's timeout.
+    /// request's timeout. Each request gets what was left of the command timeout when the
+    /// client was made: long-running commands (watch, lease keep-alive) make their client
+    /// first, so every step of theirs gets the whole timeout.
     pub fn client(&self) -> Result<Client> {
         Client::new(self.options(self.global.endpoints.clone())).map_err(with_hint)
     }
@@ -203,6 +209,7 @@ mod tests {
             dial_timeout: Duration::from_secs(2),
             write_out: Format::Simple,
             hex: false,
+            max_request_bytes: etch_client::proto::DEFAULT_MAX_REQUEST_BYTES,
         })
     }
 

@@ -1,7 +1,7 @@
 //! etchctl: the command-line client for etch, with etcdctl's verbs, flags and output.
 //!
 //! Start reading at [`Command`]: one variant per verb, each run by a function in the module
-//! of its family (`kv`, `txn`, `endpoint`, `member`, `certs`). `context` turns the global
+//! of its family (`kv`, `txn`, `watch`, `lease`, `endpoint`, `member`, `certs`). `context` turns the global
 //! flags into a client and a printer; `print` holds the three output formats; `txn_parse` the
 //! txn syntax.
 
@@ -10,10 +10,12 @@ mod context;
 mod duration;
 mod endpoint;
 mod kv;
+mod lease;
 mod member;
 mod print;
 mod txn;
 mod txn_parse;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -54,6 +56,12 @@ enum Command {
     Txn(txn::TxnArgs),
     /// Compact the history below the given revision: prints "compacted revision REV".
     Compact(kv::CompactArgs),
+    /// Watch a key or a range for changes: prints each event (PUT or DELETE, then the key
+    /// and the value) as it arrives, until interrupted with Ctrl-C. Survives node failures.
+    Watch(watch::WatchArgs),
+    /// Leases: grant, revoke, keep alive, inspect and list.
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Endpoint status and health.
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCommand),
@@ -106,6 +114,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Del(args) => kv::del(&ctx, args).await,
             Command::Txn(args) => txn::run(&ctx, args).await,
             Command::Compact(args) => kv::compact(&ctx, args).await,
+            Command::Watch(args) => watch::run(&ctx, args).await,
+            Command::Lease(cmd) => lease::run(&ctx, cmd).await,
             Command::Endpoint(cmd) => endpoint::run(&ctx, cmd).await,
             Command::Member(cmd) => member::run(&ctx, cmd).await,
             Command::Certs(_) | Command::Version => Ok(()),
@@ -148,6 +158,33 @@ mod tests {
     }
 
     #[test]
+    fn watch_and_lease_verbs_parse() {
+        let cli = Cli::try_parse_from(["etchctl", "watch", "/a", "--prefix", "--rev", "3"])
+            .expect("watch");
+        assert!(matches!(cli.command, Command::Watch(ref w) if w.prefix && w.rev == 3));
+        let cli = Cli::try_parse_from(["etchctl", "lease", "keep-alive", "--once", "1f"])
+            .expect("keep-alive");
+        assert!(matches!(
+            cli.command,
+            Command::Lease(lease::LeaseCommand::KeepAlive(ref k)) if k.once && k.lease.id == "1f"
+        ));
+        let cli = Cli::try_parse_from(["etchctl", "lease", "timetolive", "1f", "--keys"])
+            .expect("timetolive");
+        assert!(matches!(
+            cli.command,
+            Command::Lease(lease::LeaseCommand::Timetolive(ref t)) if t.keys
+        ));
+        for verb in [
+            &["lease", "grant", "60"][..],
+            &["lease", "revoke", "1f"],
+            &["lease", "list"],
+        ] {
+            let args = std::iter::once("etchctl").chain(verb.iter().copied());
+            assert!(Cli::try_parse_from(args).is_ok(), "{verb:?}");
+        }
+    }
+
+    #[test]
     fn global_flags_parse_anywhere() {
         let cli = Cli::try_parse_from([
             "etchctl",
@@ -168,6 +205,9 @@ mod tests {
             std::time::Duration::from_millis(1500)
         );
         assert!(Cli::try_parse_from(["etchctl", "--dial-timeout", "5", "get", "k"]).is_err());
+        let cli = Cli::try_parse_from(["etchctl", "--max-request-bytes", "4194304", "get", "k"])
+            .expect("parse");
+        assert_eq!(cli.global.max_request_bytes, 4 << 20);
         // The global --key (a file) and a command's KEY argument do not clash.
         let cli =
             Cli::try_parse_from(["etchctl", "put", "k", "v", "--key", "me.key"]).expect("parse");

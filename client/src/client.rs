@@ -5,7 +5,15 @@
 //! preferred ones (see `dial.rs`): the leader it last heard of, then the configured
 //! endpoints starting after the one that failed. The first handshake wins, so a dead node
 //! costs a stagger step, not a connect timeout. A `NotLeader { leader }` answer sends it to
-//! that leader at once; it remembers the leader for later requests.
+//! that leader at once; it remembers the leader for later requests. An answer that a
+//! follower forwarded carries the leader's address (`ResponseHeader::leader_hint`): the
+//! client then dials the leader in the background and moves new requests there once the
+//! handshake is done, so nothing waits on that dial and a leader that cannot be reached
+//! costs nothing.
+//!
+//! Watches and keep-alives hold a stream open; `open_stream` starts one with the same
+//! retry rules as a read, and the stream keeps its connection alive after the client has
+//! moved to another.
 //!
 //! Retries are bounded by the request timeout and a number of attempts, and are limited to
 //! what is safe: connection failures before the request was sent, the node's retryable
@@ -17,6 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use etch_proto::frame::FrameError;
 use etch_proto::pki::Identity;
 use etch_proto::{Request, Response};
 
@@ -24,7 +33,7 @@ use crate::dial::first_to_answer;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
-use crate::transport::{Transport, exchange};
+use crate::transport::{Transport, exchange, open, read_answer};
 
 /// At most this many attempts per request (redirects to the leader included).
 const MAX_ATTEMPTS: u32 = 10;
@@ -57,9 +66,9 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     endpoints: Vec<Endpoint>,
-    opts: ClientOptions,
+    pub(crate) opts: ClientOptions,
     transport: Arc<Transport>,
     state: tokio::sync::Mutex<State>,
 }
@@ -70,12 +79,33 @@ struct State {
     leader: Option<Endpoint>,
     /// Index into `endpoints` of the next endpoint to try first.
     next: usize,
+    /// A leader hint being dialled in the background.
+    dialling: Option<Endpoint>,
+    /// A hinted leader whose dial failed: not dialled again until another is hinted.
+    unreachable: Option<Endpoint>,
 }
 
+/// A connection and the endpoint it goes to.
 #[derive(Clone)]
-struct Live {
-    endpoint: Endpoint,
-    conn: quinn::Connection,
+pub(crate) struct Live {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) conn: quinn::Connection,
+}
+
+impl fmt::Debug for Live {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Live")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream opened by [`Inner::open_stream`], with the node's first answer.
+pub(crate) struct Opened {
+    pub(crate) live: Live,
+    pub(crate) send: quinn::SendStream,
+    pub(crate) recv: quinn::RecvStream,
+    pub(crate) first: Response,
 }
 
 impl fmt::Debug for Client {
@@ -175,17 +205,7 @@ impl Client {
     /// # }
     /// ```
     pub async fn request(&self, request: Request) -> Result<Response> {
-        let limit = etch_proto::DEFAULT_MAX_REQUEST_BYTES;
-        let frame = etch_proto::frame::encode(&request, limit).map_err(|e| match e {
-            etch_proto::frame::FrameError::TooLarge { len, max } => Error::RequestTooLarge {
-                size: len,
-                limit: max,
-            },
-            other => Error::Protocol {
-                endpoint: String::new(),
-                source: other,
-            },
-        })?;
+        let frame = self.inner.encode(&request)?;
         let after = self.inner.opts.request_timeout;
         let mut last_error = None;
         let attempts = self.inner.with_retries(&request, &frame, &mut last_error);
@@ -199,9 +219,29 @@ impl Client {
     }
 }
 
+impl Client {
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
 impl Inner {
+    /// `msg` as a frame, refused when over the request size limit.
+    pub(crate) fn encode(&self, msg: &impl serde::Serialize) -> Result<Vec<u8>> {
+        etch_proto::frame::encode(msg, self.opts.max_request_bytes).map_err(|e| match e {
+            FrameError::TooLarge { len, max } => Error::RequestTooLarge {
+                size: len,
+                limit: max,
+            },
+            other => Error::Protocol {
+                endpoint: String::new(),
+                source: other,
+            },
+        })
+    }
+
     async fn with_retries(
-        &self,
+        self: &Arc<Self>,
         request: &Request,
         frame: &[u8],
         last_error: &mut Option<Error>,
@@ -219,7 +259,10 @@ impl Inner {
                     )
                     .await;
                     match answer {
-                        Ok(Ok(response)) => return Ok(response),
+                        Ok(Ok(mut response)) => {
+                            self.note_hint(&mut response, &live).await;
+                            return Ok(response);
+                        }
                         Ok(Err(etch_proto::Error::NotLeader {
                             leader: Some(leader),
                         })) if self.follow(&leader, &live).await => {
@@ -255,7 +298,7 @@ impl Inner {
 
     /// The current connection, dialling one if there is none or it has closed. Holding the
     /// state lock across the dial makes concurrent requests share one connection attempt.
-    async fn live(&self) -> Result<Live> {
+    pub(crate) async fn live(&self) -> Result<Live> {
         let mut state = self.state.lock().await;
         if let Some(live) = &state.live {
             if live.conn.close_reason().is_none() {
@@ -282,6 +325,7 @@ impl Inner {
                 }
                 let live = Live { endpoint, conn };
                 state.live = Some(live.clone());
+                state.unreachable = None;
                 Ok(live)
             }
             Err(e) => {
@@ -289,6 +333,132 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// Opens a long-lived stream whose first frame is `first` and reads the node's first
+    /// answer, retrying as for a read: transport failures and retryable server errors
+    /// (`NotLeader` followed at once) lead to another attempt after a backoff, for as long as
+    /// the caller waits. A non-retryable server error in the first answer is returned as
+    /// [`Error::Server`]. `last_error` keeps the failure of the latest attempt.
+    pub(crate) async fn open_stream(
+        self: &Arc<Self>,
+        first: &[u8],
+        last_error: &mut Option<Error>,
+    ) -> Result<Opened> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let (err, live) = match self.live().await {
+                Err(e) => (e, None),
+                Ok(live) => match self.try_open(&live, first).await {
+                    Ok(Ok(opened)) => return Ok(opened),
+                    Ok(Err(etch_proto::Error::NotLeader {
+                        leader: Some(leader),
+                    })) if self.follow(&leader, &live).await => continue,
+                    Ok(Err(e)) => (Error::Server(e), Some(live)),
+                    Err(e) => {
+                        self.forget(&live).await;
+                        (e, Some(live))
+                    }
+                },
+            };
+            if !(err.is_retryable() || err.is_transient_after_send()) {
+                return Err(err);
+            }
+            tracing::debug!(error = %err, "retrying to open a stream");
+            if let (Error::Server(_), Some(live)) = (&err, &live) {
+                self.rotate(live).await;
+            }
+            *last_error = Some(err);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn try_open(
+        self: &Arc<Self>,
+        live: &Live,
+        first: &[u8],
+    ) -> Result<std::result::Result<Opened, etch_proto::Error>> {
+        let (send, mut recv) = open(&live.conn, &live.endpoint, first).await?;
+        let answer = read_answer(
+            &live.conn,
+            &live.endpoint,
+            &mut recv,
+            self.opts.max_response_bytes,
+        )
+        .await?;
+        match answer {
+            None => Err(Error::StreamReset {
+                endpoint: live.endpoint.to_string(),
+                what: "finished",
+                code: 0,
+                sent: true,
+            }),
+            Some(Err(e)) => Ok(Err(e)),
+            Some(Ok(mut first)) => {
+                self.note_hint(&mut first, live).await;
+                Ok(Ok(Opened {
+                    live: live.clone(),
+                    send,
+                    recv,
+                    first,
+                }))
+            }
+        }
+    }
+
+    /// Follows the leader hint of an answer that came from `from`: remembers the leader and
+    /// dials it in the background; new requests go there once it answers, and meanwhile
+    /// keep using `from`.
+    pub(crate) async fn note_hint(self: &Arc<Self>, response: &mut Response, from: &Live) {
+        let Some(hint) = response.header_mut().leader_hint.clone() else {
+            return;
+        };
+        let Ok(leader) = hint.parse::<Endpoint>() else {
+            tracing::warn!(leader = hint, "unusable leader hint");
+            return;
+        };
+        let mut state = self.state.lock().await;
+        let connected = state.live.as_ref().map(|l| &l.endpoint);
+        if leader == from.endpoint
+            || connected == Some(&leader)
+            || state.dialling.as_ref() == Some(&leader)
+            || state.unreachable.as_ref() == Some(&leader)
+        {
+            return;
+        }
+        tracing::debug!(%leader, from = %from.endpoint, "leader hinted; dialling it");
+        state.leader = Some(leader.clone());
+        state.dialling = Some(leader.clone());
+        drop(state);
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let dialled = inner
+                .transport
+                .dial(&leader, inner.opts.connect_timeout)
+                .await;
+            let mut state = inner.state.lock().await;
+            if state.dialling.as_ref() == Some(&leader) {
+                state.dialling = None;
+            }
+            match dialled {
+                Ok(conn) if state.leader.as_ref() == Some(&leader) => {
+                    tracing::debug!(%leader, "moved to the hinted leader");
+                    state.live = Some(Live {
+                        endpoint: leader,
+                        conn,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%leader, error = %e, "cannot reach the hinted leader");
+                    if state.leader.as_ref() == Some(&leader) {
+                        state.leader = None;
+                    }
+                    state.unreachable = Some(leader);
+                }
+            }
+        });
     }
 
     /// Remembers `leader` and drops the connection to `from` so that the next attempt goes
@@ -311,7 +481,7 @@ impl Inner {
     }
 
     /// Drops `live` as the current connection after a transport failure.
-    async fn forget(&self, live: &Live) {
+    pub(crate) async fn forget(&self, live: &Live) {
         let mut state = self.state.lock().await;
         if state.live.as_ref().map(|l| l.conn.stable_id()) == Some(live.conn.stable_id()) {
             state.live = None;
@@ -320,7 +490,7 @@ impl Inner {
 
     /// After a retryable server error, moves on to the next endpoint (when there are others):
     /// the node may be cut off from the majority.
-    async fn rotate(&self, live: &Live) {
+    pub(crate) async fn rotate(&self, live: &Live) {
         if self.endpoints.len() < 2 {
             return;
         }

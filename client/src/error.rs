@@ -77,6 +77,22 @@ pub enum Error {
     /// The options name no endpoint.
     #[error("no endpoints given")]
     NoEndpoints,
+    /// The watch's start revision (or the revision it was resuming from) has been compacted:
+    /// the events from there on are gone. Start again from a read at `compact_revision` or
+    /// later; the watch has ended.
+    #[error(
+        "watch canceled: required revision has been compacted (compact revision {compact_revision})"
+    )]
+    WatchCompacted {
+        compact_revision: etch_proto::Revision,
+    },
+    /// The node canceled the watch for `reason` (not at this client's request); the watch
+    /// has ended.
+    #[error("watch canceled by the node: {reason}")]
+    WatchCanceled { reason: String },
+    /// The watch has ended (canceled, failed or dropped); controls can no longer be sent.
+    #[error("the watch has ended")]
+    WatchEnded,
     /// The local UDP socket could not be opened.
     #[error("cannot open a local UDP socket")]
     Bind(#[source] std::io::Error),
@@ -140,7 +156,10 @@ impl Error {
             | Error::Tls(_)
             | Error::InvalidEndpoint { .. }
             | Error::NoEndpoints
-            | Error::Bind(_) => false,
+            | Error::Bind(_)
+            | Error::WatchCompacted { .. }
+            | Error::WatchCanceled { .. }
+            | Error::WatchEnded => false,
         }
     }
 

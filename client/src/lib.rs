@@ -4,7 +4,10 @@
 //! rules. The request builders live in `kv.rs` ([`Client::put`], [`Client::get`],
 //! [`Client::delete`], [`Client::compact`], [`Client::status`]), `txn.rs`
 //! ([`Client::txn`], [`Compare`], [`TxnOp`]) and `member.rs` ([`Client::member_list`],
-//! [`Client::member_add`], [`Client::member_promote`], [`Client::member_remove`]);
+//! [`Client::member_add`], [`Client::member_promote`], [`Client::member_remove`]), `watch.rs`
+//! ([`Client::watch`] and the resumable [`Watcher`], kept going by `watch_resume.rs`),
+//! `lease.rs` ([`Client::lease_grant`] and the other lease verbs) and `lease_keep_alive.rs`
+//! ([`Client::lease_keep_alive`], [`Client::keep_lease_alive`]);
 //! `dial.rs` races the endpoints when the client (re)connects; `transport.rs` is the QUIC
 //! plumbing (one bidirectional stream per request, one [`etch_proto::frame`] each way);
 //! `error.rs` says what can fail and what may be retried.
@@ -42,16 +45,25 @@ mod dial;
 mod endpoint;
 mod error;
 mod kv;
+mod lease;
+mod lease_keep_alive;
 mod member;
 mod options;
 mod transport;
 mod txn;
+mod watch;
+mod watch_resume;
 
 #[cfg(test)]
 mod request_test;
 
 pub use etch_proto as proto;
+pub use etch_proto::lease::{
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse,
+    LeaseTimeToLiveResponse,
+};
 pub use etch_proto::pki::TlsFiles;
+pub use etch_proto::watch::{Event, EventType, WatchResponse};
 pub use etch_proto::{
     CompactResponse, CompareResult, DeleteRangeResponse, KeyValue, LeaseId, Member,
     MemberAddResponse, MemberListResponse, NodeId, PutResponse, RangeResponse, Request, Response,
@@ -62,6 +74,9 @@ pub use client::Client;
 pub use endpoint::Endpoint;
 pub use error::{DialError, Error, Result};
 pub use kv::{Compact, Delete, Get, Put, ResponseFuture};
+pub use lease::{LeaseGrant, LeaseLeases, LeaseRevoke, LeaseTimeToLive};
+pub use lease_keep_alive::{KeepAliveHandle, KeepAliveStatus, LeaseKeepAlive};
 pub use member::{MemberAdd, MemberList, MemberPromote, MemberRemove};
 pub use options::ClientOptions;
 pub use txn::{Compare, Txn, TxnOp};
+pub use watch::{Watch, Watcher};

@@ -27,6 +27,7 @@ pub struct ClientOptions {
     pub(crate) tls: TlsFiles,
     pub(crate) connect_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) max_request_bytes: usize,
     pub(crate) max_response_bytes: usize,
     pub(crate) keep_alive: Option<Duration>,
 }
@@ -51,6 +52,7 @@ impl ClientOptions {
             tls,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            max_request_bytes: etch_proto::DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: etch_proto::DEFAULT_MAX_RESPONSE_BYTES,
             keep_alive: Some(Self::DEFAULT_KEEP_ALIVE),
         }
@@ -66,6 +68,15 @@ impl ClientOptions {
     /// past it the call fails with [`Error::Timeout`](crate::Error::Timeout). Default: 5 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Largest request sent, in bytes: a larger one fails with
+    /// [`Error::RequestTooLarge`](crate::Error::RequestTooLarge) without being sent. Set it to
+    /// the nodes' `--max-request-bytes`. Default:
+    /// [`DEFAULT_MAX_REQUEST_BYTES`](etch_proto::DEFAULT_MAX_REQUEST_BYTES) (1.5 MiB).
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
         self
     }
 
@@ -108,14 +119,20 @@ mod tests {
             opts.max_response_bytes,
             etch_proto::DEFAULT_MAX_RESPONSE_BYTES
         );
+        assert_eq!(
+            opts.max_request_bytes,
+            etch_proto::DEFAULT_MAX_REQUEST_BYTES
+        );
         let opts = opts
             .connect_timeout(Duration::from_millis(10))
             .request_timeout(Duration::from_millis(20))
             .max_response_bytes(99)
+            .max_request_bytes(3 << 20)
             .keep_alive(None);
         assert_eq!(opts.connect_timeout, Duration::from_millis(10));
         assert_eq!(opts.request_timeout, Duration::from_millis(20));
         assert_eq!(opts.max_response_bytes, 99);
+        assert_eq!(opts.max_request_bytes, 3 << 20);
         assert_eq!(opts.keep_alive, None);
         assert_eq!(opts.tls(), &tls);
         assert_eq!(opts.endpoints(), ["a:1"]);

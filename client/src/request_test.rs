@@ -191,3 +191,64 @@ fn response_names_come_from_the_variant() {
     let r = etch_proto::Response::Put(Default::default());
     assert_eq!(crate::kv::response_name(&r), "Put");
 }
+
+#[test]
+fn watch_options_map_to_the_request() {
+    use etch_proto::watch::WatchCreateRequest;
+    let (_dir, c) = client();
+    let req = c
+        .watch("/a/")
+        .prefix()
+        .start_revision(9)
+        .prev_kv()
+        .no_put()
+        .no_delete()
+        .progress_notify()
+        .into_request();
+    assert_eq!(
+        req,
+        Request::Watch(WatchCreateRequest {
+            key: b"/a/".to_vec(),
+            range_end: b"/a0".to_vec(),
+            start_revision: 9,
+            progress_notify: true,
+            no_put: true,
+            no_delete: true,
+            prev_kv: true,
+        })
+    );
+    assert!(!req.is_write());
+    let Request::Watch(w) = c.watch("").from_key().into_request() else {
+        panic!("not a watch")
+    };
+    assert_eq!((w.key, w.range_end), (vec![0], vec![0]));
+    let Request::Watch(w) = c.watch("a").range_end("c").into_request() else {
+        panic!("not a watch")
+    };
+    assert_eq!(w.range_end, b"c".to_vec());
+}
+
+#[test]
+fn lease_builders_map_to_the_request() {
+    use etch_proto::lease::{
+        LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
+    };
+    let (_dir, c) = client();
+    assert_eq!(
+        c.lease_grant(60).id(0x1f).into_request(),
+        Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 0x1f })
+    );
+    assert_eq!(
+        c.lease_revoke(7).into_request(),
+        Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })
+    );
+    assert_eq!(
+        c.lease_time_to_live(7).keys().into_request(),
+        Request::LeaseTimeToLive(LeaseTimeToLiveRequest { id: 7, keys: true })
+    );
+    assert_eq!(
+        c.lease_leases().into_request(),
+        Request::LeaseLeases(LeaseLeasesRequest {})
+    );
+    assert_eq!(c.lease_keep_alive(7).id(), 7);
+}

@@ -128,18 +128,49 @@ pub(crate) async fn exchange(
     request: &[u8],
     max_response: usize,
 ) -> Result<Answer> {
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(endpoint, e, false))?;
-    if let Err(e) = send.write_all(request).await {
-        return Err(write_failure(endpoint, e));
-    }
+    let (mut send, mut recv) = open(conn, endpoint, request).await?;
     // The node may now hold the whole request. `finish` fails only on a stream already reset
     // or stopped, which the read below reports with the reason.
     let _ = send.finish();
-    match frame::read::<_, Answer>(&mut recv, max_response).await {
-        Ok(Some(answer)) => Ok(answer),
-        Ok(None) => Err(read_failure(conn, endpoint, FrameError::Closed)),
-        Err(e) => Err(read_failure(conn, endpoint, e)),
+    match read_answer(conn, endpoint, &mut recv, max_response).await? {
+        Some(answer) => Ok(answer),
+        None => Err(read_failure(conn, endpoint, FrameError::Closed)),
     }
+}
+
+/// Opens a bidirectional stream on `conn` and writes `first` (a whole frame) on it, leaving
+/// the send side open for more frames: how watches and keep-alives start.
+pub(crate) async fn open(
+    conn: &quinn::Connection,
+    endpoint: &Endpoint,
+    first: &[u8],
+) -> Result<(quinn::SendStream, quinn::RecvStream)> {
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(endpoint, e, false))?;
+    write_frame(&mut send, endpoint, first).await?;
+    Ok((send, recv))
+}
+
+/// Writes one more frame on an open stream.
+pub(crate) async fn write_frame(
+    send: &mut quinn::SendStream,
+    endpoint: &Endpoint,
+    frame: &[u8],
+) -> Result<()> {
+    send.write_all(frame)
+        .await
+        .map_err(|e| write_failure(endpoint, e))
+}
+
+/// Reads the next answer on an open stream; `None` when the node finished the stream.
+pub(crate) async fn read_answer(
+    conn: &quinn::Connection,
+    endpoint: &Endpoint,
+    recv: &mut quinn::RecvStream,
+    max_response: usize,
+) -> Result<Option<Answer>> {
+    frame::read::<_, Answer>(recv, max_response)
+        .await
+        .map_err(|e| read_failure(conn, endpoint, e))
 }
 
 /// A lost connection, unless the node's close carries a TLS alert: then it refused us.

@@ -1,25 +1,53 @@
 //! The client against a scripted in-process QUIC node: the wire exchange, leader
-//! redirects, retries, the no-resend rule for writes, certificate refusal, and dialling
-//! past dead endpoints.
+//! redirects and hints, retries, the no-resend rule for writes, certificate refusal,
+//! dialling past dead endpoints, and the long-lived streams: watch resumption and
+//! compaction, lease keep-alives.
 //! (Tests against a real `etchd` live in the workspace's `tests/`.)
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use etch_client::proto::lease::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use etch_client::proto::pki::{Identity, InitOptions, TlsFiles, init_dir};
-use etch_client::proto::{self, PutResponse, RangeResponse, Request, Response, ResponseHeader};
-use etch_client::{Client, ClientOptions, Error};
+use etch_client::proto::watch::{
+    Event, EventType, WatchControl, WatchCreateRequest, WatchResponse,
+};
+use etch_client::proto::{
+    self, KeyValue, PutResponse, RangeResponse, Request, Response, ResponseHeader, Revision,
+};
+use etch_client::{Client, ClientOptions, Error, KeepAliveStatus};
 
 /// What the fake node does with request number `n` (from 0): answer, or drop the
 /// connection without answering (`None`).
 type Script = dyn Fn(usize, &Request) -> Option<Result<Response, proto::Error>> + Send + Sync;
 
+/// What the fake node does with a stream that opens with a watch or a keep-alive: it gets
+/// the first request, the connection, and both sides of the stream.
+type StreamScript = dyn Fn(
+        Request,
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
 struct FakeNode {
     addr: SocketAddr,
     seen: Arc<AtomicUsize>,
+}
+
+type Answer = Result<Response, proto::Error>;
+
+async fn answer(send: &mut quinn::SendStream, answer: Answer) {
+    proto::frame::write(send, &answer, 1 << 20)
+        .await
+        .expect("answer");
 }
 
 fn certs(dir: &Path) {
@@ -32,6 +60,16 @@ fn certs(dir: &Path) {
 }
 
 fn start(dir: &Path, script: Arc<Script>) -> FakeNode {
+    start_streaming(dir, script, None)
+}
+
+/// A node that answers requests with `script` and hands watch and keep-alive streams to
+/// `streams`.
+fn start_streaming(
+    dir: &Path,
+    script: Arc<Script>,
+    streams: Option<Arc<StreamScript>>,
+) -> FakeNode {
     let identity = Identity::load(&TlsFiles::in_dir(dir, "n1")).expect("node identity");
     let tls = identity
         .server_config(None, proto::ALPN_CLIENT)
@@ -45,14 +83,21 @@ fn start(dir: &Path, script: Arc<Script>) -> FakeNode {
     let counter = seen.clone();
     tokio::spawn(async move {
         while let Some(incoming) = endpoint.accept().await {
-            let (script, counter) = (script.clone(), counter.clone());
+            let (script, counter, streams) = (script.clone(), counter.clone(), streams.clone());
             tokio::spawn(async move {
                 let Ok(conn) = incoming.await else { return };
                 while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    let Ok(Some(req)) = proto::frame::read::<_, Request>(&mut recv, 1 << 20).await
+                    // Room for a request over the default limit (see the size limit test).
+                    let Ok(Some(req)) = proto::frame::read::<_, Request>(&mut recv, 8 << 20).await
                     else {
                         return;
                     };
+                    if let (Some(streams), Request::Watch(_) | Request::LeaseKeepAlive(_)) =
+                        (&streams, &req)
+                    {
+                        tokio::spawn(streams(req, conn.clone(), send, recv));
+                        continue;
+                    }
                     let n = counter.fetch_add(1, Ordering::SeqCst);
                     match script(n, &req) {
                         Some(answer) => {
@@ -338,4 +383,445 @@ async fn a_deadline_after_unavailable_keeps_the_nodes_reason() {
         "{last_error:?}"
     );
     assert!(node.seen.load(Ordering::SeqCst) >= 1);
+}
+
+fn header(revision: Revision) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}
+
+fn put_event(revision: Revision) -> Event {
+    Event {
+        kind: EventType::Put,
+        kv: KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 1,
+            mod_revision: revision,
+            version: revision,
+            value: format!("v{revision}").into_bytes(),
+            lease: 0,
+        },
+        prev_kv: None,
+    }
+}
+
+fn watch_answer(resp: WatchResponse) -> Answer {
+    Ok(Response::Watch(resp))
+}
+
+/// One response holding an event per revision in `revisions`.
+fn events(revisions: &[Revision]) -> Answer {
+    watch_answer(WatchResponse {
+        header: header(revisions.last().copied().unwrap_or_default()),
+        events: revisions.iter().map(|&r| put_event(r)).collect(),
+        ..Default::default()
+    })
+}
+
+fn created(revision: Revision) -> Answer {
+    watch_answer(WatchResponse {
+        header: header(revision),
+        created: true,
+        ..Default::default()
+    })
+}
+
+fn progress(revision: Revision) -> Answer {
+    watch_answer(WatchResponse {
+        header: header(revision),
+        ..Default::default()
+    })
+}
+
+fn compacted(compact_revision: Revision) -> Answer {
+    watch_answer(WatchResponse {
+        canceled: true,
+        cancel_reason: "mvcc: required revision has been compacted".into(),
+        compact_revision,
+        ..Default::default()
+    })
+}
+
+/// Records each watch creation's start revision; returns the creation's index.
+fn record(starts: &Mutex<Vec<Revision>>, req: &WatchCreateRequest) -> usize {
+    let mut starts = starts.lock().expect("lock");
+    starts.push(req.start_revision);
+    starts.len() - 1
+}
+
+fn revisions(resp: &WatchResponse) -> Vec<Revision> {
+    resp.events.iter().map(|e| e.kv.mod_revision).collect()
+}
+
+fn no_requests() -> Arc<Script> {
+    Arc::new(|_, _| Some(Err(proto::Error::Internal("unexpected request".into()))))
+}
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn next(watcher: &mut etch_client::Watcher) -> Option<etch_client::Result<WatchResponse>> {
+    tokio::time::timeout(PATIENCE, watcher.next())
+        .await
+        .expect("a watch response in time")
+}
+
+#[tokio::test]
+async fn a_broken_watch_resumes_after_the_last_delivered_revision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    // The test says when the second stream's connection may die: once it has seen what was
+    // sent on it (a close discards what is still in flight).
+    let kill = Arc::new(tokio::sync::Notify::new());
+    let (node_starts, node_kill) = (starts.clone(), kill.clone());
+    let streams: Arc<StreamScript> = Arc::new(move |req, conn, mut send, mut recv| {
+        let (starts, kill) = (node_starts.clone(), node_kill.clone());
+        Box::pin(async move {
+            let Request::Watch(w) = req else { return };
+            answer(&mut send, created(12)).await;
+            match record(&starts, &w) {
+                // Revision 2 has two events; then the node ends the stream without a cancel.
+                0 => {
+                    answer(&mut send, events(&[1])).await;
+                    answer(&mut send, events(&[2, 2])).await;
+                    answer(&mut send, events(&[3])).await;
+                    send.finish().expect("finish");
+                }
+                // Revisions 6 and 7 changed other keys: a progress notification covers them.
+                // Then the node dies.
+                1 => {
+                    answer(&mut send, events(&[4])).await;
+                    answer(&mut send, events(&[5])).await;
+                    answer(&mut send, progress(7)).await;
+                    kill.notified().await;
+                    conn.close(0u32.into(), b"killed");
+                }
+                _ => {
+                    answer(&mut send, events(&[8, 9])).await;
+                    answer(&mut send, events(&[10])).await;
+                    answer(&mut send, events(&[11, 12])).await;
+                    while let Ok(Some(ctl)) =
+                        proto::frame::read::<_, WatchControl>(&mut recv, 1 << 20).await
+                    {
+                        match ctl {
+                            WatchControl::Progress => answer(&mut send, progress(12)).await,
+                            WatchControl::Cancel => {
+                                let canceled = WatchResponse {
+                                    canceled: true,
+                                    ..Default::default()
+                                };
+                                answer(&mut send, watch_answer(canceled)).await;
+                                send.finish().expect("finish");
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    });
+    let node = start_streaming(dir.path(), no_requests(), Some(streams));
+    let client = Client::connect(options(node.addr, TlsFiles::in_dir(dir.path(), "root")))
+        .await
+        .expect("connect");
+
+    let mut watcher = client.watch("k").start_revision(1).await.expect("created");
+    assert_eq!(watcher.created_header().revision, 12);
+    let (mut delivered, mut notified) = (Vec::new(), Vec::new());
+    while delivered.last() != Some(&12) {
+        let resp = next(&mut watcher).await.expect("open").expect("response");
+        if resp.is_progress_notify() {
+            notified.push(resp.header.revision);
+            kill.notify_one();
+        }
+        delivered.extend(revisions(&resp));
+    }
+    assert_eq!(delivered, [1, 2, 2, 3, 4, 5, 8, 9, 10, 11, 12]);
+    assert_eq!(notified, [7]);
+    assert_eq!(*starts.lock().expect("lock"), [1, 4, 8]);
+
+    watcher.request_progress().expect("progress");
+    let resp = next(&mut watcher).await.expect("open").expect("progress");
+    assert!(resp.is_progress_notify());
+    assert_eq!(resp.header.revision, 12);
+    watcher.cancel();
+    assert!(next(&mut watcher).await.is_none(), "ends after a cancel");
+    assert!(matches!(watcher.request_progress(), Err(Error::WatchEnded)));
+    assert_eq!(
+        starts.lock().expect("lock").len(),
+        3,
+        "no resume after a cancel"
+    );
+}
+
+#[tokio::test]
+async fn a_compacted_revision_ends_the_watch_with_a_typed_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let node_starts = starts.clone();
+    let streams: Arc<StreamScript> = Arc::new(move |req, _conn, mut send, _recv| {
+        let starts = node_starts.clone();
+        Box::pin(async move {
+            let Request::Watch(w) = req else { return };
+            match record(&starts, &w) {
+                0 => answer(&mut send, compacted(5)).await,
+                1 => {
+                    answer(&mut send, created(9)).await;
+                    answer(&mut send, events(&[6])).await;
+                }
+                // Compacted while the client was away.
+                _ => answer(&mut send, compacted(9)).await,
+            }
+            send.finish().expect("finish");
+        })
+    });
+    let node = start_streaming(dir.path(), no_requests(), Some(streams));
+    let client = Client::connect(options(node.addr, TlsFiles::in_dir(dir.path(), "root")))
+        .await
+        .expect("connect");
+
+    let err = client
+        .watch("k")
+        .start_revision(2)
+        .await
+        .expect_err("compacted");
+    assert!(
+        matches!(
+            err,
+            Error::WatchCompacted {
+                compact_revision: 5
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+
+    let mut watcher = client.watch("k").start_revision(6).await.expect("created");
+    let resp = next(&mut watcher).await.expect("open").expect("events");
+    assert_eq!(revisions(&resp), [6]);
+    let err = next(&mut watcher)
+        .await
+        .expect("an error")
+        .expect_err("compacted");
+    assert!(
+        matches!(
+            err,
+            Error::WatchCompacted {
+                compact_revision: 9
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(next(&mut watcher).await.is_none(), "not retried");
+    assert_eq!(*starts.lock().expect("lock"), [2, 6, 7]);
+}
+
+fn keep_alive_answer(id: i64) -> Answer {
+    Ok(Response::LeaseKeepAlive(LeaseKeepAliveResponse {
+        header: ResponseHeader::default(),
+        id,
+        ttl: 1,
+    }))
+}
+
+#[tokio::test]
+async fn the_keep_alive_helper_survives_a_dead_node_and_stops_when_the_lease_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let (opened, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (node_opened, node_answered) = (opened.clone(), answered.clone());
+    let streams: Arc<StreamScript> = Arc::new(move |req, conn, mut send, mut recv| {
+        let (opened, answered) = (node_opened.clone(), node_answered.clone());
+        Box::pin(async move {
+            let Request::LeaseKeepAlive(first) = req else {
+                return;
+            };
+            let stream = opened.fetch_add(1, Ordering::SeqCst);
+            let mut refreshes_here = 0;
+            loop {
+                refreshes_here += 1;
+                if stream == 0 && refreshes_here == 3 {
+                    // The node dies with a refresh in flight.
+                    conn.close(0u32.into(), b"killed");
+                    return;
+                }
+                if answered.load(Ordering::SeqCst) == 4 {
+                    answer(&mut send, Err(proto::Error::LeaseNotFound(first.id))).await;
+                    send.finish().expect("finish");
+                    return;
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+                answer(&mut send, keep_alive_answer(first.id)).await;
+                let Ok(Some(LeaseKeepAliveRequest { id })) =
+                    proto::frame::read::<_, LeaseKeepAliveRequest>(&mut recv, 1 << 20).await
+                else {
+                    return;
+                };
+                assert_eq!(id, first.id);
+            }
+        })
+    });
+    let node = start_streaming(dir.path(), no_requests(), Some(streams));
+    let client = Client::connect(options(node.addr, TlsFiles::in_dir(dir.path(), "root")))
+        .await
+        .expect("connect");
+
+    let mut handle = client.keep_lease_alive(0x694d77aa9e38260f);
+    assert_eq!(handle.id(), 0x694d77aa9e38260f);
+    tokio::time::timeout(PATIENCE, handle.gone())
+        .await
+        .expect("the lease is reported gone");
+    assert_eq!(handle.status(), KeepAliveStatus::Gone);
+    assert_eq!(answered.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        2,
+        "reopened once after the kill"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_keep_alive_handle_ends_its_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let node_ended = ended.clone();
+    let streams: Arc<StreamScript> = Arc::new(move |req, _conn, mut send, mut recv| {
+        let ended = node_ended.clone();
+        Box::pin(async move {
+            let Request::LeaseKeepAlive(first) = req else {
+                return;
+            };
+            loop {
+                answer(&mut send, keep_alive_answer(first.id)).await;
+                let next = proto::frame::read::<_, LeaseKeepAliveRequest>(&mut recv, 1 << 20).await;
+                if !matches!(next, Ok(Some(_))) {
+                    ended.notify_one();
+                    return;
+                }
+            }
+        })
+    });
+    let node = start_streaming(dir.path(), no_requests(), Some(streams));
+    let client = Client::connect(options(node.addr, TlsFiles::in_dir(dir.path(), "root")))
+        .await
+        .expect("connect");
+    let mut handle = client.keep_lease_alive(7);
+    let status = tokio::time::timeout(PATIENCE, handle.changed())
+        .await
+        .expect("a refresh");
+    assert_eq!(
+        status,
+        KeepAliveStatus::Alive {
+            ttl: 1,
+            refreshes: 1
+        }
+    );
+    drop(handle);
+    tokio::time::timeout(PATIENCE, ended.notified())
+        .await
+        .expect("the node sees the stream end");
+    // The client itself is still usable.
+    let mut stream = client.lease_keep_alive(7);
+    assert_eq!(stream.keep_alive().await.expect("refresh").ttl, 1);
+}
+
+fn put_hinting(revision: i64, leader: String) -> Option<Answer> {
+    Some(Ok(Response::Put(PutResponse {
+        header: ResponseHeader {
+            revision,
+            leader_hint: Some(leader),
+            ..Default::default()
+        },
+        prev_kv: None,
+    })))
+}
+
+#[tokio::test]
+async fn a_leader_hint_moves_later_requests_to_the_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let leader = start(dir.path(), Arc::new(|_, _| put_ok(7)));
+    let hint = leader.addr.to_string();
+    let follower = start(
+        dir.path(),
+        Arc::new(move |_, _| put_hinting(6, hint.clone())),
+    );
+    let client = Client::connect(options(follower.addr, TlsFiles::in_dir(dir.path(), "root")))
+        .await
+        .expect("connect");
+    let first = client
+        .put("k", "v")
+        .await
+        .expect("put through the follower");
+    assert_eq!(first.header.revision, 6);
+    assert_eq!(
+        client.leader().await.map(|l| l.to_string()),
+        Some(leader.addr.to_string())
+    );
+    // The leader is dialled in the background; requests go on meanwhile.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while leader.seen.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never moved to the leader"
+        );
+        client.put("k", "v").await.expect("put");
+    }
+    let asked_follower = follower.seen.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(client.put("k", "v").await.expect("put").header.revision, 7);
+    }
+    assert_eq!(follower.seen.load(Ordering::SeqCst), asked_follower);
+}
+
+#[tokio::test]
+async fn an_unreachable_hinted_leader_does_not_hold_up_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let (_dead, dead) = dead();
+    let follower = start(
+        dir.path(),
+        Arc::new(move |_, _| put_hinting(6, dead.to_string())),
+    );
+    // Dialling the dead leader would take far longer than a request may.
+    let opts = options(follower.addr, TlsFiles::in_dir(dir.path(), "root"))
+        .connect_timeout(Duration::from_secs(600))
+        .request_timeout(Duration::from_secs(5));
+    let client = Client::connect(opts).await.expect("connect");
+    for _ in 0..5 {
+        client
+            .put("k", "v")
+            .await
+            .expect("put through the follower");
+    }
+    assert_eq!(follower.seen.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn the_request_size_limit_is_an_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let node = start(dir.path(), Arc::new(|_, _| put_ok(2)));
+    let tls = TlsFiles::in_dir(dir.path(), "root");
+    let value = vec![b'x'; proto::DEFAULT_MAX_REQUEST_BYTES];
+    let client = Client::connect(options(node.addr, tls.clone()))
+        .await
+        .expect("connect");
+    let err = client
+        .put("k", value.clone())
+        .await
+        .expect_err("over the default");
+    assert!(matches!(err, Error::RequestTooLarge { .. }), "{err:?}");
+    assert_eq!(node.seen.load(Ordering::SeqCst), 0);
+    let roomy = options(node.addr, tls).max_request_bytes(4 << 20);
+    let client = Client::connect(roomy).await.expect("connect");
+    client
+        .put("k", value)
+        .await
+        .expect("within the raised limit");
+    assert_eq!(node.seen.load(Ordering::SeqCst), 1);
 }

@@ -16,12 +16,12 @@ use serde::Serialize;
 
 use super::{EndpointHealth, EndpointStatus, shown_name};
 
-fn zero<T: Default + PartialEq>(v: &T) -> bool {
+pub(super) fn zero<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
 #[derive(Serialize)]
-struct Header {
+pub(super) struct Header {
     #[serde(skip_serializing_if = "zero")]
     cluster_id: u64,
     #[serde(skip_serializing_if = "zero")]
@@ -44,7 +44,7 @@ impl From<&ResponseHeader> for Header {
 }
 
 #[derive(Serialize)]
-struct Kv {
+pub(super) struct Kv {
     #[serde(skip_serializing_if = "zero")]
     key: String,
     #[serde(skip_serializing_if = "zero")]
@@ -252,7 +252,7 @@ struct MemberAdd {
 }
 
 /// etcdctl's `printJSON`: compact JSON on one line.
-fn print(w: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
+pub(super) fn print(w: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
     serde_json::to_writer(&mut *w, value)?;
     writeln!(w)
 }

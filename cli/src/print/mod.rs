@@ -13,20 +13,30 @@
 //! counts as unstarted while its client address is empty, and its name is then left out in
 //! every format, as etcdctl would show it.
 //!
+//! Watch and lease output live in `watch.rs` and `lease.rs` (both formats each); table
+//! mode falls back to simple for them, as in etcdctl.
+//!
 //! Every printer writes to a `&mut dyn Write` so that tests can read what it printed.
 
 mod json;
+mod lease;
 mod simple;
 mod table;
+mod watch;
 
 #[cfg(test)]
 mod member_test;
 
 use std::io::{self, Write};
 
+use etch_proto::lease::{
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse,
+    LeaseTimeToLiveResponse,
+};
+use etch_proto::watch::WatchResponse;
 use etch_proto::{
-    DeleteRangeResponse, Member, MemberAddResponse, MemberListResponse, NodeId, PutResponse,
-    RangeResponse, StatusResponse, TxnResponse,
+    DeleteRangeResponse, LeaseId, Member, MemberAddResponse, MemberListResponse, NodeId,
+    PutResponse, RangeResponse, StatusResponse, TxnResponse,
 };
 
 /// The `-w/--write-out` choices.
@@ -158,6 +168,66 @@ impl Printer {
         match self.format {
             Format::Json => json::member_list(w, resp),
             Format::Simple | Format::Table => simple::member_changed(w, id, "removed from", resp),
+        }
+    }
+
+    /// One watch response, as it arrives.
+    pub fn watch(&self, w: &mut dyn Write, resp: &WatchResponse) -> io::Result<()> {
+        watch::progress(w, resp)?;
+        match self.format {
+            Format::Json => watch::json(w, resp),
+            Format::Simple | Format::Table => watch::simple(w, self, resp),
+        }
+    }
+
+    pub fn lease_grant(&self, w: &mut dyn Write, resp: &LeaseGrantResponse) -> io::Result<()> {
+        match self.format {
+            Format::Json => lease::grant_json(w, resp),
+            Format::Simple | Format::Table => lease::grant(w, resp),
+        }
+    }
+
+    /// `id` is the lease revoked, as given on the command line.
+    pub fn lease_revoke(
+        &self,
+        w: &mut dyn Write,
+        id: LeaseId,
+        resp: &LeaseRevokeResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => lease::revoke_json(w, resp),
+            Format::Simple | Format::Table => lease::revoke(w, id),
+        }
+    }
+
+    pub fn lease_keep_alive(
+        &self,
+        w: &mut dyn Write,
+        resp: &LeaseKeepAliveResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => lease::keep_alive_json(w, resp),
+            Format::Simple | Format::Table => lease::keep_alive(w, resp),
+        }
+    }
+
+    /// `keys`: `--keys` was given.
+    pub fn lease_time_to_live(
+        &self,
+        w: &mut dyn Write,
+        resp: &LeaseTimeToLiveResponse,
+        keys: bool,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => lease::time_to_live_json(w, resp),
+            Format::Simple | Format::Table => lease::time_to_live(w, resp, keys),
+        }
+    }
+
+    pub fn lease_leases(&self, w: &mut dyn Write, resp: &LeaseLeasesResponse) -> io::Result<()> {
+        match self.format {
+            Format::Json => lease::leases_json(w, resp),
+            Format::Simple | Format::Table => lease::leases(w, resp),
         }
     }
 

@@ -10,7 +10,7 @@ use etch_proto::{
 use super::{EndpointHealth, EndpointStatus, Printer, hex_escaped, member_row, status_row};
 
 /// etcdctl's `printKV`: the key on one line (unless value-only), the value on the next.
-fn kv(w: &mut dyn Write, p: &Printer, kv: &KeyValue) -> io::Result<()> {
+pub(super) fn kv(w: &mut dyn Write, p: &Printer, kv: &KeyValue) -> io::Result<()> {
     let show = |bytes: &[u8]| {
         if p.hex {
             hex_escaped(bytes)
