@@ -1,0 +1,224 @@
+//! `etch-bench suite`: the standard workloads against a local three-node cluster, in one
+//! table. The set mirrors `../shared/tools/etcd-baseline/run.sh` (same names, shapes and
+//! keys), so the two tables can be put side by side:
+//!
+//! | name | what |
+//! |---|---|
+//! | put1 | put, 1 connection, 1 client, 2000 requests |
+//! | put100 | put, 10 connections, 100 clients, 50000 requests |
+//! | getl | linearizable get of one key, 10 connections, 100 clients, 50000 requests |
+//! | gets | serializable get of one key, 10 connections, 100 clients, 50000 requests |
+//!
+//! Puts write 8-byte sequential keys over a key space of 10000 with 256-byte values; the
+//! gets read key `00000000`. The resident set size of every node is read from /proc after
+//! the puts and again at the end.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use etch_client::{Client, ClientOptions};
+use serde_json::{Value, json};
+
+use crate::cluster::LocalCluster;
+use crate::load::{self, Load};
+use crate::report::Report;
+use crate::workload::{Keys, Op, Workload, fixed_width};
+
+const KEY_SIZE: usize = 8;
+const VAL_SIZE: usize = 256;
+const KEY_SPACE: u64 = 10_000;
+
+#[derive(Args, Debug)]
+pub struct SuiteArgs {
+    /// The etchd binary [default: the etchd beside etch-bench].
+    #[arg(long)]
+    pub etchd: Option<PathBuf>,
+    /// Directory for the nodes' data, certificates and logs, kept afterwards
+    /// [default: a temporary directory, removed afterwards].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Workloads to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "put1,put100,getl,gets")]
+    pub workloads: Vec<String>,
+    /// Multiplies every workload's request count (e.g. 0.01 for a smoke run).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+}
+
+/// One standard workload: (name, conns, clients, total, op).
+fn standard(name: &str) -> Result<(usize, usize, u64, Op)> {
+    let keys = Keys {
+        size: KEY_SIZE,
+        space: KEY_SPACE,
+        sequential: true,
+    };
+    let put = Op::Put {
+        keys,
+        value: vec![b'v'; VAL_SIZE],
+    };
+    let get = |serializable| Op::Range {
+        key: fixed_width(0, KEY_SIZE),
+        end: Vec::new(),
+        limit: 0,
+        serializable,
+    };
+    Ok(match name {
+        "put1" => (1, 1, 2000, put),
+        "put100" => (10, 100, 50_000, put),
+        "getl" => (10, 100, 50_000, get(false)),
+        "gets" => (10, 100, 50_000, get(true)),
+        other => bail!("unknown workload {other:?} (known: put1, put100, getl, gets)"),
+    })
+}
+
+pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
+    let etchd = match &args.etchd {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("locating etch-bench")?
+            .with_file_name("etchd"),
+    };
+    if !etchd.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p etch-host) or pass --etchd",
+            etchd.display()
+        );
+    }
+    // Unknown names fail before a cluster is started.
+    for name in &args.workloads {
+        standard(name)?;
+    }
+    let cluster = LocalCluster::start(&etchd, args.nodes.max(1), args.dir.clone()).await?;
+    let options = ClientOptions::new(cluster.endpoints(), cluster.tls());
+    let result = run_workloads(&args, &cluster, &options).await;
+    let rss_end = rss(&cluster);
+    cluster.stop();
+    let (reports, rss_after_put) = result?;
+    if json {
+        let out = json!({
+            "etchd": etchd,
+            "nodes": args.nodes,
+            "workloads": reports.iter().map(|(n, r)| {
+                let mut v = serde_json::to_value(r.json()).unwrap_or(Value::Null);
+                v["name"] = n.clone().into();
+                v
+            }).collect::<Vec<_>>(),
+            "rss_kib_after_put": rss_after_put,
+            "rss_kib_end": rss_end,
+        });
+        println!("{out}");
+    } else {
+        print!("{}", table(&reports, &rss_after_put, &rss_end));
+    }
+    Ok(())
+}
+
+/// Resident set size per node name, in KiB (`None` for a node that is gone).
+type Rss = BTreeMap<String, Option<u64>>;
+
+fn rss(cluster: &LocalCluster) -> Rss {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.rss_kib()))
+        .collect()
+}
+
+async fn run_workloads(
+    args: &SuiteArgs,
+    cluster: &LocalCluster,
+    options: &ClientOptions,
+) -> Result<(Vec<(String, Report)>, Rss)> {
+    let mut reports = Vec::new();
+    let mut rss_after_put = Rss::new();
+    for name in &args.workloads {
+        let (conns, clients, total, op) = standard(name)?;
+        let total = ((total as f64 * args.scale).round() as u64).max(1);
+        let load = Load {
+            conns,
+            clients,
+            total,
+            rate: 0.0,
+        };
+        let mut clients = Vec::new();
+        for _ in 0..conns {
+            clients.push(Client::connect(options.clone()).await?);
+        }
+        if let Op::Range { key, .. } = &op {
+            clients[0]
+                .put(key.clone(), vec![b'v'; VAL_SIZE])
+                .await
+                .context("writing the key the gets read")?;
+        }
+        let params = json!({"conns": conns, "clients": load.clients, "total": total,
+            "key_size": KEY_SIZE, "val_size": VAL_SIZE, "key_space_size": KEY_SPACE});
+        let workload = Workload {
+            name: name.clone(),
+            op: op.clone(),
+            params,
+        };
+        let report = load::run(&clients, &load, workload, name).await?;
+        eprintln!(
+            "{name}: {:.0} req/s, p50 {:.2} ms, {} errors",
+            report.rps(),
+            report.ms_at(50.0),
+            report.errors.values().sum::<u64>()
+        );
+        if matches!(op, Op::Put { .. }) {
+            rss_after_put = rss(cluster);
+        }
+        reports.push((name.clone(), report));
+    }
+    Ok((reports, rss_after_put))
+}
+
+fn table(reports: &[(String, Report)], rss_after_put: &Rss, rss_end: &Rss) -> String {
+    let mut out = format!(
+        "{:<8} {:>5} {:>7} {:>7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+        "workload",
+        "conns",
+        "clients",
+        "total",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms"
+    );
+    for (name, r) in reports {
+        let p = &r.params;
+        out.push_str(&format!(
+            "{:<8} {:>5} {:>7} {:>7} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
+            name,
+            p["conns"].as_u64().unwrap_or(0),
+            p["clients"].as_u64().unwrap_or(0),
+            p["total"].as_u64().unwrap_or(0),
+            r.errors.values().sum::<u64>(),
+            r.rps(),
+            r.ms_at(50.0),
+            r.ms_at(90.0),
+            r.ms_at(99.0),
+            r.latencies.max() as f64 / 1000.0,
+        ));
+    }
+    for (when, rss) in [("after puts", rss_after_put), ("at the end", rss_end)] {
+        if rss.is_empty() {
+            continue;
+        }
+        let list: Vec<String> = rss
+            .iter()
+            .map(|(n, kib)| match kib {
+                Some(kib) => format!("{n} {:.1} MiB", *kib as f64 / 1024.0),
+                None => format!("{n} gone"),
+            })
+            .collect();
+        out.push_str(&format!("etchd RSS {when}: {}\n", list.join(", ")));
+    }
+    out
+}

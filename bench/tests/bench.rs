@@ -1,0 +1,174 @@
+//! etch-bench against real etchd processes: every workload runs and its `--json` output
+//! parses with the counts asked for; validator plugins (not there yet) fail clearly.
+//! Request counts are tiny and no timing is asserted: figures belong in BENCHMARKS.md.
+
+use std::process::{Command, Output};
+
+use etch_tests::Cluster;
+use serde_json::Value;
+
+fn bench(cluster: &Cluster, args: &[&str]) -> Output {
+    let tls = cluster.client_tls("root");
+    Command::new(env!("CARGO_BIN_EXE_etch-bench"))
+        .arg("--endpoints")
+        .arg(cluster.endpoints())
+        .arg("--cacert")
+        .arg(&tls.ca)
+        .arg("--cert")
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run etch-bench")
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "etch-bench failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn assert_complete(report: &Value, workload: &str, requests: u64) {
+    assert_eq!(report["workload"], workload, "{report}");
+    assert_eq!(report["requests"], requests, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["rps"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    for p in ["min", "p50", "p90", "p99", "p99_9", "max"] {
+        assert!(
+            report["latency_ms"][p].as_f64().is_some(),
+            "{p} missing: {report}"
+        );
+    }
+}
+
+#[test]
+fn workloads_run_and_report_json() {
+    let cluster = Cluster::single();
+    let put = [
+        "put",
+        "--json",
+        "--total",
+        "40",
+        "--clients",
+        "4",
+        "--conns",
+        "2",
+    ];
+    let report = json(&bench(
+        &cluster,
+        &[&put[..], &["--sequential-keys", "--key-space-size", "10"]].concat(),
+    ));
+    assert_complete(&report, "put", 40);
+    assert_eq!(report["params"]["conns"], 2);
+    assert_eq!(report["params"]["key_size"], 8);
+
+    // The puts wrote keys 00000000..00000009.
+    for consistency in ["l", "s"] {
+        let args = [
+            "range",
+            "00000000",
+            "00000010",
+            "--json",
+            "--total",
+            "20",
+            "--clients",
+            "2",
+            "--consistency",
+            consistency,
+        ];
+        let report = json(&bench(&cluster, &args));
+        assert_complete(&report, "range", 20);
+        assert_eq!(report["params"]["consistency"], consistency);
+    }
+
+    let args = [
+        "txn-put",
+        "--json",
+        "--total",
+        "10",
+        "--txn-ops",
+        "3",
+        "--key-space-size",
+        "100",
+    ];
+    let report = json(&bench(&cluster, &args));
+    assert_complete(&report, "txn-put", 10);
+
+    // Every watcher sees every put: 3 watchers x 5 puts.
+    let args = [
+        "watch-latency",
+        "--json",
+        "--watchers",
+        "3",
+        "--put-total",
+        "5",
+        "--put-rate",
+        "50",
+    ];
+    let report = json(&bench(&cluster, &args));
+    assert_complete(&report, "watch-latency", 15);
+
+    // The text summary has etcd's shape.
+    let out = bench(&cluster, &["put", "--total", "5"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for needle in [
+        "Summary:",
+        "Requests/sec:",
+        "Latency distribution:",
+        "99.9% in",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn validator_plugins_fail_clearly() {
+    let cluster = Cluster::single();
+    let out = bench(
+        &cluster,
+        &["put", "--validator", "check.wasm", "--total", "1"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("plugins are not available yet"), "{stderr}");
+}
+
+#[test]
+fn suite_starts_a_cluster_and_reports_every_workload() {
+    let out = Command::new(env!("CARGO_BIN_EXE_etch-bench"))
+        .args(["--json", "suite", "--scale", "0.002", "--etchd"])
+        .arg(etch_tests::bin("etchd"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run etch-bench suite");
+    let report = json(&out);
+    let workloads = report["workloads"].as_array().expect("workloads");
+    let names: Vec<&str> = workloads
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, ["put1", "put100", "getl", "gets"], "{report}");
+    for w in workloads {
+        assert_eq!(w["errors"], 0, "{w}");
+        assert!(w["requests"].as_u64().is_some_and(|n| n > 0), "{w}");
+    }
+    let rss = report["rss_kib_after_put"].as_object().expect("rss");
+    assert_eq!(rss.len(), 3, "{report}");
+    assert!(
+        rss.values()
+            .all(|kib| kib.as_u64().is_some_and(|kib| kib > 0)),
+        "{report}"
+    );
+}
