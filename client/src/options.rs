@@ -38,7 +38,7 @@ impl ClientOptions {
     /// Default time for one request, retries included (etcdctl's `--command-timeout`).
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default interval of QUIC keep-alives on an idle connection.
-    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
     /// Options for the given endpoints (`host:port`, see [`Endpoint`](crate::Endpoint)) and
     /// TLS files (the cluster CA, this client's certificate and key).
@@ -88,7 +88,8 @@ impl ClientOptions {
     }
 
     /// Interval of QUIC keep-alives that hold an idle connection open; `None` lets it time
-    /// out when idle (it is then re-established on the next request). Default: 10 s.
+    /// out when idle (it is then re-established on the next request). With keep-alives, a
+    /// connection silent for three intervals (at least 2 s) is taken for dead. Default: 1 s.
     pub fn keep_alive(mut self, interval: Option<Duration>) -> Self {
         self.keep_alive = interval;
         self

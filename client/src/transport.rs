@@ -36,6 +36,14 @@ impl Transport {
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(keep_alive);
+        // With keep-alives flowing, a connection silent for this long has a dead node at the
+        // other end: fail its requests (and re-dial) instead of waiting out the deadline.
+        if let Some(interval) = keep_alive {
+            let idle = (interval * 3).max(Duration::from_secs(2));
+            if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
+                transport.max_idle_timeout(Some(idle));
+            }
+        }
         config.transport_config(Arc::new(transport));
         Ok(Transport {
             config,
@@ -129,12 +137,34 @@ pub(crate) async fn exchange(
     max_response: usize,
 ) -> Result<Answer> {
     let (mut send, mut recv) = open(conn, endpoint, request).await?;
-    // The node may now hold the whole request. `finish` fails only on a stream already reset
-    // or stopped, which the read below reports with the reason.
+    // `finish` fails only on a stream already reset or stopped, which the read below reports
+    // with the reason.
     let _ = send.finish();
-    match read_answer(conn, endpoint, &mut recv, max_response).await? {
-        Some(answer) => Ok(answer),
-        None => Err(read_failure(conn, endpoint, FrameError::Closed)),
+    // Until the node acknowledges every byte of the request, it cannot have acted on it: a
+    // connection lost before that is "not sent", and the request may safely go elsewhere.
+    let delivered = send.stopped();
+    tokio::pin!(delivered);
+    let mut acked = false;
+    let mut watching = true;
+    let read = read_answer(conn, endpoint, &mut recv, max_response);
+    tokio::pin!(read);
+    loop {
+        tokio::select! {
+            answer = &mut read => {
+                return match answer {
+                    Ok(Some(answer)) => Ok(answer),
+                    Ok(None) => Err(read_failure(conn, endpoint, FrameError::Closed)),
+                    Err(Error::ConnectionLost { endpoint, source, .. }) if !acked => {
+                        Err(Error::ConnectionLost { endpoint, sent: false, source })
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            done = &mut delivered, if watching => {
+                watching = false;
+                acked = matches!(done, Ok(None));
+            }
+        }
     }
 }
 

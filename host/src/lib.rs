@@ -12,10 +12,12 @@
 //! The library never reads flags, the environment or files of its own accord: the binary
 //! (`src/bin/etchd`) turns those into [`node::NodeOptions`] and installs the log subscriber.
 
+pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod raft;
 pub mod server;
+pub mod watch;
 
 /// A Raft node id (etcd's member id), derived from the node's name.
 pub type NodeId = u64;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use etch_proto::pki::{self, InitOptions, TlsFiles};
 
+
 /// Path of a workspace binary built next to the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -513,4 +514,180 @@ pub async fn raw_exchange(
     let _ = send.write_all(bytes).await;
     let _ = send.finish();
     etch_proto::frame::read(&mut recv, etch_proto::DEFAULT_MAX_RESPONSE_BYTES).await
+}
+
+// Raw protocol access for watch and lease tests (independent of the SDK).
+
+/// Marks an error of [`RawClient::request_to`] that happened before the request was sent.
+const NOT_SENT: &str = "not sent: ";
+
+/// A raw client over QUIC: one cached connection per node, one stream per request.
+pub struct RawClient {
+    endpoints: Vec<String>,
+    tls: rustls::ClientConfig,
+    conns: tokio::sync::Mutex<std::collections::HashMap<String, quinn::Connection>>,
+}
+
+impl RawClient {
+    pub fn new(endpoints: Vec<String>, files: &TlsFiles) -> Self {
+        RawClient {
+            endpoints,
+            tls: raw_tls(files, etch_proto::ALPN_CLIENT),
+            conns: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The connection to `addr`, dialled when missing or closed.
+    pub async fn conn(&self, addr: &str) -> Result<quinn::Connection, String> {
+        let mut conns = self.conns.lock().await;
+        if let Some(conn) = conns.get(addr)
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let dial = tokio::time::timeout(Duration::from_secs(3), self.dial(addr));
+        let conn = dial
+            .await
+            .map_err(|_| format!("{NOT_SENT}dialling {addr} timed out"))?
+            .map_err(|e| format!("{NOT_SENT}{e}"))?;
+        conns.insert(addr.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    /// A connection that notices a dead node within seconds (keep-alives every 500 ms, closed
+    /// after 3 s of silence), so that watchers move on instead of waiting on a dead stream.
+    async fn dial(&self, addr: &str) -> Result<quinn::Connection, String> {
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(self.tls.clone())
+            .map_err(|e| e.to_string())?;
+        let mut config = quinn::ClientConfig::new(std::sync::Arc::new(quic));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(Duration::from_millis(500)))
+            .max_idle_timeout(Some(
+                Duration::from_secs(3)
+                    .try_into()
+                    .map_err(|e| format!("{e}"))?,
+            ));
+        config.transport_config(std::sync::Arc::new(transport));
+        let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into())
+            .map_err(|e| e.to_string())?;
+        let addr = addr.parse().map_err(|e| format!("{e}"))?;
+        endpoint
+            .connect_with(config, addr, "localhost")
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// One unary exchange with the node at `addr`.
+    pub async fn request_to(
+        &self,
+        addr: &str,
+        request: &etch_proto::Request,
+    ) -> Result<Answer, String> {
+        let conn = self.conn(addr).await?;
+        let bytes = etch_proto::frame::encode(request, etch_proto::DEFAULT_MAX_REQUEST_BYTES)
+            .map_err(|e| e.to_string())?;
+        let exchange = tokio::time::timeout(Duration::from_secs(15), raw_exchange(&conn, &bytes));
+        match exchange.await {
+            Ok(Ok(Some(answer))) => Ok(answer),
+            Ok(Ok(None)) => Err(format!("{addr} ended the stream without answering")),
+            Ok(Err(e)) => {
+                self.conns.lock().await.remove(addr);
+                Err(e.to_string())
+            }
+            Err(_) => Err(format!("{addr} did not answer in time")),
+        }
+    }
+
+    /// Sends `request` to the nodes in turn until one answers with something other than a
+    /// retryable error, giving up after `timeout`. A write whose stream broke or timed out
+    /// after it was sent may have been applied: it is reported as `Timeout`, never retried
+    /// (so a test's history never holds a write twice).
+    pub async fn request(&self, request: &etch_proto::Request, timeout: Duration) -> Answer {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        for i in 0.. {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let addr = &self.endpoints[i % self.endpoints.len()];
+            match self.request_to(addr, request).await {
+                Ok(Err(e)) if e.is_retryable() => last = e.to_string(),
+                Ok(answer) => return answer,
+                Err(e) if request.is_write() && !e.starts_with(NOT_SENT) => {
+                    return Err(etch_proto::Error::Timeout);
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(etch_proto::Error::Unavailable {
+            reason: format!("no node answered: {last}"),
+        })
+    }
+}
+
+/// A raw watch stream: `Request::Watch` as its first frame, responses read by a task of
+/// its own (so that [`RawWatch::next`] is cancel-safe: a timeout never loses half a frame),
+/// control frames written on the same stream.
+pub struct RawWatch {
+    send: quinn::SendStream,
+    responses: tokio::sync::mpsc::Receiver<Result<etch_proto::watch::WatchResponse, String>>,
+}
+
+impl RawWatch {
+    pub async fn open(
+        conn: &quinn::Connection,
+        req: etch_proto::watch::WatchCreateRequest,
+    ) -> Result<RawWatch, String> {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let first = etch_proto::Request::Watch(req);
+        etch_proto::frame::write(&mut send, &first, etch_proto::DEFAULT_MAX_REQUEST_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tx, responses) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let frame: Result<Option<Answer>, _> =
+                    etch_proto::frame::read(&mut recv, etch_proto::DEFAULT_MAX_RESPONSE_BYTES)
+                        .await;
+                let item = match frame {
+                    Ok(None) => return,
+                    Ok(Some(Ok(etch_proto::Response::Watch(resp)))) => Ok(resp),
+                    Ok(Some(Ok(other))) => Err(format!("not a watch response: {other:?}")),
+                    Ok(Some(Err(e))) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(RawWatch { send, responses })
+    }
+
+    /// The next watch response: `Ok(None)` when the node finished the stream, `Err` when
+    /// the stream or connection broke, or the node answered with an error. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<etch_proto::watch::WatchResponse>, String> {
+        self.responses.recv().await.transpose()
+    }
+
+    pub async fn control(
+        &mut self,
+        control: etch_proto::watch::WatchControl,
+    ) -> Result<(), String> {
+        etch_proto::frame::write(
+            &mut self.send,
+            &control,
+            etch_proto::DEFAULT_MAX_REQUEST_BYTES,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
 }

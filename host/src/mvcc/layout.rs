@@ -1,4 +1,4 @@
-//! The storage layout: the four `kv_*` keyspaces and the records stored in them.
+//! The storage layout: the `kv_*` and `lease*` keyspaces and the records stored in them.
 //!
 //! | keyspace      | key                                   | value                              |
 //! |---------------|---------------------------------------|------------------------------------|
@@ -6,6 +6,8 @@
 //! | `kv_versions` | [`keycode::version_key`]`(key, rev)`  | `Option<Version>`; `None` = delete |
 //! | `kv_history`  | [`keycode::encode_rev`]`(rev)`        | `Vec<`[`Touch`]`>` in sub-rev order |
 //! | `kv_meta`     | [`META_REVISION`] / [`META_COMPACT`] / [`META_APPLIED`] | postcard `i64` / opaque |
+//! | `lease`       | [`keycode::encode_rev`]`(lease id)`   | [`Lease`]: the granted TTL         |
+//! | `lease_keys`  | `encode_rev(lease id) ++ user key`    | empty: the key is attached         |
 //!
 //! Every value is postcard-encoded, except the opaque `applied` blob which is stored as given.
 
@@ -32,6 +34,8 @@ pub(crate) struct Spaces {
     pub versions: Keyspace,
     pub history: Keyspace,
     pub meta: Keyspace,
+    pub leases: Keyspace,
+    pub lease_keys: Keyspace,
 }
 
 impl Spaces {
@@ -44,12 +48,22 @@ impl Spaces {
             versions: open("kv_versions")?,
             history: open("kv_history")?,
             meta: open("kv_meta")?,
+            leases: open("lease")?,
+            lease_keys: open("lease_keys")?,
         })
     }
 
-    /// All four, in the order snapshots list them.
-    pub fn all(&self) -> [&Keyspace; 4] {
-        [&self.current, &self.versions, &self.history, &self.meta]
+    /// All of them, in the order snapshots list them (new ones are only appended, so the
+    /// snapshot's keyspace numbers stay stable).
+    pub fn all(&self) -> [&Keyspace; 6] {
+        [
+            &self.current,
+            &self.versions,
+            &self.history,
+            &self.meta,
+            &self.leases,
+            &self.lease_keys,
+        ]
     }
 
     /// Reads `(revision, compact_revision)` from the meta keyspace as `r` sees it.
@@ -96,6 +110,21 @@ impl Version {
             lease: self.lease,
         }
     }
+}
+
+/// A granted lease as the state machine records it. The deadline is not here: it lives in
+/// the leader's memory only (see `crate::lease`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Lease {
+    /// The TTL granted, in seconds.
+    pub ttl: i64,
+}
+
+/// The `lease_keys` key of `key` attached to `lease`.
+pub(crate) fn lease_key(lease: LeaseId, key: &[u8]) -> Vec<u8> {
+    let mut out = super::keycode::encode_rev(lease).to_vec();
+    out.extend_from_slice(key);
+    out
 }
 
 /// One key touched at a revision, as `kv_history` lists them.

@@ -27,7 +27,7 @@
 //!
 //! # Storage
 //!
-//! The store lives in four fjall keyspaces of the node's one database (the Raft log owns the
+//! The store lives in six fjall keyspaces of the node's one database (the Raft log owns the
 //! `raft_*` ones); [`layout`] has the table. In short:
 //!
 //! - `kv_current`: key → its live version. Current reads (the common case) are one scan here.
@@ -39,6 +39,8 @@
 //!   versions to drop, so its cost follows the history dropped, not the store's size.
 //! - `kv_meta`: the current revision, the compaction floor and the caller's opaque `applied`
 //!   blob (Raft applied log id and membership).
+//! - `lease` and `lease_keys`: every granted lease with its TTL, and the keys attached to
+//!   each ([`lease`]). They change in the same batch as the keys they describe.
 //!
 //! # Applying
 //!
@@ -55,13 +57,23 @@
 //! take their own snapshot and read the counters from it, so they never see half an entry.
 //! Raft snapshots stream the keyspaces out and in ([`snapshot`]).
 //!
-//! Leases are not implemented yet: a put naming a lease fails with `LeaseNotFound`, and the
-//! `lease` field is stored and compared so that nothing changes on disk when they come.
+//! # Leases
+//!
+//! The store keeps the replicated half of leases: which leases exist, their granted TTL and
+//! the keys attached to them. A put naming a lease attaches the key (an unknown lease fails
+//! with `LeaseNotFound`), a put without one detaches it, a delete detaches it. Revoking a
+//! lease deletes every attached key at **one** new revision. Deadlines are not state: they
+//! live in the leader's memory (`crate::lease`), which proposes a revoke when one passes.
+//!
+//! [`Store::watch_events`] serves the watch hub: the events of one revision with each key's
+//! previous version.
 
 mod compact;
 mod error;
+mod history;
 mod keycode;
 mod layout;
+mod lease;
 mod snapshot;
 mod store;
 mod txn;
@@ -69,9 +81,9 @@ mod view;
 mod write;
 
 #[cfg(test)]
-mod script_parse;
+pub(crate) mod script_parse;
 #[cfg(test)]
-mod script_test;
+pub(crate) mod script_test;
 
 pub use error::{Error, Result};
 pub use store::{Event, Outcome, Store};

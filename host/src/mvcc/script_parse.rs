@@ -9,16 +9,16 @@ use etch_proto::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
 };
 
-pub(super) type Res<T> = std::result::Result<T, Box<dyn StdError>>;
+pub(crate) type Res<T> = std::result::Result<T, Box<dyn StdError>>;
 
 /// Command arguments, from a goldenscript command or from a txn op string.
-pub(super) struct Args {
-    pub(super) pos: VecDeque<String>,
+pub(crate) struct Args {
+    pub(crate) pos: VecDeque<String>,
     keys: Vec<(String, String)>,
 }
 
 impl Args {
-    pub(super) fn from_command(cmd: &goldenscript::Command) -> Self {
+    pub(crate) fn from_command(cmd: &goldenscript::Command) -> Self {
         let mut args = Args {
             pos: VecDeque::new(),
             keys: Vec::new(),
@@ -35,7 +35,7 @@ impl Args {
 
     /// Splits a txn op on whitespace; `name=value` tokens with a lowercase name are options,
     /// and `""` is an empty argument.
-    pub(super) fn from_op(op: &str) -> Self {
+    pub(crate) fn from_op(op: &str) -> Self {
         let mut args = Args {
             pos: VecDeque::new(),
             keys: Vec::new(),
@@ -54,18 +54,18 @@ impl Args {
         args
     }
 
-    pub(super) fn next(&mut self, what: &str) -> Res<Vec<u8>> {
+    pub(crate) fn next(&mut self, what: &str) -> Res<Vec<u8>> {
         self.pos
             .pop_front()
             .map(|s| bytes(&s))
             .ok_or_else(|| format!("{what} not given").into())
     }
 
-    pub(super) fn next_opt(&mut self) -> Vec<u8> {
+    pub(crate) fn next_opt(&mut self) -> Vec<u8> {
         self.pos.pop_front().map(|s| bytes(&s)).unwrap_or_default()
     }
 
-    pub(super) fn take_all(&mut self, name: &str) -> Vec<String> {
+    pub(crate) fn take_all(&mut self, name: &str) -> Vec<String> {
         let (taken, rest) = std::mem::take(&mut self.keys)
             .into_iter()
             .partition(|(k, _)| k == name);
@@ -73,7 +73,7 @@ impl Args {
         taken.into_iter().map(|(_, v)| v).collect()
     }
 
-    pub(super) fn opt<T>(&mut self, name: &str) -> Res<T>
+    pub(crate) fn opt<T>(&mut self, name: &str) -> Res<T>
     where
         T: FromStr + Default,
         T::Err: StdError + 'static,
@@ -84,7 +84,7 @@ impl Args {
         }
     }
 
-    pub(super) fn done(self) -> Res<()> {
+    pub(crate) fn done(self) -> Res<()> {
         if let Some(p) = self.pos.front() {
             return Err(format!("unexpected argument {p:?}").into());
         }
@@ -96,7 +96,7 @@ impl Args {
 }
 
 /// A goldenscript string as bytes: chars below U+0100 are single bytes (so `\xff` is 0xff).
-pub(super) fn bytes(s: &str) -> Vec<u8> {
+pub(crate) fn bytes(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
     for c in s.chars() {
         match u8::try_from(u32::from(c)) {
@@ -107,7 +107,7 @@ pub(super) fn bytes(s: &str) -> Vec<u8> {
     out
 }
 
-pub(super) fn range_req(args: &mut Args) -> Res<RangeRequest> {
+pub(crate) fn range_req(args: &mut Args) -> Res<RangeRequest> {
     Ok(RangeRequest {
         key: args.next("key")?,
         range_end: args.next_opt(),
@@ -119,7 +119,7 @@ pub(super) fn range_req(args: &mut Args) -> Res<RangeRequest> {
     })
 }
 
-pub(super) fn put_req(args: &mut Args) -> Res<PutRequest> {
+pub(crate) fn put_req(args: &mut Args) -> Res<PutRequest> {
     Ok(PutRequest {
         key: args.next("key")?,
         value: args.next("value")?,
@@ -128,7 +128,7 @@ pub(super) fn put_req(args: &mut Args) -> Res<PutRequest> {
     })
 }
 
-pub(super) fn delete_req(args: &mut Args) -> Res<DeleteRangeRequest> {
+pub(crate) fn delete_req(args: &mut Args) -> Res<DeleteRangeRequest> {
     Ok(DeleteRangeRequest {
         key: args.next("key")?,
         range_end: args.next_opt(),
@@ -136,7 +136,7 @@ pub(super) fn delete_req(args: &mut Args) -> Res<DeleteRangeRequest> {
     })
 }
 
-pub(super) fn op(s: &str) -> Res<RequestOp> {
+pub(crate) fn op(s: &str) -> Res<RequestOp> {
     let mut args = Args::from_op(s);
     let name = args.pos.pop_front().ok_or("empty txn op")?;
     let op = match name.as_str() {
@@ -149,7 +149,7 @@ pub(super) fn op(s: &str) -> Res<RequestOp> {
     Ok(op)
 }
 
-pub(super) fn compare(s: &str) -> Res<Compare> {
+pub(crate) fn compare(s: &str) -> Res<Compare> {
     let parts: Vec<&str> = s.split_whitespace().collect();
     let [lhs, result, operand] = parts[..] else {
         return Err(format!("compare {s:?} is not `TARGET(KEY) OP OPERAND`").into());

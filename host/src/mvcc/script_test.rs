@@ -57,7 +57,7 @@ scripts!(
 );
 
 /// Bytes for output: plain when printable, else quoted with `\xNN` escapes.
-fn show(b: &[u8]) -> String {
+pub(crate) fn show(b: &[u8]) -> String {
     if !b.is_empty()
         && b.iter()
             .all(|&c| c.is_ascii_graphic() && !b"\"\\=".contains(&c))
@@ -75,7 +75,7 @@ fn show(b: &[u8]) -> String {
     s + "\""
 }
 
-fn show_kv(kv: &KeyValue) -> String {
+pub(crate) fn show_kv(kv: &KeyValue) -> String {
     let mut s = format!(
         "{}={} create={} mod={} ver={}",
         show(&kv.key),
@@ -90,7 +90,7 @@ fn show_kv(kv: &KeyValue) -> String {
     s
 }
 
-fn show_range(out: &mut String, indent: &str, resp: &RangeResponse) -> Res<()> {
+pub(crate) fn show_range(out: &mut String, indent: &str, resp: &RangeResponse) -> Res<()> {
     for kv in &resp.kvs {
         writeln!(out, "{indent}{}", show_kv(kv))?;
     }
@@ -102,7 +102,7 @@ fn show_range(out: &mut String, indent: &str, resp: &RangeResponse) -> Res<()> {
     Ok(())
 }
 
-fn show_response(out: &mut String, indent: &str, resp: &Response) -> Res<()> {
+pub(crate) fn show_response(out: &mut String, indent: &str, resp: &Response) -> Res<()> {
     match resp {
         Response::Range(r) => show_range(out, indent, r)?,
         Response::Put(r) => show_op(out, indent, &ResponseOp::Put(r.clone()))?,
@@ -114,7 +114,7 @@ fn show_response(out: &mut String, indent: &str, resp: &Response) -> Res<()> {
     Ok(())
 }
 
-fn show_op(out: &mut String, indent: &str, resp: &ResponseOp) -> Res<()> {
+pub(crate) fn show_op(out: &mut String, indent: &str, resp: &ResponseOp) -> Res<()> {
     match resp {
         ResponseOp::Range(r) => show_range(out, indent, r)?,
         ResponseOp::Put(r) => {
@@ -137,7 +137,7 @@ fn show_op(out: &mut String, indent: &str, resp: &ResponseOp) -> Res<()> {
     Ok(())
 }
 
-fn show_txn(out: &mut String, resp: &TxnResponse) -> Res<()> {
+pub(crate) fn show_txn(out: &mut String, resp: &TxnResponse) -> Res<()> {
     writeln!(
         out,
         "succeeded={} rev={}",

@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use etch_proto::{
-    CompactResponse, Error as ProtoError, KeyValue, PutRequest, RangeRequest, RangeResponse,
-    Request, Response, Revision, TxnRequest, TxnResponse,
+    CompactResponse, Error as ProtoError, KeyValue, RangeRequest, RangeResponse, Request, Response,
+    Revision, TxnRequest, TxnResponse,
 };
 use fjall::{Database, OwnedWriteBatch};
 
@@ -14,7 +14,7 @@ use super::keycode::encode_rev;
 use super::layout::{META_APPLIED, Spaces, Touch, decode};
 use super::view::{View, empty_key};
 use super::write::WriteTx;
-use super::{compact, txn};
+use super::{compact, lease, txn};
 
 /// The outcome of a request: outer `Err` = storage failure, inner `Err` = the request's own
 /// deterministic failure.
@@ -78,8 +78,9 @@ impl Store {
     /// Applies one committed request deterministically and writes its effects, the new
     /// revision and `applied` in one atomic fjall batch (not fsynced: the Raft log is the
     /// durable record). A deterministic failure still records `applied` and leaves the
-    /// revision alone. Put, DeleteRange, Txn and Compact are writes; a Range is served at the
-    /// applied state; Status is not a state-machine request (InvalidArgument).
+    /// revision alone. Put, DeleteRange, Txn, Compact, LeaseGrant and LeaseRevoke are writes;
+    /// a Range is served at the applied state; anything else is not a state-machine request
+    /// (InvalidArgument).
     ///
     /// # Errors
     ///
@@ -96,9 +97,8 @@ impl Store {
         batch.insert(&spaces.meta, META_APPLIED, applied);
         batch.commit()?;
         if let Ok(resp) = &mut outcome {
-            self.inner
-                .revision
-                .store(resp.header_mut().revision, Ordering::Release);
+            let revision = resp.header_mut().revision;
+            self.inner.revision.store(revision, Ordering::Release);
             if let Request::Compact(c) = req {
                 self.inner.compact.store(c.revision, Ordering::Release);
             }
@@ -177,46 +177,7 @@ impl Store {
     /// A storage failure or corrupt history; the inner error is Compacted below the floor
     /// and FutureRevision past the current revision.
     pub fn events_at(&self, rev: Revision) -> Outcome<Vec<Event>> {
-        let view = View::open(&self.inner.spaces)?;
-        if rev < view.compact {
-            return Ok(Err(ProtoError::Compacted {
-                compact_revision: view.compact,
-            }));
-        }
-        if rev > view.revision {
-            return Ok(Err(ProtoError::FutureRevision {
-                current_revision: view.revision,
-            }));
-        }
-        let Some(raw) =
-            fjall::Readable::get(view.snapshot(), &view.spaces().history, encode_rev(rev))?
-        else {
-            return Ok(Ok(Vec::new()));
-        };
-        let mut events = Vec::new();
-        for Touch { key, deleted } in decode::<Vec<Touch>>(&raw)? {
-            let kv = if deleted {
-                KeyValue {
-                    key,
-                    mod_revision: rev,
-                    ..Default::default()
-                }
-            } else {
-                match view.version(&key, rev)? {
-                    Some(Some(version)) => version.into_kv(key),
-                    _ => {
-                        return Err(Error::Corrupt(format!(
-                            "history at {rev} lists a put of {key:02x?} without its version"
-                        )));
-                    }
-                }
-            };
-            events.push(Event {
-                kv,
-                is_delete: deleted,
-            });
-        }
-        Ok(Ok(events))
+        events_in(&View::open(&self.inner.spaces)?, rev)
     }
 
     pub(crate) fn spaces(&self) -> &Spaces {
@@ -240,12 +201,57 @@ impl Store {
     }
 }
 
+/// The events at `rev` as `view` sees them (see [`Store::events_at`]).
+pub(crate) fn events_in(view: &View, rev: Revision) -> Outcome<Vec<Event>> {
+    if rev < view.compact {
+        return Ok(Err(ProtoError::Compacted {
+            compact_revision: view.compact,
+        }));
+    }
+    if rev > view.revision {
+        return Ok(Err(ProtoError::FutureRevision {
+            current_revision: view.revision,
+        }));
+    }
+    let Some(raw) = fjall::Readable::get(view.snapshot(), &view.spaces().history, encode_rev(rev))?
+    else {
+        return Ok(Ok(Vec::new()));
+    };
+    let mut events = Vec::new();
+    for Touch { key, deleted } in decode::<Vec<Touch>>(&raw)? {
+        let kv = if deleted {
+            KeyValue {
+                key,
+                mod_revision: rev,
+                ..Default::default()
+            }
+        } else {
+            match view.version(&key, rev)? {
+                Some(Some(version)) => version.into_kv(key),
+                _ => {
+                    return Err(Error::Corrupt(format!(
+                        "history at {rev} lists a put of {key:02x?} without its version"
+                    )));
+                }
+            }
+        };
+        events.push(Event {
+            kv,
+            is_delete: deleted,
+        });
+    }
+    Ok(Ok(events))
+}
+
 /// Runs one request against `view`, adding its writes to `batch`.
 fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<Response> {
     let mut tx = WriteTx::new(view);
     let resp = match req {
         Request::Put(p) => {
-            if let Err(e) = check_put(p) {
+            if p.key.is_empty() {
+                return Ok(Err(empty_key()));
+            }
+            if let Err(e) = lease::check_lease(view, p.lease)? {
                 return Ok(Err(e));
             }
             let mut resp = tx.put(p)?;
@@ -280,14 +286,14 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
             Ok(resp) => Response::Range(resp),
             Err(e) => return Ok(Err(e)),
         },
+        Request::LeaseGrant(g) => return lease::grant(view, batch, g),
+        Request::LeaseRevoke(r) => return lease::revoke(view, batch, r.id),
         Request::Status(_)
         | Request::MemberList(_)
         | Request::MemberAdd(_)
         | Request::MemberPromote(_)
         | Request::MemberRemove(_)
         | Request::Watch(_)
-        | Request::LeaseGrant(_)
-        | Request::LeaseRevoke(_)
         | Request::LeaseKeepAlive(_)
         | Request::LeaseTimeToLive(_)
         | Request::LeaseLeases(_) => {
@@ -297,14 +303,4 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
         }
     };
     Ok(Ok(resp))
-}
-
-fn check_put(p: &PutRequest) -> std::result::Result<(), ProtoError> {
-    if p.key.is_empty() {
-        return Err(empty_key());
-    }
-    if p.lease != 0 {
-        return Err(ProtoError::LeaseNotFound(p.lease));
-    }
-    Ok(())
 }

@@ -20,6 +20,7 @@ use etch_proto::{
 };
 
 use super::error::Result;
+use super::lease::check_lease;
 use super::view::{empty_key, read_revision};
 use super::write::WriteTx;
 
@@ -42,7 +43,7 @@ pub(crate) fn execute(tx: &mut WriteTx<'_>, req: &TxnRequest) -> Outcome<TxnResp
     } else {
         &req.failure
     };
-    if let Err(e) = check_chosen(tx, ops) {
+    if let Err(e) = check_chosen(tx, ops)? {
         return Ok(Err(e));
     }
     let mut responses = Vec::with_capacity(ops.len());
@@ -94,18 +95,24 @@ fn check_branch(ops: &[RequestOp]) -> std::result::Result<(), ProtoError> {
 }
 
 /// Step 3: what etcd checks of the chosen branch before running it.
-fn check_chosen(tx: &WriteTx<'_>, ops: &[RequestOp]) -> std::result::Result<(), ProtoError> {
+fn check_chosen(tx: &WriteTx<'_>, ops: &[RequestOp]) -> Outcome<()> {
     let view = tx.view();
     for op in ops {
         match op {
             RequestOp::Range(r) => {
-                read_revision(r.revision, view.revision, view.compact)?;
+                if let Err(e) = read_revision(r.revision, view.revision, view.compact) {
+                    return Ok(Err(e));
+                }
             }
-            RequestOp::Put(p) if p.lease != 0 => return Err(ProtoError::LeaseNotFound(p.lease)),
-            RequestOp::Put(_) | RequestOp::DeleteRange(_) => {}
+            RequestOp::Put(p) => {
+                if let Err(e) = check_lease(view, p.lease)? {
+                    return Ok(Err(e));
+                }
+            }
+            RequestOp::DeleteRange(_) => {}
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// Whether `cmp` holds for every key in its range. An empty range compares as one missing

@@ -18,7 +18,7 @@ use fjall::OwnedWriteBatch;
 
 use super::error::Result;
 use super::keycode::{encode_rev, version_key};
-use super::layout::{META_REVISION, Touch, Version, encode};
+use super::layout::{META_REVISION, Touch, Version, encode, lease_key};
 use super::view::{KvIter, View, bounds, collect_range, read_revision};
 
 /// The pending writes of one entry on top of a [`View`].
@@ -90,7 +90,7 @@ impl<'v> WriteTx<'v> {
         collect_range(iter, req, current).map(Ok)
     }
 
-    /// Puts `req.key` (already checked: key not empty, no lease).
+    /// Puts `req.key` (already checked: key not empty, lease granted).
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
         let prev = self.get(&req.key)?;
         let rev = self.view.revision + 1;
@@ -144,6 +144,18 @@ impl<'v> WriteTx<'v> {
         let spaces = self.view.spaces();
         let rev = self.view.revision + 1;
         for (key, state) in self.overlay {
+            // Keep `lease_keys` in step with the keys' leases: detach from the old lease,
+            // attach to the new one.
+            let before = self.view.get(&key)?.map_or(0, |kv| kv.lease);
+            let after = state.as_ref().map_or(0, |kv| kv.lease);
+            if before != after {
+                if before != 0 {
+                    batch.remove(&spaces.lease_keys, lease_key(before, &key));
+                }
+                if after != 0 {
+                    batch.insert(&spaces.lease_keys, lease_key(after, &key), []);
+                }
+            }
             let record = state.as_ref().map(Version::from_kv);
             batch.insert(&spaces.versions, version_key(&key, rev), encode(&record)?);
             match record {

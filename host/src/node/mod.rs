@@ -16,6 +16,7 @@
 //!
 //! [`Command`]: crate::raft::Command
 
+mod lease;
 mod members;
 mod route;
 
@@ -31,11 +32,13 @@ use etch_proto::{ALPN_PEER, Response};
 use openraft::{ServerState, SnapshotPolicy};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
+use crate::lease::Lessor;
 use crate::mvcc;
 use crate::raft::network::{Network, Peers};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::{LogStore, Member, Raft, StateMachine};
 use crate::server::{ClientEndpoint, serve_clients, serve_peers};
+use crate::watch::Hub;
 use crate::{NodeId, node_id};
 
 /// Whether this node founds a new cluster or joins an existing one (etcd's
@@ -79,6 +82,14 @@ pub struct NodeOptions {
     pub election_timeout: Duration,
     /// Applied entries between two snapshots (the log is purged behind a snapshot).
     pub snapshot_count: u64,
+    /// How often a watch created with `progress_notify` gets a progress notification when
+    /// nothing else was sent to it [default: 10 minutes, etcd's].
+    pub watch_progress_interval: Duration,
+    /// Revisions a live watcher may have queued before it is switched to catching up from
+    /// history [default: 128].
+    pub watch_queue_len: usize,
+    /// How often the leader looks for expired leases [default: 500 ms].
+    pub lease_check_interval: Duration,
 }
 
 impl NodeOptions {
@@ -106,6 +117,9 @@ impl NodeOptions {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
+            watch_progress_interval: Duration::from_secs(600),
+            watch_queue_len: 128,
+            lease_check_interval: Duration::from_millis(500),
         }
     }
 
@@ -133,6 +147,8 @@ struct Inner {
     options: NodeOptions,
     raft: Raft,
     store: mvcc::Store,
+    hub: Hub,
+    lessor: Mutex<Lessor>,
     db: fjall::Database,
     log: LogStore,
     snapshots: SnapshotDir,
@@ -163,11 +179,13 @@ impl Node {
                 )
             })?;
         let store = mvcc::Store::open(&db).context("opening the key space")?;
-        let log = LogStore::open(&db).context("opening the Raft log")?;
+        let log = LogStore::open(&options.data_dir.join("raft")).context("opening the Raft log")?;
         let snapshots =
             SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
         let state_machine = StateMachine::open(store.clone(), snapshots.clone())
             .context("opening the state machine")?;
+        let hub = Hub::new(store.clone(), options.watch_queue_len);
+        tokio::spawn(crate::watch::feed(hub.clone(), state_machine.subscribe()));
 
         let cluster_id = match (
             log.cluster_id().context("reading the cluster id")?,
@@ -177,6 +195,7 @@ impl Node {
             (None, ClusterState::New) => {
                 let id = founding_cluster_id(&options);
                 log.save_cluster_id(id)
+                    .await
                     .context("recording the cluster id")?;
                 id
             }
@@ -227,6 +246,8 @@ impl Node {
                 options,
                 raft,
                 store,
+                hub,
+                lessor: Mutex::new(Lessor::default()),
                 db,
                 log,
                 snapshots,
@@ -243,6 +264,7 @@ impl Node {
             node.bootstrap().await?;
         }
         tokio::spawn(log_leader_changes(node.inner.raft.clone()));
+        tokio::spawn(crate::lease::expire_leases(node.clone()));
         tokio::spawn(serve_peers(peer_endpoint, node.clone()));
         tokio::spawn(serve_clients(client.endpoint, node.clone()));
         Ok(node)
@@ -307,6 +329,24 @@ impl Node {
         &self.inner.raft
     }
 
+    /// The watch hub of this node.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub(crate) fn store(&self) -> &mvcc::Store {
+        &self.inner.store
+    }
+
+    /// The leader-side lease deadlines (meaningful while this node leads).
+    pub(crate) fn lessor(&self) -> std::sync::MutexGuard<'_, Lessor> {
+        // Deadlines are plain data, valid after any panic mid-update.
+        self.inner
+            .lessor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(crate) fn snapshots(&self) -> &SnapshotDir {
         &self.inner.snapshots
     }
@@ -342,9 +382,9 @@ impl Node {
     }
 
     /// Adopts the cluster id a peer told us (a node that joined with `existing`).
-    pub(crate) fn adopt_cluster_id(&self, cluster_id: u64) -> anyhow::Result<()> {
+    pub(crate) async fn adopt_cluster_id(&self, cluster_id: u64) -> anyhow::Result<()> {
         tracing::info!(cluster = format_args!("{cluster_id:x}"), "joined cluster");
-        self.inner.log.save_cluster_id(cluster_id)?;
+        self.inner.log.save_cluster_id(cluster_id).await?;
         self.inner.peers.set_cluster_id(cluster_id);
         Ok(())
     }
@@ -370,7 +410,7 @@ impl Node {
         Ok(())
     }
 
-    fn fill_header(&self, response: &mut Response) {
+    pub(crate) fn fill_header(&self, response: &mut Response) {
         let header = response.header_mut();
         // A forwarded answer already carries the leader's header.
         if header.member_id == 0 {

@@ -17,6 +17,9 @@ impl Node {
         tracing::debug!(principal, ?request, "request");
         let mut response = match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
+            Request::Watch(_) => Err(Error::InvalidArgument(
+                "a watch is served on its own stream, as its first frame".into(),
+            )),
             Request::Range(range) if range.serializable => self.read(range).await,
             request => self.on_leader(principal, request, false).await,
         }?;
@@ -59,6 +62,11 @@ impl Node {
             // Linearizable, as etcd's: a removed or lagging member must not answer from its
             // stale view.
             Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
+            Request::LeaseGrant(grant) => self.lease_grant(grant).await,
+            Request::LeaseRevoke(revoke) => self.lease_revoke(revoke).await,
+            Request::LeaseKeepAlive(keep) => self.lease_keep_alive(keep.id),
+            Request::LeaseTimeToLive(ttl) => self.lease_time_to_live(ttl).await,
+            Request::LeaseLeases(_) => self.lease_leases().await,
             write => self.propose(write).await,
         }
     }
@@ -120,7 +128,12 @@ impl Node {
 
     /// Proposes a write through Raft and returns what applying it produced.
     pub(super) async fn propose(&self, request: Request) -> Result<Response, Error> {
-        let proposal = self.raft().client_write(Command::Kv(request));
+        self.propose_command(Command::Kv(request)).await
+    }
+
+    /// Proposes any command through Raft and returns what applying it produced.
+    pub(crate) async fn propose_command(&self, command: Command) -> Result<Response, Error> {
+        let proposal = self.raft().client_write(command);
         let written = tokio::time::timeout(self.options().request_timeout, proposal)
             .await
             .map_err(|_| Error::Timeout)?;
@@ -148,12 +161,19 @@ impl Node {
     }
 
     async fn linearizable_read(&self, range: RangeRequest) -> Result<Response, Error> {
+        self.confirm_leadership().await?;
+        self.read(range).await
+    }
+
+    /// Confirms leadership with a quorum (read index) and waits until the local state
+    /// machine has applied up to it: local reads after this are linearizable.
+    pub(super) async fn confirm_leadership(&self) -> Result<(), Error> {
         let confirm = self.raft().ensure_linearizable();
         let confirmed = tokio::time::timeout(self.options().request_timeout, confirm)
             .await
             .map_err(|_| Error::Timeout)?;
         match confirmed {
-            Ok(_) => self.read(range).await,
+            Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
                 Err(self.redirect(to).await)
             }

@@ -1,24 +1,33 @@
-//! The Raft log and vote, in fjall.
+//! The Raft log and vote, in a fjall database of their own.
 //!
-//! Layout: keyspace `raft_log` maps a big-endian log index to a postcard [`Entry`];
-//! `raft_meta` holds the vote, the last purged log id and the committed log id.
+//! Layout (`<data-dir>/raft`): keyspace `raft_log` maps a big-endian log index to a postcard
+//! [`Entry`]; `raft_meta` holds the vote, the last purged log id, the committed log id and
+//! the cluster id. The log has its own database, and so its own journal: fsyncing the log
+//! never waits for, or holds up, the state machine's writes.
 //!
-//! Durability: [`LogStore::append`] writes the entries into fjall at once (so replication can
-//! read them) and hands openraft's flush callback to the *flusher* thread. The flusher takes
-//! every callback waiting, persists the journal once with `PersistMode::SyncData`, and only
-//! then reports the entries flushed: that is group commit, and it is the only way an entry
-//! starts to count toward a quorum. The vote is persisted before `save_vote` returns.
+//! **One writer.** Every change to the log goes through the *writer* thread, in order:
+//! [`LogStore::append`] puts the entries in an in-memory `pending` map (so replication can
+//! read them at once) and queues them with openraft's flush callback. The writer takes every
+//! operation waiting, writes them, persists the journal **once** with
+//! `PersistMode::SyncData`, and only then reports the entries flushed and drops them from
+//! `pending`. That is group commit, and it is the only way an entry starts to count toward a
+//! quorum. The Raft core task never touches the journal, so it never waits behind an fsync.
+//! The vote, a truncation and a purge are queued the same way and wait for their fsync.
 //! A failed fsync is reported to openraft as an I/O error, which stops the Raft core: the
 //! node stops rather than diverge.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::mpsc;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageError, Vote};
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::oneshot;
 
 use super::storage_error;
 use super::types::{Entry, LogId, TypeConfig};
@@ -30,105 +39,164 @@ const COMMITTED: &[u8] = b"committed";
 const CLUSTER_ID: &[u8] = b"cluster_id";
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
+type Done = oneshot::Sender<Result<()>>;
 
-/// The fjall-backed Raft log; cheap to clone (clones share the database and the flusher).
+/// The fjall-backed Raft log; cheap to clone (clones share the database and the writer).
 #[derive(Clone)]
 pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     db: Database,
     log: Keyspace,
     meta: Keyspace,
-    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
+    /// Appended entries the writer has not written yet, by index, tagged with the append
+    /// that put them there (a later append may replace an entry before it is written).
+    pending: Mutex<BTreeMap<u64, (u64, Entry)>>,
+    next_append: AtomicU64,
+    writer: mpsc::Sender<Op>,
+}
+
+/// What the writer thread is asked to do, in order.
+enum Op {
+    Append { tag: u64, entries: Vec<(u64, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
+    Meta { key: &'static [u8], value: Vec<u8>, done: Option<Done> },
+    Remove { from: Bound<u64>, to: Bound<u64>, done: Done },
 }
 
 impl LogStore {
-    /// Opens the log keyspaces in `db` and starts the flusher thread.
-    pub fn open(db: &Database) -> std::result::Result<Self, fjall::Error> {
+    /// Opens (creating) the log database in `dir` and starts the writer thread.
+    pub fn open(dir: &Path) -> std::result::Result<Self, fjall::Error> {
+        let db = Database::builder(dir).open()?;
         let log = db.keyspace("raft_log", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("raft_meta", KeyspaceCreateOptions::default)?;
-        let (flusher, pending) = mpsc::channel();
-        let flush_db = db.clone();
-        std::thread::Builder::new()
-            .name("etch-log-flush".into())
-            .spawn(move || flush_loop(&flush_db, &pending))
-            .map_err(fjall::Error::Io)?;
-        Ok(LogStore {
-            db: db.clone(),
+        let (writer, queue) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            db,
             log,
             meta,
-            flusher,
-        })
+            pending: Mutex::new(BTreeMap::new()),
+            next_append: AtomicU64::new(1),
+            writer,
+        });
+        let for_writer = shared.clone();
+        std::thread::Builder::new()
+            .name("etch-log-writer".into())
+            .spawn(move || write_loop(&for_writer, &queue))
+            .map_err(fjall::Error::Io)?;
+        Ok(LogStore { shared })
     }
 
     /// The id of the cluster this node belongs to, once known.
-    pub fn cluster_id(&self) -> std::result::Result<Option<u64>, StorageError<NodeId>> {
+    pub fn cluster_id(&self) -> Result<Option<u64>> {
         self.read_meta(CLUSTER_ID)
     }
 
     /// Records the cluster id, durably.
-    pub fn save_cluster_id(&self, id: u64) -> std::result::Result<(), StorageError<NodeId>> {
-        self.write_meta(CLUSTER_ID, &id, true)
+    pub async fn save_cluster_id(&self, id: u64) -> Result<()> {
+        self.write_meta(CLUSTER_ID, &id, true).await
+    }
+
+    fn pending(&self) -> MutexGuard<'_, BTreeMap<u64, (u64, Entry)>> {
+        // The map is only ever replaced or pruned whole-entry: a panic elsewhere cannot leave
+        // it inconsistent.
+        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        let Some(bytes) = self.meta.get(key).map_err(|e| storage_error(false, &e))? else {
+        let Some(bytes) = self.shared.meta.get(key).map_err(|e| storage_error(false, &e))? else {
             return Ok(None);
         };
-        postcard::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| storage_error(false, &e))
+        postcard::from_bytes(&bytes).map(Some).map_err(|e| storage_error(false, &e))
     }
 
-    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<()> {
-        let bytes = postcard::to_allocvec(value).map_err(|e| storage_error(true, &e))?;
-        self.meta
-            .insert(key, bytes)
-            .map_err(|e| storage_error(true, &e))?;
-        if sync {
-            self.db
-                .persist(PersistMode::SyncData)
-                .map_err(|e| storage_error(true, &e))?;
+    /// Queues a meta write; with `sync`, waits until it is on disk.
+    async fn write_meta<T: Serialize>(&self, key: &'static [u8], value: &T, sync: bool) -> Result<()> {
+        let value = postcard::to_allocvec(value).map_err(|e| storage_error(true, &e))?;
+        if !sync {
+            return self.send(Op::Meta { key, value, done: None });
         }
-        Ok(())
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Meta { key, value, done: Some(done) })?;
+        wait.await.map_err(|e| storage_error(true, &e))?
     }
 
-    fn last_entry_id(&self) -> Result<Option<LogId>> {
-        let Some(guard) = self.log.last_key_value() else {
-            return Ok(None);
-        };
+    async fn remove(&self, from: Bound<u64>, to: Bound<u64>) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.send(Op::Remove { from, to, done })?;
+        wait.await.map_err(|e| storage_error(true, &e))?
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.shared.writer.send(op).map_err(|e| storage_error(true, &e))
+    }
+
+    fn last_written_id(&self) -> Result<Option<LogId>> {
+        let Some(guard) = self.shared.log.last_key_value() else { return Ok(None) };
         let value = guard.value().map_err(|e| storage_error(false, &e))?;
         let entry: Entry = postcard::from_bytes(&value).map_err(|e| storage_error(false, &e))?;
         Ok(Some(entry.log_id))
     }
-
-    /// Removes every entry whose index lies in `range`.
-    fn remove(&self, range: (Bound<u64>, Bound<u64>)) -> Result<()> {
-        let mut batch = self.db.batch();
-        let bounds = (range.0.map(u64::to_be_bytes), range.1.map(u64::to_be_bytes));
-        for guard in self.log.range(bounds) {
-            batch.remove(
-                &self.log,
-                guard.key().map_err(|e| storage_error(false, &e))?,
-            );
-        }
-        batch.commit().map_err(|e| storage_error(true, &e))
-    }
 }
 
-/// The flusher: one fsync for every append waiting, then all their callbacks.
-fn flush_loop(db: &Database, pending: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
-    while let Ok(first) = pending.recv() {
-        let mut batch = vec![first];
-        batch.extend(pending.try_iter());
-        match db.persist(PersistMode::SyncData) {
-            Ok(()) => batch.into_iter().for_each(|cb| cb.log_io_completed(Ok(()))),
-            Err(e) => {
-                tracing::error!(error = %e, "fsync of the Raft log failed; stopping Raft");
-                for cb in batch {
-                    cb.log_io_completed(Err(std::io::Error::other(e.to_string())));
+/// The writer: everything waiting, in order, then one fsync, then the answers.
+fn write_loop(shared: &Shared, queue: &mpsc::Receiver<Op>) {
+    while let Ok(first) = queue.recv() {
+        let ops: Vec<Op> = std::iter::once(first).chain(queue.try_iter()).collect();
+        let written = write_all(shared, &ops);
+        let outcome = written.and_then(|()| shared.db.persist(PersistMode::SyncData));
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "writing the Raft log failed; stopping Raft");
+        }
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for op in ops {
+            let result = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            match op {
+                Op::Append { tag, entries, callback } => {
+                    if result.is_ok() {
+                        for (index, _) in &entries {
+                            if pending.get(index).is_some_and(|(t, _)| *t == tag) {
+                                pending.remove(index);
+                            }
+                        }
+                    }
+                    callback.log_io_completed(result.map_err(std::io::Error::other));
+                }
+                Op::Meta { done, .. } => {
+                    if let Some(done) = done {
+                        let _ = done.send(result.map_err(|e| storage_error(true, &std::io::Error::other(e))));
+                    }
+                }
+                Op::Remove { done, .. } => {
+                    let _ = done.send(result.map_err(|e| storage_error(true, &std::io::Error::other(e))));
                 }
             }
         }
     }
+}
+
+fn write_all(shared: &Shared, ops: &[Op]) -> std::result::Result<(), fjall::Error> {
+    let mut batch = shared.db.batch();
+    for op in ops {
+        match op {
+            Op::Append { entries, .. } => {
+                for (index, bytes) in entries {
+                    batch.insert(&shared.log, index.to_be_bytes(), bytes.as_slice());
+                }
+            }
+            Op::Meta { key, value, .. } => batch.insert(&shared.meta, *key, value.as_slice()),
+            Op::Remove { from, to, .. } => {
+                // Earlier appends in this round must be visible to the scan: write them first.
+                std::mem::replace(&mut batch, shared.db.batch()).commit()?;
+                let bounds = (from.map(u64::to_be_bytes), to.map(u64::to_be_bytes));
+                for guard in shared.log.range(bounds) {
+                    batch.remove(&shared.log, guard.key()?);
+                }
+            }
+        }
+    }
+    batch.commit()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -136,17 +204,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>> {
-        let bounds = (
-            range.start_bound().map(|i| i.to_be_bytes()),
-            range.end_bound().map(|i| i.to_be_bytes()),
-        );
-        self.log
-            .range(bounds)
-            .map(|guard| {
-                let value = guard.value().map_err(|e| storage_error(false, &e))?;
-                postcard::from_bytes(&value).map_err(|e| storage_error(false, &e))
-            })
-            .collect()
+        // Pending first: an entry leaves `pending` only after it is written, so reading in
+        // this order never misses one.
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        let pending: Vec<Entry> = self.pending().range(bounds).map(|(_, (_, e))| e.clone()).collect();
+        let key_bounds = (bounds.0.map(u64::to_be_bytes), bounds.1.map(u64::to_be_bytes));
+        let mut entries = BTreeMap::new();
+        for guard in self.shared.log.range(key_bounds) {
+            let value = guard.value().map_err(|e| storage_error(false, &e))?;
+            let entry: Entry = postcard::from_bytes(&value).map_err(|e| storage_error(false, &e))?;
+            entries.insert(entry.log_id.index, entry);
+        }
+        entries.extend(pending.into_iter().map(|e| (e.log_id.index, e)));
+        Ok(entries.into_values().collect())
     }
 }
 
@@ -154,12 +224,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
+        let last_pending = self.pending().last_key_value().map(|(_, (_, e))| e.log_id);
         let last_purged_log_id: Option<LogId> = self.read_meta(PURGED)?;
-        let last_log_id = self.last_entry_id()?.or(last_purged_log_id);
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        let last_log_id = last_pending.or(self.last_written_id()?).or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -167,11 +235,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
-        let store = self.clone();
-        let vote = *vote;
-        tokio::task::spawn_blocking(move || store.write_meta(VOTE, &vote, true))
-            .await
-            .map_err(|e| storage_error(true, &e))?
+        self.write_meta(VOTE, vote, true).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
@@ -179,8 +243,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<()> {
-        // Not synced: a lost committed id only means re-applying from the last applied one.
-        self.write_meta(COMMITTED, &committed, false)
+        // Not waited for: a lost committed id only means re-applying from the last applied one.
+        self.write_meta(COMMITTED, &committed, false).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>> {
@@ -192,27 +256,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = self.db.batch();
-        for entry in entries {
-            let bytes = postcard::to_allocvec(&entry).map_err(|e| storage_error(true, &e))?;
-            batch.insert(&self.log, entry.log_id.index.to_be_bytes(), bytes);
+        let tag = self.shared.next_append.fetch_add(1, Ordering::Relaxed);
+        let mut encoded = Vec::new();
+        {
+            let mut pending = self.pending();
+            for entry in entries {
+                let bytes = postcard::to_allocvec(&entry).map_err(|e| storage_error(true, &e))?;
+                encoded.push((entry.log_id.index, bytes));
+                pending.insert(entry.log_id.index, (tag, entry));
+            }
         }
-        batch.commit().map_err(|e| storage_error(true, &e))?;
-        // The flusher reports the entries durable once they are fsynced.
-        self.flusher
-            .send(callback)
-            .map_err(|e| storage_error(true, &e))
+        // The writer reports the entries flushed once they are fsynced.
+        self.send(Op::Append { tag, entries: encoded, callback })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<()> {
         tracing::debug!(%log_id, "truncating the Raft log");
-        self.remove((Bound::Included(log_id.index), Bound::Unbounded))
+        self.pending().retain(|index, _| *index < log_id.index);
+        self.remove(Bound::Included(log_id.index), Bound::Unbounded).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<()> {
         tracing::debug!(%log_id, "purging the Raft log");
         // Record the purge point first: a crash in between leaves entries below it, harmless.
-        self.write_meta(PURGED, &log_id, false)?;
-        self.remove((Bound::Unbounded, Bound::Included(log_id.index)))
+        self.write_meta(PURGED, &log_id, false).await?;
+        self.remove(Bound::Unbounded, Bound::Included(log_id.index)).await
     }
 }

@@ -79,6 +79,11 @@ impl StateMachine {
                 self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
             }
             EntryPayload::Normal(Command::Kv(req)) => request = Some(req),
+            EntryPayload::Normal(Command::LeaseExpire { id }) => {
+                request = Some(etch_proto::Request::LeaseRevoke(
+                    etch_proto::lease::LeaseRevokeRequest { id },
+                ));
+            }
         }
         let blob = self.applied.encode()?;
         match request {

@@ -10,14 +10,19 @@ use crate::NodeId;
 /// What a Raft log entry asks the state machine to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A key-space write: Put, DeleteRange, Txn or Compact.
+    /// A state-machine write: Put, DeleteRange, Txn, Compact, LeaseGrant (with the id the
+    /// leader chose) or LeaseRevoke.
     Kv(etch_proto::Request),
+    /// The leader found lease `id` past its deadline: revoke it (delete its keys at one
+    /// revision). Applied exactly like a revoke; a lease already gone is a no-op failure.
+    LeaseExpire { id: etch_proto::LeaseId },
 }
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::Kv(req) => write!(f, "kv({})", request_kind(req)),
+            Command::LeaseExpire { id } => write!(f, "lease-expire({id:x})"),
         }
     }
 }

@@ -98,25 +98,32 @@ async fn serve_stream(
     principal: Arc<str>,
 ) {
     let max_request = node.options().max_request_bytes;
-    let answer: Result<Response, Error> =
-        match frame::read::<_, Request>(&mut recv, max_request).await {
-            Ok(Some(request)) => node.handle(&principal, request).await,
-            Ok(None) => return,
-            Err(FrameError::TooLarge { len, max }) => {
-                let _ = recv.stop(STOP_TOO_LARGE.into());
-                Err(Error::TooLarge {
-                    size: len as u64,
-                    limit: max as u64,
-                })
-            }
-            Err(FrameError::Malformed(e)) => {
-                Err(Error::InvalidArgument(format!("malformed request: {e}")))
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "client stream broke before a request");
-                return;
-            }
-        };
+    let answer: Result<Response, Error> = match frame::read::<_, Request>(&mut recv, max_request)
+        .await
+    {
+        Ok(Some(Request::Watch(watch))) => {
+            return super::watch_stream::serve_watch(node, watch, send, recv).await;
+        }
+        Ok(Some(Request::LeaseKeepAlive(first))) => {
+            return super::keep_alive::serve_keep_alive(node, principal, first, send, recv).await;
+        }
+        Ok(Some(request)) => node.handle(&principal, request).await,
+        Ok(None) => return,
+        Err(FrameError::TooLarge { len, max }) => {
+            let _ = recv.stop(STOP_TOO_LARGE.into());
+            Err(Error::TooLarge {
+                size: len as u64,
+                limit: max as u64,
+            })
+        }
+        Err(FrameError::Malformed(e)) => {
+            Err(Error::InvalidArgument(format!("malformed request: {e}")))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "client stream broke before a request");
+            return;
+        }
+    };
     let bytes = match frame::encode(&answer, DEFAULT_MAX_RESPONSE_BYTES) {
         Ok(bytes) => bytes,
         Err(FrameError::TooLarge { len, max }) => {

@@ -49,7 +49,7 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
             return;
         }
     };
-    let response = match admit(&node, &envelope) {
+    let response = match admit(&node, &envelope).await {
         Err(reason) => {
             tracing::warn!(from = format_args!("{:x}", envelope.from), %reason, "refused a peer request");
             PeerResponse::Refused(reason)
@@ -60,7 +60,7 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
 }
 
 /// Checks that the envelope is meant for this node of this cluster.
-fn admit(node: &Node, envelope: &Envelope) -> Result<(), String> {
+async fn admit(node: &Node, envelope: &Envelope) -> Result<(), String> {
     if envelope.to != node.id() {
         return Err(format!(
             "this is node {:x} ({}), not {:x}",
@@ -74,6 +74,7 @@ fn admit(node: &Node, envelope: &Envelope) -> Result<(), String> {
         (_, 0) => Ok(()),
         (0, theirs) => node
             .adopt_cluster_id(theirs)
+            .await
             .map_err(|e| format!("cannot record the cluster id: {e}")),
         (ours, theirs) if ours == theirs => Ok(()),
         (ours, theirs) => Err(format!(

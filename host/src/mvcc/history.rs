@@ -1,0 +1,68 @@
+//! Change history as watchers see it: the events of one revision, each with the key's
+//! previous version.
+//!
+//! `kv_history` lists the keys touched at a revision; the new version is the `kv_versions`
+//! record at that revision, the previous one the newest record below it. Compaction keeps,
+//! per key, the newest version at or below the floor, so above the floor the previous
+//! version is always still there; at the floor itself it may be gone (prev_kv is then left
+//! out, as etcd leaves it out for compacted history).
+
+use std::ops::Bound::{Excluded, Included};
+
+use etch_proto::watch::{Event as WatchEvent, EventType};
+use etch_proto::{KeyValue, Revision};
+use fjall::Readable;
+
+use super::error::Result;
+use super::keycode::{key_prefix, version_key};
+use super::layout::{Version, decode};
+use super::store::{Outcome, Store, events_in};
+use super::view::View;
+
+impl Store {
+    /// The changes made at `rev` as watch events, in sub-revision order, each with the key's
+    /// previous live version (when there was one). Empty for a revision that wrote nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::events_at`]: Compacted below the floor, FutureRevision past the current
+    /// revision (inner); storage failure or corrupt history (outer).
+    pub fn watch_events(&self, rev: Revision) -> Outcome<Vec<WatchEvent>> {
+        let view = View::open(self.spaces())?;
+        let events = match events_in(&view, rev)? {
+            Ok(events) => events,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let prev_kv = view.previous(&event.kv.key, rev)?;
+            out.push(WatchEvent {
+                kind: if event.is_delete {
+                    EventType::Delete
+                } else {
+                    EventType::Put
+                },
+                kv: event.kv,
+                prev_kv,
+            });
+        }
+        Ok(Ok(out))
+    }
+}
+
+impl View {
+    /// The live version of `key` just before `rev`: the newest record below `rev`, unless it
+    /// is a deletion.
+    pub fn previous(&self, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {
+        let bounds = (Included(key_prefix(key)), Excluded(version_key(key, rev)));
+        let Some(item) = self
+            .snapshot()
+            .range(&self.spaces().versions, bounds)
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (_, raw) = item.into_inner()?;
+        Ok(decode::<Option<Version>>(&raw)?.map(|v| v.into_kv(key.to_vec())))
+    }
+}

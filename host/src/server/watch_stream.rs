@@ -1,0 +1,138 @@
+//! A watch stream: the first frame was `Request::Watch`; from then on the node writes
+//! `Result<Response::Watch, Error>` frames and reads [`WatchControl`] frames.
+//!
+//! A watch stream's first frame was `Request::Watch`; from then on the node writes
+//! `Result<Response::Watch, Error>` frames and reads [`WatchControl`] frames. The reading
+//! half runs in its own task (a frame read is not cancel-safe), feeding a small channel.
+//! Catching up from history reads storage, so those steps run on a blocking thread.
+
+use etch_proto::frame;
+use etch_proto::watch::{WatchControl, WatchCreateRequest, WatchResponse};
+use etch_proto::{DEFAULT_MAX_RESPONSE_BYTES, Error, Response};
+use tokio::sync::mpsc;
+
+use crate::node::Node;
+use crate::watch::{Step, Watcher};
+
+/// Serves one watch until it is canceled, its stream closes, or the node stops.
+pub(super) async fn serve_watch(
+    node: Node,
+    req: WatchCreateRequest,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let (mut watcher, created) = match Watcher::open(node.hub(), &req) {
+        Ok(opened) => opened,
+        Err(canceled) => {
+            let _ = write(&node, &mut send, canceled).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    if write(&node, &mut send, created).await.is_err() {
+        return;
+    }
+    let mut controls = read_controls(recv, node.options().max_request_bytes);
+    let period = node.options().watch_progress_interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut sent_since_tick = false;
+    loop {
+        loop {
+            let step = if watcher.is_live() {
+                watcher.step()
+            } else {
+                match tokio::task::spawn_blocking(move || {
+                    let step = watcher.step();
+                    (watcher, step)
+                })
+                .await
+                {
+                    Ok((w, step)) => {
+                        watcher = w;
+                        step
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "watch catch-up failed");
+                        return;
+                    }
+                }
+            };
+            match step {
+                Ok(Step::Idle) => break,
+                Ok(Step::Send(resp)) => {
+                    let canceled = resp.canceled;
+                    if write(&node, &mut send, resp).await.is_err() {
+                        return;
+                    }
+                    if canceled {
+                        let _ = send.finish();
+                        return;
+                    }
+                    sent_since_tick = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "watch cannot read history");
+                    let failure: Result<Response, Error> =
+                        Err(Error::Internal(format!("storage: {e}")));
+                    let _ = frame::write(&mut send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
+                    let _ = send.finish();
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            () = watcher.ready() => {}
+            control = controls.recv() => match control {
+                Some(WatchControl::Progress) => watcher.request_progress(),
+                Some(WatchControl::Cancel) => {
+                    let canceled = watcher.cancel();
+                    let _ = write(&node, &mut send, canceled).await;
+                    let _ = send.finish();
+                    return;
+                }
+                // The client closed its side (or broke it): that cancels too.
+                None => return,
+            },
+            _ = ticker.tick(), if req.progress_notify => {
+                if !sent_since_tick {
+                    watcher.request_progress();
+                }
+                sent_since_tick = false;
+            }
+        }
+    }
+}
+
+/// Reads control frames into a channel until the client's side ends; a malformed frame
+/// ends it too.
+fn read_controls(mut recv: quinn::RecvStream, max: usize) -> mpsc::Receiver<WatchControl> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            match frame::read::<_, WatchControl>(&mut recv, max).await {
+                Ok(Some(control)) => {
+                    if tx.send(control).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch control stream ended");
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn write(
+    node: &Node,
+    send: &mut quinn::SendStream,
+    resp: WatchResponse,
+) -> Result<(), frame::FrameError> {
+    let mut response = Response::Watch(resp);
+    node.fill_header(&mut response);
+    let answer: Result<Response, Error> = Ok(response);
+    frame::write(send, &answer, DEFAULT_MAX_RESPONSE_BYTES).await
+}

@@ -1,0 +1,205 @@
+//! [`Hub`]: the fan-out from applied revisions to live watchers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use etch_proto::Revision;
+use etch_proto::watch::Event;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use super::filter::Filter;
+use crate::mvcc;
+
+/// One revision's events for one watcher, already filtered.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub revision: Revision,
+    pub events: Vec<Event>,
+}
+
+/// The watch hub of one node. Cheap to clone; clones share the registry.
+#[derive(Clone)]
+pub struct Hub {
+    store: mvcc::Store,
+    queue_len: usize,
+    state: Arc<Mutex<State>>,
+}
+
+struct State {
+    /// Every revision up to this one has been offered to every registered watcher.
+    published: Revision,
+    next_id: u64,
+    slots: HashMap<u64, Slot>,
+}
+
+/// A live watcher as the hub sees it.
+struct Slot {
+    filter: Arc<Filter>,
+    /// The first revision this watcher wants from the live stream.
+    min_rev: Revision,
+    tx: mpsc::Sender<Batch>,
+}
+
+/// A live registration: the watcher's id and the receiving end of its bounded queue.
+pub(super) struct Registration {
+    pub id: u64,
+    pub rx: mpsc::Receiver<Batch>,
+}
+
+impl Hub {
+    /// A hub over `store` whose live watchers each queue at most `queue_len` revisions
+    /// (at least 1) before they are switched to catching up from history.
+    pub fn new(store: mvcc::Store, queue_len: usize) -> Hub {
+        let published = store.revision();
+        Hub {
+            store,
+            queue_len: queue_len.max(1),
+            state: Arc::new(Mutex::new(State {
+                published,
+                next_id: 1,
+                slots: HashMap::new(),
+            })),
+        }
+    }
+
+    pub fn store(&self) -> &mvcc::Store {
+        &self.store
+    }
+
+    /// The last revision offered to live watchers.
+    pub fn published(&self) -> Revision {
+        self.lock().published
+    }
+
+    /// The number of live (registered) watchers.
+    pub fn live_watchers(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// Offers every revision applied since the last call to the live watchers, in order.
+    /// Reads storage: call it from a blocking context. The events of a revision are read
+    /// only after the batch that wrote them was committed (the store's revision counter
+    /// moves after the commit), so nothing is published that a crash could take back.
+    ///
+    /// A watcher whose queue is full is dropped from the registry: its queue drains, then it
+    /// notices the closed channel and catches up from history. If a revision's history is
+    /// already compacted (a compaction raced the feeder), every live watcher is dropped the
+    /// same way and finds the compaction when it reads history.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure; the revision is offered again on the next call.
+    pub fn publish(&self) -> mvcc::Result<()> {
+        loop {
+            let next = self.published() + 1;
+            if next > self.store.revision() {
+                return Ok(());
+            }
+            let events = self.store.watch_events(next)?;
+            let mut state = self.lock();
+            match events {
+                Ok(events) => {
+                    let mut dropped = Vec::new();
+                    for (&id, slot) in &state.slots {
+                        if next < slot.min_rev {
+                            continue;
+                        }
+                        let events = slot.filter.select(&events);
+                        if events.is_empty() {
+                            continue;
+                        }
+                        let batch = Batch {
+                            revision: next,
+                            events,
+                        };
+                        match slot.tx.try_send(batch) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(_)) => {
+                                tracing::debug!(
+                                    watcher = id,
+                                    revision = next,
+                                    "slow watcher switched to history"
+                                );
+                                dropped.push(id);
+                            }
+                            Err(TrySendError::Closed(_)) => dropped.push(id),
+                        }
+                    }
+                    for id in dropped {
+                        state.slots.remove(&id);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(revision = next, error = %e, "history gone before publishing");
+                    state.slots.clear();
+                }
+            }
+            state.published = next;
+        }
+    }
+
+    /// Registers a live watcher that has seen every revision up to `caught_up`; refused
+    /// (`None`) while the hub has published past that (the watcher must read more history
+    /// first). On success the watcher gets every wanted revision after `caught_up`.
+    pub(super) fn register(
+        &self,
+        filter: &Arc<Filter>,
+        caught_up: Revision,
+    ) -> Option<Registration> {
+        let mut state = self.lock();
+        if state.published > caught_up {
+            return None;
+        }
+        Some(Self::insert(
+            &mut state,
+            filter,
+            caught_up + 1,
+            self.queue_len,
+        ))
+    }
+
+    /// Registers a live watcher from now on: returns the registration and the revision it
+    /// starts after.
+    pub(super) fn register_now(&self, filter: &Arc<Filter>) -> (Registration, Revision) {
+        let mut state = self.lock();
+        let published = state.published;
+        let registration = Self::insert(&mut state, filter, published + 1, self.queue_len);
+        (registration, published)
+    }
+
+    /// The hub's published revision, if the watcher's queue `rx` is empty at this moment:
+    /// then every wanted event up to that revision has reached the watcher.
+    pub(super) fn synced_at(&self, rx: &mpsc::Receiver<Batch>) -> Option<Revision> {
+        let state = self.lock();
+        rx.is_empty().then_some(state.published)
+    }
+
+    pub(super) fn unregister(&self, id: u64) {
+        self.lock().slots.remove(&id);
+    }
+
+    fn insert(
+        state: &mut State,
+        filter: &Arc<Filter>,
+        min_rev: Revision,
+        len: usize,
+    ) -> Registration {
+        let (tx, rx) = mpsc::channel(len);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.slots.insert(
+            id,
+            Slot {
+                filter: filter.clone(),
+                min_rev,
+                tx,
+            },
+        );
+        Registration { id, rx }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is a registry and a counter, both valid after any panic mid-update.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
