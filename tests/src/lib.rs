@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use etch_proto::pki::{self, InitOptions, TlsFiles};
 
+pub mod checker;
+pub mod history;
 
 /// Path of a workspace binary built next to the running test.
 pub fn bin(name: &str) -> PathBuf {

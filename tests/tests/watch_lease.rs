@@ -79,7 +79,7 @@ async fn record(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let start = seen.lock().unwrap().last() + 1;
+        let start = seen.lock().expect("watcher record").last() + 1;
         let req = WatchCreateRequest {
             key: PREFIX.to_vec(),
             range_end: prefix_end(PREFIX),
@@ -87,13 +87,13 @@ async fn record(
             ..Default::default()
         };
         let Ok(mut watch) = RawWatch::open(&conn, req).await else {
-            seen.lock().unwrap().reconnects += 1;
+            seen.lock().expect("watcher record").reconnects += 1;
             continue;
         };
         let mut asked = false;
         loop {
             let finish = done.load(Ordering::SeqCst) as Revision;
-            if !asked && finish > 0 && seen.lock().unwrap().last() >= finish {
+            if !asked && finish > 0 && seen.lock().expect("watcher record").last() >= finish {
                 asked = watch.control(WatchControl::Progress).await.is_ok();
             }
             let next = tokio::time::timeout(Duration::from_millis(500), watch.next()).await;
@@ -102,7 +102,7 @@ async fn record(
                 Ok(Ok(Some(resp))) => resp,
                 Ok(_) => break,
             };
-            let mut seen = seen.lock().unwrap();
+            let mut seen = seen.lock().expect("watcher record");
             assert!(!resp.canceled, "watch canceled: {}", resp.cancel_reason);
             if resp.created {
                 assert_eq!(
@@ -136,7 +136,7 @@ async fn record(
             seen.responses
                 .push((rev, resp.events.iter().map(|e| e.kv.key.clone()).collect()));
         }
-        seen.lock().unwrap().reconnects += 1;
+        seen.lock().expect("watcher record").reconnects += 1;
     }
 }
 
@@ -249,7 +249,7 @@ fn watchers_see_every_committed_change_across_leader_kill_and_follower_restart()
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), task).await })
             .unwrap_or_else(|_| panic!("watcher {i} did not catch up with revision {last}"))
             .expect("watcher task");
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().expect("watcher record");
         reconnects += seen.reconnects;
         // Reliable and atomic: exactly the committed revisions, each whole in one response.
         let got: BTreeMap<Revision, BTreeSet<Vec<u8>>> = seen

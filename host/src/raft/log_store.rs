@@ -60,9 +60,21 @@ struct Shared {
 
 /// What the writer thread is asked to do, in order.
 enum Op {
-    Append { tag: u64, entries: Vec<(u64, Vec<u8>)>, callback: LogFlushed<TypeConfig> },
-    Meta { key: &'static [u8], value: Vec<u8>, done: Option<Done> },
-    Remove { from: Bound<u64>, to: Bound<u64>, done: Done },
+    Append {
+        tag: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    Meta {
+        key: &'static [u8],
+        value: Vec<u8>,
+        done: Option<Done>,
+    },
+    Remove {
+        from: Bound<u64>,
+        to: Bound<u64>,
+        done: Done,
+    },
 }
 
 impl LogStore {
@@ -101,24 +113,47 @@ impl LogStore {
     fn pending(&self) -> MutexGuard<'_, BTreeMap<u64, (u64, Entry)>> {
         // The map is only ever replaced or pruned whole-entry: a panic elsewhere cannot leave
         // it inconsistent.
-        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        let Some(bytes) = self.shared.meta.get(key).map_err(|e| storage_error(false, &e))? else {
+        let Some(bytes) = self
+            .shared
+            .meta
+            .get(key)
+            .map_err(|e| storage_error(false, &e))?
+        else {
             return Ok(None);
         };
-        postcard::from_bytes(&bytes).map(Some).map_err(|e| storage_error(false, &e))
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| storage_error(false, &e))
     }
 
     /// Queues a meta write; with `sync`, waits until it is on disk.
-    async fn write_meta<T: Serialize>(&self, key: &'static [u8], value: &T, sync: bool) -> Result<()> {
+    async fn write_meta<T: Serialize>(
+        &self,
+        key: &'static [u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<()> {
         let value = postcard::to_allocvec(value).map_err(|e| storage_error(true, &e))?;
         if !sync {
-            return self.send(Op::Meta { key, value, done: None });
+            return self.send(Op::Meta {
+                key,
+                value,
+                done: None,
+            });
         }
         let (done, wait) = oneshot::channel();
-        self.send(Op::Meta { key, value, done: Some(done) })?;
+        self.send(Op::Meta {
+            key,
+            value,
+            done: Some(done),
+        })?;
         wait.await.map_err(|e| storage_error(true, &e))?
     }
 
@@ -129,11 +164,16 @@ impl LogStore {
     }
 
     fn send(&self, op: Op) -> Result<()> {
-        self.shared.writer.send(op).map_err(|e| storage_error(true, &e))
+        self.shared
+            .writer
+            .send(op)
+            .map_err(|e| storage_error(true, &e))
     }
 
     fn last_written_id(&self) -> Result<Option<LogId>> {
-        let Some(guard) = self.shared.log.last_key_value() else { return Ok(None) };
+        let Some(guard) = self.shared.log.last_key_value() else {
+            return Ok(None);
+        };
         let value = guard.value().map_err(|e| storage_error(false, &e))?;
         let entry: Entry = postcard::from_bytes(&value).map_err(|e| storage_error(false, &e))?;
         Ok(Some(entry.log_id))
@@ -153,7 +193,11 @@ fn write_loop(shared: &Shared, queue: &mpsc::Receiver<Op>) {
         for op in ops {
             let result = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
             match op {
-                Op::Append { tag, entries, callback } => {
+                Op::Append {
+                    tag,
+                    entries,
+                    callback,
+                } => {
                     if result.is_ok() {
                         for (index, _) in &entries {
                             if pending.get(index).is_some_and(|(t, _)| *t == tag) {
@@ -165,11 +209,14 @@ fn write_loop(shared: &Shared, queue: &mpsc::Receiver<Op>) {
                 }
                 Op::Meta { done, .. } => {
                     if let Some(done) = done {
-                        let _ = done.send(result.map_err(|e| storage_error(true, &std::io::Error::other(e))));
+                        let _ = done.send(
+                            result.map_err(|e| storage_error(true, &std::io::Error::other(e))),
+                        );
                     }
                 }
                 Op::Remove { done, .. } => {
-                    let _ = done.send(result.map_err(|e| storage_error(true, &std::io::Error::other(e))));
+                    let _ = done
+                        .send(result.map_err(|e| storage_error(true, &std::io::Error::other(e))));
                 }
             }
         }
@@ -207,12 +254,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // Pending first: an entry leaves `pending` only after it is written, so reading in
         // this order never misses one.
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let pending: Vec<Entry> = self.pending().range(bounds).map(|(_, (_, e))| e.clone()).collect();
-        let key_bounds = (bounds.0.map(u64::to_be_bytes), bounds.1.map(u64::to_be_bytes));
+        let pending: Vec<Entry> = self
+            .pending()
+            .range(bounds)
+            .map(|(_, (_, e))| e.clone())
+            .collect();
+        let key_bounds = (
+            bounds.0.map(u64::to_be_bytes),
+            bounds.1.map(u64::to_be_bytes),
+        );
         let mut entries = BTreeMap::new();
         for guard in self.shared.log.range(key_bounds) {
             let value = guard.value().map_err(|e| storage_error(false, &e))?;
-            let entry: Entry = postcard::from_bytes(&value).map_err(|e| storage_error(false, &e))?;
+            let entry: Entry =
+                postcard::from_bytes(&value).map_err(|e| storage_error(false, &e))?;
             entries.insert(entry.log_id.index, entry);
         }
         entries.extend(pending.into_iter().map(|e| (e.log_id.index, e)));
@@ -226,8 +281,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>> {
         let last_pending = self.pending().last_key_value().map(|(_, (_, e))| e.log_id);
         let last_purged_log_id: Option<LogId> = self.read_meta(PURGED)?;
-        let last_log_id = last_pending.or(self.last_written_id()?).or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let last_log_id = last_pending
+            .or(self.last_written_id()?)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -267,19 +327,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         // The writer reports the entries flushed once they are fsynced.
-        self.send(Op::Append { tag, entries: encoded, callback })
+        self.send(Op::Append {
+            tag,
+            entries: encoded,
+            callback,
+        })
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<()> {
         tracing::debug!(%log_id, "truncating the Raft log");
         self.pending().retain(|index, _| *index < log_id.index);
-        self.remove(Bound::Included(log_id.index), Bound::Unbounded).await
+        self.remove(Bound::Included(log_id.index), Bound::Unbounded)
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<()> {
         tracing::debug!(%log_id, "purging the Raft log");
         // Record the purge point first: a crash in between leaves entries below it, harmless.
         self.write_meta(PURGED, &log_id, false).await?;
-        self.remove(Bound::Unbounded, Bound::Included(log_id.index)).await
+        self.remove(Bound::Unbounded, Bound::Included(log_id.index))
+            .await
     }
 }
