@@ -15,6 +15,9 @@ use etch_proto::{KeyValue, LeaseId, Revision};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+/// Memtable size of every MVCC keyspace.
+pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
 use super::error::Result;
 #[cfg(doc)]
 use super::keycode;
@@ -41,7 +44,10 @@ pub(crate) struct Spaces {
 impl Spaces {
     /// Opens the keyspaces, creating any that is missing.
     pub fn open(db: &Database) -> Result<Self> {
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        // Small memtables: etch keeps modest state, and a node's memory should stay small
+        // (fjall's default is 64 MiB per keyspace).
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
+        let open = |name: &str| db.keyspace(name, options);
         Ok(Spaces {
             db: db.clone(),
             current: open("kv_current")?,

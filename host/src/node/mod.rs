@@ -18,6 +18,7 @@
 
 mod lease;
 mod members;
+mod read_index;
 mod route;
 
 use std::collections::{BTreeMap, HashMap};
@@ -160,6 +161,8 @@ struct Inner {
     /// The leader that last sent us AppendEntries, and when: a follower forwards only to a
     /// leader it has heard from within an election timeout.
     leader_contact: Mutex<Option<(NodeId, Instant)>>,
+    /// Batches the leadership confirmations of linearizable reads.
+    read_index: read_index::ReadIndex,
 }
 
 impl Node {
@@ -171,6 +174,7 @@ impl Node {
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
         let db = fjall::Database::builder(options.data_dir.join("db"))
+            .cache_size(16 * 1024 * 1024)
             .open()
             .with_context(|| {
                 format!(
@@ -235,6 +239,7 @@ impl Node {
         let raft = Raft::new(id, Arc::new(config), network, log.clone(), state_machine)
             .await
             .context("starting Raft")?;
+        let read_index = read_index::ReadIndex::start(raft.clone(), options.request_timeout);
 
         let client = ClientEndpoint::bind(options.listen_client, &identity)
             .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
@@ -256,6 +261,7 @@ impl Node {
                 client_addr,
                 client_addrs: Mutex::new(HashMap::new()),
                 leader_contact: Mutex::new(None),
+                read_index,
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use etch_proto::{Error, RangeRequest, Request, Response, ResponseHeader, StatusResponse};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 
 use super::Node;
+use super::read_index::Confirmation;
 use crate::NodeId;
 use crate::raft::network::PeerError;
 use crate::raft::wire::{PeerRequest, PeerResponse};
@@ -168,23 +169,11 @@ impl Node {
     /// Confirms leadership with a quorum (read index) and waits until the local state
     /// machine has applied up to it: local reads after this are linearizable.
     pub(super) async fn confirm_leadership(&self) -> Result<(), Error> {
-        let confirm = self.raft().ensure_linearizable();
-        let confirmed = tokio::time::timeout(self.options().request_timeout, confirm)
-            .await
-            .map_err(|_| Error::Timeout)?;
-        match confirmed {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
-                Err(self.redirect(to).await)
-            }
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                Err(Error::Unavailable {
-                    reason: e.to_string(),
-                })
-            }
-            Err(RaftError::Fatal(e)) => Err(Error::Unavailable {
-                reason: format!("raft stopped: {e}"),
-            }),
+        match self.inner.read_index.confirm().await {
+            Confirmation::Confirmed => Ok(()),
+            Confirmation::NotLeader(leader) => Err(self.not_leader(leader).await),
+            Confirmation::Unavailable(reason) => Err(Error::Unavailable { reason }),
+            Confirmation::Timeout => Err(Error::Timeout),
         }
     }
 

@@ -80,9 +80,12 @@ enum Op {
 impl LogStore {
     /// Opens (creating) the log database in `dir` and starts the writer thread.
     pub fn open(dir: &Path) -> std::result::Result<Self, fjall::Error> {
-        let db = Database::builder(dir).open()?;
-        let log = db.keyspace("raft_log", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("raft_meta", KeyspaceCreateOptions::default)?;
+        // The log is written once and read back mostly while still in memory: a small block
+        // cache and small memtables keep the node's footprint down.
+        let db = Database::builder(dir).cache_size(4 * 1024 * 1024).open()?;
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024);
+        let log = db.keyspace("raft_log", options)?;
+        let meta = db.keyspace("raft_meta", options)?;
         let (writer, queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             db,
