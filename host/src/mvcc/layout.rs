@@ -16,7 +16,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Memtable size of every MVCC keyspace.
-pub const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+pub const MEMTABLE_BYTES: u64 = 64 * 1024 * 1024;
 
 use super::error::Result;
 #[cfg(doc)]

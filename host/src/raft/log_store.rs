@@ -83,7 +83,7 @@ impl LogStore {
         // The log is written once and read back mostly while still in memory: a small block
         // cache and small memtables keep the node's footprint down.
         let db = Database::builder(dir).cache_size(4 * 1024 * 1024).open()?;
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024);
+        let options = || KeyspaceCreateOptions::default().max_memtable_size(64 * 1024 * 1024);
         let log = db.keyspace("raft_log", options)?;
         let meta = db.keyspace("raft_meta", options)?;
         let (writer, queue) = mpsc::channel();
@@ -188,7 +188,18 @@ fn write_loop(shared: &Shared, queue: &mpsc::Receiver<Op>) {
     while let Ok(first) = queue.recv() {
         let ops: Vec<Op> = std::iter::once(first).chain(queue.try_iter()).collect();
         let written = write_all(shared, &ops);
-        let outcome = written.and_then(|()| shared.db.persist(PersistMode::SyncData));
+        // A round of unwaited meta writes (the committed index) needs no fsync of its own:
+        // the next round that does persists it too.
+        let durable = ops
+            .iter()
+            .any(|op| !matches!(op, Op::Meta { done: None, .. }));
+        let outcome = written.and_then(|()| {
+            if durable {
+                shared.db.persist(PersistMode::SyncData)
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "writing the Raft log failed; stopping Raft");
         }
