@@ -151,10 +151,10 @@ async fn a_service_registers_with_a_lease_and_disappears_when_it_stops() {
     // Alive well past its TTL while the keep-alive runs.
     let refreshed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            if let KeepAliveStatus::Alive { refreshes, .. } = keep_alive.changed().await {
-                if refreshes >= 4 {
-                    return;
-                }
+            if let KeepAliveStatus::Alive { refreshes, .. } = keep_alive.changed().await
+                && refreshes >= 4
+            {
+                return;
             }
         }
     })
@@ -195,4 +195,45 @@ async fn next_event(watcher: &mut etch_client::Watcher) -> (EventType, String) {
             );
         }
     }
+}
+
+#[test]
+fn an_idle_watch_asking_for_progress_gets_periodic_notifications() {
+    let cluster = Cluster::new(1, &["--watch-progress-notify-interval", "300"]);
+    ok_stdout(&cluster.etchctl(&["put", "/idle/a", "1"]));
+    let tls = cluster.client_tls("root");
+    let mut watch = Command::new(bin("etchctl"))
+        .args(["--endpoints", &cluster.endpoints()])
+        .arg("--cacert")
+        .arg(&tls.ca)
+        .arg("--cert")
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .args(["watch", "--prefix", "/idle/", "--progress-notify"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn etchctl watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Nothing changes under /idle/, yet notifications keep coming, at the current revision.
+    for _ in 0..2 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a progress notification");
+        assert_eq!(
+            line, "progress notify: 2",
+            "only progress notifications are expected"
+        );
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
 }

@@ -80,6 +80,10 @@ pub struct Args {
     /// Applied entries between snapshots; the log is purged behind each [default: 100000].
     #[arg(long, env = "ETCH_SNAPSHOT_COUNT")]
     pub snapshot_count: Option<u64>,
+    /// Period of progress notifications on idle watches that ask for them, in milliseconds
+    /// [default: 600000, etcd's ten minutes].
+    #[arg(long, env = "ETCH_WATCH_PROGRESS_NOTIFY_INTERVAL")]
+    pub watch_progress_notify_interval: Option<u64>,
 }
 
 /// The same settings, as read from a config file.
@@ -103,6 +107,7 @@ struct FileConfig {
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
+    watch_progress_notify_interval: Option<u64>,
 }
 
 /// Validated settings.
@@ -124,6 +129,7 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    pub watch_progress_notify_interval: Duration,
 }
 
 impl Config {
@@ -209,6 +215,10 @@ impl Config {
                 .snapshot_count
                 .or(file.snapshot_count)
                 .unwrap_or(100_000),
+            watch_progress_notify_interval: ms(args
+                .watch_progress_notify_interval
+                .or(file.watch_progress_notify_interval)
+                .unwrap_or(600_000)),
         };
         config.validate()?;
         Ok(config)
@@ -234,6 +244,9 @@ impl Config {
                 "--initial-cluster does not name this member ({})",
                 self.name
             );
+        }
+        if self.watch_progress_notify_interval < Duration::from_millis(100) {
+            bail!("--watch-progress-notify-interval must be at least 100 ms");
         }
         if self.snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");

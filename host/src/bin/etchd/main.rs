@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     options.heartbeat_interval = config.heartbeat_interval;
     options.election_timeout = config.election_timeout;
     options.snapshot_count = config.snapshot_count;
+    options.watch_progress_interval = config.watch_progress_notify_interval;
 
     let node = Node::start(options).await?;
     tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
