@@ -179,7 +179,8 @@ impl PutArgs {
     pub fn workload(&self) -> Result<(Workload, Load)> {
         if let Some(file) = &self.validator {
             bail!(
-                "--validator {}: plugins are not available yet in this build of etch",
+                "--validator {}: not implemented in etch-bench yet; install the plugin with \
+                 `etchctl plugin install` and run `put` on its prefix instead",
                 file.display()
             );
         }

@@ -1,7 +1,7 @@
 //! etchctl: the command-line client for etch, with etcdctl's verbs, flags and output.
 //!
 //! Start reading at [`Command`]: one variant per verb, each run by a function in the module
-//! of its family (`kv`, `txn`, `watch`, `lease`, `endpoint`, `member`, `certs`). `context` turns the global
+//! of its family (`kv`, `txn`, `watch`, `lease`, `endpoint`, `member`, `plugin`, `certs`). `context` turns the global
 //! flags into a client and a printer; `print` holds the three output formats; `txn_parse` the
 //! txn syntax.
 
@@ -12,6 +12,7 @@ mod endpoint;
 mod kv;
 mod lease;
 mod member;
+mod plugin;
 mod print;
 mod txn;
 mod txn_parse;
@@ -68,6 +69,9 @@ enum Command {
     /// Cluster membership: list, add, promote and remove members.
     #[command(subcommand)]
     Member(member::MemberCommand),
+    /// WebAssembly validator plugins: install, list and remove.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Certificates for a cluster.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -118,6 +122,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Lease(cmd) => lease::run(&ctx, cmd).await,
             Command::Endpoint(cmd) => endpoint::run(&ctx, cmd).await,
             Command::Member(cmd) => member::run(&ctx, cmd).await,
+            Command::Plugin(cmd) => plugin::run(&ctx, cmd).await,
             Command::Certs(_) | Command::Version => Ok(()),
         }
     })

@@ -8,6 +8,7 @@
 //! ([`Client::watch`] and the resumable [`Watcher`], kept going by `watch_resume.rs`),
 //! `lease.rs` ([`Client::lease_grant`] and the other lease verbs) and `lease_keep_alive.rs`
 //! ([`Client::lease_keep_alive`], [`Client::keep_lease_alive`]);
+//! `plugin.rs` ([`Client::plugin_install`], [`Client::plugin_list`], [`Client::plugin_remove`]);
 //! `dial.rs` races the endpoints when the client (re)connects; `transport.rs` is the QUIC
 //! plumbing (one bidirectional stream per request, one [`etch_proto::frame`] each way);
 //! `error.rs` says what can fail and what may be retried.
@@ -49,6 +50,7 @@ mod lease;
 mod lease_keep_alive;
 mod member;
 mod options;
+mod plugin;
 mod transport;
 mod txn;
 mod watch;
@@ -78,5 +80,6 @@ pub use lease::{LeaseGrant, LeaseLeases, LeaseRevoke, LeaseTimeToLive};
 pub use lease_keep_alive::{KeepAliveHandle, KeepAliveStatus, LeaseKeepAlive};
 pub use member::{MemberAdd, MemberList, MemberPromote, MemberRemove};
 pub use options::ClientOptions;
+pub use plugin::{PluginInstall, PluginList, PluginRemove};
 pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{Watch, Watcher};

@@ -137,34 +137,13 @@ pub(crate) async fn exchange(
     max_response: usize,
 ) -> Result<Answer> {
     let (mut send, mut recv) = open(conn, endpoint, request).await?;
-    // `finish` fails only on a stream already reset or stopped, which the read below reports
-    // with the reason.
+    // The node may now hold the whole request, and act on it even if it dies before
+    // acknowledging it: from here on a lost connection means "outcome unknown". `finish`
+    // fails only on a stream already reset or stopped, which the read below reports.
     let _ = send.finish();
-    // Until the node acknowledges every byte of the request, it cannot have acted on it: a
-    // connection lost before that is "not sent", and the request may safely go elsewhere.
-    let delivered = send.stopped();
-    tokio::pin!(delivered);
-    let mut acked = false;
-    let mut watching = true;
-    let read = read_answer(conn, endpoint, &mut recv, max_response);
-    tokio::pin!(read);
-    loop {
-        tokio::select! {
-            answer = &mut read => {
-                return match answer {
-                    Ok(Some(answer)) => Ok(answer),
-                    Ok(None) => Err(read_failure(conn, endpoint, FrameError::Closed)),
-                    Err(Error::ConnectionLost { endpoint, source, .. }) if !acked => {
-                        Err(Error::ConnectionLost { endpoint, sent: false, source })
-                    }
-                    Err(e) => Err(e),
-                };
-            }
-            done = &mut delivered, if watching => {
-                watching = false;
-                acked = matches!(done, Ok(None));
-            }
-        }
+    match read_answer(conn, endpoint, &mut recv, max_response).await? {
+        Some(answer) => Ok(answer),
+        None => Err(read_failure(conn, endpoint, FrameError::Closed)),
     }
 }
 

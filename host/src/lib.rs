@@ -6,6 +6,8 @@
 //! read-index round (linearizable) or at once (serializable).
 //!
 //! - [`mvcc`]: the revisioned key space (put / range / delete / txn / compact, history).
+//! - [`plugin`]: WebAssembly validator plugins: the engine, limits, and the gate before
+//!   `propose`.
 //! - [`raft`]: openraft glue: the fjall log store, the state machine, snapshots, the network.
 //! - [`server`]: the QUIC client endpoint: mutual TLS, framing, dispatch.
 //!
@@ -15,6 +17,7 @@
 pub mod lease;
 pub mod mvcc;
 pub mod node;
+pub mod plugin;
 pub mod raft;
 pub mod server;
 pub mod watch;

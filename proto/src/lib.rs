@@ -18,6 +18,7 @@ pub mod frame;
 pub mod lease;
 pub mod message;
 pub mod pki;
+pub mod plugin;
 pub mod types;
 pub mod watch;
 

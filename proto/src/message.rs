@@ -30,6 +30,9 @@ pub enum Request {
     LeaseKeepAlive(crate::lease::LeaseKeepAliveRequest),
     LeaseTimeToLive(crate::lease::LeaseTimeToLiveRequest),
     LeaseLeases(crate::lease::LeaseLeasesRequest),
+    PluginInstall(crate::plugin::PluginInstallRequest),
+    PluginList(crate::plugin::PluginListRequest),
+    PluginRemove(crate::plugin::PluginRemoveRequest),
 }
 
 impl Request {
@@ -41,8 +44,10 @@ impl Request {
             | Request::MemberList(_)
             | Request::Watch(_)
             | Request::LeaseTimeToLive(_)
-            | Request::LeaseLeases(_) => false,
+            | Request::LeaseLeases(_)
+            | Request::PluginList(_) => false,
             Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseKeepAlive(_) => true,
+            Request::PluginInstall(_) | Request::PluginRemove(_) => true,
             Request::Put(_)
             | Request::DeleteRange(_)
             | Request::Compact(_)
@@ -73,6 +78,9 @@ pub enum Response {
     LeaseKeepAlive(crate::lease::LeaseKeepAliveResponse),
     LeaseTimeToLive(crate::lease::LeaseTimeToLiveResponse),
     LeaseLeases(crate::lease::LeaseLeasesResponse),
+    PluginInstall(crate::plugin::PluginInstallResponse),
+    PluginList(crate::plugin::PluginListResponse),
+    PluginRemove(crate::plugin::PluginRemoveResponse),
 }
 
 impl Response {
@@ -95,6 +103,9 @@ impl Response {
             Response::LeaseKeepAlive(r) => &mut r.header,
             Response::LeaseTimeToLive(r) => &mut r.header,
             Response::LeaseLeases(r) => &mut r.header,
+            Response::PluginInstall(r) => &mut r.header,
+            Response::PluginList(r) => &mut r.header,
+            Response::PluginRemove(r) => &mut r.header,
         }
     }
 }

@@ -18,8 +18,12 @@ use etch_proto::pki::{self, InitOptions, TlsFiles};
 pub mod checker;
 pub mod history;
 
-/// Path of a workspace binary built next to the running test.
+/// Path of a workspace binary built next to the running test, or in `ETCH_BIN_DIR` when
+/// that is set (a long soak runs on a copy that a concurrent build cannot replace).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("ETCH_BIN_DIR") {
+        return Path::new(&dir).join(name);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");

@@ -412,12 +412,17 @@ fn a_leader_change_does_not_expire_a_live_lease_early() {
     let follower = client.endpoints()[(leader + 1) % 3].clone();
     let id = grant(&rt, &client, &leader_addr, TTL as i64);
     let answer = rt.block_on(client.request(&put(b"svc/a", b"up", id), Duration::from_secs(20)));
-    assert!(answer.is_ok(), "put with the lease: {answer:?}");
+    let put_revision = match &answer {
+        Ok(Response::Put(p)) => p.header.revision,
+        other => panic!("put with the lease: {other:?}"),
+    };
 
     // Watch the key from a follower that stays up: the delete event tells when it expired.
+    // It starts after the put, which the follower may not have applied yet.
     let conn = rt.block_on(client.conn(&follower)).expect("connect");
     let watch = WatchCreateRequest {
         key: b"svc/a".to_vec(),
+        start_revision: put_revision + 1,
         ..Default::default()
     };
     let mut watch = rt.block_on(RawWatch::open(&conn, watch)).expect("watch");

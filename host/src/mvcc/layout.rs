@@ -8,8 +8,15 @@
 //! | `kv_meta`     | [`META_REVISION`] / [`META_COMPACT`] / [`META_APPLIED`] | postcard `i64` / opaque |
 //! | `lease`       | [`keycode::encode_rev`]`(lease id)`   | [`Lease`]: the granted TTL         |
 //! | `lease_keys`  | `encode_rev(lease id) ++ user key`    | empty: the key is attached         |
+//! | `plugin_modules`  | sha256 of the component (32 bytes) | the component's bytes (opaque)   |
+//! | `plugin_bindings` | binding name                       | [`BindingRecord`]                |
 //!
-//! Every value is postcard-encoded, except the opaque `applied` blob which is stored as given.
+//! `kv_meta` also holds [`META_BINDINGS`], the bindings version: it advances with every
+//! plugin install or removal, and a validated write carries the version it was validated
+//! under (see [`super::guard`]).
+//!
+//! Every value is postcard-encoded, except the opaque `applied` blob and the components,
+//! which are stored as given.
 
 use etch_proto::{KeyValue, LeaseId, Revision};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
@@ -28,6 +35,8 @@ pub(crate) const META_REVISION: &[u8] = b"revision";
 pub(crate) const META_COMPACT: &[u8] = b"compact_revision";
 /// Meta key of the caller's opaque applied blob (Raft applied log id + membership).
 pub(crate) const META_APPLIED: &[u8] = b"applied";
+/// Meta key of the bindings version (absent until the first plugin change: 0).
+pub(crate) const META_BINDINGS: &[u8] = b"bindings_version";
 
 /// Handles to the mvcc keyspaces of the shared database.
 #[derive(Clone)]
@@ -39,6 +48,8 @@ pub(crate) struct Spaces {
     pub meta: Keyspace,
     pub leases: Keyspace,
     pub lease_keys: Keyspace,
+    pub plugin_modules: Keyspace,
+    pub plugin_bindings: Keyspace,
 }
 
 impl Spaces {
@@ -56,12 +67,14 @@ impl Spaces {
             meta: open("kv_meta")?,
             leases: open("lease")?,
             lease_keys: open("lease_keys")?,
+            plugin_modules: open("plugin_modules")?,
+            plugin_bindings: open("plugin_bindings")?,
         })
     }
 
     /// All of them, in the order snapshots list them (new ones are only appended, so the
     /// snapshot's keyspace numbers stay stable).
-    pub fn all(&self) -> [&Keyspace; 6] {
+    pub fn all(&self) -> [&Keyspace; 8] {
         [
             &self.current,
             &self.versions,
@@ -69,6 +82,8 @@ impl Spaces {
             &self.meta,
             &self.leases,
             &self.lease_keys,
+            &self.plugin_modules,
+            &self.plugin_bindings,
         ]
     }
 
@@ -82,6 +97,25 @@ impl Spaces {
         };
         Ok((read(META_REVISION, 1)?, read(META_COMPACT, 0)?))
     }
+}
+
+/// Reads the bindings version from the meta keyspace as `r` sees it.
+pub(crate) fn bindings_version(spaces: &Spaces, r: &impl Readable) -> Result<u64> {
+    match r.get(&spaces.meta, META_BINDINGS)? {
+        Some(v) => decode(&v),
+        None => Ok(0),
+    }
+}
+
+/// A plugin binding as `plugin_bindings` stores it: the binding and the component it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub binding: etch_proto::plugin::PluginBinding,
+    /// sha256 of the component, the key of its bytes in `plugin_modules`.
+    #[serde(with = "serde_bytes")]
+    pub sha256: Vec<u8>,
+    /// The component's size in bytes.
+    pub size: u64,
 }
 
 /// One version of a key, without the key itself (which the storage key already holds).

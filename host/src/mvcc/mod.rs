@@ -27,7 +27,7 @@
 //!
 //! # Storage
 //!
-//! The store lives in six fjall keyspaces of the node's one database (the Raft log owns the
+//! The store lives in eight fjall keyspaces of the node's one database (the Raft log owns the
 //! `raft_*` ones); [`layout`] has the table. In short:
 //!
 //! - `kv_current`: key → its live version. Current reads (the common case) are one scan here.
@@ -57,6 +57,15 @@
 //! take their own snapshot and read the counters from it, so they never see half an entry.
 //! Raft snapshots stream the keyspaces out and in ([`snapshot`]).
 //!
+//! # Plugins
+//!
+//! Validator plugins and their bindings are replicated state too ([`plugins`]: keyspaces
+//! `plugin_modules` and `plugin_bindings`, exported in snapshots like the rest). A write
+//! judged by plugins is applied with [`Store::apply_guarded`]: its [`Guard`] (the bindings
+//! version and the read set the decision depended on) is checked first, and a stale one
+//! fails the write with `Conflict` ([`guard`]). [`preview`] computes, on the leader, what a
+//! write would change, for the plugins to judge.
+//!
 //! # Leases
 //!
 //! The store keeps the replicated half of leases: which leases exist, their granted TTL and
@@ -70,10 +79,13 @@
 
 mod compact;
 mod error;
+mod guard;
 mod history;
 mod keycode;
 mod layout;
 mod lease;
+mod plugins;
+mod preview;
 mod snapshot;
 mod store;
 mod txn;
@@ -86,4 +98,10 @@ pub(crate) mod script_parse;
 pub(crate) mod script_test;
 
 pub use error::{Error, Result};
+pub use guard::{Guard, Read};
+pub(crate) use layout::BindingRecord;
+pub(crate) use plugins::{bindings_in, hex};
+pub(crate) use preview::preview;
+pub use preview::{Change, Preview};
 pub use store::{Event, Outcome, Store};
+pub(crate) use view::View;

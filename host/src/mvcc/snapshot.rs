@@ -2,8 +2,8 @@
 //!
 //! The stream is a sequence of records, each a 4-byte big-endian length followed by that many
 //! bytes of postcard (the framing of the wire protocol): one [`Record::Header`], then one
-//! [`Record::Entry`] per stored key-value of the `kv_*` keyspaces (from one fjall snapshot,
-//! keyspace by keyspace, in key order), then [`Record::End`] with the number of entries, so a
+//! [`Record::Entry`] per stored key-value of the state keyspaces (`kv_*`, leases, plugins:
+//! [`super::layout::Spaces::all`]; from one fjall snapshot, keyspace by keyspace, in key order), then [`Record::End`] with the number of entries, so a
 //! truncated stream is detected. The `applied` blob is not exported: the importer supplies
 //! its own. Neither side holds more than one record (or one bounded batch) in memory.
 //!

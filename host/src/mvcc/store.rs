@@ -10,6 +10,7 @@ use etch_proto::{
 use fjall::{Database, OwnedWriteBatch};
 
 use super::error::{Error, Result};
+use super::guard::Guard;
 use super::keycode::encode_rev;
 use super::layout::{META_APPLIED, Spaces, Touch, decode};
 use super::view::{View, empty_key};
@@ -86,11 +87,35 @@ impl Store {
     ///
     /// A storage failure: the node must stop.
     pub fn apply(&self, req: &Request, applied: &[u8]) -> Outcome<Response> {
+        self.apply_inner(req, None, applied)
+    }
+
+    /// Like [`Store::apply`] for a write that validator plugins judged: first checks that
+    /// nothing `guard` records has changed since (the bindings version, the read set), and
+    /// otherwise fails the request with `Conflict`, deterministically, writing nothing but
+    /// `applied`. See [`super::guard`].
+    ///
+    /// # Errors
+    ///
+    /// A storage failure: the node must stop.
+    pub fn apply_guarded(&self, req: &Request, guard: &Guard, applied: &[u8]) -> Outcome<Response> {
+        self.apply_inner(req, Some(guard), applied)
+    }
+
+    fn apply_inner(
+        &self,
+        req: &Request,
+        guard: Option<&Guard>,
+        applied: &[u8],
+    ) -> Outcome<Response> {
         let _guard = self.lock();
         let spaces = &self.inner.spaces;
         let view = View::open(spaces)?;
         let mut batch = spaces.db.batch();
-        let mut outcome = execute(&view, req, &mut batch)?;
+        let mut outcome = match guard {
+            Some(guard) if !guard.holds(&view)? => Ok(Err(ProtoError::Conflict)),
+            _ => execute(&view, req, &mut batch),
+        }?;
         if outcome.is_err() {
             batch = spaces.db.batch();
         }
@@ -104,6 +129,15 @@ impl Store {
             }
         }
         Ok(outcome)
+    }
+
+    /// A consistent snapshot of the state.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub(crate) fn view(&self) -> Result<View> {
+        View::open(&self.inner.spaces)
     }
 
     /// Records `applied` alone, for Raft entries without a request (blank, membership).
@@ -296,7 +330,10 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
         | Request::Watch(_)
         | Request::LeaseKeepAlive(_)
         | Request::LeaseTimeToLive(_)
-        | Request::LeaseLeases(_) => {
+        | Request::LeaseLeases(_)
+        | Request::PluginInstall(_)
+        | Request::PluginList(_)
+        | Request::PluginRemove(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

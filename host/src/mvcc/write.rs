@@ -135,6 +135,15 @@ impl<'v> WriteTx<'v> {
         Ok(resp)
     }
 
+    /// The keys written so far in sub-revision order, each with its state after this entry
+    /// (`None` = deleted).
+    pub fn changes(&self) -> Vec<(Vec<u8>, Option<KeyValue>)> {
+        self.touched
+            .iter()
+            .map(|t| (t.key.clone(), self.overlay.get(&t.key).cloned().flatten()))
+            .collect()
+    }
+
     /// Adds this entry's writes to `batch` and returns the store revision after it (unchanged
     /// if nothing was written).
     pub fn write(self, batch: &mut OwnedWriteBatch) -> Result<Revision> {

@@ -133,12 +133,15 @@ impl Node {
             .voter_ids()
             .any(|v| v == id);
         tracing::info!(%member, "removing member");
-        if is_voter {
-            self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
-                .await?;
-        }
-        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
-            .await?;
+        // One membership change: with `retain == false` a removed voter leaves the node set
+        // too. (Two changes in a row broke when the member was this leader: the first makes
+        // it step down, and the second then ran on a node that no longer leads.)
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.change(change).await?;
         Ok(Response::MemberRemove(self.member_list().await))
     }
 

@@ -18,6 +18,7 @@
 
 mod lease;
 mod members;
+mod plugin;
 mod read_index;
 mod route;
 
@@ -150,6 +151,8 @@ struct Inner {
     store: mvcc::Store,
     hub: Hub,
     lessor: Mutex<Lessor>,
+    /// The validator plugins' engine, compiled components and counters.
+    plugins: crate::plugin::Plugins,
     db: fjall::Database,
     log: LogStore,
     snapshots: SnapshotDir,
@@ -190,6 +193,8 @@ impl Node {
             .context("opening the state machine")?;
         let hub = Hub::new(store.clone(), options.watch_queue_len);
         tokio::spawn(crate::watch::feed(hub.clone(), state_machine.subscribe()));
+        let plugins = crate::plugin::Plugins::new().context("starting the plugin engine")?;
+        let applied = state_machine.subscribe();
 
         let cluster_id = match (
             log.cluster_id().context("reading the cluster id")?,
@@ -253,6 +258,7 @@ impl Node {
                 store,
                 hub,
                 lessor: Mutex::new(Lessor::default()),
+                plugins,
                 db,
                 log,
                 snapshots,
@@ -271,6 +277,7 @@ impl Node {
         }
         tokio::spawn(log_leader_changes(node.inner.raft.clone()));
         tokio::spawn(crate::lease::expire_leases(node.clone()));
+        tokio::spawn(plugin::warm_plugins(node.clone(), applied));
         tokio::spawn(serve_peers(peer_endpoint, node.clone()));
         tokio::spawn(serve_clients(client.endpoint, node.clone()));
         Ok(node)
@@ -378,9 +385,13 @@ impl Node {
         }
     }
 
-    /// Whether `leader` has been heard from within an election timeout.
+    /// Whether `leader` has been heard from lately.
+    /// Heartbeats come every `heartbeat_interval`; half an election timeout of silence
+    /// (5 heartbeats by default) already makes the leader suspect, so that few requests are
+    /// forwarded into a dead leader, where their outcome would be unknown.
     fn leader_is_live(&self, leader: NodeId) -> bool {
-        let timeout = self.inner.options.election_timeout;
+        let opts = &self.inner.options;
+        let timeout = (opts.election_timeout / 2).max(opts.heartbeat_interval * 3);
         match self.inner.leader_contact.lock().ok().and_then(|c| *c) {
             Some((id, at)) => id == leader && at.elapsed() <= timeout,
             None => false,

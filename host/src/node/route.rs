@@ -68,7 +68,7 @@ impl Node {
             Request::LeaseKeepAlive(keep) => self.lease_keep_alive(keep.id),
             Request::LeaseTimeToLive(ttl) => self.lease_time_to_live(ttl).await,
             Request::LeaseLeases(_) => self.lease_leases().await,
-            write => self.propose(write).await,
+            write => self.propose_write(principal, write).await,
         }
     }
 

@@ -182,9 +182,12 @@ impl Peers {
     }
 
     /// Like [`Peers::call`], for a request that must not take effect twice (a forwarded
-    /// write): tells a request the peer never received ([`PeerError::NotDelivered`], safe to
-    /// retry elsewhere) from one whose fate is unknown. While the request is undelivered,
-    /// `give_up` is asked every `poll` whether to stop waiting (the peer went silent).
+    /// write): tells a request the peer certainly never received
+    /// ([`PeerError::NotDelivered`]: no connection, or the request frame could not be
+    /// written whole — safe to retry elsewhere) from one whose fate is unknown. Once the whole
+    /// frame is written the peer may act on it even if it dies before acknowledging it, so
+    /// every later failure is of unknown outcome. `give_up` is asked every `poll` whether to
+    /// stop waiting early (the peer went silent); that too is an unknown outcome.
     pub async fn call_once(
         &self,
         to: NodeId,
@@ -218,32 +221,16 @@ impl Peers {
         frame::write(&mut send, &envelope, MAX_PEER_FRAME)
             .await
             .map_err(|e| undelivered(e.to_string()))?;
-        send.finish().map_err(|e| undelivered(e.to_string()))?;
-        let delivered = send.stopped();
-        tokio::pin!(delivered);
+        let _ = send.finish();
         let answer = self.answer(addr, &mut recv);
         tokio::pin!(answer);
-        let mut acked = false;
         loop {
             tokio::select! {
-                answer = &mut answer => {
-                    return match answer {
-                        Err(e) if !acked => Err(undelivered(e.to_string())),
-                        other => other,
-                    };
-                }
-                // Ok(None): the peer acknowledged every byte of the request.
-                done = &mut delivered, if !acked => acked = matches!(done, Ok(None)),
+                answer = &mut answer => return answer,
                 _ = tokio::time::sleep(poll) => {
-                    if !acked && give_up() {
-                        return Err(undelivered("the peer went silent".into()));
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(if acked {
-                            PeerError::Timeout { addr: addr.to_owned(), timeout }
-                        } else {
-                            undelivered(format!("no acknowledgement within {timeout:?}"))
-                        });
+                    if give_up() || tokio::time::Instant::now() >= deadline {
+                        self.forget(addr);
+                        return Err(PeerError::Timeout { addr: addr.to_owned(), timeout });
                     }
                 }
             }

@@ -72,35 +72,33 @@ impl StateMachine {
 
     fn apply_one(&mut self, entry: Entry) -> Result<Option<CommandResult>> {
         self.applied.log_id = Some(entry.log_id);
-        let mut request = None;
-        match entry.payload {
-            EntryPayload::Blank => {}
+        let command = match entry.payload {
+            EntryPayload::Blank => None,
             EntryPayload::Membership(m) => {
                 self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                None
             }
-            EntryPayload::Normal(Command::Kv(req)) => request = Some(req),
-            EntryPayload::Normal(Command::LeaseExpire { id }) => {
-                request = Some(etch_proto::Request::LeaseRevoke(
-                    etch_proto::lease::LeaseRevokeRequest { id },
-                ));
-            }
-        }
+            EntryPayload::Normal(command) => Some(command),
+        };
         let blob = self.applied.encode()?;
-        match request {
+        let store = &self.store;
+        let outcome = match command {
             None => {
-                self.store
+                store
                     .set_applied(&blob)
                     .map_err(|e| storage_error(true, &e))?;
-                Ok(None)
+                return Ok(None);
             }
-            Some(req) => {
-                let outcome = self
-                    .store
-                    .apply(&req, &blob)
-                    .map_err(|e| storage_error(true, &e))?;
-                Ok(Some(outcome))
-            }
-        }
+            Some(Command::Kv(req)) => store.apply(&req, &blob),
+            Some(Command::LeaseExpire { id }) => store.apply(
+                &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest { id }),
+                &blob,
+            ),
+            Some(Command::Write { request, guard }) => store.apply_guarded(&request, &guard, &blob),
+            Some(Command::PluginInstall(req)) => store.plugin_install(&req, &blob),
+            Some(Command::PluginRemove { name }) => store.plugin_remove(&name, &blob),
+        };
+        Ok(Some(outcome.map_err(|e| storage_error(true, &e))?))
     }
 }
 

@@ -16,6 +16,17 @@ pub enum Command {
     /// The leader found lease `id` past its deadline: revoke it (delete its keys at one
     /// revision). Applied exactly like a revoke; a lease already gone is a no-op failure.
     LeaseExpire { id: etch_proto::LeaseId },
+    /// A Put, DeleteRange or Txn judged by validator plugins on the leader: applied only if
+    /// nothing `guard` records (bindings version, read set) changed since; otherwise it
+    /// fails with `Conflict` and the leader validates it again (see `crate::mvcc::Guard`).
+    Write {
+        request: etch_proto::Request,
+        guard: crate::mvcc::Guard,
+    },
+    /// Stores a plugin component (by sha256) and binds it, replacing a binding of that name.
+    PluginInstall(etch_proto::plugin::PluginInstallRequest),
+    /// Removes a plugin binding (and its component once unused).
+    PluginRemove { name: String },
 }
 
 impl fmt::Display for Command {
@@ -23,6 +34,15 @@ impl fmt::Display for Command {
         match self {
             Command::Kv(req) => write!(f, "kv({})", request_kind(req)),
             Command::LeaseExpire { id } => write!(f, "lease-expire({id:x})"),
+            Command::Write { request, guard } => write!(
+                f,
+                "write({}, bindings v{}, {} reads)",
+                request_kind(request),
+                guard.bindings_version,
+                guard.reads.len()
+            ),
+            Command::PluginInstall(req) => write!(f, "plugin-install({})", req.binding.name),
+            Command::PluginRemove { name } => write!(f, "plugin-remove({name})"),
         }
     }
 }
@@ -46,6 +66,9 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         LeaseKeepAlive(_) => "lease-keep-alive",
         LeaseTimeToLive(_) => "lease-time-to-live",
         LeaseLeases(_) => "lease-leases",
+        PluginInstall(_) => "plugin-install",
+        PluginList(_) => "plugin-list",
+        PluginRemove(_) => "plugin-remove",
     }
 }
 

@@ -1,0 +1,255 @@
+//! `plugin install|list|remove`: WebAssembly validator plugins (no etcdctl counterpart).
+//!
+//! `install` reads a component built by `scripts/build-plugins` (or any component of the
+//! `validator` world in `guest-sdk/wit/etch.wit`), uploads it and binds it to a prefix.
+//! Output is one line per fact, in the spirit of etcdctl's simple format.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use etch_client::proto::plugin::{PluginInfo, PluginLimits};
+
+use crate::context::Context;
+
+/// `plugin ...`.
+#[derive(Subcommand, Clone, Debug)]
+pub enum PluginCommand {
+    /// Upload a plugin component and bind it to a key prefix (replacing a binding of the
+    /// same name): prints its sha256.
+    Install(InstallArgs),
+    /// List the bindings: name, hook, prefix, mode, failure policy, limits, sha256 and the
+    /// leader's call counters, one binding per line.
+    List,
+    /// Remove a binding (and its component, once no binding uses it).
+    Remove(RemoveArgs),
+}
+
+/// When a plugin runs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// Before a write touching the prefix is proposed.
+    Validate,
+}
+
+/// Whether refusals are enforced.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    /// Log and count refusals, never reject.
+    Audit,
+}
+
+/// What a plugin failure does.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    FailClosed,
+    FailOpen,
+}
+
+/// `plugin install NAME FILE --prefix P --hook validate [...]`.
+#[derive(Args, Clone, Debug)]
+pub struct InstallArgs {
+    /// The binding's name.
+    pub name: String,
+    /// The component (.wasm).
+    pub file: PathBuf,
+    /// The plugin judges writes touching keys with this prefix.
+    #[arg(long)]
+    pub prefix: String,
+    /// When the plugin runs.
+    #[arg(long, value_enum, default_value = "validate")]
+    pub hook: Hook,
+    /// A setting for the plugin, NAME=VALUE; repeat for more.
+    #[arg(long = "config", value_name = "NAME=VALUE")]
+    pub config: Vec<String>,
+    /// Fuel per call (about one unit per WebAssembly instruction) [default: 50000000].
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Wall-clock deadline per call, in milliseconds [default: 200].
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Memory cap per call, in MiB [default: 32].
+    #[arg(long)]
+    pub memory_mb: Option<u32>,
+    /// enforce: a refusal rejects the write; audit: it is only logged and counted.
+    #[arg(long, value_enum, default_value = "enforce")]
+    pub mode: Mode,
+    /// What a plugin failure (trap, fuel, deadline, memory) does to the write.
+    #[arg(long, value_enum, default_value = "fail-closed")]
+    pub on_error: OnError,
+}
+
+impl InstallArgs {
+    /// The settings as (name, value) pairs.
+    pub fn config_pairs(&self) -> Result<Vec<(String, String)>> {
+        self.config
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => bail!("--config takes NAME=VALUE, got {kv:?}"),
+            })
+            .collect()
+    }
+}
+
+/// `plugin remove NAME`.
+#[derive(Args, Clone, Debug)]
+pub struct RemoveArgs {
+    /// The binding's name.
+    pub name: String,
+}
+
+pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
+    match cmd {
+        PluginCommand::Install(args) => {
+            let config = args.config_pairs()?;
+            let wasm = std::fs::read(&args.file)
+                .with_context(|| format!("reading {}", args.file.display()))?;
+            let defaults = PluginLimits::default();
+            let client = ctx.client()?;
+            let mut install = client
+                .plugin_install(&args.name, wasm, args.prefix.as_bytes())
+                .fuel(args.fuel.unwrap_or(defaults.fuel))
+                .timeout(Duration::from_millis(
+                    args.timeout_ms.unwrap_or(defaults.timeout_ms),
+                ))
+                .memory_mb(args.memory_mb.unwrap_or(defaults.memory_mb));
+            for (k, v) in config {
+                install = install.config(k, v);
+            }
+            if args.mode == Mode::Audit {
+                install = install.audit();
+            }
+            if args.on_error == OnError::FailOpen {
+                install = install.fail_open();
+            }
+            let resp = install.await?;
+            let verb = if resp.replaced {
+                "replaced"
+            } else {
+                "installed"
+            };
+            println!("Plugin {} {verb} (sha256 {})", args.name, resp.sha256);
+            Ok(())
+        }
+        PluginCommand::List => {
+            let resp = ctx.client()?.plugin_list().await?;
+            for p in &resp.plugins {
+                println!("{}", list_line(p));
+            }
+            Ok(())
+        }
+        PluginCommand::Remove(args) => {
+            ctx.client()?.plugin_remove(&args.name).await?;
+            println!("Plugin {} removed", args.name);
+            Ok(())
+        }
+    }
+}
+
+/// One binding as `plugin list` prints it.
+pub fn list_line(p: &PluginInfo) -> String {
+    use etch_client::proto::plugin::{FailurePolicy, PluginMode};
+    let b = &p.binding;
+    let mode = match b.mode {
+        PluginMode::Enforce => "enforce",
+        PluginMode::Audit => "audit",
+    };
+    let on_error = match b.on_error {
+        FailurePolicy::FailClosed => "fail-closed",
+        FailurePolicy::FailOpen => "fail-open",
+    };
+    let config: Vec<String> = b.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "{}, validate, prefix={}, {mode}, {on_error}, fuel={}, timeout={}ms, memory={}MiB, sha256={}, size={}, calls={}, denials={}, failures={}, config=[{}]",
+        b.name,
+        String::from_utf8_lossy(&b.prefix),
+        b.limits.fuel,
+        b.limits.timeout_ms,
+        b.limits.memory_mb,
+        &p.sha256[..p.sha256.len().min(12)],
+        p.size,
+        p.calls,
+        p.denials,
+        p.failures,
+        config.join(" "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Plugin {
+        #[command(subcommand)]
+        cmd: PluginCommand,
+    }
+
+    #[test]
+    fn install_flags_parse() {
+        let cli = Plugin::try_parse_from([
+            "plugin",
+            "install",
+            "schema",
+            "s.wasm",
+            "--prefix",
+            "/svc/",
+            "--hook",
+            "validate",
+            "--config",
+            "schema={\"type\":\"object\"}",
+            "--config",
+            "x=1=2",
+            "--fuel",
+            "1000",
+            "--timeout-ms",
+            "20",
+            "--memory-mb",
+            "8",
+            "--mode",
+            "audit",
+            "--on-error",
+            "fail-open",
+        ])
+        .expect("parse");
+        let PluginCommand::Install(args) = cli.cmd else {
+            panic!("not an install")
+        };
+        assert_eq!(
+            args.config_pairs().expect("pairs"),
+            [
+                ("schema".to_owned(), "{\"type\":\"object\"}".to_owned()),
+                ("x".to_owned(), "1=2".to_owned())
+            ]
+        );
+        assert_eq!(
+            (args.fuel, args.timeout_ms, args.memory_mb),
+            (Some(1000), Some(20), Some(8))
+        );
+        assert_eq!((args.mode, args.on_error), (Mode::Audit, OnError::FailOpen));
+    }
+
+    #[test]
+    fn bad_config_and_missing_prefix_are_refused() {
+        let cli = Plugin::try_parse_from([
+            "plugin", "install", "a", "a.wasm", "--prefix", "/", "--config", "novalue",
+        ])
+        .expect("parse");
+        let PluginCommand::Install(args) = cli.cmd else {
+            panic!("not an install")
+        };
+        assert!(args.config_pairs().is_err());
+        assert!(Plugin::try_parse_from(["plugin", "install", "a", "a.wasm"]).is_err());
+        assert!(
+            Plugin::try_parse_from([
+                "plugin", "install", "a", "a.wasm", "--prefix", "/", "--hook", "react"
+            ])
+            .is_err()
+        );
+    }
+}

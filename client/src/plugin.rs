@@ -1,0 +1,183 @@
+//! The plugin management requests (etchctl's `plugin` verbs) as builders: `.await` them, or
+//! take the wire [`Request`] with `into_request`.
+//!
+//! Installing and removing go through the Raft log on the leader; listing is answered by
+//! the leader, with its call counters.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use etch_proto::plugin::{
+    FailurePolicy, PluginBinding, PluginInstallRequest, PluginInstallResponse, PluginListRequest,
+    PluginListResponse, PluginMode, PluginRemoveRequest, PluginRemoveResponse,
+};
+use etch_proto::{Request, Response};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::kv::{ResponseFuture, request_future};
+
+impl Client {
+    /// Uploads the validator component `wasm` and binds it as `name` to the keys starting
+    /// with `prefix` (replacing a binding of that name). Defaults: enforce, fail closed,
+    /// the limits of [`etch_proto::plugin::PluginLimits::default`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when the component does not compile or is not a validator.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// let wasm = std::fs::read("target/plugins/json-schema.wasm").expect("built plugin");
+    /// client
+    ///     .plugin_install("services", wasm, "/services/")
+    ///     .config("schema", r#"{"type":"object","required":["host"]}"#)
+    ///     .timeout(std::time::Duration::from_millis(50))
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn plugin_install(
+        &self,
+        name: impl Into<String>,
+        wasm: impl Into<Vec<u8>>,
+        prefix: impl Into<Vec<u8>>,
+    ) -> PluginInstall<'_> {
+        PluginInstall {
+            client: self,
+            req: PluginInstallRequest {
+                binding: PluginBinding {
+                    name: name.into(),
+                    prefix: prefix.into(),
+                    ..Default::default()
+                },
+                wasm: wasm.into(),
+            },
+        }
+    }
+
+    /// The installed bindings, with the leader's call counters.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// for p in client.plugin_list().await?.plugins {
+    ///     println!("{} on {:?}: {} calls", p.binding.name, p.binding.prefix, p.calls);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn plugin_list(&self) -> PluginList<'_> {
+        PluginList {
+            client: self,
+            req: PluginListRequest {},
+        }
+    }
+
+    /// Removes binding `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// client.plugin_remove("services").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn plugin_remove(&self, name: impl Into<String>) -> PluginRemove<'_> {
+        PluginRemove {
+            client: self,
+            req: PluginRemoveRequest { name: name.into() },
+        }
+    }
+}
+
+/// A plugin installation being built; see [`Client::plugin_install`].
+#[must_use = "a request does nothing until awaited"]
+#[derive(Debug)]
+pub struct PluginInstall<'a> {
+    client: &'a Client,
+    req: PluginInstallRequest,
+}
+
+impl PluginInstall<'_> {
+    /// Adds a setting the plugin reads through its `config` import.
+    pub fn config(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.req.binding.config.retain(|(k, _)| *k != name);
+        self.req.binding.config.push((name, value.into()));
+        self.req.binding.config.sort();
+        self
+    }
+
+    /// Fuel per call (about one unit per WebAssembly instruction).
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.req.binding.limits.fuel = fuel;
+        self
+    }
+
+    /// Wall-clock deadline per call (whole milliseconds).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.req.binding.limits.timeout_ms = timeout.as_millis().max(1) as u64;
+        self
+    }
+
+    /// Memory cap per call, in MiB.
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.req.binding.limits.memory_mb = mb;
+        self
+    }
+
+    /// Audit mode: refusals are logged and counted, never enforced.
+    pub fn audit(mut self) -> Self {
+        self.req.binding.mode = PluginMode::Audit;
+        self
+    }
+
+    /// A failing plugin (trap, fuel, deadline, memory) lets the write through.
+    pub fn fail_open(mut self) -> Self {
+        self.req.binding.on_error = FailurePolicy::FailOpen;
+        self
+    }
+
+    /// The wire request this builder sends.
+    pub fn into_request(self) -> Request {
+        Request::PluginInstall(self.req)
+    }
+}
+request_future!(PluginInstall, PluginInstall, PluginInstallResponse);
+
+/// A plugin listing being built; see [`Client::plugin_list`].
+#[must_use = "a request does nothing until awaited"]
+#[derive(Debug)]
+pub struct PluginList<'a> {
+    client: &'a Client,
+    req: PluginListRequest,
+}
+
+impl PluginList<'_> {
+    /// The wire request this builder sends.
+    pub fn into_request(self) -> Request {
+        Request::PluginList(self.req)
+    }
+}
+request_future!(PluginList, PluginList, PluginListResponse);
+
+/// A plugin removal being built; see [`Client::plugin_remove`].
+#[must_use = "a request does nothing until awaited"]
+#[derive(Debug)]
+pub struct PluginRemove<'a> {
+    client: &'a Client,
+    req: PluginRemoveRequest,
+}
+
+impl PluginRemove<'_> {
+    /// The wire request this builder sends.
+    pub fn into_request(self) -> Request {
+        Request::PluginRemove(self.req)
+    }
+}
+request_future!(PluginRemove, PluginRemove, PluginRemoveResponse);

@@ -1,0 +1,97 @@
+//! The WebAssembly side: bindings generated from `wit/etch.wit` and the glue that
+//! [`export_validator!`](crate::export_validator) expands to.
+//!
+//! Nothing here is meant to be named by plugin authors; it is public only because the macro
+//! expands inside their crate. Natively (tests, docs) the imports exist but must not be
+//! called: the native harness implements [`Host`] itself.
+
+use crate::host::Host;
+use crate::types::{KeyValue, Level, Op, OpKind, Request, Verdict};
+use crate::validator::Validator;
+
+/// Bindings of the `validator` world.
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "validator",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "export_validator_world",
+        default_bindings_module: "etch_plugin::__private::bindings",
+    });
+}
+
+use bindings::etch::plugin::{config, kv, log, types as wit};
+
+pub use bindings::Guest;
+pub use bindings::export_validator_world;
+
+/// [`Host`] over the world's imports.
+pub struct WasmHost;
+
+impl Host for WasmHost {
+    fn config(&self, name: &str) -> Option<String> {
+        config::get(name)
+    }
+
+    fn config_entries(&self) -> Vec<(String, String)> {
+        config::entries()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        kv::get(key).map(from_wit_kv)
+    }
+
+    fn range(&self, key: &[u8], range_end: &[u8], limit: u32) -> Vec<KeyValue> {
+        kv::range(key, range_end, limit)
+            .into_iter()
+            .map(from_wit_kv)
+            .collect()
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Debug => log::Level::Debug,
+            Level::Info => log::Level::Info,
+            Level::Warn => log::Level::Warn,
+            Level::Error => log::Level::Error,
+        };
+        log::log(level, message);
+    }
+}
+
+/// Runs `V` on a request as the world hands it over.
+pub fn validate<V: Validator>(request: wit::Request) -> wit::Verdict {
+    let request = Request {
+        principal: request.principal,
+        prefix: request.prefix,
+        revision: request.revision,
+        ops: request
+            .ops
+            .into_iter()
+            .map(|op| Op {
+                kind: match op.kind {
+                    wit::OpKind::Put => OpKind::Put,
+                    wit::OpKind::Delete => OpKind::Delete,
+                },
+                key: op.key,
+                value: op.value,
+                prev: op.prev.map(from_wit_kv),
+            })
+            .collect(),
+    };
+    match V::validate(&WasmHost, &request) {
+        Verdict::Allow => wit::Verdict::Allow,
+        Verdict::Deny { code, reason } => wit::Verdict::Deny(wit::Denial { code, reason }),
+    }
+}
+
+fn from_wit_kv(kv: wit::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key,
+        value: kv.value,
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        lease: kv.lease,
+    }
+}

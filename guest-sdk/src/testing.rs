@@ -1,0 +1,273 @@
+//! A native test harness: run a [`Validator`] as plain Rust against an in-memory key space,
+//! without WebAssembly and without a cluster.
+//!
+//! [`Harness`] plays the node: it turns writes into the [`Request`] a validator would get
+//! (each key with its previous version), answers the [`Host`] calls from its own key space
+//! and the binding's config, and applies a write only when the validator allows it — so a
+//! test reads as a sequence of writes and the verdicts they get. What it cannot show is
+//! behaviour under the node's limits (fuel, time, memory); test those on a node.
+//!
+//! # Examples
+//!
+//! ```
+//! use etch_plugin::testing::{Harness, Write};
+//! use etch_plugin::{Host, OpKind, Request, Validator, Verdict};
+//!
+//! /// Keys under the prefix may be created but never changed.
+//! struct WriteOnce;
+//!
+//! impl Validator for WriteOnce {
+//!     fn validate(_: &dyn Host, request: &Request) -> Verdict {
+//!         match request.ops_in_prefix().find(|op| op.prev.is_some()) {
+//!             Some(op) => Verdict::deny("immutable", format!("{} exists", op.key_str())),
+//!             None => Verdict::Allow,
+//!         }
+//!     }
+//! }
+//!
+//! let mut h = Harness::<WriteOnce>::new("/ids/");
+//! assert!(h.put("/ids/a", "1").is_allow());
+//! assert!(!h.put("/ids/a", "2").is_allow());
+//! assert_eq!(h.get("/ids/a").unwrap().value, b"1");
+//! // A txn is judged as a whole: nothing of it applies.
+//! let v = h.write([Write::put("/ids/b", "1"), Write::delete("/ids/a")]);
+//! assert!(!v.is_allow());
+//! assert!(h.get("/ids/b").is_none());
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use crate::host::{Host, in_range, prefix_end};
+use crate::types::{KeyValue, Level, Op, OpKind, Request, Verdict};
+use crate::validator::Validator;
+
+/// One write of a request given to [`Harness::write`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Deletes the keys of `[key, range_end)` (etcd's conventions; empty = just `key`).
+    Delete {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
+}
+
+impl Write {
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Write {
+        Write::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    pub fn delete(key: impl Into<Vec<u8>>) -> Write {
+        Write::Delete {
+            key: key.into(),
+            range_end: Vec::new(),
+        }
+    }
+
+    pub fn delete_prefix(prefix: impl Into<Vec<u8>>) -> Write {
+        let key = prefix.into();
+        Write::Delete {
+            range_end: prefix_end(&key),
+            key,
+        }
+    }
+}
+
+/// An in-memory node for one binding of validator `V`.
+pub struct Harness<V> {
+    host: TestHost,
+    principal: String,
+    prefix: Vec<u8>,
+    validator: PhantomData<V>,
+}
+
+impl<V: Validator> Harness<V> {
+    /// A harness for a binding on `prefix`, with an empty key space at revision 1, no
+    /// config and principal `root`.
+    pub fn new(prefix: impl Into<Vec<u8>>) -> Self {
+        Harness {
+            host: TestHost {
+                kvs: BTreeMap::new(),
+                config: BTreeMap::new(),
+                logs: RefCell::new(Vec::new()),
+                revision: 1,
+            },
+            principal: "root".into(),
+            prefix: prefix.into(),
+            validator: PhantomData,
+        }
+    }
+
+    /// Sets a config entry of the binding.
+    pub fn config(mut self, name: &str, value: &str) -> Self {
+        self.host.config.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets who the following writes come from.
+    pub fn principal(mut self, principal: &str) -> Self {
+        self.principal = principal.into();
+        self
+    }
+
+    /// Writes `key` without asking the validator (state that existed before the binding).
+    pub fn seed(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.host.apply(&[Write::put(key, value)]);
+    }
+
+    /// Validates a put and applies it if allowed.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Verdict {
+        self.write([Write::put(key, value)])
+    }
+
+    /// Validates a delete of `key` and applies it if allowed.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> Verdict {
+        self.write([Write::delete(key)])
+    }
+
+    /// Validates all `writes` as one request (a txn) and applies them all if allowed.
+    pub fn write(&mut self, writes: impl IntoIterator<Item = Write>) -> Verdict {
+        let writes: Vec<Write> = writes.into_iter().collect();
+        let verdict = V::validate(&self.host, &self.request(&writes));
+        if verdict.is_allow() {
+            self.host.apply(&writes);
+        }
+        verdict
+    }
+
+    /// The request the validator gets for `writes`, at the current state.
+    pub fn request(&self, writes: &[Write]) -> Request {
+        let mut ops = Vec::new();
+        for w in writes {
+            match w {
+                Write::Put { key, value } => ops.push(Op {
+                    kind: OpKind::Put,
+                    key: key.clone(),
+                    value: value.clone(),
+                    prev: self.host.kvs.get(key).cloned(),
+                }),
+                Write::Delete { key, range_end } => {
+                    ops.extend(self.host.select(key, range_end).map(|kv| Op {
+                        kind: OpKind::Delete,
+                        key: kv.key.clone(),
+                        value: Vec::new(),
+                        prev: Some(kv.clone()),
+                    }))
+                }
+            }
+        }
+        Request {
+            principal: self.principal.clone(),
+            prefix: self.prefix.clone(),
+            revision: self.host.revision,
+            ops,
+        }
+    }
+
+    /// The live version of `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<KeyValue> {
+        self.host.kvs.get(key.as_ref()).cloned()
+    }
+
+    /// The messages the validator logged so far.
+    pub fn logs(&self) -> Vec<(Level, String)> {
+        self.host.logs.borrow().clone()
+    }
+
+    /// The host the validator sees, for calling [`Validator::validate`] directly.
+    pub fn host(&self) -> &dyn Host {
+        &self.host
+    }
+}
+
+/// The in-memory [`Host`] behind a [`Harness`].
+struct TestHost {
+    kvs: BTreeMap<Vec<u8>, KeyValue>,
+    config: BTreeMap<String, String>,
+    logs: RefCell<Vec<(Level, String)>>,
+    revision: i64,
+}
+
+impl TestHost {
+    /// The live keys of `[key, end)`, in key order.
+    fn select<'a>(&'a self, key: &'a [u8], end: &'a [u8]) -> impl Iterator<Item = &'a KeyValue> {
+        self.kvs
+            .range(key.to_vec()..)
+            .map(|(_, kv)| kv)
+            .take_while(move |kv| in_range(&kv.key, key, end))
+    }
+
+    /// Applies `writes` at the next revision, as the node would.
+    fn apply(&mut self, writes: &[Write]) {
+        let rev = self.revision + 1;
+        let mut changed = false;
+        for w in writes {
+            match w {
+                Write::Put { key, value } => {
+                    let prev = self.kvs.get(key);
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: prev.map_or(rev, |p| p.create_revision),
+                        mod_revision: rev,
+                        version: prev.map_or(1, |p| p.version + 1),
+                        lease: 0,
+                    };
+                    self.kvs.insert(key.clone(), kv);
+                    changed = true;
+                }
+                Write::Delete { key, range_end } => {
+                    let doomed: Vec<Vec<u8>> = self
+                        .select(key, range_end)
+                        .map(|kv| kv.key.clone())
+                        .collect();
+                    changed |= !doomed.is_empty();
+                    for k in doomed {
+                        self.kvs.remove(&k);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.revision = rev;
+        }
+    }
+}
+
+impl Host for TestHost {
+    fn config(&self, name: &str) -> Option<String> {
+        self.config.get(name).cloned()
+    }
+
+    fn config_entries(&self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<KeyValue> {
+        self.kvs.get(key).cloned()
+    }
+
+    fn range(&self, key: &[u8], range_end: &[u8], limit: u32) -> Vec<KeyValue> {
+        let limit = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
+        self.select(key, range_end).take(limit).cloned().collect()
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_owned()));
+    }
+}

@@ -1,0 +1,82 @@
+//! [`Validator`], the trait a plugin implements, and [`export_validator!`], which makes it
+//! the plugin's `validate` export.
+
+use crate::host::Host;
+use crate::types::{Request, Verdict};
+
+/// Decides whether a write may commit.
+///
+/// A validator is a type, not a value: every call runs in a fresh WebAssembly instance, so
+/// nothing survives from one call to the next. Everything it may know comes in the
+/// [`Request`] (the whole write, each key's previous version, the principal) and through
+/// [`Host`] (the binding's config, read-only reads at the request's revision, a log).
+///
+/// A validator must be a function of what it is given: the node records the reads it makes
+/// and refuses the write with `Conflict` if they changed before it commits. It must also be
+/// quick: each binding sets fuel, time and memory limits, and a validator that exceeds
+/// them fails (the binding's failure policy then decides).
+///
+/// # Examples
+///
+/// ```
+/// use etch_plugin::{Host, Request, Validator, Verdict};
+///
+/// /// Refuses empty values under the binding's prefix.
+/// pub struct NoEmptyValues;
+///
+/// impl Validator for NoEmptyValues {
+///     fn validate(_host: &dyn Host, request: &Request) -> Verdict {
+///         match request.ops_in_prefix().find(|op| op.kind == etch_plugin::OpKind::Put && op.value.is_empty()) {
+///             Some(op) => Verdict::deny("empty", format!("{} may not be empty", op.key_str())),
+///             None => Verdict::Allow,
+///         }
+///     }
+/// }
+///
+/// // In the plugin crate (built for wasm32-unknown-unknown):
+/// // etch_plugin::export_validator!(NoEmptyValues);
+/// ```
+pub trait Validator {
+    /// Decides on `request`.
+    fn validate(host: &dyn Host, request: &Request) -> Verdict;
+}
+
+/// Makes a [`Validator`] the `validate` export of the plugin being built. Use it once, in
+/// the plugin's `lib.rs` (a `cdylib` built for `wasm32-unknown-unknown`).
+///
+/// # Examples
+///
+/// ```
+/// use etch_plugin::{Host, Request, Validator, Verdict};
+///
+/// pub struct AllowAll;
+///
+/// impl Validator for AllowAll {
+///     fn validate(_: &dyn Host, _: &Request) -> Verdict {
+///         Verdict::Allow
+///     }
+/// }
+///
+/// etch_plugin::export_validator!(AllowAll);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! export_validator {
+    ($validator:ty) => {
+        const _: () = {
+            struct EtchValidatorExport;
+
+            impl $crate::__private::Guest for EtchValidatorExport {
+                fn validate(
+                    request: $crate::__private::bindings::etch::plugin::types::Request,
+                ) -> $crate::__private::bindings::etch::plugin::types::Verdict {
+                    $crate::__private::validate::<$validator>(request)
+                }
+            }
+
+            $crate::__private::export_validator_world!(
+                EtchValidatorExport with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}

@@ -1,0 +1,85 @@
+//! Guards: what a validated write was decided on, checked again when it is applied.
+//!
+//! Validator plugins run on the leader *before* a write is proposed, against the state at
+//! some applied revision R. Between R and the moment the entry is applied other entries may
+//! commit. A [`Guard`] records everything the decision depended on, and apply refuses the
+//! write with `Conflict` (deterministically, on every replica) if any of it changed:
+//!
+//! - the **bindings version**: a plugin installed or removed since validation means the
+//!   write was judged by the wrong set of plugins (or by none);
+//! - the **read set**: one [`Read`] per key or range that the decision looked at — each key
+//!   the write changes (the plugin saw its previous version), the keys of a delete range,
+//!   a txn's compares (they chose the branch), and every `kv` read a plugin made.
+//!
+//! A [`Read`] is the range's fingerprint at R: how many live keys it held and the greatest
+//! `mod_revision` among them (a single key is a range of one: count 0 or 1, and its
+//! `mod_revision`). The fingerprint changes with any write to the range: a put raises the
+//! maximum (a new revision is above every existing one) and a delete alone lowers the
+//! count. So equal fingerprints mean no write touched the range in between. Checking costs a
+//! scan of each range read; plugins read little, and a write that touches no bound prefix
+//! carries no read set at all.
+
+use etch_proto::{KeyRange, Revision};
+use serde::{Deserialize, Serialize};
+
+use super::error::Result;
+use super::layout::bindings_version;
+use super::view::View;
+
+/// The fingerprint of a key range at the revision a decision was made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Read {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// etcd's conventions: empty = just `key`, `[0]` = to the end.
+    #[serde(with = "serde_bytes")]
+    pub range_end: Vec<u8>,
+    /// Live keys in the range.
+    pub count: u64,
+    /// Greatest `mod_revision` among them (0 when empty).
+    pub max_mod_revision: Revision,
+}
+
+/// What a validated write was decided on (see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub bindings_version: u64,
+    pub reads: Vec<Read>,
+}
+
+impl Read {
+    /// The fingerprint of `[key, range_end)` as `view` sees it.
+    pub(crate) fn observe(view: &View, key: &[u8], range_end: &[u8]) -> Result<Read> {
+        let mut read = Read {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            count: 0,
+            max_mod_revision: 0,
+        };
+        for kv in view.scan(&KeyRange::new(key, range_end)) {
+            read.note(kv?.mod_revision);
+        }
+        Ok(read)
+    }
+
+    /// Counts one live key of the range.
+    pub(crate) fn note(&mut self, mod_revision: Revision) {
+        self.count += 1;
+        self.max_mod_revision = self.max_mod_revision.max(mod_revision);
+    }
+}
+
+impl Guard {
+    /// Whether nothing this guard records has changed in `view`.
+    pub(crate) fn holds(&self, view: &View) -> Result<bool> {
+        if bindings_version(view.spaces(), view.snapshot())? != self.bindings_version {
+            return Ok(false);
+        }
+        for read in &self.reads {
+            if Read::observe(view, &read.key, &read.range_end)? != *read {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}

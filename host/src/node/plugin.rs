@@ -1,0 +1,161 @@
+//! Writes through the plugin gate, and the plugin management requests.
+//!
+//! [`Node::propose_write`] is the one call `on_leader` makes for a state-machine write. For
+//! a Put, DeleteRange or Txn that writes, the leader judges it (`crate::plugin`) off the
+//! async runtime, then proposes `Command::Write` with the resulting guard. If apply answers
+//! `Conflict` (something the decision read changed, or the bindings did), the write is
+//! judged again from the newer state, up to [`MAX_ATTEMPTS`] times; after that the client
+//! gets `Conflict`, which it may retry. Any other write is proposed as before.
+//!
+//! Installing checks on the leader that the component compiles and fits the `validator`
+//! world before proposing it, so a broken upload is refused with `InvalidArgument` instead
+//! of being replicated. Listing is answered by the leader with its own call counters.
+
+use etch_proto::plugin::{PluginInfo, PluginInstallRequest, PluginListResponse};
+use etch_proto::{Error, Request, Response};
+use sha2::{Digest, Sha256};
+
+use super::Node;
+use crate::mvcc::hex;
+use crate::plugin::MAX_MEMORY_MB;
+use crate::raft::Command;
+
+/// How many times a write is judged and proposed before `Conflict` reaches the client.
+const MAX_ATTEMPTS: usize = 5;
+
+impl Node {
+    /// Proposes a state-machine write, through the validator plugins when it changes keys,
+    /// and answers plugin management requests.
+    pub(super) async fn propose_write(
+        &self,
+        principal: &str,
+        request: Request,
+    ) -> Result<Response, Error> {
+        match request {
+            Request::Put(_) | Request::DeleteRange(_) => {
+                self.judge_and_propose(principal, request).await
+            }
+            Request::Txn(ref t) if !t.is_read_only() => {
+                self.judge_and_propose(principal, request).await
+            }
+            Request::PluginInstall(install) => self.plugin_install(install).await,
+            Request::PluginList(_) => self.plugin_list().await,
+            Request::PluginRemove(remove) => {
+                self.propose_command(Command::PluginRemove { name: remove.name })
+                    .await
+            }
+            other => self.propose(other).await,
+        }
+    }
+
+    async fn judge_and_propose(
+        &self,
+        principal: &str,
+        request: Request,
+    ) -> Result<Response, Error> {
+        let mut attempt = 1;
+        loop {
+            let guard = {
+                let (plugins, store) = (self.inner.plugins.clone(), self.store().clone());
+                let (principal, request) = (principal.to_owned(), request.clone());
+                tokio::task::spawn_blocking(move || plugins.judge(&store, &principal, &request))
+                    .await
+                    .map_err(|e| Error::Internal(format!("plugin gate: {e}")))??
+            };
+            let command = Command::Write {
+                request: request.clone(),
+                guard,
+            };
+            match self.propose_command(command).await {
+                Err(Error::Conflict) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, "validated write conflicted; judging it again");
+                    attempt += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn plugin_install(&self, install: PluginInstallRequest) -> Result<Response, Error> {
+        let limits = &install.binding.limits;
+        if limits.memory_mb == 0 || limits.memory_mb > MAX_MEMORY_MB {
+            return Err(Error::InvalidArgument(format!(
+                "a plugin's memory cap is 1 to {MAX_MEMORY_MB} MiB, got {}",
+                limits.memory_mb
+            )));
+        }
+        if limits.fuel == 0 || limits.timeout_ms == 0 {
+            return Err(Error::InvalidArgument(
+                "a plugin's fuel and timeout must be above 0".into(),
+            ));
+        }
+        let plugins = self.inner.plugins.clone();
+        let wasm = install.wasm.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let sha256 = Sha256::digest(&wasm);
+            plugins.check(&sha256, &wasm)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("plugin check: {e}")))?;
+        if let Err(e) = checked {
+            return Err(Error::InvalidArgument(format!(
+                "plugin {}: {e}",
+                install.binding.name
+            )));
+        }
+        tracing::info!(plugin = %install.binding.name, prefix = %String::from_utf8_lossy(&install.binding.prefix), "installing plugin");
+        self.propose_command(Command::PluginInstall(install)).await
+    }
+
+    /// Linearizable, as `member list`: the leader confirms it leads, then answers.
+    async fn plugin_list(&self) -> Result<Response, Error> {
+        self.confirm_leadership().await?;
+        let (bindings_version, records) = self
+            .store()
+            .plugin_bindings()
+            .map_err(|e| Error::Internal(format!("storage: {e}")))?;
+        let plugins = records
+            .into_iter()
+            .map(|r| {
+                let stats = self.inner.plugins.stats_of(&r.binding.name);
+                PluginInfo {
+                    sha256: hex(&r.sha256),
+                    size: r.size,
+                    calls: stats.calls,
+                    denials: stats.denials,
+                    failures: stats.failures,
+                    binding: r.binding,
+                }
+            })
+            .collect();
+        let mut resp = PluginListResponse {
+            plugins,
+            bindings_version,
+            ..Default::default()
+        };
+        resp.header.revision = self.store().revision();
+        Ok(Response::PluginList(resp))
+    }
+}
+
+/// Compiles the bound components whenever the bindings change, so that a node that becomes
+/// leader finds them ready. Runs until the state machine stops.
+pub(super) async fn warm_plugins(node: Node, mut applied: tokio::sync::watch::Receiver<i64>) {
+    let mut seen = None;
+    loop {
+        let version = node.store().bindings_version().ok();
+        if version.is_some() && version != seen {
+            seen = version;
+            let (plugins, store) = (node.inner.plugins.clone(), node.store().clone());
+            if tokio::task::spawn_blocking(move || plugins.warm(&store))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}

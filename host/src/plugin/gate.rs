@@ -1,0 +1,287 @@
+//! [`Plugins`]: the leader's gate in front of `propose` — which bindings a write touches,
+//! running their validators, and the [`Guard`] the write then carries.
+//!
+//! [`Plugins::judge`] reads one snapshot of the state and, from it, the bindings and their
+//! version. A write that touches no bound prefix gets a guard with just that version (so a
+//! binding installed while it is in flight still conflicts). Otherwise the write is
+//! previewed (`mvcc::preview`: every key changed, with its previous version; a txn's branch
+//! chosen) and each bound validator runs in turn on the whole write, against the same
+//! snapshot. The first enforced refusal ends it with `PluginRejected`; a failure ends it
+//! with `PluginFailed` unless the binding fails open. In audit mode refusals and failures
+//! are logged and counted but never reject. The guard collects the preview's reads and
+//! every plugin's reads.
+//!
+//! Counters (calls, refusals, failures per binding) live in memory on the node that ran
+//! the calls — the leader — and are reported by `plugin list`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use etch_proto::plugin::{FailurePolicy, PluginHook, PluginMode};
+use etch_proto::{Error as ProtoError, KeyRange, Request, RequestOp, prefix_end};
+
+use super::error::PluginError;
+use super::runtime::Runtime;
+use super::validator::{self, Ctx, Op, OpKind, Verdict};
+use crate::mvcc::{self, BindingRecord, Guard, Store, View, hex};
+
+/// Per-binding counters on this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub calls: u64,
+    pub denials: u64,
+    pub failures: u64,
+}
+
+/// The validators of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Plugins {
+    runtime: Runtime,
+    stats: Arc<Mutex<HashMap<String, Stats>>>,
+}
+
+impl Plugins {
+    /// A gate with its own engine.
+    ///
+    /// # Errors
+    ///
+    /// The engine cannot be made.
+    pub fn new() -> anyhow::Result<Plugins> {
+        Ok(Plugins {
+            runtime: Runtime::new()?,
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Judges `request` from `principal` against the current state: `Ok` with the guard to
+    /// propose it with, or the error to answer. Blocking (storage and WebAssembly): call it
+    /// off the async runtime.
+    pub fn judge(
+        &self,
+        store: &Store,
+        principal: &str,
+        request: &Request,
+    ) -> Result<Guard, ProtoError> {
+        let storage = |e: mvcc::Error| ProtoError::Internal(format!("storage: {e}"));
+        let view = store.view().map_err(storage)?;
+        let (version, bindings) = mvcc::bindings_in(&view).map_err(storage)?;
+        let bound: Vec<&BindingRecord> = bindings
+            .iter()
+            .filter(|b| {
+                b.binding.hook == PluginHook::Validate && touches(request, &b.binding.prefix)
+            })
+            .collect();
+        let mut guard = Guard {
+            bindings_version: version,
+            reads: Vec::new(),
+        };
+        if bound.is_empty() {
+            return Ok(guard);
+        }
+        let preview = mvcc::preview(&view, request).map_err(storage)??;
+        guard.reads = preview.reads;
+        let mut wit = validator::Request {
+            principal: principal.to_owned(),
+            prefix: Vec::new(),
+            revision: view.revision,
+            ops: preview
+                .changes
+                .into_iter()
+                .map(|c| Op {
+                    kind: if c.value.is_some() {
+                        OpKind::Put
+                    } else {
+                        OpKind::Delete
+                    },
+                    key: c.key,
+                    value: c.value.unwrap_or_default(),
+                    prev: c.prev.map(validator::to_wit),
+                })
+                .collect(),
+        };
+        let view = Arc::new(view);
+        for record in bound {
+            wit.prefix.clone_from(&record.binding.prefix);
+            self.run_one(store, &view, record, &wit, &mut guard)?;
+        }
+        Ok(guard)
+    }
+
+    /// Runs one binding's validator and applies its mode and failure policy.
+    fn run_one(
+        &self,
+        store: &Store,
+        view: &Arc<View>,
+        record: &BindingRecord,
+        request: &validator::Request,
+        guard: &mut Guard,
+    ) -> Result<(), ProtoError> {
+        let binding = &record.binding;
+        let name = binding.name.as_str();
+        let started = Instant::now();
+        let outcome = self
+            .runtime
+            .prepare(&record.sha256, || {
+                store
+                    .plugin_module(&record.sha256)
+                    .map_err(|e| PluginError::Host(e.to_string()))?
+                    .ok_or_else(|| PluginError::Missing(hex(&record.sha256)))
+            })
+            .map(|pre| {
+                let ctx = Ctx::new(
+                    name,
+                    view.clone(),
+                    binding.config.clone(),
+                    binding.limits.memory_mb,
+                );
+                validator::call(&self.runtime, &pre, ctx, &binding.limits, request)
+            });
+        let (verdict, reads) = match outcome {
+            Ok((verdict, reads)) => (verdict, reads),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        guard.reads.extend(reads);
+        let audit = binding.mode == PluginMode::Audit;
+        let mut stats = self.stats();
+        let stats = stats.entry(name.to_owned()).or_default();
+        stats.calls += 1;
+        tracing::debug!(plugin = name, elapsed = ?started.elapsed(), ?verdict, "validated");
+        match verdict {
+            Ok(Verdict::Allow) => Ok(()),
+            Ok(Verdict::Deny(denial)) => {
+                stats.denials += 1;
+                if audit {
+                    tracing::warn!(plugin = name, code = %denial.code, reason = %denial.reason, "audit: plugin would reject this write");
+                    return Ok(());
+                }
+                Err(ProtoError::PluginRejected {
+                    plugin: name.to_owned(),
+                    code: denial.code,
+                    reason: denial.reason,
+                })
+            }
+            Err(e) => {
+                stats.failures += 1;
+                tracing::warn!(plugin = name, error = %e, "plugin failed");
+                if audit || binding.on_error == FailurePolicy::FailOpen {
+                    return Ok(());
+                }
+                Err(ProtoError::PluginFailed {
+                    plugin: name.to_owned(),
+                    cause: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Checks that `wasm` compiles and fits the `validator` world (compiling it into the
+    /// cache). Blocking.
+    pub fn check(&self, sha256: &[u8], wasm: &[u8]) -> Result<(), PluginError> {
+        self.runtime.prepare(sha256, || Ok(wasm.to_vec())).map(drop)
+    }
+
+    /// Compiles every bound component not compiled yet and forgets the others. Blocking.
+    pub fn warm(&self, store: &Store) {
+        let Ok((_, bindings)) = store.plugin_bindings() else {
+            return;
+        };
+        let keep: Vec<&[u8]> = bindings.iter().map(|b| b.sha256.as_slice()).collect();
+        self.runtime.retain(&keep);
+        for record in &bindings {
+            let compiled = self.runtime.prepare(&record.sha256, || {
+                store
+                    .plugin_module(&record.sha256)
+                    .map_err(|e| PluginError::Host(e.to_string()))?
+                    .ok_or_else(|| PluginError::Missing(hex(&record.sha256)))
+            });
+            if let Err(e) = compiled {
+                tracing::warn!(plugin = %record.binding.name, error = %e, "cannot compile plugin");
+            }
+        }
+    }
+
+    /// This node's counters for binding `name`.
+    pub fn stats_of(&self, name: &str) -> Stats {
+        self.stats().get(name).copied().unwrap_or_default()
+    }
+
+    fn stats(&self) -> MutexGuard<'_, HashMap<String, Stats>> {
+        // Plain counters: valid after a panic elsewhere.
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether `request` may change a key under `prefix` (judged from the request alone,
+/// before any read).
+pub fn touches(request: &Request, prefix: &[u8]) -> bool {
+    let op_touches = |op: &RequestOp| match op {
+        RequestOp::Put(p) => p.key.starts_with(prefix),
+        RequestOp::DeleteRange(d) => overlaps(&d.key, &d.range_end, prefix),
+        RequestOp::Range(_) => false,
+    };
+    match request {
+        Request::Put(p) => p.key.starts_with(prefix),
+        Request::DeleteRange(d) => overlaps(&d.key, &d.range_end, prefix),
+        Request::Txn(t) => t.success.iter().chain(&t.failure).any(op_touches),
+        _ => false,
+    }
+}
+
+/// Whether the range `(key, range_end)` (etcd's conventions) holds a key under `prefix`.
+fn overlaps(key: &[u8], range_end: &[u8], prefix: &[u8]) -> bool {
+    let end = prefix_end(prefix);
+    let below_end = |k: &[u8]| end == [0] || k < end.as_slice();
+    match KeyRange::new(key, range_end) {
+        KeyRange::Single(k) => k.starts_with(prefix),
+        KeyRange::From(start) => below_end(start),
+        KeyRange::Between(start, stop) => start < stop && below_end(start) && stop > prefix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etch_proto::{DeleteRangeRequest, PutRequest, TxnRequest};
+
+    use super::*;
+
+    fn del(key: &[u8], end: &[u8]) -> Request {
+        Request::DeleteRange(DeleteRangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            prev_kv: false,
+        })
+    }
+
+    #[test]
+    fn touches_follows_etcds_range_conventions() {
+        let put = |k: &str| {
+            Request::Put(PutRequest {
+                key: k.into(),
+                ..Default::default()
+            })
+        };
+        assert!(touches(&put("/a/x"), b"/a/"));
+        assert!(!touches(&put("/ab"), b"/a/"));
+        assert!(touches(&put("anything"), b""));
+        assert!(touches(&del(b"/a/x", b""), b"/a/"));
+        assert!(touches(&del(b"/", b"/b"), b"/a/"));
+        assert!(!touches(&del(b"/b", b"/c"), b"/a/"));
+        assert!(!touches(&del(b"/", b"/a/"), b"/a/"));
+        assert!(touches(&del(b"/", &[0]), b"/a/"));
+        assert!(!touches(&del(b"/b", &[0]), b"/a/"));
+        let txn = Request::Txn(TxnRequest {
+            failure: vec![RequestOp::Put(PutRequest {
+                key: b"/a/1".to_vec(),
+                ..Default::default()
+            })],
+            ..Default::default()
+        });
+        assert!(touches(&txn, b"/a/"));
+        assert!(!touches(&txn, b"/b/"));
+    }
+}

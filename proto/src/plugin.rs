@@ -1,0 +1,133 @@
+//! Plugin management: install, list and remove WebAssembly plugins and their bindings.
+//!
+//! A [`PluginBinding`] ties one uploaded component (stored once, by sha256) to a key prefix
+//! and a hook, with the settings the plugin reads (`config`), its [`PluginLimits`], what a
+//! plugin failure does ([`FailurePolicy`]) and whether a refusal is enforced or only
+//! recorded ([`PluginMode`]). Installing under an existing name replaces that binding.
+//! Bindings are replicated state: every change goes through the Raft log.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::ResponseHeader;
+
+/// When a plugin runs. New hooks are only appended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginHook {
+    /// Before a write touching the prefix is proposed (world `validator`).
+    #[default]
+    Validate,
+}
+
+/// Whether a refusal rejects the write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginMode {
+    /// A refusal (or a failure under `FailClosed`) rejects the write.
+    #[default]
+    Enforce,
+    /// Refusals and failures are logged and counted, and the write goes ahead.
+    Audit,
+}
+
+/// What a plugin failure (trap, fuel, deadline, memory) does to the write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailurePolicy {
+    /// The write is rejected with `PluginFailed`.
+    #[default]
+    FailClosed,
+    /// The failure is logged and counted, and the write goes ahead.
+    FailOpen,
+}
+
+/// Per-call limits of a plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginLimits {
+    /// WebAssembly fuel (about one unit per instruction) [default: 50,000,000].
+    pub fuel: u64,
+    /// Wall-clock deadline of one call, in milliseconds [default: 200].
+    pub timeout_ms: u64,
+    /// Largest linear memory, in MiB [default: 32].
+    pub memory_mb: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            fuel: 50_000_000,
+            timeout_ms: 200,
+            memory_mb: 32,
+        }
+    }
+}
+
+/// One binding of a plugin to a key prefix.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginBinding {
+    /// Unique name of the binding; the plugin is known by it in errors and listings.
+    pub name: String,
+    /// The binding applies to writes touching a key that starts with this prefix (an empty
+    /// prefix: every key).
+    #[serde(with = "serde_bytes")]
+    pub prefix: Vec<u8>,
+    pub hook: PluginHook,
+    /// Settings the plugin reads through its `config` import, in name order.
+    pub config: Vec<(String, String)>,
+    pub limits: PluginLimits,
+    pub mode: PluginMode,
+    pub on_error: FailurePolicy,
+}
+
+/// Uploads a component and binds it (replacing a binding of the same name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInstallRequest {
+    pub binding: PluginBinding,
+    /// The component's bytes.
+    #[serde(with = "serde_bytes")]
+    pub wasm: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInstallResponse {
+    pub header: ResponseHeader,
+    /// The component's sha256, in hex.
+    pub sha256: String,
+    /// Whether a binding of that name was replaced.
+    pub replaced: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginListRequest {}
+
+/// One installed binding, as listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub binding: PluginBinding,
+    /// The component's sha256, in hex.
+    pub sha256: String,
+    /// The component's size in bytes.
+    pub size: u64,
+    /// Calls on the answering node (the leader) since it started leading.
+    pub calls: u64,
+    /// Refusals on that node, enforced or (in audit mode) only recorded.
+    pub denials: u64,
+    /// Failures (trap, fuel, deadline, memory) on that node.
+    pub failures: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginListResponse {
+    pub header: ResponseHeader,
+    pub plugins: Vec<PluginInfo>,
+    /// Advances with every binding change.
+    pub bindings_version: u64,
+}
+
+/// Removes a binding; its component goes too once no binding uses it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRemoveRequest {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRemoveResponse {
+    pub header: ResponseHeader,
+}
