@@ -248,9 +248,24 @@ impl Peers {
         let exchange = async {
             let conn = self.connection(addr).await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.broken(addr, e))?;
+            let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
+                .await
+                .map_err(|e| self.broken(addr, e))?;
+            let file_len = file
+                .metadata()
+                .await
+                .map_err(|e| self.broken(addr, e))?
+                .len();
+            // Skip the file's own header: the receiver writes its own from the envelope.
+            let header_len = file.read_u32().await.map_err(|e| self.broken(addr, e))?;
+            file.seek(SeekFrom::Current(i64::from(header_len)))
+                .await
+                .map_err(|e| self.broken(addr, e))?;
+            let body_len = file_len.saturating_sub(4 + u64::from(header_len));
             let body = PeerRequest::Snapshot {
                 vote,
                 meta: snapshot.meta.clone(),
+                body_len,
             };
             let envelope = Envelope {
                 cluster_id: self.cluster_id(),
@@ -259,14 +274,6 @@ impl Peers {
                 body,
             };
             frame::write(&mut send, &envelope, MAX_PEER_FRAME)
-                .await
-                .map_err(|e| self.broken(addr, e))?;
-            let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
-                .await
-                .map_err(|e| self.broken(addr, e))?;
-            // Skip the file's own header: the receiver writes its own from the envelope.
-            let header_len = file.read_u32().await.map_err(|e| self.broken(addr, e))?;
-            file.seek(SeekFrom::Current(i64::from(header_len)))
                 .await
                 .map_err(|e| self.broken(addr, e))?;
             tokio::io::copy(&mut file, &mut send)

@@ -88,7 +88,14 @@ impl SnapshotDir {
 
     /// Receives a snapshot body from a peer into a temporary file, writing the header for
     /// `meta` in front of it. The file becomes current only when it is installed.
-    pub async fn receive<R>(&self, meta: &SnapshotMeta, body: &mut R) -> io::Result<SnapshotFile>
+    /// The body must be exactly `body_len` bytes: a short one (a sender that gave up) is
+    /// an error, and the partial file is removed.
+    pub async fn receive<R>(
+        &self,
+        meta: &SnapshotMeta,
+        body_len: u64,
+        body: &mut R,
+    ) -> io::Result<SnapshotFile>
     where
         R: tokio::io::AsyncRead + Unpin,
     {
@@ -100,7 +107,13 @@ impl SnapshotDir {
             let len = u32::try_from(header.len()).map_err(io::Error::other)?;
             file.write_all(&len.to_be_bytes()).await?;
             file.write_all(&header).await?;
-            tokio::io::copy(body, &mut file).await?;
+            let got = tokio::io::copy(body, &mut file).await?;
+            if got != body_len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("snapshot body cut short: {got} of {body_len} bytes"),
+                ));
+            }
             file.sync_data().await?;
             Ok::<_, io::Error>(())
         };

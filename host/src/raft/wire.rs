@@ -38,6 +38,9 @@ pub enum PeerRequest {
     Snapshot {
         vote: Vote<NodeId>,
         meta: SnapshotMeta,
+        /// Length of the body that follows: a stream that ends early (a sender cancelled
+        /// mid-way finishes its stream when dropped) is refused, never installed.
+        body_len: u64,
     },
     /// A client request handed to the leader by a follower, with the client's principal.
     Forward {

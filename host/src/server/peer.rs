@@ -97,8 +97,12 @@ async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) ->
             PeerResponse::Append(node.raft().append_entries(rpc).await)
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(node.raft().vote(rpc).await),
-        PeerRequest::Snapshot { vote, meta } => {
-            let file = match node.snapshots().receive(&meta, recv).await {
+        PeerRequest::Snapshot {
+            vote,
+            meta,
+            body_len,
+        } => {
+            let file = match node.snapshots().receive(&meta, body_len, recv).await {
                 Ok(file) => file,
                 Err(e) => {
                     return PeerResponse::Refused(format!("cannot receive the snapshot: {e}"));
