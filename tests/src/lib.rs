@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use etch_proto::pki::{self, InitOptions, TlsFiles};
 
 pub mod checker;
+pub mod fault;
 pub mod history;
 
 /// Path of a workspace binary built next to the running test, or in `ETCH_BIN_DIR` when

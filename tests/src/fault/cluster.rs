@@ -1,0 +1,371 @@
+//! [`FaultCluster`]: a [`Cluster`] whose peer traffic runs through a [`Net`] of proxies,
+//! with the faults a scenario injects and the convergence check it ends with.
+//!
+//! Helpers are synchronous, like the harness: they block the test thread on `rt`, the
+//! runtime the SDK clients (workload, watchers, status probes) live on.
+
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use etch_client::{Client, ClientOptions, Error};
+use etch_proto::watch::WatchCreateRequest;
+use etch_proto::{KeyValue, NodeId, Revision, StatusResponse};
+use tokio::runtime::Runtime;
+
+use super::proxy::Net;
+use super::watcher::Recorder;
+use super::workload::client_options;
+use crate::Cluster;
+use crate::checker::watch::{Committed, committed};
+
+/// How long a status probe of one node may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+pub struct FaultCluster {
+    pub cluster: Cluster,
+    pub net: Net,
+    pub rt: Runtime,
+    /// Flags every node gets, founders and later additions.
+    extra_args: Vec<String>,
+    /// Per node: still a member (false once removed), and paused.
+    member: Vec<bool>,
+    paused: Vec<bool>,
+    /// Per node: a client of that node alone.
+    probes: Vec<Client>,
+}
+
+impl FaultCluster {
+    /// Starts `n` nodes behind proxies, each with `extra_args`; returns once every node
+    /// serves linearizable reads.
+    pub fn start(n: usize, extra_args: &[&str]) -> FaultCluster {
+        let mut cluster = Cluster::prepare(n, extra_args);
+        let mut net = Net::new();
+        let ports: Vec<u16> = cluster.nodes.iter().map(|n| net.add(n.peer_port)).collect();
+        let initial = cluster
+            .nodes
+            .iter()
+            .zip(&ports)
+            .map(|(node, port)| format!("{}=127.0.0.1:{port}", node.name))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut cluster.nodes {
+            assert_eq!(
+                node.extra_args[0], "--initial-cluster",
+                "Cluster::prepare's flags"
+            );
+            node.extra_args[1] = initial.clone();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the SDK runtime");
+        let mut fc = FaultCluster {
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            member: vec![true; n],
+            paused: vec![false; n],
+            probes: Vec::new(),
+            cluster,
+            net,
+            rt,
+        };
+        fc.probes = (0..n).map(|i| fc.probe(i)).collect();
+        let tls = fc.cluster.client_tls("root");
+        for node in &mut fc.cluster.nodes {
+            node.spawn();
+        }
+        for node in &mut fc.cluster.nodes {
+            node.await_ready(&tls);
+        }
+        fc
+    }
+
+    fn probe(&self, i: usize) -> Client {
+        let endpoint = self.cluster.nodes[i].endpoint();
+        let opts = ClientOptions::new([endpoint], self.cluster.client_tls("root"))
+            .connect_timeout(Duration::from_millis(500))
+            .request_timeout(PROBE_TIMEOUT);
+        Client::new(opts).expect("a probe client")
+    }
+
+    /// Indices of the current members.
+    pub fn members(&self) -> Vec<usize> {
+        (0..self.member.len()).filter(|&i| self.member[i]).collect()
+    }
+
+    /// Client endpoints of the current members.
+    pub fn endpoints(&self) -> Vec<String> {
+        let nodes = &self.cluster.nodes;
+        self.members()
+            .iter()
+            .map(|&i| nodes[i].endpoint())
+            .collect()
+    }
+
+    /// An SDK client of every member, trying them from `first` on.
+    pub fn client(&self, first: usize) -> Client {
+        let opts = client_options(&self.endpoints(), first, &self.cluster.client_tls("root"));
+        Client::new(opts).expect("an SDK client")
+    }
+
+    /// The status of every member that is running and not paused, asked concurrently.
+    pub fn statuses(&mut self) -> Vec<(usize, Option<StatusResponse>)> {
+        let live: Vec<usize> = (self.members().into_iter())
+            .filter(|&i| !self.paused[i] && self.cluster.nodes[i].is_running())
+            .collect();
+        let asks: Vec<_> = (live.iter())
+            .map(|&i| {
+                let probe = self.probes[i].clone();
+                self.rt.spawn(async move { probe.status().await.ok() })
+            })
+            .collect();
+        let answers = asks
+            .into_iter()
+            .map(|ask| self.rt.block_on(ask).ok().flatten());
+        live.iter().copied().zip(answers).collect()
+    }
+
+    /// The node a majority of the members follows (and which says it leads), waiting up to
+    /// 30 s for one. A leader cut off from the others may still think it leads; it is not
+    /// the answer until a majority agrees.
+    pub fn leader(&mut self) -> usize {
+        let majority = self.members().len() / 2 + 1;
+        let what = format!("a leader followed by {majority} members");
+        let mut last = Vec::new();
+        let found = wait_for_opt(Duration::from_secs(30), || {
+            last = self.statuses();
+            let known: Vec<(usize, &StatusResponse)> = last
+                .iter()
+                .filter_map(|(i, s)| Some((*i, s.as_ref()?)))
+                .collect();
+            known.iter().find_map(|&(i, s)| {
+                let id = s.header.member_id;
+                let followers = known.iter().filter(|(_, t)| t.leader == Some(id)).count();
+                (s.leader == Some(id) && followers >= majority).then_some(i)
+            })
+        });
+        found.unwrap_or_else(|| panic!("timed out waiting for {what}; statuses: {last:#?}"))
+    }
+
+    /// The leader, once it is not `old`.
+    pub fn new_leader(&mut self, old: usize) -> usize {
+        let found = wait_for_opt(Duration::from_secs(30), || {
+            let leader = self.leader();
+            (leader != old).then_some(leader)
+        });
+        found.unwrap_or_else(|| panic!("node {old} still leads after 30 s"))
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.cluster.nodes[i].kill();
+        self.paused[i] = false;
+    }
+
+    /// Starts node `i` again and waits until it serves linearizable reads.
+    pub fn restart(&mut self, i: usize) {
+        let tls = self.cluster.client_tls("root");
+        self.cluster.nodes[i].start(&tls);
+    }
+
+    pub fn pause(&mut self, i: usize) {
+        self.cluster.signal(i, "STOP");
+        self.paused[i] = true;
+    }
+
+    pub fn resume(&mut self, i: usize) {
+        self.cluster.signal(i, "CONT");
+        self.paused[i] = false;
+    }
+
+    /// Adds node `name` as a learner, starts it, and promotes it once it has caught up;
+    /// returns its index.
+    pub fn add_member(&mut self, name: &str) -> usize {
+        let mut node = self.cluster.extra_node(name, &[]);
+        let port = self.net.add(node.peer_port);
+        let admin = self.client(0);
+        let addr = format!("127.0.0.1:{port}");
+        let id = self.admin(&format!("member add {name}"), || async {
+            admin
+                .member_add(name, addr.as_str())
+                .learner()
+                .await
+                .map(|r| r.member.id)
+        });
+        let mut initial: Vec<String> = (self.members().iter())
+            .map(|&i| {
+                format!(
+                    "{}=127.0.0.1:{}",
+                    self.cluster.nodes[i].name,
+                    self.net.port(i)
+                )
+            })
+            .collect();
+        initial.push(format!("{name}={addr}"));
+        node.extra_args = [
+            "--initial-cluster",
+            &initial.join(","),
+            "--initial-cluster-state",
+            "existing",
+        ]
+        .map(String::from)
+        .to_vec();
+        node.extra_args.extend(self.extra_args.iter().cloned());
+        node.start_serving(&self.cluster.client_tls("root"));
+        self.cluster.nodes.push(node);
+        self.member.push(true);
+        self.paused.push(false);
+        let i = self.cluster.nodes.len() - 1;
+        self.probes.push(self.probe(i));
+        // Refused until the learner has caught up: retrying is waiting for that.
+        self.admin(&format!("member promote {name}"), || async {
+            admin.member_promote(id).await.map(|_| ())
+        });
+        i
+    }
+
+    /// Removes member `i` from the cluster, then kills it.
+    ///
+    /// # Panics
+    ///
+    /// When the removal is refused, or not done within 60 s. A retryable error is retried,
+    /// and a timeout (outcome unknown) is settled by listing the members.
+    pub fn remove_member(&mut self, i: usize) {
+        let name = self.cluster.nodes[i].name.clone();
+        let admin = self.client(0);
+        let listed = |admin: &Client| {
+            let list = self.rt.block_on(admin.member_list().into_future());
+            list.map(|l| l.members.iter().find(|m| m.name == name).map(|m| m.id))
+        };
+        let id: NodeId = wait_for_opt(Duration::from_secs(60), || listed(&admin).ok().flatten())
+            .unwrap_or_else(|| panic!("{name} not listed as a member within 60 s"));
+        let mut errors = Vec::new();
+        let done = wait_for_opt(Duration::from_secs(60), || {
+            match self.rt.block_on(admin.member_remove(id).into_future()) {
+                Ok(_) => Some(()),
+                Err(e) if e.is_retryable() => {
+                    errors.push(e);
+                    None
+                }
+                Err(e @ Error::Timeout { .. }) => {
+                    errors.push(e);
+                    listed(&admin)
+                        .ok()
+                        .and_then(|id| id.is_none().then_some(()))
+                }
+                Err(e) => panic!(
+                    "member remove {name} ({id:x}) answered {e:?} (earlier answers: {errors:?}); \
+                     listed afterwards: {:?}",
+                    listed(&admin)
+                ),
+            }
+        });
+        done.unwrap_or_else(|| panic!("member remove {name} not done in 60 s: {errors:?}"));
+        self.member[i] = false;
+        self.kill(i);
+    }
+
+    /// Runs a membership request until it succeeds, for up to 60 s.
+    fn admin<T, F: Future<Output = Result<T, Error>>>(
+        &self,
+        what: &str,
+        mut f: impl FnMut() -> F,
+    ) -> T {
+        let mut last = None;
+        let done = wait_for_opt(Duration::from_secs(60), || match self.rt.block_on(f()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                last = Some(e);
+                None
+            }
+        });
+        done.unwrap_or_else(|| panic!("{what} did not succeed in 60 s; last error: {last:?}"))
+    }
+
+    /// Waits until every member has applied the same log and holds the same data, and
+    /// returns that revision and data (a serializable read of every key on every member,
+    /// which must agree at the same revision).
+    pub fn converge(&mut self) -> (Revision, Vec<KeyValue>) {
+        let members = self.members();
+        let mut last = String::new();
+        let found = wait_for_opt(Duration::from_secs(60), || {
+            let statuses = self.statuses();
+            let applied: Vec<(u64, u64, Revision)> = (statuses.iter())
+                .filter_map(|(_, s)| s.as_ref())
+                .map(|s| (s.raft_index, s.raft_applied_index, s.header.revision))
+                .collect();
+            let shown = (statuses.iter()).map(|(i, s)| match s {
+                Some(s) => format!(
+                    "{} log {} applied {} rev {} {:?}",
+                    s.name, s.raft_index, s.raft_applied_index, s.header.revision, s.errors
+                ),
+                None => format!("{} silent", self.cluster.nodes[*i].name),
+            });
+            let mut shown: Vec<String> = shown.collect();
+            for &i in &members {
+                if !self.cluster.nodes[i].is_running() {
+                    shown.push(format!("{} not running", self.cluster.nodes[i].name));
+                }
+            }
+            last = shown.join("; ");
+            let settled = applied.len() == members.len()
+                && applied.iter().all(|a| *a == applied[0] && a.0 == a.1);
+            if !settled {
+                return None;
+            }
+            let reads: Vec<_> = (members.iter())
+                .map(|&i| {
+                    let read = self.probes[i].get("").from_key().serializable();
+                    self.rt.block_on(read.into_future())
+                })
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let revision = reads[0].header.revision;
+            if reads.iter().any(|r| r.header.revision != revision) {
+                return None;
+            }
+            for (&i, read) in members.iter().zip(&reads) {
+                assert_eq!(
+                    read.kvs, reads[0].kvs,
+                    "{} and {} hold different data at revision {revision}",
+                    self.cluster.nodes[i].name, self.cluster.nodes[members[0]].name
+                );
+            }
+            Some((revision, reads[0].kvs.clone()))
+        });
+        found.unwrap_or_else(|| panic!("the members did not converge in 60 s: {last}"))
+    }
+
+    /// Every event node `i` committed up to `revision`, replayed by a watch of all keys
+    /// from revision 1 on that node alone.
+    pub fn committed(&self, i: usize, revision: Revision) -> Committed {
+        let req = WatchCreateRequest {
+            key: vec![0],
+            range_end: vec![0],
+            start_revision: 1,
+            ..WatchCreateRequest::default()
+        };
+        let name = format!("replay@{}", self.cluster.nodes[i].name);
+        let replay = Recorder::start(&self.rt, &name, self.probes[i].clone(), req)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let timeout = Duration::from_secs(30);
+        if let Err(e) = replay.catch_up(&self.rt, revision, timeout) {
+            panic!("{e}");
+        }
+        let events = replay.received().into_iter().flat_map(|r| r.events);
+        committed(events.filter(|e| e.kv.mod_revision <= revision))
+    }
+}
+
+/// Like [`crate::wait_for`] but answers `None` on timeout, so the caller can say more.
+fn wait_for_opt<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
