@@ -156,32 +156,19 @@ impl Etchd {
 
     /// Waits until the node answers `endpoint health` (a linearizable read).
     pub fn await_ready(&mut self, client_tls: &TlsFiles) {
-        let endpoint = self.endpoint();
-        wait_for(
-            &format!("{} to serve on {endpoint}", self.name),
-            Duration::from_secs(30),
-            || {
-                if let Some(status) = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten())
-                {
-                    panic!(
-                        "{} exited with {status} during start-up; log:\n{}",
-                        self.name,
-                        self.log_text()
-                    );
-                }
-                let out = etchctl_with(&endpoint, client_tls, &["endpoint", "health"]);
-                out.status.success().then_some(())
-            },
-        );
+        self.await_answer(client_tls, &["endpoint", "health"]);
     }
 
     /// Starts the process and waits only until it answers serializable reads (a node that
     /// cannot reach a quorum yet, such as a learner, or one still catching up).
     pub fn start_serving(&mut self, client_tls: &TlsFiles) {
         self.spawn();
+        self.await_answer(client_tls, &["get", "probe", "--serializable"]);
+    }
+
+    /// Waits until `etchctl ARGS` against this node succeeds; fails at once, with the node's
+    /// log, if the process exits meanwhile.
+    fn await_answer(&mut self, client_tls: &TlsFiles, args: &[&str]) {
         let endpoint = self.endpoint();
         wait_for(
             &format!("{} to serve on {endpoint}", self.name),
@@ -198,8 +185,10 @@ impl Etchd {
                         self.log_text()
                     );
                 }
-                let out = etchctl_with(&endpoint, client_tls, &["get", "probe", "--serializable"]);
-                out.status.success().then_some(())
+                etchctl_with(&endpoint, client_tls, args)
+                    .status
+                    .success()
+                    .then_some(())
             },
         );
     }
