@@ -28,7 +28,7 @@ impl Store {
     /// As [`Store::events_at`]: Compacted below the floor, FutureRevision past the current
     /// revision (inner); storage failure or corrupt history (outer).
     pub fn watch_events(&self, rev: Revision) -> Outcome<Vec<WatchEvent>> {
-        let view = View::open(self.spaces())?;
+        let view = View::open(&self.spaces())?;
         let events = match events_in(&view, rev)? {
             Ok(events) => events,
             Err(e) => return Ok(Err(e)),

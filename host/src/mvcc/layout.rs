@@ -38,10 +38,41 @@ pub(crate) const META_APPLIED: &[u8] = b"applied";
 /// Meta key of the bindings version (absent until the first plugin change: 0).
 pub(crate) const META_BINDINGS: &[u8] = b"bindings_version";
 
+/// The keyspace that records which generation of the mvcc keyspaces is live, under
+/// [`ROOT_GENERATION`] (absent: generation 0). A snapshot is imported into the keyspaces of
+/// the next generation, and one atomic batch writes its `applied` blob and switches this
+/// record, so a reader or a crash sees the old state or the new one, never a mix.
+pub(crate) const ROOT_SPACE: &str = "mvcc_root";
+/// Root key of the live generation (postcard `u64`).
+pub(crate) const ROOT_GENERATION: &[u8] = b"generation";
+
+/// Base names of the mvcc keyspaces; generation 0 uses them as they are, generation `g`
+/// appends `.g{g}`.
+const SPACE_NAMES: [&str; 8] = [
+    "kv_current",
+    "kv_versions",
+    "kv_history",
+    "kv_meta",
+    "lease",
+    "lease_keys",
+    "plugin_modules",
+    "plugin_bindings",
+];
+
+fn space_name(base: &str, generation: u64) -> String {
+    if generation == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}.g{generation}")
+    }
+}
+
 /// Handles to the mvcc keyspaces of the shared database.
 #[derive(Clone)]
 pub(crate) struct Spaces {
     pub db: Database,
+    /// Which set of keyspaces these are (see [`ROOT_SPACE`]).
+    pub generation: u64,
     pub current: Keyspace,
     pub versions: Keyspace,
     pub history: Keyspace,
@@ -53,14 +84,15 @@ pub(crate) struct Spaces {
 }
 
 impl Spaces {
-    /// Opens the keyspaces, creating any that is missing.
-    pub fn open(db: &Database) -> Result<Self> {
+    /// Opens the keyspaces of `generation`, creating any that is missing.
+    pub fn open(db: &Database, generation: u64) -> Result<Self> {
         // Small memtables: etch keeps modest state, and a node's memory should stay small
         // (fjall's default is 64 MiB per keyspace).
         let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
-        let open = |name: &str| db.keyspace(name, options);
+        let open = |base: &str| db.keyspace(&space_name(base, generation), options);
         Ok(Spaces {
             db: db.clone(),
+            generation,
             current: open("kv_current")?,
             versions: open("kv_versions")?,
             history: open("kv_history")?,
@@ -70,6 +102,18 @@ impl Spaces {
             plugin_modules: open("plugin_modules")?,
             plugin_bindings: open("plugin_bindings")?,
         })
+    }
+
+    /// Deletes the keyspaces of `generation`, if there are any. Handles still open (a
+    /// reader's snapshot) keep working; fjall removes the files once the last one drops.
+    pub fn delete_generation(db: &Database, generation: u64) -> Result<()> {
+        for base in SPACE_NAMES {
+            let name = space_name(base, generation);
+            if db.keyspace_exists(&name) {
+                db.delete_keyspace(db.keyspace(&name, KeyspaceCreateOptions::default)?)?;
+            }
+        }
+        Ok(())
     }
 
     /// All of them, in the order snapshots list them (new ones are only appended, so the

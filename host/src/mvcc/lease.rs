@@ -124,7 +124,7 @@ impl Store {
     ///
     /// A storage failure.
     pub fn lease(&self, id: LeaseId) -> Result<Option<i64>> {
-        Ok(View::open(self.spaces())?.lease(id)?.map(|l| l.ttl))
+        Ok(View::open(&self.spaces())?.lease(id)?.map(|l| l.ttl))
     }
 
     /// The keys attached to lease `id`, in key order.
@@ -133,7 +133,7 @@ impl Store {
     ///
     /// A storage failure.
     pub fn lease_keys(&self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
-        View::open(self.spaces())?.lease_keys(id)
+        View::open(&self.spaces())?.lease_keys(id)
     }
 
     /// Every lease with its granted TTL, in id order.
@@ -142,7 +142,7 @@ impl Store {
     ///
     /// A storage failure.
     pub fn leases(&self) -> Result<Vec<(LeaseId, i64)>> {
-        View::open(self.spaces())?.leases()
+        View::open(&self.spaces())?.leases()
     }
 }
 

@@ -46,7 +46,7 @@ impl Store {
     ///
     /// A storage failure or a record that does not decode.
     pub fn plugin_bindings(&self) -> Result<(u64, Vec<BindingRecord>)> {
-        bindings_in(&View::open(self.spaces())?)
+        bindings_in(&View::open(&self.spaces())?)
     }
 
     /// The bindings version: advances with every plugin install or removal.
@@ -56,7 +56,7 @@ impl Store {
     /// A storage failure.
     pub fn bindings_version(&self) -> Result<u64> {
         let spaces = self.spaces();
-        bindings_version(spaces, &spaces.db.snapshot())
+        bindings_version(&spaces, &spaces.db.snapshot())
     }
 
     /// The bytes of the component with this sha256.
@@ -78,7 +78,7 @@ impl Store {
         change: impl FnOnce(&View, &mut OwnedWriteBatch) -> Outcome<Response>,
     ) -> Outcome<Response> {
         let _guard = self.lock();
-        let spaces = self.spaces();
+        let spaces = &self.spaces();
         let view = View::open(spaces)?;
         let mut batch = spaces.db.batch();
         let outcome = change(&view, &mut batch)?;

@@ -23,7 +23,8 @@
 use std::fmt::Write as _;
 
 use etch_proto::{
-    CompactRequest, KeyValue, RangeResponse, Request, Response, ResponseOp, TxnRequest, TxnResponse,
+    CompactRequest, KeyValue, RangeRequest, RangeResponse, Request, Response, ResponseOp,
+    TxnRequest, TxnResponse,
 };
 use fjall::{Database, Readable};
 use tempfile::TempDir;
@@ -206,6 +207,8 @@ struct Runner {
     dir: TempDir,
     store: Option<Store>,
     entries: u64,
+    /// The stream `export` saved, for `import`.
+    saved: Vec<u8>,
 }
 
 impl Runner {
@@ -216,6 +219,7 @@ impl Runner {
             dir,
             store: Some(store),
             entries: 0,
+            saved: Vec::new(),
         }
     }
 
@@ -353,6 +357,42 @@ impl goldenscript::Runner for Runner {
                 )?;
                 self.store = Some(fresh);
                 self.dir = dir;
+            }
+            "export" => {
+                args.done()?;
+                let mut saved = Vec::new();
+                self.store()?.export(&mut saved)?;
+                self.saved = saved;
+                writeln!(out, "exported {} bytes", self.saved.len())?;
+            }
+            "import" => {
+                // Imports the saved export over the current store, cut to `truncate` bytes
+                // if given; a view opened before the import is read again after it.
+                let truncate: usize = args.opt("truncate")?;
+                args.done()?;
+                let store = self.store()?;
+                let before = store.view()?;
+                let len = if truncate > 0 {
+                    truncate
+                } else {
+                    self.saved.len()
+                };
+                let stream = &self.saved[..len.min(self.saved.len())];
+                match store.import(&mut &stream[..], b"imported") {
+                    Ok(()) => writeln!(out, "imported")?,
+                    Err(e) => writeln!(out, "import failed: {e}")?,
+                }
+                let all = RangeRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    ..Default::default()
+                };
+                let old = before.range(&all)??;
+                writeln!(
+                    out,
+                    "view opened before: rev={} keys={}",
+                    old.header.revision, old.count
+                )?;
             }
             name => return Err(format!("unknown command {name:?}").into()),
         }

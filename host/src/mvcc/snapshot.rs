@@ -7,16 +7,15 @@
 //! truncated stream is detected. The `applied` blob is not exported: the importer supplies
 //! its own. Neither side holds more than one record (or one bounded batch) in memory.
 //!
-//! Import clears `kv_meta` first, then the other keyspaces, and writes `applied` only in the
-//! last batch: an import cut short by a crash leaves no `applied` behind, which the caller
-//! must read as "no usable state machine" and install a snapshot again.
+//! Import fills a fresh generation of the keyspaces and switches to it in one atomic batch
+//! (see [`Store::import`]): the state is the old one or the new one, never a mix.
 
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
-use super::layout::{META_APPLIED, encode};
+use super::layout::{META_APPLIED, ROOT_GENERATION, Spaces, encode};
 use super::store::Store;
 
 /// Version of the stream format.
@@ -71,27 +70,35 @@ impl Store {
         Ok(w.flush()?)
     }
 
-    /// Replaces the whole mvcc state with an export read from `r`, then records `applied`
-    /// and reloads the revision counters.
+    /// Replaces the whole mvcc state with an export read from `r`, records `applied` and
+    /// reloads the revision counters.
+    ///
+    /// The records go into the keyspaces of the next generation, which nothing reads yet;
+    /// one last batch writes `applied` there and switches the root record to them, and the
+    /// database is made durable before the live handles move over. Readers and watchers
+    /// therefore see the old state until the switch and the new one after it, and a crash
+    /// at any point leaves one of the two (the leftovers of the other are deleted when the
+    /// store next opens).
     ///
     /// # Errors
     ///
-    /// A storage failure, or a stream that fails, is truncated or malformed (the state is
-    /// then partial and has no `applied`).
+    /// A storage failure, or a stream that fails, is truncated or malformed (the live state
+    /// is then untouched).
     pub fn import(&self, r: &mut dyn Read, applied: &[u8]) -> Result<()> {
         let _guard = self.lock();
-        let spaces = self.spaces();
+        let live = self.spaces();
+        let db = &live.db;
         let mut buf = Vec::new();
         match read_record(r, &mut buf)? {
             Record::Header { format: FORMAT } => {}
             other => return Err(Error::Corrupt(format!("bad snapshot header {other:?}"))),
         }
-        spaces.meta.clear()?;
-        for keyspace in spaces.all() {
-            keyspace.clear()?;
-        }
-        let all = spaces.all();
-        let (mut batch, mut bytes, mut entries) = (spaces.db.batch(), 0, 0u64);
+        let generation = live.generation + 1;
+        // A failed import earlier in this run may have left records there.
+        Spaces::delete_generation(db, generation)?;
+        let next = Spaces::open(db, generation)?;
+        let all = next.all();
+        let (mut batch, mut bytes, mut entries) = (db.batch(), 0, 0u64);
         loop {
             match read_record(r, &mut buf)? {
                 Record::Entry { space, key, value } => {
@@ -102,7 +109,7 @@ impl Store {
                     bytes += key.len() + value.len();
                     entries += 1;
                     if bytes >= BATCH_BYTES {
-                        std::mem::replace(&mut batch, spaces.db.batch()).commit()?;
+                        std::mem::replace(&mut batch, db.batch()).commit()?;
                         bytes = 0;
                     }
                 }
@@ -114,9 +121,15 @@ impl Store {
                 }
             }
         }
-        batch.insert(&spaces.meta, META_APPLIED, applied);
+        batch.insert(&next.meta, META_APPLIED, applied);
+        batch.insert(self.root(), ROOT_GENERATION, encode(&generation)?);
         batch.commit()?;
-        self.reload_counters()
+        // The Raft log behind the snapshot is purged after this returns: the new state must
+        // be on disk first.
+        db.persist(fjall::PersistMode::SyncAll)?;
+        let old = self.switch_spaces(next);
+        self.reload_counters()?;
+        Spaces::delete_generation(db, old.generation)
     }
 }
 

@@ -1,18 +1,18 @@
 //! [`Store`]: the entry points the Raft state machine and the read path call.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use etch_proto::{
     CompactResponse, Error as ProtoError, KeyValue, RangeRequest, RangeResponse, Request, Response,
     Revision, TxnRequest, TxnResponse,
 };
-use fjall::{Database, OwnedWriteBatch};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 
 use super::error::{Error, Result};
 use super::guard::Guard;
 use super::keycode::encode_rev;
-use super::layout::{META_APPLIED, Spaces, Touch, decode};
+use super::layout::{META_APPLIED, ROOT_GENERATION, ROOT_SPACE, Spaces, Touch, decode};
 use super::view::{View, empty_key};
 use super::write::WriteTx;
 use super::{compact, lease, txn};
@@ -40,7 +40,10 @@ pub struct Store {
 }
 
 struct Inner {
-    spaces: Spaces,
+    /// The live keyspaces; [`Store::import`] switches them to a new generation.
+    spaces: RwLock<Spaces>,
+    /// The root keyspace (see [`ROOT_SPACE`]).
+    root: Keyspace,
     revision: AtomicI64,
     compact: AtomicI64,
     /// Serialises writers; guards no data (the state lives in fjall), so a poisoned lock is
@@ -64,11 +67,23 @@ impl Store {
     ///
     /// A storage failure, or meta records that do not decode.
     pub fn open(db: &Database) -> Result<Store> {
-        let spaces = Spaces::open(db)?;
+        let root = db.keyspace(ROOT_SPACE, KeyspaceCreateOptions::default)?;
+        let generation = match root.get(ROOT_GENERATION)? {
+            Some(raw) => decode(&raw)?,
+            None => 0,
+        };
+        // Leftovers: an import cut short (the next generation), or the generation an import
+        // replaced when the node stopped before deleting it.
+        Spaces::delete_generation(db, generation + 1)?;
+        if let Some(previous) = generation.checked_sub(1) {
+            Spaces::delete_generation(db, previous)?;
+        }
+        let spaces = Spaces::open(db, generation)?;
         let (revision, compact) = spaces.counters(&db.snapshot())?;
         Ok(Store {
             inner: Arc::new(Inner {
-                spaces,
+                spaces: RwLock::new(spaces),
+                root,
                 revision: AtomicI64::new(revision),
                 compact: AtomicI64::new(compact),
                 write: Mutex::new(()),
@@ -109,7 +124,7 @@ impl Store {
         applied: &[u8],
     ) -> Outcome<Response> {
         let _guard = self.lock();
-        let spaces = &self.inner.spaces;
+        let spaces = &self.spaces();
         let view = View::open(spaces)?;
         let mut batch = spaces.db.batch();
         let mut outcome = match guard {
@@ -137,7 +152,7 @@ impl Store {
     ///
     /// A storage failure.
     pub(crate) fn view(&self) -> Result<View> {
-        View::open(&self.inner.spaces)
+        View::open(&self.spaces())
     }
 
     /// Records `applied` alone, for Raft entries without a request (blank, membership).
@@ -147,8 +162,9 @@ impl Store {
     /// A storage failure.
     pub fn set_applied(&self, applied: &[u8]) -> Result<()> {
         let _guard = self.lock();
-        let mut batch = self.inner.spaces.db.batch();
-        batch.insert(&self.inner.spaces.meta, META_APPLIED, applied);
+        let spaces = self.spaces();
+        let mut batch = spaces.db.batch();
+        batch.insert(&spaces.meta, META_APPLIED, applied);
         Ok(batch.commit()?)
     }
 
@@ -158,12 +174,7 @@ impl Store {
     ///
     /// A storage failure.
     pub fn applied(&self) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .inner
-            .spaces
-            .meta
-            .get(META_APPLIED)?
-            .map(|v| v.to_vec()))
+        Ok(self.spaces().meta.get(META_APPLIED)?.map(|v| v.to_vec()))
     }
 
     /// Serves a range from one consistent snapshot of the applied state.
@@ -173,7 +184,7 @@ impl Store {
     /// A storage failure; the inner error is the request's (empty key, Compacted,
     /// FutureRevision).
     pub fn range(&self, req: &RangeRequest) -> Outcome<RangeResponse> {
-        View::open(&self.inner.spaces)?.range(req)
+        View::open(&self.spaces())?.range(req)
     }
 
     /// Serves a read-only txn (compares and ranges) from one snapshot, without the Raft log.
@@ -189,7 +200,7 @@ impl Store {
                 "a txn that writes must be applied through the log".into(),
             )));
         }
-        let view = View::open(&self.inner.spaces)?;
+        let view = View::open(&self.spaces())?;
         txn::execute(&mut WriteTx::new(&view), req)
     }
 
@@ -211,11 +222,33 @@ impl Store {
     /// A storage failure or corrupt history; the inner error is Compacted below the floor
     /// and FutureRevision past the current revision.
     pub fn events_at(&self, rev: Revision) -> Outcome<Vec<Event>> {
-        events_in(&View::open(&self.inner.spaces)?, rev)
+        events_in(&View::open(&self.spaces())?, rev)
     }
 
-    pub(crate) fn spaces(&self) -> &Spaces {
-        &self.inner.spaces
+    /// The live keyspaces (handles: cheap to clone, and still readable after an import
+    /// replaced them).
+    pub(crate) fn spaces(&self) -> Spaces {
+        self.inner
+            .spaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `spaces` the live keyspaces; the caller holds the write lock and has committed
+    /// the root record naming their generation.
+    pub(crate) fn switch_spaces(&self, spaces: Spaces) -> Spaces {
+        let mut live = self
+            .inner
+            .spaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut live, spaces)
+    }
+
+    /// The root keyspace (see [`ROOT_SPACE`]).
+    pub(crate) fn root(&self) -> &Keyspace {
+        &self.inner.root
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
@@ -227,7 +260,7 @@ impl Store {
 
     /// Reloads the in-memory counters from storage (after an import).
     pub(crate) fn reload_counters(&self) -> Result<()> {
-        let spaces = &self.inner.spaces;
+        let spaces = self.spaces();
         let (revision, compact) = spaces.counters(&spaces.db.snapshot())?;
         self.inner.revision.store(revision, Ordering::Release);
         self.inner.compact.store(compact, Ordering::Release);
