@@ -1,4 +1,5 @@
-//! `endpoint status` and `endpoint health`: each endpoint asked on its own connection.
+//! `endpoint status`, `endpoint health` and `endpoint hashkv`: each endpoint asked on its own
+//! connection.
 //!
 //! `--cluster` asks the cluster for its members (`MemberList`) and checks each member's
 //! client address instead of the endpoints given with `--endpoints`.
@@ -14,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::context::{Context, error_line, with_hint};
 use crate::duration;
-use crate::print::{EndpointHealth, EndpointStatus};
+use crate::print::{EndpointHash, EndpointHealth, EndpointStatus};
 
 /// `endpoint ...`.
 #[derive(Subcommand, Clone, Debug)]
@@ -25,6 +26,20 @@ pub enum EndpointCommand {
     /// Check that each endpoint can serve a linearizable read of key "health" (a round of
     /// consensus); exits non-zero if any cannot.
     Health(ClusterArgs),
+    /// Print each endpoint's hash of its key history (every key version up to a revision),
+    /// as etcd's HashKV: members that applied the same log print the same hash at the same
+    /// revision. Exits non-zero if an endpoint cannot answer.
+    Hashkv(HashArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct HashArgs {
+    /// Hash the history up to this revision; 0 means each endpoint's current revision
+    /// (give one revision to compare members that are still applying).
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -40,6 +55,9 @@ pub async fn run(ctx: &Context, cmd: &EndpointCommand) -> Result<()> {
     match cmd {
         EndpointCommand::Status(args) => status(ctx, &endpoints(ctx, args).await?).await,
         EndpointCommand::Health(args) => health(ctx, &endpoints(ctx, args).await?).await,
+        EndpointCommand::Hashkv(args) => {
+            hash_kv(ctx, &endpoints(ctx, &args.cluster).await?, args.rev).await
+        }
     }
 }
 
@@ -133,6 +151,32 @@ async fn status(ctx: &Context, endpoints: &[String]) -> Result<()> {
     ctx.print(|p, w| p.status(w, &statuses))?;
     if failed > 0 {
         bail!("failed to get the status of {failed} endpoint(s)");
+    }
+    Ok(())
+}
+
+async fn hash_kv(ctx: &Context, endpoints: &[String], rev: i64) -> Result<()> {
+    let results = each_endpoint(ctx, endpoints, move |client| async move {
+        client.hash_kv(rev).await
+    })
+    .await?;
+    let mut hashes = Vec::new();
+    let mut failed = 0;
+    for (endpoint, result) in results {
+        match result {
+            Ok(hash) => hashes.push(EndpointHash { endpoint, hash }),
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "Failed to get the hash of endpoint {endpoint} ({})",
+                    error_line(&e.into())
+                );
+            }
+        }
+    }
+    ctx.print(|p, w| p.hash_kv(w, &hashes))?;
+    if failed > 0 {
+        bail!("failed to get the hash of {failed} endpoint(s)");
     }
     Ok(())
 }

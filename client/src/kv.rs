@@ -7,9 +7,9 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
 use etch_proto::{
-    CompactRequest, CompactResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseId, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, Request, Response, Revision, StatusRequest,
-    StatusResponse,
+    CompactRequest, CompactResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest,
+    HashKvResponse, LeaseId, PutRequest, PutResponse, RangeRequest, RangeResponse, Request,
+    Response, Revision, StatusRequest, StatusResponse,
 };
 
 use crate::client::Client;
@@ -173,6 +173,32 @@ impl Client {
             Response::Status(s) => Ok(s),
             other => Err(Error::UnexpectedResponse {
                 expected: "Status",
+                got: response_name(&other),
+            }),
+        }
+    }
+
+    /// The hash of the key history of the node this client is connected to, up to
+    /// `revision` (0: its current revision), as etcd's `HashKV`. Members that hold the same
+    /// history agree; compare them at one revision that all of them have applied.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// let h = client.hash_kv(0).await?;
+    /// println!("hash {} at revision {}", h.hash, h.hash_revision);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn hash_kv(&self, revision: Revision) -> Result<HashKvResponse> {
+        match self
+            .request(Request::HashKv(HashKvRequest { revision }))
+            .await?
+        {
+            Response::HashKv(h) => Ok(h),
+            other => Err(Error::UnexpectedResponse {
+                expected: "HashKv",
                 got: response_name(&other),
             }),
         }

@@ -33,6 +33,9 @@ pub enum Request {
     PluginInstall(crate::plugin::PluginInstallRequest),
     PluginList(crate::plugin::PluginListRequest),
     PluginRemove(crate::plugin::PluginRemoveRequest),
+    /// A hash of the node's key history, answered by the node asked (no Raft round), as
+    /// etcd's maintenance `HashKV`: members at the same revision must agree.
+    HashKv(HashKvRequest),
 }
 
 impl Request {
@@ -45,7 +48,8 @@ impl Request {
             | Request::Watch(_)
             | Request::LeaseTimeToLive(_)
             | Request::LeaseLeases(_)
-            | Request::PluginList(_) => false,
+            | Request::PluginList(_)
+            | Request::HashKv(_) => false,
             Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseKeepAlive(_) => true,
             Request::PluginInstall(_) | Request::PluginRemove(_) => true,
             Request::Put(_)
@@ -81,6 +85,7 @@ pub enum Response {
     PluginInstall(crate::plugin::PluginInstallResponse),
     PluginList(crate::plugin::PluginListResponse),
     PluginRemove(crate::plugin::PluginRemoveResponse),
+    HashKv(HashKvResponse),
 }
 
 impl Response {
@@ -106,6 +111,7 @@ impl Response {
             Response::PluginInstall(r) => &mut r.header,
             Response::PluginList(r) => &mut r.header,
             Response::PluginRemove(r) => &mut r.header,
+            Response::HashKv(r) => &mut r.header,
         }
     }
 }
@@ -274,6 +280,25 @@ pub struct CompactResponse {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRequest {}
+
+/// Asks for the hash of the key history up to `revision` (0: the current revision).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashKvRequest {
+    pub revision: Revision,
+}
+
+/// The CRC-32 (IEEE) of every stored key version at or below `hash_revision` (from the
+/// compaction floor up, in key order), as etcd's `HashKV`: two members that applied the
+/// same log agree at any revision both still hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashKvResponse {
+    pub header: ResponseHeader,
+    pub hash: u32,
+    /// The compaction floor when the hash was taken.
+    pub compact_revision: Revision,
+    /// The revision the hash covers.
+    pub hash_revision: Revision,
+}
 
 /// A node's view of itself, as `etcdctl endpoint status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,29 @@ fn three_nodes_elect_a_leader_and_replicate() {
         "one leader in:\n{statuses}"
     );
     assert_eq!(leader_index(&mut cluster), leader);
+
+    // Every member holds the same history: one hash at the revision of the put, shown per
+    // member, as `etcdctl endpoint hashkv --cluster` does.
+    let hashes = ok_stdout(&cluster.etchctl(&["endpoint", "hashkv", "--cluster", "--rev", "2"]));
+    let rows: Vec<Vec<&str>> = hashes.lines().map(|l| l.split(", ").collect()).collect();
+    assert_eq!(rows.len(), 3, "one hash per member:\n{hashes}");
+    assert!(
+        rows.iter()
+            .all(|r| r.len() == 3 && r[1] == rows[0][1] && r[2] == "2"),
+        "members agree at revision 2:\n{hashes}"
+    );
+    // A later write changes the history's hash, and not the hash at revision 2.
+    ok_stdout(&cluster.etchctl(&["put", "greeting", "again"]));
+    for i in 0..3 {
+        await_value(&cluster, i, "greeting", "again");
+    }
+    let at = |rev: &str| {
+        let out = ok_stdout(&cluster.etchctl(&["endpoint", "hashkv", "--rev", rev, "-w", "json"]));
+        let json: serde_json::Value = serde_json::from_str(&out).expect("hashkv json");
+        json[0]["HashKV"]["hash"].as_u64().expect("a hash")
+    };
+    assert_eq!(at("2").to_string(), rows[0][1]);
+    assert_ne!(at("3"), at("2"));
 }
 
 #[test]

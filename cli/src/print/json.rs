@@ -14,7 +14,7 @@ use etch_proto::{
 };
 use serde::Serialize;
 
-use super::{EndpointHealth, EndpointStatus, shown_name};
+use super::{EndpointHash, EndpointHealth, EndpointStatus, shown_name};
 
 pub(super) fn zero<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
@@ -190,6 +190,26 @@ struct StatusBody {
     is_learner: bool,
 }
 
+/// `epHashKV`: `{"Endpoint": ..., "HashKV": HashKVResponse}`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Hash {
+    endpoint: String,
+    #[serde(rename = "HashKV")]
+    hash_kv: HashBody,
+}
+
+#[derive(Serialize)]
+struct HashBody {
+    header: Header,
+    #[serde(skip_serializing_if = "zero")]
+    hash: u32,
+    #[serde(skip_serializing_if = "zero")]
+    compact_revision: i64,
+    #[serde(skip_serializing_if = "zero")]
+    hash_revision: i64,
+}
+
 /// `epHealth`.
 #[derive(Serialize)]
 struct Health<'a> {
@@ -308,6 +328,22 @@ pub(super) fn status(w: &mut dyn Write, statuses: &[EndpointStatus]) -> io::Resu
                     is_learner: r.is_learner,
                 },
             }
+        })
+        .collect();
+    print(w, &list)
+}
+
+pub(super) fn hash_kv(w: &mut dyn Write, hashes: &[EndpointHash]) -> io::Result<()> {
+    let list: Vec<Hash> = hashes
+        .iter()
+        .map(|h| Hash {
+            endpoint: h.endpoint.clone(),
+            hash_kv: HashBody {
+                header: (&h.hash.header).into(),
+                hash: h.hash.hash,
+                compact_revision: h.hash.compact_revision,
+                hash_revision: h.hash.hash_revision,
+            },
         })
         .collect();
     print(w, &list)

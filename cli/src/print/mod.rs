@@ -35,8 +35,8 @@ use etch_proto::lease::{
 };
 use etch_proto::watch::WatchResponse;
 use etch_proto::{
-    DeleteRangeResponse, LeaseId, Member, MemberAddResponse, MemberListResponse, NodeId,
-    PutResponse, RangeResponse, StatusResponse, TxnResponse,
+    DeleteRangeResponse, HashKvResponse, LeaseId, Member, MemberAddResponse, MemberListResponse,
+    NodeId, PutResponse, RangeResponse, StatusResponse, TxnResponse,
 };
 
 /// The `-w/--write-out` choices.
@@ -56,6 +56,13 @@ pub enum Format {
 pub struct EndpointStatus {
     pub endpoint: String,
     pub status: StatusResponse,
+}
+
+/// One endpoint's history hash, as `endpoint hashkv` prints it.
+#[derive(Clone, Debug)]
+pub struct EndpointHash {
+    pub endpoint: String,
+    pub hash: HashKvResponse,
 }
 
 /// One endpoint's health, as `endpoint health` prints it.
@@ -116,6 +123,21 @@ impl Printer {
             Format::Json => json::status(w, statuses),
             Format::Simple => simple::status(w, statuses),
             Format::Table => table::status(w, statuses),
+        }
+    }
+
+    /// etcdctl prints `ENDPOINT, HASH`; etch adds the revision the hash covers (simple and
+    /// table), since hashes only compare at one revision.
+    pub fn hash_kv(&self, w: &mut dyn Write, hashes: &[EndpointHash]) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::hash_kv(w, hashes),
+            Format::Simple => {
+                for h in hashes {
+                    writeln!(w, "{}", hash_row(h).join(", "))?;
+                }
+                Ok(())
+            }
+            Format::Table => table::hash_kv(w, hashes),
         }
     }
 
@@ -245,6 +267,17 @@ impl Printer {
         }
     }
 }
+
+/// The row printed for one endpoint's hash.
+pub(crate) fn hash_row(h: &EndpointHash) -> Vec<String> {
+    vec![
+        h.endpoint.clone(),
+        h.hash.hash.to_string(),
+        h.hash.hash_revision.to_string(),
+    ]
+}
+
+pub(crate) const HASH_HEADER: [&str; 3] = ["endpoint", "hash", "hash revision"];
 
 /// The row etcdctl prints for one endpoint's status (`makeEndpointStatusTable`).
 pub(crate) fn status_row(s: &EndpointStatus) -> Vec<String> {

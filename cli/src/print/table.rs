@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use etch_proto::{MemberListResponse, RangeResponse};
 
 use super::{
-    EndpointHealth, EndpointStatus, MEMBER_HEADER, Printer, STATUS_HEADER, hex_escaped, member_row,
-    status_row,
+    EndpointHash, EndpointHealth, EndpointStatus, HASH_HEADER, MEMBER_HEADER, Printer,
+    STATUS_HEADER, hash_row, hex_escaped, member_row, status_row,
 };
 
 /// How cells are aligned.
@@ -102,6 +102,11 @@ pub(super) fn get(w: &mut dyn Write, p: &Printer, resp: &RangeResponse) -> io::R
 pub(super) fn status(w: &mut dyn Write, statuses: &[EndpointStatus]) -> io::Result<()> {
     let rows: Vec<Vec<String>> = statuses.iter().map(status_row).collect();
     write!(w, "{}", render(&STATUS_HEADER, &rows, Align::Right))
+}
+
+pub(super) fn hash_kv(w: &mut dyn Write, hashes: &[EndpointHash]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = hashes.iter().map(hash_row).collect();
+    write!(w, "{}", render(&HASH_HEADER, &rows, Align::Right))
 }
 
 pub(super) fn member_list(w: &mut dyn Write, resp: &MemberListResponse) -> io::Result<()> {

@@ -80,6 +80,7 @@
 mod compact;
 mod error;
 mod guard;
+mod hash;
 mod history;
 mod keycode;
 mod layout;

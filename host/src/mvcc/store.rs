@@ -356,6 +356,7 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
         Request::LeaseGrant(g) => return lease::grant(view, batch, g),
         Request::LeaseRevoke(r) => return lease::revoke(view, batch, r.id),
         Request::Status(_)
+        | Request::HashKv(_)
         | Request::MemberList(_)
         | Request::MemberAdd(_)
         | Request::MemberPromote(_)

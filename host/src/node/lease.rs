@@ -11,9 +11,8 @@ use etch_proto::lease::{
 };
 use etch_proto::{Error, LeaseId, Request, Response};
 
-use super::Node;
+use super::{Node, blocking, storage};
 use crate::lease::seconds_left;
-use crate::mvcc;
 
 impl Node {
     /// Grants a lease; an id of 0 is replaced by a fresh one *before* proposing, so that
@@ -128,18 +127,4 @@ impl Node {
             }
         }
     }
-}
-
-/// Runs a storage read on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> mvcc::Result<T> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(storage)
-}
-
-fn storage(e: mvcc::Error) -> Error {
-    Error::Internal(format!("storage: {e}"))
 }

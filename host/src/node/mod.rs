@@ -504,3 +504,18 @@ async fn log_leader_changes(raft: Raft) {
         }
     }
 }
+
+/// Runs a storage read on a blocking thread.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> mvcc::Result<T> + Send + 'static,
+) -> Result<T, etch_proto::Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| etch_proto::Error::Internal(e.to_string()))?
+        .map_err(storage)
+}
+
+/// A storage failure, as a client sees it.
+pub(super) fn storage(e: mvcc::Error) -> etch_proto::Error {
+    etch_proto::Error::Internal(format!("storage: {e}"))
+}

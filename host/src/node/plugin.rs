@@ -110,10 +110,7 @@ impl Node {
     /// Linearizable, as `member list`: the leader confirms it leads, then answers.
     async fn plugin_list(&self) -> Result<Response, Error> {
         self.confirm_leadership().await?;
-        let (bindings_version, records) = self
-            .store()
-            .plugin_bindings()
-            .map_err(|e| Error::Internal(format!("storage: {e}")))?;
+        let (bindings_version, records) = self.store().plugin_bindings().map_err(super::storage)?;
         let plugins = records
             .into_iter()
             .map(|r| {

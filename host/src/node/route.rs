@@ -5,8 +5,8 @@ use std::time::Duration;
 use etch_proto::{Error, RangeRequest, Request, Response, ResponseHeader, StatusResponse};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 
-use super::Node;
 use super::read_index::Confirmation;
+use super::{Node, blocking};
 use crate::NodeId;
 use crate::raft::network::PeerError;
 use crate::raft::wire::{PeerRequest, PeerResponse};
@@ -18,6 +18,12 @@ impl Node {
         tracing::debug!(principal, ?request, "request");
         let mut response = match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
+            Request::HashKv(hash) => {
+                let store = self.inner.store.clone();
+                blocking(move || store.hash_kv(hash.revision))
+                    .await?
+                    .map(Response::HashKv)
+            }
             Request::Watch(_) => Err(Error::InvalidArgument(
                 "a watch is served on its own stream, as its first frame".into(),
             )),
@@ -180,13 +186,9 @@ impl Node {
     /// Reads the local applied state.
     async fn read(&self, range: RangeRequest) -> Result<Response, Error> {
         let store = self.inner.store.clone();
-        let read = tokio::task::spawn_blocking(move || store.range(&range))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        match read {
-            Ok(answer) => answer.map(Response::Range),
-            Err(e) => Err(Error::Internal(format!("storage: {e}"))),
-        }
+        blocking(move || store.range(&range))
+            .await?
+            .map(Response::Range)
     }
 
     /// Hands `request` to the leader over the peer connection.

@@ -69,6 +69,7 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         PluginInstall(_) => "plugin-install",
         PluginList(_) => "plugin-list",
         PluginRemove(_) => "plugin-remove",
+        HashKv(_) => "hash-kv",
     }
 }
 
