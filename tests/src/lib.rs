@@ -37,6 +37,25 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A plugin component built by `scripts/build-plugins` into `target/plugins/<name>.wasm`
+/// (beside `target/<profile>`, or in `ETCH_PLUGIN_DIR` when that is set).
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    let file = format!("{name}.wasm");
+    if let Some(dir) = std::env::var_os("ETCH_PLUGIN_DIR") {
+        return Path::new(&dir).join(file);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/plugins/<name>.wasm
+    let target = exe.ancestors().nth(3).expect("target dir");
+    let path = target.join("plugins").join(file);
+    assert!(
+        path.exists(),
+        "{} not found: build the plugins first (scripts/build-plugins, as scripts/test does)",
+        path.display()
+    );
+    path
+}
+
 /// A loopback UDP port that was free a moment ago, and that this test process has not
 /// handed out before (so two nodes of one test never get the same port).
 pub fn free_port() -> u16 {

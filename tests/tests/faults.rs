@@ -64,6 +64,14 @@ fn node_added_and_another_removed_under_load() {
     );
 }
 
+#[test]
+fn plugin_installed_under_load() {
+    run(
+        "plugin_installed_under_load",
+        &[Fault::InstallPlugin, Fault::KillLeader],
+    );
+}
+
 /// A member added, then the leader removed: etcd allows it, and the cluster should carry
 /// on under a new leader.
 #[test]

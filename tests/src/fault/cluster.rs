@@ -356,6 +356,68 @@ impl FaultCluster {
     }
 }
 
+impl FaultCluster {
+    /// Binds the guard validator to `prefix` under load, allowing only keys of the form
+    /// `<prefix><name>` (no further `/`), then checks that a write to a deeper key is refused
+    /// with the plugin's reason. Writes that time out are retried (installing a binding
+    /// again replaces it); a write the plugin let through fails the scenario, and would also
+    /// show as a committed write no client made.
+    pub fn install_guard(&self, prefix: &str) {
+        let wasm = std::fs::read(crate::plugin_wasm("guard")).expect("guard.wasm");
+        let client = self.client(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pattern = format!("{prefix}*");
+        loop {
+            let install = client
+                .plugin_install("fault-guard", wasm.clone(), prefix)
+                .config("key-pattern", pattern.as_str())
+                .timeout(Duration::from_millis(500));
+            match self.rt.block_on(install.into_future()) {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("plugin install: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("installing the guard plugin under load: {e}"),
+            }
+        }
+        let key = format!("{prefix}deeper/key");
+        loop {
+            match self
+                .rt
+                .block_on(client.put(key.as_bytes(), "refused").into_future())
+            {
+                Err(Error::Server(etch_proto::Error::PluginRejected { plugin, code, .. })) => {
+                    assert_eq!((plugin.as_str(), code.as_str()), ("fault-guard", "bad-key"));
+                    return;
+                }
+                Ok(resp) => panic!(
+                    "the guard plugin let {key} through at revision {}",
+                    resp.header.revision
+                ),
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("write the guard must refuse: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("the guard plugin did not answer: {e}"),
+            }
+        }
+    }
+
+    /// Member `i`'s HashKV at `revision` (which it must have applied).
+    pub fn hash_kv(&self, i: usize, revision: Revision) -> Result<u32, String> {
+        let name = &self.cluster.nodes[i].name;
+        match self.rt.block_on(self.probes[i].hash_kv(revision)) {
+            Ok(h) if h.hash_revision == revision => Ok(h.hash),
+            Ok(h) => Err(format!(
+                "{name} hashed revision {} when asked for {revision}",
+                h.hash_revision
+            )),
+            Err(e) => Err(format!("HashKV of {name} at revision {revision}: {e}")),
+        }
+    }
+}
+
 /// Like [`crate::wait_for`] but answers `None` on timeout, so the caller can say more.
 fn wait_for_opt<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

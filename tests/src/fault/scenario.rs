@@ -44,6 +44,9 @@ pub enum Fault {
     PauseFollower,
     /// SIGSTOP the leader until another is elected, then SIGCONT.
     PauseLeader,
+    /// Installs a validator plugin (guard) on the workload's prefix, then checks that it
+    /// refuses a write it must refuse; it stays bound for the rest of the scenario.
+    InstallPlugin,
     /// Adds a member, then removes the leader.
     RemoveLeader,
     /// `kill -9` and restart every member in turn.
@@ -52,10 +55,11 @@ pub enum Fault {
 
 impl Fault {
     /// The faults random scenarios choose from.
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::AddRemoveMember,
         Fault::CutLink,
         Fault::DelayNode,
+        Fault::InstallPlugin,
         Fault::IsolateFollower,
         Fault::IsolateLeader,
         Fault::KillFollower,
@@ -250,6 +254,17 @@ fn scenario(fc: &mut FaultCluster, rng: &mut Rng, faults: &[Fault]) -> Result<Fi
             ));
         }
     }
+    // The same history byte for byte, as etcd's robustness tests compare HashKV.
+    let hash = fc.hash_kv(members[0], revision)?;
+    for &i in &members[1..] {
+        let other = fc.hash_kv(i, revision)?;
+        if other != hash {
+            return Err(format!(
+                "HashKV at revision {revision}: {} has {hash}, {} has {other}",
+                fc.cluster.nodes[members[0]].name, fc.cluster.nodes[i].name
+            ));
+        }
+    }
     let entries = workload.history.entries();
     check::linearizable(&entries)?;
     let acknowledged = check::acknowledged_writes_committed(&entries, &committed)?;
@@ -302,6 +317,7 @@ fn inject(fc: &mut FaultCluster, fault: Fault, rng: &mut Rng) {
             };
             fc.remove_member(gone);
         }
+        Fault::InstallPlugin => fc.install_guard(PREFIX),
         Fault::CutLink => {
             let a = other_member(fc, rng, &[]);
             let b = other_member(fc, rng, &[a]);
