@@ -12,6 +12,7 @@ mod cluster;
 mod load;
 mod report;
 mod suite;
+mod validator;
 mod watch;
 mod workload;
 
@@ -140,16 +141,34 @@ fn main() -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
-    let (workload, load) = match cli.command {
+    let (workload, load, validator) = match cli.command {
         Command::Put(args) => args.workload()?,
-        Command::Range(args) => args.workload(),
-        Command::TxnPut(args) => args.workload()?,
+        Command::Range(args) => {
+            let (workload, load) = args.workload();
+            (workload, load, None)
+        }
+        Command::TxnPut(args) => {
+            let (workload, load) = args.workload()?;
+            (workload, load, None)
+        }
         Command::WatchLatency(args) => return args.run(global).await?.print(global.json),
         Command::Suite(args) => return suite::run(args, global.json).await,
     };
     let clients = global.connect(load.conns).await?;
-    let report = load::run(&clients, &load, workload, "").await?;
-    report.print(global.json)
+    let Some(validator) = validator else {
+        return load::run(&clients, &load, workload, "")
+            .await?
+            .print(global.json);
+    };
+    let prefix = match &workload.op {
+        workload::Op::Put { keys, .. } => keys.shared_prefix(),
+        _ => Vec::new(),
+    };
+    validator.install(&clients[0], &prefix).await?;
+    let report = load::run(&clients, &load, workload, "").await;
+    let removed = validator::Validator::remove(&clients[0]).await;
+    report?.print(global.json)?;
+    removed
 }
 
 /// The load shape shared by every workload.

@@ -8,6 +8,7 @@
 //! | put100 | put, 10 connections, 100 clients, 50000 requests |
 //! | getl | linearizable get of one key, 10 connections, 100 clients, 50000 requests |
 //! | gets | serializable get of one key, 10 connections, 100 clients, 50000 requests |
+//! | put100v | put100 with the json-schema validator bound to the written keys |
 //!
 //! Puts write 8-byte sequential keys over a key space of 10000 with 256-byte values; the
 //! gets read key `00000000`. The resident set size of every node is read from /proc after
@@ -24,6 +25,7 @@ use serde_json::{Value, json};
 use crate::cluster::LocalCluster;
 use crate::load::{self, Load};
 use crate::report::Report;
+use crate::validator::{Validator, json_value};
 use crate::workload::{Keys, Op, Workload, fixed_width};
 
 const KEY_SIZE: usize = 8;
@@ -43,22 +45,36 @@ pub struct SuiteArgs {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Workloads to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "put1,put100,getl,gets")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "put1,put100,put100v,getl,gets"
+    )]
     pub workloads: Vec<String>,
+    /// The json-schema plugin put100v binds [default: target/plugins/json-schema.wasm, next
+    /// to etch-bench's target directory, as scripts/build-plugins makes it].
+    #[arg(long, value_name = "FILE.wasm")]
+    pub json_schema: Option<PathBuf>,
     /// Multiplies every workload's request count (e.g. 0.01 for a smoke run).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
 }
 
-/// One standard workload: (name, conns, clients, total, op).
-fn standard(name: &str) -> Result<(usize, usize, u64, Op)> {
+/// The schema put100v's validator checks every value against (the values are
+/// [`json_value`]s).
+const SCHEMA: &str =
+    r#"{"type":"object","required":["v"],"properties":{"v":{"type":"string","maxLength":1024}}}"#;
+
+/// One standard workload: (conns, clients, total, op, whether the json-schema validator is
+/// bound).
+fn standard(name: &str) -> Result<(usize, usize, u64, Op, bool)> {
     let keys = Keys {
         size: KEY_SIZE,
         space: KEY_SPACE,
         sequential: true,
     };
     let put = Op::Put {
-        keys,
+        keys: keys.clone(),
         value: vec![b'v'; VAL_SIZE],
     };
     let get = |serializable| Op::Range {
@@ -67,12 +83,17 @@ fn standard(name: &str) -> Result<(usize, usize, u64, Op)> {
         limit: 0,
         serializable,
     };
+    let put_json = Op::Put {
+        keys,
+        value: json_value(VAL_SIZE),
+    };
     Ok(match name {
-        "put1" => (1, 1, 2000, put),
-        "put100" => (10, 100, 50_000, put),
-        "getl" => (10, 100, 50_000, get(false)),
-        "gets" => (10, 100, 50_000, get(true)),
-        other => bail!("unknown workload {other:?} (known: put1, put100, getl, gets)"),
+        "put1" => (1, 1, 2000, put, false),
+        "put100" => (10, 100, 50_000, put, false),
+        "put100v" => (10, 100, 50_000, put_json, true),
+        "getl" => (10, 100, 50_000, get(false), false),
+        "gets" => (10, 100, 50_000, get(true), false),
+        other => bail!("unknown workload {other:?} (known: put1, put100, put100v, getl, gets)"),
     })
 }
 
@@ -89,13 +110,16 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
             etchd.display()
         );
     }
-    // Unknown names fail before a cluster is started.
+    // Unknown names and a missing plugin fail before a cluster is started.
+    let mut validator = None;
     for name in &args.workloads {
-        standard(name)?;
+        if standard(name)?.4 && validator.is_none() {
+            validator = Some(json_schema(&args)?);
+        }
     }
     let cluster = LocalCluster::start(&etchd, args.nodes.max(1), args.dir.clone()).await?;
     let options = ClientOptions::new(cluster.endpoints(), cluster.tls());
-    let result = run_workloads(&args, &cluster, &options).await;
+    let result = run_workloads(&args, &cluster, &options, validator.as_ref()).await;
     let rss_end = rss(&cluster);
     cluster.stop();
     let (reports, rss_after_put) = result?;
@@ -129,15 +153,41 @@ fn rss(cluster: &LocalCluster) -> Rss {
         .collect()
 }
 
+/// The json-schema validator put100v binds, with [`SCHEMA`].
+fn json_schema(args: &SuiteArgs) -> Result<Validator> {
+    let file = match &args.json_schema {
+        Some(file) => file.clone(),
+        None => {
+            let exe = std::env::current_exe().context("locating etch-bench")?;
+            // target/<profile>/etch-bench → target/plugins/json-schema.wasm
+            let target = exe
+                .ancestors()
+                .nth(2)
+                .context("etch-bench's target directory")?;
+            target.join("plugins").join("json-schema.wasm")
+        }
+    };
+    if !file.exists() {
+        bail!(
+            "{} not found: put100v binds the json-schema plugin; build it with \
+             scripts/build-plugins, pass --json-schema FILE.wasm, or leave put100v out of \
+             --workloads",
+            file.display()
+        );
+    }
+    Validator::new(&file, &[format!("schema={SCHEMA}")])
+}
+
 async fn run_workloads(
     args: &SuiteArgs,
     cluster: &LocalCluster,
     options: &ClientOptions,
+    validator: Option<&Validator>,
 ) -> Result<(Vec<(String, Report)>, Rss)> {
     let mut reports = Vec::new();
     let mut rss_after_put = Rss::new();
     for name in &args.workloads {
-        let (conns, clients, total, op) = standard(name)?;
+        let (conns, clients, total, op, validated) = standard(name)?;
         let total = ((total as f64 * args.scale).round() as u64).max(1);
         let load = Load {
             conns,
@@ -162,7 +212,15 @@ async fn run_workloads(
             op: op.clone(),
             params,
         };
-        let report = load::run(&clients, &load, workload, name).await?;
+        let bound = validator.filter(|_| validated);
+        if let (Some(v), Op::Put { keys, .. }) = (bound, &op) {
+            v.install(&clients[0], &keys.shared_prefix()).await?;
+        }
+        let report = load::run(&clients, &load, workload, name).await;
+        if bound.is_some() {
+            Validator::remove(&clients[0]).await?;
+        }
+        let report = report?;
         eprintln!(
             "{name}: {:.0} req/s, p50 {:.2} ms, {} errors",
             report.rps(),

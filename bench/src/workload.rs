@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::LoadArgs;
 use crate::load::Load;
+use crate::validator::{Validator, common_prefix, json_value};
 
 /// One request of a workload, made from its index in the run.
 #[derive(Clone, Debug)]
@@ -170,25 +171,42 @@ pub struct PutArgs {
     pub load: LoadArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
-    /// A validator plugin (FILE.wasm) to bind to the written keys for the run.
+    /// A validator plugin (FILE.wasm) to bind, for the run, to the prefix all written keys
+    /// share; values are then JSON documents of --val-size bytes (`{"v":"vvv…"}`).
     #[arg(long, value_name = "FILE.wasm")]
     pub validator: Option<PathBuf>,
+    /// A setting of the validator's binding (repeatable), as etchctl plugin install
+    /// --config takes it.
+    #[arg(long, value_name = "NAME=VALUE", requires = "validator")]
+    pub validator_config: Vec<String>,
 }
 
 impl PutArgs {
-    pub fn workload(&self) -> Result<(Workload, Load)> {
-        if let Some(file) = &self.validator {
-            bail!(
-                "--validator {}: not implemented in etch-bench yet; install the plugin with \
-                 `etchctl plugin install` and run `put` on its prefix instead",
-                file.display()
-            );
-        }
+    pub fn workload(&self) -> Result<(Workload, Load, Option<Validator>)> {
+        let validator = (self.validator.as_deref())
+            .map(|file| Validator::new(file, &self.validator_config))
+            .transpose()?;
+        let value = match validator {
+            Some(_) => json_value(self.keys.val_size),
+            None => vec![b'v'; self.keys.val_size],
+        };
         let op = Op::Put {
             keys: self.keys.keys(),
-            value: vec![b'v'; self.keys.val_size],
+            value,
         };
-        Ok(workload("put", op, &self.load, self.keys.params()))
+        let mut params = self.keys.params();
+        if let Some(v) = &validator {
+            params["validator"] = v.file.display().to_string().into();
+        }
+        let (workload, load) = workload("put", op, &self.load, params);
+        Ok((workload, load, validator))
+    }
+}
+
+impl Keys {
+    /// The prefix every key of this key space starts with.
+    pub fn shared_prefix(&self) -> Vec<u8> {
+        common_prefix(&self.fixed(0), &self.fixed(self.space.saturating_sub(1)))
     }
 }
 

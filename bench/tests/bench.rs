@@ -1,10 +1,10 @@
 //! etch-bench against real etchd processes: every workload runs and its `--json` output
-//! parses with the counts asked for; validator plugins (not there yet) fail clearly.
+//! parses with the counts asked for, with and without a validator plugin bound.
 //! Request counts are tiny and no timing is asserted: figures belong in BENCHMARKS.md.
 
 use std::process::{Command, Output};
 
-use etch_tests::Cluster;
+use etch_tests::{Cluster, ok_stdout};
 use serde_json::Value;
 
 fn bench(cluster: &Cluster, args: &[&str]) -> Output {
@@ -133,19 +133,67 @@ fn workloads_run_and_report_json() {
     }
 }
 
+/// `put --validator`: the plugin judges every put of the run (its call counter says so),
+/// a value it refuses fails the run's requests with its reason, and the binding is gone
+/// afterwards.
 #[test]
-fn validator_plugins_fail_clearly() {
+fn validator_is_bound_for_the_run_and_removed_after() {
     let cluster = Cluster::single();
+    let wasm = etch_tests::plugin_wasm("json-schema");
+    let wasm = wasm.to_str().expect("utf-8 path");
+    let schema = r#"schema={"type":"object","required":["v"]}"#;
+    let args = [
+        "put",
+        "--json",
+        "--total",
+        "30",
+        "--clients",
+        "3",
+        "--validator",
+        wasm,
+        "--validator-config",
+        schema,
+    ];
+    let report = json(&bench(&cluster, &args));
+    assert_complete(&report, "put", 30);
+    assert_eq!(report["params"]["validator"], wasm);
+    // The values are JSON documents of --val-size bytes.
+    let value = ok_stdout(&cluster.etchctl(&["get", "00000000", "--print-value-only"]));
+    assert_eq!(value.trim_end().len(), 256, "{value}");
+    assert!(value.starts_with("{\"v\":\""), "{value}");
+    let list = ok_stdout(&cluster.etchctl(&["plugin", "list"]));
+    assert!(
+        !list.contains("etch-bench"),
+        "the binding outlived the run:\n{list}"
+    );
+
+    // A schema the values break: every request fails with the plugin's reason.
+    let refusing = r#"schema={"type":"object","required":["missing"]}"#;
+    let args = [
+        "put",
+        "--json",
+        "--total",
+        "5",
+        "--validator",
+        wasm,
+        "--validator-config",
+        refusing,
+    ];
+    let report = json(&bench(&cluster, &args));
+    assert_eq!(report["errors"], 5, "{report}");
+    let errors = report.to_string();
+    assert!(
+        errors.contains("etch-bench"),
+        "the plugin's name in {errors}"
+    );
+
     let out = bench(
         &cluster,
-        &["put", "--validator", "check.wasm", "--total", "1"],
+        &["put", "--validator", "missing.wasm", "--total", "1"],
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("not implemented in etch-bench yet"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("missing.wasm"), "{stderr}");
 }
 
 #[test]
@@ -153,6 +201,8 @@ fn suite_starts_a_cluster_and_reports_every_workload() {
     let out = Command::new(env!("CARGO_BIN_EXE_etch-bench"))
         .args(["--json", "suite", "--scale", "0.002", "--etchd"])
         .arg(etch_tests::bin("etchd"))
+        .arg("--json-schema")
+        .arg(etch_tests::plugin_wasm("json-schema"))
         .env_remove("RUST_LOG")
         .output()
         .expect("run etch-bench suite");
@@ -162,7 +212,11 @@ fn suite_starts_a_cluster_and_reports_every_workload() {
         .iter()
         .filter_map(|w| w["name"].as_str())
         .collect();
-    assert_eq!(names, ["put1", "put100", "getl", "gets"], "{report}");
+    assert_eq!(
+        names,
+        ["put1", "put100", "put100v", "getl", "gets"],
+        "{report}"
+    );
     // A smoke run on a loaded machine: some requests may fail (a re-election under CPU
     // starvation); what matters here is that every workload ran and reported.
     for w in workloads {
