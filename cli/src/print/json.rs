@@ -503,4 +503,30 @@ mod tests {
             "[{\"endpoint\":\"a:1\",\"health\":true,\"took\":\"1ms\"}]\n"
         );
     }
+
+    #[test]
+    fn hash_kv_shape() {
+        let h = EndpointHash {
+            endpoint: "127.0.0.1:7379".into(),
+            hash: etch_proto::HashKvResponse {
+                header: ResponseHeader {
+                    member_id: 1,
+                    revision: 9,
+                    ..Default::default()
+                },
+                hash: 3_735_928_559,
+                compact_revision: 0,
+                hash_revision: 7,
+            },
+        };
+        assert_eq!(
+            printed(|w| hash_kv(w, &[h])),
+            concat!(
+                r#"[{"Endpoint":"127.0.0.1:7379","HashKV":{"header":{"member_id":1,"revision":9},"#,
+                r#""hash":3735928559,"hash_revision":7}}]"#,
+                "\n"
+            )
+        );
+    }
+
 }
