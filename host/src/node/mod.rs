@@ -186,9 +186,10 @@ impl Node {
                 )
             })?;
         let store = mvcc::Store::open(&db).context("opening the key space")?;
-        let log = LogStore::open(&options.data_dir.join("raft")).context("opening the Raft log")?;
         let snapshots =
             SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
+        let log = LogStore::open(&options.data_dir.join("raft"), snapshots.clone())
+            .context("opening the Raft log")?;
         let state_machine = StateMachine::open(store.clone(), snapshots.clone())
             .context("opening the state machine")?;
         let hub = Hub::new(store.clone(), options.watch_queue_len);

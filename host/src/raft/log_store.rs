@@ -29,6 +29,7 @@ use openraft::{OptionalSend, RaftLogReader, StorageError, Vote};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::oneshot;
 
+use super::snapshot::SnapshotDir;
 use super::storage_error;
 use super::types::{Entry, LogId, TypeConfig};
 use crate::NodeId;
@@ -56,6 +57,8 @@ struct Shared {
     pending: Mutex<BTreeMap<u64, (u64, Entry)>>,
     next_append: AtomicU64,
     writer: mpsc::Sender<Op>,
+    /// Purges stop at this directory's durable snapshot.
+    snapshots: SnapshotDir,
 }
 
 /// What the writer thread is asked to do, in order.
@@ -78,8 +81,9 @@ enum Op {
 }
 
 impl LogStore {
-    /// Opens (creating) the log database in `dir` and starts the writer thread.
-    pub fn open(dir: &Path) -> std::result::Result<Self, fjall::Error> {
+    /// Opens (creating) the log database in `dir` and starts the writer thread. Purges never
+    /// go past the durable snapshot of `snapshots`.
+    pub fn open(dir: &Path, snapshots: SnapshotDir) -> std::result::Result<Self, fjall::Error> {
         // The log is written once and read back mostly while still in memory: a small block
         // cache and small memtables keep the node's footprint down.
         let db = Database::builder(dir).cache_size(4 * 1024 * 1024).open()?;
@@ -94,6 +98,7 @@ impl LogStore {
             pending: Mutex::new(BTreeMap::new()),
             next_append: AtomicU64::new(1),
             writer,
+            snapshots,
         });
         let for_writer = shared.clone();
         std::thread::Builder::new()
@@ -356,6 +361,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<()> {
+        // Never past the snapshot on disk (see `SnapshotDir::durable`): what is left behind
+        // goes with a later purge.
+        let log_id = match self.shared.snapshots.durable() {
+            Some(d) if d.index >= log_id.index => log_id,
+            Some(d) => {
+                tracing::debug!(%log_id, snapshot = %d, "purging only up to the snapshot on disk");
+                d
+            }
+            None => return Ok(()),
+        };
+        if self
+            .read_meta::<LogId>(PURGED)?
+            .is_some_and(|p| p >= log_id)
+        {
+            return Ok(());
+        }
         tracing::debug!(%log_id, "purging the Raft log");
         // Record the purge point first: a crash in between leaves entries below it, harmless.
         self.write_meta(PURGED, &log_id, false).await?;

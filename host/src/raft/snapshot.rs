@@ -9,7 +9,9 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::types::SnapshotMeta;
+use std::sync::{Arc, Mutex};
+
+use super::types::{LogId, SnapshotMeta};
 
 /// A snapshot on disk; what openraft moves around as `SnapshotData`.
 #[derive(Debug)]
@@ -42,6 +44,9 @@ impl SnapshotFile {
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
     dir: PathBuf,
+    /// The last log id of the current snapshot, once its file is in place and the state it
+    /// holds is on disk (see [`SnapshotDir::durable`]).
+    durable: Arc<Mutex<Option<LogId>>>,
 }
 
 impl SnapshotDir {
@@ -54,9 +59,30 @@ impl SnapshotDir {
                 fs::remove_file(&path)?;
             }
         }
-        Ok(SnapshotDir {
+        let snapshots = SnapshotDir {
             dir: dir.to_owned(),
-        })
+            durable: Arc::default(),
+        };
+        if let Some(current) = snapshots.current()? {
+            let (meta, _) = current.open()?;
+            *snapshots.lock() = meta.last_log_id;
+        }
+        Ok(snapshots)
+    }
+
+    /// The last log id the current snapshot covers: the log may be purged up to here and
+    /// no further. openraft 0.9 purges the log behind a received snapshot while the state
+    /// machine is still installing it; a node killed in between would restart with its log
+    /// purged past its snapshot, which openraft refuses. The log store therefore caps every
+    /// purge at this id (see `LogStore::purge`).
+    pub fn durable(&self) -> Option<LogId> {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
+        self.durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A fresh temporary path in this directory, for a snapshot being written or received.
@@ -135,6 +161,14 @@ impl SnapshotDir {
             .join(format!("{index:020}-{}.snap", meta.snapshot_id));
         if file.path != path {
             fs::rename(&file.path, &path)?;
+            // The rename must survive a machine crash before the log behind it is purged.
+            File::open(&self.dir)?.sync_all()?;
+        }
+        {
+            let mut durable = self.lock();
+            if durable.is_none_or(|d| meta.last_log_id.is_some_and(|l| l > d)) {
+                *durable = meta.last_log_id;
+            }
         }
         for entry in fs::read_dir(&self.dir)? {
             let other = entry?.path();
