@@ -1,7 +1,9 @@
-//! `plugin install|list|remove`: WebAssembly validator plugins (no etcdctl counterpart).
+//! `plugin install|list|remove`: WebAssembly plugins (no etcdctl counterpart).
 //!
 //! `install` reads a component built by `scripts/build-plugins` (or any component of the
-//! `validator` world in `guest-sdk/wit/etch.wit`), uploads it and binds it to a prefix.
+//! `validator` or `reactor` world in `guest-sdk/wit/etch.wit`), uploads it and binds it to
+//! a prefix with a hook: `validate` (judge writes before they commit) or `react` (receive
+//! committed changes after the fact).
 //! Output is one line per fact, in the spirit of etcdctl's simple format.
 
 use std::path::PathBuf;
@@ -19,8 +21,8 @@ pub enum PluginCommand {
     /// Upload a plugin component and bind it to a key prefix (replacing a binding of the
     /// same name): prints its sha256.
     Install(InstallArgs),
-    /// List the bindings: name, hook, prefix, mode, failure policy, limits, sha256 and the
-    /// leader's call counters, one binding per line.
+    /// List the bindings: name, hook, prefix, mode, failure policy, limits, sha256, the
+    /// leader's call counters and, for a reactor, its checkpoint, one binding per line.
     List,
     /// Remove a binding (and its component, once no binding uses it).
     Remove(RemoveArgs),
@@ -31,6 +33,8 @@ pub enum PluginCommand {
 pub enum Hook {
     /// Before a write touching the prefix is proposed.
     Validate,
+    /// After changes under the prefix commit (on the leader, in batches).
+    React,
 }
 
 /// Whether refusals are enforced.
@@ -48,14 +52,15 @@ pub enum OnError {
     FailOpen,
 }
 
-/// `plugin install NAME FILE --prefix P --hook validate [...]`.
+/// `plugin install NAME FILE --prefix P --hook validate|react [...]`.
 #[derive(Args, Clone, Debug)]
 pub struct InstallArgs {
     /// The binding's name.
     pub name: String,
     /// The component (.wasm).
     pub file: PathBuf,
-    /// The plugin judges writes touching keys with this prefix.
+    /// The plugin judges writes touching keys with this prefix (validate), or receives the
+    /// changes of keys with this prefix (react).
     #[arg(long)]
     pub prefix: String,
     /// When the plugin runs.
@@ -125,6 +130,9 @@ pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
             if args.on_error == OnError::FailOpen {
                 install = install.fail_open();
             }
+            if args.hook == Hook::React {
+                install = install.react();
+            }
             let resp = install.await?;
             let verb = if resp.replaced {
                 "replaced"
@@ -151,7 +159,7 @@ pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
 
 /// One binding as `plugin list` prints it.
 pub fn list_line(p: &PluginInfo) -> String {
-    use etch_client::proto::plugin::{FailurePolicy, PluginMode};
+    use etch_client::proto::plugin::{FailurePolicy, PluginHook, PluginMode};
     let b = &p.binding;
     let mode = match b.mode {
         PluginMode::Enforce => "enforce",
@@ -162,9 +170,10 @@ pub fn list_line(p: &PluginInfo) -> String {
         FailurePolicy::FailOpen => "fail-open",
     };
     let config: Vec<String> = b.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!(
-        "{}, validate, prefix={}, {mode}, {on_error}, fuel={}, timeout={}ms, memory={}MiB, sha256={}, size={}, calls={}, denials={}, failures={}, config=[{}]",
+    let mut line = format!(
+        "{}, {}, prefix={}, {mode}, {on_error}, fuel={}, timeout={}ms, memory={}MiB, sha256={}, size={}, calls={}, denials={}, failures={}, config=[{}]",
         b.name,
+        b.hook.name(),
         String::from_utf8_lossy(&b.prefix),
         b.limits.fuel,
         b.limits.timeout_ms,
@@ -175,7 +184,14 @@ pub fn list_line(p: &PluginInfo) -> String {
         p.denials,
         p.failures,
         config.join(" "),
-    )
+    );
+    if b.hook == PluginHook::React {
+        line.push_str(&format!(", checkpoint={}", p.checkpoint));
+        if !p.last_error.is_empty() {
+            line.push_str(&format!(", last-error={}", p.last_error));
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -247,9 +263,40 @@ mod tests {
         assert!(Plugin::try_parse_from(["plugin", "install", "a", "a.wasm"]).is_err());
         assert!(
             Plugin::try_parse_from([
-                "plugin", "install", "a", "a.wasm", "--prefix", "/", "--hook", "react"
+                "plugin", "install", "a", "a.wasm", "--prefix", "/", "--hook", "later"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn react_hook_parses_and_lists_with_its_checkpoint() {
+        use etch_client::proto::plugin::{PluginBinding, PluginHook};
+        let cli = Plugin::try_parse_from([
+            "plugin", "install", "audit", "a.wasm", "--prefix", "/app/", "--hook", "react",
+        ])
+        .expect("parse");
+        let PluginCommand::Install(args) = cli.cmd else {
+            panic!("not an install")
+        };
+        assert_eq!(args.hook, Hook::React);
+        let info = PluginInfo {
+            binding: PluginBinding {
+                name: "audit".into(),
+                prefix: b"/app/".to_vec(),
+                hook: PluginHook::React,
+                ..Default::default()
+            },
+            sha256: "ab".repeat(32),
+            checkpoint: 42,
+            last_error: "trapped: unreachable".into(),
+            ..Default::default()
+        };
+        let line = list_line(&info);
+        assert!(line.starts_with("audit, react, prefix=/app/, "), "{line}");
+        assert!(
+            line.ends_with(", checkpoint=42, last-error=trapped: unreachable"),
+            "{line}"
         );
     }
 }

@@ -8,8 +8,8 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use etch_proto::plugin::{
-    FailurePolicy, PluginBinding, PluginInstallRequest, PluginInstallResponse, PluginListRequest,
-    PluginListResponse, PluginMode, PluginRemoveRequest, PluginRemoveResponse,
+    FailurePolicy, PluginBinding, PluginHook, PluginInstallRequest, PluginInstallResponse,
+    PluginListRequest, PluginListResponse, PluginMode, PluginRemoveRequest, PluginRemoveResponse,
 };
 use etch_proto::{Request, Response};
 
@@ -18,13 +18,15 @@ use crate::error::{Error, Result};
 use crate::kv::{ResponseFuture, request_future};
 
 impl Client {
-    /// Uploads the validator component `wasm` and binds it as `name` to the keys starting
-    /// with `prefix` (replacing a binding of that name). Defaults: enforce, fail closed,
-    /// the limits of [`etch_proto::plugin::PluginLimits::default`].
+    /// Uploads the plugin component `wasm` and binds it as `name` to the keys starting
+    /// with `prefix` (replacing a binding of that name). Defaults: a validator
+    /// ([`PluginInstall::react`] makes it a reactor), enforce, fail closed, the limits of
+    /// [`etch_proto::plugin::PluginLimits::default`].
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` when the component does not compile or is not a validator.
+    /// `InvalidArgument` when the component does not compile or does not fit its hook's
+    /// world (`validator` or `reactor`).
     ///
     /// # Examples
     ///
@@ -128,6 +130,32 @@ impl PluginInstall<'_> {
     /// Memory cap per call, in MiB.
     pub fn memory_mb(mut self, mb: u32) -> Self {
         self.req.binding.limits.memory_mb = mb;
+        self
+    }
+
+    /// Makes the plugin a reactor (world `reactor`): it runs on the leader after changes
+    /// under the prefix commit, instead of judging writes before.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// let wasm = std::fs::read("target/plugins/audit-log.wasm").expect("built plugin");
+    /// client
+    ///     .plugin_install("audit", wasm, "/app/")
+    ///     .react()
+    ///     .config("audit-prefix", "/audit/")
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn react(self) -> Self {
+        self.hook(PluginHook::React)
+    }
+
+    /// When the plugin runs.
+    pub fn hook(mut self, hook: PluginHook) -> Self {
+        self.req.binding.hook = hook;
         self
     }
 

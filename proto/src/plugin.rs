@@ -9,13 +9,26 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::ResponseHeader;
+use crate::types::Revision;
 
 /// When a plugin runs. New hooks are only appended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PluginHook {
     /// Before a write touching the prefix is proposed (world `validator`).
     #[default]
     Validate,
+    /// After changes under the prefix commit, on the leader, in batches (world `reactor`).
+    React,
+}
+
+impl PluginHook {
+    /// The hook's name as `etchctl` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginHook::Validate => "validate",
+            PluginHook::React => "react",
+        }
+    }
 }
 
 /// Whether a refusal rejects the write.
@@ -109,8 +122,14 @@ pub struct PluginInfo {
     pub calls: u64,
     /// Refusals on that node, enforced or (in audit mode) only recorded.
     pub denials: u64,
-    /// Failures (trap, fuel, deadline, memory) on that node.
+    /// Failures (trap, fuel, deadline, memory; for a reactor also an `err` result or a write
+    /// that did not commit) on that node.
     pub failures: u64,
+    /// For a reactor: the last revision it has processed, as its checkpoint key records it
+    /// (0 before its first batch). 0 for a validator.
+    pub checkpoint: Revision,
+    /// For a reactor: why its last batch failed, empty if it did not.
+    pub last_error: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

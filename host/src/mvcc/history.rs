@@ -28,8 +28,19 @@ impl Store {
     /// As [`Store::events_at`]: Compacted below the floor, FutureRevision past the current
     /// revision (inner); storage failure or corrupt history (outer).
     pub fn watch_events(&self, rev: Revision) -> Outcome<Vec<WatchEvent>> {
-        let view = View::open(&self.spaces())?;
-        let events = match events_in(&view, rev)? {
+        View::open(&self.spaces())?.watch_events(rev)
+    }
+}
+
+impl View {
+    /// [`Store::watch_events`] as this snapshot sees them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::watch_events`].
+    pub fn watch_events(&self, rev: Revision) -> Outcome<Vec<WatchEvent>> {
+        let view = self;
+        let events = match events_in(view, rev)? {
             Ok(events) => events,
             Err(e) => return Ok(Err(e)),
         };
@@ -48,9 +59,7 @@ impl Store {
         }
         Ok(Ok(out))
     }
-}
 
-impl View {
     /// The live version of `key` just before `rev`: the newest record below `rev`, unless it
     /// is a deletion.
     pub fn previous(&self, key: &[u8], rev: Revision) -> Result<Option<KeyValue>> {

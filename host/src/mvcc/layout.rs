@@ -160,6 +160,9 @@ pub struct BindingRecord {
     pub sha256: Vec<u8>,
     /// The component's size in bytes.
     pub size: u64,
+    /// The store revision when a binding of this name was first installed (kept when it is
+    /// replaced): a reactor without a checkpoint starts after it.
+    pub installed_at: Revision,
 }
 
 /// One version of a key, without the key itself (which the storage key already holds).

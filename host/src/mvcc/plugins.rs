@@ -145,6 +145,7 @@ fn install(
         binding: req.binding.clone(),
         sha256: sha256.clone(),
         size: req.wasm.len() as u64,
+        installed_at: old.map_or(view.revision, |o| o.installed_at),
     };
     batch.insert(&spaces.plugin_bindings, name.as_bytes(), encode(&record)?);
     let mut resp = PluginInstallResponse {

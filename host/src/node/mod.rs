@@ -19,6 +19,7 @@
 mod lease;
 mod members;
 mod plugin;
+mod reactor;
 mod read_index;
 mod route;
 
@@ -190,11 +191,18 @@ impl Node {
             SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
         let log = LogStore::open(&options.data_dir.join("raft"), snapshots.clone())
             .context("opening the Raft log")?;
+        // Components of stored bindings are compiled before Raft starts: the binding is in
+        // effect from the first request.
+        let plugins = crate::plugin::Plugins::new().context("starting the plugin engine")?;
+        let warming = (plugins.clone(), store.clone());
+        tokio::task::spawn_blocking(move || warming.0.warm(&warming.1))
+            .await
+            .context("compiling plugins")?;
         let state_machine = StateMachine::open(store.clone(), snapshots.clone())
-            .context("opening the state machine")?;
+            .context("opening the state machine")?
+            .compiling_plugins(plugins.clone());
         let hub = Hub::new(store.clone(), options.watch_queue_len);
         tokio::spawn(crate::watch::feed(hub.clone(), state_machine.subscribe()));
-        let plugins = crate::plugin::Plugins::new().context("starting the plugin engine")?;
         let applied = state_machine.subscribe();
 
         let cluster_id = match (
@@ -278,6 +286,7 @@ impl Node {
         }
         tokio::spawn(log_leader_changes(node.inner.raft.clone()));
         tokio::spawn(crate::lease::expire_leases(node.clone()));
+        tokio::spawn(reactor::run_reactors(node.clone(), applied.clone()));
         tokio::spawn(plugin::warm_plugins(node.clone(), applied));
         tokio::spawn(serve_peers(peer_endpoint, node.clone()));
         tokio::spawn(serve_clients(client.endpoint, node.clone()));

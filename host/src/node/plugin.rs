@@ -7,17 +7,23 @@
 //! judged again from the newer state, up to [`MAX_ATTEMPTS`] times; after that the client
 //! gets `Conflict`, which it may retry. Any other write is proposed as before.
 //!
-//! Installing checks on the leader that the component compiles and fits the `validator`
-//! world before proposing it, so a broken upload is refused with `InvalidArgument` instead
-//! of being replicated. Listing is answered by the leader with its own call counters.
+//! Keys under `crate::plugin::RESERVED_PREFIX` (reactor checkpoints) are etch's own: a
+//! client write touching them is refused with `InvalidArgument`. Reactors write through
+//! [`Node::judge_and_propose`] directly (`reactor.rs`), validated like any write.
+//!
+//! Installing checks on the leader that the component compiles and fits its hook's world
+//! before proposing it, so a broken upload is refused with `InvalidArgument` instead of
+//! being replicated (the compiled component stays in the cache, ready when the binding
+//! takes effect). Listing is answered by the leader with its own call counters and, for
+//! reactors, their checkpoints.
 
-use etch_proto::plugin::{PluginInfo, PluginInstallRequest, PluginListResponse};
+use etch_proto::plugin::{PluginHook, PluginInfo, PluginInstallRequest, PluginListResponse};
 use etch_proto::{Error, Request, Response};
 use sha2::{Digest, Sha256};
 
 use super::Node;
-use crate::mvcc::hex;
-use crate::plugin::MAX_MEMORY_MB;
+use crate::mvcc::{Read, hex};
+use crate::plugin::{MAX_MEMORY_MB, RESERVED_PREFIX};
 use crate::raft::Command;
 
 /// How many times a write is judged and proposed before `Conflict` reaches the client.
@@ -33,10 +39,12 @@ impl Node {
     ) -> Result<Response, Error> {
         match request {
             Request::Put(_) | Request::DeleteRange(_) => {
-                self.judge_and_propose(principal, request).await
+                refuse_reserved(&request)?;
+                self.judge_and_propose(principal, request, &[]).await
             }
             Request::Txn(ref t) if !t.is_read_only() => {
-                self.judge_and_propose(principal, request).await
+                refuse_reserved(&request)?;
+                self.judge_and_propose(principal, request, &[]).await
             }
             Request::PluginInstall(install) => self.plugin_install(install).await,
             Request::PluginList(_) => self.plugin_list().await,
@@ -48,20 +56,24 @@ impl Node {
         }
     }
 
-    async fn judge_and_propose(
+    /// Judges `request` with the validators and proposes it with the resulting guard, plus
+    /// `reads` (what the write was decided on elsewhere, e.g. a reactor's reads).
+    pub(super) async fn judge_and_propose(
         &self,
         principal: &str,
         request: Request,
+        reads: &[Read],
     ) -> Result<Response, Error> {
         let mut attempt = 1;
         loop {
-            let guard = {
+            let mut guard = {
                 let (plugins, store) = (self.inner.plugins.clone(), self.store().clone());
                 let (principal, request) = (principal.to_owned(), request.clone());
                 tokio::task::spawn_blocking(move || plugins.judge(&store, &principal, &request))
                     .await
                     .map_err(|e| Error::Internal(format!("plugin gate: {e}")))??
             };
+            guard.reads.extend_from_slice(reads);
             let command = Command::Write {
                 request: request.clone(),
                 guard,
@@ -91,9 +103,10 @@ impl Node {
         }
         let plugins = self.inner.plugins.clone();
         let wasm = install.wasm.clone();
+        let hook = install.binding.hook;
         let checked = tokio::task::spawn_blocking(move || {
             let sha256 = Sha256::digest(&wasm);
-            plugins.check(&sha256, &wasm)
+            plugins.check(&sha256, hook, &wasm)
         })
         .await
         .map_err(|e| Error::Internal(format!("plugin check: {e}")))?;
@@ -103,7 +116,7 @@ impl Node {
                 install.binding.name
             )));
         }
-        tracing::info!(plugin = %install.binding.name, prefix = %String::from_utf8_lossy(&install.binding.prefix), "installing plugin");
+        tracing::info!(plugin = %install.binding.name, hook = install.binding.hook.name(), prefix = %String::from_utf8_lossy(&install.binding.prefix), "installing plugin");
         self.propose_command(Command::PluginInstall(install)).await
     }
 
@@ -111,20 +124,27 @@ impl Node {
     async fn plugin_list(&self) -> Result<Response, Error> {
         self.confirm_leadership().await?;
         let (bindings_version, records) = self.store().plugin_bindings().map_err(super::storage)?;
-        let plugins = records
-            .into_iter()
-            .map(|r| {
-                let stats = self.inner.plugins.stats_of(&r.binding.name);
-                PluginInfo {
-                    sha256: hex(&r.sha256),
-                    size: r.size,
-                    calls: stats.calls,
-                    denials: stats.denials,
-                    failures: stats.failures,
-                    binding: r.binding,
-                }
-            })
-            .collect();
+        let mut plugins = Vec::with_capacity(records.len());
+        for r in records {
+            let stats = self.inner.plugins.stats_of(&r.binding.name);
+            let checkpoint = if r.binding.hook == PluginHook::React {
+                crate::plugin::read_checkpoint(self.store(), &r.binding.name)
+                    .map_err(super::storage)?
+                    .revision
+            } else {
+                0
+            };
+            plugins.push(PluginInfo {
+                sha256: hex(&r.sha256),
+                size: r.size,
+                calls: stats.calls,
+                denials: stats.denials,
+                failures: stats.failures,
+                checkpoint,
+                last_error: stats.last_error,
+                binding: r.binding,
+            });
+        }
         let mut resp = PluginListResponse {
             plugins,
             bindings_version,
@@ -133,6 +153,16 @@ impl Node {
         resp.header.revision = self.store().revision();
         Ok(Response::PluginList(resp))
     }
+}
+
+/// Refuses a client write that touches etch's reserved keys.
+fn refuse_reserved(request: &Request) -> Result<(), Error> {
+    if crate::plugin::touches(request, RESERVED_PREFIX) {
+        return Err(Error::InvalidArgument(
+            "keys under \"\\0etch/\" are reserved for etch (reactor checkpoints)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Compiles the bound components whenever the bindings change, so that a node that becomes

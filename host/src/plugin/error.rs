@@ -1,10 +1,10 @@
 //! How a plugin call can fail. Every failure is an error for that call only: the instance
 //! is dropped and the node goes on serving.
 
-/// Why a plugin did not return a verdict.
+/// Why a plugin call did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    /// The component does not compile, or does not fit the `validator` world.
+    /// The component does not compile, or does not fit its hook's world.
     #[error("invalid component: {0}")]
     Invalid(String),
     /// The component's bytes are not stored (a binding naming a missing sha256).
@@ -25,6 +25,9 @@ pub enum PluginError {
     /// The node failed to serve one of the plugin's reads.
     #[error("host failure: {0}")]
     Host(String),
+    /// A reactor returned `err` for its batch.
+    #[error("returned an error: {0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;

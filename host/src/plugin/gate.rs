@@ -18,23 +18,28 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use etch_proto::plugin::{FailurePolicy, PluginHook, PluginMode};
+use etch_proto::plugin::{FailurePolicy, PluginHook, PluginInstallRequest, PluginMode};
 use etch_proto::{Error as ProtoError, KeyRange, Request, RequestOp, prefix_end};
+use sha2::{Digest, Sha256};
 
+use super::ctx::{self, Ctx};
 use super::error::PluginError;
-use super::runtime::Runtime;
-use super::validator::{self, Ctx, Op, OpKind, Verdict};
+use super::runtime::{Compiled, Runtime};
+use super::validator::{self, Op, OpKind, Verdict};
 use crate::mvcc::{self, BindingRecord, Guard, Store, View, hex};
 
 /// Per-binding counters on this node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub calls: u64,
     pub denials: u64,
     pub failures: u64,
+    /// Why the last call failed (reactors), empty after a success.
+    pub last_error: String,
 }
 
-/// The validators of one node. Cheap to clone.
+/// The plugins of one node: the engine, the validator gate, reactor calls, counters.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Plugins {
     runtime: Runtime,
@@ -100,7 +105,7 @@ impl Plugins {
                     },
                     key: c.key,
                     value: c.value.unwrap_or_default(),
-                    prev: c.prev.map(validator::to_wit),
+                    prev: c.prev.map(ctx::to_wit),
                 })
                 .collect(),
         };
@@ -124,23 +129,24 @@ impl Plugins {
         let binding = &record.binding;
         let name = binding.name.as_str();
         let started = Instant::now();
-        let outcome = self
-            .runtime
-            .prepare(&record.sha256, || {
-                store
-                    .plugin_module(&record.sha256)
-                    .map_err(|e| PluginError::Host(e.to_string()))?
-                    .ok_or_else(|| PluginError::Missing(hex(&record.sha256)))
-            })
-            .map(|pre| {
-                let ctx = Ctx::new(
-                    name,
-                    view.clone(),
-                    binding.config.clone(),
-                    binding.limits.memory_mb,
-                );
-                validator::call(&self.runtime, &pre, ctx, &binding.limits, request)
-            });
+        let outcome = self.compiled(store, record).and_then(|compiled| {
+            let Compiled::Validator(pre) = compiled else {
+                return Err(PluginError::Invalid("not a validator".into()));
+            };
+            let ctx = Ctx::new(
+                name,
+                view.clone(),
+                binding.config.clone(),
+                binding.limits.memory_mb,
+            );
+            Ok(validator::call(
+                &self.runtime,
+                &pre,
+                ctx,
+                &binding.limits,
+                request,
+            ))
+        });
         let (verdict, reads) = match outcome {
             Ok((verdict, reads)) => (verdict, reads),
             Err(e) => (Err(e), Vec::new()),
@@ -179,10 +185,48 @@ impl Plugins {
         }
     }
 
-    /// Checks that `wasm` compiles and fits the `validator` world (compiling it into the
-    /// cache). Blocking.
-    pub fn check(&self, sha256: &[u8], wasm: &[u8]) -> Result<(), PluginError> {
-        self.runtime.prepare(sha256, || Ok(wasm.to_vec())).map(drop)
+    /// The compiled component of `record`'s binding, compiling it from storage on a miss.
+    pub(super) fn compiled(
+        &self,
+        store: &Store,
+        record: &BindingRecord,
+    ) -> Result<Compiled, PluginError> {
+        self.runtime
+            .prepare(&record.sha256, record.binding.hook, || {
+                store
+                    .plugin_module(&record.sha256)
+                    .map_err(|e| PluginError::Host(e.to_string()))?
+                    .ok_or_else(|| PluginError::Missing(hex(&record.sha256)))
+            })
+    }
+
+    /// Compiles `wasm` for `hook` into the cache (a no-op when it is there already): checks
+    /// that it compiles and fits the hook's world. Blocking.
+    pub fn check(&self, sha256: &[u8], hook: PluginHook, wasm: &[u8]) -> Result<(), PluginError> {
+        self.runtime
+            .prepare(sha256, hook, || Ok(wasm.to_vec()))
+            .map(drop)
+    }
+
+    /// Compiles the component of an install about to be applied, unless it is compiled
+    /// already (on the leader it was, when the install was checked). A failure is only
+    /// logged: the install applies the same way on every node, and a call of a binding
+    /// whose component does not compile fails with `PluginFailed`. Blocking.
+    pub fn precompile(&self, install: &PluginInstallRequest) {
+        let sha256 = Sha256::digest(&install.wasm);
+        let hook = install.binding.hook;
+        if self.runtime.is_compiled(&sha256, hook) {
+            return;
+        }
+        let started = Instant::now();
+        match self.check(&sha256, hook, &install.wasm) {
+            Ok(()) => {
+                tracing::info!(plugin = %install.binding.name, elapsed = ?started.elapsed(), "compiled plugin ahead of its binding")
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %install.binding.name, error = %e, "cannot compile plugin")
+            }
+        }
     }
 
     /// Compiles every bound component not compiled yet and forgets the others. Blocking.
@@ -193,21 +237,38 @@ impl Plugins {
         let keep: Vec<&[u8]> = bindings.iter().map(|b| b.sha256.as_slice()).collect();
         self.runtime.retain(&keep);
         for record in &bindings {
-            let compiled = self.runtime.prepare(&record.sha256, || {
-                store
-                    .plugin_module(&record.sha256)
-                    .map_err(|e| PluginError::Host(e.to_string()))?
-                    .ok_or_else(|| PluginError::Missing(hex(&record.sha256)))
-            });
-            if let Err(e) = compiled {
+            if let Err(e) = self.compiled(store, record) {
                 tracing::warn!(plugin = %record.binding.name, error = %e, "cannot compile plugin");
             }
         }
     }
 
+    /// Counts one call of binding `name` and its outcome.
+    pub(super) fn count(&self, name: &str, failure: Option<&PluginError>) {
+        let mut stats = self.stats();
+        let stats = stats.entry(name.to_owned()).or_default();
+        stats.calls += 1;
+        match failure {
+            Some(e) => {
+                stats.failures += 1;
+                stats.last_error = e.to_string();
+            }
+            None => stats.last_error.clear(),
+        }
+    }
+
+    /// Records that binding `name`'s last call failed after all, outside the plugin (a
+    /// reactor batch whose writes did not commit).
+    pub fn count_failure(&self, name: &str, cause: &str) {
+        let mut stats = self.stats();
+        let stats = stats.entry(name.to_owned()).or_default();
+        stats.failures += 1;
+        stats.last_error = cause.to_owned();
+    }
+
     /// This node's counters for binding `name`.
     pub fn stats_of(&self, name: &str) -> Stats {
-        self.stats().get(name).copied().unwrap_or_default()
+        self.stats().get(name).cloned().unwrap_or_default()
     }
 
     fn stats(&self) -> MutexGuard<'_, HashMap<String, Stats>> {

@@ -5,7 +5,7 @@
 //! typed error, and the same engine must go on serving calls afterwards.
 
 use etch_proto::plugin::{
-    FailurePolicy, PluginBinding, PluginInstallRequest, PluginLimits, PluginMode,
+    FailurePolicy, PluginBinding, PluginHook, PluginInstallRequest, PluginLimits, PluginMode,
 };
 use etch_proto::{Error as ProtoError, PutRequest, Request};
 use sha2::{Digest, Sha256};
@@ -244,11 +244,21 @@ fn a_component_that_is_not_a_validator_is_refused() {
     let garbage = b"\0asm not really".to_vec();
     let err = f
         .plugins
-        .check(&Sha256::digest(&garbage), &garbage)
+        .check(&Sha256::digest(&garbage), PluginHook::Validate, &garbage)
         .expect_err("garbage");
     assert!(matches!(err, PluginError::Invalid(_)), "{err:?}");
     let good = component(ALLOW);
-    assert!(f.plugins.check(&Sha256::digest(&good), &good).is_ok());
+    let sha = Sha256::digest(&good);
+    assert!(f.plugins.check(&sha, PluginHook::Validate, &good).is_ok());
+    // A validator does not fit the reactor world.
+    let err = f
+        .plugins
+        .check(&sha, PluginHook::React, &good)
+        .expect_err("not a reactor");
+    assert!(
+        matches!(&err, PluginError::Invalid(m) if m.starts_with("not a reactor")),
+        "{err:?}"
+    );
 }
 
 /// Not a pass/fail test: prints what one call costs on this machine (run with

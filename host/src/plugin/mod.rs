@@ -1,11 +1,12 @@
-//! WebAssembly validator plugins: the node side.
+//! WebAssembly plugins: the node side.
 //!
-//! A *plugin* is a WebAssembly component (the `validator` world of
-//! `guest-sdk/wit/etch.wit`) uploaded through the API and stored in Raft state by sha256; a
-//! *binding* ties it to a key prefix, with config, limits, a failure policy and a mode (see
-//! `etch_proto::plugin`). Both are replicated data (`mvcc::plugins`), never files on disk.
+//! A *plugin* is a WebAssembly component (a world of `guest-sdk/wit/etch.wit`) uploaded
+//! through the API and stored in Raft state by sha256; a *binding* ties it to a key prefix
+//! and a hook, with config, limits, a failure policy and a mode (see `etch_proto::plugin`).
+//! Both are replicated data (`mvcc::plugins`), never files on disk. There are two hooks:
 //!
-//! The path of a write through here (`node/plugin.rs` calls it from `on_leader`):
+//! **Validators** (`validate`, world `validator`) judge writes before they are proposed
+//! (`node/plugin.rs` calls them from `on_leader`):
 //!
 //! 1. [`Plugins::judge`] (`gate.rs`) picks the bindings whose prefix the write touches and,
 //!    if any, previews the write at the leader's applied state and runs each validator on
@@ -14,24 +15,34 @@
 //!    the read set the decision rested on. Apply refuses it with `Conflict` if either
 //!    changed; the leader then judges it again (a bounded number of times).
 //!
-//! Each call runs in a fresh instance from a per-node engine (`runtime.rs`: pooling
-//! allocator, fuel, epoch deadline from a dedicated thread, memory cap per store) with a
-//! typed [`PluginError`] for every way it can fail (`validator.rs`); the node keeps
-//! serving. Validation is never re-run on followers: the decision is fixed in the log, so
-//! plugins may be stopped by wall-clock deadlines without breaking determinism.
+//! **Reactors** (`react`, world `reactor`) receive committed changes after the fact, on the
+//! leader only: [`Plugins::react`] (`react.rs`) reads the history after a reactor's cursor
+//! and calls it with one batch; `node/reactor.rs` drives every reactor while the node
+//! leads, proposing each batch's staged writes together with the reactor's checkpoint
+//! ([`checkpoint_key`]) as one conditional transaction.
 //!
-//! Not here yet: reactor plugins (the `reactor` world is defined but not run), an on-disk
-//! cache of compiled components (each node compiles once per start, lazily or when it
-//! notices a binding change).
+//! Each call runs in a fresh instance from a per-node engine (`runtime.rs`: pooling
+//! allocator, fuel, epoch deadline from a dedicated thread, memory cap per store;
+//! `ctx.rs`: the call's state and shared imports) with a typed [`PluginError`] for every
+//! way it can fail; the node keeps serving. Plugins never run on followers or in apply:
+//! decisions are fixed in the log, so wall-clock deadlines do not break determinism.
+//! Components are compiled ahead of use, cached by sha256 and hook (`runtime.rs`).
 
+mod ctx;
 mod error;
 mod gate;
+mod react;
+mod reactor;
 mod runtime;
 mod validator;
 
 pub use error::PluginError;
 pub use gate::{Plugins, Stats, touches};
+pub use react::{Checkpoint, MAX_EVENTS, Step, checkpoint_key, read_checkpoint};
+pub use reactor::{Outcome, RESERVED_PREFIX};
 pub use runtime::{MAX_MEMORY_MB, Runtime};
 
 #[cfg(test)]
 mod limits_test;
+#[cfg(test)]
+mod reactor_test;

@@ -2,7 +2,8 @@
 //!
 //! The engine is configured once for every plugin call the node will make:
 //!
-//! - **component model**, no WASI: the linker defines only the `validator` world's imports;
+//! - **component model**, no WASI: one linker per world defines only that world's imports
+//!   (`validator`: log, config, kv; `reactor`: those and kv-write);
 //! - **fuel** (`consume_fuel`): each call gets the binding's budget, and a loop stops
 //!   deterministically when it runs out;
 //! - **epoch interruption**: a dedicated OS thread advances the engine's epoch every
@@ -14,19 +15,26 @@
 //!   at once ([`POOL_SLOTS`]) and how large a memory can ever be ([`MAX_MEMORY_MB`]); each
 //!   binding's own memory cap is enforced per store by a limiter (see `validator.rs`).
 //!
-//! Components are compiled lazily and cached by sha256 as `InstancePre`s (imports already
-//! resolved), so that a call only instantiates. The cache forgets components no binding
-//! uses any more ([`Runtime::retain`]).
+//! Components are compiled ahead of use and cached by sha256 and hook as `InstancePre`s
+//! (imports already resolved), so that a call only instantiates: the leader compiles an
+//! upload before proposing it (a component that does not compile or does not fit its
+//! hook's world is refused there), every node compiles it again while applying the install,
+//! before the binding takes effect (`raft::StateMachine`), and at start and after a
+//! snapshot for the bindings already stored. The cache forgets components no binding uses
+//! any more ([`Runtime::retain`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use etch_proto::plugin::PluginHook;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::ctx::Ctx;
 use super::error::{PluginError, Result};
-use super::validator::{Ctx, Validator, ValidatorPre};
+use super::reactor::{Reactor, ReactorPre};
+use super::validator::{Validator, ValidatorPre};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -43,9 +51,17 @@ pub struct Runtime {
 
 struct Inner {
     engine: Engine,
-    linker: Linker<Ctx>,
-    /// Compiled components by sha256.
-    cache: Mutex<HashMap<Vec<u8>, ValidatorPre<Ctx>>>,
+    validators: Linker<Ctx>,
+    reactors: Linker<Ctx>,
+    /// Compiled components by sha256 and hook.
+    cache: Mutex<HashMap<(Vec<u8>, PluginHook), Compiled>>,
+}
+
+/// A component compiled for one hook, its imports resolved.
+#[derive(Clone)]
+pub enum Compiled {
+    Validator(ValidatorPre<Ctx>),
+    Reactor(ReactorPre<Ctx>),
 }
 
 impl Runtime {
@@ -70,8 +86,11 @@ impl Runtime {
             .memory_reservation(u64::from(MAX_MEMORY_MB) << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("plugin engine: {e}"))?;
-        let mut linker = Linker::new(&engine);
-        Validator::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut linker, |ctx| ctx)
+        let mut validators = Linker::new(&engine);
+        Validator::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut validators, |ctx| ctx)
+            .map_err(|e| anyhow::anyhow!("plugin linker: {e}"))?;
+        let mut reactors = Linker::new(&engine);
+        Reactor::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut reactors, |ctx| ctx)
             .map_err(|e| anyhow::anyhow!("plugin linker: {e}"))?;
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -86,7 +105,8 @@ impl Runtime {
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
-                linker,
+                validators,
+                reactors,
                 cache: Mutex::new(HashMap::new()),
             }),
         })
@@ -96,46 +116,68 @@ impl Runtime {
         &self.inner.engine
     }
 
-    /// The compiled component `sha256`, compiling `bytes()` on a miss. Compiling takes tens
-    /// of milliseconds: call it off the async runtime.
+    /// The compiled component `sha256` for `hook`, compiling `bytes()` on a miss.
+    /// Compiling takes tens of milliseconds: call it off the async runtime.
     ///
     /// # Errors
     ///
-    /// The bytes cannot be had, do not compile, or do not fit the `validator` world.
+    /// The bytes cannot be had, do not compile, or do not fit the hook's world.
     pub fn prepare(
         &self,
         sha256: &[u8],
+        hook: PluginHook,
         bytes: impl FnOnce() -> Result<Vec<u8>>,
-    ) -> Result<ValidatorPre<Ctx>> {
-        if let Some(pre) = self.cache().get(sha256) {
-            return Ok(pre.clone());
+    ) -> Result<Compiled> {
+        let key = (sha256.to_vec(), hook);
+        if let Some(compiled) = self.cache().get(&key) {
+            return Ok(compiled.clone());
         }
         let started = std::time::Instant::now();
         let bytes = bytes()?;
         let component = Component::new(&self.inner.engine, &bytes)
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let instance_pre = self
-            .inner
-            .linker
+        let linker = match hook {
+            PluginHook::Validate => &self.inner.validators,
+            PluginHook::React => &self.inner.reactors,
+        };
+        let world = hook_world(hook);
+        let instance_pre = linker
             .instantiate_pre(&component)
-            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let pre = ValidatorPre::new(instance_pre)
-            .map_err(|e| PluginError::Invalid(format!("not a validator: {e:#}")))?;
-        tracing::debug!(elapsed = ?started.elapsed(), size = bytes.len(), "compiled plugin");
-        self.cache().insert(sha256.to_vec(), pre.clone());
-        Ok(pre)
+            .map_err(|e| PluginError::Invalid(format!("not a {world}: {e:#}")))?;
+        let compiled = match hook {
+            PluginHook::Validate => ValidatorPre::new(instance_pre).map(Compiled::Validator),
+            PluginHook::React => ReactorPre::new(instance_pre).map(Compiled::Reactor),
+        }
+        .map_err(|e| PluginError::Invalid(format!("not a {world}: {e:#}")))?;
+        tracing::debug!(elapsed = ?started.elapsed(), size = bytes.len(), world, "compiled plugin");
+        self.cache().insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Whether the component `sha256` is compiled for `hook`.
+    pub fn is_compiled(&self, sha256: &[u8], hook: PluginHook) -> bool {
+        self.cache().contains_key(&(sha256.to_vec(), hook))
     }
 
     /// Forgets compiled components whose sha256 is not in `keep`.
     pub fn retain(&self, keep: &[&[u8]]) {
-        self.cache().retain(|sha, _| keep.contains(&sha.as_slice()));
+        self.cache()
+            .retain(|(sha, _), _| keep.contains(&sha.as_slice()));
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, ValidatorPre<Ctx>>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(Vec<u8>, PluginHook), Compiled>> {
         // The map holds only finished compilations: valid after a panic elsewhere.
         self.inner
             .cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The WIT world a hook's components implement.
+fn hook_world(hook: PluginHook) -> &'static str {
+    match hook {
+        PluginHook::Validate => "validator",
+        PluginHook::React => "reactor",
     }
 }

@@ -6,6 +6,12 @@
 //! applied entry, never between two, and openraft re-applies what follows from the log.
 //! Apply is deterministic; a request that fails (a compacted revision, a bad txn) fails the
 //! same way on every replica and still counts as applied.
+//!
+//! Given the node's plugin engine ([`StateMachine::compiling_plugins`]), applying a plugin
+//! install first compiles the component into the engine's cache, so that the binding never
+//! takes effect on a node that has not compiled it (what the compiler says does not change
+//! what is applied: a component that fails is logged and the entry applies the same way on
+//! every node). After a snapshot install every stored binding's component is compiled.
 
 use std::io;
 use std::sync::Arc;
@@ -44,6 +50,8 @@ pub struct StateMachine {
     applied: AppliedState,
     /// Notified after every applied batch, with the store revision (watchers, waiters).
     on_apply: Arc<tokio::sync::watch::Sender<i64>>,
+    /// Compiles plugins ahead of their bindings (none in storage-only tests).
+    plugins: Option<crate::plugin::Plugins>,
 }
 
 impl StateMachine {
@@ -62,7 +70,14 @@ impl StateMachine {
             snapshots,
             applied,
             on_apply,
+            plugins: None,
         })
+    }
+
+    /// Compiles installed plugins with `plugins` before their bindings take effect.
+    pub fn compiling_plugins(mut self, plugins: crate::plugin::Plugins) -> Self {
+        self.plugins = Some(plugins);
+        self
     }
 
     /// Subscribes to the store revision after each applied batch.
@@ -95,7 +110,12 @@ impl StateMachine {
                 &blob,
             ),
             Some(Command::Write { request, guard }) => store.apply_guarded(&request, &guard, &blob),
-            Some(Command::PluginInstall(req)) => store.plugin_install(&req, &blob),
+            Some(Command::PluginInstall(req)) => {
+                if let Some(plugins) = &self.plugins {
+                    plugins.precompile(&req);
+                }
+                store.plugin_install(&req, &blob)
+            }
             Some(Command::PluginRemove { name }) => store.plugin_remove(&name, &blob),
         };
         Ok(Some(outcome.map_err(|e| storage_error(true, &e))?))
@@ -154,6 +174,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .keep(&snapshot, meta)
             .map_err(|e| storage_error(true, &e))?;
         self.applied = applied;
+        if let Some(plugins) = &self.plugins {
+            plugins.warm(&self.store);
+        }
         self.on_apply.send_replace(self.store.revision());
         Ok(())
     }

@@ -1,0 +1,169 @@
+//! One reactor step on the leader: read the committed history after the reactor's cursor,
+//! pick the events its binding wants, and hand them to the plugin as one batch.
+//!
+//! A step reads one snapshot of the applied state and scans revisions `from..` in order,
+//! at most [`MAX_SCAN`] of them, until it has [`MAX_EVENTS`] events (a revision is never
+//! split: its events go in one batch). From each revision it keeps the events under the
+//! binding's prefix, leaving out keys under [`RESERVED_PREFIX`]; a revision that put the
+//! reactor's own checkpoint key is the reactor's own write (see `crate::node::reactor`) and
+//! is skipped whole. The plugin's `kv` reads see the same snapshot. What to do with the
+//! outcome (propose the staged writes with the new checkpoint, or back off) is the
+//! caller's business; this file only reads and calls.
+
+use std::sync::Arc;
+
+use etch_proto::Revision;
+use etch_proto::watch::EventType;
+
+use super::ctx::{self, Ctx};
+use super::error::PluginError;
+use super::gate::Plugins;
+use super::reactor::{self, Event, Outcome, RESERVED_PREFIX};
+use super::runtime::Compiled;
+use super::validator::etch::plugin::types::OpKind;
+use crate::mvcc::{self, BindingRecord, Store};
+
+/// Most events in one batch (unless one revision alone has more).
+pub const MAX_EVENTS: usize = 256;
+/// Most revisions one step scans.
+pub const MAX_SCAN: i64 = 4096;
+
+/// The key holding reactor `name`'s checkpoint: the last revision it has processed, in
+/// decimal.
+pub fn checkpoint_key(name: &str) -> Vec<u8> {
+    let mut key = RESERVED_PREFIX.to_vec();
+    key.extend_from_slice(b"reactor/");
+    key.extend_from_slice(name.as_bytes());
+    key.extend_from_slice(b"/checkpoint");
+    key
+}
+
+/// A reactor's checkpoint as stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Every revision up to this one has been processed (0: none yet).
+    pub revision: Revision,
+    /// The checkpoint key's `mod_revision` (0: no key): the next checkpoint write is
+    /// conditional on it, so that two leaders can never both advance it from here.
+    pub mod_revision: Revision,
+}
+
+/// What one step found.
+#[derive(Debug)]
+pub enum Step {
+    /// Revisions up to `through` hold nothing for the reactor.
+    Idle { through: Revision },
+    /// The reactor took the events of revisions up to `through` and returned `ok`.
+    Batch {
+        through: Revision,
+        events: usize,
+        outcome: Outcome,
+    },
+    /// The history the reactor needs next was compacted: nothing below `floor` is left.
+    Compacted { floor: Revision },
+}
+
+/// Reads reactor `name`'s checkpoint.
+///
+/// # Errors
+///
+/// A storage failure, or a checkpoint value that is not a revision.
+pub fn read_checkpoint(store: &Store, name: &str) -> mvcc::Result<Checkpoint> {
+    let view = store.view()?;
+    let Some(kv) = view.get(&checkpoint_key(name))? else {
+        return Ok(Checkpoint::default());
+    };
+    let revision = std::str::from_utf8(&kv.value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            mvcc::Error::Corrupt(format!("reactor {name}: bad checkpoint {:?}", kv.value))
+        })?;
+    Ok(Checkpoint {
+        revision,
+        mod_revision: kv.mod_revision,
+    })
+}
+
+impl Plugins {
+    /// Runs one step of reactor `record` from revision `from` (see the module doc). Blocking:
+    /// call it off the async runtime.
+    ///
+    /// # Errors
+    ///
+    /// The plugin failed (trap, fuel, deadline, memory, `err`), or storage did.
+    pub fn react(
+        &self,
+        store: &Store,
+        record: &BindingRecord,
+        from: Revision,
+    ) -> Result<Step, PluginError> {
+        let host = |e: mvcc::Error| PluginError::Host(e.to_string());
+        let view = store.view().map_err(host)?;
+        let binding = &record.binding;
+        let own = checkpoint_key(&binding.name);
+        let last = view.revision.min(from.saturating_add(MAX_SCAN - 1));
+        let mut events = Vec::new();
+        let mut through = from - 1;
+        for rev in from..=last {
+            let changes = match view.watch_events(rev).map_err(host)? {
+                Ok(changes) => changes,
+                Err(etch_proto::Error::Compacted { compact_revision }) => {
+                    return Ok(Step::Compacted {
+                        floor: compact_revision,
+                    });
+                }
+                Err(e) => return Err(PluginError::Host(e.to_string())),
+            };
+            through = rev;
+            if changes
+                .iter()
+                .any(|c| c.kind == EventType::Put && c.kv.key == own)
+            {
+                continue;
+            }
+            events.extend(
+                changes
+                    .into_iter()
+                    .filter(|c| {
+                        c.kv.key.starts_with(&binding.prefix)
+                            && !c.kv.key.starts_with(RESERVED_PREFIX)
+                    })
+                    .map(|c| Event {
+                        kind: match c.kind {
+                            EventType::Put => OpKind::Put,
+                            EventType::Delete => OpKind::Delete,
+                        },
+                        kv: ctx::to_wit(c.kv),
+                        prev: c.prev_kv.map(ctx::to_wit),
+                    }),
+            );
+            if events.len() >= MAX_EVENTS {
+                break;
+            }
+        }
+        if events.is_empty() {
+            return Ok(Step::Idle { through });
+        }
+        let started = std::time::Instant::now();
+        let result = self.compiled(store, record).and_then(|compiled| {
+            let Compiled::Reactor(pre) = compiled else {
+                return Err(PluginError::Invalid("not a reactor".into()));
+            };
+            let ctx = Ctx::new(
+                &binding.name,
+                Arc::new(view),
+                binding.config.clone(),
+                binding.limits.memory_mb,
+            );
+            reactor::call(self.runtime(), &pre, ctx, &binding.limits, &events)
+        });
+        self.count(&binding.name, result.as_ref().err());
+        tracing::debug!(plugin = %binding.name, from, through, events = events.len(), elapsed = ?started.elapsed(), ok = result.is_ok(), "reactor batch");
+        Ok(Step::Batch {
+            through,
+            events: events.len(),
+            outcome: result?,
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! Reactor steps with reactors written in WAT (the canonical ABI of `on-events` on a bump
+//! allocator, the `reactor` world embedded and encoded as `etch-plugin-encode` does): what
+//! a batch holds (the binding's prefix, no reserved keys, never the reactor's own
+//! revisions), the writes it stages, and every failure coming back typed and counted while
+//! the same engine goes on serving.
+
+use etch_proto::plugin::{PluginBinding, PluginHook, PluginInstallRequest, PluginLimits};
+use etch_proto::{
+    Compare, CompareResult, CompareTarget, PutRequest, Request, RequestOp, TxnRequest,
+};
+
+use super::{PluginError, Plugins, Step, checkpoint_key};
+use crate::mvcc::{BindingRecord, Store};
+
+/// `on-events(list<event>) -> result<_, string>` as a core function: the list's pointer
+/// and length in, a pointer to the result out (discriminant byte at +0, the error string
+/// at +4 and +8). `$put` is the `kv-write.put` import (key, value, return pointer).
+fn component(body: &str) -> Vec<u8> {
+    let wat = format!(
+        r#"(module
+          (import "etch:plugin/kv-write@0.1.0" "put" (func $put (param i32 i32 i32 i32 i32)))
+          (memory (export "memory") 1)
+          (global $heap (mut i32) (i32.const 4096))
+          (data (i32.const 100) "/out/x")
+          (data (i32.const 200) "seen")
+          (data (i32.const 300) "broken")
+          (data (i32.const 400) "\00etch/x")
+          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $p i32)
+            (local.set $p (i32.and
+              (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+              (i32.sub (i32.const 0) (local.get 2))))
+            (global.set $heap (i32.add (local.get $p) (local.get 3)))
+            (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+              (then (drop (memory.grow
+                (i32.add (i32.const 1)
+                  (i32.div_u (global.get $heap) (i32.const 65536)))))))
+            (local.get $p))
+          (func (export "on-events") (param i32 i32) (result i32)
+            {body}))"#
+    );
+    let mut module = wat::parse_str(&wat).expect("valid WAT");
+    let mut resolve = wit_parser::Resolve::default();
+    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/wit");
+    let (pkg, _) = resolve.push_path(wit).expect("etch.wit parses");
+    let world = resolve
+        .select_world(&[pkg], Some("reactor"))
+        .expect("reactor world");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+    .expect("embed the world");
+    wit_component::ComponentEncoder::default()
+        .module(&module)
+        .expect("module")
+        .validate(true)
+        .encode()
+        .expect("component")
+}
+
+/// Stages `/out/x = seen`, returns ok.
+const WRITE: &str =
+    "(call $put (i32.const 100) (i32.const 6) (i32.const 200) (i32.const 4) (i32.const 48))
+    (i32.store8 (i32.const 32) (i32.const 0)) (i32.const 32)";
+/// Tries to stage a reserved key; returns ok only if that was refused (`48` holds 1).
+const RESERVED: &str =
+    "(call $put (i32.const 400) (i32.const 7) (i32.const 200) (i32.const 4) (i32.const 48))
+    (if (i32.eqz (i32.load8_u (i32.const 48))) (then unreachable))
+    (i32.store8 (i32.const 32) (i32.const 0)) (i32.const 32)";
+const ERR: &str = "(i32.store8 (i32.const 32) (i32.const 1))
+    (i32.store (i32.const 36) (i32.const 300)) (i32.store (i32.const 40) (i32.const 6))
+    (i32.const 32)";
+const LOOP: &str = "(loop $l (br $l)) (unreachable)";
+const TRAP: &str = "(unreachable)";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    plugins: Plugins,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = fjall::Database::builder(dir.path()).open().expect("db");
+        Fixture {
+            store: Store::open(&db).expect("store"),
+            plugins: Plugins::new().expect("engine"),
+            _dir: dir,
+        }
+    }
+
+    /// Binds reactor `name` with `body` on `/in/`, and returns its record.
+    fn bind(&self, name: &str, body: &str, limits: PluginLimits) -> BindingRecord {
+        let req = PluginInstallRequest {
+            binding: PluginBinding {
+                name: name.into(),
+                prefix: b"/in/".to_vec(),
+                hook: PluginHook::React,
+                limits,
+                ..Default::default()
+            },
+            wasm: component(body),
+        };
+        self.plugins.precompile(&req);
+        let outcome = self
+            .store
+            .plugin_install(&req, b"applied")
+            .expect("storage");
+        assert!(outcome.is_ok(), "{outcome:?}");
+        let (_, bindings) = self.store.plugin_bindings().expect("bindings");
+        bindings
+            .into_iter()
+            .find(|b| b.binding.name == name)
+            .expect("bound")
+    }
+
+    fn put(&self, key: &[u8]) -> i64 {
+        let req = Request::Put(PutRequest {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        });
+        let outcome = self.store.apply(&req, b"applied").expect("storage");
+        assert!(outcome.is_ok(), "{outcome:?}");
+        self.store.revision()
+    }
+}
+
+#[test]
+fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
+    let f = Fixture::new();
+    let record = f.bind("r", WRITE, PluginLimits::default());
+    assert_eq!(record.installed_at, 1);
+    assert!(
+        f.plugins
+            .runtime()
+            .is_compiled(&record.sha256, PluginHook::React)
+    );
+    let first = f.put(b"/in/a");
+    f.put(b"/elsewhere");
+    // A revision that puts the reactor's checkpoint is its own write: skipped whole, even
+    // the key under its prefix written with it.
+    let txn = Request::Txn(TxnRequest {
+        compare: vec![Compare {
+            key: checkpoint_key("r"),
+            range_end: Vec::new(),
+            result: CompareResult::Equal,
+            target: CompareTarget::ModRevision(0),
+        }],
+        success: vec![
+            RequestOp::Put(PutRequest {
+                key: b"/in/own".to_vec(),
+                ..Default::default()
+            }),
+            RequestOp::Put(PutRequest {
+                key: checkpoint_key("r"),
+                value: b"3".to_vec(),
+                ..Default::default()
+            }),
+        ],
+        failure: Vec::new(),
+    });
+    assert!(f.store.apply(&txn, b"applied").expect("storage").is_ok());
+    let last = f.put(b"/in/b");
+    let step = f.plugins.react(&f.store, &record, first).expect("step");
+    let Step::Batch {
+        through,
+        events,
+        outcome,
+    } = step
+    else {
+        panic!("expected a batch, got {step:?}")
+    };
+    assert_eq!((through, events), (last, 2), "/in/a and /in/b only");
+    assert!(
+        matches!(&outcome.writes[..], [RequestOp::Put(p)] if p.key == b"/out/x" && p.value == b"seen"),
+        "{outcome:?}"
+    );
+    // Past the end: nothing to do.
+    let step = f.plugins.react(&f.store, &record, last + 1).expect("step");
+    assert!(
+        matches!(step, Step::Idle { through } if through == last),
+        "{step:?}"
+    );
+    // Only revisions without events for it: idle up to the last one.
+    let quiet = f.put(b"/elsewhere");
+    let step = f.plugins.react(&f.store, &record, last + 1).expect("step");
+    assert!(
+        matches!(step, Step::Idle { through } if through == quiet),
+        "{step:?}"
+    );
+    assert_eq!(f.plugins.stats_of("r").calls, 1);
+}
+
+#[test]
+fn a_reactor_cannot_stage_reserved_keys() {
+    let f = Fixture::new();
+    let record = f.bind("r", RESERVED, PluginLimits::default());
+    let from = f.put(b"/in/a");
+    let step = f
+        .plugins
+        .react(&f.store, &record, from)
+        .expect("the put was refused, not staged");
+    assert!(
+        matches!(&step, Step::Batch { outcome, .. } if outcome.writes.is_empty()),
+        "{step:?}"
+    );
+}
+
+#[test]
+fn failures_are_typed_counted_and_the_engine_goes_on() {
+    let f = Fixture::new();
+    let limits = PluginLimits {
+        fuel: 1_000_000,
+        timeout_ms: 10_000,
+        memory_mb: 1,
+    };
+    let from = f.put(b"/in/a");
+    let cases = [
+        ("err", ERR, limits),
+        ("trap", TRAP, limits),
+        ("fuel", LOOP, limits),
+        (
+            "slow",
+            LOOP,
+            PluginLimits {
+                fuel: u64::MAX,
+                timeout_ms: 20,
+                memory_mb: 1,
+            },
+        ),
+    ];
+    for (name, body, limits) in cases {
+        let record = f.bind(name, body, limits);
+        let err = f
+            .plugins
+            .react(&f.store, &record, from)
+            .expect_err("a failing reactor");
+        let expected = match name {
+            "err" => matches!(&err, PluginError::Refused(m) if m == "broken"),
+            "trap" => matches!(err, PluginError::Trap(_)),
+            "fuel" => matches!(err, PluginError::OutOfFuel),
+            _ => matches!(err, PluginError::Deadline(20)),
+        };
+        assert!(expected, "{name}: {err:?}");
+        let stats = f.plugins.stats_of(name);
+        assert_eq!((stats.calls, stats.failures), (1, 1), "{name}");
+        assert_eq!(stats.last_error, err.to_string());
+    }
+    // The engine still serves a well-behaved reactor.
+    let record = f.bind("good", WRITE, PluginLimits::default());
+    let step = f.plugins.react(&f.store, &record, from).expect("good");
+    assert!(matches!(step, Step::Batch { events: 1, .. }), "{step:?}");
+    assert!(f.plugins.stats_of("good").last_error.is_empty());
+}
