@@ -1,12 +1,14 @@
 //! The WebAssembly side: bindings generated from `wit/etch.wit` and the glue that
-//! [`export_validator!`](crate::export_validator) expands to.
+//! [`export_validator!`](crate::export_validator) and
+//! [`export_reactor!`](crate::export_reactor) expand to.
 //!
 //! Nothing here is meant to be named by plugin authors; it is public only because the macro
 //! expands inside their crate. Natively (tests, docs) the imports exist but must not be
 //! called: the native harness implements [`Host`] itself.
 
 use crate::host::Host;
-use crate::types::{KeyValue, Level, Op, OpKind, Request, Verdict};
+use crate::reactor::{Reactor, ReactorHost};
+use crate::types::{Event, KeyValue, Level, Op, OpKind, Request, Verdict};
 use crate::validator::Validator;
 
 /// Bindings of the `validator` world.
@@ -20,7 +22,27 @@ pub mod bindings {
     });
 }
 
+/// Bindings of the `reactor` world; the interfaces it shares with the validator world are
+/// the validator bindings' (one set of types, one [`Host`] implementation). Only the
+/// imports a plugin calls end up in its component.
+pub mod reactor_bindings {
+    wit_bindgen::generate!({
+        world: "reactor",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "export_reactor_world",
+        default_bindings_module: "etch_plugin::__private::reactor_bindings",
+        with: {
+            "etch:plugin/types@0.1.0": etch_plugin::__private::bindings::etch::plugin::types,
+            "etch:plugin/log@0.1.0": etch_plugin::__private::bindings::etch::plugin::log,
+            "etch:plugin/config@0.1.0": etch_plugin::__private::bindings::etch::plugin::config,
+            "etch:plugin/kv@0.1.0": etch_plugin::__private::bindings::etch::plugin::kv,
+        },
+    });
+}
+
 use bindings::etch::plugin::{config, kv, log, types as wit};
+use reactor_bindings::etch::plugin::kv_write;
 
 pub use bindings::Guest;
 pub use bindings::export_validator_world;
@@ -59,6 +81,36 @@ impl Host for WasmHost {
     }
 }
 
+impl ReactorHost for WasmHost {
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        kv_write::put(key, value)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), String> {
+        kv_write::delete(key)
+    }
+}
+
+/// Runs `R` on a batch as the world hands it over.
+pub fn on_events<R: Reactor>(events: Vec<wit::Event>) -> Result<(), String> {
+    let events: Vec<Event> = events
+        .into_iter()
+        .map(|e| Event {
+            kind: from_wit_kind(e.kind),
+            kv: from_wit_kv(e.kv),
+            prev: e.prev.map(from_wit_kv),
+        })
+        .collect();
+    R::on_events(&WasmHost, &events)
+}
+
+fn from_wit_kind(kind: wit::OpKind) -> OpKind {
+    match kind {
+        wit::OpKind::Put => OpKind::Put,
+        wit::OpKind::Delete => OpKind::Delete,
+    }
+}
+
 /// Runs `V` on a request as the world hands it over.
 pub fn validate<V: Validator>(request: wit::Request) -> wit::Verdict {
     let request = Request {
@@ -69,10 +121,7 @@ pub fn validate<V: Validator>(request: wit::Request) -> wit::Verdict {
             .ops
             .into_iter()
             .map(|op| Op {
-                kind: match op.kind {
-                    wit::OpKind::Put => OpKind::Put,
-                    wit::OpKind::Delete => OpKind::Delete,
-                },
+                kind: from_wit_kind(op.kind),
                 key: op.key,
                 value: op.value,
                 prev: op.prev.map(from_wit_kv),

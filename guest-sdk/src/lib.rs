@@ -1,16 +1,21 @@
-//! etch-plugin: write etch validator plugins in Rust.
+//! etch-plugin: write etch plugins in Rust — validators and reactors.
 //!
-//! An etch *validator* is a WebAssembly component that the leader runs before it proposes a
-//! write touching the key prefix the plugin is bound to. It sees the whole write — every key
-//! changed, each with its previous version — and who asks, and answers allow or deny with a
-//! reason the client sees. The contract is `wit/etch.wit` (world `validator`); this crate
-//! hides the generated bindings behind three things:
+//! An etch plugin is a WebAssembly component bound to a key prefix with a hook. The
+//! contract is `wit/etch.wit`; this crate hides the generated bindings behind plain Rust
+//! types and two traits:
 //!
-//! - [`Validator`]: the trait to implement, over plain Rust types ([`Request`], [`Op`],
-//!   [`Verdict`]) and a [`Host`] for the binding's config, reads and logs;
-//! - [`export_validator!`]: makes your type the component's `validate` export;
-//! - [`testing`]: a native harness that runs your validator as ordinary Rust against an
-//!   in-memory key space, so `cargo test` needs no WebAssembly and no cluster.
+//! - a **validator** (`--hook validate`, world `validator`) runs on the leader before a write
+//!   touching its prefix is proposed. It sees the whole write — every key changed, each with
+//!   its previous version — and who asks, and answers allow or deny with a reason the client
+//!   sees. Implement [`Validator`] and export it with [`export_validator!`];
+//! - a **reactor** (`--hook react`, world `reactor`) runs on the leader after changes under
+//!   its prefix commit: it gets them in batches, in revision order, at least once, and may
+//!   write keys in turn (never triggering itself). Implement [`Reactor`] and export it with
+//!   [`export_reactor!`].
+//!
+//! Both get a [`Host`] for the binding's config, reads and logs (a reactor's
+//! [`ReactorHost`] adds writes). [`testing`] runs either natively against an in-memory key
+//! space, so `cargo test` needs no WebAssembly and no cluster.
 //!
 //! # Writing, building, installing
 //!
@@ -37,13 +42,43 @@
 //! # fn main() {}
 //! ```
 //!
+//! A reactor is the same shape:
+//!
+//! ```
+//! use etch_plugin::{Event, Reactor, ReactorHost};
+//!
+//! /// Mirrors every change under the prefix to `mirror/` + the key.
+//! pub struct Mirror;
+//!
+//! impl Reactor for Mirror {
+//!     fn on_events(host: &dyn ReactorHost, events: &[Event]) -> Result<(), String> {
+//!         for e in events {
+//!             let to = [b"mirror/".as_slice(), &e.kv.key].concat();
+//!             match e.kind {
+//!                 etch_plugin::OpKind::Put => host.put(&to, &e.kv.value)?,
+//!                 etch_plugin::OpKind::Delete => host.delete(&to)?,
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! etch_plugin::export_reactor!(Mirror);
+//! # fn main() {}
+//! ```
+//!
 //! Build it with `cargo build --release --target wasm32-unknown-unknown`, turn the module
 //! into a component with `etch-plugin-encode` (`scripts/build-plugins` does both for the
 //! crates under `plugins/`), and install it:
-//! `etchctl plugin install max-size max_size.wasm --prefix /cfg/ --hook validate --config max=512`.
-//! `docs/plugins.md` walks through it.
+//! `etchctl plugin install max-size max_size.wasm --prefix /cfg/ --hook validate --config max=512`
+//! (`--hook react` for a reactor). `docs/plugins.md` walks through it.
+
+// The reactor bindings name the validator bindings' shared interfaces by an absolute path
+// that must resolve both here and inside `export_reactor!` in a plugin crate.
+extern crate self as etch_plugin;
 
 mod host;
+mod reactor;
 mod types;
 mod validator;
 
@@ -54,5 +89,6 @@ pub mod __private;
 pub mod testing;
 
 pub use host::{Host, prefix_end};
-pub use types::{KeyValue, Level, Op, OpKind, Request, Verdict};
+pub use reactor::{Reactor, ReactorHost};
+pub use types::{Event, KeyValue, Level, Op, OpKind, Request, Verdict};
 pub use validator::Validator;

@@ -1,11 +1,19 @@
-//! A native test harness: run a [`Validator`] as plain Rust against an in-memory key space,
-//! without WebAssembly and without a cluster.
+//! A native test harness: run a [`Validator`] or a [`Reactor`] as plain Rust against an
+//! in-memory key space, without WebAssembly and without a cluster.
 //!
-//! [`Harness`] plays the node: it turns writes into the [`Request`] a validator would get
-//! (each key with its previous version), answers the [`Host`] calls from its own key space
-//! and the binding's config, and applies a write only when the validator allows it — so a
-//! test reads as a sequence of writes and the verdicts they get. What it cannot show is
-//! behaviour under the node's limits (fuel, time, memory); test those on a node.
+//! [`Harness`] plays the node for a validator: it turns writes into the [`Request`] a
+//! validator would get (each key with its previous version), answers the [`Host`] calls
+//! from its own key space and the binding's config, and applies a write only when the
+//! validator allows it — so a test reads as a sequence of writes and the verdicts they get.
+//!
+//! [`ReactorHarness`] plays the leader for a reactor: writes made through it commit at once
+//! and queue their events (those under the binding's prefix); [`ReactorHarness::run`]
+//! delivers the queue as one batch and, if the reactor returns `Ok`, commits the writes it
+//! staged at one new revision, which — as on a node — is never delivered back to it. An
+//! `Err` commits nothing and keeps the batch queued, to be delivered again.
+//!
+//! What neither can show is behaviour under the node's limits (fuel, time, memory); test
+//! those on a node.
 //!
 //! # Examples
 //!
@@ -40,8 +48,12 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
 use crate::host::{Host, in_range, prefix_end};
-use crate::types::{KeyValue, Level, Op, OpKind, Request, Verdict};
+use crate::reactor::{Reactor, ReactorHost};
+use crate::types::{Event, KeyValue, Level, Op, OpKind, Request, Verdict};
 use crate::validator::Validator;
+
+/// The prefix of keys reserved for etch (reactor checkpoints), as on a node.
+const RESERVED_PREFIX: &[u8] = b"\0etch/";
 
 /// One write of a request given to [`Harness::write`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,12 +106,7 @@ impl<V: Validator> Harness<V> {
     /// config and principal `root`.
     pub fn new(prefix: impl Into<Vec<u8>>) -> Self {
         Harness {
-            host: TestHost {
-                kvs: BTreeMap::new(),
-                config: BTreeMap::new(),
-                logs: RefCell::new(Vec::new()),
-                revision: 1,
-            },
+            host: TestHost::default(),
             principal: "root".into(),
             prefix: prefix.into(),
             validator: PhantomData,
@@ -188,12 +195,160 @@ impl<V: Validator> Harness<V> {
     }
 }
 
-/// The in-memory [`Host`] behind a [`Harness`].
+/// An in-memory node for one binding of reactor `R`.
+///
+/// # Examples
+///
+/// ```
+/// use etch_plugin::testing::{ReactorHarness, Write};
+/// use etch_plugin::{Event, Reactor, ReactorHost};
+///
+/// /// Copies every value under the prefix to `copy/` + the key.
+/// struct Copy;
+///
+/// impl Reactor for Copy {
+///     fn on_events(host: &dyn ReactorHost, events: &[Event]) -> Result<(), String> {
+///         for e in events {
+///             host.put(&[b"copy/".as_slice(), &e.kv.key].concat(), &e.kv.value)?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let mut h = ReactorHarness::<Copy>::new("/cfg/");
+/// h.put("/cfg/a", "1");
+/// h.put("/other", "x"); // not under the prefix: never delivered
+/// assert_eq!(h.run(), Ok(vec![Write::put("copy//cfg/a", "1")]));
+/// assert_eq!(h.get("copy//cfg/a").unwrap().value, b"1");
+/// assert!(h.pending().is_empty());
+/// // Nothing queued: the reactor is not called.
+/// assert_eq!(h.run(), Ok(vec![]));
+/// ```
+pub struct ReactorHarness<R> {
+    host: TestHost,
+    prefix: Vec<u8>,
+    pending: Vec<Event>,
+    calls: usize,
+    reactor: PhantomData<R>,
+}
+
+impl<R: Reactor> ReactorHarness<R> {
+    /// A harness for a binding on `prefix`, with an empty key space at revision 1 and no
+    /// config.
+    pub fn new(prefix: impl Into<Vec<u8>>) -> Self {
+        ReactorHarness {
+            host: TestHost::default(),
+            prefix: prefix.into(),
+            pending: Vec::new(),
+            calls: 0,
+            reactor: PhantomData,
+        }
+    }
+
+    /// Sets a config entry of the binding.
+    pub fn config(mut self, name: &str, value: &str) -> Self {
+        self.host.config.insert(name.into(), value.into());
+        self
+    }
+
+    /// Commits a put from a client; returns its revision.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> i64 {
+        self.write([Write::put(key, value)])
+    }
+
+    /// Commits a delete of `key` from a client; returns the store revision after it (as
+    /// before it if there was nothing to delete).
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> i64 {
+        self.write([Write::delete(key)])
+    }
+
+    /// Commits `writes` from a client as one txn at one revision, and queues the events
+    /// under the prefix; returns the store revision after it.
+    pub fn write(&mut self, writes: impl IntoIterator<Item = Write>) -> i64 {
+        let writes: Vec<Write> = writes.into_iter().collect();
+        let events = self.host.apply(&writes);
+        let prefix = &self.prefix;
+        self.pending.extend(
+            events
+                .into_iter()
+                .filter(|e| e.kv.key.starts_with(prefix) && !e.kv.key.starts_with(RESERVED_PREFIX)),
+        );
+        self.host.revision
+    }
+
+    /// Delivers the queued events as one batch (if there are any). `Ok` commits the writes
+    /// the reactor staged at one new revision and returns them; `Err` commits nothing and
+    /// keeps the batch queued.
+    ///
+    /// # Errors
+    ///
+    /// The reactor's error, or a staged write the node would refuse.
+    pub fn run(&mut self) -> Result<Vec<Write>, String> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.calls += 1;
+        self.host.staged.borrow_mut().clear();
+        let result = R::on_events(&self.host, &self.pending);
+        let staged = std::mem::take(&mut *self.host.staged.borrow_mut());
+        result?;
+        self.pending.clear();
+        // The reactor's own revision: committed, never delivered back.
+        self.host.apply(&staged);
+        Ok(staged)
+    }
+
+    /// The events queued for the next [`run`](Self::run).
+    pub fn pending(&self) -> &[Event] {
+        &self.pending
+    }
+
+    /// How many times the reactor has been called.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    /// The live version of `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<KeyValue> {
+        self.host.kvs.get(key.as_ref()).cloned()
+    }
+
+    /// The live keys starting with `prefix`, in key order.
+    pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Vec<KeyValue> {
+        Host::prefix(&self.host, prefix.as_ref(), 0)
+    }
+
+    /// The store revision.
+    pub fn revision(&self) -> i64 {
+        self.host.revision
+    }
+
+    /// The messages the reactor logged so far.
+    pub fn logs(&self) -> Vec<(Level, String)> {
+        self.host.logs.borrow().clone()
+    }
+}
+
+/// The in-memory [`Host`] behind the harnesses.
 struct TestHost {
     kvs: BTreeMap<Vec<u8>, KeyValue>,
     config: BTreeMap<String, String>,
     logs: RefCell<Vec<(Level, String)>>,
     revision: i64,
+    /// A reactor's writes during a call.
+    staged: RefCell<Vec<Write>>,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        TestHost {
+            kvs: BTreeMap::new(),
+            config: BTreeMap::new(),
+            logs: RefCell::new(Vec::new()),
+            revision: 1,
+            staged: RefCell::new(Vec::new()),
+        }
+    }
 }
 
 impl TestHost {
@@ -205,40 +360,65 @@ impl TestHost {
             .take_while(move |kv| in_range(&kv.key, key, end))
     }
 
-    /// Applies `writes` at the next revision, as the node would.
-    fn apply(&mut self, writes: &[Write]) {
+    /// Applies `writes` at the next revision, as the node would; returns the changes.
+    fn apply(&mut self, writes: &[Write]) -> Vec<Event> {
         let rev = self.revision + 1;
-        let mut changed = false;
+        let mut events = Vec::new();
         for w in writes {
             match w {
                 Write::Put { key, value } => {
-                    let prev = self.kvs.get(key);
+                    let prev = self.kvs.get(key).cloned();
                     let kv = KeyValue {
                         key: key.clone(),
                         value: value.clone(),
-                        create_revision: prev.map_or(rev, |p| p.create_revision),
+                        create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
                         mod_revision: rev,
-                        version: prev.map_or(1, |p| p.version + 1),
+                        version: prev.as_ref().map_or(1, |p| p.version + 1),
                         lease: 0,
                     };
-                    self.kvs.insert(key.clone(), kv);
-                    changed = true;
+                    self.kvs.insert(key.clone(), kv.clone());
+                    events.push(Event {
+                        kind: OpKind::Put,
+                        kv,
+                        prev,
+                    });
                 }
                 Write::Delete { key, range_end } => {
                     let doomed: Vec<Vec<u8>> = self
                         .select(key, range_end)
                         .map(|kv| kv.key.clone())
                         .collect();
-                    changed |= !doomed.is_empty();
                     for k in doomed {
-                        self.kvs.remove(&k);
+                        let prev = self.kvs.remove(&k);
+                        events.push(Event {
+                            kind: OpKind::Delete,
+                            kv: KeyValue {
+                                key: k,
+                                mod_revision: rev,
+                                ..KeyValue::default()
+                            },
+                            prev,
+                        });
                     }
                 }
             }
         }
-        if changed {
+        if !events.is_empty() {
             self.revision = rev;
         }
+        events
+    }
+
+    /// Stages a reactor's write with the node's rules.
+    fn stage(&self, key: &[u8], write: Write) -> Result<(), String> {
+        if key.is_empty() {
+            return Err("a key may not be empty".into());
+        }
+        if key.starts_with(RESERVED_PREFIX) {
+            return Err("keys under \"\\0etch/\" are reserved for etch".into());
+        }
+        self.staged.borrow_mut().push(write);
+        Ok(())
     }
 }
 
@@ -269,5 +449,15 @@ impl Host for TestHost {
 
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_owned()));
+    }
+}
+
+impl ReactorHost for TestHost {
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        self.stage(key, Write::put(key, value))
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), String> {
+        self.stage(key, Write::delete(key))
     }
 }

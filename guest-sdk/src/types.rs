@@ -1,4 +1,5 @@
-//! The plain Rust types a validator works with: a [`Request`] in, a [`Verdict`] out.
+//! The plain Rust types plugins work with: a validator gets a [`Request`] and answers a
+//! [`Verdict`]; a reactor gets [`Event`]s.
 //!
 //! They mirror the records of `wit/etch.wit` but are the SDK's own, so that a validator (and
 //! its tests) never touch generated bindings, and the same code runs in WebAssembly and
@@ -102,6 +103,28 @@ impl Verdict {
 
     pub fn is_allow(&self) -> bool {
         matches!(self, Verdict::Allow)
+    }
+}
+
+/// A committed change, as a reactor gets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: OpKind,
+    /// The key's version after the change; for a delete only `key` and `mod_revision`.
+    pub kv: KeyValue,
+    /// The key's live version before the change, if there was one.
+    pub prev: Option<KeyValue>,
+}
+
+impl Event {
+    /// The revision at which the change committed.
+    pub fn revision(&self) -> i64 {
+        self.kv.mod_revision
+    }
+
+    /// The key as text (lossy for keys that are not UTF-8), for messages.
+    pub fn key_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.kv.key)
     }
 }
 
