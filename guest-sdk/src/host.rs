@@ -1,14 +1,15 @@
-//! [`Host`]: what a validator may ask of the node that runs it.
+//! [`Host`]: what a plugin may ask of the node that runs it.
 //!
-//! In WebAssembly every method is an import of the `validator` world (`log`, `config`,
-//! read-only `kv`); under [`crate::testing`] an in-memory key space answers instead. Reads
-//! see the store at the request's revision; the node records them, and the write is
-//! refused with `Conflict` (and validated again) if what was read changed before it
-//! commits, so a decision based on a read stays true.
+//! In WebAssembly every method is an import shared by both worlds (`log`, `config`,
+//! read-only `kv`); under [`crate::testing`] an in-memory key space answers instead. A
+//! validator's reads see the store at the request's revision; the node records them, and
+//! the write is refused with `Conflict` (and validated again) if what was read changed
+//! before it commits, so a decision based on a read stays true. A reactor's reads see the
+//! applied state when its batch was read, and guard its writes the same way.
 
 use crate::types::{KeyValue, Level};
 
-/// The node's services, as a validator sees them.
+/// The node's services, as a validator sees them (a reactor gets a [`crate::ReactorHost`]).
 pub trait Host {
     /// The binding's setting `name` (`etchctl plugin install --config name=value`).
     fn config(&self, name: &str) -> Option<String>;
