@@ -357,6 +357,23 @@ async fn audit_log_records_every_change_exactly_once_in_commit_order() {
     install_audit_log(&cluster, "audit", "/app/", Some("/audit/"));
     let line = list_line(&cluster, "audit");
     assert!(line.starts_with("audit, react, prefix=/app/, "), "{line}");
+    // Eager compile: the leader compiled the component before proposing it, and each
+    // follower compiles it while applying the install, before the binding takes effect.
+    wait_for(
+        "both followers to compile the plugin",
+        Duration::from_secs(20),
+        || {
+            let compiled = cluster
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.log_text()
+                        .contains("compiled plugin ahead of its binding")
+                })
+                .count();
+            (compiled == 2).then_some(())
+        },
+    );
     let client = client(&cluster);
 
     // Every write to the records, to see each one written exactly once.

@@ -123,25 +123,34 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
     }
     let mut cursors: HashMap<String, Cursor> = HashMap::new();
     let mut metrics = node.raft().metrics();
+    // The reactor bindings, re-read only when the bindings version moves.
+    let mut reactors: (Option<u64>, Vec<BindingRecord>) = (None, Vec::new());
     loop {
         if !leads(node, term) {
             return;
         }
         applied.borrow_and_update();
-        let reactors = match node.store().plugin_bindings() {
-            Ok((_, bindings)) => bindings
-                .into_iter()
-                .filter(|b| b.binding.hook == PluginHook::React)
-                .collect::<Vec<_>>(),
-            Err(e) => {
-                tracing::error!(error = %e, "reactors cannot read the bindings");
-                Vec::new()
-            }
-        };
+        let version = node.store().bindings_version().ok();
+        if version.is_none() || version != reactors.0 {
+            reactors = match node.store().plugin_bindings() {
+                Ok((version, bindings)) => (
+                    Some(version),
+                    bindings
+                        .into_iter()
+                        .filter(|b| b.binding.hook == PluginHook::React)
+                        .collect(),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "reactors cannot read the bindings");
+                    (None, Vec::new())
+                }
+            };
+        }
+        let reactors = &reactors.1;
         cursors.retain(|name, _| reactors.iter().any(|r| r.binding.name == *name));
         let mut wake: Option<Instant> = None;
         let mut more = false;
-        for record in &reactors {
+        for record in reactors {
             let name = &record.binding.name;
             let cursor = match cursors.get_mut(name) {
                 Some(cursor) => cursor,

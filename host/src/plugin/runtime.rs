@@ -84,6 +84,10 @@ impl Runtime {
             .consume_fuel(true)
             .epoch_interruption(true)
             .memory_reservation(u64::from(MAX_MEMORY_MB) << 20)
+            // One compiler thread: spread over every core, a compile starves the node's
+            // Raft heartbeats on a small or busy machine, and followers then take the
+            // leader for dead (seen on 2 cores; compiles are rare and cached).
+            .parallel_compilation(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("plugin engine: {e}"))?;
         let mut validators = Linker::new(&engine);

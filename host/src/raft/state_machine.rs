@@ -110,12 +110,7 @@ impl StateMachine {
                 &blob,
             ),
             Some(Command::Write { request, guard }) => store.apply_guarded(&request, &guard, &blob),
-            Some(Command::PluginInstall(req)) => {
-                if let Some(plugins) = &self.plugins {
-                    plugins.precompile(&req);
-                }
-                store.plugin_install(&req, &blob)
-            }
+            Some(Command::PluginInstall(req)) => store.plugin_install(&req, &blob),
             Some(Command::PluginRemove { name }) => store.plugin_remove(&name, &blob),
         };
         Ok(Some(outcome.map_err(|e| storage_error(true, &e))?))
@@ -134,10 +129,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
-        let results = entries
-            .into_iter()
-            .map(|e| self.apply_one(e))
-            .collect::<Result<Vec<_>>>()?;
+        let mut results = Vec::new();
+        for entry in entries {
+            if let (Some(plugins), EntryPayload::Normal(Command::PluginInstall(req))) =
+                (&self.plugins, &entry.payload)
+            {
+                // Compiling takes a while: off the runtime's worker threads, so that this
+                // node goes on answering its peers meanwhile.
+                let (plugins, req) = (plugins.clone(), req.clone());
+                if let Err(e) = tokio::task::spawn_blocking(move || plugins.precompile(&req)).await
+                {
+                    tracing::error!(error = %e, "compiling a plugin failed");
+                }
+            }
+            results.push(self.apply_one(entry)?);
+        }
         self.on_apply.send_replace(self.store.revision());
         Ok(results)
     }
@@ -175,7 +181,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| storage_error(true, &e))?;
         self.applied = applied;
         if let Some(plugins) = &self.plugins {
-            plugins.warm(&self.store);
+            let (plugins, store) = (plugins.clone(), self.store.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || plugins.warm(&store)).await {
+                tracing::error!(error = %e, "compiling plugins failed");
+            }
         }
         self.on_apply.send_replace(self.store.revision());
         Ok(())
