@@ -178,7 +178,7 @@ impl Node {
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
         let db = fjall::Database::builder(options.data_dir.join("db"))
-            .cache_size(16 * 1024 * 1024)
+            .cache_size(8 * 1024 * 1024)
             .open()
             .with_context(|| {
                 format!(
