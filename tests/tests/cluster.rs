@@ -248,7 +248,10 @@ fn five_nodes_losing_three_refuse_writes_then_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
-    let mut cluster = Cluster::new(3, &["--snapshot-count", "20"]);
+    let mut cluster = Cluster::new(
+        3,
+        &["--snapshot-count", "20", "--snapshot-catchup-entries", "20"],
+    );
     let leader = leader_index(&mut cluster);
     let lagging = (leader + 1) % 3;
     cluster.nodes[lagging].kill();

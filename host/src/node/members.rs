@@ -14,8 +14,10 @@ use super::Node;
 use crate::raft::Member;
 use crate::{NodeId, node_id};
 
-/// How far (in log entries) a learner may trail the leader and still be promoted.
-const PROMOTE_MAX_LAG: u64 = 100;
+/// A learner may be promoted once it has acknowledged this share of the leader's log (in
+/// percent), etcd's rule: under steady load a learner always trails by a few round trips of
+/// entries, so an absolute bound could refuse it forever.
+const PROMOTE_READY_PERCENT: u64 = 90;
 
 impl Node {
     /// The membership, with every member's client address (asked of members whose address
@@ -109,7 +111,7 @@ impl Node {
             .map(|l| l.index);
         // A learner that has never acknowledged an entry is not running: promoting it would
         // add a voter that cannot vote.
-        let in_sync = matched.is_some_and(|m| m + PROMOTE_MAX_LAG >= last);
+        let in_sync = matched.is_some_and(|m| m * 100 >= last * PROMOTE_READY_PERCENT);
         if !in_sync {
             let at = matched.map_or_else(|| "nothing yet".to_owned(), |m| m.to_string());
             return Err(Error::InvalidArgument(format!(

@@ -85,6 +85,9 @@ pub struct NodeOptions {
     pub election_timeout: Duration,
     /// Applied entries between two snapshots (the log is purged behind a snapshot).
     pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot for followers to catch up from [default:
+    /// 5000, etcd's]. Fewer means a follower that falls that far behind gets a snapshot.
+    pub snapshot_catchup_entries: u64,
     /// How often a watch created with `progress_notify` gets a progress notification when
     /// nothing else was sent to it [default: 10 minutes, etcd's].
     pub watch_progress_interval: Duration,
@@ -120,6 +123,7 @@ impl NodeOptions {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
+            snapshot_catchup_entries: 5000,
             watch_progress_interval: Duration::from_secs(600),
             watch_queue_len: 128,
             lease_check_interval: Duration::from_millis(500),
@@ -241,7 +245,7 @@ impl Node {
             election_timeout_min: election,
             election_timeout_max: election * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_count),
-            max_in_snapshot_log_to_keep: options.snapshot_count.min(5000),
+            max_in_snapshot_log_to_keep: options.snapshot_catchup_entries,
             max_payload_entries: 64,
             ..Default::default()
         }

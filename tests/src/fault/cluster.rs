@@ -184,12 +184,22 @@ impl FaultCluster {
         let port = self.net.add(node.peer_port);
         let admin = self.client(0);
         let addr = format!("127.0.0.1:{port}");
+        // An attempt that timed out may have been applied: then the retry finds the member
+        // there, and that is success.
         let id = self.admin(&format!("member add {name}"), || async {
-            admin
-                .member_add(name, addr.as_str())
-                .learner()
-                .await
-                .map(|r| r.member.id)
+            match admin.member_add(name, addr.as_str()).learner().await {
+                Ok(r) => Ok(r.member.id),
+                Err(Error::Server(etch_proto::Error::InvalidArgument(why)))
+                    if why.contains("already exists") =>
+                {
+                    let list = admin.member_list().await?;
+                    let added = list.members.iter().find(|m| m.name == name);
+                    added
+                        .map(|m| m.id)
+                        .ok_or(Error::Server(etch_proto::Error::InvalidArgument(why)))
+                }
+                Err(e) => Err(e),
+            }
         });
         let mut initial: Vec<String> = (self.members().iter())
             .map(|&i| {

@@ -138,7 +138,17 @@ pub fn run(test: &str, seed: u64, faults: &[Fault]) -> Figures {
     eprintln!("fault scenario {test}: seed {seed}, faults {faults:?}");
     let mut rng = Rng::new(seed);
     let snapshot_count = *rng.pick(&["64", "1000", "100000"]);
-    let mut fc = FaultCluster::start(NODES, &["--snapshot-count", snapshot_count]);
+    // Few entries kept behind a snapshot send a lagging member a snapshot more often.
+    let catchup = *rng.pick(&["64", "5000"]);
+    let mut fc = FaultCluster::start(
+        NODES,
+        &[
+            "--snapshot-count",
+            snapshot_count,
+            "--snapshot-catchup-entries",
+            catchup,
+        ],
+    );
     let result = catch_unwind(AssertUnwindSafe(|| scenario(&mut fc, &mut rng, faults)));
     let why = match result {
         Ok(Ok(figures)) => return figures,
@@ -152,7 +162,7 @@ pub fn run(test: &str, seed: u64, faults: &[Fault]) -> Figures {
     }
     panic!(
         "fault scenario {test} failed: {why}\n seed {seed}, faults {faults:?}, --snapshot-count \
-         {snapshot_count}\n replay: {SEED_VAR}={seed} cargo nextest run -p etch-tests --test \
+         {snapshot_count} --snapshot-catchup-entries {catchup}\n replay: {SEED_VAR}={seed} cargo nextest run -p etch-tests --test \
          faults {test}\n node logs: {}",
         logs.display()
     );

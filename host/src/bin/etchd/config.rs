@@ -80,6 +80,11 @@ pub struct Args {
     /// Applied entries between snapshots; the log is purged behind each [default: 100000].
     #[arg(long, env = "ETCH_SNAPSHOT_COUNT")]
     pub snapshot_count: Option<u64>,
+    /// Entries kept in the log behind a snapshot, so that a slow follower can catch up
+    /// from the log instead of a whole snapshot [default: 5000]. etcd calls it
+    /// --experimental-snapshot-catchup-entries.
+    #[arg(long, env = "ETCH_SNAPSHOT_CATCHUP_ENTRIES")]
+    pub snapshot_catchup_entries: Option<u64>,
     /// Period of progress notifications on idle watches that ask for them, in milliseconds
     /// [default: 600000, etcd's ten minutes].
     #[arg(long, env = "ETCH_WATCH_PROGRESS_NOTIFY_INTERVAL")]
@@ -107,6 +112,7 @@ struct FileConfig {
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
+    snapshot_catchup_entries: Option<u64>,
     watch_progress_notify_interval: Option<u64>,
 }
 
@@ -129,6 +135,7 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub watch_progress_notify_interval: Duration,
 }
 
@@ -215,6 +222,10 @@ impl Config {
                 .snapshot_count
                 .or(file.snapshot_count)
                 .unwrap_or(100_000),
+            snapshot_catchup_entries: args
+                .snapshot_catchup_entries
+                .or(file.snapshot_catchup_entries)
+                .unwrap_or(5000),
             watch_progress_notify_interval: ms(args
                 .watch_progress_notify_interval
                 .or(file.watch_progress_notify_interval)

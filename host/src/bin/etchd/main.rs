@@ -56,6 +56,7 @@ async fn run() -> anyhow::Result<()> {
     options.heartbeat_interval = config.heartbeat_interval;
     options.election_timeout = config.election_timeout;
     options.snapshot_count = config.snapshot_count;
+    options.snapshot_catchup_entries = config.snapshot_catchup_entries;
     options.watch_progress_interval = config.watch_progress_notify_interval;
 
     let node = Node::start(options).await?;
