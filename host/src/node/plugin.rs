@@ -66,7 +66,10 @@ impl Node {
     ) -> Result<Response, Error> {
         let mut attempt = 1;
         loop {
-            let mut guard = {
+            let unbound = self.inner.plugins.unbound(self.store(), &request)?;
+            let mut guard = if let Some(guard) = unbound {
+                guard
+            } else {
                 let (plugins, store) = (self.inner.plugins.clone(), self.store().clone());
                 let (principal, request) = (principal.to_owned(), request.clone());
                 tokio::task::spawn_blocking(move || plugins.judge(&store, &principal, &request))

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub(super) staged: Vec<RequestOp>,
     /// Bytes of keys and values staged so far.
     pub(super) staged_bytes: usize,
+    /// The call slot held while the call runs (see [`Runtime::slot`]).
+    slot: Option<super::runtime::Slot>,
 }
 
 impl Ctx {
@@ -54,6 +56,7 @@ impl Ctx {
             host_error: None,
             staged: Vec::new(),
             staged_bytes: 0,
+            slot: None,
         }
     }
 
@@ -71,6 +74,8 @@ pub(super) fn store(
     ctx: Ctx,
     limits: &PluginLimits,
 ) -> wasmtime::Result<Store<Ctx>> {
+    let mut ctx = ctx;
+    ctx.slot = Some(runtime.slot());
     let mut store = Store::new(runtime.engine(), ctx);
     store.limiter(|ctx| &mut ctx.limiter);
     let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1) + 1;

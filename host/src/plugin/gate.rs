@@ -44,6 +44,8 @@ pub struct Stats {
 pub struct Plugins {
     runtime: Runtime,
     stats: Arc<Mutex<HashMap<String, Stats>>>,
+    /// The validator bindings as of a bindings version, for [`Plugins::unbound`].
+    validators: Arc<Mutex<(u64, Arc<Vec<BindingRecord>>)>>,
 }
 
 impl Plugins {
@@ -56,7 +58,53 @@ impl Plugins {
         Ok(Plugins {
             runtime: Runtime::new()?,
             stats: Arc::default(),
+            validators: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
         })
+    }
+
+    /// The guard for `request` when no validator is bound to a key it may change, without
+    /// a snapshot or a blocking thread: most writes touch no binding, and this keeps them
+    /// off [`Plugins::judge`]. `None` when a validator must judge it. The bindings are
+    /// cached per bindings version, which moves with every install or removal.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub fn unbound(&self, store: &Store, request: &Request) -> Result<Option<Guard>, ProtoError> {
+        let storage = |e: mvcc::Error| ProtoError::Internal(format!("storage: {e}"));
+        let current = store.bindings_version().map_err(storage)?;
+        let cached = {
+            let cached = self
+                .validators
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (cached.0, cached.1.clone())
+        };
+        let (version, validators) = if cached.0 == current {
+            cached
+        } else {
+            let (version, records) = store.plugin_bindings().map_err(storage)?;
+            let records: Arc<Vec<BindingRecord>> = Arc::new(
+                (records.into_iter())
+                    .filter(|b| b.binding.hook == PluginHook::Validate)
+                    .collect(),
+            );
+            *self
+                .validators
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = (version, records.clone());
+            (version, records)
+        };
+        if validators
+            .iter()
+            .any(|b| touches(request, &b.binding.prefix))
+        {
+            return Ok(None);
+        }
+        Ok(Some(Guard {
+            bindings_version: version,
+            reads: Vec::new(),
+        }))
     }
 
     pub fn runtime(&self) -> &Runtime {

@@ -66,6 +66,11 @@ const DENY: &str = "(i32.store8 (i32.const 16) (i32.const 1))
     (i32.store (i32.const 28) (i32.const 200)) (i32.store (i32.const 32) (i32.const 9))
     (i32.const 16)";
 const LOOP: &str = "(loop $l (br $l)) (unreachable)";
+/// Counts down from 2^25 (tens of milliseconds), then allows: calls that overlap.
+const SLOW_ALLOW: &str = "(local $n i32) (local.set $n (i32.const 33554432))
+    (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $l (i32.ne (local.get $n) (i32.const 0))))
+    (i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
 const TRAP: &str = "(unreachable)";
 const GROW: &str = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
     (unreachable)";
@@ -170,6 +175,61 @@ fn allow_and_deny_come_back_as_verdicts() {
         .judge(&f.store, "alice", &other)
         .expect("no plugin");
     assert!(guard.reads.is_empty());
+}
+
+/// The fast path: writes no validator covers get their guard without a call, at the
+/// current bindings version; writes a validator covers are left to `judge`, also right
+/// after the binding appears.
+#[test]
+fn writes_outside_every_validator_skip_the_gate() {
+    let f = Fixture::new();
+    let put = |key: &str| {
+        Request::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })
+    };
+    let guard = f
+        .plugins
+        .unbound(&f.store, &put("/p/ok/k"))
+        .expect("storage");
+    assert_eq!(guard.map(|g| g.bindings_version), Some(0));
+    f.bind("ok", ALLOW, PluginLimits::default());
+    assert_eq!(f.plugins.unbound(&f.store, &put("/p/ok/k")), Ok(None));
+    let guard = f
+        .plugins
+        .unbound(&f.store, &put("/elsewhere"))
+        .expect("storage");
+    assert_eq!(
+        guard,
+        Some(crate::mvcc::Guard {
+            bindings_version: 1,
+            reads: Vec::new(),
+        })
+    );
+    assert_eq!(f.plugins.stats_of("ok").calls, 0);
+}
+
+/// More concurrent calls than the pool has instances wait for a call slot instead of
+/// failing (100 bench clients once failed with "maximum concurrent limit ... reached").
+#[test]
+fn more_concurrent_calls_than_pool_slots_all_succeed() {
+    let f = Fixture::new();
+    let limits = PluginLimits {
+        fuel: 1 << 30,
+        timeout_ms: 60_000,
+        ..PluginLimits::default()
+    };
+    f.bind("ok", SLOW_ALLOW, limits);
+    let calls = super::runtime::POOL_SLOTS as usize + 8;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..calls).map(|_| scope.spawn(|| f.put("ok"))).collect();
+        for h in handles {
+            let guard = h.join().expect("no panic");
+            assert!(guard.is_ok(), "{guard:?}");
+        }
+    });
+    assert_eq!(f.plugins.stats_of("ok").calls, calls as u64);
 }
 
 #[test]

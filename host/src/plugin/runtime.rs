@@ -11,9 +11,13 @@
 //!   runtime it never runs while the guest spins — STACK.md.) The thread holds only a weak
 //!   reference and ends with the engine;
 //! - the **pooling allocator**: instances, memories and tables come from preallocated slots,
-//!   so a fresh instance per call costs microseconds. Its slots bound how many calls can run
-//!   at once ([`POOL_SLOTS`]) and how large a memory can ever be ([`MAX_MEMORY_MB`]); each
-//!   binding's own memory cap is enforced per store by a limiter (see `validator.rs`).
+//!   so a fresh instance per call costs microseconds. Its slots bound how many instances
+//!   can live at once ([`POOL_SLOTS`]; a component may hold several core instances) and how
+//!   large a memory can ever be ([`MAX_MEMORY_MB`]); each binding's own memory cap is
+//!   enforced per store by a limiter (see `ctx.rs`). Calls wait for one of [`CALL_SLOTS`]
+//!   before they instantiate, so many concurrent writes queue instead of exhausting the
+//!   pool (they failed with "maximum concurrent limit of 64 for core instances reached"
+//!   under 100 clients).
 //!
 //! Components are compiled ahead of use and cached by sha256 and hook as `InstancePre`s
 //! (imports already resolved), so that a call only instantiates: the leader compiles an
@@ -24,7 +28,7 @@
 //! any more ([`Runtime::retain`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use etch_proto::plugin::PluginHook;
@@ -38,8 +42,12 @@ use super::validator::{Validator, ValidatorPre};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const TICK: Duration = Duration::from_millis(2);
-/// Plugin calls (instances) that may run at once on a node.
+/// Component instances the pool holds (each with up to two core instances, memories and
+/// tables on average; a component with more still fits while [`CALL_SLOTS`] bounds calls).
 pub const POOL_SLOTS: u32 = 32;
+/// Plugin calls that run at once on a node; more wait. Calls are CPU-bound and a node has
+/// few cores: running more at once would only hold more instances.
+pub const CALL_SLOTS: usize = 8;
 /// The largest memory cap a binding may ask for, in MiB.
 pub const MAX_MEMORY_MB: u32 = 256;
 
@@ -51,10 +59,30 @@ pub struct Runtime {
 
 struct Inner {
     engine: Engine,
+    slots: Arc<Slots>,
     validators: Linker<Ctx>,
     reactors: Linker<Ctx>,
     /// Compiled components by sha256 and hook.
     cache: Mutex<HashMap<(Vec<u8>, PluginHook), Compiled>>,
+}
+
+/// The count of free call slots.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// One of the [`CALL_SLOTS`], held by a running call.
+pub(super) struct Slot {
+    slots: Arc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut free = (self.slots.free.lock()).unwrap_or_else(PoisonError::into_inner);
+        *free += 1;
+        self.slots.freed.notify_one();
+    }
 }
 
 /// A component compiled for one hook, its imports resolved.
@@ -109,6 +137,10 @@ impl Runtime {
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
+                slots: Arc::new(Slots {
+                    free: Mutex::new(CALL_SLOTS),
+                    freed: Condvar::new(),
+                }),
                 validators,
                 reactors,
                 cache: Mutex::new(HashMap::new()),
@@ -118,6 +150,22 @@ impl Runtime {
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Waits for one of the [`CALL_SLOTS`]; the call holds it until the slot is dropped.
+    pub(super) fn slot(&self) -> Slot {
+        let slots = &self.inner.slots;
+        let mut free = slots.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = slots
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+        Slot {
+            slots: slots.clone(),
+        }
     }
 
     /// The compiled component `sha256` for `hook`, compiling `bytes()` on a miss.
