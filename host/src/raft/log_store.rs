@@ -38,6 +38,8 @@ const VOTE: &[u8] = b"vote";
 const PURGED: &[u8] = b"purged";
 const COMMITTED: &[u8] = b"committed";
 const CLUSTER_ID: &[u8] = b"cluster_id";
+/// How long a purge waits for the snapshot it follows to be installed.
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 type Done = oneshot::Sender<Result<()>>;
@@ -361,21 +363,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<()> {
-        // Never past the snapshot on disk (see `SnapshotDir::durable`): what is left behind
-        // goes with a later purge.
-        let log_id = match self.shared.snapshots.durable() {
-            Some(d) if d.index >= log_id.index => log_id,
-            Some(d) => {
-                tracing::debug!(%log_id, snapshot = %d, "purging only up to the snapshot on disk");
-                d
-            }
-            None => return Ok(()),
-        };
-        if self
-            .read_meta::<LogId>(PURGED)?
-            .is_some_and(|p| p >= log_id)
+        // Never past the snapshot on disk (see `SnapshotDir::covering`).
+        if !self
+            .shared
+            .snapshots
+            .covering(log_id.index, PURGE_WAIT)
+            .await
         {
-            return Ok(());
+            return Err(storage_error(
+                true,
+                &std::io::Error::other(format!(
+                    "purge up to {log_id}: no snapshot on disk covers it after {PURGE_WAIT:?}"
+                )),
+            ));
         }
         tracing::debug!(%log_id, "purging the Raft log");
         // Record the purge point first: a crash in between leaves entries below it, harmless.

@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::types::{LogId, SnapshotMeta};
 
@@ -45,8 +45,8 @@ impl SnapshotFile {
 pub struct SnapshotDir {
     dir: PathBuf,
     /// The last log id of the current snapshot, once its file is in place and the state it
-    /// holds is on disk (see [`SnapshotDir::durable`]).
-    durable: Arc<Mutex<Option<LogId>>>,
+    /// holds is on disk (see [`SnapshotDir::covering`]).
+    durable: Arc<tokio::sync::watch::Sender<Option<LogId>>>,
 }
 
 impl SnapshotDir {
@@ -61,28 +61,27 @@ impl SnapshotDir {
         }
         let snapshots = SnapshotDir {
             dir: dir.to_owned(),
-            durable: Arc::default(),
+            durable: Arc::new(tokio::sync::watch::Sender::new(None)),
         };
         if let Some(current) = snapshots.current()? {
             let (meta, _) = current.open()?;
-            *snapshots.lock() = meta.last_log_id;
+            snapshots.durable.send_replace(meta.last_log_id);
         }
         Ok(snapshots)
     }
 
-    /// The last log id the current snapshot covers: the log may be purged up to here and
-    /// no further. openraft 0.9 purges the log behind a received snapshot while the state
-    /// machine is still installing it; a node killed in between would restart with its log
-    /// purged past its snapshot, which openraft refuses. The log store therefore caps every
-    /// purge at this id (see `LogStore::purge`).
-    pub fn durable(&self) -> Option<LogId> {
-        *self.lock()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
-        self.durable
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Waits until the snapshot on disk covers `index`, for up to `timeout`; `false` if it
+    /// did not.
+    ///
+    /// The log may be purged only behind a snapshot on disk. openraft 0.9 purges the log
+    /// behind a received snapshot (awaiting the purge in its core task) while the state
+    /// machine is still installing it: a node killed in between restarted with its log
+    /// purged past its snapshot, which openraft refuses, and purging only up to the old
+    /// snapshot instead left a gap in the log. So `LogStore::purge` waits here first.
+    pub async fn covering(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.durable.subscribe();
+        let covered = rx.wait_for(|d| d.is_some_and(|d| d.index >= index));
+        matches!(tokio::time::timeout(timeout, covered).await, Ok(Ok(_)))
     }
 
     /// A fresh temporary path in this directory, for a snapshot being written or received.
@@ -164,12 +163,13 @@ impl SnapshotDir {
             // The rename must survive a machine crash before the log behind it is purged.
             File::open(&self.dir)?.sync_all()?;
         }
-        {
-            let mut durable = self.lock();
-            if durable.is_none_or(|d| meta.last_log_id.is_some_and(|l| l > d)) {
+        self.durable.send_if_modified(|durable| {
+            let newer = durable.is_none_or(|d| meta.last_log_id.is_some_and(|l| l > d));
+            if newer {
                 *durable = meta.last_log_id;
             }
-        }
+            newer
+        });
         for entry in fs::read_dir(&self.dir)? {
             let other = entry?.path();
             if other != path && other.extension().is_some_and(|e| e == "snap") {
