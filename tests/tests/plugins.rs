@@ -9,7 +9,6 @@
 //!   kill, and a failing reactor is reported and retried while the cluster keeps serving.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,23 +16,9 @@ use std::time::Duration;
 use etch_client::proto::Error as ServerError;
 use etch_client::proto::watch::EventType;
 use etch_client::{Client, ClientOptions, Error, TxnOp};
-use etch_tests::{Cluster, etchctl_with, ok_stdout, wait_for};
+use etch_tests::{Cluster, etchctl_with, ok_stdout, plugin_wasm, wait_for};
 
 const SCHEMA: &str = r#"schema={"type":"object","required":["host"],"properties":{"host":{"type":"string"},"port":{"type":"integer"}}}"#;
-
-/// A component built by `scripts/build-plugins`.
-fn plugin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/plugins/<name>.wasm
-    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-    let path = target.join("plugins").join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} not found: build the plugins first (scripts/build-plugins, as scripts/test does)",
-        path.display()
-    );
-    path
-}
 
 /// Index of the node that says it leads.
 fn leader_index(cluster: &mut Cluster) -> usize {
@@ -63,7 +48,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_schema_is_enforced_across_the_cluster_and_a_leader_loss() {
-    let wasm = plugin("json-schema");
+    let wasm = plugin_wasm("json-schema");
     let wasm = wasm.to_str().expect("utf-8 path");
     let mut cluster = Cluster::new(3, &[]);
 
@@ -224,7 +209,7 @@ type Change = (i64, usize, String, String);
 
 /// Installs audit-log as reactor `name` on `prefix`, writing records under `audit_prefix`.
 fn install_audit_log(cluster: &Cluster, name: &str, prefix: &str, audit_prefix: Option<&str>) {
-    let wasm = plugin("audit-log");
+    let wasm = plugin_wasm("audit-log");
     let mut args = vec![
         "plugin",
         "install",
