@@ -134,20 +134,10 @@ async fn status(ctx: &Context, endpoints: &[String]) -> Result<()> {
         |client| async move { client.status().await },
     )
     .await?;
-    let mut statuses = Vec::new();
-    let mut failed = 0;
-    for (endpoint, result) in results {
-        match result {
-            Ok(status) => statuses.push(EndpointStatus { endpoint, status }),
-            Err(e) => {
-                failed += 1;
-                eprintln!(
-                    "Failed to get the status of endpoint {endpoint} ({})",
-                    error_line(&e.into())
-                );
-            }
-        }
-    }
+    let (answers, failed) = answers(results, "status");
+    let statuses: Vec<EndpointStatus> = (answers.into_iter())
+        .map(|(endpoint, status)| EndpointStatus { endpoint, status })
+        .collect();
     ctx.print(|p, w| p.status(w, &statuses))?;
     if failed > 0 {
         bail!("failed to get the status of {failed} endpoint(s)");
@@ -155,25 +145,38 @@ async fn status(ctx: &Context, endpoints: &[String]) -> Result<()> {
     Ok(())
 }
 
-async fn hash_kv(ctx: &Context, endpoints: &[String], rev: i64) -> Result<()> {
-    let results = each_endpoint(ctx, endpoints, move |client| async move {
-        client.hash_kv(rev).await
-    })
-    .await?;
-    let mut hashes = Vec::new();
+/// The endpoints that answered, and how many did not (each named on stderr, with `what`
+/// was asked).
+fn answers<T>(
+    results: Vec<(String, etch_client::Result<T>)>,
+    what: &str,
+) -> (Vec<(String, T)>, usize) {
+    let mut answered = Vec::new();
     let mut failed = 0;
     for (endpoint, result) in results {
         match result {
-            Ok(hash) => hashes.push(EndpointHash { endpoint, hash }),
+            Ok(answer) => answered.push((endpoint, answer)),
             Err(e) => {
                 failed += 1;
                 eprintln!(
-                    "Failed to get the hash of endpoint {endpoint} ({})",
+                    "Failed to get the {what} of endpoint {endpoint} ({})",
                     error_line(&e.into())
                 );
             }
         }
     }
+    (answered, failed)
+}
+
+async fn hash_kv(ctx: &Context, endpoints: &[String], rev: i64) -> Result<()> {
+    let results = each_endpoint(ctx, endpoints, move |client| async move {
+        client.hash_kv(rev).await
+    })
+    .await?;
+    let (answers, failed) = answers(results, "hash");
+    let hashes: Vec<EndpointHash> = (answers.into_iter())
+        .map(|(endpoint, hash)| EndpointHash { endpoint, hash })
+        .collect();
     ctx.print(|p, w| p.hash_kv(w, &hashes))?;
     if failed > 0 {
         bail!("failed to get the hash of {failed} endpoint(s)");

@@ -37,13 +37,19 @@ fn component(body: &str) -> Vec<u8> {
           (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
             {body}))"#
     );
-    let mut module = wat::parse_str(&wat).expect("valid WAT");
+    encode_component(&wat, "validator")
+}
+
+/// A component of `world` from a core module in WAT, as `etch-plugin-encode` makes one:
+/// the world embedded, then encoded. Shared with the reactor tests.
+pub(super) fn encode_component(wat: &str, world: &str) -> Vec<u8> {
+    let mut module = wat::parse_str(wat).expect("valid WAT");
     let mut resolve = wit_parser::Resolve::default();
     let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/wit");
     let (pkg, _) = resolve.push_path(wit).expect("etch.wit parses");
     let world = resolve
-        .select_world(&[pkg], Some("validator"))
-        .expect("validator world");
+        .select_world(&[pkg], Some(world))
+        .expect("the world is in etch.wit");
     wit_component::embed_component_metadata(
         &mut module,
         &resolve,
@@ -75,14 +81,15 @@ const TRAP: &str = "(unreachable)";
 const GROW: &str = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
     (unreachable)";
 
-struct Fixture {
+/// A store and an engine in a temporary directory (shared with the reactor tests).
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    store: Store,
-    plugins: Plugins,
+    pub(super) store: Store,
+    pub(super) plugins: Plugins,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    pub(super) fn new() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = fjall::Database::builder(dir.path()).open().expect("db");
         Fixture {

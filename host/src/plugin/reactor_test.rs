@@ -9,8 +9,9 @@ use etch_proto::{
     Compare, CompareResult, CompareTarget, PutRequest, Request, RequestOp, TxnRequest,
 };
 
-use super::{PluginError, Plugins, Step, checkpoint_key};
-use crate::mvcc::{BindingRecord, Store};
+use super::limits_test::Fixture;
+use super::{PluginError, Step, checkpoint_key};
+use crate::mvcc::BindingRecord;
 
 /// `on-events(list<event>) -> result<_, string>` as a core function: the list's pointer
 /// and length in, a pointer to the result out (discriminant byte at +0, the error string
@@ -39,27 +40,7 @@ fn component(body: &str) -> Vec<u8> {
           (func (export "on-events") (param i32 i32) (result i32)
             {body}))"#
     );
-    let mut module = wat::parse_str(&wat).expect("valid WAT");
-    let mut resolve = wit_parser::Resolve::default();
-    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/wit");
-    let (pkg, _) = resolve.push_path(wit).expect("etch.wit parses");
-    let world = resolve
-        .select_world(&[pkg], Some("reactor"))
-        .expect("reactor world");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .expect("embed the world");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .expect("module")
-        .validate(true)
-        .encode()
-        .expect("component")
+    super::limits_test::encode_component(&wat, "reactor")
 }
 
 /// Stages `/out/x = seen`, returns ok.
@@ -77,25 +58,9 @@ const ERR: &str = "(i32.store8 (i32.const 32) (i32.const 1))
 const LOOP: &str = "(loop $l (br $l)) (unreachable)";
 const TRAP: &str = "(unreachable)";
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Store,
-    plugins: Plugins,
-}
-
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = fjall::Database::builder(dir.path()).open().expect("db");
-        Fixture {
-            store: Store::open(&db).expect("store"),
-            plugins: Plugins::new().expect("engine"),
-            _dir: dir,
-        }
-    }
-
     /// Binds reactor `name` with `body` on `/in/`, and returns its record.
-    fn bind(&self, name: &str, body: &str, limits: PluginLimits) -> BindingRecord {
+    fn bind_reactor(&self, name: &str, body: &str, limits: PluginLimits) -> BindingRecord {
         let req = PluginInstallRequest {
             binding: PluginBinding {
                 name: name.into(),
@@ -119,7 +84,7 @@ impl Fixture {
             .expect("bound")
     }
 
-    fn put(&self, key: &[u8]) -> i64 {
+    fn write(&self, key: &[u8]) -> i64 {
         let req = Request::Put(PutRequest {
             key: key.to_vec(),
             value: b"v".to_vec(),
@@ -134,15 +99,15 @@ impl Fixture {
 #[test]
 fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
     let f = Fixture::new();
-    let record = f.bind("r", WRITE, PluginLimits::default());
+    let record = f.bind_reactor("r", WRITE, PluginLimits::default());
     assert_eq!(record.installed_at, 1);
     assert!(
         f.plugins
             .runtime()
             .is_compiled(&record.sha256, PluginHook::React)
     );
-    let first = f.put(b"/in/a");
-    f.put(b"/elsewhere");
+    let first = f.write(b"/in/a");
+    f.write(b"/elsewhere");
     // A revision that puts the reactor's checkpoint is its own write: skipped whole, even
     // the key under its prefix written with it.
     let txn = Request::Txn(TxnRequest {
@@ -166,7 +131,7 @@ fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
         failure: Vec::new(),
     });
     assert!(f.store.apply(&txn, b"applied").expect("storage").is_ok());
-    let last = f.put(b"/in/b");
+    let last = f.write(b"/in/b");
     let step = f.plugins.react(&f.store, &record, first).expect("step");
     let Step::Batch {
         through,
@@ -188,7 +153,7 @@ fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
         "{step:?}"
     );
     // Only revisions without events for it: idle up to the last one.
-    let quiet = f.put(b"/elsewhere");
+    let quiet = f.write(b"/elsewhere");
     let step = f.plugins.react(&f.store, &record, last + 1).expect("step");
     assert!(
         matches!(step, Step::Idle { through } if through == quiet),
@@ -200,8 +165,8 @@ fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
 #[test]
 fn a_reactor_cannot_stage_reserved_keys() {
     let f = Fixture::new();
-    let record = f.bind("r", RESERVED, PluginLimits::default());
-    let from = f.put(b"/in/a");
+    let record = f.bind_reactor("r", RESERVED, PluginLimits::default());
+    let from = f.write(b"/in/a");
     let step = f
         .plugins
         .react(&f.store, &record, from)
@@ -220,7 +185,7 @@ fn failures_are_typed_counted_and_the_engine_goes_on() {
         timeout_ms: 10_000,
         memory_mb: 1,
     };
-    let from = f.put(b"/in/a");
+    let from = f.write(b"/in/a");
     let cases = [
         ("err", ERR, limits),
         ("trap", TRAP, limits),
@@ -236,7 +201,7 @@ fn failures_are_typed_counted_and_the_engine_goes_on() {
         ),
     ];
     for (name, body, limits) in cases {
-        let record = f.bind(name, body, limits);
+        let record = f.bind_reactor(name, body, limits);
         let err = f
             .plugins
             .react(&f.store, &record, from)
@@ -253,7 +218,7 @@ fn failures_are_typed_counted_and_the_engine_goes_on() {
         assert_eq!(stats.last_error, err.to_string());
     }
     // The engine still serves a well-behaved reactor.
-    let record = f.bind("good", WRITE, PluginLimits::default());
+    let record = f.bind_reactor("good", WRITE, PluginLimits::default());
     let step = f.plugins.react(&f.store, &record, from).expect("good");
     assert!(matches!(step, Step::Batch { events: 1, .. }), "{step:?}");
     assert!(f.plugins.stats_of("good").last_error.is_empty());
