@@ -98,15 +98,20 @@ impl GlobalArgs {
 
     /// `n` clients, each with its own QUIC connection (and UDP socket).
     pub async fn connect(&self, n: usize) -> Result<Vec<Client>> {
-        let mut clients = Vec::with_capacity(n);
-        for i in 0..n {
-            let client = Client::connect(self.options())
-                .await
-                .with_context(|| format!("connecting client {} of {n}", i + 1))?;
-            clients.push(client);
-        }
-        Ok(clients)
+        connect(&self.options(), n).await
     }
+}
+
+/// `n` clients with `options`, each with its own QUIC connection (and UDP socket).
+pub async fn connect(options: &ClientOptions, n: usize) -> Result<Vec<Client>> {
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let client = Client::connect(options.clone())
+            .await
+            .with_context(|| format!("connecting client {} of {n}", i + 1))?;
+        clients.push(client);
+    }
+    Ok(clients)
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,7 +156,9 @@ async fn run(cli: Cli) -> Result<()> {
             let (workload, load) = args.workload()?;
             (workload, load, None)
         }
-        Command::WatchLatency(args) => return args.run(global).await?.print(global.json),
+        Command::WatchLatency(args) => {
+            return args.run(&global.options()).await?.print(global.json);
+        }
         Command::Suite(args) => return suite::run(args, global.json).await,
     };
     let clients = global.connect(load.conns).await?;

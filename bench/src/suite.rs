@@ -9,6 +9,7 @@
 //! | getl | linearizable get of one key, 10 connections, 100 clients, 50000 requests |
 //! | gets | serializable get of one key, 10 connections, 100 clients, 50000 requests |
 //! | put100v | put100 with the json-schema validator bound to the written keys |
+//! | watch1000 | 1000 watchers of one key over 10 connections; 500 puts at 100/s; the time from each put to each watcher's event |
 //!
 //! Puts write 8-byte sequential keys over a key space of 10000 with 256-byte values; the
 //! gets read key `00000000`. The resident set size of every node is read from /proc after
@@ -26,6 +27,7 @@ use crate::cluster::LocalCluster;
 use crate::load::{self, Load};
 use crate::report::Report;
 use crate::validator::{Validator, json_value};
+use crate::watch::WatchLatencyArgs;
 use crate::workload::{Keys, Op, Workload, fixed_width};
 
 const KEY_SIZE: usize = 8;
@@ -48,7 +50,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put1,put100,put100v,getl,gets"
+        default_value = "put1,put100,put100v,getl,gets,watch1000"
     )]
     pub workloads: Vec<String>,
     /// The json-schema plugin put100v binds [default: target/plugins/json-schema.wasm, next
@@ -64,6 +66,32 @@ pub struct SuiteArgs {
 /// [`json_value`]s).
 const SCHEMA: &str =
     r#"{"type":"object","required":["v"],"properties":{"v":{"type":"string","maxLength":1024}}}"#;
+
+/// The watch workload: 1000 watchers of one key over 10 connections, 100 puts/s.
+const WATCH: &str = "watch1000";
+
+/// Runs [`WATCH`] (500 puts at scale 1); its table row counts watchers as clients and
+/// delivered events as requests.
+async fn watch(args: &SuiteArgs, options: &ClientOptions) -> Result<Report> {
+    let put_total = ((500.0 * args.scale).round() as u64).max(1);
+    let watch = WatchLatencyArgs {
+        watchers: 1000,
+        conns: 10,
+        put_rate: 100,
+        put_total,
+        val_size: VAL_SIZE,
+    };
+    let mut report = watch.run(options).await?;
+    report.params["clients"] = watch.watchers.into();
+    report.params["total"] = (put_total * watch.watchers as u64).into();
+    eprintln!(
+        "{WATCH}: p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        report.ms_at(50.0),
+        report.ms_at(99.0),
+        report.errors.values().sum::<u64>()
+    );
+    Ok(report)
+}
 
 /// One standard workload: (conns, clients, total, op, whether the json-schema validator is
 /// bound).
@@ -93,7 +121,9 @@ fn standard(name: &str) -> Result<(usize, usize, u64, Op, bool)> {
         "put100v" => (10, 100, 50_000, put_json, true),
         "getl" => (10, 100, 50_000, get(false), false),
         "gets" => (10, 100, 50_000, get(true), false),
-        other => bail!("unknown workload {other:?} (known: put1, put100, put100v, getl, gets)"),
+        other => {
+            bail!("unknown workload {other:?} (known: put1, put100, put100v, getl, gets, {WATCH})")
+        }
     })
 }
 
@@ -112,7 +142,7 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
     }
     // Unknown names and a missing plugin fail before a cluster is started.
     let mut validator = None;
-    for name in &args.workloads {
+    for name in args.workloads.iter().filter(|n| *n != WATCH) {
         if standard(name)?.4 && validator.is_none() {
             validator = Some(json_schema(&args)?);
         }
@@ -187,6 +217,10 @@ async fn run_workloads(
     let mut reports = Vec::new();
     let mut rss_after_put = Rss::new();
     for name in &args.workloads {
+        if name == WATCH {
+            reports.push((name.clone(), watch(args, options).await?));
+            continue;
+        }
         let (conns, clients, total, op, validated) = standard(name)?;
         let total = ((total as f64 * args.scale).round() as u64).max(1);
         let load = Load {
@@ -237,7 +271,7 @@ async fn run_workloads(
 
 fn table(reports: &[(String, Report)], rss_after_put: &Rss, rss_end: &Rss) -> String {
     let mut out = format!(
-        "{:<8} {:>5} {:>7} {:>7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
+        "{:<9} {:>5} {:>7} {:>7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
         "workload",
         "conns",
         "clients",
@@ -252,7 +286,7 @@ fn table(reports: &[(String, Report)], rss_after_put: &Rss, rss_end: &Rss) -> St
     for (name, r) in reports {
         let p = &r.params;
         out.push_str(&format!(
-            "{:<8} {:>5} {:>7} {:>7} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
+            "{:<9} {:>5} {:>7} {:>7} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
             name,
             p["conns"].as_u64().unwrap_or(0),
             p["clients"].as_u64().unwrap_or(0),

@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use crate::GlobalArgs;
+use etch_client::ClientOptions;
+
+use crate::connect;
 use crate::load::histogram;
 use crate::report::Report;
 
@@ -38,12 +40,12 @@ pub struct WatchLatencyArgs {
 }
 
 impl WatchLatencyArgs {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<Report> {
+    pub async fn run(&self, options: &ClientOptions) -> Result<Report> {
         if self.put_rate == 0 {
             bail!("--put-rate must be above 0");
         }
-        let conns = global.connect(self.conns.max(1)).await?;
-        let writer = global.connect(1).await?.remove(0);
+        let conns = connect(options, self.conns.max(1)).await?;
+        let writer = connect(options, 1).await?.remove(0);
         let sent: Arc<Vec<OnceLock<Instant>>> =
             Arc::new((0..self.put_total).map(|_| OnceLock::new()).collect());
         let mut watchers = tokio::task::JoinSet::new();

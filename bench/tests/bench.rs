@@ -214,7 +214,7 @@ fn suite_starts_a_cluster_and_reports_every_workload() {
         .collect();
     assert_eq!(
         names,
-        ["put1", "put100", "put100v", "getl", "gets"],
+        ["put1", "put100", "put100v", "getl", "gets", "watch1000"],
         "{report}"
     );
     // A smoke run on a loaded machine: some requests may fail (a re-election under CPU
