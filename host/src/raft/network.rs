@@ -370,6 +370,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
         let answer = self
             .peers
             .call(
@@ -379,6 +380,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 option.hard_ttl(),
             )
             .await;
+        tracing::trace!(
+            to = self.target,
+            entries,
+            took_us = started.elapsed().as_micros() as u64,
+            "append-entries"
+        );
         match answer.map_err(|e| self.rpc_error(e))? {
             PeerResponse::Append(Ok(r)) => Ok(r),
             PeerResponse::Append(Err(e)) => {

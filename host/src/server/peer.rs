@@ -94,7 +94,14 @@ async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) ->
             {
                 node.note_leader_contact(leader);
             }
-            PeerResponse::Append(node.raft().append_entries(rpc).await)
+            let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
+            let answer = node.raft().append_entries(rpc).await;
+            tracing::trace!(
+                entries,
+                took_us = started.elapsed().as_micros() as u64,
+                "appended"
+            );
+            PeerResponse::Append(answer)
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(node.raft().vote(rpc).await),
         PeerRequest::Snapshot {
