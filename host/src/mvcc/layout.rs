@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// Memtable size of every MVCC keyspace: a memtable this full is flushed to a table on disk.
 /// fjall's default is 64 MiB per keyspace; etch keeps modest state, and a node's memory
 /// should stay small.
-pub const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+pub const MEMTABLE_BYTES: u64 = 2 * 1024 * 1024;
 
 use super::error::Result;
 #[cfg(doc)]
