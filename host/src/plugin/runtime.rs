@@ -109,7 +109,7 @@ impl Runtime {
             // Reset small memories and tables with memset and keep them resident instead
             // of an madvise per call (6.5% of the leader's CPU under put100 with json-schema
             // bound); at most CALL_SLOTS slots stay warm, bounding what this keeps.
-            .linear_memory_keep_resident(1 << 20)
+            .linear_memory_keep_resident(256 << 10)
             .table_keep_resident(64 << 10)
             .max_unused_warm_slots(CALL_SLOTS as u32)
             .decommit_batch_size(CALL_SLOTS);
