@@ -605,3 +605,88 @@ async fn a_failing_reactor_is_reported_and_retried_while_the_cluster_serves() {
     assert_eq!(records[0], (rev, 0, "put".to_owned(), "/app/a".to_owned()));
     assert_eq!(records.len(), 2, "{records:?}");
 }
+
+/// A node that joined after the plugin was installed gets the component and its binding in
+/// a snapshot (the log behind it is purged), compiles it, and enforces the binding once it
+/// is the only member left, and so the leader.
+#[test]
+fn a_node_that_joined_later_enforces_the_binding_as_leader() {
+    let wasm = plugin_wasm("json-schema");
+    let wasm = wasm.to_str().expect("utf-8 path");
+    let snapshots = ["--snapshot-count", "20", "--snapshot-catchup-entries", "5"];
+    let mut cluster = Cluster::new(1, &snapshots);
+    let out = ok_stdout(&cluster.etchctl(&[
+        "plugin", "install", "schema", wasm, "--prefix", "/svc/", "--hook", "validate", "--config",
+        SCHEMA,
+    ]));
+    assert!(out.starts_with("Plugin schema installed"), "{out}");
+    // Enough writes for snapshots, so that the newcomer cannot catch up from the log.
+    for i in 0..60 {
+        ok_stdout(&cluster.etchctl(&["put", &format!("/other/{i}"), "x"]));
+    }
+
+    let mut n2 = cluster.extra_node("n2", &[]);
+    let added = ok_stdout(&cluster.etchctl(&[
+        "member",
+        "add",
+        "n2",
+        "--peer-urls",
+        &n2.peer_endpoint(),
+        "--learner",
+    ]));
+    assert!(added.contains("added as learner"), "{added}");
+    let n1 = &cluster.nodes[0];
+    let initial = format!("n1=127.0.0.1:{},n2={}", n1.peer_port, n2.peer_endpoint());
+    n2.extra_args = [
+        "--initial-cluster",
+        &initial,
+        "--initial-cluster-state",
+        "existing",
+    ]
+    .map(String::from)
+    .to_vec();
+    n2.start_serving(&cluster.client_tls("root"));
+    cluster.nodes.push(n2);
+    let id_of = |cluster: &Cluster, name: &str| {
+        let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
+        let line = (list.lines())
+            .find(|l| l.contains(&format!(", {name},")))
+            .unwrap_or_else(|| panic!("{name} listed:\n{list}"))
+            .to_owned();
+        line.split(',').next().expect("id").trim().to_owned()
+    };
+    let n2_id = id_of(&cluster, "n2");
+    wait_for("n2 to be promoted", Duration::from_secs(30), || {
+        (cluster
+            .etchctl(&["member", "promote", &n2_id])
+            .status
+            .success())
+        .then_some(())
+    });
+    assert!(
+        cluster.nodes[1].log_text().contains("installing snapshot"),
+        "n2 caught up by snapshot"
+    );
+
+    // n1 leaves; n2, alone, leads and must judge writes itself.
+    let n1_id = id_of(&cluster, "n1");
+    ok_stdout(&cluster.etchctl(&["member", "remove", &n1_id]));
+    cluster.nodes[0].kill();
+    let tls = cluster.client_tls("root");
+    let n2 = cluster.nodes[1].endpoint();
+    wait_for("n2 to take writes", Duration::from_secs(30), || {
+        let out = etchctl_with(&n2, &tls, &["put", "/svc/ok", r#"{"host":"h"}"#]);
+        out.status.success().then_some(())
+    });
+    let status = ok_stdout(&etchctl_with(&n2, &tls, &["endpoint", "status"]));
+    assert!(status.contains(", true, false,"), "n2 leads: {status}");
+    let err = stderr(&etchctl_with(
+        &n2,
+        &tls,
+        &["put", "/svc/bad", r#"{"port":1}"#],
+    ));
+    assert!(
+        err.contains("rejected by plugin schema: /svc/bad: $.host is required"),
+        "{err}"
+    );
+}
