@@ -129,6 +129,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut results = Vec::new();
         for entry in entries {
             if let (Some(plugins), EntryPayload::Normal(Command::PluginInstall(req))) =
@@ -145,6 +146,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(self.apply_one(entry)?);
         }
         self.on_apply.send_replace(self.store.revision());
+        tracing::trace!(
+            entries = results.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "applied"
+        );
         Ok(results)
     }
 
