@@ -86,6 +86,26 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// Like [`wait_for`], in async code: polls `check` every 50 ms until it returns `Some`,
+/// failing after `timeout`.
+pub async fn wait_for_async<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A certificate directory made by `etch_proto::pki::init_dir`.
 pub struct Certs {
     pub dir: PathBuf,
@@ -440,6 +460,31 @@ impl Cluster {
             self.nodes.iter().map(Etchd::endpoint),
             self.client_tls(name),
         )
+    }
+
+    /// An SDK client as `root` that connects on first use, with a 10 s request timeout
+    /// (room for a failover).
+    pub fn root_client(&self) -> etch_client::Client {
+        let opts = self
+            .client_options("root")
+            .request_timeout(Duration::from_secs(10));
+        etch_client::Client::new(opts).expect("an SDK client as root")
+    }
+
+    /// Index of the running node that says it leads (`etchctl endpoint status`), waiting
+    /// up to 20 s for one.
+    pub fn leader_index(&mut self) -> usize {
+        let tls = self.client_tls("root");
+        wait_for("a leader", Duration::from_secs(20), || {
+            (0..self.nodes.len()).find(|&i| {
+                self.nodes[i].is_running() && {
+                    let out =
+                        etchctl_with(&self.nodes[i].endpoint(), &tls, &["endpoint", "status"]);
+                    out.status.success()
+                        && String::from_utf8_lossy(&out.stdout).contains(", true, false,")
+                }
+            })
+        })
     }
 
     /// An SDK client connected as `root`.

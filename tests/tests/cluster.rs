@@ -5,22 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etch_client::{Client, ClientOptions};
 use etch_tests::{Cluster, etchctl_with, ok_stdout, wait_for};
-
-/// Index of the node every reachable node agrees is the leader.
-fn leader_index(cluster: &mut Cluster) -> usize {
-    wait_for("a leader", Duration::from_secs(20), || {
-        let tls = cluster.client_tls("root");
-        (0..cluster.nodes.len()).find(|&i| {
-            if !cluster.nodes[i].is_running() {
-                return false;
-            }
-            let out = etchctl_with(&cluster.nodes[i].endpoint(), &tls, &["endpoint", "status"]);
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(", true, false,")
-        })
-    })
-}
 
 /// `get KEY --serializable --print-value-only` on node `i`, if it answers.
 fn local_value(cluster: &Cluster, i: usize, key: &str) -> Option<String> {
@@ -43,17 +28,10 @@ fn await_value(cluster: &Cluster, i: usize, key: &str, value: &str) {
     );
 }
 
-fn client(cluster: &Cluster) -> Client {
-    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
-    let opts = ClientOptions::new(endpoints, cluster.client_tls("root"))
-        .request_timeout(Duration::from_secs(10));
-    Client::new(opts).expect("client")
-}
-
 #[test]
 fn three_nodes_elect_a_leader_and_replicate() {
     let mut cluster = Cluster::new(3, &[]);
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     let out = cluster.etchctl(&["member", "list"]);
     assert_eq!(ok_stdout(&out).lines().count(), 3, "three members");
     assert_eq!(
@@ -70,7 +48,7 @@ fn three_nodes_elect_a_leader_and_replicate() {
         1,
         "one leader in:\n{statuses}"
     );
-    assert_eq!(leader_index(&mut cluster), leader);
+    assert_eq!(cluster.leader_index(), leader);
 
     // Every member holds the same history: one hash at the revision of the put, shown per
     // member, as `etcdctl endpoint hashkv --cluster` does.
@@ -99,7 +77,7 @@ fn three_nodes_elect_a_leader_and_replicate() {
 #[test]
 fn writes_sent_to_a_follower_succeed() {
     let mut cluster = Cluster::new(3, &[]);
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     let follower = (leader + 1) % 3;
     let tls = cluster.client_tls("root");
     let endpoint = cluster.nodes[follower].endpoint();
@@ -124,8 +102,8 @@ fn writes_sent_to_a_follower_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_loses_no_acknowledged_write() {
     let mut cluster = Cluster::new(3, &[]);
-    let leader = leader_index(&mut cluster);
-    let client = client(&cluster);
+    let leader = cluster.leader_index();
+    let client = cluster.root_client();
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -151,7 +129,7 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
     for writer in writers {
         writer.await.expect("writer");
     }
-    let new_leader = leader_index(&mut cluster);
+    let new_leader = cluster.leader_index();
     assert_ne!(new_leader, leader);
     // The new leader serves writes.
     client
@@ -191,7 +169,7 @@ async fn killing_the_leader_loses_no_acknowledged_write() {
 fn five_nodes_losing_three_refuse_writes_then_recover() {
     let mut cluster = Cluster::new(5, &[]);
     assert_eq!(ok_stdout(&cluster.etchctl(&["put", "before", "1"])), "OK\n");
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     // Kill the leader and two followers: two nodes remain, no majority.
     let doomed: Vec<usize> = std::iter::once(leader)
         .chain((0..5).filter(|&i| i != leader).take(2))
@@ -252,10 +230,10 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
         3,
         &["--snapshot-count", "20", "--snapshot-catchup-entries", "20"],
     );
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     let lagging = (leader + 1) % 3;
     cluster.nodes[lagging].kill();
-    let client = client(&cluster);
+    let client = cluster.root_client();
     for i in 0..120 {
         client
             .put(format!("k{i:03}"), format!("v{i}"))
@@ -333,7 +311,7 @@ fn a_learner_joins_is_promoted_and_a_member_is_removed() {
     );
 
     // Remove a member that is not the leader; the other three carry on.
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     let gone = (0..3).find(|&i| i != leader).expect("a follower");
     let gone_line = list
         .lines()
@@ -408,5 +386,5 @@ fn nodes_of_different_clusters_refuse_each_other() {
         &["get", "still", "--print-value-only"],
     );
     assert_eq!(ok_stdout(&b_value), "");
-    let _ = leader_index(&mut a);
+    let _ = a.leader_index();
 }

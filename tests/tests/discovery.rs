@@ -11,23 +11,6 @@ use etch_client::proto::watch::EventType;
 use etch_client::{Client, ClientOptions, KeepAliveStatus};
 use etch_tests::{Cluster, bin, ok_stdout, wait_for};
 
-fn leader_index(cluster: &mut Cluster) -> usize {
-    wait_for("a leader", Duration::from_secs(20), || {
-        let tls = cluster.client_tls("root");
-        (0..cluster.nodes.len()).find(|&i| {
-            cluster.nodes[i].is_running() && {
-                let out = etch_tests::etchctl_with(
-                    &cluster.nodes[i].endpoint(),
-                    &tls,
-                    &["endpoint", "status"],
-                );
-                out.status.success()
-                    && String::from_utf8_lossy(&out.stdout).contains(", true, false,")
-            }
-        })
-    })
-}
-
 #[test]
 fn etchctl_watch_shows_every_change_across_a_leader_kill() {
     let mut cluster = Cluster::new(3, &[]);
@@ -78,7 +61,7 @@ fn etchctl_watch_shows_every_change_across_a_leader_kill() {
 
     ok_stdout(&cluster.etchctl(&["put", "/config/a", "1"]));
     expect(&mut seen, &["PUT", "/config/a", "1"]);
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     cluster.nodes[leader].kill();
     // Writes through the survivors; the watch resumes by itself on another node.
     let survivors: Vec<String> = (0..3)

@@ -16,30 +16,9 @@ use std::time::Duration;
 use etch_client::proto::Error as ServerError;
 use etch_client::proto::watch::EventType;
 use etch_client::{Client, ClientOptions, Error, TxnOp};
-use etch_tests::{Cluster, etchctl_with, ok_stdout, plugin_wasm, wait_for};
+use etch_tests::{Cluster, etchctl_with, ok_stdout, plugin_wasm, wait_for, wait_for_async};
 
 const SCHEMA: &str = r#"schema={"type":"object","required":["host"],"properties":{"host":{"type":"string"},"port":{"type":"integer"}}}"#;
-
-/// Index of the node that says it leads.
-fn leader_index(cluster: &mut Cluster) -> usize {
-    wait_for("a leader", Duration::from_secs(20), || {
-        let tls = cluster.client_tls("root");
-        (0..cluster.nodes.len()).find(|&i| {
-            if !cluster.nodes[i].is_running() {
-                return false;
-            }
-            let out = etchctl_with(&cluster.nodes[i].endpoint(), &tls, &["endpoint", "status"]);
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(", true, false,")
-        })
-    })
-}
-
-fn client(cluster: &Cluster) -> Client {
-    let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.endpoint()).collect();
-    let opts = ClientOptions::new(endpoints, cluster.client_tls("root"))
-        .request_timeout(Duration::from_secs(10));
-    Client::new(opts).expect("client")
-}
 
 fn stderr(out: &std::process::Output) -> String {
     assert!(!out.status.success(), "expected a failure, got {out:?}");
@@ -75,7 +54,7 @@ async fn json_schema_is_enforced_across_the_cluster_and_a_leader_loss() {
         err.contains("rejected by plugin schema: /svc/b: $.host is required (code schema)"),
         "{err}"
     );
-    let client = client(&cluster);
+    let client = cluster.root_client();
     let refused = client.put("/svc/b", "not json").await;
     assert!(
         matches!(
@@ -144,9 +123,9 @@ async fn json_schema_is_enforced_across_the_cluster_and_a_leader_loss() {
     );
 
     // Kill the leader: the new one enforces the same binding.
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     cluster.nodes[leader].kill();
-    let new_leader = leader_index(&mut cluster);
+    let new_leader = cluster.leader_index();
     assert_ne!(new_leader, leader);
     // A fresh client: one connected to the dead leader would rightly report a write it had
     // sent as of unknown outcome instead of retrying it.
@@ -261,19 +240,12 @@ async fn audit_records(client: &Client, audit_prefix: &str) -> Vec<Change> {
 /// Waits until the record of the first change at `revision` exists.
 async fn await_record(client: &Client, audit_prefix: &str, revision: i64) {
     let key = format!("{audit_prefix}{revision:020}/{:06}", 0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(resp) = client.get(key.as_str()).await
-            && resp.count == 1
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no audit record of revision {revision} within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("the audit record of revision {revision}");
+    wait_for_async(&what, Duration::from_secs(60), || async {
+        let resp = client.get(key.as_str()).await.ok()?;
+        (resp.count == 1).then_some(())
+    })
+    .await;
 }
 
 /// The committed changes under `prefix` from `from` through `through`, read back from
@@ -359,7 +331,7 @@ async fn audit_log_records_every_change_exactly_once_in_commit_order() {
             (compiled == 2).then_some(())
         },
     );
-    let client = client(&cluster);
+    let client = cluster.root_client();
 
     // Every write to the records, to see each one written exactly once.
     let mut records_watch = client
@@ -439,7 +411,7 @@ async fn a_reactor_is_not_triggered_by_its_own_writes() {
     let cluster = Cluster::new(3, &[]);
     // The records go under the prefix the reactor watches.
     install_audit_log(&cluster, "audit", "/", Some("/audit/"));
-    let client = client(&cluster);
+    let client = cluster.root_client();
     let start = client.put("/x/0", "0").await.expect("put").header.revision;
     for i in 1..5 {
         client.put(format!("/x/{i}"), "v").await.expect("put");
@@ -492,7 +464,8 @@ async fn a_reactor_is_not_triggered_by_its_own_writes() {
 async fn audit_log_loses_nothing_across_a_leader_kill() {
     let mut cluster = Cluster::new(3, &[]);
     install_audit_log(&cluster, "audit", "/app/", Some("/audit/"));
-    let start = client(&cluster)
+    let start = cluster
+        .root_client()
         .put("/app/start", "0")
         .await
         .expect("put")
@@ -525,15 +498,15 @@ async fn audit_log_loses_nothing_across_a_leader_kill() {
     let wait_acked = |n: usize| {
         let acked = acked.clone();
         async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while acked.load(Ordering::Relaxed) < n {
-                assert!(tokio::time::Instant::now() < deadline, "writes stalled");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let what = format!("{n} acknowledged writes");
+            wait_for_async(&what, Duration::from_secs(60), || async {
+                (acked.load(Ordering::Relaxed) >= n).then_some(())
+            })
+            .await;
         }
     };
     wait_acked(40).await;
-    let leader = leader_index(&mut cluster);
+    let leader = cluster.leader_index();
     cluster.nodes[leader].kill();
     let before = acked.load(Ordering::Relaxed);
     wait_acked(before + 40).await;
@@ -570,7 +543,7 @@ async fn a_failing_reactor_is_reported_and_retried_while_the_cluster_serves() {
     let cluster = Cluster::new(3, &[]);
     // Without audit-prefix every batch fails.
     install_audit_log(&cluster, "audit", "/app/", None);
-    let client = client(&cluster);
+    let client = cluster.root_client();
     let rev = client
         .put("/app/a", "1")
         .await

@@ -41,7 +41,7 @@ pub struct Store {
 
 struct Inner {
     /// The live keyspaces; [`Store::import`] switches them to a new generation.
-    spaces: RwLock<Spaces>,
+    spaces: RwLock<Arc<Spaces>>,
     /// The root keyspace (see [`ROOT_SPACE`]).
     root: Keyspace,
     revision: AtomicI64,
@@ -82,7 +82,7 @@ impl Store {
         let (revision, compact) = spaces.counters(&db.snapshot())?;
         Ok(Store {
             inner: Arc::new(Inner {
-                spaces: RwLock::new(spaces),
+                spaces: RwLock::new(Arc::new(spaces)),
                 root,
                 revision: AtomicI64::new(revision),
                 compact: AtomicI64::new(compact),
@@ -225,9 +225,8 @@ impl Store {
         events_in(&View::open(&self.spaces())?, rev)
     }
 
-    /// The live keyspaces (handles: cheap to clone, and still readable after an import
-    /// replaced them).
-    pub(crate) fn spaces(&self) -> Spaces {
+    /// The live keyspaces (still readable after an import replaced them).
+    pub(crate) fn spaces(&self) -> Arc<Spaces> {
         self.inner
             .spaces
             .read()
@@ -237,13 +236,13 @@ impl Store {
 
     /// Makes `spaces` the live keyspaces; the caller holds the write lock and has committed
     /// the root record naming their generation.
-    pub(crate) fn switch_spaces(&self, spaces: Spaces) -> Spaces {
+    pub(crate) fn switch_spaces(&self, spaces: Spaces) -> Arc<Spaces> {
         let mut live = self
             .inner
             .spaces
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut live, spaces)
+        std::mem::replace(&mut live, Arc::new(spaces))
     }
 
     /// The root keyspace (see [`ROOT_SPACE`]).

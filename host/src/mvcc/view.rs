@@ -7,6 +7,7 @@
 //! the scan; [`collect_range`] keeps at most `limit` of them while counting all.
 
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::sync::Arc;
 
 use etch_proto::{Error as ProtoError, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision};
 use fjall::{Readable, Slice, Snapshot};
@@ -90,7 +91,7 @@ pub(crate) fn collect_range(
 
 /// One consistent snapshot of the mvcc state.
 pub(crate) struct View {
-    spaces: Spaces,
+    spaces: Arc<Spaces>,
     snap: Snapshot,
     /// The store revision in this snapshot.
     pub revision: Revision,
@@ -99,7 +100,7 @@ pub(crate) struct View {
 }
 
 impl View {
-    pub fn open(spaces: &Spaces) -> Result<View> {
+    pub fn open(spaces: &Arc<Spaces>) -> Result<View> {
         let snap = spaces.db.snapshot();
         let (revision, compact) = spaces.counters(&snap)?;
         Ok(View {

@@ -13,6 +13,20 @@ use sha2::{Digest, Sha256};
 use super::{PluginError, Plugins};
 use crate::mvcc::Store;
 
+/// A bump allocator as the canonical ABI's `cabi_realloc`, over a `$heap` global: what
+/// the host calls to pass lists and strings into the test modules (never frees).
+pub(super) const BUMP_ALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+            (local $p i32)
+            (local.set $p (i32.and
+              (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+              (i32.sub (i32.const 0) (local.get 2))))
+            (global.set $heap (i32.add (local.get $p) (local.get 3)))
+            (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+              (then (drop (memory.grow
+                (i32.add (i32.const 1)
+                  (i32.div_u (global.get $heap) (i32.const 65536)))))))
+            (local.get $p))"#;
+
 /// `validate(principal, prefix, revision, ops) -> verdict` as a core function: the request's
 /// seven flat parameters, and a pointer to the verdict (discriminant byte at +0, the
 /// denial's code and reason strings at +4 and +12).
@@ -23,17 +37,7 @@ fn component(body: &str) -> Vec<u8> {
           (global $heap (mut i32) (i32.const 4096))
           (data (i32.const 100) "nope")
           (data (i32.const 200) "bad value")
-          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-            (local $p i32)
-            (local.set $p (i32.and
-              (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-              (i32.sub (i32.const 0) (local.get 2))))
-            (global.set $heap (i32.add (local.get $p) (local.get 3)))
-            (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
-              (then (drop (memory.grow
-                (i32.add (i32.const 1)
-                  (i32.div_u (global.get $heap) (i32.const 65536)))))))
-            (local.get $p))
+          {BUMP_ALLOC}
           (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
             {body}))"#
     );

@@ -9,7 +9,7 @@ use etch_proto::{
     Compare, CompareResult, CompareTarget, PutRequest, Request, RequestOp, TxnRequest,
 };
 
-use super::limits_test::Fixture;
+use super::limits_test::{BUMP_ALLOC, Fixture};
 use super::{PluginError, Step, checkpoint_key};
 use crate::mvcc::BindingRecord;
 
@@ -26,17 +26,7 @@ fn component(body: &str) -> Vec<u8> {
           (data (i32.const 200) "seen")
           (data (i32.const 300) "broken")
           (data (i32.const 400) "\00etch/x")
-          (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-            (local $p i32)
-            (local.set $p (i32.and
-              (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-              (i32.sub (i32.const 0) (local.get 2))))
-            (global.set $heap (i32.add (local.get $p) (local.get 3)))
-            (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
-              (then (drop (memory.grow
-                (i32.add (i32.const 1)
-                  (i32.div_u (global.get $heap) (i32.const 65536)))))))
-            (local.get $p))
+          {BUMP_ALLOC}
           (func (export "on-events") (param i32 i32) (result i32)
             {body}))"#
     );

@@ -81,7 +81,9 @@ impl SnapshotDir {
     pub async fn covering(&self, index: u64, timeout: std::time::Duration) -> bool {
         let mut rx = self.durable.subscribe();
         let covered = rx.wait_for(|d| d.is_some_and(|d| d.index >= index));
-        matches!(tokio::time::timeout(timeout, covered).await, Ok(Ok(_)))
+        tokio::time::timeout(timeout, covered)
+            .await
+            .is_ok_and(|waited| waited.is_ok())
     }
 
     /// A fresh temporary path in this directory, for a snapshot being written or received.

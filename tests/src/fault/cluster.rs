@@ -274,7 +274,7 @@ impl FaultCluster {
         self.kill(i);
     }
 
-    /// Runs a membership request until it succeeds, for up to 60 s.
+    /// Runs an admin request (membership, plugin install) until it succeeds, for up to 60 s.
     fn admin<T, F: Future<Output = Result<T, Error>>>(
         &self,
         what: &str,
@@ -375,43 +375,29 @@ impl FaultCluster {
     pub fn install_guard(&self, prefix: &str) {
         let wasm = std::fs::read(crate::plugin_wasm("guard")).expect("guard.wasm");
         let client = self.client(0);
-        let deadline = Instant::now() + Duration::from_secs(60);
         let pattern = format!("{prefix}*");
-        loop {
-            let install = client
+        self.admin("plugin install fault-guard", || {
+            client
                 .plugin_install("fault-guard", wasm.clone(), prefix)
                 .config("key-pattern", pattern.as_str())
-                .timeout(Duration::from_millis(500));
-            match self.rt.block_on(install.into_future()) {
-                Ok(_) => break,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("plugin install: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("installing the guard plugin under load: {e}"),
-            }
-        }
+                .timeout(Duration::from_millis(500))
+                .into_future()
+        });
+        // Retried until the plugin answers it: a refusal passes, anything written fails.
         let key = format!("{prefix}deeper/key");
-        loop {
-            match self
-                .rt
-                .block_on(client.put(key.as_bytes(), "refused").into_future())
-            {
+        self.admin(&format!("a put of {key} the guard refuses"), || async {
+            match client.put(key.as_bytes(), "refused").await {
                 Err(Error::Server(etch_proto::Error::PluginRejected { plugin, code, .. })) => {
                     assert_eq!((plugin.as_str(), code.as_str()), ("fault-guard", "bad-key"));
-                    return;
+                    Ok(())
                 }
                 Ok(resp) => panic!(
                     "the guard plugin let {key} through at revision {}",
                     resp.header.revision
                 ),
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("write the guard must refuse: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => panic!("the guard plugin did not answer: {e}"),
+                Err(e) => Err(e),
             }
-        }
+        });
     }
 
     /// Member `i`'s HashKV at `revision` (which it must have applied).
