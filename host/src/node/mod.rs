@@ -19,6 +19,7 @@
 mod lease;
 mod members;
 mod plugin;
+mod proposer;
 mod reactor;
 mod read_index;
 mod route;
@@ -171,6 +172,7 @@ struct Inner {
     leader_contact: Mutex<Option<(NodeId, Instant)>>,
     /// Batches the leadership confirmations of linearizable reads.
     read_index: read_index::ReadIndex,
+    proposer: proposer::Proposer,
 }
 
 impl Node {
@@ -258,6 +260,7 @@ impl Node {
             .await
             .context("starting Raft")?;
         let read_index = read_index::ReadIndex::start(raft.clone(), options.request_timeout);
+        let proposer = proposer::Proposer::start(raft.clone(), options.request_timeout);
 
         let client = ClientEndpoint::bind(options.listen_client, &identity)
             .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
@@ -281,6 +284,7 @@ impl Node {
                 client_addrs: Mutex::new(HashMap::new()),
                 leader_contact: Mutex::new(None),
                 read_index,
+                proposer,
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use etch_proto::{Error, RangeRequest, Request, Response, ResponseHeader, StatusResponse};
-use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 
+use super::proposer::{ProposeError, propose_error};
 use super::read_index::Confirmation;
 use super::{Node, blocking};
 use crate::NodeId;
@@ -138,32 +139,28 @@ impl Node {
         self.propose_command(Command::Kv(request)).await
     }
 
-    /// Proposes any command through Raft and returns what applying it produced.
+    /// Proposes any command through Raft (sharing an entry with the writes that arrive with
+    /// it, see `proposer.rs`) and returns what applying it produced.
     pub(crate) async fn propose_command(&self, command: Command) -> Result<Response, Error> {
-        let proposal = self.raft().client_write(command);
-        let written = tokio::time::timeout(self.options().request_timeout, proposal)
-            .await
-            .map_err(|_| Error::Timeout)?;
-        match written {
-            Ok(reply) => reply.data.unwrap_or_else(|| {
-                Err(Error::Internal("a write applied without an answer".into()))
-            }),
-            Err(e) => Err(self.write_error(e).await),
+        match self.inner.proposer.propose(command).await {
+            Ok(answer) => answer,
+            Err(e) => Err(self.proposal_error(e).await),
         }
     }
 
+    /// What the client hears when openraft refused a write (or a membership change).
     pub(super) async fn write_error(
         &self,
         e: RaftError<NodeId, ClientWriteError<NodeId, Member>>,
     ) -> Error {
+        self.proposal_error(propose_error(e)).await
+    }
+
+    async fn proposal_error(&self, e: ProposeError) -> Error {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => self.redirect(to).await,
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                Error::InvalidArgument(e.to_string())
-            }
-            RaftError::Fatal(e) => Error::Unavailable {
-                reason: format!("raft stopped: {e}"),
-            },
+            ProposeError::NotLeader(leader) => self.not_leader(leader).await,
+            ProposeError::Membership(reason) => Error::InvalidArgument(reason),
+            ProposeError::Failed(e) => e,
         }
     }
 
@@ -233,10 +230,6 @@ impl Node {
             // The request may or may not have been applied.
             Err(PeerError::Timeout { .. } | PeerError::Broken { .. }) => Err(Error::Timeout),
         }
-    }
-
-    async fn redirect(&self, to: ForwardToLeader<NodeId, Member>) -> Error {
-        self.not_leader(to.leader_id).await
     }
 
     /// `NotLeader` with the leader's client address, when we can find it out.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::snapshot::{SnapshotDir, SnapshotFile};
 use super::storage_error;
 use super::types::{
-    Command, CommandResult, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig,
+    Applied, Command, CommandResult, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::NodeId;
 use crate::mvcc;
@@ -35,6 +35,9 @@ type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 struct AppliedState {
     log_id: Option<LogId>,
     membership: StoredMembership,
+    /// Part-way through a batch entry: the entry and how many of its commands are applied
+    /// (`log_id` is still the entry before it).
+    partial: Option<(LogId, u32)>,
 }
 
 impl AppliedState {
@@ -85,35 +88,90 @@ impl StateMachine {
         self.on_apply.subscribe()
     }
 
-    fn apply_one(&mut self, entry: Entry) -> Result<Option<CommandResult>> {
-        self.applied.log_id = Some(entry.log_id);
+    fn apply_one(&mut self, entry: Entry) -> Result<Applied> {
+        let log_id = entry.log_id;
         let command = match entry.payload {
             EntryPayload::Blank => None,
             EntryPayload::Membership(m) => {
-                self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                self.applied.membership = StoredMembership::new(Some(log_id), m);
                 None
             }
             EntryPayload::Normal(command) => Some(command),
         };
-        let blob = self.applied.encode()?;
-        let store = &self.store;
-        let outcome = match command {
+        match command {
             None => {
-                store
+                self.applied.log_id = Some(log_id);
+                self.applied.partial = None;
+                let blob = self.applied.encode()?;
+                self.store
                     .set_applied(&blob)
                     .map_err(|e| storage_error(true, &e))?;
-                return Ok(None);
+                Ok(Vec::new())
             }
-            Some(Command::Kv(req)) => store.apply(&req, &blob),
-            Some(Command::LeaseExpire { id }) => store.apply(
-                &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest { id }),
-                &blob,
-            ),
-            Some(Command::Write { request, guard }) => store.apply_guarded(&request, &guard, &blob),
-            Some(Command::PluginInstall(req)) => store.plugin_install(&req, &blob),
-            Some(Command::PluginRemove { name }) => store.plugin_remove(&name, &blob),
+            Some(Command::Batch(commands)) => self.apply_batch(log_id, commands),
+            Some(command) => {
+                self.applied.log_id = Some(log_id);
+                self.applied.partial = None;
+                let blob = self.applied.encode()?;
+                Ok(vec![self.apply_command(command, &blob)?])
+            }
+        }
+    }
+
+    /// Applies the commands of a batch entry one by one, each in its own atomic batch with
+    /// the progress through the entry. After a crash part-way through, the entry is applied
+    /// again and the commands already applied are skipped: each is applied exactly once.
+    fn apply_batch(&mut self, log_id: LogId, commands: Vec<Command>) -> Result<Applied> {
+        let done = match self.applied.partial.take() {
+            Some((partial, done)) if partial == log_id => done as usize,
+            _ => 0,
         };
-        Ok(Some(outcome.map_err(|e| storage_error(true, &e))?))
+        let count = commands.len();
+        let mut results = Vec::with_capacity(count);
+        for (i, command) in commands.into_iter().enumerate() {
+            if i < done {
+                // Nobody waits for an answer across a restart.
+                results.push(Err(etch_proto::Error::Internal(
+                    "applied before the node restarted".into(),
+                )));
+                continue;
+            }
+            if i + 1 == count {
+                self.applied.log_id = Some(log_id);
+                self.applied.partial = None;
+            } else {
+                self.applied.partial = Some((log_id, (i + 1) as u32));
+            }
+            let blob = self.applied.encode()?;
+            results.push(self.apply_command(command, &blob)?);
+        }
+        if count == 0 {
+            self.applied.log_id = Some(log_id);
+            let blob = self.applied.encode()?;
+            self.store
+                .set_applied(&blob)
+                .map_err(|e| storage_error(true, &e))?;
+        }
+        Ok(results)
+    }
+
+    /// Applies one command, recording `blob` as the applied state in the same atomic batch.
+    fn apply_command(&self, command: Command, blob: &[u8]) -> Result<CommandResult> {
+        let store = &self.store;
+        let outcome = match command {
+            Command::Kv(req) => store.apply(&req, blob),
+            Command::LeaseExpire { id } => store.apply(
+                &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest { id }),
+                blob,
+            ),
+            Command::Write { request, guard } => store.apply_guarded(&request, &guard, blob),
+            Command::PluginInstall(req) => store.plugin_install(&req, blob),
+            Command::PluginRemove { name } => store.plugin_remove(&name, blob),
+            Command::Batch(_) => Ok(Err(etch_proto::Error::Internal(
+                "a batch inside a batch".into(),
+            ))),
+        };
+        outcome.map_err(|e| storage_error(true, &e))
     }
 }
 
@@ -124,7 +182,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied.log_id, self.applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<CommandResult>>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>>
     where
         I: IntoIterator<Item = Entry> + openraft::OptionalSend,
         I::IntoIter: openraft::OptionalSend,
@@ -178,6 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let applied = AppliedState {
             log_id: meta.last_log_id,
             membership: meta.last_membership.clone(),
+            partial: None,
         };
         self.store
             .import(&mut body, &applied.encode()?)
@@ -255,5 +314,136 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 &io::Error::other("snapshot already taken"),
             )),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etch_proto::{PutRequest, RangeRequest, Request, Response};
+    use openraft::{CommittedLeaderId, Entry as RaftEntry};
+
+    use super::*;
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Kv(Request::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }))
+    }
+
+    fn entry(index: u64, command: Command) -> Entry {
+        RaftEntry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        store: mvcc::Store,
+        snapshots: SnapshotDir,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = fjall::Database::builder(dir.path().join("db"))
+                .open()
+                .expect("db");
+            let store = mvcc::Store::open(&db).expect("store");
+            let snapshots = SnapshotDir::open(&dir.path().join("snap")).expect("snapshots");
+            Node {
+                _dir: dir,
+                store,
+                snapshots,
+            }
+        }
+
+        fn state_machine(&self) -> StateMachine {
+            StateMachine::open(self.store.clone(), self.snapshots.clone()).expect("open")
+        }
+
+        fn get(&self, key: &str) -> etch_proto::KeyValue {
+            let range = RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            };
+            let mut kvs = self.store.range(&range).expect("read").expect("range").kvs;
+            assert_eq!(kvs.len(), 1, "{key}");
+            kvs.remove(0)
+        }
+    }
+
+    fn revision_of(result: &CommandResult) -> i64 {
+        match result {
+            Ok(Response::Put(p)) => p.header.revision,
+            other => panic!("expected a put answer, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_command_of_a_batch_gets_its_own_revision_and_answer() {
+        let node = Node::new();
+        let mut sm = node.state_machine();
+        let batch = Command::Batch(vec![put("a", "1"), put("b", "2"), put("a", "3")]);
+        let applied = sm.apply([entry(1, batch)]).await.expect("apply");
+        let revisions: Vec<i64> = applied[0].iter().map(revision_of).collect();
+        assert_eq!(revisions, vec![2, 3, 4]);
+        assert_eq!(node.store.revision(), 4);
+        let a = node.get("a");
+        assert_eq!(
+            (a.value.as_slice(), a.version, a.mod_revision),
+            (&b"3"[..], 2, 4)
+        );
+        assert_eq!(
+            sm.applied_state().await.expect("state").0.map(|l| l.index),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_cut_short_by_a_crash_resumes_where_it_stopped() {
+        let node = Node::new();
+        let mut sm = node.state_machine();
+        sm.apply([entry(1, put("x", "0"))]).await.expect("apply");
+        // Apply the first command of entry 2 as the batch does, then "crash".
+        let batch = vec![put("a", "1"), put("b", "2"), put("c", "3")];
+        let partial = AppliedState {
+            log_id: sm.applied.log_id,
+            membership: sm.applied.membership.clone(),
+            partial: Some((entry(2, put("", "")).log_id, 1)),
+        };
+        sm.apply_command(batch[0].clone(), &partial.encode().expect("encode"))
+            .expect("apply the first")
+            .expect("a put");
+        drop(sm);
+
+        let mut sm = node.state_machine();
+        // openraft re-applies the entry after the last one fully applied.
+        assert_eq!(
+            sm.applied_state().await.expect("state").0.map(|l| l.index),
+            Some(1)
+        );
+        sm.apply([entry(2, Command::Batch(batch))])
+            .await
+            .expect("re-apply");
+        // "a" was not written twice, and the rest followed it.
+        assert_eq!(node.get("a").version, 1);
+        assert_eq!(node.get("a").mod_revision, 3);
+        assert_eq!(node.get("b").mod_revision, 4);
+        assert_eq!(node.get("c").mod_revision, 5);
+        assert_eq!(node.store.revision(), 5);
+        assert_eq!(
+            sm.applied_state().await.expect("state").0.map(|l| l.index),
+            Some(2)
+        );
+        drop(sm);
+        let mut sm = node.state_machine();
+        assert_eq!(
+            sm.applied_state().await.expect("state").0.map(|l| l.index),
+            Some(2)
+        );
+        assert_eq!(sm.applied.partial, None);
     }
 }

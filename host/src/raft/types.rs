@@ -27,6 +27,33 @@ pub enum Command {
     PluginInstall(etch_proto::plugin::PluginInstallRequest),
     /// Removes a plugin binding (and its component once unused).
     PluginRemove { name: String },
+    /// Several [`Command::batchable`] commands that reached the leader together, applied in
+    /// order as if each were its own entry: each gets its own revision and its own answer
+    /// (see `crate::node::proposer`). Never nested.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// Whether this command may share an entry with others: the key-space writes. Plugin
+    /// changes (which compile on apply) and batches themselves travel alone.
+    pub fn batchable(&self) -> bool {
+        matches!(
+            self,
+            Command::Kv(_) | Command::LeaseExpire { .. } | Command::Write { .. }
+        )
+    }
+
+    /// Roughly how many bytes this command takes in the log (keys and values; a fixed
+    /// allowance for the rest), to bound the size of a batch.
+    pub fn approx_size(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        match self {
+            Command::Kv(req) | Command::Write { request: req, .. } => OVERHEAD + request_bytes(req),
+            Command::LeaseExpire { .. } | Command::PluginRemove { .. } => OVERHEAD,
+            Command::PluginInstall(req) => OVERHEAD + req.wasm.len(),
+            Command::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
+        }
+    }
 }
 
 impl fmt::Display for Command {
@@ -43,7 +70,42 @@ impl fmt::Display for Command {
             ),
             Command::PluginInstall(req) => write!(f, "plugin-install({})", req.binding.name),
             Command::PluginRemove { name } => write!(f, "plugin-remove({name})"),
+            Command::Batch(commands) => write!(f, "batch({} commands)", commands.len()),
         }
+    }
+}
+
+/// The bytes of keys and values a request carries.
+fn request_bytes(req: &etch_proto::Request) -> usize {
+    use etch_proto::{CompareTarget, Request, RequestOp};
+    let op_bytes = |op: &RequestOp| match op {
+        RequestOp::Range(r) => r.key.len() + r.range_end.len(),
+        RequestOp::Put(p) => p.key.len() + p.value.len(),
+        RequestOp::DeleteRange(d) => d.key.len() + d.range_end.len(),
+    };
+    match req {
+        Request::Put(p) => p.key.len() + p.value.len(),
+        Request::DeleteRange(d) => d.key.len() + d.range_end.len(),
+        Request::Txn(t) => {
+            let compares: usize = t
+                .compare
+                .iter()
+                .map(|c| {
+                    let value = match &c.target {
+                        CompareTarget::Value(v) => v.len(),
+                        _ => 8,
+                    };
+                    c.key.len() + c.range_end.len() + value
+                })
+                .sum();
+            compares
+                + t.success
+                    .iter()
+                    .chain(&t.failure)
+                    .map(op_bytes)
+                    .sum::<usize>()
+        }
+        _ => 0,
     }
 }
 
@@ -76,6 +138,10 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
 /// The outcome of applying a [`Command`]: the client's answer, or its deterministic failure.
 pub type CommandResult = Result<etch_proto::Response, etch_proto::Error>;
 
+/// What applying one entry produced: nothing for a blank or membership entry, one answer for
+/// a command, one per command (in order) for a [`Command::Batch`].
+pub type Applied = Vec<CommandResult>;
+
 /// A cluster member as Raft membership records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -101,7 +167,7 @@ openraft::declare_raft_types!(
     /// etch's openraft type configuration.
     pub TypeConfig:
         D = Command,
-        R = Option<CommandResult>,
+        R = Applied,
         NodeId = NodeId,
         Node = Member,
         SnapshotData = SnapshotFile,
