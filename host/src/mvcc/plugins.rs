@@ -49,16 +49,6 @@ impl Store {
         bindings_in(&View::open(&self.spaces())?)
     }
 
-    /// The bindings version: advances with every plugin install or removal.
-    ///
-    /// # Errors
-    ///
-    /// A storage failure.
-    pub fn bindings_version(&self) -> Result<u64> {
-        let spaces = self.spaces();
-        bindings_version(&spaces, &spaces.db.snapshot())
-    }
-
     /// The bytes of the component with this sha256.
     ///
     /// # Errors
@@ -79,17 +69,22 @@ impl Store {
     ) -> Outcome<Response> {
         let _guard = self.lock();
         let spaces = &self.spaces();
-        let view = View::open(spaces)?;
+        let view = self.writer_view(spaces);
         let mut batch = spaces.db.batch();
         let outcome = change(&view, &mut batch)?;
+        let mut version = None;
         if outcome.is_err() {
             batch = spaces.db.batch();
         } else {
-            let version = bindings_version(spaces, view.snapshot())? + 1;
-            batch.insert(&spaces.meta, META_BINDINGS, encode(&version)?);
+            let next = bindings_version(spaces, view.snapshot())? + 1;
+            batch.insert(&spaces.meta, META_BINDINGS, encode(&next)?);
+            version = Some(next);
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
         batch.commit()?;
+        if let Some(version) = version {
+            self.set_bindings_version(version);
+        }
         Ok(outcome)
     }
 }
@@ -242,7 +237,7 @@ mod tests {
             store.plugin_remove("b", applied).expect("storage"),
             Err(ProtoError::InvalidArgument(_))
         ));
-        assert_eq!(store.bindings_version().expect("version"), 4);
+        assert_eq!(store.bindings_version(), 4);
     }
 
     #[test]
@@ -298,6 +293,9 @@ mod tests {
             other.plugin_bindings().expect("bindings"),
             store.plugin_bindings().expect("bindings")
         );
+        // The in-memory bindings version follows the import.
+        assert_eq!(other.bindings_version(), 1);
+        assert_eq!(other.bindings_version(), store.bindings_version());
         let sha = &other.plugin_bindings().expect("bindings").1[0].sha256;
         assert_eq!(
             other.plugin_module(sha).expect("read").as_deref(),

@@ -1,6 +1,6 @@
 //! [`Store`]: the entry points the Raft state machine and the read path call.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use etch_proto::{
@@ -12,7 +12,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 use super::error::{Error, Result};
 use super::guard::Guard;
 use super::keycode::encode_rev;
-use super::layout::{META_APPLIED, ROOT_GENERATION, ROOT_SPACE, Spaces, Touch, decode};
+use super::layout::{
+    META_APPLIED, ROOT_GENERATION, ROOT_SPACE, Spaces, Touch, bindings_version, decode,
+};
 use super::view::{View, empty_key};
 use super::write::WriteTx;
 use super::{compact, lease, txn};
@@ -46,6 +48,8 @@ struct Inner {
     root: Keyspace,
     revision: AtomicI64,
     compact: AtomicI64,
+    /// The bindings version (see `Store::bindings_version`), kept in step by the writer.
+    bindings: AtomicU64,
     /// Serialises writers; guards no data (the state lives in fjall), so a poisoned lock is
     /// still usable.
     write: Mutex<()>,
@@ -79,13 +83,16 @@ impl Store {
             Spaces::delete_generation(db, previous)?;
         }
         let spaces = Spaces::open(db, generation)?;
-        let (revision, compact) = spaces.counters(&db.snapshot())?;
+        let snapshot = db.snapshot();
+        let (revision, compact) = spaces.counters(&snapshot)?;
+        let bindings = bindings_version(&spaces, &snapshot)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 spaces: RwLock::new(Arc::new(spaces)),
                 root,
                 revision: AtomicI64::new(revision),
                 compact: AtomicI64::new(compact),
+                bindings: AtomicU64::new(bindings),
                 write: Mutex::new(()),
             }),
         })
@@ -125,7 +132,7 @@ impl Store {
     ) -> Outcome<Response> {
         let _guard = self.lock();
         let spaces = &self.spaces();
-        let view = View::open(spaces)?;
+        let view = self.writer_view(spaces);
         let mut batch = spaces.db.batch();
         let mut outcome = match guard {
             Some(guard) if !guard.holds(&view)? => Ok(Err(ProtoError::Conflict)),
@@ -144,6 +151,21 @@ impl Store {
             }
         }
         Ok(outcome)
+    }
+
+    /// The view a writer starts from; the caller holds the write lock.
+    pub(crate) fn writer_view(&self, spaces: &Arc<Spaces>) -> View {
+        View::open_known(spaces, self.revision(), self.compact_revision())
+    }
+
+    /// The bindings version: advances with every plugin install or removal.
+    pub fn bindings_version(&self) -> u64 {
+        self.inner.bindings.load(Ordering::Acquire)
+    }
+
+    /// Records the bindings version a writer just committed; the caller holds the write lock.
+    pub(crate) fn set_bindings_version(&self, version: u64) {
+        self.inner.bindings.store(version, Ordering::Release);
     }
 
     /// A consistent snapshot of the state.
@@ -260,9 +282,11 @@ impl Store {
     /// Reloads the in-memory counters from storage (after an import).
     pub(crate) fn reload_counters(&self) -> Result<()> {
         let spaces = self.spaces();
-        let (revision, compact) = spaces.counters(&spaces.db.snapshot())?;
+        let snapshot = spaces.db.snapshot();
+        let (revision, compact) = spaces.counters(&snapshot)?;
         self.inner.revision.store(revision, Ordering::Release);
         self.inner.compact.store(compact, Ordering::Release);
+        self.set_bindings_version(bindings_version(&spaces, &snapshot)?);
         Ok(())
     }
 }

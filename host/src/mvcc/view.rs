@@ -111,6 +111,18 @@ impl View {
         })
     }
 
+    /// A snapshot whose counters the caller already knows: the store's writer, which holds
+    /// the write lock, so nothing can move them between its last commit and this snapshot.
+    pub(crate) fn open_known(spaces: &Arc<Spaces>, revision: Revision, compact: Revision) -> View {
+        let snap = spaces.db.snapshot();
+        View {
+            spaces: spaces.clone(),
+            snap,
+            revision,
+            compact,
+        }
+    }
+
     pub fn spaces(&self) -> &Spaces {
         &self.spaces
     }

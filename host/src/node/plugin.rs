@@ -173,8 +173,8 @@ fn refuse_reserved(request: &Request) -> Result<(), Error> {
 pub(super) async fn warm_plugins(node: Node, mut applied: tokio::sync::watch::Receiver<i64>) {
     let mut seen = None;
     loop {
-        let version = node.store().bindings_version().ok();
-        if version.is_some() && version != seen {
+        let version = Some(node.store().bindings_version());
+        if version != seen {
             seen = version;
             let (plugins, store) = (node.inner.plugins.clone(), node.store().clone());
             if tokio::task::spawn_blocking(move || plugins.warm(&store))

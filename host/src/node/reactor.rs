@@ -130,8 +130,8 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
             return;
         }
         applied.borrow_and_update();
-        let version = node.store().bindings_version().ok();
-        if version.is_none() || version != reactors.0 {
+        let version = Some(node.store().bindings_version());
+        if version != reactors.0 {
             reactors = match node.store().plugin_bindings() {
                 Ok((version, bindings)) => (
                     Some(version),

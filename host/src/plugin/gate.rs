@@ -72,7 +72,7 @@ impl Plugins {
     /// A storage failure.
     pub fn unbound(&self, store: &Store, request: &Request) -> Result<Option<Guard>, ProtoError> {
         let storage = |e: mvcc::Error| ProtoError::Internal(format!("storage: {e}"));
-        let current = store.bindings_version().map_err(storage)?;
+        let current = store.bindings_version();
         let cached = {
             let cached = self
                 .validators

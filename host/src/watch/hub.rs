@@ -92,8 +92,19 @@ impl Hub {
     pub fn publish(&self) -> mvcc::Result<()> {
         loop {
             let next = self.published() + 1;
-            if next > self.store.revision() {
+            let current = self.store.revision();
+            if next > current {
                 return Ok(());
+            }
+            {
+                // Nobody to offer them to: skip the reads. A watcher registering later has
+                // caught up to some revision; past it, the hub refuses it and it reads more
+                // history first.
+                let mut state = self.lock();
+                if state.slots.is_empty() {
+                    state.published = state.published.max(current);
+                    return Ok(());
+                }
             }
             let events = self.store.watch_events(next)?;
             let mut state = self.lock();
