@@ -27,6 +27,13 @@ pub type NodeId = u64;
 
 pub use node::{Node, NodeOptions};
 
+/// Background threads (memtable flushes and compactions) per fjall database. One, because
+/// with two or more fjall's first worker re-queues every compaction request for the others
+/// and takes it straight back while they work: it spins a core for as long as a compaction
+/// runs (measured: a fifth of all CPU during put100, `fjall::worker_pool::worker_tick` and
+/// `flume::Shared::send` at the top of the profile).
+pub(crate) const FJALL_WORKERS: usize = 1;
+
 /// Derives a node id from a node name (FNV-1a, never 0), so that every member computes the
 /// same ids from the same `--initial-cluster`.
 pub fn node_id(name: &str) -> NodeId {

@@ -185,6 +185,7 @@ impl Node {
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
         let db = fjall::Database::builder(options.data_dir.join("db"))
             .cache_size(8 * 1024 * 1024)
+            .worker_threads(crate::FJALL_WORKERS)
             .open()
             .with_context(|| {
                 format!(

@@ -88,7 +88,10 @@ impl LogStore {
     pub fn open(dir: &Path, snapshots: SnapshotDir) -> std::result::Result<Self, fjall::Error> {
         // The log is written once and read back mostly while still in memory: a small block
         // cache and small memtables keep the node's footprint down.
-        let db = Database::builder(dir).cache_size(4 * 1024 * 1024).open()?;
+        let db = Database::builder(dir)
+            .cache_size(4 * 1024 * 1024)
+            .worker_threads(crate::FJALL_WORKERS)
+            .open()?;
         let options = || KeyspaceCreateOptions::default().max_memtable_size(2 * 1024 * 1024);
         let log = db.keyspace("raft_log", options)?;
         let meta = db.keyspace("raft_meta", options)?;
