@@ -23,7 +23,6 @@ use etch_proto::{KeyRange, Revision};
 use serde::{Deserialize, Serialize};
 
 use super::error::Result;
-use super::layout::bindings_version;
 use super::view::View;
 
 /// The fingerprint of a key range at the revision a decision was made.
@@ -70,9 +69,10 @@ impl Read {
 }
 
 impl Guard {
-    /// Whether nothing this guard records has changed in `view`.
-    pub(crate) fn holds(&self, view: &View) -> Result<bool> {
-        if bindings_version(view.spaces(), view.snapshot())? != self.bindings_version {
+    /// Whether nothing this guard records has changed in `view`, whose bindings version is
+    /// `bindings_version`.
+    pub(crate) fn holds(&self, view: &View, bindings_version: u64) -> Result<bool> {
+        if bindings_version != self.bindings_version {
             return Ok(false);
         }
         for read in &self.reads {

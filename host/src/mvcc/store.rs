@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use etch_proto::{
-    CompactResponse, Error as ProtoError, KeyValue, RangeRequest, RangeResponse, Request, Response,
-    Revision, TxnRequest, TxnResponse,
+    CompactResponse, Error as ProtoError, KeyValue, PutRequest, RangeRequest, RangeResponse,
+    Request, Response, Revision, TxnRequest, TxnResponse,
 };
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 
@@ -135,7 +135,9 @@ impl Store {
         let view = self.writer_view(spaces);
         let mut batch = spaces.db.batch();
         let mut outcome = match guard {
-            Some(guard) if !guard.holds(&view)? => Ok(Err(ProtoError::Conflict)),
+            Some(guard) if !guard.holds(&view, self.bindings_version())? => {
+                Ok(Err(ProtoError::Conflict))
+            }
             _ => execute(&view, req, &mut batch),
         }?;
         if outcome.is_err() {
@@ -151,6 +153,52 @@ impl Store {
             }
         }
         Ok(outcome)
+    }
+
+    /// Applies a run of plain puts (from one batch entry) in one atomic fjall batch, each at
+    /// its own revision, with the same outcome as applying them one by one with
+    /// [`Store::apply_guarded`] (or [`Store::apply`] for a put without a guard), and records
+    /// `applied` in the same batch. A guard in the run must record no reads: the reads would
+    /// be checked against the state before the run.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure: the node must stop.
+    pub fn apply_puts(
+        &self,
+        puts: &[(&PutRequest, Option<&Guard>)],
+        applied: &[u8],
+    ) -> Result<Vec<std::result::Result<Response, ProtoError>>> {
+        let _guard = self.lock();
+        let spaces = &self.spaces();
+        let view = self.writer_view(spaces);
+        let bindings = self.bindings_version();
+        let mut tx = WriteTx::new(&view);
+        let mut answers = Vec::with_capacity(puts.len());
+        for (put, guard) in puts {
+            debug_assert!(guard.is_none_or(|g| g.reads.is_empty()));
+            if guard.is_some_and(|g| g.bindings_version != bindings) {
+                answers.push(Err(ProtoError::Conflict));
+                continue;
+            }
+            if put.key.is_empty() {
+                answers.push(Err(empty_key()));
+                continue;
+            }
+            if let Err(e) = lease::check_lease(&view, put.lease)? {
+                answers.push(Err(e));
+                continue;
+            }
+            let mut resp = tx.put(put)?;
+            resp.header.revision = tx.seal();
+            answers.push(Ok(Response::Put(resp)));
+        }
+        let mut batch = spaces.db.batch();
+        let revision = tx.write(&mut batch)?;
+        batch.insert(&spaces.meta, META_APPLIED, applied);
+        batch.commit()?;
+        self.inner.revision.store(revision, Ordering::Release);
+        Ok(answers)
     }
 
     /// The view a writer starts from; the caller holds the write lock.

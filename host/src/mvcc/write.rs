@@ -1,10 +1,16 @@
-//! The write side of one applied entry: a [`WriteTx`] collects the puts and deletes of a
+//! The write side of applied entries: a [`WriteTx`] collects the puts and deletes of a
 //! request (or of a whole txn) at the next revision, lets later ops of the same txn read them
 //! (as etcd does), and finally turns them into fjall batch operations.
 //!
-//! Every write of one entry gets the same revision, `view.revision + 1`; their order (etcd's
-//! sub-revisions) is the order of `touched`. The duplicate-key rules of a txn guarantee that
-//! a key is written at most once per entry, so one `kv_versions` record per key suffices.
+//! Every write of one request gets the same revision; their order (etcd's sub-revisions) is
+//! the order of `touched`. The duplicate-key rules of a txn guarantee that a key is written
+//! at most once per revision, so one `kv_versions` record per key and revision suffices.
+//!
+//! A run of plain puts (a batch entry, see `Store::apply_puts`) shares one `WriteTx`:
+//! [`WriteTx::seal`] closes each put's revision and the next put starts the one after it, so
+//! the whole run lands in one fjall batch, each put at its own revision. Only ops that read
+//! the current state ([`WriteTx::get`], [`WriteTx::scan`]) may follow a sealed revision:
+//! reading history at a revision of the run is not supported, so txns never share a run.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, btree_map};
@@ -24,10 +30,14 @@ use super::view::{KvIter, View, bounds, collect_range, read_revision};
 /// The pending writes of one entry on top of a [`View`].
 pub(crate) struct WriteTx<'v> {
     view: &'v View,
-    /// Key → its state after this entry (`None` = deleted here).
+    /// Key → its state after every write so far (`None` = deleted here).
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
-    /// The keys written, in sub-revision order.
+    /// The keys written at the open revision, in sub-revision order.
     touched: Vec<Touch>,
+    /// The last sealed revision (the view's until [`WriteTx::seal`] closes one).
+    revision: Revision,
+    /// The revisions sealed so far: each with its keys and their state at that revision.
+    sealed: Vec<(Revision, Vec<Touch>, Vec<Option<KeyValue>>)>,
 }
 
 impl<'v> WriteTx<'v> {
@@ -36,6 +46,8 @@ impl<'v> WriteTx<'v> {
             view,
             overlay: BTreeMap::new(),
             touched: Vec::new(),
+            revision: view.revision,
+            sealed: Vec::new(),
         }
     }
 
@@ -43,9 +55,25 @@ impl<'v> WriteTx<'v> {
         self.view
     }
 
-    /// The revision as the ops of this entry see it: one past the view once anything changed.
+    /// The revision as the ops of this entry see it: one past the last sealed revision once
+    /// anything changed.
     pub fn current_revision(&self) -> Revision {
-        self.view.revision + Revision::from(!self.touched.is_empty())
+        self.revision + Revision::from(!self.touched.is_empty())
+    }
+
+    /// Closes the open revision (if anything was written at it); the next write starts the
+    /// revision after it. Returns the revision after the writes so far.
+    pub fn seal(&mut self) -> Revision {
+        if !self.touched.is_empty() {
+            self.revision += 1;
+            let touched = std::mem::take(&mut self.touched);
+            let states = touched
+                .iter()
+                .map(|t| self.overlay.get(&t.key).cloned().flatten())
+                .collect();
+            self.sealed.push((self.revision, touched, states));
+        }
+        self.revision
     }
 
     /// The live version of `key`, this entry's writes included.
@@ -81,6 +109,11 @@ impl<'v> WriteTx<'v> {
             Ok(rev) => rev,
             Err(e) => return Ok(Err(e)),
         };
+        if rev != current && rev > self.view.revision {
+            return Err(super::error::Error::Corrupt(
+                "a range at a revision sealed in the same write batch".into(),
+            ));
+        }
         let range = KeyRange::new(&req.key, &req.range_end);
         let iter = if rev == current {
             self.scan(&range)
@@ -93,7 +126,7 @@ impl<'v> WriteTx<'v> {
     /// Puts `req.key` (already checked: key not empty, lease granted).
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
         let prev = self.get(&req.key)?;
-        let rev = self.view.revision + 1;
+        let rev = self.revision + 1;
         let kv = KeyValue {
             key: req.key.clone(),
             create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
@@ -144,14 +177,25 @@ impl<'v> WriteTx<'v> {
             .collect()
     }
 
-    /// Adds this entry's writes to `batch` and returns the store revision after it (unchanged
-    /// if nothing was written).
-    pub fn write(self, batch: &mut OwnedWriteBatch) -> Result<Revision> {
-        if self.touched.is_empty() {
-            return Ok(self.view.revision);
+    /// Adds every write to `batch` (sealing the open revision) and returns the store revision
+    /// after them (unchanged if nothing was written).
+    pub fn write(mut self, batch: &mut OwnedWriteBatch) -> Result<Revision> {
+        let last = self.seal();
+        if self.sealed.is_empty() {
+            return Ok(last);
         }
         let spaces = self.view.spaces();
-        let rev = self.view.revision + 1;
+        for (rev, touched, states) in &self.sealed {
+            for (touch, state) in touched.iter().zip(states) {
+                let record = state.as_ref().map(Version::from_kv);
+                batch.insert(
+                    &spaces.versions,
+                    version_key(&touch.key, *rev),
+                    encode(&record)?,
+                );
+            }
+            batch.insert(&spaces.history, encode_rev(*rev), encode(touched)?);
+        }
         for (key, state) in self.overlay {
             // Keep `lease_keys` in step with the keys' leases: detach from the old lease,
             // attach to the new one.
@@ -165,16 +209,13 @@ impl<'v> WriteTx<'v> {
                     batch.insert(&spaces.lease_keys, lease_key(after, &key), []);
                 }
             }
-            let record = state.as_ref().map(Version::from_kv);
-            batch.insert(&spaces.versions, version_key(&key, rev), encode(&record)?);
-            match record {
+            match state.as_ref().map(Version::from_kv) {
                 Some(version) => batch.insert(&spaces.current, key, encode(&version)?),
                 None => batch.remove(&spaces.current, key),
             }
         }
-        batch.insert(&spaces.history, encode_rev(rev), encode(&self.touched)?);
-        batch.insert(&spaces.meta, META_REVISION, encode(&rev)?);
-        Ok(rev)
+        batch.insert(&spaces.meta, META_REVISION, encode(&last)?);
+        Ok(last)
     }
 }
 

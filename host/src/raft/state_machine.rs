@@ -113,41 +113,53 @@ impl StateMachine {
                 self.applied.log_id = Some(log_id);
                 self.applied.partial = None;
                 let blob = self.applied.encode()?;
-                Ok(vec![self.apply_command(command, &blob)?])
+                Ok(vec![self.apply_command(&command, &blob)?])
             }
         }
     }
 
-    /// Applies the commands of a batch entry one by one, each in its own atomic batch with
-    /// the progress through the entry. After a crash part-way through, the entry is applied
-    /// again and the commands already applied are skipped: each is applied exactly once.
+    /// Applies the commands of a batch entry in order, each as if it were its own entry.
+    /// A run of plain puts goes to the store as one atomic batch (`Store::apply_puts`), any
+    /// other command alone; each atomic batch records the progress through the entry. After a
+    /// crash part-way through, the entry is applied again and what was applied is skipped:
+    /// each command is applied exactly once.
     fn apply_batch(&mut self, log_id: LogId, commands: Vec<Command>) -> Result<Applied> {
+        let count = commands.len();
         let done = match self.applied.partial.take() {
-            Some((partial, done)) if partial == log_id => done as usize,
+            Some((partial, done)) if partial == log_id => (done as usize).min(count),
             _ => 0,
         };
-        let count = commands.len();
-        let mut results = Vec::with_capacity(count);
-        for (i, command) in commands.into_iter().enumerate() {
-            if i < done {
-                // Nobody waits for an answer across a restart.
-                results.push(Err(etch_proto::Error::Internal(
+        // Nobody waits for an answer across a restart.
+        let mut results: Applied = (0..done)
+            .map(|_| {
+                Err(etch_proto::Error::Internal(
                     "applied before the node restarted".into(),
-                )));
-                continue;
-            }
-            if i + 1 == count {
-                self.applied.log_id = Some(log_id);
-                self.applied.partial = None;
+                ))
+            })
+            .collect();
+        let mut next = done;
+        while next < count {
+            let run = commands[next..]
+                .iter()
+                .map_while(plain_put)
+                .collect::<Vec<_>>();
+            if run.len() >= 2 {
+                let blob = self.progress(log_id, next + run.len(), count)?;
+                let answers = self
+                    .store
+                    .apply_puts(&run, &blob)
+                    .map_err(|e| storage_error(true, &e))?;
+                next += run.len();
+                results.extend(answers);
             } else {
-                self.applied.partial = Some((log_id, (i + 1) as u32));
+                let blob = self.progress(log_id, next + 1, count)?;
+                results.push(self.apply_command(&commands[next], &blob)?);
+                next += 1;
             }
-            let blob = self.applied.encode()?;
-            results.push(self.apply_command(command, &blob)?);
         }
-        if count == 0 {
-            self.applied.log_id = Some(log_id);
-            let blob = self.applied.encode()?;
+        if done == count {
+            // Nothing (left) to apply: still record the entry.
+            let blob = self.progress(log_id, count, count)?;
             self.store
                 .set_applied(&blob)
                 .map_err(|e| storage_error(true, &e))?;
@@ -155,23 +167,50 @@ impl StateMachine {
         Ok(results)
     }
 
+    /// The applied state once the first `through` of the `count` commands of entry `log_id`
+    /// are applied, encoded.
+    fn progress(&mut self, log_id: LogId, through: usize, count: usize) -> Result<Vec<u8>> {
+        if through >= count {
+            self.applied.log_id = Some(log_id);
+            self.applied.partial = None;
+        } else {
+            self.applied.partial = Some((log_id, through as u32));
+        }
+        self.applied.encode()
+    }
+
     /// Applies one command, recording `blob` as the applied state in the same atomic batch.
-    fn apply_command(&self, command: Command, blob: &[u8]) -> Result<CommandResult> {
+    fn apply_command(&self, command: &Command, blob: &[u8]) -> Result<CommandResult> {
         let store = &self.store;
         let outcome = match command {
-            Command::Kv(req) => store.apply(&req, blob),
+            Command::Kv(req) => store.apply(req, blob),
             Command::LeaseExpire { id } => store.apply(
-                &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest { id }),
+                &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest {
+                    id: *id,
+                }),
                 blob,
             ),
-            Command::Write { request, guard } => store.apply_guarded(&request, &guard, blob),
-            Command::PluginInstall(req) => store.plugin_install(&req, blob),
-            Command::PluginRemove { name } => store.plugin_remove(&name, blob),
+            Command::Write { request, guard } => store.apply_guarded(request, guard, blob),
+            Command::PluginInstall(req) => store.plugin_install(req, blob),
+            Command::PluginRemove { name } => store.plugin_remove(name, blob),
             Command::Batch(_) => Ok(Err(etch_proto::Error::Internal(
                 "a batch inside a batch".into(),
             ))),
         };
         outcome.map_err(|e| storage_error(true, &e))
+    }
+}
+
+/// The put a command makes, if it is one that may share an atomic batch with the puts
+/// around it: a put, alone or judged by validators that read nothing.
+fn plain_put(command: &Command) -> Option<(&etch_proto::PutRequest, Option<&mvcc::Guard>)> {
+    match command {
+        Command::Kv(etch_proto::Request::Put(put)) => Some((put, None)),
+        Command::Write {
+            request: etch_proto::Request::Put(put),
+            guard,
+        } if guard.reads.is_empty() => Some((put, Some(guard))),
+        _ => None,
     }
 }
 
@@ -414,7 +453,7 @@ mod tests {
             membership: sm.applied.membership.clone(),
             partial: Some((entry(2, put("", "")).log_id, 1)),
         };
-        sm.apply_command(batch[0].clone(), &partial.encode().expect("encode"))
+        sm.apply_command(&batch[0], &partial.encode().expect("encode"))
             .expect("apply the first")
             .expect("a put");
         drop(sm);
@@ -445,5 +484,109 @@ mod tests {
             Some(2)
         );
         assert_eq!(sm.applied.partial, None);
+    }
+
+    fn guarded_put(key: &str, bindings_version: u64) -> Command {
+        Command::Write {
+            request: Request::Put(PutRequest {
+                key: key.into(),
+                value: key.into(),
+                prev_kv: true,
+                ..Default::default()
+            }),
+            guard: mvcc::Guard {
+                bindings_version,
+                reads: Vec::new(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_exactly_as_its_commands_one_by_one() {
+        let leased = |key: &str, lease| {
+            Command::Kv(Request::Put(PutRequest {
+                key: key.into(),
+                value: "v".into(),
+                lease,
+                ..Default::default()
+            }))
+        };
+        let commands = vec![
+            Command::Kv(Request::LeaseGrant(etch_proto::lease::LeaseGrantRequest {
+                ttl: 60,
+                id: 5,
+            })),
+            // "l" moves onto the lease and off it again within one run; "m" stays on it.
+            leased("l", 5),
+            leased("m", 5),
+            leased("l", 0),
+            put("a", "1"),
+            put("b", "1"),
+            put("a", "2"),
+            Command::Kv(Request::DeleteRange(etch_proto::DeleteRangeRequest {
+                key: "b".into(),
+                ..Default::default()
+            })),
+            put("b", "2"),
+            guarded_put("c", 0),
+            // A stale bindings version: Conflict, nothing written.
+            guarded_put("d", 7),
+            // An unknown lease and an empty key fail alone too.
+            Command::Kv(Request::Put(PutRequest {
+                key: "e".into(),
+                lease: 99,
+                ..Default::default()
+            })),
+            put("", "x"),
+            put("a", "3"),
+            // Revoking the lease deletes "m" only.
+            Command::Kv(Request::LeaseRevoke(
+                etch_proto::lease::LeaseRevokeRequest { id: 5 },
+            )),
+            put("z", "1"),
+        ];
+        let batched = Node::new();
+        let mut sm = batched.state_machine();
+        let applied = sm
+            .apply([entry(1, Command::Batch(commands.clone()))])
+            .await
+            .expect("apply");
+        let one_by_one = Node::new();
+        let mut alone = one_by_one.state_machine();
+        let entries = (0..commands.len()).map(|i| entry(i as u64 + 1, commands[i].clone()));
+        let expected: Applied = alone
+            .apply(entries)
+            .await
+            .expect("apply")
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(applied[0], expected);
+        assert!(matches!(expected[10], Err(etch_proto::Error::Conflict)));
+        let live = |node: &Node, key: &str| {
+            let range = RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            };
+            node.store
+                .range(&range)
+                .expect("read")
+                .expect("range")
+                .count
+        };
+        assert_eq!((live(&batched, "l"), live(&batched, "m")), (1, 0));
+        assert_eq!(batched.store.revision(), one_by_one.store.revision());
+        for rev in 1..=batched.store.revision() {
+            assert_eq!(
+                batched.store.events_at(rev).expect("read"),
+                one_by_one.store.events_at(rev).expect("read"),
+                "events at {rev}"
+            );
+            assert_eq!(
+                batched.store.hash_kv(rev).expect("read"),
+                one_by_one.store.hash_kv(rev).expect("read"),
+                "hash at {rev}"
+            );
+        }
     }
 }
