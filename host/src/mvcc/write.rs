@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, btree_map};
 use std::iter::Peekable;
 
 use etch_proto::{
-    DeleteRangeRequest, DeleteRangeResponse, Error as ProtoError, KeyRange, KeyValue, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, Revision,
+    DeleteRangeRequest, DeleteRangeResponse, Error as ProtoError, KeyRange, KeyValue, LeaseId,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, Revision,
 };
 use fjall::OwnedWriteBatch;
 
@@ -38,6 +38,8 @@ pub(crate) struct WriteTx<'v> {
     revision: Revision,
     /// The revisions sealed so far: each with its keys and their state at that revision.
     sealed: Vec<(Revision, Vec<Touch>, Vec<Option<KeyValue>>)>,
+    /// The lease each written key had before this transaction, where it had one.
+    leases_before: BTreeMap<Vec<u8>, LeaseId>,
 }
 
 impl<'v> WriteTx<'v> {
@@ -48,6 +50,7 @@ impl<'v> WriteTx<'v> {
             touched: Vec::new(),
             revision: view.revision,
             sealed: Vec::new(),
+            leases_before: BTreeMap::new(),
         }
     }
 
@@ -126,6 +129,7 @@ impl<'v> WriteTx<'v> {
     /// Puts `req.key` (already checked: key not empty, lease granted).
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
         let prev = self.get(&req.key)?;
+        self.note_lease_before(&req.key, prev.as_ref());
         let rev = self.revision + 1;
         let kv = KeyValue {
             key: req.key.clone(),
@@ -153,6 +157,7 @@ impl<'v> WriteTx<'v> {
         let range = KeyRange::new(&req.key, &req.range_end);
         let deleted: Vec<KeyValue> = self.scan(&range).collect::<Result<_>>()?;
         for kv in &deleted {
+            self.note_lease_before(&kv.key, Some(kv));
             self.overlay.insert(kv.key.clone(), None);
             self.touched.push(Touch {
                 key: kv.key.clone(),
@@ -166,6 +171,15 @@ impl<'v> WriteTx<'v> {
         };
         resp.header.revision = self.current_revision();
         Ok(resp)
+    }
+
+    /// Remembers the lease of `key` before this transaction, on its first write.
+    fn note_lease_before(&mut self, key: &[u8], state: Option<&KeyValue>) {
+        if let Some(kv) = state.filter(|kv| kv.lease != 0)
+            && !self.overlay.contains_key(key)
+        {
+            self.leases_before.insert(key.to_vec(), kv.lease);
+        }
     }
 
     /// The keys written so far in sub-revision order, each with its state after this entry
@@ -199,7 +213,7 @@ impl<'v> WriteTx<'v> {
         for (key, state) in self.overlay {
             // Keep `lease_keys` in step with the keys' leases: detach from the old lease,
             // attach to the new one.
-            let before = self.view.get(&key)?.map_or(0, |kv| kv.lease);
+            let before = self.leases_before.get(&key).copied().unwrap_or(0);
             let after = state.as_ref().map_or(0, |kv| kv.lease);
             if before != after {
                 if before != 0 {
