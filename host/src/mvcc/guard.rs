@@ -61,6 +61,19 @@ impl Read {
         Ok(read)
     }
 
+    /// Whether this is the fingerprint of one key (no range), which a writer can check
+    /// against that key's state alone ([`Read::matches`]).
+    pub fn is_single_key(&self) -> bool {
+        self.range_end.is_empty()
+    }
+
+    /// Whether a single-key read still holds for the key's current state.
+    pub(crate) fn matches(&self, state: Option<&etch_proto::KeyValue>) -> bool {
+        debug_assert!(self.is_single_key());
+        let (count, max_mod_revision) = state.map_or((0, 0), |kv| (1, kv.mod_revision));
+        self.count == count && self.max_mod_revision == max_mod_revision
+    }
+
     /// Counts one live key of the range.
     pub(crate) fn note(&mut self, mod_revision: Revision) {
         self.count += 1;

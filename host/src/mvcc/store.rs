@@ -158,8 +158,9 @@ impl Store {
     /// Applies a run of plain puts (from one batch entry) in one atomic fjall batch, each at
     /// its own revision, with the same outcome as applying them one by one with
     /// [`Store::apply_guarded`] (or [`Store::apply`] for a put without a guard), and records
-    /// `applied` in the same batch. A guard in the run must record no reads: the reads would
-    /// be checked against the state before the run.
+    /// `applied` in the same batch. A guard in the run may record only single-key reads
+    /// ([`super::Read::is_single_key`]), which are checked against the state the run has
+    /// reached.
     ///
     /// # Errors
     ///
@@ -176,10 +177,19 @@ impl Store {
         let mut tx = WriteTx::new(&view);
         let mut answers = Vec::with_capacity(puts.len());
         for (put, guard) in puts {
-            debug_assert!(guard.is_none_or(|g| g.reads.is_empty()));
-            if guard.is_some_and(|g| g.bindings_version != bindings) {
-                answers.push(Err(ProtoError::Conflict));
-                continue;
+            if let Some(guard) = guard {
+                let mut holds = guard.bindings_version == bindings;
+                for read in &guard.reads {
+                    if !holds {
+                        break;
+                    }
+                    debug_assert!(read.is_single_key());
+                    holds = read.matches(tx.get(&read.key)?.as_ref());
+                }
+                if !holds {
+                    answers.push(Err(ProtoError::Conflict));
+                    continue;
+                }
             }
             if put.key.is_empty() {
                 answers.push(Err(empty_key()));

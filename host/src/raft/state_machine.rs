@@ -202,14 +202,15 @@ impl StateMachine {
 }
 
 /// The put a command makes, if it is one that may share an atomic batch with the puts
-/// around it: a put, alone or judged by validators that read nothing.
+/// around it: a put, alone or judged by validators that read single keys only (the preview
+/// reads the put's own key).
 fn plain_put(command: &Command) -> Option<(&etch_proto::PutRequest, Option<&mvcc::Guard>)> {
     match command {
         Command::Kv(etch_proto::Request::Put(put)) => Some((put, None)),
         Command::Write {
             request: etch_proto::Request::Put(put),
             guard,
-        } if guard.reads.is_empty() => Some((put, Some(guard))),
+        } if guard.reads.iter().all(mvcc::Read::is_single_key) => Some((put, Some(guard))),
         _ => None,
     }
 }
@@ -501,6 +502,20 @@ mod tests {
         }
     }
 
+    /// A put judged when `key` had `count` live versions, the newest at `mod_revision`.
+    fn put_read_at(key: &str, count: u64, mod_revision: i64) -> Command {
+        let Command::Write { request, mut guard } = guarded_put(key, 0) else {
+            unreachable!("guarded_put makes a Write");
+        };
+        guard.reads.push(mvcc::Read {
+            key: key.into(),
+            range_end: Vec::new(),
+            count,
+            max_mod_revision: mod_revision,
+        });
+        Command::Write { request, guard }
+    }
+
     #[tokio::test]
     async fn a_batch_applies_exactly_as_its_commands_one_by_one() {
         let leased = |key: &str, lease| {
@@ -539,6 +554,12 @@ mod tests {
             })),
             put("", "x"),
             put("a", "3"),
+            // Decided on "a" as the put before wrote it (at revision 11): holds. Then decided
+            // on the same state again, but "a" moved on: Conflict. A key that never existed
+            // holds with count 0.
+            put_read_at("a", 1, 11),
+            put_read_at("a", 1, 11),
+            put_read_at("new", 0, 0),
             // Revoking the lease deletes "m" only.
             Command::Kv(Request::LeaseRevoke(
                 etch_proto::lease::LeaseRevokeRequest { id: 5 },
@@ -563,6 +584,14 @@ mod tests {
             .collect();
         assert_eq!(applied[0], expected);
         assert!(matches!(expected[10], Err(etch_proto::Error::Conflict)));
+        let put_revision = |result: &CommandResult| match result {
+            Ok(Response::Put(p)) => Some(p.header.revision),
+            _ => None,
+        };
+        assert_eq!(put_revision(&expected[13]), Some(11), "{:?}", expected[13]);
+        assert_eq!(put_revision(&expected[14]), Some(12), "{:?}", expected[14]);
+        assert!(matches!(expected[15], Err(etch_proto::Error::Conflict)));
+        assert_eq!(put_revision(&expected[16]), Some(13), "{:?}", expected[16]);
         let live = |node: &Node, key: &str| {
             let range = RangeRequest {
                 key: key.into(),
