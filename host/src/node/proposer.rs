@@ -8,8 +8,9 @@
 //!
 //! At most [`MAX_IN_FLIGHT`] entries are in flight at once. While they are, new writes queue,
 //! and the next entry takes every one waiting (up to [`MAX_BATCH`] commands and about
-//! [`MAX_BATCH_BYTES`]). A lone write (one client, an idle cluster) is proposed at once,
-//! alone, so batching adds no latency when there is nothing to share.
+//! [`MAX_BATCH_BYTES`]). A write that finds an entry slot free and nobody waiting (one
+//! client, an idle cluster) is proposed at once, alone, from its own task: batching adds no
+//! latency when there is nothing to share.
 //!
 //! Each command of a batch is applied as if it were its own entry: its own revision, its own
 //! guard check, its own answer (see `crate::raft::state_machine`). Only commands that are
@@ -59,17 +60,25 @@ pub(crate) struct Proposer {
     raft: Raft,
     timeout: Duration,
     waiting: mpsc::UnboundedSender<Waiting>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Proposer {
     /// Starts the batching task for `raft`; a proposal may take at most `timeout`.
     pub(crate) fn start(raft: Raft, timeout: Duration) -> Self {
         let (waiting, queue) = mpsc::unbounded_channel();
-        tokio::spawn(propose_batches(raft.clone(), timeout, queue));
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(propose_batches(
+            raft.clone(),
+            timeout,
+            queue,
+            in_flight.clone(),
+        ));
         Proposer {
             raft,
             timeout,
             waiting,
+            in_flight,
         }
     }
 
@@ -77,6 +86,13 @@ impl Proposer {
     pub(crate) async fn propose(&self, command: Command) -> Answer {
         if !command.batchable() {
             return propose_alone(&self.raft, self.timeout, command).await;
+        }
+        // A free slot means the batching task is not waiting for one, so nothing is queued
+        // behind it (the semaphore is fair: a released slot goes to a waiter first).
+        if let Ok(slot) = self.in_flight.clone().try_acquire_owned() {
+            let answer = propose_alone(&self.raft, self.timeout, command).await;
+            drop(slot);
+            return answer;
         }
         let (answer, wait) = oneshot::channel();
         let shutting_down = || {
@@ -128,8 +144,8 @@ async fn propose_batches(
     raft: Raft,
     timeout: Duration,
     mut queue: mpsc::UnboundedReceiver<Waiting>,
+    in_flight: Arc<Semaphore>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // A write taken from the queue that did not fit the previous batch.
     let mut carried: Option<Waiting> = None;
     loop {
