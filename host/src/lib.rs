@@ -34,6 +34,24 @@ pub use node::{Node, NodeOptions};
 /// `flume::Shared::send` at the top of the profile).
 pub(crate) const FJALL_WORKERS: usize = 1;
 
+/// How every fjall keyspace of a node is created (the log's and the state machine's).
+///
+/// - 2 MiB memtables instead of fjall's 64 MiB: etch keeps modest state, and a node's memory
+///   should stay small (BENCHMARKS.md, RSS).
+/// - Leveled compaction starts merging level 0 at 8 tables instead of 4: with small
+///   memtables every merge into level 1 rewrites most of it, so waiting for twice as much
+///   halves that work. put100 at twice the suite's length (`etch-bench suite --workloads
+///   put100 --scale 2`): 17.1-18.3 k req/s at 4, 18.4-19.3 k at 8, 18.7-19.8 k at 16; gets
+///   did not move. fjall records the strategy when it creates a keyspace, so this applies to
+///   keyspaces created from now on.
+pub(crate) fn keyspace_options() -> fjall::KeyspaceCreateOptions {
+    fjall::KeyspaceCreateOptions::default()
+        .max_memtable_size(2 * 1024 * 1024)
+        .compaction_strategy(std::sync::Arc::new(
+            fjall::compaction::Leveled::default().with_l0_threshold(8),
+        ))
+}
+
 /// Derives a node id from a node name (FNV-1a, never 0), so that every member computes the
 /// same ids from the same `--initial-cluster`.
 pub fn node_id(name: &str) -> NodeId {

@@ -22,11 +22,6 @@ use etch_proto::{KeyValue, LeaseId, Revision};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-/// Memtable size of every MVCC keyspace: a memtable this full is flushed to a table on disk.
-/// fjall's default is 64 MiB per keyspace; etch keeps modest state, and a node's memory
-/// should stay small.
-pub const MEMTABLE_BYTES: u64 = 2 * 1024 * 1024;
-
 use super::error::Result;
 #[cfg(doc)]
 use super::keycode;
@@ -88,8 +83,7 @@ pub(crate) struct Spaces {
 impl Spaces {
     /// Opens the keyspaces of `generation`, creating any that is missing.
     pub fn open(db: &Database, generation: u64) -> Result<Self> {
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
-        let open = |base: &str| db.keyspace(&space_name(base, generation), options);
+        let open = |base: &str| db.keyspace(&space_name(base, generation), crate::keyspace_options);
         Ok(Spaces {
             db: db.clone(),
             generation,

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, PersistMode};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageError, Vote};
 use serde::{Serialize, de::DeserializeOwned};
@@ -92,9 +92,8 @@ impl LogStore {
             .cache_size(4 * 1024 * 1024)
             .worker_threads(crate::FJALL_WORKERS)
             .open()?;
-        let options = || KeyspaceCreateOptions::default().max_memtable_size(2 * 1024 * 1024);
-        let log = db.keyspace("raft_log", options)?;
-        let meta = db.keyspace("raft_meta", options)?;
+        let log = db.keyspace("raft_log", crate::keyspace_options)?;
+        let meta = db.keyspace("raft_meta", crate::keyspace_options)?;
         let (writer, queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             db,
