@@ -388,3 +388,61 @@ fn nodes_of_different_clusters_refuse_each_other() {
     assert_eq!(ok_stdout(&b_value), "");
     let _ = a.leader_index();
 }
+
+/// Writes that reach the leader together share Raft entries (`Command::Batch`), yet each
+/// gets its own revision and every member applies them alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_raft_entries_and_keep_their_own_revisions() {
+    const WRITES: usize = 400;
+    let mut cluster = Cluster::new(3, &[]);
+    let leader = cluster.leader_index();
+    let client = cluster.root_client();
+    client.put("warm-up", "1").await.expect("first write");
+    // Ask the leader: it is where the client now writes, and its log is the longest.
+    let leader_client = etch_client::Client::new(etch_client::ClientOptions::new(
+        [cluster.nodes[leader].endpoint()],
+        cluster.client_tls("root"),
+    ))
+    .expect("a client of the leader");
+    let before = leader_client.status().await.expect("status").raft_index;
+    let start_revision = client.get("warm-up").await.expect("read").header.revision;
+    let writes = (0..WRITES).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move { client.put(format!("batch/{i:03}"), format!("v{i}")).await })
+    });
+    let mut revisions = Vec::with_capacity(WRITES);
+    for write in writes.collect::<Vec<_>>() {
+        let put = write.await.expect("writer").expect("put");
+        revisions.push(put.header.revision);
+    }
+    let after = leader_client.status().await.expect("status").raft_index;
+    revisions.sort_unstable();
+    let expected: Vec<i64> = (start_revision + 1..=start_revision + WRITES as i64).collect();
+    assert_eq!(
+        revisions, expected,
+        "one revision per write, none shared, none skipped"
+    );
+    let entries = after - before;
+    assert!(
+        entries <= (WRITES / 2) as u64,
+        "{WRITES} concurrent writes took {entries} Raft entries: they were not batched"
+    );
+    // Every member applied the batches to the same history.
+    let last = start_revision + WRITES as i64;
+    for i in 0..3 {
+        await_value(&cluster, i, "batch/399", "v399");
+    }
+    let hashes = ok_stdout(&cluster.etchctl(&[
+        "endpoint",
+        "hashkv",
+        "--cluster",
+        "--rev",
+        &last.to_string(),
+    ]));
+    let hashes: Vec<&str> = hashes
+        .lines()
+        .map(|l| l.split(", ").nth(1).expect("a hash column"))
+        .collect();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+}
