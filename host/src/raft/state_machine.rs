@@ -40,9 +40,32 @@ struct AppliedState {
     partial: Option<(LogId, u32)>,
 }
 
+/// The applied state as nodes before batch entries recorded it (no `partial`).
+#[derive(Deserialize)]
+struct AppliedStateV1 {
+    log_id: Option<LogId>,
+    membership: StoredMembership,
+}
+
 impl AppliedState {
     fn encode(&self) -> Result<Vec<u8>> {
         postcard::to_allocvec(self).map_err(|e| storage_error(true, &e))
+    }
+
+    /// Decodes the blob, also in the format written before batch entries: a data
+    /// directory from an older node opens as it was.
+    fn decode(blob: &[u8]) -> std::result::Result<Self, mvcc::Error> {
+        match postcard::from_bytes(blob) {
+            Ok(state) => Ok(state),
+            Err(e) => match postcard::from_bytes::<AppliedStateV1>(blob) {
+                Ok(old) => Ok(AppliedState {
+                    log_id: old.log_id,
+                    membership: old.membership,
+                    partial: None,
+                }),
+                Err(_) => Err(mvcc::Error::from(e)),
+            },
+        }
     }
 }
 
@@ -64,7 +87,7 @@ impl StateMachine {
         snapshots: SnapshotDir,
     ) -> std::result::Result<Self, mvcc::Error> {
         let applied = match store.applied()? {
-            Some(blob) => postcard::from_bytes(&blob).map_err(mvcc::Error::from)?,
+            Some(blob) => AppliedState::decode(&blob)?,
             None => AppliedState::default(),
         };
         let on_apply = Arc::new(tokio::sync::watch::Sender::new(store.revision()));
@@ -420,6 +443,29 @@ mod tests {
             Ok(Response::Put(p)) => p.header.revision,
             other => panic!("expected a put answer, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_applied_state_of_an_older_node_still_decodes() {
+        #[derive(Serialize)]
+        struct Old {
+            log_id: Option<LogId>,
+            membership: StoredMembership,
+        }
+        let log_id = entry(7, put("a", "1")).log_id;
+        let old = postcard::to_allocvec(&Old {
+            log_id: Some(log_id),
+            membership: StoredMembership::default(),
+        })
+        .expect("encode");
+        let state = AppliedState::decode(&old).expect("decode");
+        assert_eq!((state.log_id, state.partial), (Some(log_id), None));
+        let new = AppliedState {
+            partial: Some((log_id, 3)),
+            ..state
+        };
+        let again = AppliedState::decode(&new.encode().expect("encode")).expect("decode");
+        assert_eq!(again.partial, Some((log_id, 3)));
     }
 
     #[tokio::test]
