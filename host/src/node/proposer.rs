@@ -6,9 +6,9 @@
 //! etcd batches the proposals of one Ready, the [`Proposer`] task packs the state-machine
 //! writes waiting when it gets its turn into one [`Command::Batch`].
 //!
-//! At most [`MAX_IN_FLIGHT`] (two) entries are in flight at once. While they are, new writes queue,
-//! and the next entry takes every one waiting (up to [`MAX_BATCH`] commands and about
-//! [`MAX_BATCH_BYTES`]). A write that finds an entry slot free and nobody waiting (one
+//! At most [`MAX_IN_FLIGHT`] (two) entries are in flight at once. While they are, new
+//! writes queue, and the next entry takes every one waiting (up to [`MAX_BATCH`] commands
+//! and about [`MAX_BATCH_BYTES`]). A write that finds an entry slot free and nobody waiting (one
 //! client, an idle cluster) is proposed at once, alone, from its own task: batching adds no
 //! latency when there is nothing to share.
 //!
