@@ -68,7 +68,7 @@ impl Read {
     }
 
     /// Whether a single-key read still holds for the key's current state.
-    pub(crate) fn matches(&self, state: Option<&etch_proto::KeyValue>) -> bool {
+    fn matches(&self, state: Option<&etch_proto::KeyValue>) -> bool {
         debug_assert!(self.is_single_key());
         let (count, max_mod_revision) = state.map_or((0, 0), |kv| (1, kv.mod_revision));
         self.count == count && self.max_mod_revision == max_mod_revision
@@ -82,6 +82,26 @@ impl Read {
 }
 
 impl Guard {
+    /// Whether a guard whose reads are all single keys ([`Read::is_single_key`]) still
+    /// holds when the bindings version is `bindings_version` and `state` gives each key's
+    /// current version: how a writer checks it against state it has not committed yet.
+    pub(crate) fn holds_for_keys(
+        &self,
+        bindings_version: u64,
+        mut state: impl FnMut(&[u8]) -> Result<Option<etch_proto::KeyValue>>,
+    ) -> Result<bool> {
+        if bindings_version != self.bindings_version {
+            return Ok(false);
+        }
+        for read in &self.reads {
+            debug_assert!(read.is_single_key());
+            if !read.matches(state(&read.key)?.as_ref()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Whether nothing this guard records has changed in `view`, whose bindings version is
     /// `bindings_version`.
     pub(crate) fn holds(&self, view: &View, bindings_version: u64) -> Result<bool> {

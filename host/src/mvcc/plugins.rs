@@ -76,7 +76,7 @@ impl Store {
         if outcome.is_err() {
             batch = spaces.db.batch();
         } else {
-            let next = bindings_version(spaces, view.snapshot())? + 1;
+            let next = self.bindings_version() + 1;
             batch.insert(&spaces.meta, META_BINDINGS, encode(&next)?);
             version = Some(next);
         }

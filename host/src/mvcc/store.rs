@@ -155,7 +155,7 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Applies a run of plain puts (from one batch entry) in one atomic fjall batch, each at
+    /// Applies a run of puts (from one batch entry) in one atomic fjall batch, each at
     /// its own revision, with the same outcome as applying them one by one with
     /// [`Store::apply_guarded`] (or [`Store::apply`] for a put without a guard), and records
     /// `applied` in the same batch. A guard in the run may record only single-key reads
@@ -177,19 +177,11 @@ impl Store {
         let mut tx = WriteTx::new(&view);
         let mut answers = Vec::with_capacity(puts.len());
         for (put, guard) in puts {
-            if let Some(guard) = guard {
-                let mut holds = guard.bindings_version == bindings;
-                for read in &guard.reads {
-                    if !holds {
-                        break;
-                    }
-                    debug_assert!(read.is_single_key());
-                    holds = read.matches(tx.get(&read.key)?.as_ref());
-                }
-                if !holds {
-                    answers.push(Err(ProtoError::Conflict));
-                    continue;
-                }
+            if let Some(guard) = guard
+                && !guard.holds_for_keys(bindings, |key| tx.get(key))?
+            {
+                answers.push(Err(ProtoError::Conflict));
+                continue;
             }
             if put.key.is_empty() {
                 answers.push(Err(empty_key()));

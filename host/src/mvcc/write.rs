@@ -6,7 +6,7 @@
 //! the order of `touched`. The duplicate-key rules of a txn guarantee that a key is written
 //! at most once per revision, so one `kv_versions` record per key and revision suffices.
 //!
-//! A run of plain puts (a batch entry, see `Store::apply_puts`) shares one `WriteTx`:
+//! A run of puts (a batch entry, see `Store::apply_puts`) shares one `WriteTx`:
 //! [`WriteTx::seal`] closes each put's revision and the next put starts the one after it, so
 //! the whole run lands in one fjall batch, each put at its own revision. Only ops that read
 //! the current state ([`WriteTx::get`], [`WriteTx::scan`]) may follow a sealed revision:

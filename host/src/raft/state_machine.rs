@@ -123,29 +123,30 @@ impl StateMachine {
         };
         match command {
             None => {
-                self.applied.log_id = Some(log_id);
-                self.applied.partial = None;
-                let blob = self.applied.encode()?;
-                self.store
-                    .set_applied(&blob)
-                    .map_err(|e| storage_error(true, &e))?;
+                self.record_whole(log_id)?;
                 Ok(Vec::new())
             }
             Some(Command::Batch(commands)) => self.apply_batch(log_id, commands),
             Some(command) => {
-                self.applied.log_id = Some(log_id);
-                self.applied.partial = None;
-                let blob = self.applied.encode()?;
+                let blob = self.progress(log_id, 1, 1)?;
                 Ok(vec![self.apply_command(&command, &blob)?])
             }
         }
     }
 
+    /// Records entry `log_id` as applied, with nothing else to write.
+    fn record_whole(&mut self, log_id: LogId) -> Result<()> {
+        let blob = self.progress(log_id, 1, 1)?;
+        self.store
+            .set_applied(&blob)
+            .map_err(|e| storage_error(true, &e))
+    }
+
     /// Applies the commands of a batch entry in order, each as if it were its own entry.
-    /// A run of plain puts goes to the store as one atomic batch (`Store::apply_puts`), any
-    /// other command alone; each atomic batch records the progress through the entry. After a
-    /// crash part-way through, the entry is applied again and what was applied is skipped:
-    /// each command is applied exactly once.
+    /// A run of puts ([`plain_put`]) goes to the store as one atomic batch
+    /// (`Store::apply_puts`), any other command alone; each atomic batch records the progress
+    /// through the entry. After a crash part-way through, the entry is applied again and what
+    /// was applied is skipped: each command is applied exactly once.
     fn apply_batch(&mut self, log_id: LogId, commands: Vec<Command>) -> Result<Applied> {
         let count = commands.len();
         let done = match self.applied.partial.take() {
@@ -182,10 +183,7 @@ impl StateMachine {
         }
         if done == count {
             // Nothing (left) to apply: still record the entry.
-            let blob = self.progress(log_id, count, count)?;
-            self.store
-                .set_applied(&blob)
-                .map_err(|e| storage_error(true, &e))?;
+            self.record_whole(log_id)?;
         }
         Ok(results)
     }
