@@ -352,6 +352,34 @@ impl Cluster {
         }
     }
 
+    /// Adds a new node `name` as a learner (`etchctl member add --learner`), starts it with
+    /// the current members as its existing cluster, and appends it to `nodes`; returns
+    /// what `member add` printed.
+    pub fn add_learner(&mut self, name: &str) -> String {
+        let mut node = self.extra_node(name, &[]);
+        let added = ok_stdout(&self.etchctl(&[
+            "member",
+            "add",
+            name,
+            "--peer-urls",
+            &node.peer_endpoint(),
+            "--learner",
+        ]));
+        let mut initial: Vec<String> = (self.nodes.iter())
+            .map(|n| format!("{}=127.0.0.1:{}", n.name, n.peer_port))
+            .collect();
+        initial.push(format!("{name}={}", node.peer_endpoint()));
+        node.extra_args = vec![
+            "--initial-cluster".into(),
+            initial.join(","),
+            "--initial-cluster-state".into(),
+            "existing".into(),
+        ];
+        node.start_serving(&self.client_tls("root"));
+        self.nodes.push(node);
+        added
+    }
+
     /// TLS files of a client certificate.
     pub fn client_tls(&self, name: &str) -> TlsFiles {
         self.certs.files(name)

@@ -259,31 +259,8 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
 fn a_learner_joins_is_promoted_and_a_member_is_removed() {
     let mut cluster = Cluster::new(3, &[]);
     ok_stdout(&cluster.etchctl(&["put", "seed", "1"]));
-    let mut n4 = cluster.extra_node("n4", &[]);
-    let added = ok_stdout(&cluster.etchctl(&[
-        "member",
-        "add",
-        "n4",
-        "--peer-urls",
-        &n4.peer_endpoint(),
-        "--learner",
-    ]));
+    let added = cluster.add_learner("n4");
     assert!(added.contains("added as learner to cluster"), "{added}");
-    let mut initial: Vec<String> = cluster
-        .nodes
-        .iter()
-        .map(|n| format!("{}=127.0.0.1:{}", n.name, n.peer_port))
-        .collect();
-    initial.push(format!("n4={}", n4.peer_endpoint()));
-    n4.extra_args = vec![
-        "--initial-cluster".into(),
-        initial.join(","),
-        "--initial-cluster-state".into(),
-        "existing".into(),
-    ];
-    let tls = cluster.client_tls("root");
-    n4.start_serving(&tls);
-    cluster.nodes.push(n4);
     await_value(&cluster, 3, "seed", "1");
     let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
     let n4_line = list
@@ -323,6 +300,7 @@ fn a_learner_joins_is_promoted_and_a_member_is_removed() {
     assert_eq!(list.lines().count(), 3, "three members left:\n{list}");
     cluster.nodes[gone].kill();
     let endpoint = cluster.nodes[leader].endpoint();
+    let tls = cluster.client_tls("root");
     assert_eq!(
         ok_stdout(&etchctl_with(
             &endpoint,

@@ -598,28 +598,8 @@ fn a_node_that_joined_later_enforces_the_binding_as_leader() {
         ok_stdout(&cluster.etchctl(&["put", &format!("/other/{i}"), "x"]));
     }
 
-    let mut n2 = cluster.extra_node("n2", &[]);
-    let added = ok_stdout(&cluster.etchctl(&[
-        "member",
-        "add",
-        "n2",
-        "--peer-urls",
-        &n2.peer_endpoint(),
-        "--learner",
-    ]));
+    let added = cluster.add_learner("n2");
     assert!(added.contains("added as learner"), "{added}");
-    let n1 = &cluster.nodes[0];
-    let initial = format!("n1=127.0.0.1:{},n2={}", n1.peer_port, n2.peer_endpoint());
-    n2.extra_args = [
-        "--initial-cluster",
-        &initial,
-        "--initial-cluster-state",
-        "existing",
-    ]
-    .map(String::from)
-    .to_vec();
-    n2.start_serving(&cluster.client_tls("root"));
-    cluster.nodes.push(n2);
     let id_of = |cluster: &Cluster, name: &str| {
         let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
         let line = (list.lines())
