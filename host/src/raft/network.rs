@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use etch_proto::frame::{self, FrameError};
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -327,6 +327,81 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     peers: Arc<Peers>,
+    /// Bytes of entries one AppendEntries may carry now (see [`AppendBudget`]).
+    budget: AppendBudget,
+}
+
+/// Bytes of entries an AppendEntries starts out allowed to carry.
+const APPEND_BYTES: usize = 4 * 1024 * 1024;
+/// The budget never shrinks below this (one entry is always sent, whatever its size).
+const MIN_APPEND_BYTES: usize = 128 * 1024;
+
+/// How many bytes of entries one AppendEntries may carry to one peer.
+///
+/// openraft bounds a replication message by its number of entries only, and gives the whole
+/// exchange (send, the follower's fsync, the answer) one heartbeat interval. After large
+/// writes, 64 entries made a frame no peer accepts (re-sent for ever), and a frame too slow
+/// to move within the heartbeat times out for ever too. So the network keeps a byte budget
+/// per peer: a request over it is refused at once with `PayloadTooLarge` and a hint of how
+/// many entries fit, which makes openraft send fewer; an exchange that does not finish
+/// (openraft's timeout drops it) halves the budget, and one that succeeds doubles it again
+/// up to [`APPEND_BYTES`], as a congestion window does.
+#[derive(Debug)]
+pub struct AppendBudget {
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for AppendBudget {
+    fn default() -> Self {
+        AppendBudget {
+            bytes: std::sync::atomic::AtomicUsize::new(APPEND_BYTES),
+        }
+    }
+}
+
+impl AppendBudget {
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn grow(&self) {
+        let next = (self.bytes() * 2).min(APPEND_BYTES);
+        self.bytes.store(next, Ordering::Relaxed);
+    }
+
+    fn shrink(&self) {
+        let next = (self.bytes() / 2).max(MIN_APPEND_BYTES);
+        self.bytes.store(next, Ordering::Relaxed);
+    }
+
+    /// How many of `entries`, from the first, fit the budget (at least one), when they do
+    /// not all fit; `None` when they do.
+    fn entries_that_fit<T: serde::Serialize>(&self, entries: &[T]) -> Option<u64> {
+        let budget = self.bytes();
+        let mut total = 0usize;
+        for (i, entry) in entries.iter().enumerate() {
+            // An entry that cannot be sized is sized by its frame later; count it as empty.
+            total += postcard::experimental::serialized_size(entry).unwrap_or(0);
+            if total > budget {
+                return Some(i.max(1) as u64);
+            }
+        }
+        None
+    }
+}
+
+/// Halves the budget unless disarmed: dropped armed means the exchange never finished.
+struct InFlight<'a> {
+    budget: &'a AppendBudget,
+    armed: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.budget.shrink();
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -337,6 +412,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.peer_addr.clone(),
             peers: self.peers.clone(),
+            budget: AppendBudget::default(),
         }
     }
 }
@@ -370,7 +446,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        if rpc.entries.len() > 1
+            && let Some(fit) = self.budget.entries_that_fit(&rpc.entries)
+        {
+            tracing::debug!(
+                to = self.target,
+                entries = rpc.entries.len(),
+                fit,
+                "append-entries over the byte budget"
+            );
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
         let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
+        let mut in_flight = InFlight {
+            budget: &self.budget,
+            armed: entries > 0,
+        };
         let answer = self
             .peers
             .call(
@@ -380,6 +473,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 option.hard_ttl(),
             )
             .await;
+        match &answer {
+            Ok(_) => {
+                in_flight.armed = false;
+                self.budget.grow();
+            }
+            // Timed out: the peer could not take this much within the deadline.
+            Err(PeerError::Timeout { .. }) => {}
+            Err(_) => in_flight.armed = false,
+        }
+        drop(in_flight);
         tracing::trace!(
             to = self.target,
             entries,
