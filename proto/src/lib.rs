@@ -16,6 +16,7 @@
 pub mod error;
 pub mod frame;
 pub mod lease;
+pub mod limits;
 pub mod message;
 pub mod pki;
 pub mod plugin;

@@ -8,6 +8,7 @@
 use etch_proto::lease::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse, MIN_LEASE_TTL,
 };
+use etch_proto::limits::MAX_LEASE_TTL;
 use etch_proto::{DeleteRangeRequest, Error as ProtoError, LeaseId, Response};
 use fjall::{OwnedWriteBatch, Readable};
 
@@ -17,9 +18,6 @@ use super::layout::{Lease, decode, encode, lease_key};
 use super::store::{Outcome, Store};
 use super::view::View;
 use super::write::WriteTx;
-
-/// The longest TTL granted, in seconds (etcd's `MaxLeaseTTL`).
-pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 impl View {
     /// The lease `id`, if granted and not yet revoked.

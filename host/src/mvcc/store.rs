@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use etch_proto::limits::{check_key, check_shape};
 use etch_proto::{
     CompactResponse, Error as ProtoError, KeyValue, PutRequest, RangeRequest, RangeResponse,
     Request, Response, Revision, TxnRequest, TxnResponse,
@@ -134,11 +135,15 @@ impl Store {
         let spaces = &self.spaces();
         let view = self.writer_view(spaces);
         let mut batch = spaces.db.batch();
-        let mut outcome = match guard {
-            Some(guard) if !guard.holds(&view, self.bindings_version())? => {
+        // A command over the shape limits never reaches fjall (which refuses long keys by
+        // panicking): it fails here, the same way on every replica.
+        let shape = check_shape(req).and_then(|()| guard.map_or(Ok(()), check_guard));
+        let mut outcome = match (shape, guard) {
+            (Err(e), _) => Ok(Err(e)),
+            (Ok(()), Some(guard)) if !guard.holds(&view, self.bindings_version())? => {
                 Ok(Err(ProtoError::Conflict))
             }
-            _ => execute(&view, req, &mut batch),
+            (Ok(()), _) => execute(&view, req, &mut batch),
         }?;
         if outcome.is_err() {
             batch = spaces.db.batch();
@@ -177,6 +182,10 @@ impl Store {
         let mut tx = WriteTx::new(&view);
         let mut answers = Vec::with_capacity(puts.len());
         for (put, guard) in puts {
+            if let Some(Err(e)) = guard.map(check_guard) {
+                answers.push(Err(e));
+                continue;
+            }
             if let Some(guard) = guard
                 && !guard.holds_for_keys(bindings, |key| tx.get(key))?
             {
@@ -185,6 +194,10 @@ impl Store {
             }
             if put.key.is_empty() {
                 answers.push(Err(empty_key()));
+                continue;
+            }
+            if let Err(e) = check_key("key", &put.key) {
+                answers.push(Err(e));
                 continue;
             }
             if let Err(e) = lease::check_lease(&view, put.lease)? {
@@ -339,6 +352,15 @@ impl Store {
         self.set_bindings_version(bindings_version(&spaces, &snapshot)?);
         Ok(())
     }
+}
+
+/// Refuses a guard whose reads name keys over the shape limits: checking it would hand
+/// them to fjall.
+fn check_guard(guard: &Guard) -> std::result::Result<(), ProtoError> {
+    guard.reads.iter().try_for_each(|read| {
+        check_key("guarded key", &read.key)?;
+        check_key("guarded range end", &read.range_end)
+    })
 }
 
 /// The events at `rev` as `view` sees them (see [`Store::events_at`]).

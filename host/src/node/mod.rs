@@ -45,6 +45,10 @@ use crate::server::{ClientEndpoint, serve_clients, serve_peers};
 use crate::watch::Hub;
 use crate::{NodeId, node_id};
 
+/// The largest `max_request_bytes` a node accepts: half of the largest Raft entry, so that a
+/// request, its guard and the batch it joins always fit one peer frame.
+pub const MAX_REQUEST_BYTES_CEILING: usize = crate::raft::wire::MAX_ENTRY_BYTES / 2;
+
 /// Whether this node founds a new cluster or joins an existing one (etcd's
 /// `--initial-cluster-state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,8 +80,10 @@ pub struct NodeOptions {
     pub initial_cluster_token: String,
     /// This node's TLS material (a node certificate).
     pub tls: TlsFiles,
-    /// Largest request frame accepted, in bytes.
+    /// Largest request frame accepted, in bytes (at most [`MAX_REQUEST_BYTES_CEILING`]).
     pub max_request_bytes: usize,
+    /// Most compares, and most operations in each branch, of one txn [default: 128].
+    pub max_txn_ops: usize,
     /// How long a request may wait for the cluster before failing.
     pub request_timeout: Duration,
     /// Leader heartbeat period.
@@ -120,6 +126,7 @@ impl NodeOptions {
             initial_cluster_token: "etch-cluster".into(),
             tls,
             max_request_bytes: etch_proto::DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: etch_proto::limits::DEFAULT_MAX_TXN_OPS,
             request_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
@@ -355,6 +362,14 @@ impl Node {
 
     pub fn options(&self) -> &NodeOptions {
         &self.inner.options
+    }
+
+    /// The size limits requests entering this node are checked against.
+    pub fn limits(&self) -> etch_proto::limits::Limits {
+        etch_proto::limits::Limits {
+            max_request_bytes: self.inner.options.max_request_bytes,
+            max_txn_ops: self.inner.options.max_txn_ops,
+        }
     }
 
     pub fn raft(&self) -> &Raft {

@@ -64,6 +64,8 @@ impl Node {
         request: Request,
         reads: &[Read],
     ) -> Result<Response, Error> {
+        // Client writes were checked where they entered; a reactor's staged txn enters here.
+        self.limits().check(&request)?;
         let mut attempt = 1;
         loop {
             let unbound = self.inner.plugins.unbound(self.store(), &request)?;

@@ -25,6 +25,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::NodeId;
+use crate::raft::wire::MAX_ENTRY_BYTES;
 use crate::raft::{Command, CommandResult, Raft};
 
 /// Entries proposed and not yet applied, at most. Two keep the pipeline busy (one entry in
@@ -85,6 +86,16 @@ impl Proposer {
 
     /// Proposes `command` and waits until it is applied; its answer is the state machine's.
     pub(crate) async fn propose(&self, command: Command) -> Answer {
+        // Every entry must fit one peer frame, or no follower could ever receive it (and the
+        // leader would re-send it for ever). A batch stops growing near MAX_BATCH_BYTES, so a
+        // bound on each command bounds every entry.
+        let size = command.approx_size();
+        if size > MAX_ENTRY_BYTES {
+            return Err(ProposeError::Failed(Error::TooLarge {
+                size: size as u64,
+                limit: MAX_ENTRY_BYTES as u64,
+            }));
+        }
         if !command.batchable() {
             return propose_alone(&self.raft, self.timeout, command).await;
         }

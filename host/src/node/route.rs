@@ -17,6 +17,7 @@ impl Node {
     /// Answers one client request on behalf of `principal`.
     pub async fn handle(&self, principal: &str, request: Request) -> Result<Response, Error> {
         tracing::debug!(principal, ?request, "request");
+        self.limits().check(&request)?;
         let mut response = match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
             Request::HashKv(hash) => {
@@ -41,6 +42,8 @@ impl Node {
         principal: &str,
         request: Request,
     ) -> Result<Response, Error> {
+        // A follower checked it too, but a peer's word is not taken for it.
+        self.limits().check(&request)?;
         let mut response = self.on_leader(principal, request, true).await?;
         self.fill_header(&mut response);
         Ok(response)

@@ -53,3 +53,6 @@ pub(crate) fn storage_error<E: std::error::Error + 'static>(
     }
     .into()
 }
+
+#[cfg(test)]
+mod apply_prop_test;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use etch_proto::limits::request_bytes;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::SnapshotFile;
@@ -48,7 +49,10 @@ impl Command {
     pub fn approx_size(&self) -> usize {
         const OVERHEAD: usize = 64;
         match self {
-            Command::Kv(req) | Command::Write { request: req, .. } => OVERHEAD + request_bytes(req),
+            Command::Kv(req) => OVERHEAD + request_bytes(req),
+            Command::Write { request, guard } => {
+                OVERHEAD + request_bytes(request) + guard.approx_size()
+            }
             Command::LeaseExpire { .. } | Command::PluginRemove { .. } => OVERHEAD,
             Command::PluginInstall(req) => OVERHEAD + req.wasm.len(),
             Command::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
@@ -72,40 +76,6 @@ impl fmt::Display for Command {
             Command::PluginRemove { name } => write!(f, "plugin-remove({name})"),
             Command::Batch(commands) => write!(f, "batch({} commands)", commands.len()),
         }
-    }
-}
-
-/// The bytes of keys and values a request carries.
-fn request_bytes(req: &etch_proto::Request) -> usize {
-    use etch_proto::{CompareTarget, Request, RequestOp};
-    let op_bytes = |op: &RequestOp| match op {
-        RequestOp::Range(r) => r.key.len() + r.range_end.len(),
-        RequestOp::Put(p) => p.key.len() + p.value.len(),
-        RequestOp::DeleteRange(d) => d.key.len() + d.range_end.len(),
-    };
-    match req {
-        Request::Put(p) => p.key.len() + p.value.len(),
-        Request::DeleteRange(d) => d.key.len() + d.range_end.len(),
-        Request::Txn(t) => {
-            let compares: usize = t
-                .compare
-                .iter()
-                .map(|c| {
-                    let value = match &c.target {
-                        CompareTarget::Value(v) => v.len(),
-                        _ => 8,
-                    };
-                    c.key.len() + c.range_end.len() + value
-                })
-                .sum();
-            compares
-                + t.success
-                    .iter()
-                    .chain(&t.failure)
-                    .map(op_bytes)
-                    .sum::<usize>()
-        }
-        _ => 0,
     }
 }
 

@@ -15,9 +15,15 @@ use serde::{Deserialize, Serialize};
 use super::types::{SnapshotMeta, TypeConfig};
 use crate::NodeId;
 
-/// Largest peer frame: bounded by openraft's `max_payload_entries` times the request limit;
-/// a larger AppendEntries is split by openraft after a `PayloadTooLarge`.
+/// Largest peer frame. An AppendEntries is kept far below it by bytes (`network.rs` answers
+/// openraft with `PayloadTooLarge` and openraft sends fewer entries), and no single entry
+/// may exceed [`MAX_ENTRY_BYTES`], so no legal history produces a frame a peer refuses.
 pub const MAX_PEER_FRAME: usize = 64 * 1024 * 1024;
+
+/// Largest Raft entry the leader proposes, in approximate payload bytes
+/// (`Command::approx_size`): a quarter of a peer frame leaves room for the envelope and
+/// encoding overhead. `--max-request-bytes` is capped well below it.
+pub const MAX_ENTRY_BYTES: usize = MAX_PEER_FRAME / 4;
 
 /// One request from one node to another.
 #[derive(Debug, Serialize, Deserialize)]

@@ -101,9 +101,10 @@ async fn serve_stream(
     let answer: Result<Response, Error> = match frame::read::<_, Request>(&mut recv, max_request)
         .await
     {
-        Ok(Some(Request::Watch(watch))) => {
-            return super::watch_stream::serve_watch(node, watch, send, recv).await;
-        }
+        Ok(Some(Request::Watch(watch))) => match etch_proto::limits::check_watch(&watch) {
+            Ok(()) => return super::watch_stream::serve_watch(node, watch, send, recv).await,
+            Err(e) => Err(e),
+        },
         Ok(Some(Request::LeaseKeepAlive(first))) => {
             return super::keep_alive::serve_keep_alive(node, principal, first, send, recv).await;
         }

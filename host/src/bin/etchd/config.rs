@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use etch_host::node::ClusterState;
+use etch_host::node::{ClusterState, MAX_REQUEST_BYTES_CEILING};
 use serde::Deserialize;
 
 /// etchd: a node of etch, a replicated, strongly consistent key-value store.
@@ -65,9 +65,13 @@ pub struct Args {
     /// This node's private key (PEM).
     #[arg(long, env = "ETCH_KEY")]
     pub key: Option<PathBuf>,
-    /// Largest request accepted, in bytes [default: 1572864, etcd's].
+    /// Largest request accepted, in bytes [default: 1572864, etcd's; at most 8388608, so that
+    /// every Raft entry fits a peer frame].
     #[arg(long, env = "ETCH_MAX_REQUEST_BYTES")]
     pub max_request_bytes: Option<usize>,
+    /// Most compares, and most operations in each branch, of one txn [default: 128, etcd's].
+    #[arg(long, env = "ETCH_MAX_TXN_OPS")]
+    pub max_txn_ops: Option<usize>,
     /// How long a request may wait for the cluster, in milliseconds [default: 5000].
     #[arg(long, env = "ETCH_REQUEST_TIMEOUT")]
     pub request_timeout: Option<u64>,
@@ -108,6 +112,7 @@ struct FileConfig {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     max_request_bytes: Option<usize>,
+    max_txn_ops: Option<usize>,
     request_timeout: Option<u64>,
     heartbeat_interval: Option<u64>,
     election_timeout: Option<u64>,
@@ -131,6 +136,7 @@ pub struct Config {
     /// `None`: the embedded development CA under `<data-dir>/certs`.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
     pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
     pub request_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
@@ -206,6 +212,10 @@ impl Config {
                 .max_request_bytes
                 .or(file.max_request_bytes)
                 .unwrap_or(etch_proto::DEFAULT_MAX_REQUEST_BYTES),
+            max_txn_ops: args
+                .max_txn_ops
+                .or(file.max_txn_ops)
+                .unwrap_or(etch_proto::limits::DEFAULT_MAX_TXN_OPS),
             request_timeout: ms(args
                 .request_timeout
                 .or(file.request_timeout)
@@ -247,6 +257,14 @@ impl Config {
         }
         if self.max_request_bytes < 1024 {
             bail!("--max-request-bytes must be at least 1024");
+        }
+        if self.max_request_bytes > MAX_REQUEST_BYTES_CEILING {
+            bail!(
+                "--max-request-bytes must be at most {MAX_REQUEST_BYTES_CEILING} (a Raft entry must fit a peer frame)"
+            );
+        }
+        if self.max_txn_ops == 0 {
+            bail!("--max-txn-ops must be at least 1");
         }
         if !self.initial_cluster.is_empty()
             && !self.initial_cluster.iter().any(|(n, _)| *n == self.name)
@@ -345,5 +363,8 @@ mod tests {
     fn partial_tls_and_bad_timing_are_refused() {
         assert!(parse(&["--ca", "ca.crt"]).is_err());
         assert!(parse(&["--heartbeat-interval", "500", "--election-timeout", "600"]).is_err());
+        assert!(parse(&["--max-request-bytes", "8388608"]).is_ok());
+        assert!(parse(&["--max-request-bytes", "8388609"]).is_err());
+        assert!(parse(&["--max-txn-ops", "0"]).is_err());
     }
 }

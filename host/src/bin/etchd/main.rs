@@ -52,6 +52,7 @@ async fn run() -> anyhow::Result<()> {
     options.initial_cluster_state = config.initial_cluster_state;
     options.initial_cluster_token = config.initial_cluster_token.clone();
     options.max_request_bytes = config.max_request_bytes;
+    options.max_txn_ops = config.max_txn_ops;
     options.request_timeout = config.request_timeout;
     options.heartbeat_interval = config.heartbeat_interval;
     options.election_timeout = config.election_timeout;
