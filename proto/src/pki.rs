@@ -450,6 +450,35 @@ pub fn subject(cert: &CertificateDer<'_>) -> Result<Subject> {
     })
 }
 
+/// The node name a node certificate was issued for (its `urn:etch:node:NAME` URI), or `None`
+/// for a certificate that names no node.
+///
+/// # Errors
+///
+/// A certificate that does not parse.
+pub fn node_name(cert: &CertificateDer<'_>) -> Result<Option<String>> {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| PkiError::Parse(e.to_string()))?;
+    let san = x509
+        .subject_alternative_name()
+        .map_err(|e| PkiError::Parse(e.to_string()))?;
+    let mut names = san
+        .iter()
+        .flat_map(|san| san.value.general_names.iter())
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => uri.strip_prefix(NODE_URI_PREFIX),
+            _ => None,
+        });
+    match (names.next(), names.next()) {
+        (Some(name), None) => Ok(Some(name.to_owned())),
+        (None, _) => Ok(None),
+        // Two node names in one certificate: it could speak for either; it speaks for none.
+        (Some(_), Some(_)) => Err(PkiError::Parse(
+            "the certificate names more than one node".into(),
+        )),
+    }
+}
+
 /// Checks the CA chain with webpki, then that the certificate plays the admitted role.
 #[derive(Debug)]
 struct RoleVerifier {
@@ -530,6 +559,8 @@ mod tests {
                 common_name: "n1".into()
             }
         );
+        assert_eq!(node_name(node.cert()).expect("n1"), Some("n1".into()));
+        assert_eq!(node_name(client.cert()).expect("alice"), None);
         assert_eq!(
             subject(client.cert()).expect("alice"),
             Subject {

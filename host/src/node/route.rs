@@ -277,6 +277,17 @@ impl Node {
         Some(client_addr)
     }
 
+    /// Whether node `id` may talk to this node on the peer endpoint: it is in the current
+    /// membership (a voter, or a learner being added). A node that holds no membership yet
+    /// (one joining with `--initial-cluster-state existing`, before the leader reached it)
+    /// cannot tell members from strangers and admits any node certificate of its CA.
+    pub(crate) fn admits_peer(&self, id: NodeId) -> bool {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        membership.nodes().next().is_none() || membership.get_node(&id).is_some()
+    }
+
     /// A member's record in the current membership.
     pub(super) fn member(&self, id: NodeId) -> Option<Member> {
         let metrics = self.raft().metrics();

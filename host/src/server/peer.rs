@@ -1,14 +1,20 @@
 //! The peer endpoint: Raft RPCs, snapshot streams and forwarded client requests.
 //!
-//! Only node certificates get through the handshake (see `etch_proto::pki`). Every stream
-//! starts with an envelope naming the cluster and the receiver; a mismatch is refused with
-//! a reason, so a node of another cluster, or one reached at a stale address, is told why.
+//! Only node certificates get through the handshake (see `etch_proto::pki`), and only a
+//! node that is a member of this cluster (or a learner being added) is served: the sender
+//! an envelope names must be the node its certificate names. Every stream starts with an
+//! envelope naming the cluster and the receiver; a mismatch is refused with a reason, so a
+//! node of another cluster, or one reached at a stale address, is told why.
+
+use std::sync::Arc;
 
 use etch_proto::frame::{self, FrameError};
+use etch_proto::pki;
 use openraft::Snapshot;
 
 use crate::node::Node;
 use crate::raft::wire::{Envelope, MAX_PEER_FRAME, PeerRequest, PeerResponse};
+use crate::{NodeId, node_id};
 
 /// Accepts peer connections until the endpoint is closed.
 pub async fn serve_peers(endpoint: quinn::Endpoint, node: Node) {
@@ -17,25 +23,56 @@ pub async fn serve_peers(endpoint: quinn::Endpoint, node: Node) {
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => loop {
-                    match conn.accept_bi().await {
-                        Ok((send, recv)) => {
-                            let node = node.clone();
-                            tokio::spawn(serve_stream(send, recv, node));
-                        }
-                        Err(e) => {
-                            tracing::debug!(%remote, reason = %e, "peer connection ended");
-                            return;
+                Ok(conn) => {
+                    let Some(peer) = peer_of(&conn) else {
+                        tracing::info!(%remote, "refused a peer connection: the certificate names no node");
+                        conn.close(1u32.into(), b"the certificate names no node");
+                        return;
+                    };
+                    loop {
+                        match conn.accept_bi().await {
+                            Ok((send, recv)) => {
+                                let (node, peer) = (node.clone(), peer.clone());
+                                tokio::spawn(serve_stream(send, recv, node, peer));
+                            }
+                            Err(e) => {
+                                tracing::debug!(%remote, reason = %e, "peer connection ended");
+                                return;
+                            }
                         }
                     }
-                },
+                }
                 Err(e) => tracing::warn!(%remote, error = %e, "refused a peer connection"),
             }
         });
     }
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, node: Node) {
+/// Who is at the other end of a peer connection: the node its certificate was issued for.
+#[derive(Clone, Debug)]
+struct Peer {
+    name: Arc<str>,
+    id: NodeId,
+}
+
+fn peer_of(conn: &quinn::Connection) -> Option<Peer> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let name = pki::node_name(certs.first()?).ok()??;
+    Some(Peer {
+        id: node_id(&name),
+        name: name.into(),
+    })
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    node: Node,
+    peer: Peer,
+) {
     let envelope = match frame::read::<_, Envelope>(&mut recv, MAX_PEER_FRAME).await {
         Ok(Some(envelope)) => envelope,
         Ok(None) => return,
@@ -49,9 +86,9 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
             return;
         }
     };
-    let response = match admit(&node, &envelope).await {
+    let response = match admit(&node, &peer, &envelope).await {
         Err(reason) => {
-            tracing::warn!(from = format_args!("{:x}", envelope.from), %reason, "refused a peer request");
+            tracing::warn!(peer = %peer.name.escape_debug(), from = format_args!("{:x}", envelope.from), %reason, "refused a peer request");
             PeerResponse::Refused(reason)
         }
         Ok(()) => answer(&node, envelope.body, &mut recv).await,
@@ -59,8 +96,18 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
     reply(&mut send, &response).await;
 }
 
-/// Checks that the envelope is meant for this node of this cluster.
-async fn admit(node: &Node, envelope: &Envelope) -> Result<(), String> {
+/// Checks that the envelope comes from the node its certificate names, that this node is a
+/// member (or a learner being added) of our cluster, and that it is meant for this node of
+/// this cluster. A CA-signed certificate of a node that is not a member — never was, or was
+/// removed — can neither vote, append, forward nor read: it could otherwise depose the
+/// leader with one vote or commit entries of its own.
+async fn admit(node: &Node, peer: &Peer, envelope: &Envelope) -> Result<(), String> {
+    if envelope.from != peer.id {
+        return Err(format!(
+            "the request names sender {:x}, but the certificate is node {:?} ({:x})",
+            envelope.from, peer.name, peer.id
+        ));
+    }
     if envelope.to != node.id() {
         return Err(format!(
             "this is node {:x} ({}), not {:x}",
@@ -70,17 +117,25 @@ async fn admit(node: &Node, envelope: &Envelope) -> Result<(), String> {
         ));
     }
     let ours = node.peers().cluster_id();
-    match (ours, envelope.cluster_id) {
-        (_, 0) => Ok(()),
-        (0, theirs) => node
-            .adopt_cluster_id(theirs)
-            .await
-            .map_err(|e| format!("cannot record the cluster id: {e}")),
-        (ours, theirs) if ours == theirs => Ok(()),
-        (ours, theirs) => Err(format!(
+    let theirs = envelope.cluster_id;
+    if ours != 0 && theirs != 0 && ours != theirs {
+        return Err(format!(
             "cluster id mismatch: this node is in cluster {ours:x}, the request is from {theirs:x}"
-        )),
+        ));
     }
+    if !node.admits_peer(peer.id) {
+        return Err(format!(
+            "node {:?} ({:x}) is not a member of this cluster",
+            peer.name, peer.id
+        ));
+    }
+    // A joining node learns the cluster id from the first member that reaches it.
+    if ours == 0 && theirs != 0 {
+        node.adopt_cluster_id(theirs)
+            .await
+            .map_err(|e| format!("cannot record the cluster id: {e}"))?;
+    }
+    Ok(())
 }
 
 async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) -> PeerResponse {
