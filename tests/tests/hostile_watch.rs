@@ -1,0 +1,162 @@
+//! Hostile watchers (issue 12, finding 4): watch streams whose responses are never read must
+//! not make a node hold memory in proportion to what they are sent, and must still get every
+//! revision, in order, once they read again.
+//!
+//! Before the fix, 5 such watchers with `prev_kv` and 150 puts of 1 MiB took a node from
+//! 27 MB to 1.37 GB: each watcher's queue held 128 revisions, each event deep-copied per
+//! watcher (value and previous value: 2 MiB a revision).
+
+use std::time::{Duration, Instant};
+
+use etch_client::proto::{Request, Response};
+use etch_proto::watch::{EventType, WatchCreateRequest, WatchResponse};
+use etch_proto::{ALPN_CLIENT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, frame};
+use etch_tests::{Answer, Cluster, quic_dial, raw_tls};
+
+const WATCHERS: usize = 5;
+const PUTS: usize = 150;
+const VALUE: usize = 1 << 20;
+/// Keys the puts cycle over, so that most puts replace a 1 MiB value (a 1 MiB `prev_kv`).
+const KEYS: usize = 10;
+/// The bound on the node's peak RSS. The node idles at about 30 MB; a watcher's queue may
+/// hold 16 MiB (shared with the others), a blocked stream one response of 2 MiB, and the
+/// store its memtables and cache.
+const RSS_BOUND_KIB: u64 = 400 * 1024;
+
+/// A raw watch stream: the created response was read, nothing after it until [`read_until`].
+struct Stalled {
+    _conn: quinn::Connection,
+    _send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+async fn open_watch(cluster: &Cluster) -> Stalled {
+    let tls = raw_tls(&cluster.client_tls("root"), ALPN_CLIENT);
+    let conn = quic_dial(&cluster.nodes[0].endpoint(), tls)
+        .await
+        .expect("dial the node");
+    let (mut send, mut recv) = conn.open_bi().await.expect("open a stream");
+    let watch = Request::Watch(WatchCreateRequest {
+        key: b"big/".to_vec(),
+        range_end: b"big0".to_vec(),
+        prev_kv: true,
+        ..Default::default()
+    });
+    let bytes = frame::encode(&watch, DEFAULT_MAX_REQUEST_BYTES).expect("encode");
+    send.write_all(&bytes).await.expect("send the watch");
+    let created = next_response(&mut recv).await;
+    assert!(created.created, "the first response creates the watch");
+    Stalled {
+        _conn: conn,
+        _send: send,
+        recv,
+    }
+}
+
+async fn next_response(recv: &mut quinn::RecvStream) -> WatchResponse {
+    let answer: Answer = frame::read(recv, DEFAULT_MAX_RESPONSE_BYTES)
+        .await
+        .expect("a frame")
+        .expect("the stream stays open");
+    match answer {
+        Ok(Response::Watch(resp)) => resp,
+        other => panic!("expected a watch response, got {other:?}"),
+    }
+}
+
+/// Peak and current resident set size of `pid`, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| -> u64 {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .expect("field in /proc/PID/status");
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("a number of KiB")
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_watchers_with_large_values_keep_memory_bounded_and_lose_nothing() {
+    let cluster = Cluster::single();
+    let pid = cluster.nodes[0].pid().expect("the node runs");
+    let client = cluster.client().await;
+
+    let mut stalled = Vec::new();
+    for _ in 0..WATCHERS {
+        stalled.push(open_watch(&cluster).await);
+    }
+    let (_, before) = memory_kib(pid);
+
+    let started = Instant::now();
+    let mut revisions = Vec::with_capacity(PUTS);
+    for i in 0..PUTS {
+        let key = format!("big/{}", i % KEYS);
+        let value = vec![b'a' + (i % 26) as u8; VALUE];
+        let put = client
+            .put(key, value)
+            .await
+            .expect("the node accepts the put");
+        revisions.push(put.header.revision);
+    }
+    let put_time = started.elapsed();
+
+    // The node keeps serving while the watchers stall.
+    let got = client.get("big/0").await.expect("the node serves reads");
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(got.kvs[0].value.len(), VALUE);
+
+    let (peak, now) = memory_kib(pid);
+    eprintln!(
+        "{WATCHERS} stalled watchers, {PUTS} puts of 1 MiB in {put_time:?}: \
+         RSS {before} KiB before, peak {peak} KiB, now {now} KiB"
+    );
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "peak RSS {peak} KiB is over the bound of {RSS_BOUND_KIB} KiB"
+    );
+
+    // One stalled watcher reads again: every revision, once, in order, with its prev_kv.
+    let mut watcher = stalled.pop().expect("a watcher");
+    let last = *revisions.last().expect("puts were made");
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(40), async {
+        while seen.last() != Some(&last) {
+            let resp = next_response(&mut watcher.recv).await;
+            assert!(!resp.canceled, "nothing was compacted: {resp:?}");
+            if resp.is_progress_notify() {
+                continue;
+            }
+            assert_eq!(resp.events.len(), 1, "one put a revision");
+            let event = &resp.events[0];
+            let i = seen.len();
+            assert_eq!(event.kind, EventType::Put);
+            assert_eq!(event.kv.key, format!("big/{}", i % KEYS).into_bytes());
+            assert_eq!(event.kv.value.len(), VALUE);
+            assert_eq!(event.kv.value[0], b'a' + (i % 26) as u8);
+            match &event.prev_kv {
+                None => assert!(i < KEYS, "revision {} lacks prev_kv", resp.header.revision),
+                Some(prev) => {
+                    assert!(i >= KEYS, "a first put has no previous version");
+                    assert_eq!(prev.value[0], b'a' + ((i - KEYS) % 26) as u8);
+                }
+            }
+            seen.push(resp.header.revision);
+        }
+    })
+    .await
+    .expect("the resumed watcher catches up within 40 s");
+    assert_eq!(seen, revisions, "every revision once, in order");
+
+    let (peak, now) = memory_kib(pid);
+    eprintln!("after one watcher caught up: peak {peak} KiB, now {now} KiB");
+    assert!(
+        peak < RSS_BOUND_KIB,
+        "peak RSS {peak} KiB while catching up"
+    );
+    drop(stalled);
+}
