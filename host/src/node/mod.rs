@@ -101,6 +101,10 @@ pub struct NodeOptions {
     /// Revisions a live watcher may have queued before it is switched to catching up from
     /// history [default: 128].
     pub watch_queue_len: usize,
+    /// Bytes of events a live watcher may have queued (its events are shared with other
+    /// watchers, but counted in full for each) before it is switched to catching up from
+    /// history [default: 16 MiB].
+    pub watch_queue_bytes: usize,
     /// How often the leader looks for expired leases [default: 500 ms].
     pub lease_check_interval: Duration,
 }
@@ -134,6 +138,7 @@ impl NodeOptions {
             snapshot_catchup_entries: 5000,
             watch_progress_interval: Duration::from_secs(600),
             watch_queue_len: 128,
+            watch_queue_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
         }
     }
@@ -215,7 +220,13 @@ impl Node {
         let state_machine = StateMachine::open(store.clone(), snapshots.clone())
             .context("opening the state machine")?
             .compiling_plugins(plugins.clone());
-        let hub = Hub::new(store.clone(), options.watch_queue_len);
+        let hub = Hub::new(
+            store.clone(),
+            crate::watch::Limits {
+                revisions: options.watch_queue_len,
+                bytes: options.watch_queue_bytes,
+            },
+        );
         tokio::spawn(crate::watch::feed(hub.clone(), state_machine.subscribe()));
         let applied = state_machine.subscribe();
 

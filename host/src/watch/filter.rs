@@ -1,7 +1,11 @@
 //! Which events a watcher wants, and in what shape.
 
+use std::sync::Arc;
+
 use etch_proto::KeyRange;
 use etch_proto::watch::{Event, EventType, WatchCreateRequest};
+
+use super::queue::Shared;
 
 /// A watcher's selection: its key range (etcd's `range_end` conventions), the event kinds
 /// it leaves out, and whether it wants each event's previous version.
@@ -35,11 +39,35 @@ impl Filter {
     }
 
     /// The events of one revision this watcher wants, in their order, with `prev_kv` left
-    /// out unless asked for.
-    pub fn select(&self, events: &[Event]) -> Vec<Event> {
+    /// out unless asked for: for a revision read from history, which nobody shares.
+    pub fn select(&self, events: Vec<Event>) -> Vec<Event> {
+        events
+            .into_iter()
+            .filter(|e| self.wants(e))
+            .map(|e| self.shape(e))
+            .collect()
+    }
+
+    /// The events of one published revision this watcher wants, still shared: the hub's
+    /// whole slice when it wants every event (the common case, a watcher per prefix), else
+    /// a new slice of the same events; `None` when it wants none. `prev_kv` stays in the
+    /// shared events and is left out only by [`Filter::respond`].
+    pub fn select_shared(&self, events: &Shared) -> Option<Shared> {
+        let wanted = events.iter().filter(|e| self.wants(e)).count();
+        if wanted == 0 {
+            return None;
+        }
+        if wanted == events.len() {
+            return Some(events.clone());
+        }
+        Some(events.iter().filter(|e| self.wants(e)).cloned().collect())
+    }
+
+    /// The events of a response, owned: the one copy of shared events a watcher makes, for
+    /// the one response it is sending.
+    pub fn respond(&self, events: &[Arc<Event>]) -> Vec<Event> {
         events
             .iter()
-            .filter(|e| self.wants(e))
             .map(|e| Event {
                 kind: e.kind,
                 kv: e.kv.clone(),
@@ -50,6 +78,13 @@ impl Filter {
                 },
             })
             .collect()
+    }
+
+    fn shape(&self, mut event: Event) -> Event {
+        if !self.prev_kv {
+            event.prev_kv = None;
+        }
+        event
     }
 }
 
@@ -83,9 +118,56 @@ mod tests {
             event(EventType::Delete, b"b"),
             event(EventType::Put, b"c"),
         ];
-        let got = filter.select(&events);
+        let got = filter.select(events.to_vec());
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].kv.key, b"a");
         assert_eq!(got[0].prev_kv, None, "prev_kv only when asked for");
+    }
+
+    #[test]
+    fn shared_selections_share_the_events() {
+        let shared: Shared = [
+            event(EventType::Put, b"a"),
+            event(EventType::Put, b"b"),
+            event(EventType::Put, b"x"),
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let every = Filter::new(&WatchCreateRequest {
+            key: b"\0".to_vec(),
+            range_end: b"\0".to_vec(),
+            ..Default::default()
+        });
+        let all = every.select_shared(&shared).expect("every event");
+        assert!(
+            Arc::ptr_eq(&all, &shared),
+            "a watcher of everything shares the slice"
+        );
+        assert_eq!(
+            every.respond(&all)[0].prev_kv,
+            None,
+            "prev_kv left out on sending"
+        );
+
+        let some = Filter::new(&WatchCreateRequest {
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            prev_kv: true,
+            ..Default::default()
+        });
+        let picked = some.select_shared(&shared).expect("two events");
+        assert_eq!(picked.len(), 2);
+        assert!(Arc::ptr_eq(&picked[0], &shared[0]) && Arc::ptr_eq(&picked[1], &shared[1]));
+        assert!(
+            some.respond(&picked)[0].prev_kv.is_some(),
+            "prev_kv when asked for"
+        );
+
+        let none = Filter::new(&WatchCreateRequest {
+            key: b"q".to_vec(),
+            ..Default::default()
+        });
+        assert!(none.select_shared(&shared).is_none());
     }
 }

@@ -4,24 +4,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use etch_proto::Revision;
-use etch_proto::watch::Event;
-use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::filter::Filter;
+use super::queue::{Batch, Limits, Offer, Queue, Shared};
 use crate::mvcc;
-
-/// One revision's events for one watcher, already filtered.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    pub revision: Revision,
-    pub events: Vec<Event>,
-}
 
 /// The watch hub of one node. Cheap to clone; clones share the registry.
 #[derive(Clone)]
 pub struct Hub {
     store: mvcc::Store,
-    queue_len: usize,
+    limits: Limits,
     state: Arc<Mutex<State>>,
 }
 
@@ -37,23 +29,23 @@ struct Slot {
     filter: Arc<Filter>,
     /// The first revision this watcher wants from the live stream.
     min_rev: Revision,
-    tx: mpsc::Sender<Batch>,
+    queue: Arc<Queue>,
 }
 
-/// A live registration: the watcher's id and the receiving end of its bounded queue.
+/// A live registration: the watcher's id and its bounded queue.
 pub(super) struct Registration {
     pub id: u64,
-    pub rx: mpsc::Receiver<Batch>,
+    pub queue: Arc<Queue>,
 }
 
 impl Hub {
-    /// A hub over `store` whose live watchers each queue at most `queue_len` revisions
-    /// (at least 1) before they are switched to catching up from history.
-    pub fn new(store: mvcc::Store, queue_len: usize) -> Hub {
+    /// A hub over `store` whose live watchers each queue at most `limits` (revisions and
+    /// bytes) before they are switched to catching up from history.
+    pub fn new(store: mvcc::Store, limits: Limits) -> Hub {
         let published = store.revision();
         Hub {
             store,
-            queue_len: queue_len.max(1),
+            limits,
             state: Arc::new(Mutex::new(State {
                 published,
                 next_id: 1,
@@ -81,10 +73,14 @@ impl Hub {
     /// only after the batch that wrote them was committed (the store's revision counter
     /// moves after the commit), so nothing is published that a crash could take back.
     ///
-    /// A watcher whose queue is full is dropped from the registry: its queue drains, then it
-    /// notices the closed channel and catches up from history. If a revision's history is
-    /// already compacted (a compaction raced the feeder), every live watcher is dropped the
-    /// same way and finds the compaction when it reads history.
+    /// A watcher whose queue is full (by revisions or bytes) is dropped from the registry
+    /// and its queue emptied at once: it notices the closed queue and catches up from
+    /// history. If a revision's history is already compacted (a compaction raced the
+    /// feeder), every live watcher is dropped the same way and finds the compaction when it
+    /// reads history.
+    ///
+    /// Each revision is read once, and its events are shared by every watcher that wants
+    /// them (see [`Shared`]), never copied per watcher.
     ///
     /// # Errors
     ///
@@ -110,38 +106,37 @@ impl Hub {
             let mut state = self.lock();
             match events {
                 Ok(events) => {
-                    let mut dropped = Vec::new();
-                    for (&id, slot) in &state.slots {
+                    let events: Shared = events.into_iter().map(Arc::new).collect();
+                    state.slots.retain(|&id, slot| {
                         if next < slot.min_rev {
-                            continue;
+                            return true;
                         }
-                        let events = slot.filter.select(&events);
-                        if events.is_empty() {
-                            continue;
-                        }
+                        let Some(events) = slot.filter.select_shared(&events) else {
+                            return true;
+                        };
                         let batch = Batch {
                             revision: next,
                             events,
                         };
-                        match slot.tx.try_send(batch) {
-                            Ok(()) => {}
-                            Err(TrySendError::Full(_)) => {
+                        match slot.queue.offer(batch) {
+                            Offer::Queued => true,
+                            Offer::Overflowed => {
                                 tracing::debug!(
                                     watcher = id,
                                     revision = next,
                                     "slow watcher switched to history"
                                 );
-                                dropped.push(id);
+                                false
                             }
-                            Err(TrySendError::Closed(_)) => dropped.push(id),
+                            Offer::Closed => false,
                         }
-                    }
-                    for id in dropped {
-                        state.slots.remove(&id);
-                    }
+                    });
                 }
                 Err(e) => {
                     tracing::debug!(revision = next, error = %e, "history gone before publishing");
+                    for slot in state.slots.values() {
+                        slot.queue.close();
+                    }
                     state.slots.clear();
                 }
             }
@@ -161,12 +156,7 @@ impl Hub {
         if state.published > caught_up {
             return None;
         }
-        Some(Self::insert(
-            &mut state,
-            filter,
-            caught_up + 1,
-            self.queue_len,
-        ))
+        Some(Self::insert(&mut state, filter, caught_up + 1, self.limits))
     }
 
     /// Registers a live watcher from now on: returns the registration and the revision it
@@ -174,15 +164,15 @@ impl Hub {
     pub(super) fn register_now(&self, filter: &Arc<Filter>) -> (Registration, Revision) {
         let mut state = self.lock();
         let published = state.published;
-        let registration = Self::insert(&mut state, filter, published + 1, self.queue_len);
+        let registration = Self::insert(&mut state, filter, published + 1, self.limits);
         (registration, published)
     }
 
-    /// The hub's published revision, if the watcher's queue `rx` is empty at this moment:
+    /// The hub's published revision, if the watcher's `queue` is empty at this moment:
     /// then every wanted event up to that revision has reached the watcher.
-    pub(super) fn synced_at(&self, rx: &mpsc::Receiver<Batch>) -> Option<Revision> {
+    pub(super) fn synced_at(&self, queue: &Queue) -> Option<Revision> {
         let state = self.lock();
-        rx.is_empty().then_some(state.published)
+        queue.is_empty().then_some(state.published)
     }
 
     pub(super) fn unregister(&self, id: u64) {
@@ -193,9 +183,9 @@ impl Hub {
         state: &mut State,
         filter: &Arc<Filter>,
         min_rev: Revision,
-        len: usize,
+        limits: Limits,
     ) -> Registration {
-        let (tx, rx) = mpsc::channel(len);
+        let queue = Arc::new(Queue::new(limits));
         let id = state.next_id;
         state.next_id += 1;
         state.slots.insert(
@@ -203,10 +193,10 @@ impl Hub {
             Slot {
                 filter: filter.clone(),
                 min_rev,
-                tx,
+                queue: queue.clone(),
             },
         );
-        Registration { id, rx }
+        Registration { id, queue }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

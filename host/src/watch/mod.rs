@@ -24,13 +24,17 @@
 //! from history ([`crate::mvcc::Store::watch_events`], with each key's previous version) and
 //! offers them, filtered, to every registered watcher's **bounded** queue. Reading from
 //! storage instead of having apply push events keeps apply untouched and makes a snapshot
-//! install (a jump of many revisions) just more history to read.
+//! install (a jump of many revisions) just more history to read. A revision's events are
+//! read once and shared (reference-counted) by every watcher that wants them; a watcher
+//! makes its own copy only of the one response it is sending.
 //!
 //! A [`Watcher`] is live (registered, reading its queue) or catching up (reading history
 //! itself). A watch from `start_revision` starts catching up; one from "now" registers at
-//! once. A watcher that is too slow finds its queue full: the hub drops it from the
-//! registry, and it goes back to history from its own `next`: memory per watcher stays
-//! bounded by the queue length and no event is lost. Catching up ends when the watcher has
+//! once. A watcher that is too slow finds its queue full — by revisions or by bytes
+//! ([`Limits`]) — and the hub empties it and drops it from the registry; it goes back to
+//! history from its own `next`: memory per watcher stays bounded by its byte budget plus
+//! the one response in flight, and no event is lost. Catching up reads history one
+//! revision at a time, so it holds one revision's events at most. Catching up ends when the watcher has
 //! read up to the store's revision and the hub has published nothing past it: then, under
 //! the hub's lock, it registers for everything after that point. If history it needs was
 //! compacted meanwhile it gets the one `canceled` response with `compact_revision`.
@@ -43,13 +47,17 @@
 
 mod filter;
 mod hub;
+mod queue;
 mod watcher;
 
+#[cfg(test)]
+mod budget_test;
 #[cfg(test)]
 pub(crate) mod script_test;
 
 pub use filter::Filter;
-pub use hub::{Batch, Hub};
+pub use hub::Hub;
+pub use queue::{Batch, Limits, Shared};
 pub use watcher::{Step, Watcher};
 
 /// Feeds `hub` after every applied batch until the state machine goes away.

@@ -10,7 +10,9 @@
 //! watch NAME KEY [END] [start=N] [prev_kv=true] [no_put=true] [no_delete=true]
 //! poll NAME                   (every response the watcher has now)
 //! progress NAME               (ask for a progress notification, then poll)
-//! cancel NAME   status   range KEY [END]   queue N (hub queue length)   snapshot (export/import)
+//! cancel NAME   status   range KEY [END]   snapshot (export/import)
+//! queue N [bytes=B]           (each live watcher's bounds: N revisions, B bytes; before any watch)
+//! queued NAME                 (what the watcher has in its live queue, in revisions and bytes)
 //! grant ID TTL   revoke ID   keepalive ID   ttl ID [keys=true]   leases
 //! leader TERM    follower    advance SECONDS     expire  (revoke what the lessor finds due)
 //! ```
@@ -25,7 +27,7 @@ use etch_proto::{CompactRequest, Error as ProtoError, Request, Response, TxnRequ
 use fjall::Database;
 use tempfile::TempDir;
 
-use super::{Hub, Step, Watcher};
+use super::{Hub, Limits, Step, Watcher};
 use crate::lease::{Lessor, seconds_left};
 use crate::mvcc::Store;
 use crate::mvcc::script_parse::{Args, Res, compare, delete_req, op, put_req};
@@ -42,7 +44,13 @@ macro_rules! scripts {
 }
 pub(crate) use scripts;
 
-scripts!("watch": replay, live, filters, prev_kv, compacted, progress, slow_watcher);
+scripts!("watch": replay, live, filters, prev_kv, compacted, progress, slow_watcher, byte_budget);
+
+/// The runner's queue bounds unless a script sets them: the node's defaults.
+const LIMITS: Limits = Limits {
+    revisions: 128,
+    bytes: 16 << 20,
+};
 
 pub(crate) struct Runner {
     _dir: TempDir,
@@ -62,7 +70,7 @@ impl Runner {
         let store = Store::open(&db).expect("open store");
         Runner {
             _dir: dir,
-            hub: Hub::new(store.clone(), 128),
+            hub: Hub::new(store.clone(), LIMITS),
             store,
             watchers: BTreeMap::new(),
             lessor: Lessor::default(),
@@ -239,13 +247,29 @@ impl goldenscript::Runner for Runner {
                 self.watchers.remove(&name);
             }
             "queue" => {
-                let len = args.pos.pop_front().ok_or("length not given")?.parse()?;
+                let revisions = args.pos.pop_front().ok_or("length not given")?.parse()?;
+                let bytes: usize = args.opt("bytes")?;
                 args.done()?;
                 if !self.watchers.is_empty() {
-                    return Err("set the queue length before any watch".into());
+                    return Err("set the queue bounds before any watch".into());
                 }
-                self.hub = Hub::new(self.store.clone(), len);
-                writeln!(out, "queue length {len}")?;
+                let bytes = if bytes == 0 { LIMITS.bytes } else { bytes };
+                self.hub = Hub::new(self.store.clone(), Limits { revisions, bytes });
+                if bytes == LIMITS.bytes {
+                    writeln!(out, "queue length {revisions}")?;
+                } else {
+                    writeln!(out, "queue length {revisions}, {bytes} bytes")?;
+                }
+            }
+            "queued" => {
+                let name = args.pos.pop_front().ok_or("watcher name not given")?;
+                args.done()?;
+                match self.watcher(&name)?.queued() {
+                    Some((revisions, bytes)) => {
+                        writeln!(out, "live: {revisions} revisions, {bytes} bytes queued")?
+                    }
+                    None => writeln!(out, "catching up from history")?,
+                }
             }
             "range" => {
                 let req = crate::mvcc::script_parse::range_req(&mut args)?;
@@ -262,7 +286,7 @@ impl goldenscript::Runner for Runner {
                 let dir = tempfile::tempdir()?;
                 let store = Store::open(&Database::builder(dir.path()).open()?)?;
                 store.import(&mut stream.as_slice(), b"snapshot")?;
-                self.hub = Hub::new(store.clone(), 128);
+                self.hub = Hub::new(store.clone(), LIMITS);
                 self.store = store;
                 self._dir = dir;
                 writeln!(out, "exported and imported into a fresh database")?;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use etch_proto::watch::{WatchCreateRequest, WatchResponse};
 use etch_proto::{Error as ProtoError, Revision};
-use tokio::sync::mpsc::error::TryRecvError;
 
 use super::filter::Filter;
-use super::hub::{Batch, Hub, Registration};
+use super::hub::{Hub, Registration};
+use super::queue::{Batch, Pop};
 use crate::mvcc;
 
 /// What the watcher has for its client now.
@@ -29,7 +29,8 @@ pub struct Watcher {
     /// The next revision this watcher has not looked at yet.
     next: Revision,
     live: Option<Registration>,
-    /// A batch taken off the queue by [`Watcher::ready`], not yet sent.
+    /// A batch taken off the queue by [`Watcher::ready`], not yet sent: with the response
+    /// being written, the most a watcher holds beside its queue.
     stash: Option<Batch>,
     /// The hub dropped us (queue full, or compacted history): catch up from storage.
     lagged: bool,
@@ -113,18 +114,18 @@ impl Watcher {
             }
             if let Some(live) = &mut self.live {
                 let next = match self.stash.take() {
-                    Some(batch) => Ok(batch),
-                    None => live.rx.try_recv(),
+                    Some(batch) => Pop::Batch(batch),
+                    None => live.queue.try_pop(),
                 };
                 match next {
-                    Ok(batch) => return Ok(Step::Send(self.deliver(batch))),
-                    Err(TryRecvError::Disconnected) => {
+                    Pop::Batch(batch) => return Ok(Step::Send(self.deliver(batch))),
+                    Pop::Closed => {
                         self.leave();
                         continue;
                     }
-                    Err(TryRecvError::Empty) => {
+                    Pop::Empty => {
                         if self.progress_wanted
-                            && let Some(rev) = self.hub.synced_at(&live.rx)
+                            && let Some(rev) = self.hub.synced_at(&live.queue)
                         {
                             self.progress_wanted = false;
                             let mut resp = WatchResponse::default();
@@ -148,11 +149,12 @@ impl Watcher {
 
     /// Waits until the live queue has something (or was closed by the hub). Cancel-safe.
     pub async fn ready(&mut self) {
-        let Some(live) = &mut self.live else { return };
+        let Some(live) = &self.live else { return };
         if self.stash.is_some() || self.lagged {
             return;
         }
-        match live.rx.recv().await {
+        let queue = live.queue.clone();
+        match queue.pop().await {
             Some(batch) => self.stash = Some(batch),
             None => self.lagged = true,
         }
@@ -169,7 +171,7 @@ impl Watcher {
                 match store.watch_events(rev)? {
                     Ok(events) => {
                         self.next += 1;
-                        let events = self.filter.select(&events);
+                        let events = self.filter.select(events);
                         if !events.is_empty() {
                             return Ok(Some(Step::Send(self.response(rev, events))));
                         }
@@ -199,7 +201,13 @@ impl Watcher {
 
     fn deliver(&mut self, batch: Batch) -> WatchResponse {
         self.next = batch.revision + 1;
-        self.response(batch.revision, batch.events)
+        self.response(batch.revision, self.filter.respond(&batch.events))
+    }
+
+    /// Revisions and bytes in this watcher's live queue (`None` while catching up, or once
+    /// the hub has dropped it).
+    pub fn queued(&self) -> Option<(usize, usize)> {
+        self.live.as_ref().and_then(|live| live.queue.usage())
     }
 
     fn response(&self, revision: Revision, events: Vec<etch_proto::watch::Event>) -> WatchResponse {

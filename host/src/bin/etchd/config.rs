@@ -93,6 +93,11 @@ pub struct Args {
     /// [default: 600000, etcd's ten minutes].
     #[arg(long, env = "ETCH_WATCH_PROGRESS_NOTIFY_INTERVAL")]
     pub watch_progress_notify_interval: Option<u64>,
+    /// Bytes of events one watcher may have queued before it is sent back to read history
+    /// itself (events are shared between watchers, but counted in full for each); bounds
+    /// what a watcher that does not read its stream costs the node [default: 16777216].
+    #[arg(long, env = "ETCH_WATCH_QUEUE_BYTES")]
+    pub watch_queue_bytes: Option<usize>,
 }
 
 /// The same settings, as read from a config file.
@@ -119,6 +124,7 @@ struct FileConfig {
     snapshot_count: Option<u64>,
     snapshot_catchup_entries: Option<u64>,
     watch_progress_notify_interval: Option<u64>,
+    watch_queue_bytes: Option<usize>,
 }
 
 /// Validated settings.
@@ -143,6 +149,7 @@ pub struct Config {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub watch_progress_notify_interval: Duration,
+    pub watch_queue_bytes: usize,
 }
 
 impl Config {
@@ -240,6 +247,10 @@ impl Config {
                 .watch_progress_notify_interval
                 .or(file.watch_progress_notify_interval)
                 .unwrap_or(600_000)),
+            watch_queue_bytes: args
+                .watch_queue_bytes
+                .or(file.watch_queue_bytes)
+                .unwrap_or(16 << 20),
         };
         config.validate()?;
         Ok(config)
@@ -276,6 +287,9 @@ impl Config {
         }
         if self.watch_progress_notify_interval < Duration::from_millis(100) {
             bail!("--watch-progress-notify-interval must be at least 100 ms");
+        }
+        if self.watch_queue_bytes < 1024 {
+            bail!("--watch-queue-bytes must be at least 1024");
         }
         if self.snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");

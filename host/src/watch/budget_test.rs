@@ -1,0 +1,158 @@
+//! The byte budget of live queues, beyond the golden script `byte_budget.txt`: shared events,
+//! and a pseudo-random run in which watchers that read at different paces, with small
+//! budgets, each still get every revision they want once, in order.
+
+use std::sync::Arc;
+
+use etch_proto::watch::WatchCreateRequest;
+use etch_proto::{PutRequest, Request, Revision};
+use fjall::Database;
+use tempfile::TempDir;
+
+use super::queue::Pop;
+use super::{Filter, Hub, Limits, Step, Watcher};
+use crate::mvcc::Store;
+
+fn store() -> (TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::builder(dir.path()).open().expect("open db");
+    let store = Store::open(&db).expect("open store");
+    (dir, store)
+}
+
+fn put(store: &Store, hub: &Hub, key: &str, len: usize) -> Revision {
+    let req = Request::Put(PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: vec![b'v'; len],
+        ..Default::default()
+    });
+    store
+        .apply(&req, b"entry")
+        .expect("storage")
+        .expect("the put applies");
+    hub.publish().expect("publish");
+    store.revision()
+}
+
+fn watch(key: &str, end: &str, prev_kv: bool) -> WatchCreateRequest {
+    WatchCreateRequest {
+        key: key.as_bytes().to_vec(),
+        range_end: end.as_bytes().to_vec(),
+        prev_kv,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn watchers_share_one_copy_of_each_event() {
+    let (_dir, store) = store();
+    let limits = Limits {
+        revisions: 128,
+        bytes: 1 << 20,
+    };
+    let hub = Hub::new(store.clone(), limits);
+    let every = Arc::new(Filter::new(&watch("\0", "\0", true)));
+    let plain = Arc::new(Filter::new(&watch("\0", "\0", false)));
+    let one = Arc::new(Filter::new(&watch("a", "", false)));
+    let (a, _) = hub.register_now(&every);
+    let (b, _) = hub.register_now(&plain);
+    let (c, _) = hub.register_now(&one);
+    put(&store, &hub, "a", 10_000);
+    let pop = |queue: &super::queue::Queue| match queue.try_pop() {
+        Pop::Batch(batch) => batch,
+        other => panic!("expected a batch, got {other:?}"),
+    };
+    let (a, b, c) = (pop(&a.queue), pop(&b.queue), pop(&c.queue));
+    assert!(
+        Arc::ptr_eq(&a.events, &b.events) && Arc::ptr_eq(&a.events, &c.events),
+        "one slice of events for every watcher that wants all of them"
+    );
+}
+
+/// A small deterministic generator (no dependency, same run every time).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn slow_watchers_under_a_small_budget_get_every_revision_once_in_order() {
+    let (_dir, store) = store();
+    let limits = Limits {
+        revisions: 16,
+        bytes: 8 * 1024,
+    };
+    let hub = Hub::new(store.clone(), limits);
+    // (filter, how often it reads: one step in `pace` puts on average)
+    let specs = [
+        (watch("\0", "\0", true), 1),
+        (watch("\0", "\0", false), 4),
+        (watch("k1", "k3", true), 9),
+        (watch("k2", "", true), 40),
+        (watch("\0", "\0", true), 1000),
+    ];
+    let mut watchers: Vec<(Watcher, u64, Vec<Revision>)> = specs
+        .iter()
+        .map(|(req, pace)| {
+            let (watcher, _) = Watcher::open(&hub, req).expect("open");
+            (watcher, *pace, Vec::new())
+        })
+        .collect();
+    let mut rng = Lcg(7);
+    let mut written: Vec<(Revision, String)> = Vec::new();
+    let mut dropped_to_history = 0;
+    for _ in 0..600 {
+        let key = format!("k{}", rng.below(5));
+        let len = rng.below(3000) as usize;
+        written.push((put(&store, &hub, &key, len), key));
+        for (watcher, pace, seen) in &mut watchers {
+            if watcher.queued().is_none() {
+                dropped_to_history += 1;
+            }
+            if rng.below(*pace) == 0 {
+                drain(watcher, seen);
+            }
+        }
+    }
+    assert!(
+        dropped_to_history > 0,
+        "the budget sent watchers to history"
+    );
+    for ((req, _), (watcher, _, seen)) in specs.iter().zip(&mut watchers) {
+        drain(watcher, seen);
+        let filter = Filter::new(req);
+        let wanted: Vec<Revision> = written
+            .iter()
+            .filter(|(_, key)| filter.wants(&event(key)))
+            .map(|(rev, _)| *rev)
+            .collect();
+        assert_eq!(*seen, wanted, "watcher of {req:?}");
+    }
+}
+
+fn drain(watcher: &mut Watcher, seen: &mut Vec<Revision>) {
+    while let Step::Send(resp) = watcher.step().expect("step") {
+        assert!(!resp.canceled, "nothing is compacted");
+        if !resp.is_progress_notify() {
+            seen.push(resp.header.revision);
+        }
+    }
+}
+
+fn event(key: &str) -> etch_proto::watch::Event {
+    etch_proto::watch::Event {
+        kind: etch_proto::watch::EventType::Put,
+        kv: etch_proto::KeyValue {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        },
+        prev_kv: None,
+    }
+}
