@@ -5,6 +5,13 @@
 //! `Result<Response::Watch, Error>` frames and reads [`WatchControl`] frames. The reading
 //! half runs in its own task (a frame read is not cancel-safe), feeding a small channel.
 //! Catching up from history reads storage, so those steps run on a blocking thread.
+//!
+//! **What a stream that is not read costs.** One response at a time: it is encoded, the
+//! response dropped, and the frame written; QUIC flow control holds the write back while the
+//! client does not read (quinn buffers no more than the client's stream window). Meanwhile
+//! the watcher's live queue fills up to its byte budget, and the hub then empties it and
+//! sends the watcher back to history (`crate::watch`), so a stalled stream holds its budget
+//! at most, plus the one frame being written.
 
 use etch_proto::frame;
 use etch_proto::watch::{WatchControl, WatchCreateRequest, WatchResponse};
@@ -126,6 +133,8 @@ fn read_controls(mut recv: quinn::RecvStream, max: usize) -> mpsc::Receiver<Watc
     rx
 }
 
+/// Writes one response. The response is encoded and dropped before the write, so while
+/// the client holds the write back the stream keeps one copy of it (the frame), not two.
 async fn write(
     node: &Node,
     send: &mut quinn::SendStream,
@@ -134,5 +143,9 @@ async fn write(
     let mut response = Response::Watch(resp);
     node.fill_header(&mut response);
     let answer: Result<Response, Error> = Ok(response);
-    frame::write(send, &answer, DEFAULT_MAX_RESPONSE_BYTES).await
+    let bytes = frame::encode(&answer, DEFAULT_MAX_RESPONSE_BYTES)?;
+    drop(answer);
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| frame::FrameError::Io(e.into()))
 }
