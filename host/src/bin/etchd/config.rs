@@ -381,4 +381,12 @@ mod tests {
         assert!(parse(&["--max-request-bytes", "8388609"]).is_err());
         assert!(parse(&["--max-txn-ops", "0"]).is_err());
     }
+
+    #[test]
+    fn watch_queue_bytes_has_a_default_and_a_floor() {
+        assert_eq!(parse(&[]).expect("defaults").watch_queue_bytes, 16 << 20);
+        let c = parse(&["--watch-queue-bytes", "1048576"]).expect("load");
+        assert_eq!(c.watch_queue_bytes, 1 << 20);
+        assert!(parse(&["--watch-queue-bytes", "100"]).is_err());
+    }
 }
