@@ -22,7 +22,8 @@ pub enum PluginCommand {
     /// same name): prints its sha256.
     Install(InstallArgs),
     /// List the bindings: name, hook, prefix, mode, failure policy, limits, sha256, the
-    /// leader's call counters and, for a reactor, its checkpoint, one binding per line.
+    /// leader's call counters and, for a reactor, its checkpoint, status (ok, retrying,
+    /// stalled) and last error, one binding per line.
     List,
     /// Remove a binding (and its component, once no binding uses it).
     Remove(RemoveArgs),
@@ -186,7 +187,11 @@ pub fn list_line(p: &PluginInfo) -> String {
         config.join(" "),
     );
     if b.hook == PluginHook::React {
-        line.push_str(&format!(", checkpoint={}", p.checkpoint));
+        line.push_str(&format!(
+            ", checkpoint={}, status={}",
+            p.checkpoint,
+            p.status.name()
+        ));
         if !p.last_error.is_empty() {
             line.push_str(&format!(", last-error={}", p.last_error));
         }
@@ -290,12 +295,13 @@ mod tests {
             sha256: "ab".repeat(32),
             checkpoint: 42,
             last_error: "trapped: unreachable".into(),
+            status: etch_client::proto::plugin::PluginStatus::Retrying,
             ..Default::default()
         };
         let line = list_line(&info);
         assert!(line.starts_with("audit, react, prefix=/app/, "), "{line}");
         assert!(
-            line.ends_with(", checkpoint=42, last-error=trapped: unreachable"),
+            line.ends_with(", checkpoint=42, status=retrying, last-error=trapped: unreachable"),
             "{line}"
         );
     }

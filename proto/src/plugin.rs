@@ -130,6 +130,34 @@ pub struct PluginInfo {
     pub checkpoint: Revision,
     /// For a reactor: why its last batch failed, empty if it did not.
     pub last_error: String,
+    /// How the binding stands on the answering node.
+    pub status: PluginStatus,
+}
+
+/// How a binding stands, as `plugin list` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginStatus {
+    /// Serving: its last call (if any) succeeded, or it is a validator.
+    #[default]
+    Ok,
+    /// A reactor whose last batch failed (`last_error` says why); it is retried with a
+    /// backoff.
+    Retrying,
+    /// A reactor that cannot go on: its next revision holds more than one call can take
+    /// (`last_error` says how much). Removing and installing the binding again resumes it
+    /// after the new install.
+    Stalled,
+}
+
+impl PluginStatus {
+    /// The status as `etchctl` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginStatus::Ok => "ok",
+            PluginStatus::Retrying => "retrying",
+            PluginStatus::Stalled => "stalled",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

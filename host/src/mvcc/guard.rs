@@ -18,12 +18,25 @@
 //! count. So equal fingerprints mean no write touched the range in between. Checking costs a
 //! scan of each range read; plugins read little, and a write that touches no bound prefix
 //! carries no read set at all.
+//!
+//! A guard travels in the Raft entry, so it is capped at [`MAX_GUARD_BYTES`]
+//! ([`Guard::check_size`]): a validator that read 4 GB of keys once made 121 MB entries
+//! that no peer would take (issue 12). Plugin calls stop at the cap themselves
+//! (`crate::plugin`), and the leader checks the whole guard again before proposing.
 
-use etch_proto::{KeyRange, Revision};
+use etch_proto::{Error as ProtoError, KeyRange, Revision};
 use serde::{Deserialize, Serialize};
 
 use super::error::Result;
 use super::view::View;
+
+/// The most bytes of reads (keys and range ends, [`READ_OVERHEAD`] each) one guard may hold.
+/// Decision: 1 MiB, below the default request limit (1.5 MiB) so a guarded write stays an
+/// entry of ordinary size, and far above what a validator reading a few keys needs (a txn
+/// of 128 ops on 8 KiB keys has a 1 MiB write set of its own: its preview's reads fit).
+pub const MAX_GUARD_BYTES: usize = 1 << 20;
+/// Bytes counted per read beside its key and range end (its counters and the encoding).
+pub const READ_OVERHEAD: usize = 64;
 
 /// The fingerprint of a key range at the revision a decision was made.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +106,28 @@ impl Read {
 }
 
 impl Guard {
+    /// The bytes this guard counts against [`MAX_GUARD_BYTES`].
+    pub fn bytes(&self) -> usize {
+        (self.reads.iter())
+            .map(|r| r.key.len() + r.range_end.len() + READ_OVERHEAD)
+            .sum()
+    }
+
+    /// Refuses a guard over [`MAX_GUARD_BYTES`]: nothing may be proposed with it.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` naming the guard's size and the cap.
+    pub fn check_size(&self) -> std::result::Result<(), ProtoError> {
+        let bytes = self.bytes();
+        if bytes > MAX_GUARD_BYTES {
+            return Err(ProtoError::InvalidArgument(format!(
+                "the reads this write was validated on (its guard) take {bytes} bytes, over the cap of {MAX_GUARD_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether a guard whose reads are all single keys ([`Read::is_single_key`]) still
     /// holds when the bindings version is `bindings_version` and `state` gives each key's
     /// current version: how a writer checks it against state it has not committed yet.
@@ -125,5 +160,27 @@ impl Guard {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guard_over_the_cap_is_refused() {
+        let read = |len: usize| Read {
+            key: vec![b'k'; len],
+            ..Read::default()
+        };
+        let mut guard = Guard {
+            bindings_version: 1,
+            reads: vec![read(MAX_GUARD_BYTES - READ_OVERHEAD)],
+        };
+        assert_eq!(guard.bytes(), MAX_GUARD_BYTES);
+        assert!(guard.check_size().is_ok());
+        guard.reads.push(read(0));
+        let err = guard.check_size().expect_err("over the cap");
+        assert!(err.to_string().contains("guard"), "{err}");
     }
 }

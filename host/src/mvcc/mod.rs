@@ -99,7 +99,7 @@ pub(crate) mod script_parse;
 pub(crate) mod script_test;
 
 pub use error::{Error, Result};
-pub use guard::{Guard, Read};
+pub use guard::{Guard, MAX_GUARD_BYTES, READ_OVERHEAD, Read};
 pub(crate) use layout::BindingRecord;
 pub(crate) use plugins::{bindings_in, hex};
 pub(crate) use preview::preview;

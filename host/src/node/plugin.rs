@@ -17,7 +17,9 @@
 //! takes effect). Listing is answered by the leader with its own call counters and, for
 //! reactors, their checkpoints.
 
-use etch_proto::plugin::{PluginHook, PluginInfo, PluginInstallRequest, PluginListResponse};
+use etch_proto::plugin::{
+    PluginHook, PluginInfo, PluginInstallRequest, PluginListResponse, PluginStatus,
+};
 use etch_proto::{Error, Request, Response};
 use sha2::{Digest, Sha256};
 
@@ -79,6 +81,7 @@ impl Node {
                     .map_err(|e| Error::Internal(format!("plugin gate: {e}")))??
             };
             guard.reads.extend_from_slice(reads);
+            guard.check_size()?;
             let command = Command::Write {
                 request: request.clone(),
                 guard,
@@ -139,7 +142,15 @@ impl Node {
             } else {
                 0
             };
+            let status = if stats.stalled {
+                PluginStatus::Stalled
+            } else if stats.last_error.is_empty() {
+                PluginStatus::Ok
+            } else {
+                PluginStatus::Retrying
+            };
             plugins.push(PluginInfo {
+                status,
                 sha256: hex(&r.sha256),
                 size: r.size,
                 calls: stats.calls,

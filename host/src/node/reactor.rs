@@ -66,6 +66,9 @@ pub const IDLE_CHECKPOINT_LAG: Revision = 1000;
 /// Where the leader stands with one reactor.
 #[derive(Debug)]
 struct Cursor {
+    /// The revision its binding was installed at: a binding removed and installed again
+    /// gets a new cursor (the way past a revision it is stalled at).
+    installed_at: Revision,
     /// The first revision not yet handed over (or found empty).
     next: Revision,
     /// The checkpoint as last read or written.
@@ -152,12 +155,16 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
         let mut more = false;
         for record in reactors {
             let name = &record.binding.name;
-            let cursor = match cursors.get_mut(name) {
-                Some(cursor) => cursor,
-                None => match load(node, &record.binding, record.installed_at) {
-                    Some(cursor) => cursors.entry(name.clone()).or_insert(cursor),
+            let fresh =
+                (cursors.get(name)).is_none_or(|cursor| cursor.installed_at != record.installed_at);
+            if fresh {
+                match load(node, &record.binding, record.installed_at) {
+                    Some(cursor) => cursors.insert(name.clone(), cursor),
                     None => continue,
-                },
+                };
+            }
+            let Some(cursor) = cursors.get_mut(name) else {
+                continue; // inserted just above
             };
             if let Some(at) = cursor.retry_at
                 && Instant::now() < at
@@ -195,6 +202,7 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
 fn load(node: &Node, binding: &PluginBinding, installed_at: Revision) -> Option<Cursor> {
     match read_checkpoint(node.store(), &binding.name) {
         Ok(checkpoint) => Some(Cursor {
+            installed_at,
             next: checkpoint.revision.max(installed_at) + 1,
             checkpoint,
             backoff: BACKOFF_MIN,
@@ -217,7 +225,8 @@ async fn step(node: &Node, record: &BindingRecord, cursor: &mut Cursor) -> Progr
             node.store().clone(),
             record.clone(),
         );
-        tokio::task::spawn_blocking(move || plugins.react(&store, &record, from)).await
+        let limits = node.limits();
+        tokio::task::spawn_blocking(move || plugins.react(&store, &record, from, &limits)).await
     };
     let step = match step {
         Ok(Ok(step)) => step,

@@ -3,21 +3,34 @@
 //!
 //! A call's store holds a `Ctx`: the snapshot the plugin reads (for a validator the one
 //! the write is judged against, shared by every plugin of that write), the binding's
-//! config, the reads made so far, the memory cap and, for a reactor, the writes it staged.
-//! `kv` reads are answered from the snapshot and recorded as [`Read`] fingerprints; `log`
-//! goes to `tracing` under the plugin's name. A host failure (storage) traps the guest and
-//! is reported as [`PluginError::Host`].
+//! config, the reads made so far, the call's memory [`Budget`] and, for a reactor, the
+//! writes it staged. `kv` reads are answered from the snapshot and recorded as [`Read`]
+//! fingerprints; `log` goes to `tracing` under the plugin's name, cut and rate-limited
+//! (`log_gate.rs`). A host failure (storage) traps the guest and is reported as
+//! [`PluginError::Host`].
+//!
+//! What the host holds or builds for the call is charged to its budget (issue 12, finding
+//! 6): the read set (held: it becomes the write's guard, and is also capped at
+//! [`MAX_GUARD_BYTES`]), results and strings crossing the boundary (lent). A read repeated
+//! with the same key and range is recorded once. `kv.range` stops scanning at `limit`, and
+//! its fingerprint then covers only the keys up to the last one returned: the answer
+//! depends on nothing past it. Keys longer than `etch_proto::limits::MAX_KEY_BYTES` are
+//! refused ([`PluginError::InvalidArgument`]) before they reach storage.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use etch_proto::limits::MAX_KEY_BYTES;
 use etch_proto::plugin::PluginLimits;
 use etch_proto::{KeyRange, RequestOp};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{Store, Trap};
 
+use super::budget::{Budget, Exceeded, RECORD_OVERHEAD};
 use super::error::PluginError;
+use super::log_gate::{self, Admit, LogGate, MAX_LOG_LINE};
 use super::runtime::{Runtime, TICK};
 use super::validator::etch::plugin::{config, kv, log, types};
-use crate::mvcc::{Read, View};
+use crate::mvcc::{MAX_GUARD_BYTES, READ_OVERHEAD, Read, View};
 
 pub use types::KeyValue;
 
@@ -27,12 +40,25 @@ pub struct Ctx {
     view: Arc<View>,
     config: Vec<(String, String)>,
     pub(super) reads: Vec<Read>,
-    limiter: MemoryCap,
+    /// Bytes of the read set, as [`crate::mvcc::Guard::bytes`] counts them.
+    read_bytes: usize,
+    /// Each recorded read's index by a hash of its key and range end, so a repeated read
+    /// is recorded once.
+    read_index: HashMap<u64, usize>,
+    pub(super) budget: Budget,
     host_error: Option<String>,
+    /// Why the call must fail whatever the plugin returns (a host call it made was refused
+    /// in a way the plugin cannot undo, e.g. staging past a transaction's limits).
+    pub(super) refused: Option<PluginError>,
     /// A reactor's staged writes (always empty for a validator: its world cannot write).
     pub(super) staged: Vec<RequestOp>,
-    /// Bytes of keys and values staged so far.
+    /// Bytes of keys and values staged so far, as `etch_proto::limits::request_bytes`
+    /// counts them.
     pub(super) staged_bytes: usize,
+    /// How much a reactor may stage (see `reactor.rs`).
+    pub(super) stage_limits: etch_proto::limits::Limits,
+    /// The node's log gate (set with the store).
+    logs: Option<Arc<LogGate>>,
     /// The call slot held while the call runs (see [`Runtime::slot`]).
     slot: Option<super::runtime::Slot>,
 }
@@ -49,13 +75,15 @@ impl Ctx {
             view,
             config,
             reads: Vec::new(),
-            limiter: MemoryCap {
-                bytes: (memory_mb as usize) << 20,
-                hit: false,
-            },
+            read_bytes: 0,
+            read_index: HashMap::new(),
+            budget: Budget::new((memory_mb as usize) << 20),
             host_error: None,
+            refused: None,
             staged: Vec::new(),
             staged_bytes: 0,
+            stage_limits: etch_proto::limits::Limits::default(),
+            logs: None,
             slot: None,
         }
     }
@@ -66,18 +94,58 @@ impl Ctx {
         self.host_error = Some(message.clone());
         wasmtime::Error::msg(message)
     }
+
+    /// Fails the call: the plugin passed an argument no host call accepts.
+    fn check_key(&mut self, call: &str, what: &str, bytes: &[u8]) -> wasmtime::Result<()> {
+        if bytes.len() <= MAX_KEY_BYTES {
+            return Ok(());
+        }
+        let message = format!(
+            "{call}: {what} of {} bytes exceeds the limit of {MAX_KEY_BYTES} bytes",
+            bytes.len()
+        );
+        self.refused = Some(PluginError::InvalidArgument(message.clone()));
+        Err(wasmtime::Error::msg(message))
+    }
+
+    /// Records `read` in the read set, once, charging it to the budget and the guard cap.
+    fn record(&mut self, read: Read) -> wasmtime::Result<()> {
+        use std::hash::BuildHasher;
+        let hash = (self.read_index.hasher()).hash_one((&read.key, &read.range_end));
+        if let Some(&i) = self.read_index.get(&hash)
+            && let Some(seen) = self.reads.get(i)
+            && seen.key == read.key
+            && seen.range_end == read.range_end
+        {
+            // The same snapshot answers the same range the same way: nothing new to guard.
+            return Ok(());
+        }
+        let bytes = read.key.len() + read.range_end.len() + READ_OVERHEAD;
+        if self.read_bytes + bytes > MAX_GUARD_BYTES {
+            let message =
+                format!("the read set (the write's guard) would exceed {MAX_GUARD_BYTES} bytes");
+            self.refused = Some(PluginError::HostMemory(message.clone()));
+            return Err(wasmtime::Error::msg(message));
+        }
+        self.budget.hold("the read set", bytes)?;
+        self.read_bytes += bytes;
+        self.read_index.entry(hash).or_insert(self.reads.len());
+        self.reads.push(read);
+        Ok(())
+    }
 }
 
-/// A fresh store for one call under `limits`: fuel, an epoch deadline, the memory cap.
+/// A fresh store for one call under `limits`: fuel, an epoch deadline, the memory budget.
 pub(super) fn store(
     runtime: &Runtime,
     ctx: Ctx,
     limits: &PluginLimits,
 ) -> wasmtime::Result<Store<Ctx>> {
     let mut ctx = ctx;
+    ctx.logs = Some(runtime.log_gate());
     ctx.slot = Some(runtime.slot());
     let mut store = Store::new(runtime.engine(), ctx);
-    store.limiter(|ctx| &mut ctx.limiter);
+    store.limiter(|ctx| &mut ctx.budget);
     let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1) + 1;
     store.set_epoch_deadline(ticks);
     store.set_fuel(limits.fuel)?;
@@ -86,48 +154,51 @@ pub(super) fn store(
 
 /// Why a call failed, from the error it returned and what its context saw.
 pub(super) fn failure(ctx: &Ctx, limits: &PluginLimits, e: &wasmtime::Error) -> PluginError {
-    if ctx.limiter.hit {
-        PluginError::Memory(limits.memory_mb)
-    } else if let Some(message) = ctx.host_error.clone() {
+    if let Some(refused) = &ctx.refused {
+        return refused.clone();
+    }
+    match ctx.budget.exceeded() {
+        Some(Exceeded::Linear) => return PluginError::Memory(limits.memory_mb),
+        Some(Exceeded::Host(what)) => {
+            return PluginError::HostMemory(format!(
+                "memory cap of {} MiB: {what}",
+                limits.memory_mb
+            ));
+        }
+        None => {}
+    }
+    if let Some(message) = ctx.host_error.clone() {
         PluginError::Host(message)
     } else {
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => PluginError::OutOfFuel,
             Some(Trap::Interrupt) => PluginError::Deadline(limits.timeout_ms),
             Some(trap) => PluginError::Trap(trap.to_string()),
-            None => PluginError::Trap(format!("{e:#}")),
+            None => PluginError::Trap(log_gate::truncate(format!("{e:#}"), MAX_MESSAGE)),
         }
     }
 }
 
-/// Caps linear memory growth at the binding's limit; growing past it traps.
-struct MemoryCap {
-    bytes: usize,
-    hit: bool,
+/// Longest message a plugin can make the node log, store or send to a client (a denial
+/// reason, a reactor's error): issue 12 saw 20-100 MB ones logged on every retry.
+pub const MAX_MESSAGE: usize = 4096;
+/// Longest denial code (a short machine-readable word).
+pub const MAX_CODE: usize = 256;
+
+/// A verdict whose denial fits [`MAX_CODE`] and [`MAX_MESSAGE`].
+pub(super) fn bounded(verdict: types::Verdict) -> types::Verdict {
+    match verdict {
+        types::Verdict::Deny(denial) => types::Verdict::Deny(types::Denial {
+            code: log_gate::truncate(denial.code, MAX_CODE),
+            reason: log_gate::truncate(denial.reason, MAX_MESSAGE),
+        }),
+        allow => allow,
+    }
 }
 
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.bytes {
-            self.hit = true;
-            return Err(wasmtime::Error::msg("memory cap exceeded"));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
-    }
+/// The bytes a key-value takes on the host.
+fn kv_bytes(kv: &etch_proto::KeyValue) -> usize {
+    kv.key.len() + kv.value.len() + RECORD_OVERHEAD
 }
 
 impl types::Host for Ctx {}
@@ -135,7 +206,23 @@ impl types::Host for Ctx {}
 impl log::Host for Ctx {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         use log::Level;
+        self.budget.lend("a log line", message.len())?;
+        let admit = match &self.logs {
+            Some(gate) => gate.admit(&self.plugin, std::time::Instant::now()),
+            None => Admit::Yes { suppressed: 0 },
+        };
+        let Admit::Yes { suppressed } = admit else {
+            return Ok(());
+        };
         let plugin = self.plugin.as_str();
+        if suppressed > 0 {
+            tracing::warn!(
+                plugin,
+                suppressed,
+                "plugin log lines suppressed (rate limit)"
+            );
+        }
+        let message = log_gate::truncate(message, MAX_LOG_LINE);
         match level {
             Level::Debug => tracing::debug!(plugin, "{message}"),
             Level::Info => tracing::info!(plugin, "{message}"),
@@ -148,24 +235,33 @@ impl log::Host for Ctx {
 
 impl config::Host for Ctx {
     fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .config
-            .iter()
+        let value = (self.config.iter())
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone()))
+            .map(|(_, v)| v.clone());
+        let bytes = value.as_ref().map_or(0, String::len);
+        self.budget.lend("a config value", bytes)?;
+        Ok(value)
     }
 
     fn entries(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        let bytes = (self.config.iter())
+            .map(|(k, v)| k.len() + v.len() + RECORD_OVERHEAD)
+            .sum();
+        self.budget.lend("the config", bytes)?;
         Ok(self.config.clone())
     }
 }
 
 impl kv::Host for Ctx {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<KeyValue>> {
+        self.check_key("kv.get", "key", &key)?;
         let kv = match self.view.get(&key) {
             Ok(kv) => kv,
             Err(e) => return Err(self.host_failed(e)),
         };
+        if let Some(kv) = &kv {
+            self.budget.lend("a kv.get result", kv_bytes(kv))?;
+        }
         let mut read = Read {
             key,
             ..Read::default()
@@ -173,7 +269,7 @@ impl kv::Host for Ctx {
         if let Some(kv) = &kv {
             read.note(kv.mod_revision);
         }
-        self.reads.push(read);
+        self.record(read)?;
         Ok(kv.map(to_wit))
     }
 
@@ -183,6 +279,8 @@ impl kv::Host for Ctx {
         range_end: Vec<u8>,
         limit: u32,
     ) -> wasmtime::Result<Vec<KeyValue>> {
+        self.check_key("kv.range", "key", &key)?;
+        self.check_key("kv.range", "range end", &range_end)?;
         let limit = if limit == 0 {
             usize::MAX
         } else {
@@ -194,20 +292,30 @@ impl kv::Host for Ctx {
             ..Read::default()
         };
         let mut out = Vec::new();
-        // The fingerprint covers the whole range, whatever the limit: the decision may rest
-        // on what lies past it (e.g. "there are more than N keys").
-        for kv in self.view.scan(&KeyRange::new(&read.key, &read.range_end)) {
+        let mut bytes = 0;
+        for kv in (self.view.scan(&KeyRange::new(&read.key, &read.range_end))).take(limit) {
             let kv = match kv {
                 Ok(kv) => kv,
                 Err(e) => return Err(self.host_failed(e)),
             };
+            bytes += kv_bytes(&kv);
+            self.budget.lend("a kv.range result", bytes)?;
             read.note(kv.mod_revision);
-            if out.len() < limit {
-                out.push(to_wit(kv));
-            }
+            out.push(kv);
         }
-        self.reads.push(read);
-        Ok(out)
+        // Cut short by the limit, the answer rests only on the keys up to the last one
+        // returned: the fingerprint covers `[key, last]`, so writes past it (which could
+        // not change the answer) do not conflict with the write.
+        if out.len() == limit
+            && !read.range_end.is_empty()
+            && let Some(last) = out.last()
+        {
+            let mut end = last.key.clone();
+            end.push(0);
+            read.range_end = end;
+        }
+        self.record(read)?;
+        Ok(out.into_iter().map(to_wit).collect())
     }
 }
 

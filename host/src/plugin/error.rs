@@ -2,7 +2,7 @@
 //! is dropped and the node goes on serving.
 
 /// Why a plugin call did not succeed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PluginError {
     /// The component does not compile, or does not fit its hook's world.
     #[error("invalid component: {0}")]
@@ -19,6 +19,30 @@ pub enum PluginError {
     /// The plugin tried to grow its memory past the binding's cap.
     #[error("memory cap of {0} MiB exceeded")]
     Memory(u32),
+    /// What the host held or built for the call (its read set, a range result, staged
+    /// writes, a string crossing the boundary) would have gone past the call's memory cap,
+    /// or its read set past the guard cap (`crate::mvcc::MAX_GUARD_BYTES`).
+    #[error("host-side memory cap exceeded: {0}")]
+    HostMemory(String),
+    /// The plugin passed a host call an argument no call accepts (a key over the limit).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A reactor staged more than one transaction may hold (the node's `--max-txn-ops` and
+    /// `--max-request-bytes`): the call fails whatever it returns.
+    #[error("staged writes exceed one transaction: {0}")]
+    TooManyWrites(String),
+    /// The next revision holds more events for a reactor than one call can take within its
+    /// memory cap. The reactor stays at it (`plugin list` shows it stalled) until its
+    /// binding is removed and installed again, which resumes after the new install.
+    #[error(
+        "revision {revision} holds {events} events ({bytes} bytes) for this reactor, more than one call can take ({max_bytes} bytes, half its memory cap): the reactor is stalled there"
+    )]
+    RevisionTooLarge {
+        revision: i64,
+        events: usize,
+        bytes: usize,
+        max_bytes: usize,
+    },
     /// The plugin trapped (a panic, `unreachable`, an out-of-bounds access, ...).
     #[error("trapped: {0}")]
     Trap(String),

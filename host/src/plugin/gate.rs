@@ -36,6 +36,8 @@ pub struct Stats {
     pub failures: u64,
     /// Why the last call failed (reactors), empty after a success.
     pub last_error: String,
+    /// Whether the reactor cannot go on: its next revision is larger than a call can take.
+    pub stalled: bool,
 }
 
 /// The plugins of one node: the engine, the validator gate, reactor calls, counters.
@@ -296,6 +298,7 @@ impl Plugins {
         let mut stats = self.stats();
         let stats = stats.entry(name.to_owned()).or_default();
         stats.calls += 1;
+        stats.stalled = matches!(failure, Some(PluginError::RevisionTooLarge { .. }));
         match failure {
             Some(e) => {
                 stats.failures += 1;

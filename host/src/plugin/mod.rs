@@ -23,25 +23,33 @@
 //!
 //! Each call runs in a fresh instance from a per-node engine (`runtime.rs`: pooling
 //! allocator, fuel, epoch deadline from a dedicated thread, memory cap per store;
-//! `ctx.rs`: the call's state and shared imports) with a typed [`PluginError`] for every
-//! way it can fail; the node keeps serving. Plugins never run on followers or in apply:
+//! `ctx.rs`: the call's state and shared imports; `budget.rs`: one memory cap for the
+//! guest's memory and what the host holds for it; `log_gate.rs`: plugin log lines cut and
+//! rate-limited) with a typed [`PluginError`] for every way it can fail; the node keeps
+//! serving. Plugins never run on followers or in apply:
 //! decisions are fixed in the log, so wall-clock deadlines do not break determinism.
 //! Components are compiled ahead of use, cached by sha256 and hook (`runtime.rs`).
 
+mod budget;
 mod ctx;
 mod error;
 mod gate;
+mod log_gate;
 mod react;
 mod reactor;
 mod runtime;
 mod validator;
 
+pub use ctx::{MAX_CODE, MAX_MESSAGE};
 pub use error::PluginError;
 pub use gate::{Plugins, Stats, touches};
+pub use log_gate::{LOG_BURST, LOG_LINES_PER_SECOND, MAX_LOG_LINE, truncate};
 pub use react::{Checkpoint, MAX_EVENTS, Step, checkpoint_key, read_checkpoint};
 pub use reactor::{Outcome, RESERVED_PREFIX};
 pub use runtime::{MAX_MEMORY_MB, Runtime};
 
+#[cfg(test)]
+mod hostmem_test;
 #[cfg(test)]
 mod limits_test;
 #[cfg(test)]

@@ -2,8 +2,13 @@
 //! pick the events its binding wants, and hand them to the plugin as one batch.
 //!
 //! A step reads one snapshot of the applied state and scans revisions `from..` in order,
-//! at most [`MAX_SCAN`] of them, until it has [`MAX_EVENTS`] events (a revision is never
-//! split: its events go in one batch). From each revision it keeps the events under the
+//! at most [`MAX_SCAN`] of them, until it has [`MAX_EVENTS`] events or the next revision's
+//! would take the batch past half the binding's memory cap (a revision is never split:
+//! its events go in one batch). The other half is for the guest's copy of the batch and
+//! its own work: the host's batch and the guest's copy of it must both fit the cap. A
+//! revision whose events alone are over that can never be handed over: the step fails
+//! with [`PluginError::RevisionTooLarge`], which `plugin list` shows as a stalled reactor
+//! (issue 12: a reactor behind a 599,191-event revision was stuck for ever, silently). From each revision it keeps the events under the
 //! binding's prefix, leaving out keys under [`RESERVED_PREFIX`]; a revision that put the
 //! reactor's own checkpoint key is the reactor's own write (see `crate::node::reactor`) and
 //! is skipped whole. The plugin's `kv` reads see the same snapshot. What to do with the
@@ -13,8 +18,10 @@
 use std::sync::Arc;
 
 use etch_proto::Revision;
+use etch_proto::limits::Limits;
 use etch_proto::watch::EventType;
 
+use super::budget::RECORD_OVERHEAD;
 use super::ctx::{self, Ctx};
 use super::error::PluginError;
 use super::gate::Plugins;
@@ -86,24 +93,29 @@ pub fn read_checkpoint(store: &Store, name: &str) -> mvcc::Result<Checkpoint> {
 }
 
 impl Plugins {
-    /// Runs one step of reactor `record` from revision `from` (see the module doc). Blocking:
-    /// call it off the async runtime.
+    /// Runs one step of reactor `record` from revision `from` (see the module doc); what it
+    /// stages must fit one transaction under `limits`. Blocking: call it off the async
+    /// runtime.
     ///
     /// # Errors
     ///
-    /// The plugin failed (trap, fuel, deadline, memory, `err`), or storage did.
+    /// The plugin failed (trap, fuel, deadline, memory, `err`, staged too much), the next
+    /// revision is too large for it, or storage failed.
     pub fn react(
         &self,
         store: &Store,
         record: &BindingRecord,
         from: Revision,
+        limits: &Limits,
     ) -> Result<Step, PluginError> {
         let host = |e: mvcc::Error| PluginError::Host(e.to_string());
         let view = store.view().map_err(host)?;
         let binding = &record.binding;
         let own = checkpoint_key(&binding.name);
         let last = view.revision.min(from.saturating_add(MAX_SCAN - 1));
+        let max_bytes = ((binding.limits.memory_mb as usize) << 20) / 2;
         let mut events = Vec::new();
+        let mut bytes = 0;
         let mut through = from - 1;
         for rev in from..=last {
             let changes = match view.watch_events(rev).map_err(host)? {
@@ -115,29 +127,44 @@ impl Plugins {
                 }
                 Err(e) => return Err(PluginError::Host(e.to_string())),
             };
-            through = rev;
             if changes
                 .iter()
                 .any(|c| c.kind == EventType::Put && c.kv.key == own)
             {
+                through = rev;
                 continue;
             }
-            events.extend(
-                changes
-                    .into_iter()
-                    .filter(|c| {
-                        c.kv.key.starts_with(&binding.prefix)
-                            && !c.kv.key.starts_with(RESERVED_PREFIX)
-                    })
-                    .map(|c| Event {
-                        kind: match c.kind {
-                            EventType::Put => OpKind::Put,
-                            EventType::Delete => OpKind::Delete,
-                        },
-                        kv: ctx::to_wit(c.kv),
-                        prev: c.prev_kv.map(ctx::to_wit),
-                    }),
-            );
+            let wanted: Vec<Event> = (changes.into_iter())
+                .filter(|c| {
+                    c.kv.key.starts_with(&binding.prefix) && !c.kv.key.starts_with(RESERVED_PREFIX)
+                })
+                .map(|c| Event {
+                    kind: match c.kind {
+                        EventType::Put => OpKind::Put,
+                        EventType::Delete => OpKind::Delete,
+                    },
+                    kv: ctx::to_wit(c.kv),
+                    prev: c.prev_kv.map(ctx::to_wit),
+                })
+                .collect();
+            let rev_bytes: usize = wanted.iter().map(event_bytes).sum();
+            if bytes + rev_bytes > max_bytes {
+                if events.is_empty() {
+                    let e = PluginError::RevisionTooLarge {
+                        revision: rev,
+                        events: wanted.len(),
+                        bytes: rev_bytes,
+                        max_bytes,
+                    };
+                    self.count(&binding.name, Some(&e));
+                    return Err(e);
+                }
+                // Hand over what came before; this revision starts the next batch.
+                break;
+            }
+            through = rev;
+            bytes += rev_bytes;
+            events.extend(wanted);
             if events.len() >= MAX_EVENTS {
                 break;
             }
@@ -150,12 +177,13 @@ impl Plugins {
             let Compiled::Reactor(pre) = compiled else {
                 return Err(PluginError::Invalid("not a reactor".into()));
             };
-            let ctx = Ctx::new(
+            let mut ctx = Ctx::new(
                 &binding.name,
                 Arc::new(view),
                 binding.config.clone(),
                 binding.limits.memory_mb,
             );
+            ctx.stage_limits = *limits;
             reactor::call(self.runtime(), &pre, ctx, &binding.limits, &events)
         });
         self.count(&binding.name, result.as_ref().err());
@@ -166,4 +194,10 @@ impl Plugins {
             outcome: result?,
         })
     }
+}
+
+/// The bytes one event takes on the host (and, about, in the guest once lowered).
+fn event_bytes(event: &Event) -> usize {
+    let kv = |kv: &ctx::KeyValue| kv.key.len() + kv.value.len() + RECORD_OVERHEAD;
+    kv(&event.kv) + event.prev.as_ref().map_or(0, kv)
 }

@@ -7,13 +7,23 @@
 //! the reactor's checkpoint, as one transaction after the call returns `ok`
 //! (`crate::node::reactor`). Staging keeps Raft out of the call (so its deadline measures
 //! the plugin, not the cluster) and makes a batch's writes commit all together or not at all.
+//!
+//! What is staged must fit one transaction as a client may send it (issue 12 saw 599,191
+//! puts staged into one revision): at most `--max-txn-ops` less one writes (the checkpoint
+//! takes the last op) and `--max-request-bytes` less [`TXN_RESERVE`] bytes. A write past
+//! either is refused to the plugin *and* fails the call, whatever it returns, with
+//! [`PluginError::TooManyWrites`]: committing the batch without it would lose a write the
+//! plugin meant to make. Staged writes are also held against the call's memory cap.
 
+use etch_proto::limits::check_key;
 use etch_proto::plugin::PluginLimits;
 use etch_proto::{DeleteRangeRequest, PutRequest, RequestOp};
 use wasmtime::component::bindgen;
 
-use super::ctx::{self, Ctx};
+use super::budget::RECORD_OVERHEAD;
+use super::ctx::{self, Ctx, MAX_MESSAGE};
 use super::error::PluginError;
+use super::log_gate::truncate;
 use super::runtime::Runtime;
 use crate::mvcc::Read;
 
@@ -33,8 +43,12 @@ bindgen!({
 /// may not write them, and reactors are never told of changes to them.
 pub const RESERVED_PREFIX: &[u8] = b"\0etch/";
 
-/// Most bytes of keys and values one call may stage.
-pub const MAX_STAGED_BYTES: usize = 4 << 20;
+/// Bytes of a staged transaction kept for what is not staged: the compare on the
+/// checkpoint and the checkpoint's put (keys of at most ~300 bytes, a decimal revision).
+pub const TXN_RESERVE: usize = 1024;
+/// Bytes counted per staged write beside its key and value, as
+/// `etch_proto::limits::request_bytes` counts an operation.
+const PER_OP: usize = 16;
 
 /// What a reactor call left behind.
 #[derive(Debug, Default)]
@@ -60,41 +74,76 @@ pub fn call(
         .instantiate(&mut store)
         .and_then(|instance| instance.call_on_events(&mut store, events));
     let ctx = store.into_data();
+    if let Some(refused) = ctx.refused {
+        return Err(refused);
+    }
     match result {
         Ok(Ok(())) => Ok(Outcome {
             writes: ctx.staged,
             reads: ctx.reads,
         }),
-        Ok(Err(message)) => Err(PluginError::Refused(message)),
+        Ok(Err(message)) => Err(PluginError::Refused(truncate(message, MAX_MESSAGE))),
         Err(e) => Err(ctx::failure(&ctx, limits, &e)),
     }
 }
 
 impl Ctx {
-    /// Stages one write, refusing reserved keys and writes past the byte limit.
-    fn stage(&mut self, key: &[u8], value_len: usize, op: RequestOp) -> Result<(), String> {
+    /// Stages one write: refuses (to the plugin) an empty, reserved or over-long key;
+    /// refuses and fails the call past one transaction's limits (see the module doc);
+    /// traps past the memory cap.
+    fn stage(
+        &mut self,
+        key: &[u8],
+        value_len: usize,
+        op: RequestOp,
+    ) -> wasmtime::Result<Result<(), String>> {
         if key.is_empty() {
-            return Err("a key may not be empty".into());
+            return Ok(Err("a key may not be empty".into()));
         }
         if key.starts_with(RESERVED_PREFIX) {
-            return Err("keys under \"\\0etch/\" are reserved for etch".into());
+            return Ok(Err("keys under \"\\0etch/\" are reserved for etch".into()));
         }
-        let bytes = self.staged_bytes + key.len() + value_len;
-        if bytes > MAX_STAGED_BYTES {
-            return Err(format!(
-                "a batch may stage at most {MAX_STAGED_BYTES} bytes of writes"
-            ));
+        if let Err(e) = check_key("key", key) {
+            return Ok(Err(e.to_string()));
         }
-        self.staged_bytes = bytes;
+        let max_ops = self.stage_limits.max_txn_ops.saturating_sub(1);
+        if self.staged.len() >= max_ops {
+            return Ok(self.refuse(format!(
+                "a batch may stage at most {max_ops} writes (--max-txn-ops {}, less the checkpoint)",
+                self.stage_limits.max_txn_ops
+            )));
+        }
+        let op_bytes = PER_OP + key.len() + value_len;
+        let max_bytes = self
+            .stage_limits
+            .max_request_bytes
+            .saturating_sub(TXN_RESERVE);
+        if self.staged_bytes + op_bytes > max_bytes {
+            return Ok(self.refuse(format!(
+                "a batch may stage at most {max_bytes} bytes of writes (--max-request-bytes {}, less {TXN_RESERVE})",
+                self.stage_limits.max_request_bytes
+            )));
+        }
+        self.budget
+            .hold("staged writes", op_bytes + RECORD_OVERHEAD)?;
+        self.staged_bytes += op_bytes;
         self.staged.push(op);
-        Ok(())
+        Ok(Ok(()))
+    }
+
+    /// Refuses a write to the plugin and fails its call (the first refusal says why).
+    fn refuse(&mut self, message: String) -> Result<(), String> {
+        if self.refused.is_none() {
+            self.refused = Some(PluginError::TooManyWrites(message.clone()));
+        }
+        Err(message)
     }
 }
 
 impl etch::plugin::kv_write::Host for Ctx {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         let (k, len) = (key.clone(), value.len());
-        Ok(self.stage(
+        self.stage(
             &k,
             len,
             RequestOp::Put(PutRequest {
@@ -102,12 +151,12 @@ impl etch::plugin::kv_write::Host for Ctx {
                 value,
                 ..Default::default()
             }),
-        ))
+        )
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         let k = key.clone();
-        Ok(self.stage(
+        self.stage(
             &k,
             0,
             RequestOp::DeleteRange(DeleteRangeRequest {
@@ -115,6 +164,6 @@ impl etch::plugin::kv_write::Host for Ctx {
                 range_end: Vec::new(),
                 prev_kv: false,
             }),
-        ))
+        )
     }
 }

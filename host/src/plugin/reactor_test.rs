@@ -4,6 +4,7 @@
 //! revisions), the writes it stages, and every failure coming back typed and counted while
 //! the same engine goes on serving.
 
+use etch_proto::limits::Limits;
 use etch_proto::plugin::{PluginBinding, PluginHook, PluginInstallRequest, PluginLimits};
 use etch_proto::{
     Compare, CompareResult, CompareTarget, PutRequest, Request, RequestOp, TxnRequest,
@@ -122,7 +123,10 @@ fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
     });
     assert!(f.store.apply(&txn, b"applied").expect("storage").is_ok());
     let last = f.write(b"/in/b");
-    let step = f.plugins.react(&f.store, &record, first).expect("step");
+    let step = f
+        .plugins
+        .react(&f.store, &record, first, &Limits::default())
+        .expect("step");
     let Step::Batch {
         through,
         events,
@@ -137,14 +141,20 @@ fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
         "{outcome:?}"
     );
     // Past the end: nothing to do.
-    let step = f.plugins.react(&f.store, &record, last + 1).expect("step");
+    let step = f
+        .plugins
+        .react(&f.store, &record, last + 1, &Limits::default())
+        .expect("step");
     assert!(
         matches!(step, Step::Idle { through } if through == last),
         "{step:?}"
     );
     // Only revisions without events for it: idle up to the last one.
     let quiet = f.write(b"/elsewhere");
-    let step = f.plugins.react(&f.store, &record, last + 1).expect("step");
+    let step = f
+        .plugins
+        .react(&f.store, &record, last + 1, &Limits::default())
+        .expect("step");
     assert!(
         matches!(step, Step::Idle { through } if through == quiet),
         "{step:?}"
@@ -159,7 +169,7 @@ fn a_reactor_cannot_stage_reserved_keys() {
     let from = f.write(b"/in/a");
     let step = f
         .plugins
-        .react(&f.store, &record, from)
+        .react(&f.store, &record, from, &Limits::default())
         .expect("the put was refused, not staged");
     assert!(
         matches!(&step, Step::Batch { outcome, .. } if outcome.writes.is_empty()),
@@ -194,7 +204,7 @@ fn failures_are_typed_counted_and_the_engine_goes_on() {
         let record = f.bind_reactor(name, body, limits);
         let err = f
             .plugins
-            .react(&f.store, &record, from)
+            .react(&f.store, &record, from, &Limits::default())
             .expect_err("a failing reactor");
         let expected = match name {
             "err" => matches!(&err, PluginError::Refused(m) if m == "broken"),
@@ -209,7 +219,10 @@ fn failures_are_typed_counted_and_the_engine_goes_on() {
     }
     // The engine still serves a well-behaved reactor.
     let record = f.bind_reactor("good", WRITE, PluginLimits::default());
-    let step = f.plugins.react(&f.store, &record, from).expect("good");
+    let step = f
+        .plugins
+        .react(&f.store, &record, from, &Limits::default())
+        .expect("good");
     assert!(matches!(step, Step::Batch { events: 1, .. }), "{step:?}");
     assert!(f.plugins.stats_of("good").last_error.is_empty());
 }

@@ -37,6 +37,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::ctx::Ctx;
 use super::error::{PluginError, Result};
+use super::log_gate::LogGate;
 use super::reactor::{Reactor, ReactorPre};
 use super::validator::{Validator, ValidatorPre};
 
@@ -64,6 +65,8 @@ struct Inner {
     reactors: Linker<Ctx>,
     /// Compiled components by sha256 and hook.
     cache: Mutex<HashMap<(Vec<u8>, PluginHook), Compiled>>,
+    /// The per-binding rate limit of plugin log lines.
+    log_gate: Arc<LogGate>,
 }
 
 /// The count of free call slots.
@@ -151,12 +154,18 @@ impl Runtime {
                 validators,
                 reactors,
                 cache: Mutex::new(HashMap::new()),
+                log_gate: Arc::default(),
             }),
         })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The node's plugin log gate (`log_gate.rs`).
+    pub(super) fn log_gate(&self) -> Arc<LogGate> {
+        self.inner.log_gate.clone()
     }
 
     /// Waits for one of the [`CALL_SLOTS`]; the call holds it until the slot is dropped.

@@ -34,6 +34,6 @@ pub fn call(
         .instantiate(&mut store)
         .and_then(|instance| instance.call_validate(&mut store, request));
     let ctx = store.into_data();
-    let result = result.map_err(|e| ctx::failure(&ctx, limits, &e));
+    let result = (result.map(ctx::bounded)).map_err(|e| ctx::failure(&ctx, limits, &e));
     (result, ctx.reads)
 }
