@@ -59,6 +59,7 @@ async fn run() -> anyhow::Result<()> {
     options.snapshot_count = config.snapshot_count;
     options.snapshot_catchup_entries = config.snapshot_catchup_entries;
     options.watch_progress_interval = config.watch_progress_notify_interval;
+    options.client_limits = config.client_limits.clone();
 
     let node = Node::start(options).await?;
     tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
