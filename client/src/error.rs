@@ -19,6 +19,11 @@ pub enum Error {
     /// another CA, or none was presented. Nothing was applied.
     #[error("certificate refused by {endpoint}: {reason}")]
     CertificateRefused { endpoint: String, reason: String },
+    /// The node turned the connection away after the handshake because of a limit (too many
+    /// connections to it, or for this certificate's principal); `reason` is the node's.
+    /// Nothing was sent.
+    #[error("connection refused by {endpoint}: {reason}")]
+    Refused { endpoint: String, reason: String },
     /// No connection could be made to `endpoint`. Nothing was sent.
     #[error("cannot connect to {endpoint}")]
     Connect {
@@ -35,8 +40,9 @@ pub enum Error {
         #[source]
         source: quinn::ConnectionError,
     },
-    /// The node stopped or reset the request's stream (with a QUIC error code).
-    #[error("stream to {endpoint} was {what} by the node (code {code})")]
+    /// The node stopped or reset the request's stream (with a QUIC error code; the message
+    /// says what the code means, see [`etch_proto::codes::stream`]).
+    #[error("stream to {endpoint} was {what} by the node (code {code}{})", code_reason(*code))]
     StreamReset {
         endpoint: String,
         what: &'static str,
@@ -98,6 +104,12 @@ pub enum Error {
     Bind(#[source] std::io::Error),
 }
 
+fn code_reason(code: u64) -> String {
+    etch_proto::codes::stream_reason(code)
+        .map(|reason| format!(": {reason}"))
+        .unwrap_or_default()
+}
+
 fn lost_message(endpoint: &str, sent: bool) -> String {
     if sent {
         format!("connection to {endpoint} lost after the request was sent (outcome unknown)")
@@ -146,7 +158,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Server(e) => e.is_retryable(),
-            Error::Connect { .. } => true,
+            Error::Connect { .. } | Error::Refused { .. } => true,
             Error::ConnectionLost { sent, .. } | Error::StreamReset { sent, .. } => !sent,
             Error::CertificateRefused { .. }
             | Error::Timeout { .. }
@@ -170,6 +182,33 @@ impl Error {
             self,
             Error::ConnectionLost { sent: true, .. } | Error::StreamReset { sent: true, .. }
         )
+    }
+}
+
+/// The reason a node gave for turning a connection away because of a limit, when the
+/// close says so: an application close with a refusal code (its reason text is the
+/// node's), or QUIC's `CONNECTION_REFUSED` (too many handshakes at once).
+pub(crate) fn limit_refusal(err: &quinn::ConnectionError) -> Option<String> {
+    match err {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if etch_proto::codes::is_refusal(close.error_code.into_inner()) =>
+        {
+            let code = close.error_code.into_inner();
+            let reason = String::from_utf8_lossy(&close.reason);
+            Some(if reason.is_empty() {
+                etch_proto::codes::close_reason(code)
+                    .unwrap_or("refused")
+                    .to_owned()
+            } else {
+                reason.into_owned()
+            })
+        }
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            Some("the node refused the connection (too many connections being set up)".into())
+        }
+        _ => None,
     }
 }
 
@@ -227,6 +266,49 @@ mod tests {
         assert!(missing.contains("no client certificate"), "{missing}");
         assert_eq!(tls_refusal(&quinn::ConnectionError::TimedOut), None);
         assert_eq!(tls_refusal(&quinn::ConnectionError::Reset), None);
+    }
+
+    #[test]
+    fn limit_closes_become_refusals_with_the_nodes_reason() {
+        let app = |code: u32, reason: &'static [u8]| {
+            quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                error_code: code.into(),
+                reason: reason.into(),
+            })
+        };
+        let per_principal = app(
+            etch_proto::codes::close::TOO_MANY_FOR_PRINCIPAL,
+            b"too many connections for principal alice (limit 2)",
+        );
+        assert_eq!(
+            limit_refusal(&per_principal).as_deref(),
+            Some("too many connections for principal alice (limit 2)")
+        );
+        let bare = limit_refusal(&app(etch_proto::codes::close::TOO_MANY_CONNECTIONS, b""));
+        assert!(bare.expect("a refusal").contains("connection limit"));
+        assert_eq!(
+            limit_refusal(&app(etch_proto::codes::close::IDLE, b"idle")),
+            None
+        );
+        assert_eq!(limit_refusal(&quinn::ConnectionError::TimedOut), None);
+        let refused = Error::Refused {
+            endpoint: "a:1".into(),
+            reason: "too many".into(),
+        };
+        assert!(refused.is_retryable());
+        assert_eq!(refused.to_string(), "connection refused by a:1: too many");
+        let reset = Error::StreamReset {
+            endpoint: "a:1".into(),
+            what: "reset",
+            code: etch_proto::codes::stream::UNREAD_RESPONSES.into(),
+            sent: true,
+        };
+        assert!(
+            reset
+                .to_string()
+                .contains("(code 3: too many bytes of answers"),
+            "{reset}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use etch_proto::frame::{self, FrameError};
 use etch_proto::{Response, pki::Identity};
 
 use crate::endpoint::Endpoint;
-use crate::error::{DialError, Error, Result, tls_refusal};
+use crate::error::{DialError, Error, Result, limit_refusal, tls_refusal};
 
 /// What a node answers: its response, or the error it reports.
 pub(crate) type Answer = std::result::Result<Response, etch_proto::Error>;
@@ -98,12 +98,18 @@ impl Transport {
                     Ok(conn) => return Ok(conn),
                     Err(e) => {
                         tracing::debug!(%endpoint, %addr, error = %e, "handshake failed");
-                        last = match tls_refusal(&e) {
-                            Some(reason) => Error::CertificateRefused {
+                        last = if let Some(reason) = tls_refusal(&e) {
+                            Error::CertificateRefused {
                                 endpoint: endpoint.to_string(),
                                 reason,
-                            },
-                            None => failed(handshake_failure(e)),
+                            }
+                        } else if let Some(reason) = limit_refusal(&e) {
+                            Error::Refused {
+                                endpoint: endpoint.to_string(),
+                                reason,
+                            }
+                        } else {
+                            failed(handshake_failure(e))
                         };
                     }
                 }
@@ -182,8 +188,16 @@ pub(crate) async fn read_answer(
         .map_err(|e| read_failure(conn, endpoint, e))
 }
 
-/// A lost connection, unless the node's close carries a TLS alert: then it refused us.
+/// A lost connection, unless the node's close carries a TLS alert or a limit's code: then
+/// it refused us (a connection turned away for a limit never served a stream, so `sent`
+/// does not matter).
 fn lost(endpoint: &Endpoint, source: quinn::ConnectionError, sent: bool) -> Error {
+    if let Some(reason) = limit_refusal(&source) {
+        return Error::Refused {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+    }
     match tls_refusal(&source) {
         Some(reason) => Error::CertificateRefused {
             endpoint: endpoint.to_string(),

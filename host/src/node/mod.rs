@@ -41,7 +41,7 @@ use crate::mvcc;
 use crate::raft::network::{Network, Peers};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::{LogStore, Member, Raft, StateMachine};
-use crate::server::{ClientEndpoint, serve_clients, serve_peers};
+use crate::server::{ClientEndpoint, ClientLimits, serve_clients, serve_peers};
 use crate::watch::Hub;
 use crate::{NodeId, node_id};
 
@@ -107,6 +107,9 @@ pub struct NodeOptions {
     pub watch_queue_bytes: usize,
     /// How often the leader looks for expired leases [default: 500 ms].
     pub lease_check_interval: Duration,
+    /// What one client may cost the node: connections, streams, buffered bytes, deadlines
+    /// (see [`ClientLimits`] for each bound and its default).
+    pub client_limits: ClientLimits,
 }
 
 impl NodeOptions {
@@ -140,6 +143,7 @@ impl NodeOptions {
             watch_queue_len: 128,
             watch_queue_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
+            client_limits: ClientLimits::default(),
         }
     }
 
@@ -281,7 +285,7 @@ impl Node {
         let read_index = read_index::ReadIndex::start(raft.clone(), options.request_timeout);
         let proposer = proposer::Proposer::start(raft.clone(), options.request_timeout);
 
-        let client = ClientEndpoint::bind(options.listen_client, &identity)
+        let client = ClientEndpoint::bind(options.listen_client, &identity, &options.client_limits)
             .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
         let client_addr = client.local_addr()?;
 

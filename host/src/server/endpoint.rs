@@ -1,18 +1,32 @@
-//! Accepting client connections and streams.
+//! Accepting client connections and streams, within the bounds of [`ClientLimits`].
+//!
+//! A connection is admitted by [`Admission`] (per node, per principal), gets a byte
+//! [`Budget`] and an [`Activity`] record, and is closed when idle. Each stream must deliver
+//! its request frame within the read deadline, charged to the budget before its body is
+//! read; its answer is charged before it is written and must be taken within the write
+//! deadline. What breaks a bound is reset with a code from `etch_proto::codes`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use etch_proto::codes::{close, stream};
 use etch_proto::frame::{self, FrameError};
 use etch_proto::pki::{self, Identity};
 use etch_proto::{ALPN_CLIENT, DEFAULT_MAX_RESPONSE_BYTES, Error, Request, Response};
 use quinn::crypto::rustls::QuicServerConfig;
+use tokio::sync::Semaphore;
 
+use super::activity::{Activity, OpenStream};
+use super::admission::Admission;
+use super::budget::{self, Budget, Charge};
+use super::limits::ClientLimits;
 use crate::node::Node;
 
-/// Stream-level error code sent when the server stops reading an oversize request.
-const STOP_TOO_LARGE: u32 = 1;
+/// Bytes a client may have in flight towards the node on one connection before QUIC flow
+/// control holds it back. quinn's default is unlimited (per stream 1.25 MB), which let
+/// partial frames on many streams pile up in the node's receive buffers.
+const CONNECTION_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// The bound client endpoint.
 #[derive(Debug, Clone)]
@@ -22,14 +36,19 @@ pub struct ClientEndpoint {
 
 impl ClientEndpoint {
     /// Binds the client endpoint on `addr`, demanding client certificates signed by the CA.
-    pub fn bind(addr: SocketAddr, identity: &Identity) -> anyhow::Result<Self> {
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        limits: &ClientLimits,
+    ) -> anyhow::Result<Self> {
         let tls = identity.server_config(None, ALPN_CLIENT)?;
         let crypto = QuicServerConfig::try_from(tls)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
-            .max_concurrent_bidi_streams(1024u32.into())
+            .max_concurrent_bidi_streams(limits.max_streams.into())
             .max_concurrent_uni_streams(0u32.into())
+            .receive_window(CONNECTION_RECEIVE_WINDOW.into())
             .max_idle_timeout(Some(Duration::from_secs(30).try_into()?))
             .keep_alive_interval(Some(Duration::from_secs(10)));
         config.transport_config(Arc::new(transport));
@@ -42,14 +61,33 @@ impl ClientEndpoint {
     }
 }
 
+/// What every connection of the endpoint shares.
+struct Shared {
+    admission: Admission,
+    buffers: Arc<Semaphore>,
+}
+
 /// Accepts connections until the endpoint is closed.
 pub async fn serve_clients(endpoint: quinn::Endpoint, node: Node) {
+    let limits = &node.options().client_limits;
+    let shared = Arc::new(Shared {
+        admission: Admission::new(limits),
+        buffers: budget::node_budget(limits.buffer_bytes),
+    });
     while let Some(incoming) = endpoint.accept().await {
+        let Some(handshake) = shared.admission.begin_handshake() else {
+            tracing::debug!(remote = %incoming.remote_address(), "too many handshakes; refused");
+            incoming.refuse();
+            continue;
+        };
         let node = node.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, node).await,
+            let accepted = incoming.await;
+            drop(handshake);
+            match accepted {
+                Ok(conn) => serve_connection(conn, node, shared).await,
                 // Certificate refusals end here: rustls has already told the client why.
                 Err(e) => tracing::debug!(%remote, error = %e, "client handshake failed"),
             }
@@ -67,84 +105,223 @@ fn principal(conn: &quinn::Connection) -> Option<String> {
     Some(subject.common_name)
 }
 
-async fn serve_connection(conn: quinn::Connection, node: Node) {
+async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Shared>) {
     let remote = conn.remote_address();
     let Some(principal) = principal(&conn) else {
         // Unreachable with the mandatory client verifier, but never serve an anonymous peer.
-        conn.close(1u32.into(), b"no client certificate");
+        conn.close(close::NO_CERTIFICATE.into(), b"no client certificate");
         return;
     };
-    tracing::debug!(%remote, %principal, "client connected");
     let principal: Arc<str> = principal.into();
+    let _slot = match shared.admission.admit(&principal) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::info!(%remote, %principal, reason = refusal.reason, "client connection refused");
+            conn.close(refusal.code.into(), refusal.reason.as_bytes());
+            return;
+        }
+    };
+    tracing::debug!(%remote, %principal, "client connected");
+    let limits = &node.options().client_limits;
+    let idle = limits.idle_timeout;
+    let budget = Arc::new(Budget::new(
+        limits.connection_buffer_bytes,
+        shared.buffers.clone(),
+        limits.buffer_bytes,
+    ));
+    let activity = Activity::new();
     loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                let node = node.clone();
-                let principal = principal.clone();
-                tokio::spawn(async move { serve_stream(send, recv, node, principal).await });
-            }
-            Err(e) => {
-                tracing::debug!(%remote, reason = %e, "client connection ended");
-                return;
+        // While a stream is open the connection is not idle; look again a timeout later.
+        let wake = activity
+            .idle_at(idle)
+            .unwrap_or_else(|| tokio::time::Instant::now() + idle);
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let stream = Stream {
+                        send,
+                        recv,
+                        node: node.clone(),
+                        principal: principal.clone(),
+                        budget: budget.clone(),
+                        _open: activity.open(),
+                    };
+                    tokio::spawn(stream.serve());
+                }
+                Err(e) => {
+                    tracing::debug!(%remote, reason = %e, "client connection ended");
+                    return;
+                }
+            },
+            () = tokio::time::sleep_until(wake) => {
+                if activity.idle_at(idle).is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    tracing::debug!(%remote, %principal, "closing an idle client connection");
+                    let reason = format!("idle for {} ms", idle.as_millis());
+                    conn.close(close::IDLE.into(), reason.as_bytes());
+                    return;
+                }
             }
         }
     }
 }
 
-async fn serve_stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+/// One client stream and what it may spend.
+struct Stream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
     node: Node,
     principal: Arc<str>,
-) {
-    let max_request = node.options().max_request_bytes;
-    let answer: Result<Response, Error> = match frame::read::<_, Request>(&mut recv, max_request)
-        .await
-    {
-        Ok(Some(Request::Watch(watch))) => match etch_proto::limits::check_watch(&watch) {
-            Ok(()) => return super::watch_stream::serve_watch(node, watch, send, recv).await,
-            Err(e) => Err(e),
-        },
-        Ok(Some(Request::LeaseKeepAlive(first))) => {
-            return super::keep_alive::serve_keep_alive(node, principal, first, send, recv).await;
+    budget: Arc<Budget>,
+    /// Keeps the connection from counting as idle while the stream lives.
+    _open: OpenStream,
+}
+
+impl Stream {
+    async fn serve(mut self) {
+        let limits = self.node.options().client_limits.clone();
+        let max_request = self.node.options().max_request_bytes;
+        let read = read_request(&mut self.recv, max_request, &self.budget);
+        let (request, charge) = match tokio::time::timeout(limits.read_timeout, read).await {
+            Ok(read) => match read {
+                Ok(Some(read)) => read,
+                Ok(None) => return,
+                Err(refusal) => match refusal {
+                    Refusal::Answer(e) => {
+                        self.answer(Err(e), &limits).await;
+                        return;
+                    }
+                    Refusal::Drop => return,
+                },
+            },
+            Err(_) => {
+                tracing::debug!(principal = %self.principal, "request not received in time");
+                let _ = self.recv.stop(stream::READ_TIMEOUT.into());
+                let _ = self.send.reset(stream::READ_TIMEOUT.into());
+                return;
+            }
+        };
+        let answer = match request {
+            Request::Watch(watch) => {
+                drop(charge);
+                if let Err(e) = etch_proto::limits::check_watch(&watch) {
+                    self.answer(Err(e), &limits).await;
+                    return;
+                }
+                let Stream {
+                    send,
+                    recv,
+                    node,
+                    _open,
+                    ..
+                } = self;
+                super::watch_stream::serve_watch(node, watch, send, recv).await;
+                return;
+            }
+            Request::LeaseKeepAlive(first) => {
+                drop(charge);
+                let Stream {
+                    send,
+                    recv,
+                    node,
+                    principal,
+                    _open,
+                    ..
+                } = self;
+                super::keep_alive::serve_keep_alive(node, principal, first, send, recv).await;
+                return;
+            }
+            request => {
+                let answer = self.node.handle(&self.principal, request).await;
+                drop(charge);
+                answer
+            }
+        };
+        self.answer(answer, &limits).await;
+    }
+
+    /// Charges `answer` to the budget, encodes it and writes it within the write deadline.
+    /// Its size is measured before it is encoded, so an answer without room costs no
+    /// encoding at all.
+    async fn answer(mut self, answer: Result<Response, Error>, limits: &ClientLimits) {
+        let answer = within_response_limit(answer);
+        let Ok(len) = frame::body_len(&answer) else {
+            return;
+        };
+        let Some(_charge) = self.budget.try_reserve(4 + len) else {
+            tracing::debug!(principal = %self.principal, bytes = len, "too many unread answers; stream reset");
+            let _ = self.send.reset(stream::UNREAD_RESPONSES.into());
+            return;
+        };
+        let encoded = frame::encode(&answer, DEFAULT_MAX_RESPONSE_BYTES);
+        // The response is as large as its frame: free it before anything waits.
+        drop(answer);
+        let bytes = match encoded {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode a response");
+                return;
+            }
+        };
+        match tokio::time::timeout(limits.write_timeout, self.send.write_all(&bytes)).await {
+            Ok(Ok(())) => {
+                let _ = self.send.finish();
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "client went away before its answer"),
+            Err(_) => {
+                tracing::debug!(principal = %self.principal, "answer not read in time; stream reset");
+                let _ = self.send.reset(stream::WRITE_TIMEOUT.into());
+            }
         }
-        Ok(Some(request)) => node.handle(&principal, request).await,
-        Ok(None) => return,
-        Err(FrameError::TooLarge { len, max }) => {
-            let _ = recv.stop(STOP_TOO_LARGE.into());
-            Err(Error::TooLarge {
+    }
+}
+
+/// What to do with a stream whose request could not be read.
+enum Refusal {
+    /// Answer it with this error.
+    Answer(Error),
+    /// Drop it: the client broke it.
+    Drop,
+}
+
+/// Reads the request frame, charging its declared length to `budget` before its body.
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    budget: &Budget,
+) -> Result<Option<(Request, Charge)>, Refusal> {
+    let read = async {
+        let Some(len) = frame::read_len(recv, max).await? else {
+            return Ok(None);
+        };
+        let charge = budget.reserve(len).await;
+        let body = frame::read_body(recv, len).await?;
+        Ok::<_, FrameError>(Some((frame::decode::<Request>(&body)?, charge)))
+    };
+    read.await.map_err(|e| match e {
+        FrameError::TooLarge { len, max } => {
+            let _ = recv.stop(stream::TOO_LARGE.into());
+            Refusal::Answer(Error::TooLarge {
                 size: len as u64,
                 limit: max as u64,
             })
         }
-        Err(FrameError::Malformed(e)) => {
-            Err(Error::InvalidArgument(format!("malformed request: {e}")))
+        FrameError::Malformed(e) => {
+            Refusal::Answer(Error::InvalidArgument(format!("malformed request: {e}")))
         }
-        Err(e) => {
+        e => {
             tracing::debug!(error = %e, "client stream broke before a request");
-            return;
+            Refusal::Drop
         }
-    };
-    let bytes = match frame::encode(&answer, DEFAULT_MAX_RESPONSE_BYTES) {
-        Ok(bytes) => bytes,
-        Err(FrameError::TooLarge { len, max }) => {
-            let refusal: Result<Response, Error> = Err(Error::TooLarge {
-                size: len as u64,
-                limit: max as u64,
-            });
-            match frame::encode(&refusal, DEFAULT_MAX_RESPONSE_BYTES) {
-                Ok(bytes) => bytes,
-                Err(_) => return,
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot encode a response");
-            return;
-        }
-    };
-    if let Err(e) = send.write_all(&bytes).await {
-        tracing::debug!(error = %e, "client went away before its answer");
-        return;
+    })
+}
+
+/// The answer itself, or a `TooLarge` refusal if its frame would exceed the response limit.
+fn within_response_limit(answer: Result<Response, Error>) -> Result<Response, Error> {
+    match frame::body_len(&answer) {
+        Ok(len) if len > DEFAULT_MAX_RESPONSE_BYTES => Err(Error::TooLarge {
+            size: len as u64,
+            limit: DEFAULT_MAX_RESPONSE_BYTES as u64,
+        }),
+        _ => answer,
     }
-    let _ = send.finish();
 }

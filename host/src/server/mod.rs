@@ -4,17 +4,24 @@
 //! signed by the cluster CA (rustls refuses anything else during the handshake). The
 //! certificate's common name becomes the principal of every request on the connection. Each
 //! stream carries one request frame and gets one `Result<Response, Error>` frame back; a
-//! malformed or oversize frame is answered with an error on that stream only. Two kinds of
+//! malformed or oversize frame is answered with an error on that stream only. What one
+//! client may cost is bounded (`limits.rs`: connections per node and per principal,
+//! streams, buffered bytes, read and write deadlines, idle time). Two kinds of
 //! stream live longer (`watch_stream.rs`): a watch (the node keeps writing responses and
 //! reads control frames) and a lease keep-alive (`keep_alive.rs`: one answer per frame).
 //!
 //! The peer endpoint (`peer.rs`) admits node certificates only and serves Raft RPCs,
 //! snapshot streams and requests forwarded by followers.
 
+mod activity;
+mod admission;
+mod budget;
 mod endpoint;
 mod keep_alive;
+mod limits;
 mod peer;
 mod watch_stream;
 
 pub use endpoint::{ClientEndpoint, serve_clients};
+pub use limits::{ClientLimits, SMALL_ANSWER};
 pub use peer::serve_peers;

@@ -39,7 +39,11 @@ pub(super) async fn serve_watch(
     if write(&node, &mut send, created).await.is_err() {
         return;
     }
-    let mut controls = read_controls(recv, node.options().max_request_bytes);
+    let mut controls = read_controls(
+        recv,
+        node.options().max_request_bytes,
+        node.options().client_limits.read_timeout,
+    );
     let period = node.options().watch_progress_interval;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut sent_since_tick = false;
@@ -111,18 +115,28 @@ pub(super) async fn serve_watch(
 }
 
 /// Reads control frames into a channel until the client's side ends; a malformed frame
-/// ends it too.
-fn read_controls(mut recv: quinn::RecvStream, max: usize) -> mpsc::Receiver<WatchControl> {
+/// ends it too, and so does one that does not arrive whole within `within` of its first
+/// byte (the stream is then stopped with `codes::stream::READ_TIMEOUT`).
+fn read_controls(
+    mut recv: quinn::RecvStream,
+    max: usize,
+    within: std::time::Duration,
+) -> mpsc::Receiver<WatchControl> {
     let (tx, rx) = mpsc::channel(8);
     tokio::spawn(async move {
         loop {
-            match frame::read::<_, WatchControl>(&mut recv, max).await {
+            match frame::read_started_within::<_, WatchControl>(&mut recv, max, within).await {
                 Ok(Some(control)) => {
                     if tx.send(control).await.is_err() {
                         return;
                     }
                 }
                 Ok(None) => return,
+                Err(frame::FrameError::TimedOut(_)) => {
+                    tracing::debug!("watch control frame not received in time");
+                    let _ = recv.stop(etch_proto::codes::stream::READ_TIMEOUT.into());
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "watch control stream ended");
                     return;

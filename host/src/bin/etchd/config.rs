@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use etch_host::node::{ClusterState, MAX_REQUEST_BYTES_CEILING};
+use etch_host::server::ClientLimits;
 use serde::Deserialize;
 
 /// etchd: a node of etch, a replicated, strongly consistent key-value store.
@@ -98,6 +99,36 @@ pub struct Args {
     /// what a watcher that does not read its stream costs the node [default: 16777216].
     #[arg(long, env = "ETCH_WATCH_QUEUE_BYTES")]
     pub watch_queue_bytes: Option<usize>,
+    /// Time a client has to send a whole request frame (on a watch or keep-alive stream:
+    /// each control frame, from its first byte), in milliseconds [default: 10000].
+    #[arg(long, env = "ETCH_CLIENT_READ_TIMEOUT")]
+    pub client_read_timeout: Option<u64>,
+    /// Time a client has to read an answer before its stream is reset, in milliseconds
+    /// [default: 10000].
+    #[arg(long, env = "ETCH_CLIENT_WRITE_TIMEOUT")]
+    pub client_write_timeout: Option<u64>,
+    /// A client connection with no open stream and no request for this long is closed,
+    /// in milliseconds [default: 300000].
+    #[arg(long, env = "ETCH_CLIENT_IDLE_TIMEOUT")]
+    pub client_idle_timeout: Option<u64>,
+    /// Client connections served at once [default: 1024].
+    #[arg(long, env = "ETCH_MAX_CLIENT_CONNECTIONS")]
+    pub max_client_connections: Option<usize>,
+    /// Client connections one principal (certificate CN) may hold at once [default: 256].
+    #[arg(long, env = "ETCH_MAX_CLIENT_CONNECTIONS_PER_PRINCIPAL")]
+    pub max_client_connections_per_principal: Option<usize>,
+    /// Streams (requests, watches, keep-alives) open at once on one client connection
+    /// [default: 256].
+    #[arg(long, env = "ETCH_MAX_CLIENT_STREAMS")]
+    pub max_client_streams: Option<u32>,
+    /// Bytes one client connection may have buffered in the node (requests being received,
+    /// answers not yet read); an answer over it resets its stream [default: 67108864].
+    #[arg(long, env = "ETCH_MAX_CONNECTION_BUFFER_BYTES")]
+    pub max_connection_buffer_bytes: Option<usize>,
+    /// The same for all client connections together; answers of 64 KiB or less are
+    /// exempt [default: 1073741824].
+    #[arg(long, env = "ETCH_MAX_CLIENT_BUFFER_BYTES")]
+    pub max_client_buffer_bytes: Option<usize>,
 }
 
 /// The same settings, as read from a config file.
@@ -125,6 +156,14 @@ struct FileConfig {
     snapshot_catchup_entries: Option<u64>,
     watch_progress_notify_interval: Option<u64>,
     watch_queue_bytes: Option<usize>,
+    client_read_timeout: Option<u64>,
+    client_write_timeout: Option<u64>,
+    client_idle_timeout: Option<u64>,
+    max_client_connections: Option<usize>,
+    max_client_connections_per_principal: Option<usize>,
+    max_client_streams: Option<u32>,
+    max_connection_buffer_bytes: Option<usize>,
+    max_client_buffer_bytes: Option<usize>,
 }
 
 /// Validated settings.
@@ -150,10 +189,12 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     pub watch_progress_notify_interval: Duration,
     pub watch_queue_bytes: usize,
+    pub client_limits: ClientLimits,
 }
 
 impl Config {
     pub fn load(args: Args) -> anyhow::Result<Self> {
+        let args_limits = LimitArgs::from(&args);
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -162,6 +203,7 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        let file_limits = LimitArgs::from(&file);
         let tls = match (
             args.ca.or(file.ca),
             args.cert.or(file.cert),
@@ -251,6 +293,7 @@ impl Config {
                 .watch_queue_bytes
                 .or(file.watch_queue_bytes)
                 .unwrap_or(16 << 20),
+            client_limits: client_limits(&args_limits, file_limits),
         };
         config.validate()?;
         Ok(config)
@@ -294,7 +337,91 @@ impl Config {
         if self.snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");
         }
+        let limits = &self.client_limits;
+        if limits.read_timeout < Duration::from_millis(100)
+            || limits.write_timeout < Duration::from_millis(100)
+            || limits.idle_timeout < Duration::from_millis(100)
+        {
+            bail!(
+                "--client-read-timeout, --client-write-timeout and --client-idle-timeout must be at least 100 ms"
+            );
+        }
+        if limits.max_connections == 0
+            || limits.max_connections_per_principal == 0
+            || limits.max_streams == 0
+        {
+            bail!(
+                "--max-client-connections, --max-client-connections-per-principal and --max-client-streams must be at least 1"
+            );
+        }
+        if limits.connection_buffer_bytes < self.max_request_bytes
+            || limits.buffer_bytes < limits.connection_buffer_bytes
+        {
+            bail!(
+                "--max-connection-buffer-bytes must be at least --max-request-bytes, and --max-client-buffer-bytes at least --max-connection-buffer-bytes"
+            );
+        }
         Ok(())
+    }
+}
+
+/// The client limit settings of one source (flags or file), to merge field by field.
+struct LimitArgs {
+    read_timeout: Option<u64>,
+    write_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    connections: Option<usize>,
+    per_principal: Option<usize>,
+    streams: Option<u32>,
+    connection_bytes: Option<usize>,
+    bytes: Option<usize>,
+}
+
+macro_rules! limit_args {
+    ($source:ty) => {
+        impl From<&$source> for LimitArgs {
+            fn from(s: &$source) -> Self {
+                LimitArgs {
+                    read_timeout: s.client_read_timeout,
+                    write_timeout: s.client_write_timeout,
+                    idle_timeout: s.client_idle_timeout,
+                    connections: s.max_client_connections,
+                    per_principal: s.max_client_connections_per_principal,
+                    streams: s.max_client_streams,
+                    connection_bytes: s.max_connection_buffer_bytes,
+                    bytes: s.max_client_buffer_bytes,
+                }
+            }
+        }
+    };
+}
+limit_args!(Args);
+limit_args!(FileConfig);
+
+/// Flags over the file over [`ClientLimits::default`].
+fn client_limits(args: &LimitArgs, file: LimitArgs) -> ClientLimits {
+    let d = ClientLimits::default();
+    let ms = Duration::from_millis;
+    ClientLimits {
+        read_timeout: args
+            .read_timeout
+            .or(file.read_timeout)
+            .map_or(d.read_timeout, ms),
+        write_timeout: (args.write_timeout.or(file.write_timeout)).map_or(d.write_timeout, ms),
+        idle_timeout: args
+            .idle_timeout
+            .or(file.idle_timeout)
+            .map_or(d.idle_timeout, ms),
+        max_connections: args
+            .connections
+            .or(file.connections)
+            .unwrap_or(d.max_connections),
+        max_connections_per_principal: (args.per_principal.or(file.per_principal))
+            .unwrap_or(d.max_connections_per_principal),
+        max_streams: args.streams.or(file.streams).unwrap_or(d.max_streams),
+        connection_buffer_bytes: (args.connection_bytes.or(file.connection_bytes))
+            .unwrap_or(d.connection_buffer_bytes),
+        buffer_bytes: args.bytes.or(file.bytes).unwrap_or(d.buffer_bytes),
     }
 }
 
@@ -371,6 +498,24 @@ mod tests {
         assert!(parse(&["--name", "n3", "--initial-cluster", "n1=a:1,n2=b:2"]).is_err());
         assert!(parse(&["--name", "n1", "--initial-cluster", "n1=a:1,n1=b:2"]).is_err());
         assert!(parse(&["--initial-cluster-state", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn client_limits_come_from_flags_then_file_then_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("etch.toml");
+        std::fs::write(
+            &path,
+            "max_client_streams = 9\nclient_idle_timeout = 2000\n",
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf8");
+        let c = parse(&["--config", file, "--client-idle-timeout", "1500"]).expect("load");
+        assert_eq!(c.client_limits.max_streams, 9);
+        assert_eq!(c.client_limits.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.client_limits.read_timeout, Duration::from_secs(10));
+        assert!(parse(&["--max-client-connections", "0"]).is_err());
+        assert!(parse(&["--max-connection-buffer-bytes", "1000"]).is_err());
     }
 
     #[test]

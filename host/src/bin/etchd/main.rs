@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use config::{Args, Config};
 
 fn main() -> anyhow::Result<()> {
+    fixed_mmap_threshold();
     // Storage reads and plugin calls run on blocking threads; a few suffice on the machines
     // etch targets, and every extra thread is one more malloc arena holding memory.
     tokio::runtime::Builder::new_multi_thread()
@@ -21,6 +22,44 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?
         .block_on(run())
+}
+
+/// glibc tunable that fixes malloc's mmap threshold at its initial 128 KiB.
+const MMAP_THRESHOLD: &str = "glibc.malloc.mmap_threshold=131072";
+
+/// Re-executes etchd (same pid, same arguments) with [`MMAP_THRESHOLD`] in
+/// `GLIBC_TUNABLES`, unless it is there already or the caller set a threshold.
+///
+/// glibc raises its mmap threshold (up to 32 MiB) each time a large mmapped block is freed,
+/// after which multi-megabyte buffers (range answers, request frames) come from per-thread
+/// arenas that keep their high-water mark: after 200 unread 4 MB range answers a node
+/// peaked at 460-730 MiB and stayed there. With the threshold fixed, the same attack
+/// peaked at ~210 MiB and the node went back to ~40 MiB when it ended. `mallopt` would
+/// need `unsafe`, and glibc reads tunables only at start-up, hence the exec. Elsewhere
+/// (another libc, exec refused) etchd carries on with the allocator's defaults.
+fn fixed_mmap_threshold() {
+    use std::os::unix::process::CommandExt;
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if current.contains("glibc.malloc.mmap_threshold") {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let tunables = if current.is_empty() {
+        MMAP_THRESHOLD.to_owned()
+    } else {
+        format!("{current}:{MMAP_THRESHOLD}")
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("GLIBC_TUNABLES", tunables)
+        .exec();
+    // `exec` returns only when it failed; the node still runs, with more memory kept.
+    eprintln!("etchd: cannot re-execute with a fixed malloc mmap threshold: {err}");
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -60,6 +99,7 @@ async fn run() -> anyhow::Result<()> {
     options.snapshot_catchup_entries = config.snapshot_catchup_entries;
     options.watch_progress_interval = config.watch_progress_notify_interval;
     options.watch_queue_bytes = config.watch_queue_bytes;
+    options.client_limits = config.client_limits.clone();
 
     let node = Node::start(options).await?;
     tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
