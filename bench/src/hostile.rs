@@ -192,7 +192,11 @@ impl Hostile {
                         Err(etch_client::Error::Server(
                             etch_client::proto::Error::PluginFailed { .. },
                         )) => failed.fetch_add(1, Ordering::Relaxed),
-                        _ => other.fetch_add(1, Ordering::Relaxed),
+                        Ok(_) => other.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a hostile write failed otherwise");
+                            other.fetch_add(1, Ordering::Relaxed)
+                        }
                     };
                 }
             });

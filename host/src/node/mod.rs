@@ -217,8 +217,10 @@ impl Node {
             .context("opening the Raft log")?;
         // Components of stored bindings are compiled before Raft starts: the binding is in
         // effect from the first request.
+        // A judgement waits for a plugin thread at most half the request timeout, so that
+        // its client hears "not run" rather than timing out itself.
         let plugins =
-            crate::plugin::Plugins::with_maxima(options.plugin_maxima, options.request_timeout)
+            crate::plugin::Plugins::with_maxima(options.plugin_maxima, options.request_timeout / 2)
                 .context("starting the plugin engine")?;
         let warming = (plugins.clone(), store.clone());
         tokio::task::spawn_blocking(move || warming.0.warm(&warming.1))
