@@ -78,7 +78,7 @@ impl Plugins {
     }
 
     /// A gate whose calls obey `maxima` and wait at most `queue_wait` for a plugin thread
-    /// (the node's request timeout: after it, nobody waits for the answer).
+    /// (the node gives half its request timeout: later, the client would have given up).
     ///
     /// # Errors
     ///
