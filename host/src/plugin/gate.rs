@@ -49,6 +49,9 @@ pub struct Stats {
     pub stalled: bool,
 }
 
+/// Per binding name: the cancel flag of its calls, and the binding it was made for.
+type Cancels = HashMap<String, (BindingRecord, Arc<AtomicBool>)>;
+
 /// The plugins of one node: the engine, the validator gate, reactor calls, counters.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -62,7 +65,7 @@ pub struct Plugins {
     /// The threads plugin calls run on.
     executor: Arc<Executor>,
     /// The cancel flag of each binding that has run, with the binding it was made for.
-    cancels: Arc<Mutex<HashMap<String, (BindingRecord, Arc<AtomicBool>)>>>,
+    cancels: Arc<Mutex<Cancels>>,
     /// Set when the node stops: every call ends.
     stopping: Arc<AtomicBool>,
 }
@@ -206,7 +209,7 @@ impl Plugins {
         self.cancels().contains_key(name)
     }
 
-    fn cancels(&self) -> MutexGuard<'_, HashMap<String, (BindingRecord, Arc<AtomicBool>)>> {
+    fn cancels(&self) -> MutexGuard<'_, Cancels> {
         // Flags and the records they were made for: valid after a panic elsewhere.
         self.cancels.lock().unwrap_or_else(PoisonError::into_inner)
     }
