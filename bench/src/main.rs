@@ -5,10 +5,12 @@
 //! [`load::run`], which spreads `--clients` tasks over `--conns` SDK clients (one QUIC
 //! connection each), times every request into an HDR histogram and returns a
 //! [`report::Report`], printed as etcd prints its summary or as one JSON object.
-//! `watch-latency` (`watch.rs`) times events instead of requests. `suite`
+//! `watch-latency` (`watch.rs`) times events instead of requests. `hostile` (`hostile.rs`)
+//! measures a normal workload beside writers hammering a looping validator. `suite`
 //! (`suite.rs`, `cluster.rs`) starts a local three-node cluster and runs the standard set.
 
 mod cluster;
+mod hostile;
 mod load;
 mod report;
 mod suite;
@@ -126,6 +128,9 @@ enum Command {
     WatchLatency(WatchLatencyArgs),
     /// Start a local 3-node cluster, run the standard workloads, print one table.
     Suite(suite::SuiteArgs),
+    /// Fairness: puts and gets outside a looping validator's prefix, before and while
+    /// --hostile-clients writers hammer it; prints both p99s and their ratio.
+    Hostile(hostile::HostileArgs),
 }
 
 fn main() -> Result<()> {
@@ -160,6 +165,7 @@ async fn run(cli: Cli) -> Result<()> {
             return args.run(&global.options()).await?.print(global.json);
         }
         Command::Suite(args) => return suite::run(args, global.json).await,
+        Command::Hostile(args) => return hostile::run(&args, &global.options(), global.json).await,
     };
     let clients = global.connect(load.conns).await?;
     let Some(validator) = validator else {

@@ -110,6 +110,10 @@ pub struct NodeOptions {
     /// What one client may cost the node: connections, streams, buffered bytes, deadlines
     /// (see [`ClientLimits`] for each bound and its default).
     pub client_limits: ClientLimits,
+    /// The ceiling on every plugin binding's fuel, deadline and memory cap [default:
+    /// `crate::plugin::Maxima::default()`]: installs above it are refused, and calls of
+    /// bindings stored before are clamped to it.
+    pub plugin_maxima: crate::plugin::Maxima,
 }
 
 impl NodeOptions {
@@ -144,6 +148,7 @@ impl NodeOptions {
             watch_queue_bytes: 16 << 20,
             lease_check_interval: Duration::from_millis(500),
             client_limits: ClientLimits::default(),
+            plugin_maxima: crate::plugin::Maxima::default(),
         }
     }
 
@@ -216,7 +221,11 @@ impl Node {
             .context("opening the Raft log")?;
         // Components of stored bindings are compiled before Raft starts: the binding is in
         // effect from the first request.
-        let plugins = crate::plugin::Plugins::new().context("starting the plugin engine")?;
+        // A judgement waits for a plugin thread at most half the request timeout, so that
+        // its client hears "not run" rather than timing out itself.
+        let plugins =
+            crate::plugin::Plugins::with_maxima(options.plugin_maxima, options.request_timeout / 2)
+                .context("starting the plugin engine")?;
         let warming = (plugins.clone(), store.clone());
         tokio::task::spawn_blocking(move || warming.0.warm(&warming.1))
             .await
@@ -455,8 +464,11 @@ impl Node {
         Ok(())
     }
 
-    /// Stops serving, stops Raft and flushes storage.
+    /// Stops serving, interrupts running plugin calls, stops Raft and flushes storage.
     pub async fn shutdown(&self) -> anyhow::Result<()> {
+        // First: a call spinning in a plugin would otherwise hold its thread (and the
+        // snapshot it reads) for up to its deadline.
+        self.inner.plugins.stop();
         self.inner
             .client_endpoint
             .close(0u32.into(), b"node shutting down");

@@ -11,7 +11,8 @@
 //! client write touching them is refused with `InvalidArgument`. Reactors write through
 //! [`Node::judge_and_propose`] directly (`reactor.rs`), validated like any write.
 //!
-//! Installing checks on the leader that the component compiles and fits its hook's world
+//! Installing checks on the leader that the limits are within the node's maxima
+//! (`crate::plugin::Maxima`) and that the component compiles and fits its hook's world
 //! before proposing it, so a broken upload is refused with `InvalidArgument` instead of
 //! being replicated (the compiled component stays in the cache, ready when the binding
 //! takes effect). Listing is answered by the leader with its own call counters and, for
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::Node;
 use crate::mvcc::{Read, hex};
-use crate::plugin::{MAX_MEMORY_MB, RESERVED_PREFIX};
+use crate::plugin::RESERVED_PREFIX;
 use crate::raft::Command;
 
 /// How many times a write is judged and proposed before `Conflict` reaches the client.
@@ -74,11 +75,11 @@ impl Node {
             let mut guard = if let Some(guard) = unbound {
                 guard
             } else {
-                let (plugins, store) = (self.inner.plugins.clone(), self.store().clone());
-                let (principal, request) = (principal.to_owned(), request.clone());
-                tokio::task::spawn_blocking(move || plugins.judge(&store, &principal, &request))
-                    .await
-                    .map_err(|e| Error::Internal(format!("plugin gate: {e}")))??
+                // On the plugin threads: a slow validator must not hold the blocking pool
+                // that reads, leases and watches use.
+                (self.inner.plugins)
+                    .judge_on_executor(self.store(), principal, &request)
+                    .await?
             };
             guard.reads.extend_from_slice(reads);
             guard.check_size()?;
@@ -97,17 +98,14 @@ impl Node {
     }
 
     async fn plugin_install(&self, install: PluginInstallRequest) -> Result<Response, Error> {
-        let limits = &install.binding.limits;
-        if limits.memory_mb == 0 || limits.memory_mb > MAX_MEMORY_MB {
+        // The leader's maxima, at entry only: apply must not depend on a node's flags (a
+        // binding above another node's maxima is clamped there at call time).
+        let maxima = self.inner.plugins.maxima();
+        if let Err(e) = maxima.check(&install.binding.limits) {
             return Err(Error::InvalidArgument(format!(
-                "a plugin's memory cap is 1 to {MAX_MEMORY_MB} MiB, got {}",
-                limits.memory_mb
+                "plugin {}: {e}",
+                install.binding.name
             )));
-        }
-        if limits.fuel == 0 || limits.timeout_ms == 0 {
-            return Err(Error::InvalidArgument(
-                "a plugin's fuel and timeout must be above 0".into(),
-            ));
         }
         let plugins = self.inner.plugins.clone();
         let wasm = install.wasm.clone();

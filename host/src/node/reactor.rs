@@ -219,24 +219,19 @@ fn load(node: &Node, binding: &PluginBinding, installed_at: Revision) -> Option<
 async fn step(node: &Node, record: &BindingRecord, cursor: &mut Cursor) -> Progress {
     let name = record.binding.name.clone();
     let from = cursor.next;
-    let step = {
-        let (plugins, store, record) = (
-            node.inner.plugins.clone(),
-            node.store().clone(),
-            record.clone(),
-        );
-        let limits = node.limits();
-        tokio::task::spawn_blocking(move || plugins.react(&store, &record, from, &limits)).await
-    };
+    // On the plugin threads, as validators: never the blocking pool reads use.
+    let step = (node.inner.plugins)
+        .react_on_executor(node.store(), record, from, &node.limits())
+        .await;
     let step = match step {
-        Ok(Ok(step)) => step,
-        Ok(Err(e)) => {
-            tracing::warn!(plugin = %name, from, error = %e, "reactor failed; its batch will be retried");
+        Ok(step) => step,
+        Err(e @ crate::plugin::PluginError::NotRun(_)) => {
+            tracing::warn!(plugin = %name, from, error = %e, "reactor step not run; it will be retried");
+            node.inner.plugins.count_failure(&name, &e.to_string());
             return Progress::Failed;
         }
         Err(e) => {
-            tracing::error!(plugin = %name, error = %e, "reactor task failed");
-            node.inner.plugins.count_failure(&name, &e.to_string());
+            tracing::warn!(plugin = %name, from, error = %e, "reactor failed; its batch will be retried");
             return Progress::Failed;
         }
     };

@@ -49,6 +49,12 @@ pub enum PluginError {
     /// The node failed to serve one of the plugin's reads.
     #[error("host failure: {0}")]
     Host(String),
+    /// The call was interrupted: its binding was removed or replaced, or the node stops.
+    #[error("interrupted: {0}")]
+    Cancelled(&'static str),
+    /// The call never ran: the plugin threads were too busy, or the node stops.
+    #[error("not run: {0}")]
+    NotRun(#[from] super::executor::Refused),
     /// A reactor returned `err` for its batch.
     #[error("returned an error: {0}")]
     Refused(String),

@@ -13,10 +13,17 @@
 //!
 //! Counters (calls, refusals, failures per binding) live in memory on the node that ran
 //! the calls — the leader — and are reported by `plugin list`.
+//!
+//! Containment: every call runs under its binding's limits clamped to the node's
+//! [`Maxima`]; the node's async code runs judgements and reactor steps on the plugin
+//! [`Executor`] ([`Plugins::judge_on_executor`], never tokio's blocking pool), in the lane of
+//! the bindings they call; and each call carries a [`Cancel`] that [`Plugins::warm`] sets
+//! when its binding is removed or replaced, and [`Plugins::stop`] when the node stops.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use etch_proto::plugin::{FailurePolicy, PluginHook, PluginInstallRequest, PluginMode};
 use etch_proto::{Error as ProtoError, KeyRange, Request, RequestOp, prefix_end};
@@ -24,7 +31,9 @@ use sha2::{Digest, Sha256};
 
 use super::ctx::{self, Ctx};
 use super::error::PluginError;
-use super::runtime::{Compiled, Runtime};
+use super::executor::Executor;
+use super::maxima::Maxima;
+use super::runtime::{Cancel, Compiled, Runtime};
 use super::validator::{self, Op, OpKind, Verdict};
 use crate::mvcc::{self, BindingRecord, Guard, Store, View, hex};
 
@@ -40,6 +49,9 @@ pub struct Stats {
     pub stalled: bool,
 }
 
+/// Per binding name: the cancel flag of its calls, and the binding it was made for.
+type Cancels = HashMap<String, (BindingRecord, Arc<AtomicBool>)>;
+
 /// The plugins of one node: the engine, the validator gate, reactor calls, counters.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -48,20 +60,158 @@ pub struct Plugins {
     stats: Arc<Mutex<HashMap<String, Stats>>>,
     /// The validator bindings as of a bindings version, for [`Plugins::unbound`].
     validators: Arc<Mutex<(u64, Arc<Vec<BindingRecord>>)>>,
+    /// The ceiling on every binding's limits.
+    maxima: Maxima,
+    /// The threads plugin calls run on.
+    executor: Arc<Executor>,
+    /// The cancel flag of each binding that has run, with the binding it was made for.
+    cancels: Arc<Mutex<Cancels>>,
+    /// Set when the node stops: every call ends.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Plugins {
-    /// A gate with its own engine.
+    /// A gate with its own engine, default [`Maxima`] and a 5 s queue wait.
     ///
     /// # Errors
     ///
-    /// The engine cannot be made.
+    /// The engine or its threads cannot be started.
     pub fn new() -> anyhow::Result<Plugins> {
+        Plugins::with_maxima(Maxima::default(), Duration::from_secs(5))
+    }
+
+    /// A gate whose calls obey `maxima` and wait at most `queue_wait` for a plugin thread
+    /// (the node gives half its request timeout: later, the client would have given up).
+    ///
+    /// # Errors
+    ///
+    /// The engine or its threads cannot be started.
+    pub fn with_maxima(maxima: Maxima, queue_wait: Duration) -> anyhow::Result<Plugins> {
         Ok(Plugins {
             runtime: Runtime::new()?,
             stats: Arc::default(),
             validators: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
+            maxima,
+            executor: Arc::new(Executor::start(queue_wait)?),
+            cancels: Arc::default(),
+            stopping: Arc::default(),
         })
+    }
+
+    /// The node's maxima.
+    pub fn maxima(&self) -> &Maxima {
+        &self.maxima
+    }
+
+    /// Interrupts every running call and refuses new ones: the node is stopping.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.executor.stop();
+    }
+
+    /// Judges `request` as [`Plugins::judge`] does, on the plugin executor in the lane of
+    /// the validators it touches. A judgement that cannot get a thread is `PluginFailed`
+    /// (not run) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Plugins::judge`], and `PluginFailed` when the executor refuses the job.
+    pub async fn judge_on_executor(
+        &self,
+        store: &Store,
+        principal: &str,
+        request: &Request,
+    ) -> Result<Guard, ProtoError> {
+        let lane = self.lane(request);
+        let (plugins, store) = (self.clone(), store.clone());
+        let (principal, request) = (principal.to_owned(), request.clone());
+        self.executor
+            .run(&lane, move || plugins.judge(&store, &principal, &request))
+            .await
+            .map_err(|refused| ProtoError::PluginFailed {
+                plugin: lane,
+                cause: PluginError::NotRun(refused).to_string(),
+            })?
+    }
+
+    /// Runs [`Plugins::react`] on the plugin executor, in the reactor's own lane.
+    ///
+    /// # Errors
+    ///
+    /// As [`Plugins::react`], and [`PluginError::NotRun`] when the executor refuses the job.
+    pub async fn react_on_executor(
+        &self,
+        store: &Store,
+        record: &BindingRecord,
+        from: etch_proto::Revision,
+        limits: &etch_proto::limits::Limits,
+    ) -> Result<super::Step, PluginError> {
+        let lane = format!("react:{}", record.binding.name);
+        let (plugins, store, record) = (self.clone(), store.clone(), record.clone());
+        let limits = *limits;
+        self.executor
+            .run(&lane, move || plugins.react(&store, &record, from, &limits))
+            .await?
+    }
+
+    /// The executor lane of a write: the names of the validators bound to what it may
+    /// change, from the bindings [`Plugins::unbound`] cached.
+    fn lane(&self, request: &Request) -> String {
+        let validators = (self.validators.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone();
+        let names: Vec<&str> = (validators.iter())
+            .filter(|b| touches(request, &b.binding.prefix))
+            .map(|b| b.binding.name.as_str())
+            .collect();
+        names.join(",")
+    }
+
+    /// The limits a call of `record` runs under: its own, clamped to the node's maxima.
+    pub(super) fn limits_of(&self, record: &BindingRecord) -> etch_proto::plugin::PluginLimits {
+        self.maxima.clamp(&record.binding.limits)
+    }
+
+    /// What interrupts a call of `record`: its binding changing, or the node stopping.
+    pub(super) fn cancel_of(&self, record: &BindingRecord) -> Cancel {
+        let mut cancels = self.cancels();
+        let entry = cancels
+            .entry(record.binding.name.clone())
+            .or_insert_with(|| (record.clone(), Arc::default()));
+        if entry.0 != *record {
+            // A call of a newer binding than the one this flag was made for; calls of the
+            // older one are cancelled as soon as `warm` sees the change.
+            *entry = (record.clone(), Arc::default());
+        }
+        Cancel {
+            binding: entry.1.clone(),
+            node: self.stopping.clone(),
+        }
+    }
+
+    /// Interrupts the calls of every binding not in `current` (removed, or replaced by a
+    /// different binding of the same name).
+    fn cancel_changed(&self, current: &[BindingRecord]) {
+        self.cancels().retain(|name, (record, flag)| {
+            let unchanged = current.iter().any(|c| c.binding.name == *name && c == record);
+            if !unchanged {
+                flag.store(true, Ordering::Relaxed);
+                tracing::info!(plugin = %name, "binding changed: its running calls are interrupted");
+            }
+            unchanged
+        });
+    }
+
+    /// Whether a call of binding `name` has run or is running (tests wait for one).
+    #[cfg(test)]
+    pub(super) fn has_cancel(&self, name: &str) -> bool {
+        self.cancels().contains_key(name)
+    }
+
+    fn cancels(&self) -> MutexGuard<'_, Cancels> {
+        // Flags and the records they were made for: valid after a panic elsewhere.
+        self.cancels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The guard for `request` when no validator is bound to a key it may change, without
@@ -183,17 +333,14 @@ impl Plugins {
             let Compiled::Validator(pre) = compiled else {
                 return Err(PluginError::Invalid("not a validator".into()));
             };
-            let ctx = Ctx::new(
-                name,
-                view.clone(),
-                binding.config.clone(),
-                binding.limits.memory_mb,
-            );
+            let limits = self.limits_of(record);
+            let ctx = Ctx::new(name, view.clone(), binding.config.clone(), limits.memory_mb);
             Ok(validator::call(
                 &self.runtime,
                 &pre,
                 ctx,
-                &binding.limits,
+                &limits,
+                &self.cancel_of(record),
                 request,
             ))
         });
@@ -279,11 +426,14 @@ impl Plugins {
         }
     }
 
-    /// Compiles every bound component not compiled yet and forgets the others. Blocking.
+    /// Interrupts the running calls of bindings removed or replaced, compiles every bound
+    /// component not compiled yet and forgets the others. Run on every bindings change.
+    /// Blocking.
     pub fn warm(&self, store: &Store) {
         let Ok((_, bindings)) = store.plugin_bindings() else {
             return;
         };
+        self.cancel_changed(&bindings);
         let keep: Vec<&[u8]> = bindings.iter().map(|b| b.sha256.as_slice()).collect();
         self.runtime.retain(&keep);
         for record in &bindings {

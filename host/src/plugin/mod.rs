@@ -26,15 +26,20 @@
 //! `ctx.rs`: the call's state and shared imports; `budget.rs`: one memory cap for the
 //! guest's memory and what the host holds for it; `log_gate.rs`: plugin log lines cut and
 //! rate-limited) with a typed [`PluginError`] for every way it can fail; the node keeps
-//! serving. Plugins never run on followers or in apply:
+//! serving. Calls run on the plugin threads (`executor.rs`), never on the pool that storage
+//! reads use, under limits clamped to the node's [`Maxima`] (`maxima.rs`), and are
+//! interrupted when their binding goes or the node stops. Plugins never run on followers or
+//! in apply:
 //! decisions are fixed in the log, so wall-clock deadlines do not break determinism.
 //! Components are compiled ahead of use, cached by sha256 and hook (`runtime.rs`).
 
 mod budget;
 mod ctx;
 mod error;
+mod executor;
 mod gate;
 mod log_gate;
+mod maxima;
 mod react;
 mod reactor;
 mod runtime;
@@ -42,12 +47,16 @@ mod validator;
 
 pub use ctx::{MAX_CODE, MAX_MESSAGE};
 pub use error::PluginError;
+pub use executor::Refused;
 pub use gate::{Plugins, Stats, touches};
 pub use log_gate::{LOG_BURST, LOG_LINES_PER_SECOND, MAX_LOG_LINE, truncate};
+pub use maxima::Maxima;
 pub use react::{Checkpoint, MAX_EVENTS, Step, checkpoint_key, read_checkpoint};
 pub use reactor::{Outcome, RESERVED_PREFIX};
 pub use runtime::{MAX_MEMORY_MB, Runtime};
 
+#[cfg(test)]
+mod containment_test;
 #[cfg(test)]
 mod hostmem_test;
 #[cfg(test)]

@@ -177,14 +177,16 @@ impl Plugins {
             let Compiled::Reactor(pre) = compiled else {
                 return Err(PluginError::Invalid("not a reactor".into()));
             };
+            let call_limits = self.limits_of(record);
             let mut ctx = Ctx::new(
                 &binding.name,
                 Arc::new(view),
                 binding.config.clone(),
-                binding.limits.memory_mb,
+                call_limits.memory_mb,
             );
             ctx.stage_limits = *limits;
-            reactor::call(self.runtime(), &pre, ctx, &binding.limits, &events)
+            let cancel = self.cancel_of(record);
+            reactor::call(self.runtime(), &pre, ctx, &call_limits, &cancel, &events)
         });
         self.count(&binding.name, result.as_ref().err());
         tracing::debug!(plugin = %binding.name, from, through, events = events.len(), elapsed = ?started.elapsed(), ok = result.is_ok(), "reactor batch");

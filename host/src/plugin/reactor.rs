@@ -24,7 +24,7 @@ use super::budget::RECORD_OVERHEAD;
 use super::ctx::{self, Ctx, MAX_MESSAGE};
 use super::error::PluginError;
 use super::log_gate::truncate;
-use super::runtime::Runtime;
+use super::runtime::{self, Cancel, Runtime};
 use crate::mvcc::Read;
 
 bindgen!({
@@ -59,17 +59,20 @@ pub struct Outcome {
     pub reads: Vec<Read>,
 }
 
-/// Runs `pre`'s `on-events` on `events` in a fresh instance. `Ok` with the staged writes
-/// and reads if the plugin returned `ok`; an `err` result is [`PluginError::Refused`].
+/// Runs `pre`'s `on-events` on `events` in a fresh instance under `limits` (clamped to the
+/// node's maxima) until done or `cancel`led. `Ok` with the staged writes and reads if the
+/// plugin returned `ok`; an `err` result is [`PluginError::Refused`].
 pub fn call(
     runtime: &Runtime,
     pre: &ReactorPre<Ctx>,
     ctx: Ctx,
     limits: &PluginLimits,
+    cancel: &Cancel,
     events: &[Event],
 ) -> Result<Outcome, PluginError> {
     let mut store =
         ctx::store(runtime, ctx, limits).map_err(|e| PluginError::Host(format!("{e:#}")))?;
+    runtime::arm(&mut store, limits.timeout_ms, cancel.clone());
     let result = pre
         .instantiate(&mut store)
         .and_then(|instance| instance.call_on_events(&mut store, events));
@@ -83,7 +86,10 @@ pub fn call(
             reads: ctx.reads,
         }),
         Ok(Err(message)) => Err(PluginError::Refused(truncate(message, MAX_MESSAGE))),
-        Err(e) => Err(ctx::failure(&ctx, limits, &e)),
+        Err(e) => Err(match cancel.reason() {
+            Some(reason) => PluginError::Cancelled(reason),
+            None => ctx::failure(&ctx, limits, &e),
+        }),
     }
 }
 

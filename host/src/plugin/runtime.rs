@@ -7,9 +7,11 @@
 //! - **fuel** (`consume_fuel`): each call gets the binding's budget, and a loop stops
 //!   deterministically when it runs out;
 //! - **epoch interruption**: a dedicated OS thread advances the engine's epoch every
-//!   [`TICK`]; a call's deadline is a number of ticks. (A tokio task would not do: on a busy
-//!   runtime it never runs while the guest spins — STACK.md.) The thread holds only a weak
-//!   reference and ends with the engine;
+//!   [`TICK`] (a tokio task would not do: on a busy runtime it never runs while the guest
+//!   spins — STACK.md; the thread holds only a weak reference and ends with the engine).
+//!   On every tick a running call looks at its wall-clock deadline and at its [`Cancel`]
+//!   flags ([`arm`]): a call is interrupted when its deadline passes, when its binding is
+//!   removed or replaced, or when the node stops, within a tick of it;
 //! - the **pooling allocator**: instances, memories and tables come from preallocated slots,
 //!   so a fresh instance per call costs microseconds. Its slots bound how many instances
 //!   can live at once ([`POOL_SLOTS`]; a component may hold several core instances) and how
@@ -28,12 +30,15 @@
 //! any more ([`Runtime::retain`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etch_proto::plugin::PluginHook;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
 use super::ctx::Ctx;
 use super::error::{PluginError, Result};
@@ -240,6 +245,45 @@ impl Runtime {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What stops a call before its deadline: its binding was removed or replaced, or the node
+/// is stopping. Cheap to clone; the flags are shared with whoever may set them.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel {
+    pub(super) binding: Arc<AtomicBool>,
+    pub(super) node: Arc<AtomicBool>,
+}
+
+impl Cancel {
+    /// Why the call was cancelled, if it was.
+    pub fn reason(&self) -> Option<&'static str> {
+        if self.node.load(Ordering::Relaxed) {
+            Some("the node is stopping")
+        } else if self.binding.load(Ordering::Relaxed) {
+            Some("the binding was removed or replaced")
+        } else {
+            None
+        }
+    }
+}
+
+/// Arms `store`'s call with its wall-clock deadline and `cancel`: on every epoch tick the
+/// call goes on only while neither has happened. The deadline traps as an interrupt
+/// (`PluginError::Deadline`); a cancellation traps with an error the caller maps through
+/// [`Cancel::reason`].
+pub(super) fn arm<T>(store: &mut Store<T>, timeout_ms: u64, cancel: Cancel) {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if let Some(reason) = cancel.reason() {
+            return Err(wasmtime::Error::msg(reason));
+        }
+        if Instant::now() >= deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
 }
 
 /// The WIT world a hook's components implement.

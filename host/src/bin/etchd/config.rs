@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use etch_host::node::{ClusterState, MAX_REQUEST_BYTES_CEILING};
 use etch_host::server::ClientLimits;
+use etch_host::plugin::{MAX_MEMORY_MB, Maxima};
 use serde::Deserialize;
 
 /// etchd: a node of etch, a replicated, strongly consistent key-value store.
@@ -129,6 +130,17 @@ pub struct Args {
     /// exempt [default: 1073741824].
     #[arg(long, env = "ETCH_MAX_CLIENT_BUFFER_BYTES")]
     pub max_client_buffer_bytes: Option<usize>,
+    /// Most fuel a plugin binding may have per call (about one unit per WebAssembly
+    /// instruction); installs above it are refused, stored bindings are clamped to it
+    /// [default: 1000000000].
+    #[arg(long, env = "ETCH_PLUGIN_MAX_FUEL")]
+    pub plugin_max_fuel: Option<u64>,
+    /// Longest deadline a plugin binding may have per call, in milliseconds [default: 2000].
+    #[arg(long, env = "ETCH_PLUGIN_MAX_TIMEOUT_MS")]
+    pub plugin_max_timeout_ms: Option<u64>,
+    /// Largest memory cap a plugin binding may have, in MiB, at most 256 [default: 256].
+    #[arg(long, env = "ETCH_PLUGIN_MAX_MEMORY_MB")]
+    pub plugin_max_memory_mb: Option<u32>,
 }
 
 /// The same settings, as read from a config file.
@@ -164,6 +176,9 @@ struct FileConfig {
     max_client_streams: Option<u32>,
     max_connection_buffer_bytes: Option<usize>,
     max_client_buffer_bytes: Option<usize>,
+    plugin_max_fuel: Option<u64>,
+    plugin_max_timeout_ms: Option<u64>,
+    plugin_max_memory_mb: Option<u32>,
 }
 
 /// Validated settings.
@@ -190,6 +205,7 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     pub watch_queue_bytes: usize,
     pub client_limits: ClientLimits,
+    pub plugin_maxima: Maxima,
 }
 
 impl Config {
@@ -216,6 +232,7 @@ impl Config {
             ),
         };
         let ms = Duration::from_millis;
+        let maxima = Maxima::default();
         let config = Config {
             name: args.name.or(file.name).unwrap_or_else(|| "default".into()),
             data_dir: args
@@ -294,6 +311,17 @@ impl Config {
                 .or(file.watch_queue_bytes)
                 .unwrap_or(16 << 20),
             client_limits: client_limits(&args_limits, file_limits),
+            plugin_maxima: Maxima {
+                fuel: (args.plugin_max_fuel)
+                    .or(file.plugin_max_fuel)
+                    .unwrap_or(maxima.fuel),
+                timeout: (args.plugin_max_timeout_ms)
+                    .or(file.plugin_max_timeout_ms)
+                    .map_or(maxima.timeout, ms),
+                memory_mb: (args.plugin_max_memory_mb)
+                    .or(file.plugin_max_memory_mb)
+                    .unwrap_or(maxima.memory_mb),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -359,6 +387,15 @@ impl Config {
         {
             bail!(
                 "--max-connection-buffer-bytes must be at least --max-request-bytes, and --max-client-buffer-bytes at least --max-connection-buffer-bytes"
+            );
+        }
+        let maxima = &self.plugin_maxima;
+        if maxima.fuel == 0 || maxima.timeout.is_zero() {
+            bail!("--plugin-max-fuel and --plugin-max-timeout-ms must be above 0");
+        }
+        if maxima.memory_mb == 0 || maxima.memory_mb > MAX_MEMORY_MB {
+            bail!(
+                "--plugin-max-memory-mb must be 1 to {MAX_MEMORY_MB} (the plugin pool's slot size)"
             );
         }
         Ok(())
@@ -516,6 +553,17 @@ mod tests {
         assert_eq!(c.client_limits.read_timeout, Duration::from_secs(10));
         assert!(parse(&["--max-client-connections", "0"]).is_err());
         assert!(parse(&["--max-connection-buffer-bytes", "1000"]).is_err());
+    }
+
+    #[test]
+    fn plugin_maxima_have_defaults_and_bounds() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!(c.plugin_maxima, Maxima::default());
+        let c = parse(&["--plugin-max-timeout-ms", "500", "--plugin-max-fuel", "7"]).expect("load");
+        assert_eq!(c.plugin_maxima.timeout, Duration::from_millis(500));
+        assert_eq!(c.plugin_maxima.fuel, 7);
+        assert!(parse(&["--plugin-max-memory-mb", "257"]).is_err());
+        assert!(parse(&["--plugin-max-fuel", "0"]).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod config;
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,16 +13,24 @@ use tracing_subscriber::EnvFilter;
 
 use config::{Args, Config};
 
+/// How long stopping waits for blocking tasks still running (a storage scan) before the
+/// process exits anyway: a stop must never hang on one.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 fn main() -> anyhow::Result<()> {
     fixed_mmap_threshold();
-    // Storage reads and plugin calls run on blocking threads; a few suffice on the machines
-    // etch targets, and every extra thread is one more malloc arena holding memory.
-    tokio::runtime::Builder::new_multi_thread()
+    // Storage reads run on blocking threads (plugin calls have their own); a few suffice
+    // on the machines etch targets, and every extra thread is one more malloc arena
+    // holding memory.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(16)
         .build()
-        .context("starting the tokio runtime")?
-        .block_on(run())
+        .context("starting the tokio runtime")?;
+    let result = runtime.block_on(run());
+    // Dropping the runtime would wait for every blocking task, however long it runs.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
 
 /// glibc tunable that fixes malloc's mmap threshold at its initial 128 KiB.
@@ -100,6 +109,7 @@ async fn run() -> anyhow::Result<()> {
     options.watch_progress_interval = config.watch_progress_notify_interval;
     options.watch_queue_bytes = config.watch_queue_bytes;
     options.client_limits = config.client_limits.clone();
+    options.plugin_maxima = config.plugin_maxima;
 
     let node = Node::start(options).await?;
     tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
