@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use etch_host::node::{ClusterState, MAX_REQUEST_BYTES_CEILING};
-use etch_host::server::ClientLimits;
 use etch_host::plugin::{MAX_MEMORY_MB, Maxima};
+use etch_host::server::ClientLimits;
 use serde::Deserialize;
 
 /// etchd: a node of etch, a replicated, strongly consistent key-value store.
