@@ -126,7 +126,7 @@ fn spin_failure(result: &Result<etch_client::PutResponse, Error>) -> bool {
 async fn a_looping_validator_under_24_writers_fails_typed_while_the_node_serves_on() {
     let cluster = Cluster::single();
     let wasm = spin_file(&cluster);
-    // The largest limits a default node accepts.
+    // Limits a default node accepts (its maxima: 5 s, 1e9 fuel).
     ok_stdout(&install(
         &cluster,
         &wasm,
@@ -156,9 +156,11 @@ async fn a_looping_validator_under_24_writers_fails_typed_while_the_node_serves_
     })
     .await;
 
-    // Everything else is answered while the writers go on: well within the 2 s a single
-    // plugin call may take (before, reads queued behind the calls on the blocking pool).
-    let bound = Duration::from_millis(1500);
+    // Everything else is answered while the writers go on (before, reads, leases and
+    // watches queued behind the calls on the blocking pool). The bound only keeps a stuck
+    // node from hanging the test: how fast they are answered is measured by
+    // `etch-bench hostile` (BENCHMARKS.md), never asserted here.
+    let bound = Duration::from_secs(10);
     for round in 0..5 {
         let key = format!("/calm/{round}");
         let within = |what: &str| format!("{what} (round {round}) within {bound:?}");

@@ -24,7 +24,7 @@ use super::runtime::MAX_MEMORY_MB;
 pub struct Maxima {
     /// Most fuel per call [default: 1,000,000,000, about a second of WebAssembly].
     pub fuel: u64,
-    /// Longest deadline per call [default: 2 s].
+    /// Longest deadline per call [default: 5 s, room for a reactor that writes].
     pub timeout: Duration,
     /// Largest memory cap, in MiB [default: 256, the pool's slot size, [`MAX_MEMORY_MB`]].
     pub memory_mb: u32,
@@ -34,7 +34,7 @@ impl Default for Maxima {
     fn default() -> Self {
         Maxima {
             fuel: 1_000_000_000,
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
             memory_mb: MAX_MEMORY_MB,
         }
     }

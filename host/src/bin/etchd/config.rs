@@ -135,7 +135,7 @@ pub struct Args {
     /// [default: 1000000000].
     #[arg(long, env = "ETCH_PLUGIN_MAX_FUEL")]
     pub plugin_max_fuel: Option<u64>,
-    /// Longest deadline a plugin binding may have per call, in milliseconds [default: 2000].
+    /// Longest deadline a plugin binding may have per call, in milliseconds [default: 5000].
     #[arg(long, env = "ETCH_PLUGIN_MAX_TIMEOUT_MS")]
     pub plugin_max_timeout_ms: Option<u64>,
     /// Largest memory cap a plugin binding may have, in MiB, at most 256 [default: 256].
