@@ -40,14 +40,25 @@ impl Validator {
     pub async fn install(&self, client: &Client, prefix: &[u8]) -> Result<()> {
         let wasm = std::fs::read(&self.file)
             .with_context(|| format!("reading the validator {}", self.file.display()))?;
-        let mut install = client.plugin_install(BINDING, wasm, prefix);
-        for (k, v) in &self.config {
-            install = install.config(k.as_str(), v.as_str());
+        // Every node compiles the component, right after a workload left the cluster busy
+        // (a debug build on two cores can take longer than one request timeout). Installing
+        // under the same name replaces the binding, so a timed-out install is retried.
+        let mut attempt = 1;
+        loop {
+            let mut install = client.plugin_install(BINDING, wasm.clone(), prefix);
+            for (k, v) in &self.config {
+                install = install.config(k.as_str(), v.as_str());
+            }
+            match install.await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 3 && is_timeout(&e) => attempt += 1,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("installing the validator {}", self.file.display())
+                    });
+                }
+            }
         }
-        install
-            .await
-            .with_context(|| format!("installing the validator {}", self.file.display()))?;
-        Ok(())
     }
 
     /// Removes the binding.
@@ -95,4 +106,12 @@ mod tests {
         assert_eq!(common_prefix(b"00000000", b"00000000"), b"00000000");
         assert_eq!(common_prefix(b"0", b"9"), b"");
     }
+}
+
+/// Whether `e` says the request ran out of time (its outcome unknown).
+fn is_timeout(e: &etch_client::Error) -> bool {
+    matches!(
+        e,
+        etch_client::Error::Timeout { .. } | etch_client::Error::Server(etch_proto::Error::Timeout)
+    )
 }
