@@ -87,6 +87,14 @@ pub fn common_prefix(first: &[u8], last: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// Whether `e` says the request ran out of time (its outcome unknown).
+fn is_timeout(e: &etch_client::Error) -> bool {
+    matches!(
+        e,
+        etch_client::Error::Timeout { .. } | etch_client::Error::Server(etch_proto::Error::Timeout)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,12 +114,4 @@ mod tests {
         assert_eq!(common_prefix(b"00000000", b"00000000"), b"00000000");
         assert_eq!(common_prefix(b"0", b"9"), b"");
     }
-}
-
-/// Whether `e` says the request ran out of time (its outcome unknown).
-fn is_timeout(e: &etch_client::Error) -> bool {
-    matches!(
-        e,
-        etch_client::Error::Timeout { .. } | etch_client::Error::Server(etch_proto::Error::Timeout)
-    )
 }
