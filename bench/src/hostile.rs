@@ -230,34 +230,7 @@ impl Hostile {
 
 /// A validator component whose `validate` loops for ever.
 fn looping_validator() -> Result<Vec<u8>> {
-    const WAT: &str = r#"(module
-      (memory (export "memory") 1)
-      (global $heap (mut i32) (i32.const 4096))
-      (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-        (local $p i32)
-        (local.set $p (i32.and
-          (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-          (i32.sub (i32.const 0) (local.get 2))))
-        (global.set $heap (i32.add (local.get $p) (local.get 3)))
-        (local.get $p))
-      (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
-        (loop $l (br $l))
-        (unreachable)))"#;
-    let mut module = wat::parse_str(WAT)?;
-    let mut resolve = wit_parser::Resolve::default();
-    let pkg = resolve.push_str("etch.wit", include_str!("../../guest-sdk/wit/etch.wit"))?;
-    let world = resolve.select_world(&[pkg], Some("validator"))?;
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )?;
-    wit_component::ComponentEncoder::default()
-        .module(&module)?
-        .validate(true)
-        .encode()
+    etch_plugin_encode::wat::component(etch_plugin_encode::wat::SPINNING_VALIDATOR, "validator")
 }
 
 #[cfg(test)]

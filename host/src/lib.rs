@@ -20,6 +20,8 @@ pub mod node;
 pub mod plugin;
 pub mod raft;
 pub mod server;
+#[cfg(test)]
+mod testing;
 pub mod watch;
 
 /// A Raft node id (etcd's member id), derived from the node's name.

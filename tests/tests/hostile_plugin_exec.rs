@@ -17,62 +17,14 @@ use std::time::Duration;
 
 use etch_client::proto::Error as ServerError;
 use etch_client::{Client, Error};
+use etch_plugin_encode::wat;
 use etch_tests::{Cluster, ok_stdout, wait_for, wait_for_async};
-
-/// The canonical ABI's `cabi_realloc` as a bump allocator over `$heap` (never frees).
-const BUMP_ALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-    (local $p i32)
-    (local.set $p (i32.and
-      (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-      (i32.sub (i32.const 0) (local.get 2))))
-    (global.set $heap (i32.add (local.get $p) (local.get 3)))
-    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
-      (then (drop (memory.grow
-        (i32.add (i32.const 1) (i32.div_u (global.get $heap) (i32.const 65536)))))))
-    (local.get $p))"#;
-
-/// A validator that logs "spinning" (so a test can see a call has started) and then loops
-/// for ever: only fuel, the deadline or an interruption ends it.
-fn spinning_validator() -> Vec<u8> {
-    let wat = format!(
-        r#"(module
-          (import "etch:plugin/log@0.1.0" "log" (func $log (param i32 i32 i32)))
-          (memory (export "memory") 1)
-          (global $heap (mut i32) (i32.const 4096))
-          (data (i32.const 100) "spinning")
-          {BUMP_ALLOC}
-          (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
-            (call $log (i32.const 1) (i32.const 100) (i32.const 8))
-            (loop $l (br $l))
-            (unreachable)))"#
-    );
-    let mut module = wat::parse_str(&wat).expect("valid WAT");
-    let mut resolve = wit_parser::Resolve::default();
-    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/wit");
-    let (pkg, _) = resolve.push_path(wit).expect("etch.wit parses");
-    let world = resolve
-        .select_world(&[pkg], Some("validator"))
-        .expect("the validator world");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .expect("embed the world");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .expect("module")
-        .validate(true)
-        .encode()
-        .expect("component")
-}
 
 /// Writes the spinning validator into the cluster's directory.
 fn spin_file(cluster: &Cluster) -> PathBuf {
     let path = cluster.dir.path().join("spin.wasm");
-    std::fs::write(&path, spinning_validator()).expect("write spin.wasm");
+    let wasm = wat::component(wat::SPINNING_VALIDATOR, "validator").expect("component");
+    std::fs::write(&path, wasm).expect("write spin.wasm");
     path
 }
 

@@ -16,45 +16,14 @@ use std::time::Duration;
 
 use etch_client::Error;
 use etch_client::proto::Error as ServerError;
+use etch_plugin_encode::wat;
 use etch_tests::{Cluster, ok_stdout, wait_for};
-
-/// `cabi_realloc` as a bump allocator over `$heap`.
-const BUMP_ALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-    (local $p i32)
-    (local.set $p (i32.and
-      (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-      (i32.sub (i32.const 0) (local.get 2))))
-    (global.set $heap (i32.add (local.get $p) (local.get 3)))
-    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
-      (then (drop (memory.grow
-        (i32.add (i32.const 1) (i32.div_u (global.get $heap) (i32.const 65536)))))))
-    (local.get $p))"#;
 
 const ALLOW: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
 
-/// A component of `world` from a core module in WAT, as `etch-plugin-encode` makes one.
+/// A component of `world` from a core module in WAT.
 fn encode(wat: &str, world: &str) -> Vec<u8> {
-    let mut module = wat::parse_str(wat).expect("valid WAT");
-    let mut resolve = wit_parser::Resolve::default();
-    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/wit");
-    let (pkg, _) = resolve.push_path(wit).expect("etch.wit parses");
-    let world = resolve
-        .select_world(&[pkg], Some(world))
-        .expect("the world is in etch.wit");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .expect("embed the world");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .expect("module")
-        .validate(true)
-        .encode()
-        .expect("component")
+    wat::component(wat, world).expect("component")
 }
 
 /// A validator with `pages` of memory whose `validate` runs `body`.
@@ -67,7 +36,7 @@ fn validator(pages: u32, body: &str) -> Vec<u8> {
               (memory (export "memory") {pages})
               (global $heap (mut i32) (i32.const 4096))
               (data (i32.const 100) "loud")
-              {BUMP_ALLOC}
+              CABI_REALLOC
               (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
                 (local $i i32)
                 {body}))"#
@@ -85,7 +54,7 @@ fn reactor(body: &str) -> Vec<u8> {
               (memory (export "memory") 1)
               (global $heap (mut i32) (i32.const 4096))
               (data (i32.const 100) "/out/")
-              {BUMP_ALLOC}
+              CABI_REALLOC
               (func (export "on-events") (param i32 i32) (result i32)
                 (local $i i32)
                 {body}))"#

@@ -10,7 +10,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use wit_component::ComponentEncoder;
 
 fn main() -> Result<()> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -18,12 +17,7 @@ fn main() -> Result<()> {
         bail!("usage: etch-plugin-encode IN.wasm OUT.wasm");
     };
     let module = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let component = ComponentEncoder::default()
-        .module(&module)
-        .context("reading the module's embedded world (was it built with etch-plugin?)")?
-        .validate(true)
-        .encode()
-        .context("encoding the component")?;
+    let component = etch_plugin_encode::encode(&module)?;
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -59,17 +59,6 @@ pub struct Guard {
     pub reads: Vec<Read>,
 }
 
-impl Guard {
-    /// Roughly how many bytes this guard takes in the log.
-    pub fn approx_size(&self) -> usize {
-        const PER_READ: usize = 24;
-        self.reads
-            .iter()
-            .map(|r| PER_READ + r.key.len() + r.range_end.len())
-            .sum()
-    }
-}
-
 impl Read {
     /// The fingerprint of `[key, range_end)` as `view` sees it.
     pub(crate) fn observe(view: &View, key: &[u8], range_end: &[u8]) -> Result<Read> {
@@ -106,7 +95,8 @@ impl Read {
 }
 
 impl Guard {
-    /// The bytes this guard counts against [`MAX_GUARD_BYTES`].
+    /// The bytes this guard counts against [`MAX_GUARD_BYTES`], and (about, from above)
+    /// takes in a log entry.
     pub fn bytes(&self) -> usize {
         (self.reads.iter())
             .map(|r| r.key.len() + r.range_end.len() + READ_OVERHEAD)

@@ -67,8 +67,8 @@ impl Node {
         request: Request,
         reads: &[Read],
     ) -> Result<Response, Error> {
-        // Client writes were checked where they entered; a reactor's staged txn enters here.
-        self.limits().check(&request)?;
+        // The limits were checked where the request entered (the client endpoint, a
+        // forwarded request, a reactor's staged txn).
         let mut attempt = 1;
         loop {
             let unbound = self.inner.plugins.unbound(self.store(), &request)?;

@@ -285,9 +285,15 @@ async fn commit(
         failure: Vec::new(),
     };
     let principal = format!("reactor:{name}");
-    let answer = node
-        .judge_and_propose(&principal, Request::Txn(txn), &outcome.reads)
-        .await;
+    // A staged txn obeys the client limits, checked here as a client's are where it enters.
+    let request = Request::Txn(txn);
+    let answer = match node.limits().check(&request) {
+        Ok(()) => {
+            node.judge_and_propose(&principal, request, &outcome.reads)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     match answer {
         Ok(Response::Txn(t)) if t.succeeded => {
             cursor.checkpoint = Checkpoint {

@@ -117,14 +117,7 @@ fn spinning(f: &Fixture) -> std::thread::JoinHandle<Result<crate::mvcc::Guard, P
         });
         plugins.judge(&store, "mallory", &req)
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !f.plugins.has_cancel("spin") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    crate::testing::wait_until("the call to start", || f.plugins.has_cancel("spin"));
     call
 }
 

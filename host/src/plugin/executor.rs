@@ -249,6 +249,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+    use crate::testing::wait_until_async;
 
     /// A job that blocks until told to end; counts how many are running.
     fn blocker(
@@ -265,14 +266,6 @@ mod tests {
         (job, tx)
     }
 
-    async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !check() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     /// A lane that holds its share of threads with jobs that never end leaves the other
     /// threads to other lanes: their jobs run at once.
     #[tokio::test]
@@ -287,7 +280,7 @@ mod tests {
             let executor = executor.clone();
             hostile.push(tokio::spawn(async move { executor.run("spin", job).await }));
         }
-        wait_until("the busy lane to hold its share", || {
+        wait_until_async("the busy lane to hold its share", || {
             running.load(Ordering::SeqCst) == LANE_SLOTS
         })
         .await;
@@ -315,7 +308,7 @@ mod tests {
             let executor = executor.clone();
             waiting.push(tokio::spawn(async move { executor.run("spin", job).await }));
         }
-        wait_until("the lane to fill", || {
+        wait_until_async("the lane to fill", || {
             running.load(Ordering::SeqCst) == LANE_SLOTS
                 && executor.shared.lock().queued == LANE_QUEUE
         })
@@ -349,7 +342,7 @@ mod tests {
             let executor = executor.clone();
             busy.push(tokio::spawn(async move { executor.run("spin", job).await }));
         }
-        wait_until("the lane to be busy", || {
+        wait_until_async("the lane to be busy", || {
             running.load(Ordering::SeqCst) == LANE_SLOTS
         })
         .await;
@@ -357,7 +350,7 @@ mod tests {
             let executor = executor.clone();
             tokio::spawn(async move { executor.run("spin", || 7).await })
         };
-        wait_until("the job to queue", || executor.shared.lock().queued == 1).await;
+        wait_until_async("the job to queue", || executor.shared.lock().queued == 1).await;
         // Not synchronisation: the condition under test is time passing in the queue.
         tokio::time::sleep(wait * 2).await;
         drop(releases);

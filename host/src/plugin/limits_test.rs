@@ -15,17 +15,7 @@ use crate::mvcc::Store;
 
 /// A bump allocator as the canonical ABI's `cabi_realloc`, over a `$heap` global: what
 /// the host calls to pass lists and strings into the test modules (never frees).
-pub(super) const BUMP_ALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
-            (local $p i32)
-            (local.set $p (i32.and
-              (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
-              (i32.sub (i32.const 0) (local.get 2))))
-            (global.set $heap (i32.add (local.get $p) (local.get 3)))
-            (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
-              (then (drop (memory.grow
-                (i32.add (i32.const 1)
-                  (i32.div_u (global.get $heap) (i32.const 65536)))))))
-            (local.get $p))"#;
+pub(super) use etch_plugin_encode::wat::BUMP_ALLOC;
 
 /// `validate(principal, prefix, revision, ops) -> verdict` as a core function: the request's
 /// seven flat parameters, and a pointer to the verdict (discriminant byte at +0, the
@@ -44,30 +34,9 @@ fn component(body: &str) -> Vec<u8> {
     encode_component(&wat, "validator")
 }
 
-/// A component of `world` from a core module in WAT, as `etch-plugin-encode` makes one:
-/// the world embedded, then encoded. Shared with the reactor tests.
+/// A component of `world` from a core module in WAT. Shared with the reactor tests.
 pub(super) fn encode_component(wat: &str, world: &str) -> Vec<u8> {
-    let mut module = wat::parse_str(wat).expect("valid WAT");
-    let mut resolve = wit_parser::Resolve::default();
-    let wit = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk/wit");
-    let (pkg, _) = resolve.push_path(wit).expect("etch.wit parses");
-    let world = resolve
-        .select_world(&[pkg], Some(world))
-        .expect("the world is in etch.wit");
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-        false,
-    )
-    .expect("embed the world");
-    wit_component::ComponentEncoder::default()
-        .module(&module)
-        .expect("module")
-        .validate(true)
-        .encode()
-        .expect("component")
+    etch_plugin_encode::wat::component(wat, world).expect("component")
 }
 
 const ALLOW: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";

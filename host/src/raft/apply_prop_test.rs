@@ -15,13 +15,11 @@ use etch_proto::{
     PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
 };
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry as RaftEntry, EntryPayload, LogId};
 use proptest::prelude::*;
 
-use super::snapshot::SnapshotDir;
-use super::state_machine::StateMachine;
-use super::types::{Command, Entry};
-use crate::mvcc::{self, Guard, Read};
+use super::state_machine::tests::{Node, entry};
+use super::types::Command;
+use crate::mvcc::{Guard, Read};
 
 /// Keys: a few short ones that collide, and ones at and around the limits.
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -169,36 +167,6 @@ fn command() -> impl Strategy<Value = Command> {
     ]
 }
 
-struct Replica {
-    _dir: tempfile::TempDir,
-    store: mvcc::Store,
-    state_machine: StateMachine,
-}
-
-impl Replica {
-    fn new() -> Replica {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = fjall::Database::builder(dir.path().join("db"))
-            .open()
-            .expect("db");
-        let store = mvcc::Store::open(&db).expect("store");
-        let snapshots = SnapshotDir::open(&dir.path().join("snap")).expect("snapshots");
-        let state_machine = StateMachine::open(store.clone(), snapshots).expect("open");
-        Replica {
-            _dir: dir,
-            store,
-            state_machine,
-        }
-    }
-}
-
-fn entry(index: u64, command: Command) -> Entry {
-    RaftEntry {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(command),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
@@ -207,14 +175,15 @@ proptest! {
         commands in prop::collection::vec(command(), 1..16)
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        let (mut one, mut two) = (Replica::new(), Replica::new());
+        let (one, two) = (Node::new(), Node::new());
+        let (mut sm_one, mut sm_two) = (one.state_machine(), two.state_machine());
         for (i, command) in commands.into_iter().enumerate() {
             let e = entry(i as u64 + 1, command);
-            let a = runtime.block_on(one.state_machine.apply([e.clone()])).expect("apply");
-            let b = runtime.block_on(two.state_machine.apply([e])).expect("apply");
+            let a = runtime.block_on(sm_one.apply([e.clone()])).expect("apply");
+            let b = runtime.block_on(sm_two.apply([e])).expect("apply");
             prop_assert_eq!(a, b);
         }
-        let hash = |r: &Replica| r.store.hash_kv(0).expect("hash").expect("hash");
+        let hash = |r: &Node| r.store.hash_kv(0).expect("hash").expect("hash");
         prop_assert_eq!(hash(&one), hash(&two));
         prop_assert_eq!(one.store.revision(), two.store.revision());
     }

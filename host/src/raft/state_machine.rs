@@ -379,7 +379,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use etch_proto::{PutRequest, RangeRequest, Request, Response};
     use openraft::{CommittedLeaderId, Entry as RaftEntry};
 
@@ -393,21 +393,23 @@ mod tests {
         }))
     }
 
-    fn entry(index: u64, command: Command) -> Entry {
+    /// Entry `index` of term 1, carrying `command`.
+    pub(crate) fn entry(index: u64, command: Command) -> Entry {
         RaftEntry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(command),
         }
     }
 
-    struct Node {
+    /// A replica's storage in a temporary directory; state machines open over it.
+    pub(crate) struct Node {
         _dir: tempfile::TempDir,
-        store: mvcc::Store,
+        pub(crate) store: mvcc::Store,
         snapshots: SnapshotDir,
     }
 
     impl Node {
-        fn new() -> Node {
+        pub(crate) fn new() -> Node {
             let dir = tempfile::tempdir().expect("tempdir");
             let db = fjall::Database::builder(dir.path().join("db"))
                 .open()
@@ -421,7 +423,7 @@ mod tests {
             }
         }
 
-        fn state_machine(&self) -> StateMachine {
+        pub(crate) fn state_machine(&self) -> StateMachine {
             StateMachine::open(self.store.clone(), self.snapshots.clone()).expect("open")
         }
 

@@ -50,9 +50,7 @@ impl Command {
         const OVERHEAD: usize = 64;
         match self {
             Command::Kv(req) => OVERHEAD + request_bytes(req),
-            Command::Write { request, guard } => {
-                OVERHEAD + request_bytes(request) + guard.approx_size()
-            }
+            Command::Write { request, guard } => OVERHEAD + request_bytes(request) + guard.bytes(),
             Command::LeaseExpire { .. } | Command::PluginRemove { .. } => OVERHEAD,
             Command::PluginInstall(req) => OVERHEAD + req.wasm.len(),
             Command::Batch(commands) => commands.iter().map(Command::approx_size).sum(),

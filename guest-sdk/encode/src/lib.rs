@@ -1,0 +1,88 @@
+//! Making the WebAssembly components etch loads.
+//!
+//! [`encode`] wraps a core module built for `wasm32-unknown-unknown` (whose world
+//! `wit-bindgen` embedded) in a component, as the `etch-plugin-encode` command does.
+//! [`wat`] builds components from hand-written WAT modules: the hostile plugins of the
+//! test suite and of `etch-bench hostile`, which no Rust guest would compile to.
+
+use anyhow::{Context, Result};
+use wit_component::ComponentEncoder;
+
+/// The component wrapping `module`, a core module with its world embedded.
+///
+/// # Errors
+///
+/// The module has no embedded world, or does not match it.
+pub fn encode(module: &[u8]) -> Result<Vec<u8>> {
+    ComponentEncoder::default()
+        .module(module)
+        .context("reading the module's embedded world (was it built with etch-plugin?)")?
+        .validate(true)
+        .encode()
+        .context("encoding the component")
+}
+
+/// Components from WAT, against etch's own WIT (`guest-sdk/wit/etch.wit`).
+pub mod wat {
+    use anyhow::{Context, Result};
+
+    /// The canonical ABI's `cabi_realloc` as a bump allocator over a `$heap` global the
+    /// module declares (it never frees, and grows memory as needed).
+    pub const BUMP_ALLOC: &str = r#"(func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.and
+      (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+      (i32.sub (i32.const 0) (local.get 2))))
+    (global.set $heap (i32.add (local.get $p) (local.get 3)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow
+        (i32.add (i32.const 1) (i32.div_u (global.get $heap) (i32.const 65536)))))))
+    (local.get $p))"#;
+
+    /// A validator that logs "spinning" (so a caller can see a call has started) and then
+    /// loops for ever: only fuel, the deadline or an interruption ends it.
+    pub const SPINNING_VALIDATOR: &str = r#"(module
+      (import "etch:plugin/log@0.1.0" "log" (func $log (param i32 i32 i32)))
+      (memory (export "memory") 1)
+      (global $heap (mut i32) (i32.const 4096))
+      (data (i32.const 100) "spinning")
+      CABI_REALLOC
+      (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
+        (call $log (i32.const 1) (i32.const 100) (i32.const 8))
+        (loop $l (br $l))
+        (unreachable)))"#;
+
+    /// A component of `world` (`validator` or `reactor`) from a core module in WAT; the
+    /// text `CABI_REALLOC` in it stands for [`BUMP_ALLOC`].
+    ///
+    /// # Errors
+    ///
+    /// The WAT does not parse, or does not match the world.
+    pub fn component(wat: &str, world: &str) -> Result<Vec<u8>> {
+        let mut module =
+            ::wat::parse_str(wat.replace("CABI_REALLOC", BUMP_ALLOC)).context("parsing the WAT")?;
+        let mut resolve = wit_parser::Resolve::default();
+        let pkg = resolve.push_str("etch.wit", include_str!("../../wit/etch.wit"))?;
+        let world = resolve
+            .select_world(&[pkg], Some(world))
+            .with_context(|| format!("no world {world} in etch.wit"))?;
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+            false,
+        )?;
+        super::encode(&module)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_spinning_validator_encodes() {
+            let wasm = super::component(super::SPINNING_VALIDATOR, "validator").expect("component");
+            assert!(wasm.starts_with(b"\0asm"));
+            assert!(super::component(super::SPINNING_VALIDATOR, "reactor").is_err());
+        }
+    }
+}
