@@ -548,6 +548,22 @@ impl Etchd {
     }
 }
 
+/// The resident set size of process `pid`, from /proc/PID/status, in MiB.
+///
+/// # Panics
+///
+/// The process is gone.
+pub fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("a VmRSS line");
+    kb / 1024
+}
+
 /// A TLS config for a raw QUIC connection that presents the client (or node) certificate in
 /// `files`, trusts `files.ca` and speaks `alpn`.
 pub fn raw_tls(files: &TlsFiles, alpn: &[u8]) -> rustls::ClientConfig {

@@ -14,7 +14,7 @@ use etch_proto::codes;
 use etch_proto::{
     self as proto, ALPN_CLIENT, RangeRequest, Request, Response, StatusRequest, frame,
 };
-use etch_tests::{Cluster, etchctl_with, raw_exchange, raw_tls, wait_for_async};
+use etch_tests::{Cluster, etchctl_with, raw_exchange, raw_tls, rss_mib, wait_for_async};
 
 /// Resident memory a node may not pass during the attacks on request frames and must be
 /// back under once any attack is over, in MiB. An idle debug node holds ~35 MiB.
@@ -22,24 +22,11 @@ const RSS_BOUND_MB: u64 = 300;
 
 /// Peak resident memory while a client never reads its answers (100 ranges of 4 MB on one
 /// connection), in MiB. The node holds at most a connection budget (64 MiB) of encoded
-/// answers plus the ranges being read (up to 16 at once on the blocking pool); peaks of
-/// 200-430 MiB were measured (glibc arenas; the spread grows on a loaded machine), and
-/// 40-70 MiB after. The unbounded code held every answer
-/// twice (response and frame): 100 x 4 MB is 800 MB, and the finding's 200 x 6 MB reached
-/// 1.2 GB.
-const UNREAD_PEAK_BOUND_MB: u64 = 600;
-
-/// The node's resident set size, from /proc/<pid>/status, in MiB.
-fn rss_mb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("a VmRSS line");
-    kb / 1024
-}
+/// answers plus the large ranges being built (two at a time, `node::route::LARGE_RANGES`);
+/// peaks of 110-120 MiB were measured, 200-430 MiB when up to 16 were built at once. The
+/// unbounded code held every answer twice (response and frame): 100 x 4 MB is 800 MB, and
+/// the finding's 200 x 6 MB reached 1.2 GB.
+const UNREAD_PEAK_BOUND_MB: u64 = 300;
 
 /// Samples a process's RSS every 20 ms until the returned handle is asked for the peak.
 struct RssPeak {
@@ -54,10 +41,10 @@ impl RssPeak {
         let sampler = std::thread::spawn(move || {
             let mut peak = 0;
             while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                peak = peak.max(rss_mb(pid));
+                peak = peak.max(rss_mib(pid));
                 std::thread::sleep(Duration::from_millis(20));
             }
-            peak.max(rss_mb(pid))
+            peak.max(rss_mib(pid))
         });
         RssPeak { stop, sampler }
     }
@@ -116,7 +103,7 @@ async fn still_serves(cluster: &Cluster, what: &str) {
     let out = cluster.etchctl(&["get", "after"]);
     assert!(out.status.success(), "etchctl after {what}: {out:?}");
     let pid = cluster.nodes[0].pid().expect("running");
-    let rss = rss_mb(pid);
+    let rss = rss_mib(pid);
     eprintln!("after {what}: RSS {rss} MiB");
     assert!(rss < RSS_BOUND_MB, "RSS {rss} MiB after {what}");
 }
@@ -226,7 +213,7 @@ async fn a_client_that_never_reads_its_answers_is_bounded() {
             .await
             .expect("put a large value");
     }
-    let baseline = rss_mb(pid);
+    let baseline = rss_mib(pid);
 
     // A client that withholds QUIC flow control: 64 KiB for all of its streams together.
     let mut transport = quinn::TransportConfig::default();

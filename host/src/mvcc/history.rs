@@ -16,8 +16,18 @@ use fjall::Readable;
 use super::error::Result;
 use super::keycode::{key_prefix, version_key};
 use super::layout::{Version, decode};
-use super::store::{Outcome, Store, events_in};
+use super::store::{Outcome, Store, event_of, touches_in};
 use super::view::View;
+
+/// The selected events of one revision ([`View::watch_events_where`]).
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub events: Vec<WatchEvent>,
+    /// Keys and values of both versions of every event read.
+    pub bytes: usize,
+    /// Reading stopped past the byte budget: the revision has more selected events.
+    pub cut: bool,
+}
 
 impl Store {
     /// The changes made at `rev` as watch events, in sub-revision order, each with the key's
@@ -39,15 +49,41 @@ impl View {
     ///
     /// As [`Store::watch_events`].
     pub fn watch_events(&self, rev: Revision) -> Outcome<Vec<WatchEvent>> {
-        let view = self;
-        let events = match events_in(view, rev)? {
-            Ok(events) => events,
+        Ok(self
+            .watch_events_where(rev, |_| true, usize::MAX)?
+            .map(|changes| changes.events))
+    }
+
+    /// The events at `rev` whose keys `keep` selects, as [`View::watch_events`] gives them;
+    /// the others' values and previous versions are never read. Reading stops once the
+    /// selected events take more than `max_bytes` (keys and values of both versions): then
+    /// [`Changes::cut`] is set and the rest of the revision is left unread, so a reader
+    /// with a budget never holds much more than its budget of one huge revision.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::watch_events`].
+    pub fn watch_events_where(
+        &self,
+        rev: Revision,
+        keep: impl Fn(&[u8]) -> bool,
+        max_bytes: usize,
+    ) -> Outcome<Changes> {
+        let touches = match touches_in(self, rev)? {
+            Ok(touches) => touches,
             Err(e) => return Ok(Err(e)),
         };
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            let prev_kv = view.previous(&event.kv.key, rev)?;
-            out.push(WatchEvent {
+        let mut changes = Changes::default();
+        for touch in touches.into_iter().filter(|t| keep(&t.key)) {
+            if changes.bytes > max_bytes {
+                changes.cut = true;
+                break;
+            }
+            let event = event_of(self, rev, touch)?;
+            let prev_kv = self.previous(&event.kv.key, rev)?;
+            let kv_bytes = |kv: &KeyValue| kv.key.len() + kv.value.len();
+            changes.bytes += kv_bytes(&event.kv) + prev_kv.as_ref().map_or(0, kv_bytes);
+            changes.events.push(WatchEvent {
                 kind: if event.is_delete {
                     EventType::Delete
                 } else {
@@ -57,7 +93,7 @@ impl View {
                 prev_kv,
             });
         }
-        Ok(Ok(out))
+        Ok(Ok(changes))
     }
 
     /// The live version of `key` just before `rev`: the newest record below `rev`, unless it

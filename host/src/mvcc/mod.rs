@@ -94,12 +94,15 @@ mod view;
 mod write;
 
 #[cfg(test)]
+mod bounds_test;
+#[cfg(test)]
 pub(crate) mod script_parse;
 #[cfg(test)]
 pub(crate) mod script_test;
 
 pub use error::{Error, Result};
 pub use guard::{Guard, MAX_GUARD_BYTES, READ_OVERHEAD, Read};
+pub use history::Changes;
 pub(crate) use layout::BindingRecord;
 pub(crate) use plugins::{bindings_in, hex};
 pub(crate) use preview::preview;

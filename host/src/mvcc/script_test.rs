@@ -387,7 +387,7 @@ impl goldenscript::Runner for Runner {
                     range_end: vec![0],
                     ..Default::default()
                 };
-                let old = before.range(&all)??;
+                let old = before.range(&all, super::view::MAX_RANGE_BYTES)??;
                 writeln!(
                     out,
                     "view opened before: rev={} keys={}",

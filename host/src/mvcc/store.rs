@@ -269,7 +269,17 @@ impl Store {
     /// A storage failure; the inner error is the request's (empty key, Compacted,
     /// FutureRevision).
     pub fn range(&self, req: &RangeRequest) -> Outcome<RangeResponse> {
-        View::open(&self.spaces())?.range(req)
+        self.range_within(req, super::view::MAX_RANGE_BYTES)
+    }
+
+    /// [`Store::range`] with at most `max_bytes` of keys and values in the answer (a larger
+    /// answer fails with `TooLarge` once it passes, having held no more).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::range`].
+    pub fn range_within(&self, req: &RangeRequest, max_bytes: usize) -> Outcome<RangeResponse> {
+        View::open(&self.spaces())?.range(req, max_bytes)
     }
 
     /// Serves a read-only txn (compares and ranges) from one snapshot, without the Raft log.
@@ -365,6 +375,19 @@ fn check_guard(guard: &Guard) -> std::result::Result<(), ProtoError> {
 
 /// The events at `rev` as `view` sees them (see [`Store::events_at`]).
 pub(crate) fn events_in(view: &View, rev: Revision) -> Outcome<Vec<Event>> {
+    let touches = match touches_in(view, rev)? {
+        Ok(touches) => touches,
+        Err(e) => return Ok(Err(e)),
+    };
+    let events = touches
+        .into_iter()
+        .map(|touch| event_of(view, rev, touch))
+        .collect::<Result<_>>()?;
+    Ok(Ok(events))
+}
+
+/// The keys written at `rev`, in sub-revision order, without their values.
+pub(crate) fn touches_in(view: &View, rev: Revision) -> Outcome<Vec<Touch>> {
     if rev < view.compact {
         return Ok(Err(ProtoError::Compacted {
             compact_revision: view.compact,
@@ -379,30 +402,32 @@ pub(crate) fn events_in(view: &View, rev: Revision) -> Outcome<Vec<Event>> {
     else {
         return Ok(Ok(Vec::new()));
     };
-    let mut events = Vec::new();
-    for Touch { key, deleted } in decode::<Vec<Touch>>(&raw)? {
-        let kv = if deleted {
-            KeyValue {
-                key,
-                mod_revision: rev,
-                ..Default::default()
+    Ok(Ok(decode::<Vec<Touch>>(&raw)?))
+}
+
+/// One key written at `rev`, with the version written (a put's value is read here).
+pub(crate) fn event_of(view: &View, rev: Revision, touch: Touch) -> Result<Event> {
+    let Touch { key, deleted } = touch;
+    let kv = if deleted {
+        KeyValue {
+            key,
+            mod_revision: rev,
+            ..Default::default()
+        }
+    } else {
+        match view.version(&key, rev)? {
+            Some(Some(version)) => version.into_kv(key),
+            _ => {
+                return Err(Error::Corrupt(format!(
+                    "history at {rev} lists a put of {key:02x?} without its version"
+                )));
             }
-        } else {
-            match view.version(&key, rev)? {
-                Some(Some(version)) => version.into_kv(key),
-                _ => {
-                    return Err(Error::Corrupt(format!(
-                        "history at {rev} lists a put of {key:02x?} without its version"
-                    )));
-                }
-            }
-        };
-        events.push(Event {
-            kv,
-            is_delete: deleted,
-        });
-    }
-    Ok(Ok(events))
+        }
+    };
+    Ok(Event {
+        kv,
+        is_delete: deleted,
+    })
 }
 
 /// Runs one request against `view`, adding its writes to `batch`.
@@ -444,7 +469,7 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
             resp.header.revision = view.revision;
             Response::Compact(resp)
         }
-        Request::Range(r) => match view.range(r)? {
+        Request::Range(r) => match view.range(r, super::view::MAX_RANGE_BYTES)? {
             Ok(resp) => Response::Range(resp),
             Err(e) => return Ok(Err(e)),
         },

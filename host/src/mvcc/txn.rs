@@ -47,9 +47,11 @@ pub(crate) fn execute(tx: &mut WriteTx<'_>, req: &TxnRequest) -> Outcome<TxnResp
         return Ok(Err(e));
     }
     let mut responses = Vec::with_capacity(ops.len());
+    // One answer: all of the txn's ranges together return at most one answer's bytes.
+    let mut budget = super::view::MAX_RANGE_BYTES;
     for op in ops {
         responses.push(match op {
-            RequestOp::Range(r) => match tx.range(r)? {
+            RequestOp::Range(r) => match tx.range(r, &mut budget)? {
                 Ok(resp) => ResponseOp::Range(resp),
                 Err(e) => return Ok(Err(e)),
             },

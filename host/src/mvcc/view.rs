@@ -61,13 +61,25 @@ pub(crate) fn read_revision(
     Ok(rev)
 }
 
+/// The most bytes of keys and values one range (or all ranges of one txn) may return: an
+/// answer's frame limit. A range past it fails with `TooLarge` as soon as it passes, before
+/// it holds more, instead of building an answer that could never be sent. A constant, not a
+/// flag: ranges inside a txn are applied, and every replica must give the same answer.
+pub const MAX_RANGE_BYTES: usize = etch_proto::DEFAULT_MAX_RESPONSE_BYTES;
+
+/// What one returned key-value costs against [`MAX_RANGE_BYTES`] beyond its key and value
+/// (its revisions, version and lease as encoded, about).
+const KV_OVERHEAD: usize = 32;
+
 /// Applies `limit`, `keys_only` and `count_only` to a stream of matches. `count` is every
-/// match; only the returned ones are held in memory.
+/// match; only the returned ones are held in memory, and at most `budget` bytes of them
+/// (what is left of it is handed back through `budget`).
 pub(crate) fn collect_range(
     iter: KvIter<'_>,
     req: &RangeRequest,
     header_revision: Revision,
-) -> Result<RangeResponse> {
+    budget: &mut usize,
+) -> Result<std::result::Result<RangeResponse, ProtoError>> {
     let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0);
     let mut resp = RangeResponse::default();
     resp.header.revision = header_revision;
@@ -84,9 +96,20 @@ pub(crate) fn collect_range(
         if req.keys_only {
             kv.value.clear();
         }
+        let bytes = kv.key.len() + kv.value.len() + KV_OVERHEAD;
+        let Some(left) = budget.checked_sub(bytes) else {
+            let held: usize = (resp.kvs.iter())
+                .map(|kv| kv.key.len() + kv.value.len() + KV_OVERHEAD)
+                .sum();
+            return Ok(Err(ProtoError::TooLarge {
+                size: (held + bytes) as u64,
+                limit: MAX_RANGE_BYTES as u64,
+            }));
+        };
+        *budget = left;
         resp.kvs.push(kv);
     }
-    Ok(resp)
+    Ok(Ok(resp))
 }
 
 /// One consistent snapshot of the mvcc state.
@@ -135,6 +158,7 @@ impl View {
     pub fn range(
         &self,
         req: &RangeRequest,
+        max_bytes: usize,
     ) -> Result<std::result::Result<RangeResponse, ProtoError>> {
         if req.key.is_empty() {
             return Ok(Err(empty_key()));
@@ -149,7 +173,8 @@ impl View {
         } else {
             self.scan_at(&range, rev)
         };
-        collect_range(iter, req, self.revision).map(Ok)
+        let mut budget = max_bytes;
+        collect_range(iter, req, self.revision, &mut budget)
     }
 
     /// The live version of `key`.

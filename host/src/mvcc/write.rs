@@ -99,10 +99,12 @@ impl<'v> WriteTx<'v> {
     }
 
     /// A range inside this entry: at the current revision it sees this entry's writes, at an
-    /// older one it reads history.
+    /// older one it reads history. It returns at most `budget` bytes (see
+    /// [`collect_range`]), and takes what it returns out of it.
     pub fn range(
         &self,
         req: &RangeRequest,
+        budget: &mut usize,
     ) -> Result<std::result::Result<RangeResponse, ProtoError>> {
         if req.key.is_empty() {
             return Ok(Err(super::view::empty_key()));
@@ -123,7 +125,7 @@ impl<'v> WriteTx<'v> {
         } else {
             self.view.scan_at(&range, rev)
         };
-        collect_range(iter, req, current).map(Ok)
+        collect_range(iter, req, current, budget)
     }
 
     /// Puts `req.key` (already checked: key not empty, lease granted).

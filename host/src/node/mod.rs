@@ -105,6 +105,9 @@ pub struct NodeOptions {
     /// watchers, but counted in full for each) before it is switched to catching up from
     /// history [default: 16 MiB].
     pub watch_queue_bytes: usize,
+    /// Bytes of events all live watchers of the node may have queued together; a watcher
+    /// whose next revision would pass it goes back to history [default: 256 MiB].
+    pub watch_node_bytes: usize,
     /// How often the leader looks for expired leases [default: 500 ms].
     pub lease_check_interval: Duration,
     /// What one client may cost the node: connections, streams, buffered bytes, deadlines
@@ -146,6 +149,7 @@ impl NodeOptions {
             watch_progress_interval: Duration::from_secs(600),
             watch_queue_len: 128,
             watch_queue_bytes: 16 << 20,
+            watch_node_bytes: 256 << 20,
             lease_check_interval: Duration::from_millis(500),
             client_limits: ClientLimits::default(),
             plugin_maxima: crate::plugin::Maxima::default(),
@@ -194,6 +198,9 @@ struct Inner {
     /// Batches the leadership confirmations of linearizable reads.
     read_index: read_index::ReadIndex,
     proposer: proposer::Proposer,
+    /// Ranges whose answers are larger than [`route::SMALL_RANGE_BYTES`] are built one
+    /// [`route::LARGE_RANGES`] at a time (see [`Node::read`]).
+    large_ranges: tokio::sync::Semaphore,
 }
 
 impl Node {
@@ -238,6 +245,7 @@ impl Node {
             crate::watch::Limits {
                 revisions: options.watch_queue_len,
                 bytes: options.watch_queue_bytes,
+                node_bytes: options.watch_node_bytes,
             },
         );
         tokio::spawn(crate::watch::feed(hub.clone(), state_machine.subscribe()));
@@ -317,6 +325,7 @@ impl Node {
                 leader_contact: Mutex::new(None),
                 read_index,
                 proposer,
+                large_ranges: tokio::sync::Semaphore::new(route::LARGE_RANGES),
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New
@@ -520,7 +529,7 @@ fn founding_cluster_id(options: &NodeOptions) -> u64 {
 }
 
 fn bind_peer_endpoint(addr: SocketAddr, identity: &Identity) -> anyhow::Result<quinn::Endpoint> {
-    let tls = identity.server_config(Some(Role::Node), ALPN_PEER)?;
+    let tls = identity.server_config(Role::Node, ALPN_PEER)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     config.transport_config(peer_transport()?);
     Ok(quinn::Endpoint::server(config, addr)?)

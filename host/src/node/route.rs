@@ -13,10 +13,15 @@ use crate::raft::network::PeerError;
 use crate::raft::wire::{PeerRequest, PeerResponse};
 use crate::raft::{Command, Member};
 
+/// The most bytes of answer a range is built with before it needs a large-range permit.
+pub(super) const SMALL_RANGE_BYTES: usize = 1 << 20;
+/// How many ranges with answers over [`SMALL_RANGE_BYTES`] a node builds at once.
+pub(super) const LARGE_RANGES: usize = 2;
+
 impl Node {
     /// Answers one client request on behalf of `principal`.
     pub async fn handle(&self, principal: &str, request: Request) -> Result<Response, Error> {
-        tracing::debug!(principal, ?request, "request");
+        tracing::debug!(principal = ?principal, ?request, "request");
         self.limits().check(&request)?;
         let mut response = match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
@@ -184,11 +189,29 @@ impl Node {
     }
 
     /// Reads the local applied state.
-    async fn read(&self, range: RangeRequest) -> Result<Response, Error> {
+    ///
+    /// A range is first built with at most [`SMALL_RANGE_BYTES`] of answer. One that needs
+    /// more is built again, up to an answer's limit, holding one of [`LARGE_RANGES`] permits:
+    /// an answer is charged to its connection's budget only once it is built, so without the
+    /// permits a hundred concurrent large ranges would be a hundred large answers in memory
+    /// at once, whatever the budget says (issue 12's client that never reads).
+    pub(super) async fn read(&self, range: RangeRequest) -> Result<Response, Error> {
         let store = self.inner.store.clone();
-        blocking(move || store.range(&range))
-            .await?
-            .map(Response::Range)
+        let small = {
+            let (store, range) = (store.clone(), range.clone());
+            blocking(move || store.range_within(&range, SMALL_RANGE_BYTES)).await?
+        };
+        let answer = match small {
+            Err(Error::TooLarge { .. }) => {
+                let _permit =
+                    (self.inner.large_ranges.acquire().await).map_err(|_| Error::Unavailable {
+                        reason: "the node is stopping".into(),
+                    })?;
+                blocking(move || store.range(&range)).await?
+            }
+            small => small,
+        };
+        answer.map(Response::Range)
     }
 
     /// Hands `request` to the leader over the peer connection.

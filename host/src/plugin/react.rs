@@ -117,9 +117,23 @@ impl Plugins {
         let mut events = Vec::new();
         let mut bytes = 0;
         let mut through = from - 1;
+        let is_own = |key: &[u8]| key == own.as_slice();
+        let wanted_key =
+            |key: &[u8]| key.starts_with(&binding.prefix) && !key.starts_with(RESERVED_PREFIX);
         for rev in from..=last {
-            let changes = match view.watch_events(rev).map_err(host)? {
-                Ok(changes) => changes,
+            // The reactor's own write first (its checkpoint is the last key of it): read
+            // whole, a large batch of its writes would otherwise look too large to take.
+            let (own_write, changes) = match view
+                .watch_events_where(rev, is_own, usize::MAX)
+                .and_then(|own_write| {
+                    // Read no more of a revision than a call can take: a huge one (a delete
+                    // of a whole prefix, say) is never held in full.
+                    let changes = view.watch_events_where(rev, wanted_key, max_bytes)?;
+                    Ok(own_write.and_then(|own_write| Ok((own_write, changes?))))
+                })
+                .map_err(host)?
+            {
+                Ok(read) => read,
                 Err(etch_proto::Error::Compacted { compact_revision }) => {
                     return Ok(Step::Compacted {
                         floor: compact_revision,
@@ -127,17 +141,12 @@ impl Plugins {
                 }
                 Err(e) => return Err(PluginError::Host(e.to_string())),
             };
-            if changes
-                .iter()
-                .any(|c| c.kind == EventType::Put && c.kv.key == own)
-            {
+            if (own_write.events.iter()).any(|c| c.kind == EventType::Put) {
                 through = rev;
                 continue;
             }
-            let wanted: Vec<Event> = (changes.into_iter())
-                .filter(|c| {
-                    c.kv.key.starts_with(&binding.prefix) && !c.kv.key.starts_with(RESERVED_PREFIX)
-                })
+            let cut = changes.cut;
+            let wanted: Vec<Event> = (changes.events.into_iter())
                 .map(|c| Event {
                     kind: match c.kind {
                         EventType::Put => OpKind::Put,
@@ -147,9 +156,14 @@ impl Plugins {
                     prev: c.prev_kv.map(ctx::to_wit),
                 })
                 .collect();
+            if wanted.is_empty() {
+                through = rev;
+                continue;
+            }
             let rev_bytes: usize = wanted.iter().map(event_bytes).sum();
-            if bytes + rev_bytes > max_bytes {
+            if cut || bytes + rev_bytes > max_bytes {
                 if events.is_empty() {
+                    // When the read was cut, these are the events read before it stopped.
                     let e = PluginError::RevisionTooLarge {
                         revision: rev,
                         events: wanted.len(),

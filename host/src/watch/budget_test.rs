@@ -49,6 +49,7 @@ fn watchers_share_one_copy_of_each_event() {
     let limits = Limits {
         revisions: 128,
         bytes: 1 << 20,
+        node_bytes: 64 << 20,
     };
     let hub = Hub::new(store.clone(), limits);
     let every = Arc::new(Filter::new(&watch("\0", "\0", true)));
@@ -67,6 +68,50 @@ fn watchers_share_one_copy_of_each_event() {
         Arc::ptr_eq(&a.events, &b.events) && Arc::ptr_eq(&a.events, &c.events),
         "one slice of events for every watcher that wants all of them"
     );
+}
+
+#[test]
+fn stalled_watchers_together_stay_within_the_node_pool() {
+    let (_dir, store) = store();
+    let limits = Limits {
+        revisions: 128,
+        bytes: 1 << 20,
+        node_bytes: 256 * 1024,
+    };
+    let hub = Hub::new(store.clone(), limits);
+    // 50 watchers, each on its own key, 40 of them never reading: each may queue 1 MiB, so
+    // without the node's pool those could pin 40 MiB between them.
+    let registrations: Vec<_> = (0..50)
+        .map(|i| {
+            let filter = Arc::new(Filter::new(&watch(&format!("k{i:02}"), "", false)));
+            hub.register_now(&filter).0
+        })
+        .collect();
+    for round in 0..10 {
+        for (i, registration) in registrations.iter().enumerate() {
+            put(&store, &hub, &format!("k{i:02}"), 20_000 + round);
+            if i < 10 {
+                while let Pop::Batch(_) = registration.queue.try_pop() {}
+            }
+            // Charged at most the pool, plus one revision in each queue that was empty.
+            assert!(
+                hub.queued_bytes() <= 256 * 1024 + 50 * 21_000,
+                "round {round}, key {i}: {} bytes queued",
+                hub.queued_bytes()
+            );
+        }
+    }
+    // The first 10 read after every put: they never hold more than one revision, so the
+    // pool never sends them to history; the 40 that never read are sent there.
+    let overflowed: Vec<bool> = (registrations.iter())
+        .map(|r| r.queue.usage().is_none())
+        .collect();
+    assert!(overflowed[10..].iter().all(|&o| o), "{overflowed:?}");
+    assert!(overflowed[..10].iter().all(|&o| !o), "{overflowed:?}");
+    // Reading a queue, and dropping one, give their bytes back to the pool.
+    while let Pop::Batch(_) = registrations[0].queue.try_pop() {}
+    drop(registrations);
+    assert_eq!(hub.queued_bytes(), 0);
 }
 
 /// A small deterministic generator (no dependency, same run every time).
@@ -88,6 +133,7 @@ fn slow_watchers_under_a_small_budget_get_every_revision_once_in_order() {
     let limits = Limits {
         revisions: 16,
         bytes: 8 * 1024,
+        node_bytes: 64 << 20,
     };
     let hub = Hub::new(store.clone(), limits);
     // (filter, how often it reads: one step in `pace` puts on average)

@@ -35,7 +35,12 @@ impl Filter {
             EventType::Put => !self.no_put,
             EventType::Delete => !self.no_delete,
         };
-        kind_ok && KeyRange::new(&self.key, &self.range_end).contains(&event.kv.key)
+        kind_ok && self.wants_key(&event.kv.key)
+    }
+
+    /// Whether `key` is in this watcher's range.
+    pub fn wants_key(&self, key: &[u8]) -> bool {
+        KeyRange::new(&self.key, &self.range_end).contains(key)
     }
 
     /// The events of one revision this watcher wants, in their order, with `prev_kv` left

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use etch_proto::Revision;
 
 use super::filter::Filter;
-use super::queue::{Batch, Limits, Offer, Queue, Shared};
+use super::queue::{Batch, Limits, NodeBytes, Offer, Queue, Shared};
 use crate::mvcc;
 
 /// The watch hub of one node. Cheap to clone; clones share the registry.
@@ -14,6 +14,8 @@ use crate::mvcc;
 pub struct Hub {
     store: mvcc::Store,
     limits: Limits,
+    /// What all live queues hold together, against `limits.node_bytes`.
+    node_bytes: Arc<NodeBytes>,
     state: Arc<Mutex<State>>,
 }
 
@@ -40,11 +42,13 @@ pub(super) struct Registration {
 
 impl Hub {
     /// A hub over `store` whose live watchers each queue at most `limits` (revisions and
-    /// bytes) before they are switched to catching up from history.
+    /// bytes, and all of them together at most `limits.node_bytes`) before they are switched
+    /// to catching up from history.
     pub fn new(store: mvcc::Store, limits: Limits) -> Hub {
         let published = store.revision();
         Hub {
             store,
+            node_bytes: Arc::new(NodeBytes::new(limits.node_bytes)),
             limits,
             state: Arc::new(Mutex::new(State {
                 published,
@@ -61,6 +65,11 @@ impl Hub {
     /// The last revision offered to live watchers.
     pub fn published(&self) -> Revision {
         self.lock().published
+    }
+
+    /// Bytes of events queued by all live watchers together.
+    pub fn queued_bytes(&self) -> usize {
+        self.node_bytes.used()
     }
 
     /// The number of live (registered) watchers.
@@ -156,7 +165,7 @@ impl Hub {
         if state.published > caught_up {
             return None;
         }
-        Some(Self::insert(&mut state, filter, caught_up + 1, self.limits))
+        Some(self.insert(&mut state, filter, caught_up + 1))
     }
 
     /// Registers a live watcher from now on: returns the registration and the revision it
@@ -164,7 +173,7 @@ impl Hub {
     pub(super) fn register_now(&self, filter: &Arc<Filter>) -> (Registration, Revision) {
         let mut state = self.lock();
         let published = state.published;
-        let registration = Self::insert(&mut state, filter, published + 1, self.limits);
+        let registration = self.insert(&mut state, filter, published + 1);
         (registration, published)
     }
 
@@ -179,13 +188,8 @@ impl Hub {
         self.lock().slots.remove(&id);
     }
 
-    fn insert(
-        state: &mut State,
-        filter: &Arc<Filter>,
-        min_rev: Revision,
-        limits: Limits,
-    ) -> Registration {
-        let queue = Arc::new(Queue::new(limits));
+    fn insert(&self, state: &mut State, filter: &Arc<Filter>, min_rev: Revision) -> Registration {
+        let queue = Arc::new(Queue::new(self.limits, self.node_bytes.clone()));
         let id = state.next_id;
         state.next_id += 1;
         state.slots.insert(

@@ -9,9 +9,13 @@
 //!
 //! The events in a queue are shared with the hub's other watchers ([`Shared`]): the budget
 //! charges each watcher for every event it keeps alive, so the memory held by queues is at
-//! most the sum of the budgets, and usually far less.
+//! most the sum of the budgets, and usually far less. All queues of a node also draw on one
+//! [`NodeBytes`] pool: a push that would take the node past it overflows that queue, so
+//! however many watchers stall, together they pin at most the pool (plus one revision each
+//! in queues that were empty).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use etch_proto::Revision;
@@ -56,6 +60,42 @@ pub struct Limits {
     pub revisions: usize,
     /// Bytes, as [`Batch::bytes`] counts them (at least 1).
     pub bytes: usize,
+    /// Bytes all live watchers of the node may have queued together (at least 1).
+    pub node_bytes: usize,
+}
+
+/// The bytes queued by all live watchers of a node, against their common ceiling.
+#[derive(Debug)]
+pub(super) struct NodeBytes {
+    used: AtomicUsize,
+    cap: usize,
+}
+
+impl NodeBytes {
+    pub(super) fn new(cap: usize) -> Self {
+        NodeBytes {
+            used: AtomicUsize::new(0),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Bytes queued now by every live watcher together.
+    pub(super) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn would_pass(&self, bytes: usize) -> bool {
+        self.used().saturating_add(bytes) > self.cap
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn release(&self, bytes: usize) {
+        // Every release matches an earlier charge of the same queue.
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// What became of a batch offered to a queue.
@@ -79,6 +119,7 @@ pub(super) enum Pop {
 
 pub(super) struct Queue {
     limits: Limits,
+    node: Arc<NodeBytes>,
     inner: Mutex<Inner>,
     /// Woken on every push and on close; one permit is kept when nobody waits, so a push
     /// between the watcher's check and its wait is not missed.
@@ -93,18 +134,21 @@ struct Inner {
 }
 
 impl Queue {
-    pub(super) fn new(limits: Limits) -> Self {
+    pub(super) fn new(limits: Limits, node: Arc<NodeBytes>) -> Self {
         Queue {
             limits: Limits {
                 revisions: limits.revisions.max(1),
                 bytes: limits.bytes.max(1),
+                node_bytes: limits.node_bytes.max(1),
             },
+            node,
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
         }
     }
 
-    /// Queues `batch`, or overflows the queue if it would pass a bound.
+    /// Queues `batch`, or overflows the queue if it would pass a bound (its own, or the
+    /// node's: the watcher that would take the node past its pool goes back to history).
     pub(super) fn offer(&self, batch: Batch) -> Offer {
         let mut inner = self.lock();
         if inner.closed {
@@ -112,13 +156,16 @@ impl Queue {
         }
         let bytes = batch.bytes();
         let full = inner.batches.len() >= self.limits.revisions
-            || (!inner.batches.is_empty() && inner.bytes.saturating_add(bytes) > self.limits.bytes);
+            || (!inner.batches.is_empty()
+                && (inner.bytes.saturating_add(bytes) > self.limits.bytes
+                    || self.node.would_pass(bytes)));
         if full {
-            Self::close_locked(&mut inner);
+            self.close_locked(&mut inner);
             drop(inner);
             self.ready.notify_one();
             return Offer::Overflowed;
         }
+        self.node.charge(bytes);
         inner.bytes += bytes;
         inner.batches.push_back(batch);
         drop(inner);
@@ -128,7 +175,7 @@ impl Queue {
 
     /// Drops everything queued and closes the queue: the watcher goes back to history.
     pub(super) fn close(&self) {
-        Self::close_locked(&mut self.lock());
+        self.close_locked(&mut self.lock());
         self.ready.notify_one();
     }
 
@@ -136,7 +183,9 @@ impl Queue {
         let mut inner = self.lock();
         match inner.batches.pop_front() {
             Some(batch) => {
-                inner.bytes = inner.bytes.saturating_sub(batch.bytes());
+                let bytes = batch.bytes();
+                inner.bytes -= bytes;
+                self.node.release(bytes);
                 Pop::Batch(batch)
             }
             None if inner.closed => Pop::Closed,
@@ -166,9 +215,9 @@ impl Queue {
         (!inner.closed).then_some((inner.batches.len(), inner.bytes))
     }
 
-    fn close_locked(inner: &mut Inner) {
+    fn close_locked(&self, inner: &mut Inner) {
         inner.batches = VecDeque::new();
-        inner.bytes = 0;
+        self.node.release(std::mem::take(&mut inner.bytes));
         inner.closed = true;
     }
 
@@ -176,5 +225,13 @@ impl Queue {
         // A queue and two counters, consistent after any panic mid-update (the counters
         // only bound the queue; a wrong count costs an early trip to history at worst).
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // A watcher that goes away returns what its queue still held to the node's pool.
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.node.release(std::mem::take(&mut inner.bytes));
     }
 }

@@ -50,6 +50,7 @@ scripts!("watch": replay, live, filters, prev_kv, compacted, progress, slow_watc
 const LIMITS: Limits = Limits {
     revisions: 128,
     bytes: 16 << 20,
+    node_bytes: 256 << 20,
 };
 
 pub(crate) struct Runner {
@@ -254,7 +255,14 @@ impl goldenscript::Runner for Runner {
                     return Err("set the queue bounds before any watch".into());
                 }
                 let bytes = if bytes == 0 { LIMITS.bytes } else { bytes };
-                self.hub = Hub::new(self.store.clone(), Limits { revisions, bytes });
+                self.hub = Hub::new(
+                    self.store.clone(),
+                    Limits {
+                        revisions,
+                        bytes,
+                        ..LIMITS
+                    },
+                );
                 if bytes == LIMITS.bytes {
                     writeln!(out, "queue length {revisions}")?;
                 } else {

@@ -168,10 +168,16 @@ impl Watcher {
             let target = store.revision();
             while self.next <= target {
                 let rev = self.next;
-                match store.watch_events(rev)? {
-                    Ok(events) => {
+                // Only the keys in range are read (a watcher of one key catching up past a
+                // delete of a million keys reads one).
+                let filter = &self.filter;
+                match store
+                    .view()?
+                    .watch_events_where(rev, |k| filter.wants_key(k), usize::MAX)?
+                {
+                    Ok(changes) => {
                         self.next += 1;
-                        let events = self.filter.select(events);
+                        let events = self.filter.select(changes.events);
                         if !events.is_empty() {
                             return Ok(Some(Step::Send(self.response(rev, events))));
                         }

@@ -100,6 +100,11 @@ pub struct Args {
     /// what a watcher that does not read its stream costs the node [default: 16777216].
     #[arg(long, env = "ETCH_WATCH_QUEUE_BYTES")]
     pub watch_queue_bytes: Option<usize>,
+    /// Bytes of events all watchers of this node may have queued together; a watcher whose
+    /// next revision would pass it is sent back to read history itself. Bounds what many
+    /// watchers that stall on different keys cost the node [default: 268435456].
+    #[arg(long, env = "ETCH_WATCH_NODE_BYTES")]
+    pub watch_node_bytes: Option<usize>,
     /// Time a client has to send a whole request frame (on a watch or keep-alive stream:
     /// each control frame, from its first byte), in milliseconds [default: 10000].
     #[arg(long, env = "ETCH_CLIENT_READ_TIMEOUT")]
@@ -168,6 +173,7 @@ struct FileConfig {
     snapshot_catchup_entries: Option<u64>,
     watch_progress_notify_interval: Option<u64>,
     watch_queue_bytes: Option<usize>,
+    watch_node_bytes: Option<usize>,
     client_read_timeout: Option<u64>,
     client_write_timeout: Option<u64>,
     client_idle_timeout: Option<u64>,
@@ -204,6 +210,7 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     pub watch_progress_notify_interval: Duration,
     pub watch_queue_bytes: usize,
+    pub watch_node_bytes: usize,
     pub client_limits: ClientLimits,
     pub plugin_maxima: Maxima,
 }
@@ -310,6 +317,10 @@ impl Config {
                 .watch_queue_bytes
                 .or(file.watch_queue_bytes)
                 .unwrap_or(16 << 20),
+            watch_node_bytes: args
+                .watch_node_bytes
+                .or(file.watch_node_bytes)
+                .unwrap_or(256 << 20),
             client_limits: client_limits(&args_limits, file_limits),
             plugin_maxima: Maxima {
                 fuel: (args.plugin_max_fuel)
@@ -361,6 +372,9 @@ impl Config {
         }
         if self.watch_queue_bytes < 1024 {
             bail!("--watch-queue-bytes must be at least 1024");
+        }
+        if self.watch_node_bytes < self.watch_queue_bytes {
+            bail!("--watch-node-bytes must be at least --watch-queue-bytes");
         }
         if self.snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");
@@ -581,5 +595,15 @@ mod tests {
         let c = parse(&["--watch-queue-bytes", "1048576"]).expect("load");
         assert_eq!(c.watch_queue_bytes, 1 << 20);
         assert!(parse(&["--watch-queue-bytes", "100"]).is_err());
+        assert_eq!(parse(&[]).expect("defaults").watch_node_bytes, 256 << 20);
+        assert!(
+            parse(&[
+                "--watch-node-bytes",
+                "1048575",
+                "--watch-queue-bytes",
+                "1048576"
+            ])
+            .is_err()
+        );
     }
 }

@@ -108,6 +108,7 @@ async fn run() -> anyhow::Result<()> {
     options.snapshot_catchup_entries = config.snapshot_catchup_entries;
     options.watch_progress_interval = config.watch_progress_notify_interval;
     options.watch_queue_bytes = config.watch_queue_bytes;
+    options.watch_node_bytes = config.watch_node_bytes;
     options.client_limits = config.client_limits.clone();
     options.plugin_maxima = config.plugin_maxima;
 
