@@ -72,7 +72,7 @@ fn start_streaming(
 ) -> FakeNode {
     let identity = Identity::load(&TlsFiles::in_dir(dir, "n1")).expect("node identity");
     let tls = identity
-        .server_config(None, proto::ALPN_CLIENT)
+        .server_config(proto::pki::Role::Client, proto::ALPN_CLIENT)
         .expect("server config");
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("quic config");
     let config = quinn::ServerConfig::with_crypto(Arc::new(quic));

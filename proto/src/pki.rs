@@ -27,6 +27,25 @@ use rustls::{DigitallySignedStruct, DistinguishedName as TlsName, RootCertStore,
 /// The URI prefix that marks a node certificate.
 pub const NODE_URI_PREFIX: &str = "urn:etch:node:";
 
+/// Why a certificate was refused, as rustls carries it to the handshake's error. rustls
+/// shows it with `Debug`, so that prints the reason as it is (names in it are already
+/// escaped), not quoted again.
+struct Refused(String);
+
+impl fmt::Debug for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Which side of the protocol a certificate may play.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -160,7 +179,10 @@ impl Authority {
         self.issue(name, params)
     }
 
-    fn issue(&self, name: &str, mut params: CertificateParams) -> Result<Issued> {
+    /// Issues a certificate for common name `name` with whatever else `params` says (key
+    /// usages, names): for tests and tools that need certificates etch would not issue,
+    /// such as ones it must refuse.
+    pub fn issue(&self, name: &str, mut params: CertificateParams) -> Result<Issued> {
         params.distinguished_name = dn(name);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -385,9 +407,10 @@ impl Identity {
         &self.chain[0] // `load` refuses an empty chain
     }
 
-    /// A server config that demands a client certificate signed by the CA and playing `admit`
-    /// (for the peer endpoint, [`Role::Node`]; for the client endpoint, `None`: any role).
-    pub fn server_config(&self, admit: Option<Role>, alpn: &[u8]) -> Result<rustls::ServerConfig> {
+    /// A server config that demands a client certificate signed by the CA and fit to play
+    /// `admit` ([`refusal`]): [`Role::Node`] on the peer endpoint, [`Role::Client`] on the
+    /// client endpoint.
+    pub fn server_config(&self, admit: Role, alpn: &[u8]) -> Result<rustls::ServerConfig> {
         let inner =
             WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
         let verifier = Arc::new(RoleVerifier { inner, admit });
@@ -479,11 +502,80 @@ pub fn node_name(cert: &CertificateDer<'_>) -> Result<Option<String>> {
     }
 }
 
-/// Checks the CA chain with webpki, then that the certificate plays the admitted role.
+/// Principals etch uses for itself: a client certificate whose common name starts with one
+/// of these is refused, so nobody can speak as a reactor (`reactor:NAME`).
+pub const RESERVED_PRINCIPAL_PREFIXES: &[&str] = &["reactor:", "etch:"];
+
+/// Why a CA-signed certificate may not play a role, as the refusal (and the log) says it.
+pub fn refusal(cert: &CertificateDer<'_>, role: Role) -> Option<String> {
+    let (_, x509) = match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("unreadable certificate: {e}")),
+    };
+    let eku = match x509.extended_key_usage() {
+        Ok(Some(eku)) => eku.value.clone(),
+        Ok(None) => return Some("the certificate has no extended key usage".into()),
+        Err(e) => return Some(format!("unreadable extended key usage: {e}")),
+    };
+    let subject = match subject(cert) {
+        Ok(subject) => subject,
+        Err(e) => return Some(e.to_string()),
+    };
+    match role {
+        Role::Node => {
+            if subject.role != Role::Node {
+                return Some(format!(
+                    "{} is not a node certificate (no {NODE_URI_PREFIX} URI)",
+                    escaped(&subject.common_name)
+                ));
+            }
+            if let Err(e) = node_name(cert) {
+                return Some(e.to_string());
+            }
+            if !(eku.server_auth && eku.client_auth) {
+                return Some(
+                    "a node certificate needs both serverAuth and clientAuth key usages".into(),
+                );
+            }
+        }
+        Role::Client => {
+            let cn = &subject.common_name;
+            if subject.role == Role::Node {
+                return Some(format!(
+                    "node certificate {} refused on the client port: clients use client certificates",
+                    escaped(cn)
+                ));
+            }
+            if !eku.client_auth {
+                return Some("the certificate's key usages do not include clientAuth".into());
+            }
+            if cn.is_empty() {
+                return Some("the certificate has no common name (the user it speaks for)".into());
+            }
+            if let Some(prefix) = (RESERVED_PRINCIPAL_PREFIXES.iter()).find(|p| cn.starts_with(**p))
+            {
+                return Some(format!(
+                    "common name {} is reserved ({prefix}... names etch's own principals)",
+                    escaped(cn)
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// A principal or name from a certificate, quoted and escaped for a log line or a message
+/// (control characters and quotes cannot forge a line or a field).
+pub fn escaped(name: &str) -> String {
+    format!("{name:?}")
+}
+
+/// Checks the CA chain with webpki, then that the certificate may play the admitted role
+/// ([`refusal`]).
 #[derive(Debug)]
 struct RoleVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    admit: Option<Role>,
+    admit: Role,
 }
 
 impl ClientCertVerifier for RoleVerifier {
@@ -500,15 +592,10 @@ impl ClientCertVerifier for RoleVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        if let Some(admit) = self.admit {
-            let role = subject(end_entity)
-                .map_err(|e| rustls::Error::General(e.to_string()))?
-                .role;
-            if role != admit {
-                return Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::ApplicationVerificationFailure,
-                ));
-            }
+        if let Some(reason) = refusal(end_entity, self.admit) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(Refused(reason)))),
+            ));
         }
         Ok(verified)
     }
@@ -568,8 +655,7 @@ mod tests {
                 common_name: "alice".into()
             }
         );
-        node.server_config(Some(Role::Node), b"x")
-            .expect("server config");
+        node.server_config(Role::Node, b"x").expect("server config");
         client.client_config(b"x").expect("client config");
         // A second init reuses the CA.
         let again = init_dir(
@@ -582,6 +668,82 @@ mod tests {
         )
         .expect("again");
         assert_eq!(again.len(), 2);
+    }
+
+    /// A certificate from `ca` with exactly the given common name, key usages and node URI.
+    fn custom(
+        ca: &Authority,
+        cn: &str,
+        eku: Vec<ExtendedKeyUsagePurpose>,
+        node: Option<&str>,
+    ) -> CertificateDer<'static> {
+        let mut params = CertificateParams::default();
+        params.extended_key_usages = eku;
+        if let Some(node) = node {
+            params.subject_alt_names.push(SanType::URI(
+                format!("{NODE_URI_PREFIX}{node}").try_into().expect("uri"),
+            ));
+        }
+        let issued = ca.issue(cn, params).expect("issue");
+        CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("pem")
+    }
+
+    #[test]
+    fn each_role_admits_only_certificates_fit_for_it() {
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let ca = Authority::generate("test CA").expect("ca");
+        let client = custom(&ca, "alice", vec![ClientAuth], None);
+        let node = custom(&ca, "n1", vec![ServerAuth, ClientAuth], Some("n1"));
+        assert_eq!(refusal(&client, Role::Client), None);
+        assert_eq!(refusal(&node, Role::Node), None);
+        let refused = |cert: &CertificateDer<'_>, role, why: &str| {
+            let reason = refusal(cert, role).expect("refused");
+            assert!(reason.contains(why), "{reason:?} should say {why:?}");
+        };
+        refused(&client, Role::Node, "not a node certificate");
+        refused(
+            &node,
+            Role::Client,
+            "node certificate \"n1\" refused on the client port",
+        );
+        let bare = custom(&ca, "bob", vec![], None);
+        refused(&bare, Role::Client, "no extended key usage");
+        let bare_node = custom(&ca, "n2", vec![], Some("n2"));
+        refused(&bare_node, Role::Node, "no extended key usage");
+        let server_only = custom(&ca, "n3", vec![ServerAuth], Some("n3"));
+        refused(&server_only, Role::Node, "both serverAuth and clientAuth");
+        let server_client = custom(&ca, "carol", vec![ServerAuth], None);
+        refused(&server_client, Role::Client, "do not include clientAuth");
+        refused(
+            &custom(&ca, "", vec![ClientAuth], None),
+            Role::Client,
+            "no common name",
+        );
+        refused(
+            &custom(&ca, "reactor:audit", vec![ClientAuth], None),
+            Role::Client,
+            "is reserved",
+        );
+        let two = {
+            let mut params = CertificateParams::default();
+            params.extended_key_usages = vec![ServerAuth, ClientAuth];
+            for n in ["n1", "n2"] {
+                params.subject_alt_names.push(SanType::URI(
+                    format!("{NODE_URI_PREFIX}{n}").try_into().expect("uri"),
+                ));
+            }
+            let issued = ca.issue("n1", params).expect("issue");
+            CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("pem")
+        };
+        refused(&two, Role::Node, "more than one node");
+        // Escaped in messages: a name cannot forge a log line.
+        let forged = custom(
+            &ca,
+            "eve\nINFO forged",
+            vec![ServerAuth, ClientAuth],
+            Some("x"),
+        );
+        refused(&forged, Role::Client, "\"eve\\nINFO forged\"");
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl ClientEndpoint {
         identity: &Identity,
         limits: &ClientLimits,
     ) -> anyhow::Result<Self> {
-        let tls = identity.server_config(None, ALPN_CLIENT)?;
+        let tls = identity.server_config(pki::Role::Client, ALPN_CLIENT)?;
         let crypto = QuicServerConfig::try_from(tls)?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
@@ -88,7 +88,12 @@ pub async fn serve_clients(endpoint: quinn::Endpoint, node: Node) {
             drop(handshake);
             match accepted {
                 Ok(conn) => serve_connection(conn, node, shared).await,
-                // Certificate refusals end here: rustls has already told the client why.
+                // Certificate refusals end here: rustls has already told the client why
+                // (the reason travels in the close frame). Other failures (a client that
+                // went away mid-handshake) are no refusal.
+                Err(e @ quinn::ConnectionError::TransportError(_)) => {
+                    tracing::info!(%remote, error = %e, "client handshake refused");
+                }
                 Err(e) => tracing::debug!(%remote, error = %e, "client handshake failed"),
             }
         });
@@ -116,12 +121,12 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Share
     let _slot = match shared.admission.admit(&principal) {
         Ok(slot) => slot,
         Err(refusal) => {
-            tracing::info!(%remote, %principal, reason = refusal.reason, "client connection refused");
+            tracing::info!(%remote, ?principal, reason = refusal.reason, "client connection refused");
             conn.close(refusal.code.into(), refusal.reason.as_bytes());
             return;
         }
     };
-    tracing::debug!(%remote, %principal, "client connected");
+    tracing::debug!(%remote, ?principal, "client connected");
     let limits = &node.options().client_limits;
     let idle = limits.idle_timeout;
     let budget = Arc::new(Budget::new(
@@ -155,7 +160,7 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Share
             },
             () = tokio::time::sleep_until(wake) => {
                 if activity.idle_at(idle).is_some_and(|at| at <= tokio::time::Instant::now()) {
-                    tracing::debug!(%remote, %principal, "closing an idle client connection");
+                    tracing::debug!(%remote, ?principal, "closing an idle client connection");
                     let reason = format!("idle for {} ms", idle.as_millis());
                     conn.close(close::IDLE.into(), reason.as_bytes());
                     return;
@@ -194,7 +199,7 @@ impl Stream {
                 },
             },
             Err(_) => {
-                tracing::debug!(principal = %self.principal, "request not received in time");
+                tracing::debug!(principal = ?self.principal, "request not received in time");
                 let _ = self.recv.stop(stream::READ_TIMEOUT.into());
                 let _ = self.send.reset(stream::READ_TIMEOUT.into());
                 return;
@@ -248,7 +253,7 @@ impl Stream {
             return;
         };
         let Some(_charge) = self.budget.try_reserve(4 + len) else {
-            tracing::debug!(principal = %self.principal, bytes = len, "too many unread answers; stream reset");
+            tracing::debug!(principal = ?self.principal, bytes = len, "too many unread answers; stream reset");
             let _ = self.send.reset(stream::UNREAD_RESPONSES.into());
             return;
         };
@@ -268,7 +273,7 @@ impl Stream {
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "client went away before its answer"),
             Err(_) => {
-                tracing::debug!(principal = %self.principal, "answer not read in time; stream reset");
+                tracing::debug!(principal = ?self.principal, "answer not read in time; stream reset");
                 let _ = self.send.reset(stream::WRITE_TIMEOUT.into());
             }
         }
