@@ -72,6 +72,21 @@ fn plugin_installed_under_load() {
     );
 }
 
+/// Hostile clients, stalled watchers and a looping plugin beside the workload, then a
+/// leader kill: the cluster serves on and the history checks pass.
+#[test]
+fn hostile_clients_watchers_and_plugin_under_load() {
+    run(
+        "hostile_clients_watchers_and_plugin_under_load",
+        &[
+            Fault::HostileClients,
+            Fault::StalledWatchers,
+            Fault::SpinningPlugin,
+            Fault::KillLeader,
+        ],
+    );
+}
+
 /// A member added, then the leader removed: etcd allows it, and the cluster should carry
 /// on under a new leader.
 #[test]

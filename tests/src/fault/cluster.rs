@@ -275,7 +275,7 @@ impl FaultCluster {
     }
 
     /// Runs an admin request (membership, plugin install) until it succeeds, for up to 60 s.
-    fn admin<T, F: Future<Output = Result<T, Error>>>(
+    pub(super) fn admin<T, F: Future<Output = Result<T, Error>>>(
         &self,
         what: &str,
         mut f: impl FnMut() -> F,

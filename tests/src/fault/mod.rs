@@ -9,7 +9,8 @@
 //! receive. Faults come one after another ([`Fault`]): kill -9 and restart of the leader or
 //! a follower, SIGSTOP past an election timeout, a leader or follower cut off from the
 //! others, one link cut, a slow node, a rolling restart, a member added and another
-//! removed. After each, the test waits for writes to be acknowledged again.
+//! removed, and hostile clients, stalled watchers and a looping plugin beside the workload
+//! ([`hostile`]). After each, the test waits for writes to be acknowledged again.
 //!
 //! Then the clients stop, read every key once more, and the checks run:
 //! - every member has applied the same log and holds the same data at the same revision
@@ -24,6 +25,7 @@
 
 mod check;
 mod cluster;
+mod hostile;
 mod proxy;
 pub mod scenario;
 pub mod seed;
@@ -31,6 +33,7 @@ mod watcher;
 mod workload;
 
 pub use cluster::FaultCluster;
+pub use hostile::HOSTILE_PREFIX;
 pub use proxy::Net;
 pub use scenario::{Fault, Figures};
 pub use watcher::Recorder;

@@ -51,14 +51,24 @@ pub enum Fault {
     RemoveLeader,
     /// `kill -9` and restart every member in turn.
     RollingRestart,
+    /// Never-reading, half-sending and idle-flooding clients against one member.
+    HostileClients,
+    /// Watchers with `prev_kv` that never read, on one member, under large writes.
+    StalledWatchers,
+    /// A validator that loops for ever, on a prefix of its own, under a crowd of writers;
+    /// removed when the fault ends.
+    SpinningPlugin,
 }
 
 impl Fault {
     /// The faults random scenarios choose from.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 15] = [
         Fault::AddRemoveMember,
         Fault::CutLink,
         Fault::DelayNode,
+        Fault::HostileClients,
+        Fault::SpinningPlugin,
+        Fault::StalledWatchers,
         Fault::InstallPlugin,
         Fault::IsolateFollower,
         Fault::IsolateLeader,
@@ -243,7 +253,7 @@ fn scenario(fc: &mut FaultCluster, rng: &mut Rng, faults: &[Fault]) -> Result<Fi
     };
     pause(rng);
     for &fault in faults {
-        inject(fc, fault, rng);
+        inject(fc, fault, rng)?;
         *figures.faults.entry(format!("{fault:?}")).or_default() += 1;
         let acked = workload.acked_writes();
         wait_for(
@@ -318,7 +328,12 @@ fn other_member(fc: &FaultCluster, rng: &mut Rng, not: &[usize]) -> usize {
 }
 
 /// Injects `fault` and undoes it; returns once the cluster has a leader again.
-fn inject(fc: &mut FaultCluster, fault: Fault, rng: &mut Rng) {
+///
+/// # Errors
+///
+/// A hostile fault found the attacked node past its memory bound, or served a write it
+/// must refuse.
+fn inject(fc: &mut FaultCluster, fault: Fault, rng: &mut Rng) -> Result<(), String> {
     // How long a fault lasts: letting time pass is the fault.
     let hold = rng.between(Duration::from_millis(1500), Duration::from_millis(2500));
     let pause = std::thread::sleep;
@@ -397,6 +412,18 @@ fn inject(fc: &mut FaultCluster, fault: Fault, rng: &mut Rng) {
                 fc.restart(i);
             }
         }
+        Fault::HostileClients => {
+            let i = other_member(fc, rng, &[]);
+            fc.hostile_clients(i, hold)?;
+        }
+        Fault::StalledWatchers => {
+            let i = other_member(fc, rng, &[]);
+            fc.stalled_watchers(i, hold)?;
+        }
+        Fault::SpinningPlugin => {
+            fc.spinning_plugin(hold)?;
+        }
     }
     fc.leader();
+    Ok(())
 }
