@@ -201,6 +201,9 @@ struct Inner {
     /// Ranges whose answers are larger than [`route::SMALL_RANGE_BYTES`] are built one
     /// [`route::LARGE_RANGES`] at a time (see [`Node::read`]).
     large_ranges: tokio::sync::Semaphore,
+    /// Nodes outside this node's view of the membership that its voters were asked about
+    /// (`Node::admits_peer`): whether one vouched for it, and when.
+    vouched: Mutex<HashMap<NodeId, (bool, Instant)>>,
 }
 
 impl Node {
@@ -326,6 +329,7 @@ impl Node {
                 read_index,
                 proposer,
                 large_ranges: tokio::sync::Semaphore::new(route::LARGE_RANGES),
+                vouched: Mutex::new(HashMap::new()),
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New

@@ -1,6 +1,6 @@
 //! Deciding a client request: locally, on the leader, or forwarded to it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etch_proto::{Error, RangeRequest, Request, Response, ResponseHeader, StatusResponse};
 use openraft::error::{ClientWriteError, RaftError};
@@ -12,6 +12,11 @@ use crate::NodeId;
 use crate::raft::network::PeerError;
 use crate::raft::wire::{PeerRequest, PeerResponse};
 use crate::raft::{Command, Member};
+
+/// How long a member a voter vouched for is admitted without asking again.
+const VOUCHED_FOR: Duration = Duration::from_secs(30);
+/// How long a node no voter vouched for is refused without asking again.
+const REFUSED_FOR: Duration = Duration::from_secs(1);
 
 /// The most bytes of answer a range is built with before it needs a large-range permit.
 pub(super) const SMALL_RANGE_BYTES: usize = 1 << 20;
@@ -302,17 +307,63 @@ impl Node {
 
     /// Whether node `id` may talk to this node on the peer endpoint: it is in the current
     /// membership (a voter, or a learner being added). A node that holds no membership yet
-    /// (one joining with `--initial-cluster-state existing`, before the leader reached it)
-    /// cannot tell members from strangers and admits any node certificate of its CA.
-    pub(crate) fn admits_peer(&self, id: NodeId) -> bool {
-        let metrics = self.raft().metrics();
-        let m = metrics.borrow();
-        let membership = m.membership_config.membership();
-        membership.nodes().next().is_none() || membership.get_node(&id).is_some()
+    /// (one joining with `--initial-cluster-state existing`, before the leader reached it),
+    /// or is no voter in the membership it holds (a learner catching up from an old part of
+    /// the log), cannot tell members from strangers and admits any node certificate of its
+    /// CA: it decides nothing, and its log is overwritten by the real leader's.
+    ///
+    /// A voter whose log is behind may not know a member added since (the new leader, say):
+    /// it asks the voters it knows whether `id` is a member in their view, and admits `id`
+    /// if one of them says so (remembered for [`VOUCHED_FOR`]). A stranger or a removed
+    /// member gets no such word, and is refused (and not asked about again for
+    /// [`REFUSED_FOR`]).
+    pub(crate) async fn admits_peer(&self, id: NodeId) -> bool {
+        let voters: Vec<(NodeId, Member)> = {
+            let metrics = self.raft().metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let voter = |n: &NodeId| membership.voter_ids().any(|v| v == *n);
+            if membership.nodes().next().is_none()
+                || membership.get_node(&id).is_some()
+                || !voter(&self.id())
+            {
+                return true;
+            }
+            (membership.nodes())
+                .filter(|(n, _)| voter(n) && **n != self.id() && **n != id)
+                .map(|(n, m)| (*n, m.clone()))
+                .collect()
+        };
+        let now = Instant::now();
+        if let Ok(mut seen) = self.inner.vouched.lock() {
+            seen.retain(|_, (_, at)| now.duration_since(*at) < VOUCHED_FOR.max(REFUSED_FOR));
+            match seen.get(&id) {
+                Some((true, at)) if now.duration_since(*at) < VOUCHED_FOR => return true,
+                Some((false, at)) if now.duration_since(*at) < REFUSED_FOR => return false,
+                _ => {}
+            }
+        }
+        let asks = voters.iter().map(|(voter, member)| {
+            let request = PeerRequest::IsMember { id };
+            self.peers()
+                .call(*voter, &member.peer_addr, request, Duration::from_secs(1))
+        });
+        let answers = futures::future::join_all(asks).await;
+        let vouched = (answers.iter()).any(|a| matches!(a, Ok(PeerResponse::IsMember(true))));
+        if vouched {
+            tracing::info!(
+                peer = format!("{id:x}"),
+                "admitting a member added after this node's view; a voter vouched for it"
+            );
+        }
+        if let Ok(mut seen) = self.inner.vouched.lock() {
+            seen.insert(id, (vouched, now));
+        }
+        vouched
     }
 
     /// A member's record in the current membership.
-    pub(super) fn member(&self, id: NodeId) -> Option<Member> {
+    pub(crate) fn member(&self, id: NodeId) -> Option<Member> {
         let metrics = self.raft().metrics();
         let m = metrics.borrow();
         m.membership_config.membership().get_node(&id).cloned()

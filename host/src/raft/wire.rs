@@ -55,6 +55,11 @@ pub enum PeerRequest {
     },
     /// Asks the receiver for its name and client address.
     Hello,
+    /// Asks whether node `id` is a member (voter or learner) in the receiver's view: how a
+    /// voter whose log is behind learns that a sender it does not know yet was added.
+    IsMember {
+        id: NodeId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,4 +75,5 @@ pub enum PeerResponse {
     /// The receiver will not take requests from this sender (another cluster, wrong target,
     /// a malformed request); the reason says which.
     Refused(String),
+    IsMember(bool),
 }

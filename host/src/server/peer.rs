@@ -123,7 +123,7 @@ async fn admit(node: &Node, peer: &Peer, envelope: &Envelope) -> Result<(), Stri
             "cluster id mismatch: this node is in cluster {ours:x}, the request is from {theirs:x}"
         ));
     }
-    if !node.admits_peer(peer.id) {
+    if !node.admits_peer(peer.id).await {
         return Err(format!(
             "node {:?} ({:x}) is not a member of this cluster",
             peer.name, peer.id
@@ -183,6 +183,7 @@ async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) ->
             name: node.options().name.clone(),
             client_addr: node.advertised_client_addr(),
         },
+        PeerRequest::IsMember { id } => PeerResponse::IsMember(node.member(id).is_some()),
     }
 }
 
