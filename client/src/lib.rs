@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+mod auth;
 mod client;
 mod dial;
 mod endpoint;
@@ -72,6 +73,7 @@ pub use etch_proto::{
     ResponseHeader, ResponseOp, Revision, StatusResponse, TxnResponse,
 };
 
+pub use auth::Auth;
 pub use client::Client;
 pub use endpoint::Endpoint;
 pub use error::{DialError, Error, Result};

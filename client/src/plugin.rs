@@ -56,6 +56,7 @@ impl Client {
                     ..Default::default()
                 },
                 wasm: wasm.into(),
+                installed_by: String::new(),
             },
         }
     }

@@ -14,6 +14,7 @@
 //! The library never reads flags, the environment or files of its own accord: the binary
 //! (`src/bin/etchd`) turns those into [`node::NodeOptions`] and installs the log subscriber.
 
+pub mod auth;
 pub mod lease;
 pub mod mvcc;
 pub mod node;

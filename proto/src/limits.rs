@@ -115,6 +115,7 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         Request::MemberAdd(m) => check_member_add(m),
         Request::PluginInstall(p) => check_plugin_install(p),
         Request::PluginRemove(r) => check_name("plugin name", &r.name),
+        Request::Auth(a) => check_auth(a),
         Request::Compact(_)
         | Request::Status(_)
         | Request::MemberList(_)
@@ -126,6 +127,26 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         | Request::LeaseLeases(_)
         | Request::PluginList(_)
         | Request::HashKv(_) => Ok(()),
+    }
+}
+
+/// Refuses user and role names over [`MAX_NAME_BYTES`] and permission keys over
+/// [`MAX_KEY_BYTES`].
+fn check_auth(req: &crate::auth::AuthRequest) -> Result<(), Error> {
+    use crate::auth::AuthRequest;
+    for name in req.names() {
+        check_name("user or role name", name)?;
+    }
+    match req {
+        AuthRequest::RoleGrantPermission { permission: p, .. } => {
+            check_key("permission key", &p.key)?;
+            check_key("permission range end", &p.range_end)
+        }
+        AuthRequest::RoleRevokePermission { key, range_end, .. } => {
+            check_key("permission key", key)?;
+            check_key("permission range end", range_end)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -260,6 +281,19 @@ pub fn request_bytes(req: &Request) -> usize {
             PER_OP + p.wasm.len() + p.binding.name.len() + p.binding.prefix.len() + config
         }
         Request::PluginRemove(r) => PER_OP + r.name.len(),
+        Request::Auth(a) => {
+            let names: usize = a.names().iter().map(|n| n.len()).sum();
+            let keys = match a {
+                crate::auth::AuthRequest::RoleGrantPermission { permission: p, .. } => {
+                    p.key.len() + p.range_end.len()
+                }
+                crate::auth::AuthRequest::RoleRevokePermission { key, range_end, .. } => {
+                    key.len() + range_end.len()
+                }
+                _ => 0,
+            };
+            PER_OP + names + keys
+        }
         Request::Compact(_)
         | Request::Status(_)
         | Request::MemberList(_)

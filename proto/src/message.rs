@@ -36,6 +36,8 @@ pub enum Request {
     /// A hash of the node's key history, answered by the node asked (no Raft round), as
     /// etcd's maintenance `HashKV`: members at the same revision must agree.
     HashKv(HashKvRequest),
+    /// Users, roles, permissions and the enabled flag (see [`crate::auth`]).
+    Auth(crate::auth::AuthRequest),
 }
 
 impl Request {
@@ -59,6 +61,7 @@ impl Request {
             | Request::MemberPromote(_)
             | Request::MemberRemove(_) => true,
             Request::Txn(txn) => !txn.is_read_only(),
+            Request::Auth(auth) => auth.is_write(),
         }
     }
 }
@@ -86,6 +89,7 @@ pub enum Response {
     PluginList(crate::plugin::PluginListResponse),
     PluginRemove(crate::plugin::PluginRemoveResponse),
     HashKv(HashKvResponse),
+    Auth(crate::auth::AuthResponse),
 }
 
 impl Response {
@@ -112,6 +116,7 @@ impl Response {
             Response::PluginList(r) => &mut r.header,
             Response::PluginRemove(r) => &mut r.header,
             Response::HashKv(r) => &mut r.header,
+            Response::Auth(r) => &mut r.header,
         }
     }
 }

@@ -96,6 +96,9 @@ pub struct PluginInstallRequest {
     /// The component's bytes.
     #[serde(with = "serde_bytes")]
     pub wasm: Vec<u8>,
+    /// The user installing it: set by the leader to the principal that asked (what a
+    /// client sends here is replaced). A reactor's writes have this user's rights.
+    pub installed_by: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

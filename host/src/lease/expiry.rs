@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use openraft::ServerState;
 
-use crate::node::Node;
+use crate::node::{Checked, Node};
 use crate::raft::Command;
 
 /// Runs for the node's lifetime: every `lease_check_interval`, if this node leads, brings
@@ -58,7 +58,10 @@ pub async fn expire_leases(node: Node) {
             let node = node.clone();
             tokio::spawn(async move {
                 tracing::debug!(lease = format_args!("{id:x}"), "lease expired; revoking");
-                if let Err(e) = node.propose_command(Command::LeaseExpire { id }).await {
+                if let Err(e) = node
+                    .propose_command(Command::LeaseExpire { id }, Checked::Unconditionally)
+                    .await
+                {
                     tracing::debug!(lease = format_args!("{id:x}"), error = %e, "expiry not applied");
                 }
                 node.lessor().expire_done(id);

@@ -13,7 +13,7 @@
 //!
 //! `kv_meta` also holds [`META_BINDINGS`], the bindings version: it advances with every
 //! plugin install or removal, and a validated write carries the version it was validated
-//! under (see [`super::guard`]).
+//! under (see [`super::guard`]); and [`META_AUTH`], the users, roles and permissions.
 //!
 //! Every value is postcard-encoded, except the opaque `applied` blob and the components,
 //! which are stored as given.
@@ -34,6 +34,9 @@ pub(crate) const META_COMPACT: &[u8] = b"compact_revision";
 pub(crate) const META_APPLIED: &[u8] = b"applied";
 /// Meta key of the bindings version (absent until the first plugin change: 0).
 pub(crate) const META_BINDINGS: &[u8] = b"bindings_version";
+/// Meta key of the authorization state, `crate::auth::AuthState` (absent until the first
+/// change: the secure default).
+pub(crate) const META_AUTH: &[u8] = b"auth";
 
 /// The keyspace that records which generation of the mvcc keyspaces is live, under
 /// [`ROOT_GENERATION`] (absent: generation 0). A snapshot is imported into the keyspaces of
@@ -157,6 +160,8 @@ pub struct BindingRecord {
     /// The store revision when a binding of this name was first installed (kept when it is
     /// replaced): a reactor without a checkpoint starts after it.
     pub installed_at: Revision,
+    /// The user who installed this binding: a reactor's writes have this user's rights.
+    pub installed_by: String,
 }
 
 /// One version of a key, without the key itself (which the storage key already holds).

@@ -77,6 +77,7 @@
 //! [`Store::watch_events`] serves the watch hub: the events of one revision with each key's
 //! previous version.
 
+mod auth;
 mod compact;
 mod error;
 mod guard;

@@ -141,6 +141,7 @@ fn install(
         sha256: sha256.clone(),
         size: req.wasm.len() as u64,
         installed_at: old.map_or(view.revision, |o| o.installed_at),
+        installed_by: req.installed_by.clone(),
     };
     batch.insert(&spaces.plugin_bindings, name.as_bytes(), encode(&record)?);
     let mut resp = PluginInstallResponse {
@@ -200,6 +201,7 @@ mod tests {
                 ..Default::default()
             },
             wasm: wasm.to_vec(),
+            installed_by: "root".into(),
         };
         store
             .plugin_install(&req, b"applied")

@@ -19,6 +19,7 @@ use super::layout::{
 use super::view::{View, empty_key};
 use super::write::WriteTx;
 use super::{compact, lease, txn};
+use crate::auth::AuthState;
 
 /// The outcome of a request: outer `Err` = storage failure, inner `Err` = the request's own
 /// deterministic failure.
@@ -54,6 +55,10 @@ struct Inner {
     /// Serialises writers; guards no data (the state lives in fjall), so a poisoned lock is
     /// still usable.
     write: Mutex<()>,
+    /// The authorization state, as stored (`super::auth`).
+    auth: RwLock<Arc<AuthState>>,
+    /// Told the auth revision after every change.
+    auth_signal: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -87,6 +92,8 @@ impl Store {
         let snapshot = db.snapshot();
         let (revision, compact) = spaces.counters(&snapshot)?;
         let bindings = bindings_version(&spaces, &snapshot)?;
+        let auth = super::auth::load(&spaces, &snapshot)?;
+        let (auth_signal, _) = tokio::sync::watch::channel(auth.revision);
         Ok(Store {
             inner: Arc::new(Inner {
                 spaces: RwLock::new(Arc::new(spaces)),
@@ -95,6 +102,8 @@ impl Store {
                 compact: AtomicI64::new(compact),
                 bindings: AtomicU64::new(bindings),
                 write: Mutex::new(()),
+                auth: RwLock::new(Arc::new(auth)),
+                auth_signal,
             }),
         })
     }
@@ -360,7 +369,16 @@ impl Store {
         self.inner.revision.store(revision, Ordering::Release);
         self.inner.compact.store(compact, Ordering::Release);
         self.set_bindings_version(bindings_version(&spaces, &snapshot)?);
+        self.set_auth(Arc::new(super::auth::load(&spaces, &snapshot)?));
         Ok(())
+    }
+
+    pub(super) fn auth_cell(&self) -> &RwLock<Arc<AuthState>> {
+        &self.inner.auth
+    }
+
+    pub(super) fn auth_signal(&self) -> &tokio::sync::watch::Sender<u64> {
+        &self.inner.auth_signal
     }
 }
 
@@ -487,7 +505,8 @@ fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<R
         | Request::LeaseLeases(_)
         | Request::PluginInstall(_)
         | Request::PluginList(_)
-        | Request::PluginRemove(_) => {
+        | Request::PluginRemove(_)
+        | Request::Auth(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

@@ -11,6 +11,7 @@ use etch_proto::lease::{
 };
 use etch_proto::{Error, LeaseId, Request, Response};
 
+use super::route::Checked;
 use super::{Node, blocking, storage};
 use crate::lease::seconds_left;
 
@@ -20,20 +21,25 @@ impl Node {
     pub(super) async fn lease_grant(
         &self,
         mut grant: LeaseGrantRequest,
+        checked: Checked,
     ) -> Result<Response, Error> {
         if grant.id == 0 {
             grant.id = self.fresh_lease_id().await?;
         }
-        let response = self.propose(Request::LeaseGrant(grant)).await?;
+        let response = self.propose(Request::LeaseGrant(grant), checked).await?;
         if let Response::LeaseGrant(granted) = &response {
             self.lessor().grant(granted.id, granted.ttl, Instant::now());
         }
         Ok(response)
     }
 
-    pub(super) async fn lease_revoke(&self, revoke: LeaseRevokeRequest) -> Result<Response, Error> {
+    pub(super) async fn lease_revoke(
+        &self,
+        revoke: LeaseRevokeRequest,
+        checked: Checked,
+    ) -> Result<Response, Error> {
         let id = revoke.id;
-        let response = self.propose(Request::LeaseRevoke(revoke)).await?;
+        let response = self.propose(Request::LeaseRevoke(revoke), checked).await?;
         self.lessor().revoked(id);
         Ok(response)
     }

@@ -24,6 +24,8 @@ mod reactor;
 mod read_index;
 mod route;
 
+pub(crate) use route::Checked;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -243,6 +245,12 @@ impl Node {
         let state_machine = StateMachine::open(store.clone(), snapshots.clone())
             .context("opening the state machine")?
             .compiling_plugins(plugins.clone());
+        let last_log = (openraft::storage::RaftLogStorage::get_log_state(&mut log.clone()).await)
+            .context("reading the Raft log's state")?
+            .last_log_id;
+        state_machine
+            .cover_applied(last_log)
+            .context("writing a snapshot of the applied state")?;
         let hub = Hub::new(
             store.clone(),
             crate::watch::Limits {

@@ -25,6 +25,7 @@ use etch_proto::{Error, Request, Response};
 use sha2::{Digest, Sha256};
 
 use super::Node;
+use super::route::Checked;
 use crate::mvcc::{Read, hex};
 use crate::plugin::RESERVED_PREFIX;
 use crate::raft::Command;
@@ -39,33 +40,41 @@ impl Node {
         &self,
         principal: &str,
         request: Request,
+        checked: Checked,
     ) -> Result<Response, Error> {
         match request {
             Request::Put(_) | Request::DeleteRange(_) => {
                 refuse_reserved(&request)?;
-                self.judge_and_propose(principal, request, &[]).await
+                self.judge_and_propose(principal, request, &[], checked)
+                    .await
             }
             Request::Txn(ref t) if !t.is_read_only() => {
                 refuse_reserved(&request)?;
-                self.judge_and_propose(principal, request, &[]).await
-            }
-            Request::PluginInstall(install) => self.plugin_install(install).await,
-            Request::PluginList(_) => self.plugin_list().await,
-            Request::PluginRemove(remove) => {
-                self.propose_command(Command::PluginRemove { name: remove.name })
+                self.judge_and_propose(principal, request, &[], checked)
                     .await
             }
-            other => self.propose(other).await,
+            Request::PluginInstall(install) => {
+                self.plugin_install(principal, install, checked).await
+            }
+            Request::PluginList(_) => self.plugin_list().await,
+            Request::PluginRemove(remove) => {
+                let command = Command::PluginRemove { name: remove.name };
+                self.propose_command(command, checked).await
+            }
+            other => self.propose(other, checked).await,
         }
     }
 
     /// Judges `request` with the validators and proposes it with the resulting guard, plus
-    /// `reads` (what the write was decided on elsewhere, e.g. a reactor's reads).
+    /// `reads` (what the write was decided on elsewhere, e.g. a reactor's reads). A write
+    /// whose authorization a change of users or roles overtook comes back as `Conflict` at
+    /// once, for the caller to check it again.
     pub(super) async fn judge_and_propose(
         &self,
         principal: &str,
         request: Request,
         reads: &[Read],
+        checked: Checked,
     ) -> Result<Response, Error> {
         // The limits were checked where the request entered (the client endpoint, a
         // forwarded request, a reactor's staged txn).
@@ -87,8 +96,8 @@ impl Node {
                 request: request.clone(),
                 guard,
             };
-            match self.propose_command(command).await {
-                Err(Error::Conflict) if attempt < MAX_ATTEMPTS => {
+            match self.propose_command(command, checked).await {
+                Err(Error::Conflict) if attempt < MAX_ATTEMPTS && !self.auth_moved(checked) => {
                     tracing::debug!(attempt, "validated write conflicted; judging it again");
                     attempt += 1;
                 }
@@ -97,7 +106,13 @@ impl Node {
         }
     }
 
-    async fn plugin_install(&self, install: PluginInstallRequest) -> Result<Response, Error> {
+    async fn plugin_install(
+        &self,
+        principal: &str,
+        mut install: PluginInstallRequest,
+        checked: Checked,
+    ) -> Result<Response, Error> {
+        install.installed_by = principal.to_owned();
         // The leader's maxima, at entry only: apply must not depend on a node's flags (a
         // binding above another node's maxima is clamped there at call time).
         let maxima = self.inner.plugins.maxima();
@@ -110,20 +125,21 @@ impl Node {
         let plugins = self.inner.plugins.clone();
         let wasm = install.wasm.clone();
         let hook = install.binding.hook;
-        let checked = tokio::task::spawn_blocking(move || {
+        let compiled = tokio::task::spawn_blocking(move || {
             let sha256 = Sha256::digest(&wasm);
             plugins.check(&sha256, hook, &wasm)
         })
         .await
         .map_err(|e| Error::Internal(format!("plugin check: {e}")))?;
-        if let Err(e) = checked {
+        if let Err(e) = compiled {
             return Err(Error::InvalidArgument(format!(
                 "plugin {}: {e}",
                 install.binding.name
             )));
         }
         tracing::info!(plugin = %install.binding.name, hook = install.binding.hook.name(), prefix = %String::from_utf8_lossy(&install.binding.prefix), "installing plugin");
-        self.propose_command(Command::PluginInstall(install)).await
+        self.propose_command(Command::PluginInstall(install), checked)
+            .await
     }
 
     /// Linearizable, as `member list`: the leader confirms it leads, then answers.

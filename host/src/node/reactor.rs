@@ -239,7 +239,7 @@ async fn step(node: &Node, record: &BindingRecord, cursor: &mut Cursor) -> Progr
         Step::Idle { through } => {
             cursor.next = through + 1;
             if through - cursor.checkpoint.revision >= IDLE_CHECKPOINT_LAG {
-                return commit(node, &name, cursor, through, Outcome::default()).await;
+                return commit(node, record, cursor, through, Outcome::default()).await;
             }
             Progress::Done
         }
@@ -254,7 +254,7 @@ async fn step(node: &Node, record: &BindingRecord, cursor: &mut Cursor) -> Progr
         }
         Step::Batch {
             through, outcome, ..
-        } => commit(node, &name, cursor, through, outcome).await,
+        } => commit(node, record, cursor, through, outcome).await,
     }
 }
 
@@ -262,11 +262,12 @@ async fn step(node: &Node, record: &BindingRecord, cursor: &mut Cursor) -> Progr
 /// being as last read.
 async fn commit(
     node: &Node,
-    name: &str,
+    record: &BindingRecord,
     cursor: &mut Cursor,
     through: Revision,
     outcome: Outcome,
 ) -> Progress {
+    let name = record.binding.name.as_str();
     let key = checkpoint_key(name);
     let mut success = coalesce(outcome.writes);
     success.push(RequestOp::Put(PutRequest {
@@ -285,11 +286,20 @@ async fn commit(
         failure: Vec::new(),
     };
     let principal = format!("reactor:{name}");
-    // A staged txn obeys the client limits, checked here as a client's are where it enters.
+    // A staged txn obeys the client limits, checked here as a client's are where it enters,
+    // and its writes need the rights of the user who installed the reactor (the checkpoint
+    // is etch's own).
+    let staged = Request::Txn(TxnRequest {
+        success: txn.success[..txn.success.len() - 1].to_vec(),
+        ..TxnRequest::default()
+    });
     let request = Request::Txn(txn);
-    let answer = match node.limits().check(&request) {
-        Ok(()) => {
-            node.judge_and_propose(&principal, request, &outcome.reads)
+    let answer = match node.limits().check(&request).and_then(|()| {
+        let installer = record.installed_by.as_str();
+        node.authorize(installer, &staged)
+    }) {
+        Ok(checked) => {
+            node.judge_and_propose(&principal, request, &outcome.reads, checked)
                 .await
         }
         Err(e) => Err(e),

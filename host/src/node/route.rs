@@ -7,11 +7,25 @@ use openraft::error::{ClientWriteError, RaftError};
 
 use super::proposer::{ProposeError, propose_error};
 use super::read_index::Confirmation;
-use super::{Node, blocking};
+use super::{Node, blocking, storage};
 use crate::NodeId;
 use crate::raft::network::PeerError;
 use crate::raft::wire::{PeerRequest, PeerResponse};
 use crate::raft::{Command, Member};
+
+/// How a proposal was authorized (see `crate::auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checked {
+    /// Nothing for apply to confirm: the `root` user, whose rights never change, or etch
+    /// itself (lease expiry).
+    Unconditionally,
+    /// Checked at this auth revision: apply confirms it is still the current one.
+    At(u64),
+}
+
+/// How many times a request is checked and proposed while users or roles keep changing
+/// under it.
+const MAX_AUTH_ATTEMPTS: usize = 5;
 
 /// How long a member a voter vouched for is admitted without asking again.
 const VOUCHED_FOR: Duration = Duration::from_secs(30);
@@ -28,6 +42,9 @@ impl Node {
     pub async fn handle(&self, principal: &str, request: Request) -> Result<Response, Error> {
         tracing::debug!(principal = ?principal, ?request, "request");
         self.limits().check(&request)?;
+        // Checked here with this node's view (serializable reads are served here); the leader
+        // checks a request again before it proposes it.
+        self.authorize(principal, &request)?;
         let mut response = match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
             Request::HashKv(hash) => {
@@ -75,6 +92,29 @@ impl Node {
             };
         }
         self.check_quorum()?;
+        // Checked again on every attempt: a write whose check a change of users or roles
+        // overtook comes back from apply as `Conflict` (see `crate::auth`).
+        let mut attempt = 1;
+        loop {
+            let checked = self.authorize(principal, &request)?;
+            let request = match checked {
+                Checked::At(_) if attempt < MAX_AUTH_ATTEMPTS => request.clone(),
+                _ => return self.serve(principal, request, checked).await,
+            };
+            match self.serve(principal, request, checked).await {
+                Err(Error::Conflict) if self.auth_moved(checked) => attempt += 1,
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Serves `request` on this node, the leader, authorized as `checked` says.
+    async fn serve(
+        &self,
+        principal: &str,
+        request: Request,
+        checked: Checked,
+    ) -> Result<Response, Error> {
         match request {
             Request::Range(range) => self.linearizable_read(range).await,
             Request::MemberAdd(add) => self.member_add(add).await,
@@ -83,13 +123,39 @@ impl Node {
             // Linearizable, as etcd's: a removed or lagging member must not answer from its
             // stale view.
             Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
-            Request::LeaseGrant(grant) => self.lease_grant(grant).await,
-            Request::LeaseRevoke(revoke) => self.lease_revoke(revoke).await,
+            Request::LeaseGrant(grant) => self.lease_grant(grant, checked).await,
+            Request::LeaseRevoke(revoke) => self.lease_revoke(revoke, checked).await,
             Request::LeaseKeepAlive(keep) => self.lease_keep_alive(keep.id),
             Request::LeaseTimeToLive(ttl) => self.lease_time_to_live(ttl).await,
             Request::LeaseLeases(_) => self.lease_leases().await,
-            write => self.propose_write(principal, write).await,
+            Request::Auth(auth) if !auth.is_write() => {
+                self.confirm_leadership().await?;
+                self.store().auth().answer(&auth).map(Response::Auth)
+            }
+            write => self.propose_write(principal, write, checked).await,
         }
+    }
+
+    /// Checks that `principal` may make `request`, with this node's authorization state.
+    ///
+    /// # Errors
+    ///
+    /// `PermissionDenied` saying what the user may not do.
+    pub(crate) fn authorize(&self, principal: &str, request: &Request) -> Result<Checked, Error> {
+        let state = self.store().auth();
+        let store = self.store().clone();
+        let lease_keys = |id| store.lease_keys(id).map_err(storage);
+        crate::auth::authorize(&state, principal, request, &lease_keys)?;
+        Ok(if principal == etch_proto::auth::ROOT {
+            Checked::Unconditionally
+        } else {
+            Checked::At(state.revision)
+        })
+    }
+
+    /// Whether users or roles changed since a check.
+    pub(super) fn auth_moved(&self, checked: Checked) -> bool {
+        matches!(checked, Checked::At(revision) if revision != self.store().auth().revision)
     }
 
     /// The current leader, waiting up to the request timeout while there is none that is
@@ -148,13 +214,30 @@ impl Node {
     }
 
     /// Proposes a write through Raft and returns what applying it produced.
-    pub(super) async fn propose(&self, request: Request) -> Result<Response, Error> {
-        self.propose_command(Command::Kv(request)).await
+    pub(super) async fn propose(
+        &self,
+        request: Request,
+        checked: Checked,
+    ) -> Result<Response, Error> {
+        self.propose_command(Command::Kv(request), checked).await
     }
 
     /// Proposes any command through Raft (sharing an entry with the writes that arrive with
-    /// it, see `proposer.rs`) and returns what applying it produced.
-    pub(crate) async fn propose_command(&self, command: Command) -> Result<Response, Error> {
+    /// it, see `proposer.rs`) and returns what applying it produced. A command checked at an
+    /// auth revision goes as [`Command::Authorized`], which apply refuses if the revision
+    /// moved.
+    pub(crate) async fn propose_command(
+        &self,
+        command: Command,
+        checked: Checked,
+    ) -> Result<Response, Error> {
+        let command = match checked {
+            Checked::Unconditionally => command,
+            Checked::At(auth_revision) => Command::Authorized {
+                auth_revision,
+                command: Box::new(command),
+            },
+        };
         match self.inner.proposer.propose(command).await {
             Ok(answer) => answer,
             Err(e) => Err(self.proposal_error(e).await),

@@ -62,6 +62,7 @@ impl Fixture {
                 ..Default::default()
             },
             wasm: validator(body),
+            installed_by: "root".into(),
         };
         let outcome = self
             .store

@@ -302,17 +302,24 @@ mod tests {
         let running = Arc::new(AtomicUsize::new(0));
         let mut releases = Vec::new();
         let mut waiting = Vec::new();
-        for _ in 0..LANE_SLOTS + LANE_QUEUE {
-            let (job, release) = blocker(&running);
-            releases.push(release);
-            let executor = executor.clone();
-            waiting.push(tokio::spawn(async move { executor.run("spin", job).await }));
+        // The running jobs first, then the queued ones: submitted in one burst, the queue
+        // could fill before the threads take the first jobs out of it.
+        for (count, running_then, queued_then) in [
+            (LANE_SLOTS, LANE_SLOTS, 0),
+            (LANE_QUEUE, LANE_SLOTS, LANE_QUEUE),
+        ] {
+            for _ in 0..count {
+                let (job, release) = blocker(&running);
+                releases.push(release);
+                let executor = executor.clone();
+                waiting.push(tokio::spawn(async move { executor.run("spin", job).await }));
+            }
+            wait_until_async("the lane to fill", || {
+                running.load(Ordering::SeqCst) == running_then
+                    && executor.shared.lock().queued == queued_then
+            })
+            .await;
         }
-        wait_until_async("the lane to fill", || {
-            running.load(Ordering::SeqCst) == LANE_SLOTS
-                && executor.shared.lock().queued == LANE_QUEUE
-        })
-        .await;
         assert_eq!(executor.run("spin", || 0).await, Err(Refused::Full));
         executor.stop();
         assert_eq!(executor.run("calm", || 0).await, Err(Refused::Stopped));

@@ -77,6 +77,7 @@ impl Fixture {
                 ..Default::default()
             },
             wasm,
+            installed_by: "root".into(),
         };
         let outcome = self
             .store

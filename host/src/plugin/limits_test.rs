@@ -102,6 +102,7 @@ impl Fixture {
         let req = PluginInstallRequest {
             binding: binding.clone(),
             wasm: component(body),
+            installed_by: "root".into(),
         };
         let outcome = self
             .store
@@ -328,6 +329,7 @@ fn measure_call_cost() {
                 ..Default::default()
             },
             wasm,
+            installed_by: "root".into(),
         };
         assert!(
             f.store

@@ -61,6 +61,7 @@ impl Fixture {
                 ..Default::default()
             },
             wasm: component(body),
+            installed_by: "root".into(),
         };
         self.plugins.precompile(&req);
         let outcome = self

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use etch_proto::frame::{self, FrameError};
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    ReplicationClosed, StreamingError, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -342,8 +342,9 @@ const MIN_APPEND_BYTES: usize = 128 * 1024;
 /// exchange (send, the follower's fsync, the answer) one heartbeat interval. After large
 /// writes, 64 entries made a frame no peer accepts (re-sent for ever), and a frame too slow
 /// to move within the heartbeat times out for ever too. So the network keeps a byte budget
-/// per peer: a request over it is refused at once with `PayloadTooLarge` and a hint of how
-/// many entries fit, which makes openraft send fewer; an exchange that does not finish
+/// per peer: of a request over it, only the entries that fit are sent (at least one), and
+/// the answer is a `PartialSuccess` up to the last one sent, after which openraft sends the
+/// rest; an exchange that does not finish
 /// (openraft's timeout drops it) halves the budget, and one that succeeds doubles it again
 /// up to [`APPEND_BYTES`], as a congestion window does.
 #[derive(Debug)]
@@ -443,9 +444,14 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        // Over the byte budget, send the entries that fit and report a partial success
+        // (openraft sends the rest next). Answering `PayloadTooLarge` instead made openraft
+        // back off half a second each time: a learner behind by large values caught up at a
+        // crawl (fault seed 5334462548446459030).
+        let mut sent_up_to = None;
         if rpc.entries.len() > 1
             && let Some(fit) = self.budget.entries_that_fit(&rpc.entries)
         {
@@ -453,11 +459,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 to = self.target,
                 entries = rpc.entries.len(),
                 fit,
-                "append-entries over the byte budget"
+                "append-entries over the byte budget: sending the entries that fit"
             );
-            return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(fit),
-            ));
+            rpc.entries
+                .truncate(usize::try_from(fit).unwrap_or(usize::MAX).max(1));
+            let last = rpc.entries.last().map(|e| e.log_id);
+            // The follower must not commit past what it was sent.
+            if rpc.leader_commit > last {
+                rpc.leader_commit = last;
+            }
+            sent_up_to = Some(last);
         }
         let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
         let mut in_flight = InFlight {
@@ -490,6 +501,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             "append-entries"
         );
         match answer.map_err(|e| self.rpc_error(e))? {
+            PeerResponse::Append(Ok(AppendEntriesResponse::Success)) if sent_up_to.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(sent_up_to.flatten()))
+            }
             PeerResponse::Append(Ok(r)) => Ok(r),
             PeerResponse::Append(Err(e)) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))

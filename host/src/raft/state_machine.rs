@@ -100,6 +100,26 @@ impl StateMachine {
         })
     }
 
+    /// Writes a snapshot of the applied state if the Raft log ends before it (`last_log`):
+    /// a node killed between importing a snapshot and keeping its file has applied entries
+    /// that neither its log nor any snapshot on disk holds, and openraft's first act at
+    /// startup, purging the log up to the applied state, would wait for a snapshot that
+    /// never comes (soak seed 13159862368466355055: the node never served again).
+    ///
+    /// # Errors
+    ///
+    /// The snapshot could not be written.
+    pub fn cover_applied(&self, last_log: Option<LogId>) -> Result<()> {
+        let Some(applied) = self.applied.log_id else {
+            return Ok(());
+        };
+        if last_log.is_some_and(|last| last.index >= applied.index) {
+            return Ok(());
+        }
+        tracing::info!(%applied, ?last_log, "the applied state is past the log's end: writing a snapshot of it");
+        self.write_snapshot().map(drop)
+    }
+
     /// Compiles installed plugins with `plugins` before their bindings take effect.
     pub fn compiling_plugins(mut self, plugins: crate::plugin::Plugins) -> Self {
         self.plugins = Some(plugins);
@@ -204,6 +224,7 @@ impl StateMachine {
     fn apply_command(&self, command: &Command, blob: &[u8]) -> Result<CommandResult> {
         let store = &self.store;
         let outcome = match command {
+            Command::Kv(etch_proto::Request::Auth(req)) => store.apply_auth(req, blob),
             Command::Kv(req) => store.apply(req, blob),
             Command::LeaseExpire { id } => store.apply(
                 &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest {
@@ -217,6 +238,25 @@ impl StateMachine {
             Command::Batch(_) => Ok(Err(etch_proto::Error::Internal(
                 "a batch inside a batch".into(),
             ))),
+            Command::Authorized {
+                auth_revision,
+                command,
+            } => {
+                if matches!(**command, Command::Batch(_) | Command::Authorized { .. }) {
+                    store.set_applied(blob).map(|()| {
+                        Err(etch_proto::Error::Internal(
+                            "a nested authorized command".into(),
+                        ))
+                    })
+                } else if store.auth().revision != *auth_revision {
+                    // Users or roles changed since the leader checked it: it checks again.
+                    store
+                        .set_applied(blob)
+                        .map(|()| Err(etch_proto::Error::Conflict))
+                } else {
+                    return self.apply_command(command, blob);
+                }
+            }
         };
         outcome.map_err(|e| storage_error(true, &e))
     }
@@ -466,6 +506,30 @@ pub(super) mod tests {
         };
         let again = AppliedState::decode(&new.encode().expect("encode")).expect("decode");
         assert_eq!(again.partial, Some((log_id, 3)));
+    }
+
+    #[tokio::test]
+    async fn an_applied_state_past_the_logs_end_gets_a_snapshot_before_raft_starts() {
+        let node = Node::new();
+        let mut sm = node.state_machine();
+        sm.apply([entry(1, put("a", "1")), entry(2, put("b", "2"))])
+            .await
+            .expect("apply");
+        let at = |index| Some(entry(index, put("x", "")).log_id);
+        let covered = || node.snapshots.covering(2, std::time::Duration::ZERO);
+        // The log holds what was applied: nothing to write.
+        let sm = node.state_machine();
+        sm.cover_applied(at(2)).expect("nothing to do");
+        assert!(!covered().await);
+        // The log ends before it (a snapshot imported, the node killed before keeping it).
+        sm.cover_applied(at(1)).expect("snapshot");
+        assert!(
+            covered().await,
+            "a snapshot on disk covers the applied state"
+        );
+        let sm = node.state_machine();
+        sm.cover_applied(None)
+            .expect("an empty log, covered already");
     }
 
     #[tokio::test]

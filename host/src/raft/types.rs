@@ -32,16 +32,25 @@ pub enum Command {
     /// order as if each were its own entry: each gets its own revision and its own answer
     /// (see `crate::node::proposer`). Never nested.
     Batch(Vec<Command>),
+    /// `command`, authorized on the leader at auth revision `auth_revision`: applied only
+    /// if the auth revision is still that one, otherwise it fails with `Conflict` and the
+    /// leader checks it again (see `crate::auth`). Wraps one command, never a batch or
+    /// another `Authorized`.
+    Authorized {
+        auth_revision: u64,
+        command: Box<Command>,
+    },
 }
 
 impl Command {
     /// Whether this command may share an entry with others: the key-space writes. Plugin
     /// changes (which compile on apply) and batches themselves travel alone.
     pub fn batchable(&self) -> bool {
-        matches!(
-            self,
-            Command::Kv(_) | Command::LeaseExpire { .. } | Command::Write { .. }
-        )
+        match self {
+            Command::Kv(_) | Command::LeaseExpire { .. } | Command::Write { .. } => true,
+            Command::Authorized { command, .. } => command.batchable(),
+            Command::PluginInstall(_) | Command::PluginRemove { .. } | Command::Batch(_) => false,
+        }
     }
 
     /// Roughly how many bytes this command takes in the log (keys and values; a fixed
@@ -54,6 +63,7 @@ impl Command {
             Command::LeaseExpire { .. } | Command::PluginRemove { .. } => OVERHEAD,
             Command::PluginInstall(req) => OVERHEAD + req.wasm.len(),
             Command::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
+            Command::Authorized { command, .. } => OVERHEAD + command.approx_size(),
         }
     }
 }
@@ -73,6 +83,10 @@ impl fmt::Display for Command {
             Command::PluginInstall(req) => write!(f, "plugin-install({})", req.binding.name),
             Command::PluginRemove { name } => write!(f, "plugin-remove({name})"),
             Command::Batch(commands) => write!(f, "batch({} commands)", commands.len()),
+            Command::Authorized {
+                auth_revision,
+                command,
+            } => write!(f, "authorized(auth v{auth_revision}, {command})"),
         }
     }
 }
@@ -100,6 +114,7 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         PluginList(_) => "plugin-list",
         PluginRemove(_) => "plugin-remove",
         HashKv(_) => "hash-kv",
+        Auth(_) => "auth",
     }
 }
 

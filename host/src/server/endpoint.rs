@@ -216,10 +216,11 @@ impl Stream {
                     send,
                     recv,
                     node,
+                    principal,
                     _open,
                     ..
                 } = self;
-                super::watch_stream::serve_watch(node, watch, send, recv).await;
+                super::watch_stream::serve_watch(node, principal, watch, send, recv).await;
                 return;
             }
             Request::LeaseKeepAlive(first) => {

@@ -15,19 +15,30 @@
 
 use etch_proto::frame;
 use etch_proto::watch::{WatchControl, WatchCreateRequest, WatchResponse};
-use etch_proto::{DEFAULT_MAX_RESPONSE_BYTES, Error, Response};
+use etch_proto::{DEFAULT_MAX_RESPONSE_BYTES, Error, Request, Response};
 use tokio::sync::mpsc;
 
 use crate::node::Node;
 use crate::watch::{Step, Watcher};
 
-/// Serves one watch until it is canceled, its stream closes, or the node stops.
+/// Serves one watch for `principal` until it is canceled, its stream closes, the node
+/// stops, or the principal loses the right to read its range (then it is canceled with the
+/// permission error as its reason; etcd leaves such a watch running, etch does not).
 pub(super) async fn serve_watch(
     node: Node,
+    principal: std::sync::Arc<str>,
     req: WatchCreateRequest,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
+    let may_read = || node.authorize(&principal, &Request::Watch(req.clone()));
+    if let Err(e) = may_read() {
+        let failure: Result<Response, Error> = Err(e);
+        let _ = frame::write(&mut send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
+        let _ = send.finish();
+        return;
+    }
+    let mut auth = node.store().subscribe_auth();
     let (mut watcher, created) = match Watcher::open(node.hub(), &req) {
         Ok(opened) => opened,
         Err(canceled) => {
@@ -93,6 +104,15 @@ pub(super) async fn serve_watch(
         }
         tokio::select! {
             () = watcher.ready() => {}
+            Ok(()) = auth.changed() => {
+                if let Err(e) = may_read() {
+                    let mut canceled = watcher.cancel();
+                    canceled.cancel_reason = e.to_string();
+                    let _ = write(&node, &mut send, canceled).await;
+                    let _ = send.finish();
+                    return;
+                }
+            }
             control = controls.recv() => match control {
                 Some(WatchControl::Progress) => watcher.request_progress(),
                 Some(WatchControl::Cancel) => {
