@@ -14,6 +14,7 @@
 //! mutual TLS, and a certificate says by itself whether it belongs to a node or a client.
 
 pub mod codes;
+pub mod crl;
 pub mod error;
 pub mod frame;
 pub mod lease;
