@@ -247,6 +247,48 @@ async fn a_revoked_client_is_refused_with_no_restart() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_node_is_cut_off_from_its_peers() {
+    let cluster = cluster_with_crl(3);
+    let dir = cluster.certs.dir.clone();
+    revoke(&dir, "n3");
+    // n1 and n2 close their connections with n3 (incoming, or dialled by them).
+    for node in &cluster.nodes[..2] {
+        wait_for(
+            "peer connections with n3 to close",
+            Duration::from_secs(15),
+            || {
+                node.log_text()
+                    .contains("closing a peer connection: its certificate is refused now")
+                    .then_some(())
+            },
+        );
+    }
+    // n3 cannot come back: a new handshake with its certificate is refused (with TLS 1.3
+    // the refusal shows on the first stream). n1 and n2 are a quorum and serve writes.
+    let tls = raw_tls(&cluster.certs.files("n3"), etch_proto::ALPN_PEER);
+    let refused = match quic_dial(&cluster.nodes[0].peer_endpoint(), tls).await {
+        Err(e) => e.to_string(),
+        Ok(conn) => match conn.open_bi().await {
+            Err(e) => e.to_string(),
+            Ok((mut send, mut recv)) => {
+                let _ = send.write_all(b"x").await;
+                let _ = send.finish();
+                let read = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(16));
+                format!("{:?}", read.await)
+            }
+        },
+    };
+    assert!(refused.contains("Revoked"), "{refused}");
+    let endpoints = format!(
+        "{},{}",
+        cluster.nodes[0].endpoint(),
+        cluster.nodes[1].endpoint()
+    );
+    let put = etchctl_with(&endpoints, &cluster.client_tls("root"), &["put", "k", "v"]);
+    assert!(put.status.success(), "{put:?}");
+}
+
 /// The certificate a fresh connection to `addr` is shown.
 async fn served_cert(addr: &str, client: &TlsFiles) -> Vec<u8> {
     let conn = quic_dial(addr, raw_tls(client, ALPN_CLIENT))
