@@ -1,9 +1,11 @@
-//! `certs init`: a CA and node and client certificates for a cluster.
+//! `certs init`: a CA and node and client certificates for a cluster; `certs revoke`: a
+//! certificate added to the CA's revocation list, `DIR/crl.pem`.
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
+use etch_client::proto::crl;
 use etch_client::proto::pki::{InitOptions, init_dir};
 
 /// `certs ...`.
@@ -12,6 +14,20 @@ pub enum CertsCommand {
     /// Write a CA (or reuse the one in DIR) and issue node and client certificates:
     /// DIR/ca.crt, DIR/ca.key, DIR/NAME.crt and DIR/NAME.key for each name.
     Init(InitArgs),
+    /// Add DIR/NAME.crt to the CA's revocation list DIR/crl.pem (made if missing; earlier
+    /// entries kept, CRL number incremented), signed with DIR/ca.key. Nodes started with
+    /// --client-crl-file DIR/crl.pem (or the embedded CA's) refuse it from their next look
+    /// at the file, and close its open connections.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RevokeArgs {
+    /// The certificate directory (as `certs init` wrote it).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The certificate to revoke: DIR/NAME.crt.
+    pub name: String,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -31,7 +47,36 @@ pub struct InitArgs {
 }
 
 pub fn run(cmd: &CertsCommand) -> Result<()> {
-    let CertsCommand::Init(args) = cmd;
+    match cmd {
+        CertsCommand::Init(args) => init(args),
+        CertsCommand::Revoke(args) => revoke(args),
+    }
+}
+
+fn revoke(args: &RevokeArgs) -> Result<()> {
+    let done = crl::revoke(&args.dir, &args.name)
+        .with_context(|| format!("revoking {} in {}", args.name, args.dir.display()))?;
+    if done.already {
+        println!(
+            "certificate {} (serial {}) is already revoked in {}",
+            args.name,
+            done.serial,
+            done.path.display()
+        );
+    } else {
+        println!(
+            "revoked certificate {} (serial {}) in {}: CRL number {}, {} revoked",
+            args.name,
+            done.serial,
+            done.path.display(),
+            done.crl_number,
+            done.revoked
+        );
+    }
+    Ok(())
+}
+
+fn init(args: &InitArgs) -> Result<()> {
     // `--nodes ""` means none.
     let names = |v: &[String]| v.iter().filter(|s| !s.is_empty()).cloned().collect();
     let opts = InitOptions {

@@ -227,6 +227,8 @@ pub(crate) fn tls_refusal(err: &quinn::ConnectionError) -> Option<String> {
     let alert = rustls::AlertDescription::from((code & 0xff) as u8);
     let reason = String::from_utf8_lossy(&reason);
     let hint = match alert {
+        rustls::AlertDescription::CertificateRevoked => " (the certificate has been revoked)",
+        _ if reason.contains("Revoked") => " (the certificate has been revoked)",
         _ if reason.contains("invalid peer certificate") => {
             " (the client certificate is not signed by the cluster's CA)"
         }

@@ -23,6 +23,7 @@ pub mod raft;
 pub mod server;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod watch;
 
 /// A Raft node id (etcd's member id), derived from the node's name.

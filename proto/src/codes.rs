@@ -27,6 +27,9 @@ pub mod close {
     pub const TOO_MANY_FOR_PRINCIPAL: u32 = 3;
     /// No stream was open and no request came for the node's idle timeout.
     pub const IDLE: u32 = 4;
+    /// The node reloaded its CA bundle or revocation list, and the connection's certificate
+    /// no longer passes (revoked, or its CA is no longer trusted).
+    pub const CERTIFICATE_REVOKED: u32 = 5;
 }
 
 /// What a stream error code from a node means, when it is one of ours.
@@ -51,6 +54,9 @@ pub fn close_reason(code: u64) -> Option<&'static str> {
             "this certificate's principal is at its connection limit on the node"
         }
         close::IDLE => "the connection was idle for the node's idle timeout",
+        close::CERTIFICATE_REVOKED => {
+            "the certificate was revoked, or is no longer trusted, since the connection was made"
+        }
         _ => return None,
     })
 }
@@ -70,6 +76,8 @@ mod tests {
     fn every_code_has_words_and_unknown_codes_none() {
         for code in 1..=4u64 {
             assert!(stream_reason(code).is_some(), "stream code {code}");
+        }
+        for code in 1..=5u64 {
             assert!(close_reason(code).is_some(), "close code {code}");
         }
         assert_eq!(stream_reason(0), None);

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod codes;
+pub mod crl;
 pub mod error;
 pub mod frame;
 pub mod lease;

@@ -19,7 +19,7 @@ use rcgen::{
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName as TlsName, RootCertStore, SignatureScheme};
@@ -85,6 +85,8 @@ pub enum PkiError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("unreadable certificate: {0}")]
     Parse(String),
+    #[error("certificate revocation list {path} {reason}")]
+    Crl { path: PathBuf, reason: String },
 }
 
 pub type Result<T, E = PkiError> = std::result::Result<T, E>;
@@ -159,6 +161,11 @@ impl Authority {
         self.issuer.key().serialize_pem()
     }
 
+    /// The CA as rcgen signs with it (certificates, revocation lists).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// Issues a node certificate for `name`, valid for the given host names and IP addresses.
     pub fn issue_node(&self, name: &str, hosts: &[String]) -> Result<Issued> {
         let mut params = CertificateParams::new(hosts.to_vec())?;
@@ -202,7 +209,7 @@ impl Authority {
 }
 
 /// The current calendar year, close enough for validity windows that start a year back.
-fn current_year() -> i32 {
+pub(crate) fn current_year() -> i32 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -248,6 +255,19 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<()> {
         let _ = secret;
         fs::write(path, contents).map_err(io)
     }
+}
+
+/// Replaces `path` with `contents` whole: written to a file beside it, then renamed over it,
+/// so that a reader (a node watching the file) never sees half of it.
+pub(crate) fn write_file_atomic(path: &Path, contents: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    write_file(&tmp, contents, false)?;
+    fs::rename(&tmp, path).map_err(|source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// What [`init_dir`] should make.
@@ -308,7 +328,7 @@ pub fn init_dir(dir: &Path, opts: &InitOptions) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-fn check_file_name(name: &str) -> Result<()> {
+pub(crate) fn check_file_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name != "ca"
         && name
@@ -346,8 +366,12 @@ impl TlsFiles {
 /// Loaded TLS material, ready to build rustls configs from.
 pub struct Identity {
     roots: Arc<RootCertStore>,
+    /// The CA certificates of the bundle, to check revocation lists against.
+    cas: Vec<CertificateDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    /// Revocation lists the server side checks client certificates against.
+    crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 impl fmt::Debug for Identity {
@@ -363,16 +387,16 @@ impl Identity {
     pub fn load(files: &TlsFiles) -> Result<Self> {
         let ca = read_bytes(&files.ca)?;
         let mut roots = RootCertStore::empty();
-        let mut any = false;
+        let mut cas = Vec::new();
         for cert in CertificateDer::pem_slice_iter(&ca) {
             let cert = cert.map_err(|_| PkiError::Pem {
                 path: files.ca.clone(),
                 what: "certificate",
             })?;
-            roots.add(cert)?;
-            any = true;
+            roots.add(cert.clone())?;
+            cas.push(cert);
         }
-        if !any {
+        if cas.is_empty() {
             return Err(PkiError::Pem {
                 path: files.ca.clone(),
                 what: "certificate",
@@ -397,9 +421,27 @@ impl Identity {
             })?;
         Ok(Identity {
             roots: Arc::new(roots),
+            cas,
             chain,
             key,
+            crls: Vec::new(),
         })
+    }
+
+    /// Adds the revocation lists in the PEM file `crl` (see [`crate::crl::load`]): certificates
+    /// they revoke are refused by [`Identity::server_config`] and [`Identity::verifier`].
+    ///
+    /// # Errors
+    ///
+    /// The file is missing or malformed, or a list in it is not signed by a CA of the bundle.
+    pub fn with_crl_file(mut self, crl: &Path) -> Result<Self> {
+        self.crls = crate::crl::load(crl, &self.cas)?;
+        Ok(self)
+    }
+
+    /// How many revocation lists the identity checks certificates against.
+    pub fn crl_count(&self) -> usize {
+        self.crls.len()
     }
 
     /// This party's own certificate.
@@ -411,15 +453,45 @@ impl Identity {
     /// `admit` ([`refusal`]): [`Role::Node`] on the peer endpoint, [`Role::Client`] on the
     /// client endpoint.
     pub fn server_config(&self, admit: Role, alpn: &[u8]) -> Result<rustls::ServerConfig> {
-        let inner =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
-        let verifier = Arc::new(RoleVerifier { inner, admit });
+        let verifier = self.verifier(admit)?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![alpn.to_vec()];
         Ok(config)
+    }
+
+    /// The verifier [`Identity::server_config`] checks certificates that would play `admit`
+    /// with: signed by a CA of the bundle, not revoked by a list, fit for the role
+    /// ([`refusal`]). [`recheck`] asks it again about a connection already open.
+    ///
+    /// Revocation is checked for the certificate itself (etch issues no intermediates), and
+    /// a certificate of a CA that has no list is not revoked: with a bundle of an old and a
+    /// new CA during a rotation, the old CA's list must not lock out the new CA's
+    /// certificates. Lists are not refused once past their nextUpdate: a node keeps the
+    /// last list it was given rather than lock out every client.
+    pub fn verifier(&self, admit: Role) -> Result<Arc<dyn ClientCertVerifier>> {
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        if !self.crls.is_empty() {
+            builder = builder
+                .with_crls(self.crls.iter().cloned())
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        let inner = builder.build()?;
+        Ok(Arc::new(RoleVerifier { inner, admit }))
+    }
+
+    /// Whether this identity's own certificate is signed by a CA of its bundle and fit to be
+    /// a node (revocation aside): a node must not take on a certificate its peers, which
+    /// share the bundle, would refuse.
+    pub fn check_own(&self, role: Role) -> std::result::Result<(), String> {
+        let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| e.to_string())?;
+        recheck(&RoleVerifier { inner, admit: role }, &self.chain)
     }
 
     /// A client config presenting this identity and trusting only the cluster CA.
@@ -433,11 +505,32 @@ impl Identity {
     }
 }
 
-fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|source| PkiError::Read {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Asks `verifier` again about the certificate chain `chain` (end entity first) of a
+/// connection already open: `Err` with the reason when it would be refused now (revoked
+/// since, its CA taken out of the bundle, expired).
+pub fn recheck(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'static>],
+) -> std::result::Result<(), String> {
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Err("no certificate".into());
+    };
+    verifier
+        .verify_client_cert(end_entity, intermediates, UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => {
+                "the certificate has been revoked".to_owned()
+            }
+            e => e.to_string(),
+        })
 }
 
 /// What a certificate says of its holder.

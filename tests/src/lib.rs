@@ -291,15 +291,21 @@ impl Cluster {
     /// returns once every node serves linearizable reads. Client certificates: `root`, `alice`.
     pub fn new(n: usize, extra_args: &[&str]) -> Self {
         let mut cluster = Self::prepare(n, extra_args);
-        let tls = cluster.client_tls("root");
+        cluster.start();
+        cluster
+    }
+
+    /// Starts every node of a [`Cluster::prepare`]d cluster and waits until each serves
+    /// linearizable reads.
+    pub fn start(&mut self) {
+        let tls = self.client_tls("root");
         // Start every process first: a majority must be up before any can answer.
-        for node in &mut cluster.nodes {
+        for node in &mut self.nodes {
             node.spawn();
         }
-        for node in &mut cluster.nodes {
+        for node in &mut self.nodes {
             node.await_ready(&tls);
         }
-        cluster
     }
 
     /// Like [`Cluster::new`] but starts nothing.

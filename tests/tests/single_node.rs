@@ -68,6 +68,33 @@ fn embedded_default_newcomer_flow() {
         ok_stdout(&etchctl(&["get", "greeting"])),
         "greeting\nhello\n"
     );
+    // The embedded CA's revocation list is picked up once `certs revoke` makes it.
+    let certs_dir = certs.to_str().expect("utf-8");
+    ok_stdout(&etchctl(&[
+        "certs",
+        "init",
+        "--dir",
+        certs_dir,
+        "--nodes",
+        "",
+        "--clients",
+        "alice",
+    ]));
+    let alice = TlsFiles::in_dir(&certs, "alice");
+    let status = |tls: &TlsFiles| etchctl_with("127.0.0.1:7379", tls, &["endpoint", "status"]);
+    assert!(status(&alice).status.success(), "alice is served");
+    let said = ok_stdout(&etchctl(&["certs", "revoke", "--dir", certs_dir, "alice"]));
+    assert!(said.starts_with("revoked certificate alice"), "{said}");
+    let refused = wait_for("alice to be refused", Duration::from_secs(15), || {
+        let out = status(&alice);
+        (!out.status.success()).then_some(out)
+    });
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("revoked"), "{err}");
+    assert_eq!(
+        ok_stdout(&etchctl(&["get", "greeting"])),
+        "greeting\nhello\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

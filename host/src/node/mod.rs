@@ -33,10 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use etch_proto::pki::{Identity, Role, TlsFiles};
-use etch_proto::{ALPN_PEER, Response};
+use etch_proto::Response;
+use etch_proto::pki::TlsFiles;
 use openraft::{ServerState, SnapshotPolicy};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::lease::Lessor;
 use crate::mvcc;
@@ -44,6 +43,7 @@ use crate::raft::network::{Network, Peers};
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::{LogStore, Member, Raft, StateMachine};
 use crate::server::{ClientEndpoint, ClientLimits, serve_clients, serve_peers};
+use crate::tls::{CrlFile, Tls};
 use crate::watch::Hub;
 use crate::{NodeId, node_id};
 
@@ -82,6 +82,8 @@ pub struct NodeOptions {
     pub initial_cluster_token: String,
     /// This node's TLS material (a node certificate).
     pub tls: TlsFiles,
+    /// The revocation list checked on both endpoints [default: none]. Reloaded with `tls`.
+    pub crl: Option<CrlFile>,
     /// Largest request frame accepted, in bytes (at most [`MAX_REQUEST_BYTES_CEILING`]).
     pub max_request_bytes: usize,
     /// Most compares, and most operations in each branch, of one txn [default: 128].
@@ -141,6 +143,7 @@ impl NodeOptions {
             initial_cluster_state: ClusterState::New,
             initial_cluster_token: "etch-cluster".into(),
             tls,
+            crl: None,
             max_request_bytes: etch_proto::DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: etch_proto::limits::DEFAULT_MAX_TXN_OPS,
             request_timeout: Duration::from_secs(5),
@@ -190,6 +193,8 @@ struct Inner {
     log: LogStore,
     snapshots: SnapshotDir,
     peers: Arc<Peers>,
+    /// The CA bundle, certificate, key and revocation list in force.
+    tls: Arc<Tls>,
     client_endpoint: quinn::Endpoint,
     client_addr: SocketAddr,
     /// Client addresses of other members, learned by asking them (`Hello`).
@@ -213,7 +218,8 @@ impl Node {
     /// first start.
     pub async fn start(options: NodeOptions) -> anyhow::Result<Node> {
         let id = node_id(&options.name);
-        let identity = Identity::load(&options.tls).context("loading the node's TLS material")?;
+        let tls = Tls::load(options.tls.clone(), options.crl.clone(), peer_transport()?)
+            .context("loading the node's TLS material")?;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
         let db = fjall::Database::builder(options.data_dir.join("db"))
@@ -278,15 +284,11 @@ impl Node {
             (None, ClusterState::Existing) => 0,
         };
 
-        let peer_endpoint = bind_peer_endpoint(options.listen_peer, &identity)
+        let peer_endpoint = quinn::Endpoint::server(tls.peer_server_config()?, options.listen_peer)
             .with_context(|| format!("binding the peer endpoint on {}", options.listen_peer))?;
-        let mut peer_client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(
-            identity.client_config(ALPN_PEER)?,
-        )?));
-        peer_client.transport_config(peer_transport()?);
         let peers = Arc::new(Peers::new(
             peer_endpoint.clone(),
-            peer_client,
+            tls.peer_client_config()?,
             id,
             cluster_id,
         ));
@@ -313,9 +315,15 @@ impl Node {
         let read_index = read_index::ReadIndex::start(raft.clone(), options.request_timeout);
         let proposer = proposer::Proposer::start(raft.clone(), options.request_timeout);
 
-        let client = ClientEndpoint::bind(options.listen_client, &identity, &options.client_limits)
+        let client = ClientEndpoint::bind(options.listen_client, &tls, &options.client_limits)
             .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
         let client_addr = client.local_addr()?;
+        tls.attach(
+            client.endpoint.clone(),
+            client.transport.clone(),
+            peer_endpoint.clone(),
+            peers.clone(),
+        );
 
         let node = Node {
             inner: Arc::new(Inner {
@@ -330,6 +338,7 @@ impl Node {
                 log,
                 snapshots,
                 peers,
+                tls: Arc::new(tls),
                 client_endpoint: client.endpoint.clone(),
                 client_addr,
                 client_addrs: Mutex::new(HashMap::new()),
@@ -447,6 +456,11 @@ impl Node {
         &self.inner.peers
     }
 
+    /// The TLS material in force, and its reload (see [`crate::tls`]).
+    pub fn tls(&self) -> &Arc<Tls> {
+        &self.inner.tls
+    }
+
     /// The address this node tells others to reach its client endpoint at.
     pub fn advertised_client_addr(&self) -> String {
         self.me().client_addr
@@ -538,13 +552,6 @@ fn founding_cluster_id(options: &NodeOptions) -> u64 {
         options.initial_cluster_token,
         members.join(",")
     ))
-}
-
-fn bind_peer_endpoint(addr: SocketAddr, identity: &Identity) -> anyhow::Result<quinn::Endpoint> {
-    let tls = identity.server_config(Role::Node, ALPN_PEER)?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-    config.transport_config(peer_transport()?);
-    Ok(quinn::Endpoint::server(config, addr)?)
 }
 
 /// Peer connections notice a dead peer within seconds: keep-alives every 500 ms, and a

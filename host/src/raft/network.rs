@@ -54,7 +54,8 @@ pub enum PeerError {
 /// The node's side of the peer mesh.
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    /// Replaced when the node reloads its TLS material (`crate::tls`).
+    client_config: Mutex<quinn::ClientConfig>,
     me: NodeId,
     cluster_id: AtomicU64,
     connections: Mutex<HashMap<String, quinn::Connection>>,
@@ -77,7 +78,7 @@ impl Peers {
     ) -> Self {
         Peers {
             endpoint,
-            client_config,
+            client_config: Mutex::new(client_config),
             me,
             cluster_id: AtomicU64::new(cluster_id),
             connections: Mutex::new(HashMap::new()),
@@ -96,6 +97,32 @@ impl Peers {
     /// Adopts the cluster id learned from the cluster (a joining node).
     pub fn set_cluster_id(&self, id: u64) {
         self.cluster_id.store(id, Ordering::Relaxed);
+    }
+
+    /// Dials new connections with `config` from now on.
+    pub fn set_client_config(&self, config: quinn::ClientConfig) {
+        *self.client_config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
+    /// Closes the cached connections whose peer's certificate chain `check` refuses now
+    /// (revoked, or its CA no longer trusted); the next call dials again.
+    pub fn close_refused(
+        &self,
+        check: impl Fn(&[rustls::pki_types::CertificateDer<'static>]) -> Result<(), String>,
+    ) {
+        self.lock().retain(|addr, conn| {
+            let Some(chain) = crate::tls::peer_chain(conn) else {
+                return true;
+            };
+            match check(&chain) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::info!(%addr, %reason, "closing a peer connection: its certificate is refused now");
+                    crate::tls::close_revoked(conn, &reason);
+                    false
+                }
+            }
+        });
     }
 
     /// A cached live connection to `addr`, or a new one.
@@ -117,9 +144,12 @@ impl Peers {
             .map_or(addr, |(h, _)| h)
             .trim_start_matches('[')
             .trim_end_matches(']');
+        let config = (self.client_config.lock())
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let connecting = self
             .endpoint
-            .connect_with(self.client_config.clone(), socket, host)
+            .connect_with(config, socket, host)
             .map_err(|e| unreachable(e.to_string()))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await

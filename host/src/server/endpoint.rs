@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use etch_proto::codes::{close, stream};
 use etch_proto::frame::{self, FrameError};
-use etch_proto::pki::{self, Identity};
-use etch_proto::{ALPN_CLIENT, DEFAULT_MAX_RESPONSE_BYTES, Error, Request, Response};
-use quinn::crypto::rustls::QuicServerConfig;
+use etch_proto::pki;
+use etch_proto::{DEFAULT_MAX_RESPONSE_BYTES, Error, Request, Response};
+use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 
 use super::activity::{Activity, OpenStream};
@@ -22,6 +22,7 @@ use super::admission::Admission;
 use super::budget::{self, Budget, Charge};
 use super::limits::ClientLimits;
 use crate::node::Node;
+use crate::tls::{self, Tls};
 
 /// Bytes a client may have in flight towards the node on one connection before QUIC flow
 /// control holds it back. quinn's default is unlimited (per stream 1.25 MB), which let
@@ -32,18 +33,14 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ClientEndpoint {
     pub endpoint: quinn::Endpoint,
+    /// The endpoint's transport settings, kept for the server configs of TLS reloads.
+    pub transport: Arc<quinn::TransportConfig>,
 }
 
 impl ClientEndpoint {
-    /// Binds the client endpoint on `addr`, demanding client certificates signed by the CA.
-    pub fn bind(
-        addr: SocketAddr,
-        identity: &Identity,
-        limits: &ClientLimits,
-    ) -> anyhow::Result<Self> {
-        let tls = identity.server_config(pki::Role::Client, ALPN_CLIENT)?;
-        let crypto = QuicServerConfig::try_from(tls)?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    /// Binds the client endpoint on `addr`, demanding client certificates signed by the CA
+    /// (and not revoked) of the material in force in `tls`.
+    pub fn bind(addr: SocketAddr, tls: &Tls, limits: &ClientLimits) -> anyhow::Result<Self> {
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(limits.max_streams.into())
@@ -51,9 +48,13 @@ impl ClientEndpoint {
             .receive_window(CONNECTION_RECEIVE_WINDOW.into())
             .max_idle_timeout(Some(Duration::from_secs(30).try_into()?))
             .keep_alive_interval(Some(Duration::from_secs(10)));
-        config.transport_config(Arc::new(transport));
+        let transport = Arc::new(transport);
+        let config = tls.server_config(pki::Role::Client, &transport)?;
         let endpoint = quinn::Endpoint::server(config, addr)?;
-        Ok(ClientEndpoint { endpoint })
+        Ok(ClientEndpoint {
+            endpoint,
+            transport,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -100,19 +101,17 @@ pub async fn serve_clients(endpoint: quinn::Endpoint, node: Node) {
     }
 }
 
-/// The principal (certificate common name) of an established connection.
-fn principal(conn: &quinn::Connection) -> Option<String> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    let subject = pki::subject(certs.first()?).ok()?;
-    Some(subject.common_name)
+/// The certificate chain and principal (the certificate's common name) of an established
+/// connection.
+fn principal(conn: &quinn::Connection) -> Option<(Vec<CertificateDer<'static>>, String)> {
+    let chain = tls::peer_chain(conn)?;
+    let subject = pki::subject(chain.first()?).ok()?;
+    Some((chain, subject.common_name))
 }
 
 async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Shared>) {
     let remote = conn.remote_address();
-    let Some(principal) = principal(&conn) else {
+    let Some((chain, principal)) = principal(&conn) else {
         // Unreachable with the mandatory client verifier, but never serve an anonymous peer.
         conn.close(close::NO_CERTIFICATE.into(), b"no client certificate");
         return;
@@ -135,6 +134,8 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Share
         limits.buffer_bytes,
     ));
     let activity = Activity::new();
+    let refused = tls::refused_since(node.tls().subscribe(), pki::Role::Client, chain);
+    tokio::pin!(refused);
     loop {
         // While a stream is open the connection is not idle; look again a timeout later.
         let wake = activity
@@ -158,6 +159,11 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Share
                     return;
                 }
             },
+            reason = &mut refused => {
+                tracing::info!(%remote, ?principal, %reason, "closing a client connection: its certificate is refused now");
+                tls::close_revoked(&conn, &reason);
+                return;
+            }
             () = tokio::time::sleep_until(wake) => {
                 if activity.idle_at(idle).is_some_and(|at| at <= tokio::time::Instant::now()) {
                     tracing::debug!(%remote, ?principal, "closing an idle client connection");

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use etch_proto::frame::{self, FrameError};
 use etch_proto::pki;
 use openraft::Snapshot;
+use rustls::pki_types::CertificateDer;
 
 use crate::node::Node;
 use crate::raft::wire::{Envelope, MAX_PEER_FRAME, PeerRequest, PeerResponse};
+use crate::tls;
 use crate::{NodeId, node_id};
 
 /// Accepts peer connections until the endpoint is closed.
@@ -24,19 +26,29 @@ pub async fn serve_peers(endpoint: quinn::Endpoint, node: Node) {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
-                    let Some(peer) = peer_of(&conn) else {
+                    let Some((chain, peer)) = peer_of(&conn) else {
                         tracing::info!(%remote, "refused a peer connection: the certificate names no node");
                         conn.close(1u32.into(), b"the certificate names no node");
                         return;
                     };
+                    let refused =
+                        tls::refused_since(node.tls().subscribe(), pki::Role::Node, chain);
+                    tokio::pin!(refused);
                     loop {
-                        match conn.accept_bi().await {
-                            Ok((send, recv)) => {
-                                let (node, peer) = (node.clone(), peer.clone());
-                                tokio::spawn(serve_stream(send, recv, node, peer));
-                            }
-                            Err(e) => {
-                                tracing::debug!(%remote, reason = %e, "peer connection ended");
+                        tokio::select! {
+                            accepted = conn.accept_bi() => match accepted {
+                                Ok((send, recv)) => {
+                                    let (node, peer) = (node.clone(), peer.clone());
+                                    tokio::spawn(serve_stream(send, recv, node, peer));
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%remote, reason = %e, "peer connection ended");
+                                    return;
+                                }
+                            },
+                            reason = &mut refused => {
+                                tracing::info!(%remote, peer = %peer.name.escape_debug(), %reason, "closing a peer connection: its certificate is refused now");
+                                tls::close_revoked(&conn, &reason);
                                 return;
                             }
                         }
@@ -55,16 +67,14 @@ struct Peer {
     id: NodeId,
 }
 
-fn peer_of(conn: &quinn::Connection) -> Option<Peer> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    let name = pki::node_name(certs.first()?).ok()??;
-    Some(Peer {
+fn peer_of(conn: &quinn::Connection) -> Option<(Vec<CertificateDer<'static>>, Peer)> {
+    let chain = tls::peer_chain(conn)?;
+    let name = pki::node_name(chain.first()?).ok()??;
+    let peer = Peer {
         id: node_id(&name),
         name: name.into(),
-    })
+    };
+    Some((chain, peer))
 }
 
 async fn serve_stream(

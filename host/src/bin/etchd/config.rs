@@ -67,6 +67,12 @@ pub struct Args {
     /// This node's private key (PEM).
     #[arg(long, env = "ETCH_KEY")]
     pub key: Option<PathBuf>,
+    /// Certificate revocation list (PEM, signed by a CA of --ca), as `etchctl certs revoke`
+    /// writes it: certificates it lists are refused on the client and peer ports. Re-read,
+    /// with --ca, --cert and --key, on SIGHUP and when the files change [default: none; with
+    /// the embedded CA, <data-dir>/certs/crl.pem once it exists].
+    #[arg(long, env = "ETCH_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
     /// Largest request accepted, in bytes [default: 1572864, etcd's; at most 8388608, so that
     /// every Raft entry fits a peer frame].
     #[arg(long, env = "ETCH_MAX_REQUEST_BYTES")]
@@ -164,6 +170,7 @@ struct FileConfig {
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    client_crl_file: Option<PathBuf>,
     max_request_bytes: Option<usize>,
     max_txn_ops: Option<usize>,
     request_timeout: Option<u64>,
@@ -201,6 +208,8 @@ pub struct Config {
     pub initial_cluster_token: String,
     /// `None`: the embedded development CA under `<data-dir>/certs`.
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// `--client-crl-file`; `None`: none, or `crl.pem` of the embedded CA once it exists.
+    pub client_crl_file: Option<PathBuf>,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub request_timeout: Duration,
@@ -281,6 +290,7 @@ impl Config {
                 .or(file.initial_cluster_token)
                 .unwrap_or_else(|| "etch-cluster".into()),
             tls,
+            client_crl_file: args.client_crl_file.or(file.client_crl_file),
             max_request_bytes: args
                 .max_request_bytes
                 .or(file.max_request_bytes)
@@ -578,6 +588,19 @@ mod tests {
         assert_eq!(c.plugin_maxima.fuel, 7);
         assert!(parse(&["--plugin-max-memory-mb", "257"]).is_err());
         assert!(parse(&["--plugin-max-fuel", "0"]).is_err());
+    }
+
+    #[test]
+    fn crl_file_comes_from_flag_or_file() {
+        assert_eq!(parse(&[]).expect("defaults").client_crl_file, None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("etch.toml");
+        std::fs::write(&path, "client_crl_file = \"file.pem\"\n").expect("write");
+        let file = path.to_str().expect("utf8");
+        let c = parse(&["--config", file]).expect("load");
+        assert_eq!(c.client_crl_file, Some(PathBuf::from("file.pem")));
+        let c = parse(&["--config", file, "--client-crl-file", "flag.pem"]).expect("load");
+        assert_eq!(c.client_crl_file, Some(PathBuf::from("flag.pem")));
     }
 
     #[test]

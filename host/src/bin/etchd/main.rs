@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use etch_host::tls::{CrlFile, Tls, Trigger};
 use etch_host::{Node, NodeOptions};
+use etch_proto::crl::CRL_FILE;
 use etch_proto::pki::{self, InitOptions, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
@@ -79,6 +81,8 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config::load(Args::parse())?;
+    // Before the node serves: a SIGHUP must never find the default action (exit) in place.
+    let reloads = ReloadSignal::install()?;
     let tls = match &config.tls {
         Some((ca, cert, key)) => TlsFiles {
             ca: ca.clone(),
@@ -87,6 +91,18 @@ async fn run() -> anyhow::Result<()> {
         },
         None => embedded_certs(&config)?,
     };
+    let crl = match (&config.client_crl_file, &config.tls) {
+        (Some(path), _) => Some(CrlFile {
+            path: path.clone(),
+            required: true,
+        }),
+        // The embedded CA's list, once `etchctl certs revoke --dir <data-dir>/certs` makes it.
+        (None, None) => Some(CrlFile {
+            path: tls.ca.with_file_name(CRL_FILE),
+            required: false,
+        }),
+        (None, Some(_)) => None,
+    };
     let mut options = NodeOptions::new(
         &config.name,
         config.data_dir.clone(),
@@ -94,6 +110,7 @@ async fn run() -> anyhow::Result<()> {
         config.listen_peer,
         tls,
     );
+    options.crl = crl;
     options.advertise_client = config.advertise_client.clone();
     options.advertise_peer = config.advertise_peer.clone();
     options.initial_cluster = config.initial_cluster.clone();
@@ -128,6 +145,7 @@ async fn run() -> anyhow::Result<()> {
             certs.join("root.key").display(),
         );
     }
+    tokio::spawn(reload_tls(node.tls().clone(), reloads));
     shutdown_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await
@@ -177,6 +195,50 @@ fn hosts(config: &Config) -> Vec<String> {
         }
     }
     hosts
+}
+
+/// How often the TLS files are looked at for changes. A change is put in force once two
+/// looks in a row see the same contents, so within two periods of the last write.
+const TLS_POLL: Duration = Duration::from_secs(1);
+
+/// SIGHUP, where there is one.
+struct ReloadSignal {
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl ReloadSignal {
+    fn install() -> anyhow::Result<Self> {
+        Ok(ReloadSignal {
+            #[cfg(unix)]
+            hup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if self.hup.recv().await.is_some() {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Reloads the CA bundle, certificate, key and revocation list on SIGHUP, and when the
+/// files change. `Tls::reload` logs what happened; a refused reload keeps the old material.
+async fn reload_tls(tls: std::sync::Arc<Tls>, mut reloads: ReloadSignal) {
+    let mut poll = tokio::time::interval(TLS_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let trigger = tokio::select! {
+            () = reloads.recv() => Trigger::Signal,
+            _ = poll.tick() => Trigger::Poll,
+        };
+        // A few small files and a few signature checks: quick, but file I/O all the same.
+        let tls = tls.clone();
+        let _ = tokio::task::spawn_blocking(move || tls.reload(trigger)).await;
+    }
 }
 
 async fn shutdown_signal() {
