@@ -1,10 +1,11 @@
 //! etchctl: the command-line client for etch, with etcdctl's verbs, flags and output.
 //!
 //! Start reading at [`Command`]: one variant per verb, each run by a function in the module
-//! of its family (`kv`, `txn`, `watch`, `lease`, `endpoint`, `member`, `plugin`, `certs`). `context` turns the global
+//! of its family (`kv`, `txn`, `watch`, `lease`, `endpoint`, `member`, `plugin`, `auth`, `certs`). `context` turns the global
 //! flags into a client and a printer; `print` holds the three output formats; `txn_parse` the
 //! txn syntax.
 
+mod auth;
 mod certs;
 mod context;
 mod duration;
@@ -72,6 +73,17 @@ enum Command {
     /// WebAssembly validator plugins: install, list and remove.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Authorization: enable, disable, status.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Users (client certificate common names): add, delete, get, list, grant and revoke
+    /// roles.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Roles: add, delete, get, list, grant and revoke permissions on keys, ranges and
+    /// prefixes.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
     /// Certificates for a cluster.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -123,6 +135,9 @@ fn run(cli: Cli) -> Result<()> {
             Command::Endpoint(cmd) => endpoint::run(&ctx, cmd).await,
             Command::Member(cmd) => member::run(&ctx, cmd).await,
             Command::Plugin(cmd) => plugin::run(&ctx, cmd).await,
+            Command::Auth(cmd) => auth::auth(&ctx, cmd).await,
+            Command::User(cmd) => auth::user(&ctx, cmd).await,
+            Command::Role(cmd) => auth::role(&ctx, cmd).await,
             Command::Certs(_) | Command::Version => Ok(()),
         }
     })

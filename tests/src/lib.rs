@@ -407,20 +407,7 @@ impl Cluster {
 
     /// Runs etchctl as `root` with `stdin` fed to it.
     pub fn etchctl_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
-        let mut child = etchctl_command(&self.endpoints(), &self.client_tls("root"), args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn etchctl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("etchctl output")
+        etchctl_stdin_with(&self.endpoints(), &self.client_tls("root"), args, stdin)
     }
 
     /// Pauses node `i` (SIGSTOP) or resumes it (SIGCONT).
@@ -469,6 +456,24 @@ pub fn etchctl_with(endpoints: &str, tls: &TlsFiles, args: &[&str]) -> Output {
     etchctl_command(endpoints, tls, args)
         .output()
         .expect("run etchctl")
+}
+
+/// Runs etchctl as the holder of `tls` against `endpoints`, with `stdin` as its input.
+pub fn etchctl_stdin_with(endpoints: &str, tls: &TlsFiles, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = etchctl_command(endpoints, tls, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etchctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("etchctl output")
 }
 
 /// Standard output of a successful etchctl run; panics with its stderr otherwise.

@@ -18,6 +18,7 @@
 //!
 //! Every printer writes to a `&mut dyn Write` so that tests can read what it printed.
 
+mod auth;
 mod json;
 mod lease;
 mod simple;
@@ -28,6 +29,8 @@ mod watch;
 mod member_test;
 
 use std::io::{self, Write};
+
+pub use auth::Shown;
 
 use etch_proto::lease::{
     LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse,
@@ -87,6 +90,19 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// An `auth`, `user` or `role` command's answer; table mode falls back to simple.
+    pub fn auth(
+        &self,
+        w: &mut dyn Write,
+        shown: &Shown<'_>,
+        resp: &etch_proto::auth::AuthResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => auth::json(w, shown, resp),
+            Format::Simple | Format::Table => auth::simple(w, shown, resp),
+        }
+    }
+
     pub fn put(&self, w: &mut dyn Write, resp: &PutResponse) -> io::Result<()> {
         match self.format {
             Format::Json => json::put(w, resp),
