@@ -99,6 +99,7 @@ pub fn on_events<R: Reactor>(events: Vec<wit::Event>) -> Result<(), String> {
             kind: from_wit_kind(e.kind),
             kv: from_wit_kv(e.kv),
             prev: e.prev.map(from_wit_kv),
+            principal: e.principal,
         })
         .collect();
     R::on_events(&WasmHost, &events)

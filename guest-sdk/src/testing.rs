@@ -127,7 +127,7 @@ impl<V: Validator> Harness<V> {
 
     /// Writes `key` without asking the validator (state that existed before the binding).
     pub fn seed(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.host.apply(&[Write::put(key, value)]);
+        self.host.apply(&[Write::put(key, value)], "root");
     }
 
     /// Validates a put and applies it if allowed.
@@ -145,7 +145,7 @@ impl<V: Validator> Harness<V> {
         let writes: Vec<Write> = writes.into_iter().collect();
         let verdict = V::validate(&self.host, &self.request(&writes));
         if verdict.is_allow() {
-            self.host.apply(&writes);
+            self.host.apply(&writes, &self.principal);
         }
         verdict
     }
@@ -227,6 +227,8 @@ impl<V: Validator> Harness<V> {
 pub struct ReactorHarness<R> {
     host: TestHost,
     prefix: Vec<u8>,
+    /// Who the client writes are from (`principal` of their events).
+    principal: String,
     pending: Vec<Event>,
     calls: usize,
     reactor: PhantomData<R>,
@@ -239,6 +241,7 @@ impl<R: Reactor> ReactorHarness<R> {
         ReactorHarness {
             host: TestHost::default(),
             prefix: prefix.into(),
+            principal: "root".into(),
             pending: Vec::new(),
             calls: 0,
             reactor: PhantomData,
@@ -248,6 +251,13 @@ impl<R: Reactor> ReactorHarness<R> {
     /// Sets a config entry of the binding.
     pub fn config(mut self, name: &str, value: &str) -> Self {
         self.host.config.insert(name.into(), value.into());
+        self
+    }
+
+    /// Makes the following client writes `principal`'s (default `root`): the `principal` of
+    /// their events.
+    pub fn principal(&mut self, principal: &str) -> &mut Self {
+        self.principal = principal.into();
         self
     }
 
@@ -266,7 +276,7 @@ impl<R: Reactor> ReactorHarness<R> {
     /// under the prefix; returns the store revision after it.
     pub fn write(&mut self, writes: impl IntoIterator<Item = Write>) -> i64 {
         let writes: Vec<Write> = writes.into_iter().collect();
-        let events = self.host.apply(&writes);
+        let events = self.host.apply(&writes, &self.principal);
         let prefix = &self.prefix;
         self.pending.extend(
             events
@@ -294,7 +304,7 @@ impl<R: Reactor> ReactorHarness<R> {
         result?;
         self.pending.clear();
         // The reactor's own revision: committed, never delivered back.
-        self.host.apply(&staged);
+        self.host.apply(&staged, "reactor:harness");
         Ok(staged)
     }
 
@@ -361,7 +371,7 @@ impl TestHost {
     }
 
     /// Applies `writes` at the next revision, as the node would; returns the changes.
-    fn apply(&mut self, writes: &[Write]) -> Vec<Event> {
+    fn apply(&mut self, writes: &[Write], principal: &str) -> Vec<Event> {
         let rev = self.revision + 1;
         let mut events = Vec::new();
         for w in writes {
@@ -381,6 +391,7 @@ impl TestHost {
                         kind: OpKind::Put,
                         kv,
                         prev,
+                        principal: principal.into(),
                     });
                 }
                 Write::Delete { key, range_end } => {
@@ -398,6 +409,7 @@ impl TestHost {
                                 ..KeyValue::default()
                             },
                             prev,
+                            principal: principal.into(),
                         });
                     }
                 }

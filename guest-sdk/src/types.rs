@@ -114,6 +114,9 @@ pub struct Event {
     pub kv: KeyValue,
     /// The key's live version before the change, if there was one.
     pub prev: Option<KeyValue>,
+    /// Who made the change: the user (client certificate common name) whose write it was,
+    /// `reactor:NAME` for a reactor's, empty for etch's own (a lease expiry).
+    pub principal: String,
 }
 
 impl Event {

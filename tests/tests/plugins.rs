@@ -308,6 +308,96 @@ fn checkpoint_of(line: &str) -> i64 {
         .expect("a revision")
 }
 
+/// The `user` of the audit record of the first change at `revision`.
+async fn recorded_user(client: &Client, audit_prefix: &str, revision: i64) -> String {
+    await_record(client, audit_prefix, revision).await;
+    let key = format!("{audit_prefix}{revision:020}/{:06}", 0);
+    let resp = client.get(key.as_str()).await.expect("the record");
+    let record: serde_json::Value =
+        serde_json::from_slice(&resp.kvs[0].value).expect("a JSON record");
+    record["user"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Reactor events carry who made each change, and a reactor writes with the rights of the
+/// user who installed it: `ops` (holding the root role) installs audit-log; alice (granted
+/// /app/) and root write; the records name them. Once ops loses the root role, the
+/// reactor's writes are refused (reported on `plugin list`) and nothing is recorded; with
+/// the role back, it records what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactor_events_name_their_user_and_a_reactor_has_its_installers_rights() {
+    let cluster = Cluster::single();
+    etch_tests::Certs::new(&cluster.certs.dir, &[], &["ops"]);
+    for args in [
+        vec!["role", "add", "app"],
+        vec![
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        vec!["user", "add", "alice"],
+        vec!["user", "grant-role", "alice", "app"],
+        vec!["user", "add", "ops"],
+        vec!["user", "grant-role", "ops", "root"],
+    ] {
+        ok_stdout(&cluster.etchctl(&args));
+    }
+    let wasm = plugin_wasm("audit-log");
+    let install = [
+        "plugin",
+        "install",
+        "audit",
+        wasm.to_str().expect("utf-8 path"),
+        "--prefix",
+        "/app/",
+        "--hook",
+        "react",
+        "--timeout-ms",
+        "5000",
+        "--config",
+        "audit-prefix=/audit/",
+    ];
+    let ops = cluster.client_tls("ops");
+    ok_stdout(&etchctl_with(&cluster.endpoints(), &ops, &install));
+    let root = cluster.client().await;
+    let alice = Client::new(cluster.client_options("alice")).expect("alice");
+    let by_alice = alice
+        .put("/app/a", "1")
+        .await
+        .expect("alice writes /app/")
+        .header
+        .revision;
+    let by_root = root
+        .put("/app/b", "2")
+        .await
+        .expect("root writes")
+        .header
+        .revision;
+    assert_eq!(recorded_user(&root, "/audit/", by_alice).await, "alice");
+    assert_eq!(recorded_user(&root, "/audit/", by_root).await, "root");
+
+    // Without its installer's root role, the reactor may not write its records.
+    ok_stdout(&cluster.etchctl(&["user", "revoke-role", "ops", "root"]));
+    let missed = root
+        .put("/app/c", "3")
+        .await
+        .expect("root writes")
+        .header
+        .revision;
+    wait_for("the reactor to be refused", Duration::from_secs(30), || {
+        let line = list_line(&cluster, "audit");
+        line.contains("permission denied: user ops may not write")
+            .then_some(())
+    });
+    let key = format!("/audit/{missed:020}/{:06}", 0);
+    assert_eq!(root.get(key.as_str()).await.expect("get").count, 0);
+    // Given back, it catches up.
+    ok_stdout(&cluster.etchctl(&["user", "grant-role", "ops", "root"]));
+    assert_eq!(recorded_user(&root, "/audit/", missed).await, "root");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log_records_every_change_exactly_once_in_commit_order() {
     let cluster = Cluster::new(3, &[]);

@@ -18,7 +18,7 @@ use fjall::{OwnedWriteBatch, Readable};
 
 use super::error::Result;
 use super::keycode::{decode_rev, encode_rev, key_prefix, version_key};
-use super::layout::{META_COMPACT, Touch, Version, decode, encode};
+use super::layout::{History, META_COMPACT, Version, decode, encode};
 use super::view::View;
 
 /// Adds the compaction at `rev` to `batch`, or says why it cannot be done.
@@ -49,7 +49,7 @@ pub(crate) fn compact(
         if decode_rev(&raw_rev)? < rev {
             batch.remove(&spaces.history, raw_rev);
         }
-        keys.extend(decode::<Vec<Touch>>(&raw)?.into_iter().map(|t| t.key));
+        keys.extend(decode::<History>(&raw)?.touches.into_iter().map(|t| t.key));
     }
 
     for key in keys {

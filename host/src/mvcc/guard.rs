@@ -57,6 +57,9 @@ pub struct Read {
 pub struct Guard {
     pub bindings_version: u64,
     pub reads: Vec<Read>,
+    /// Whose write this is: the principal the validators judged it for, recorded with its
+    /// revision (a reactor sees who made each change).
+    pub principal: String,
 }
 
 impl Read {
@@ -98,9 +101,10 @@ impl Guard {
     /// The bytes this guard counts against [`MAX_GUARD_BYTES`], and (about, from above)
     /// takes in a log entry.
     pub fn bytes(&self) -> usize {
-        (self.reads.iter())
+        let reads: usize = (self.reads.iter())
             .map(|r| r.key.len() + r.range_end.len() + READ_OVERHEAD)
-            .sum()
+            .sum();
+        reads + self.principal.len()
     }
 
     /// Refuses a guard over [`MAX_GUARD_BYTES`]: nothing may be proposed with it.
@@ -166,6 +170,7 @@ mod tests {
         let mut guard = Guard {
             bindings_version: 1,
             reads: vec![read(MAX_GUARD_BYTES - READ_OVERHEAD)],
+            principal: String::new(),
         };
         assert_eq!(guard.bytes(), MAX_GUARD_BYTES);
         assert!(guard.check_size().is_ok());

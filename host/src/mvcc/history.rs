@@ -27,6 +27,8 @@ pub struct Changes {
     pub bytes: usize,
     /// Reading stopped past the byte budget: the revision has more selected events.
     pub cut: bool,
+    /// Whose write made the revision (empty for etch's own, a lease expiry).
+    pub principal: String,
 }
 
 impl Store {
@@ -73,8 +75,11 @@ impl View {
             Ok(touches) => touches,
             Err(e) => return Ok(Err(e)),
         };
-        let mut changes = Changes::default();
-        for touch in touches.into_iter().filter(|t| keep(&t.key)) {
+        let mut changes = Changes {
+            principal: touches.principal,
+            ..Changes::default()
+        };
+        for touch in touches.touches.into_iter().filter(|t| keep(&t.key)) {
             if changes.bytes > max_bytes {
                 changes.cut = true;
                 break;

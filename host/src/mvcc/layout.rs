@@ -4,7 +4,7 @@
 //! |---------------|---------------------------------------|------------------------------------|
 //! | `kv_current`  | user key                              | [`Version`]: the live version      |
 //! | `kv_versions` | [`keycode::version_key`]`(key, rev)`  | `Option<Version>`; `None` = delete |
-//! | `kv_history`  | [`keycode::encode_rev`]`(rev)`        | `Vec<`[`Touch`]`>` in sub-rev order |
+//! | `kv_history`  | [`keycode::encode_rev`]`(rev)`        | [`History`]: keys in sub-rev order, who |
 //! | `kv_meta`     | [`META_REVISION`] / [`META_COMPACT`] / [`META_APPLIED`] | postcard `i64` / opaque |
 //! | `lease`       | [`keycode::encode_rev`]`(lease id)`   | [`Lease`]: the granted TTL         |
 //! | `lease_keys`  | `encode_rev(lease id) ++ user key`    | empty: the key is attached         |
@@ -211,6 +211,14 @@ pub(crate) fn lease_key(lease: LeaseId, key: &[u8]) -> Vec<u8> {
     let mut out = super::keycode::encode_rev(lease).to_vec();
     out.extend_from_slice(key);
     out
+}
+
+/// What `kv_history` records of one revision: the keys it touched, in sub-revision order,
+/// and the principal whose write made it (empty for etch's own: a lease expiry).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct History {
+    pub touches: Vec<Touch>,
+    pub principal: String,
 }
 
 /// One key touched at a revision, as `kv_history` lists them.

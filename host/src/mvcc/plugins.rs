@@ -253,6 +253,7 @@ mod tests {
         let guard = Guard {
             bindings_version: 0,
             reads: vec![Read::observe(&view, b"/p/", b"/p0").expect("read")],
+            principal: String::new(),
         };
         assert_eq!(guard.reads[0].count, 1);
         // Unchanged: applies.
@@ -273,6 +274,7 @@ mod tests {
         let fresh = Guard {
             bindings_version: 0,
             reads: Vec::new(),
+            principal: String::new(),
         };
         install(&store, "a", b"one");
         let stale = store

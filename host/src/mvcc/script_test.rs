@@ -30,7 +30,7 @@ use fjall::{Database, Readable};
 use tempfile::TempDir;
 
 use super::keycode::{decode_rev, decode_version_key};
-use super::layout::{Touch, Version, decode};
+use super::layout::{History, Version, decode};
 use super::script_parse::{Args, Res, compare, delete_req, op, put_req, range_req};
 use super::store::Store;
 
@@ -181,7 +181,8 @@ fn dump(store: &Store) -> Res<String> {
     }
     for item in snap.iter(&spaces.history) {
         let (raw_rev, raw) = item.into_inner()?;
-        let touches: Vec<String> = decode::<Vec<Touch>>(&raw)?
+        let touches: Vec<String> = decode::<History>(&raw)?
+            .touches
             .into_iter()
             .map(|t| {
                 format!(

@@ -14,7 +14,7 @@ use super::error::{Error, Result};
 use super::guard::Guard;
 use super::keycode::encode_rev;
 use super::layout::{
-    META_APPLIED, ROOT_GENERATION, ROOT_SPACE, Spaces, Touch, bindings_version, decode,
+    History, META_APPLIED, ROOT_GENERATION, ROOT_SPACE, Spaces, Touch, bindings_version, decode,
 };
 use super::view::{View, empty_key};
 use super::write::WriteTx;
@@ -152,7 +152,10 @@ impl Store {
             (Ok(()), Some(guard)) if !guard.holds(&view, self.bindings_version())? => {
                 Ok(Err(ProtoError::Conflict))
             }
-            (Ok(()), _) => execute(&view, req, &mut batch),
+            (Ok(()), _) => {
+                let principal = guard.map_or("", |g| g.principal.as_str());
+                execute(&view, req, &mut batch, principal)
+            }
         }?;
         if outcome.is_err() {
             batch = spaces.db.batch();
@@ -213,6 +216,7 @@ impl Store {
                 answers.push(Err(e));
                 continue;
             }
+            tx.made_by(guard.map_or("", |g| g.principal.as_str()));
             let mut resp = tx.put(put)?;
             resp.header.revision = tx.seal();
             answers.push(Ok(Response::Put(resp)));
@@ -397,15 +401,15 @@ pub(crate) fn events_in(view: &View, rev: Revision) -> Outcome<Vec<Event>> {
         Ok(touches) => touches,
         Err(e) => return Ok(Err(e)),
     };
-    let events = touches
-        .into_iter()
+    let events = (touches.touches.into_iter())
         .map(|touch| event_of(view, rev, touch))
         .collect::<Result<_>>()?;
     Ok(Ok(events))
 }
 
-/// The keys written at `rev`, in sub-revision order, without their values.
-pub(crate) fn touches_in(view: &View, rev: Revision) -> Outcome<Vec<Touch>> {
+/// The keys written at `rev`, in sub-revision order, without their values, and who wrote
+/// them.
+pub(crate) fn touches_in(view: &View, rev: Revision) -> Outcome<History> {
     if rev < view.compact {
         return Ok(Err(ProtoError::Compacted {
             compact_revision: view.compact,
@@ -418,9 +422,9 @@ pub(crate) fn touches_in(view: &View, rev: Revision) -> Outcome<Vec<Touch>> {
     }
     let Some(raw) = fjall::Readable::get(view.snapshot(), &view.spaces().history, encode_rev(rev))?
     else {
-        return Ok(Ok(Vec::new()));
+        return Ok(Ok(History::default()));
     };
-    Ok(Ok(decode::<Vec<Touch>>(&raw)?))
+    Ok(Ok(decode::<History>(&raw)?))
 }
 
 /// One key written at `rev`, with the version written (a put's value is read here).
@@ -448,9 +452,15 @@ pub(crate) fn event_of(view: &View, rev: Revision, touch: Touch) -> Result<Event
     })
 }
 
-/// Runs one request against `view`, adding its writes to `batch`.
-fn execute(view: &View, req: &Request, batch: &mut OwnedWriteBatch) -> Outcome<Response> {
+/// Runs one request against `view` as `principal`'s write, adding its writes to `batch`.
+fn execute(
+    view: &View,
+    req: &Request,
+    batch: &mut OwnedWriteBatch,
+    principal: &str,
+) -> Outcome<Response> {
     let mut tx = WriteTx::new(view);
+    tx.made_by(principal);
     let resp = match req {
         Request::Put(p) => {
             if p.key.is_empty() {

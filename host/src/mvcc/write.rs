@@ -24,7 +24,7 @@ use fjall::OwnedWriteBatch;
 
 use super::error::Result;
 use super::keycode::{encode_rev, version_key};
-use super::layout::{META_REVISION, Touch, Version, encode, lease_key};
+use super::layout::{History, META_REVISION, Touch, Version, encode, lease_key};
 use super::view::{KvIter, View, bounds, collect_range, read_revision};
 
 /// The pending writes of one entry on top of a [`View`].
@@ -36,8 +36,11 @@ pub(crate) struct WriteTx<'v> {
     touched: Vec<Touch>,
     /// The last sealed revision (the view's until [`WriteTx::seal`] closes one).
     revision: Revision,
-    /// The revisions sealed so far: each with its keys and their state at that revision.
-    sealed: Vec<(Revision, Vec<Touch>, Vec<Option<KeyValue>>)>,
+    /// The revisions sealed so far: each with its keys and who made it, and the keys' state
+    /// at that revision.
+    sealed: Vec<(Revision, History, Vec<Option<KeyValue>>)>,
+    /// Whose write the open revision is (recorded in its history).
+    principal: String,
     /// The lease each written key had before this transaction, where it had one.
     leases_before: BTreeMap<Vec<u8>, LeaseId>,
 }
@@ -51,7 +54,13 @@ impl<'v> WriteTx<'v> {
             revision: view.revision,
             sealed: Vec::new(),
             leases_before: BTreeMap::new(),
+            principal: String::new(),
         }
+    }
+
+    /// Records the writes from now on (until the next [`WriteTx::seal`]) as `principal`'s.
+    pub fn made_by(&mut self, principal: &str) {
+        principal.clone_into(&mut self.principal);
     }
 
     pub fn view(&self) -> &'v View {
@@ -69,12 +78,14 @@ impl<'v> WriteTx<'v> {
     pub fn seal(&mut self) -> Revision {
         if !self.touched.is_empty() {
             self.revision += 1;
-            let touched = std::mem::take(&mut self.touched);
-            let states = touched
+            let touches = std::mem::take(&mut self.touched);
+            let states = touches
                 .iter()
                 .map(|t| self.overlay.get(&t.key).cloned().flatten())
                 .collect();
-            self.sealed.push((self.revision, touched, states));
+            let principal = self.principal.clone();
+            let history = History { touches, principal };
+            self.sealed.push((self.revision, history, states));
         }
         self.revision
     }
@@ -201,8 +212,8 @@ impl<'v> WriteTx<'v> {
             return Ok(last);
         }
         let spaces = self.view.spaces();
-        for (rev, touched, states) in &self.sealed {
-            for (touch, state) in touched.iter().zip(states) {
+        for (rev, history, states) in &self.sealed {
+            for (touch, state) in history.touches.iter().zip(states) {
                 let record = state.as_ref().map(Version::from_kv);
                 batch.insert(
                     &spaces.versions,
@@ -210,7 +221,7 @@ impl<'v> WriteTx<'v> {
                     encode(&record)?,
                 );
             }
-            batch.insert(&spaces.history, encode_rev(*rev), encode(touched)?);
+            batch.insert(&spaces.history, encode_rev(*rev), encode(history)?);
         }
         for (key, state) in self.overlay {
             // Keep `lease_keys` in step with the keys' leases: detach from the old lease,

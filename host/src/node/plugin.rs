@@ -91,6 +91,7 @@ impl Node {
                     .await?
             };
             guard.reads.extend_from_slice(reads);
+            principal.clone_into(&mut guard.principal);
             guard.check_size()?;
             let command = Command::Write {
                 request: request.clone(),

@@ -256,6 +256,7 @@ impl Plugins {
         Ok(Some(Guard {
             bindings_version: version,
             reads: Vec::new(),
+            principal: String::new(),
         }))
     }
 
@@ -284,6 +285,7 @@ impl Plugins {
         let mut guard = Guard {
             bindings_version: version,
             reads: Vec::new(),
+            principal: String::new(),
         };
         if bound.is_empty() {
             return Ok(guard);

@@ -186,6 +186,7 @@ fn writes_outside_every_validator_skip_the_gate() {
         Some(crate::mvcc::Guard {
             bindings_version: 1,
             reads: Vec::new(),
+            principal: String::new(),
         })
     );
     assert_eq!(f.plugins.stats_of("ok").calls, 0);

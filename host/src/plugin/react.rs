@@ -146,6 +146,7 @@ impl Plugins {
                 continue;
             }
             let cut = changes.cut;
+            let principal = changes.principal;
             let wanted: Vec<Event> = (changes.events.into_iter())
                 .map(|c| Event {
                     kind: match c.kind {
@@ -154,6 +155,7 @@ impl Plugins {
                     },
                     kv: ctx::to_wit(c.kv),
                     prev: c.prev_kv.map(ctx::to_wit),
+                    principal: principal.clone(),
                 })
                 .collect();
             if wanted.is_empty() {
@@ -215,5 +217,5 @@ impl Plugins {
 /// The bytes one event takes on the host (and, about, in the guest once lowered).
 fn event_bytes(event: &Event) -> usize {
     let kv = |kv: &ctx::KeyValue| kv.key.len() + kv.value.len() + RECORD_OVERHEAD;
-    kv(&event.kv) + event.prev.as_ref().map_or(0, kv)
+    kv(&event.kv) + event.prev.as_ref().map_or(0, kv) + event.principal.len()
 }

@@ -149,6 +149,7 @@ fn guard() -> impl Strategy<Value = Guard> {
     (0u64..2, prop::collection::vec(read, 0..3)).prop_map(|(bindings_version, reads)| Guard {
         bindings_version,
         reads,
+        principal: String::new(),
     })
 }
 

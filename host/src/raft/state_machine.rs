@@ -608,6 +608,7 @@ pub(super) mod tests {
             guard: mvcc::Guard {
                 bindings_version,
                 reads: Vec::new(),
+                principal: String::new(),
             },
         }
     }

@@ -11,9 +11,12 @@
 //! so that the records sort in commit order, and its value is a JSON object:
 //!
 //! ```json
-//! {"revision":42,"type":"put","key":"/app/a","value":"v1","version":2}
-//! {"revision":43,"type":"delete","key":"/app/a"}
+//! {"revision":42,"type":"put","key":"/app/a","value":"v1","version":2,"user":"alice"}
+//! {"revision":43,"type":"delete","key":"/app/a","user":"bob"}
 //! ```
+//!
+//! `user` is who made the change (the client certificate's common name, `reactor:NAME` for a
+//! reactor's write), left out for etch's own changes (a lease expiring).
 //!
 //! (keys and values that are not UTF-8 are written lossily). A record's key depends only on
 //! the change it describes, so a batch delivered twice (etch delivers at least once) writes
@@ -79,6 +82,9 @@ pub fn record(event: &Event) -> String {
         );
         record.insert("version".into(), event.kv.version.into());
     }
+    if !event.principal.is_empty() {
+        record.insert("user".into(), event.principal.as_str().into());
+    }
     serde_json::Value::Object(record).to_string()
 }
 
@@ -110,9 +116,11 @@ mod tests {
     fn one_record_per_change_in_commit_order() {
         let mut h = harness();
         let r1 = h.put("/app/a", "1");
-        let r2 = h.put("/app/a", "2");
+        let r2 = h.principal("alice").put("/app/a", "2");
         h.put("/elsewhere", "x");
-        let r3 = h.write([Write::put("/app/b", "3"), Write::delete("/app/a")]);
+        let r3 = h
+            .principal("bob")
+            .write([Write::put("/app/b", "3"), Write::delete("/app/a")]);
         assert_eq!(h.run().expect("ok").len(), 4);
         let key = |rev, i| record_key("/audit/", rev, i);
         assert_eq!(
@@ -120,19 +128,19 @@ mod tests {
             [
                 (
                     key(r1, 0),
-                    r#"{"key":"/app/a","revision":2,"type":"put","value":"1","version":1}"#.into()
+                    r#"{"key":"/app/a","revision":2,"type":"put","user":"root","value":"1","version":1}"#.into()
                 ),
                 (
                     key(r2, 0),
-                    r#"{"key":"/app/a","revision":3,"type":"put","value":"2","version":2}"#.into()
+                    r#"{"key":"/app/a","revision":3,"type":"put","user":"alice","value":"2","version":2}"#.into()
                 ),
                 (
                     key(r3, 0),
-                    r#"{"key":"/app/b","revision":5,"type":"put","value":"3","version":1}"#.into()
+                    r#"{"key":"/app/b","revision":5,"type":"put","user":"bob","value":"3","version":1}"#.into()
                 ),
                 (
                     key(r3, 1),
-                    r#"{"key":"/app/a","revision":5,"type":"delete"}"#.into()
+                    r#"{"key":"/app/a","revision":5,"type":"delete","user":"bob"}"#.into()
                 ),
             ]
         );
@@ -161,6 +169,7 @@ mod tests {
             kind: OpKind::Put,
             kv: h.get("/app/a").expect("live"),
             prev: None,
+            principal: "root".into(),
         }];
         assert_eq!(events[0].revision(), rev);
         let again = [Write::put(
