@@ -509,6 +509,39 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
+    async fn a_command_authorized_before_an_auth_change_is_refused_at_apply() {
+        use etch_proto::auth::AuthRequest;
+        let node = Node::new();
+        let mut sm = node.state_machine();
+        let rev = node.store.auth().revision;
+        let authorized = |auth_revision, command| Command::Authorized {
+            auth_revision,
+            command: Box::new(command),
+        };
+        let add = Command::Kv(Request::Auth(AuthRequest::UserAdd {
+            name: "alice".into(),
+        }));
+        let results = sm
+            .apply([
+                entry(1, authorized(rev, put("a", "1"))),
+                entry(2, add),
+                // Checked before the change committed: refused, nothing written.
+                entry(3, authorized(rev, put("a", "2"))),
+                entry(4, authorized(rev + 1, put("a", "3"))),
+                entry(5, authorized(rev + 1, Command::Batch(vec![put("b", "1")]))),
+            ])
+            .await
+            .expect("apply");
+        assert!(matches!(results[0][0], Ok(Response::Put(_))));
+        assert!(matches!(results[1][0], Ok(Response::Auth(_))));
+        assert_eq!(results[2][0], Err(etch_proto::Error::Conflict));
+        assert!(matches!(results[3][0], Ok(Response::Put(_))));
+        assert!(matches!(results[4][0], Err(etch_proto::Error::Internal(_))));
+        assert_eq!(node.get("a").value, b"3");
+        assert_eq!(node.store.auth().revision, rev + 1);
+    }
+
+    #[tokio::test]
     async fn an_applied_state_past_the_logs_end_gets_a_snapshot_before_raft_starts() {
         let node = Node::new();
         let mut sm = node.state_machine();
