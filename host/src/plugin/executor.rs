@@ -13,6 +13,10 @@
 //!   reactor's name); the threads take lanes in turn (round robin), and one lane holds at
 //!   most [`LANE_SLOTS`] threads at once, so a lane whose plugin burns its whole deadline
 //!   never keeps another lane's jobs waiting for a thread;
+//! - the threads run at a lower scheduling priority ([`PLUGIN_NICE`]): when plugins and the
+//!   node's own work (tokio's workers: requests, Raft, watches) both want the CPU, the node's
+//!   work gets it first, so a validator that burns its whole budget on every call costs the
+//!   traffic outside its prefix little on a machine of two cores (BENCHMARKS.md, "Fairness");
 //! - the queue is bounded, per lane ([`LANE_QUEUE`]) and in all ([`QUEUE`]): a job that
 //!   does not fit is refused at once ([`Refused::Full`]), and one that waited longer than
 //!   its queue wait (the node's request timeout: its client has given up) is answered
@@ -30,6 +34,9 @@ use super::runtime::CALL_SLOTS;
 
 /// Threads one lane may hold at once: half of them, so that a second lane always finds one.
 pub const LANE_SLOTS: usize = CALL_SLOTS / 2;
+/// The nice value of the plugin threads (0 is the node's; 10 gives a thread about a tenth of
+/// a CPU's share against one at 0 when both are runnable, and the whole CPU when alone).
+pub const PLUGIN_NICE: i32 = 10;
 /// Jobs one lane may have waiting.
 pub const LANE_QUEUE: usize = 256;
 /// Jobs all lanes together may have waiting.
@@ -95,7 +102,10 @@ impl Executor {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("plugin-call-{i}"))
-                .spawn(move || work(&shared))?;
+                .spawn(move || {
+                    lower_priority();
+                    work(&shared);
+                })?;
         }
         Ok(Executor { shared })
     }
@@ -217,6 +227,15 @@ impl State {
 }
 
 /// One plugin thread: runs jobs until the executor stops.
+/// Lowers the calling thread's scheduling priority to [`PLUGIN_NICE`] (Linux threads have
+/// their own nice value); a refusal (a container that forbids it) is only logged.
+fn lower_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), PLUGIN_NICE) {
+        tracing::warn!(error = %e, "cannot lower the priority of a plugin thread");
+    }
+}
+
 fn work(shared: &Shared) {
     let mut state = shared.lock();
     loop {

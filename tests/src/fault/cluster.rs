@@ -226,10 +226,15 @@ impl FaultCluster {
         self.paused.push(false);
         let i = self.cluster.nodes.len() - 1;
         self.probes.push(self.probe(i));
-        // Refused until the learner has caught up: retrying is waiting for that.
-        self.admin(&format!("member promote {name}"), || async {
-            admin.member_promote(id).await.map(|_| ())
-        });
+        // Refused until the learner has caught up: retrying is waiting for that. A debug
+        // build replicating the hostile faults' large values to a new learner on a busy
+        // machine takes a while (about 160 ms per large entry, openraft's append timeout
+        // being one heartbeat; issue 16's catch-up target).
+        self.admin_within(
+            &format!("member promote {name}"),
+            Duration::from_secs(180),
+            || async { admin.member_promote(id).await.map(|_| ()) },
+        );
         i
     }
 
@@ -278,17 +283,27 @@ impl FaultCluster {
     pub(super) fn admin<T, F: Future<Output = Result<T, Error>>>(
         &self,
         what: &str,
+        f: impl FnMut() -> F,
+    ) -> T {
+        self.admin_within(what, Duration::from_secs(60), f)
+    }
+
+    /// [`FaultCluster::admin`] with a deadline of its own.
+    fn admin_within<T, F: Future<Output = Result<T, Error>>>(
+        &self,
+        what: &str,
+        within: Duration,
         mut f: impl FnMut() -> F,
     ) -> T {
         let mut last = None;
-        let done = wait_for_opt(Duration::from_secs(60), || match self.rt.block_on(f()) {
+        let done = wait_for_opt(within, || match self.rt.block_on(f()) {
             Ok(v) => Some(v),
             Err(e) => {
                 last = Some(e);
                 None
             }
         });
-        done.unwrap_or_else(|| panic!("{what} did not succeed in 60 s; last error: {last:?}"))
+        done.unwrap_or_else(|| panic!("{what} did not succeed in {within:?}; last error: {last:?}"))
     }
 
     /// Waits until every member has applied the same log and holds the same data, and
