@@ -101,18 +101,15 @@ async fn certificates_unfit_for_a_client_are_refused_and_logged() {
     ];
     for (files, reason) in &cases {
         assert!(!served(&addr, files).await, "{reason}: served");
-        let mut log = String::new();
-        for _ in 0..100 {
-            log = cluster.nodes[0].log_text();
-            if log.contains(reason) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            log.contains(reason),
-            "the refusal is logged: {reason}\n{log}"
-        );
+        let log = etch_tests::wait_for_async(
+            &format!("the refusal logged: {reason}"),
+            Duration::from_secs(10),
+            || async {
+                let log = cluster.nodes[0].log_text();
+                log.contains(reason).then_some(log)
+            },
+        )
+        .await;
         let line = (log.lines())
             .find(|l| l.contains(reason))
             .expect("the line");
