@@ -44,6 +44,11 @@ pub struct HostileArgs {
     /// Requests of each normal workload (puts, then gets) per run.
     #[arg(long, default_value_t = 2000)]
     pub total: u64,
+    /// Requests per second of the normal workload, sent on a fixed schedule by at most
+    /// `--clients` at once; 0 sends as fast as the clients can. A rate the node keeps up
+    /// with measures interference rather than queueing behind the workload's own requests.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 /// Runs the benchmark and prints the comparison (or one JSON object).
@@ -57,7 +62,7 @@ pub async fn run(
         conns: conns.len(),
         clients: args.clients.max(1),
         total: args.total,
-        rate: 0.0,
+        rate: args.rate,
     };
     let baseline = normal(&conns, &load, "baseline").await?;
 

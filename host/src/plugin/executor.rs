@@ -13,10 +13,12 @@
 //!   reactor's name); the threads take lanes in turn (round robin), and one lane holds at
 //!   most [`LANE_SLOTS`] threads at once, so a lane whose plugin burns its whole deadline
 //!   never keeps another lane's jobs waiting for a thread;
-//! - the threads run at a lower scheduling priority ([`PLUGIN_NICE`]): when plugins and the
-//!   node's own work (tokio's workers: requests, Raft, watches) both want the CPU, the node's
-//!   work gets it first, so a validator that burns its whole budget on every call costs the
-//!   traffic outside its prefix little on a machine of two cores (BENCHMARKS.md, "Fairness");
+//! - the threads run only on what the node's own work (tokio's workers: requests, Raft,
+//!   watches; the log writer) leaves of the CPU ([`lower_priority`]): they are scheduled
+//!   `SCHED_IDLE`, which the node's threads preempt the moment they wake, and they keep to
+//!   half of the node's CPUs, so the other half never runs a plugin. A validator that burns
+//!   its whole budget on every call then costs the traffic outside its prefix little on a
+//!   machine of two cores (BENCHMARKS.md, "Fairness");
 //! - the queue is bounded, per lane ([`LANE_QUEUE`]) and in all ([`QUEUE`]): a job that
 //!   does not fit is refused at once ([`Refused::Full`]), and one that waited longer than
 //!   its queue wait (the node's request timeout: its client has given up) is answered
@@ -34,9 +36,10 @@ use super::runtime::CALL_SLOTS;
 
 /// Threads one lane may hold at once: half of them, so that a second lane always finds one.
 pub const LANE_SLOTS: usize = CALL_SLOTS / 2;
-/// The nice value of the plugin threads (0 is the node's; 10 gives a thread about a tenth of
-/// a CPU's share against one at 0 when both are runnable, and the whole CPU when alone).
-pub const PLUGIN_NICE: i32 = 10;
+/// The nice value of the plugin threads where `SCHED_IDLE` is refused (0 is the node's; 19
+/// gives a thread about a seventieth of a CPU's share against one at 0 when both are
+/// runnable, and the whole CPU when alone).
+pub const PLUGIN_NICE: i32 = 19;
 /// Jobs one lane may have waiting.
 pub const LANE_QUEUE: usize = 256;
 /// Jobs all lanes together may have waiting.
@@ -226,16 +229,62 @@ impl State {
     }
 }
 
-/// One plugin thread: runs jobs until the executor stops.
-/// Lowers the calling thread's scheduling priority to [`PLUGIN_NICE`] (Linux threads have
-/// their own nice value); a refusal (a container that forbids it) is only logged.
+/// Gives the calling (plugin) thread only what the node's own threads leave of the CPU.
+///
+/// - `SCHED_IDLE`: a node thread that wakes preempts it at once. A nice value alone (10, 19)
+///   left the node's threads waiting for the plugin thread's time slice on every wake-up:
+///   with a looping validator on both cores, the p99 outside its prefix was 3-7x its
+///   baseline; with `SCHED_IDLE` and the next point, within about 2x (BENCHMARKS.md).
+/// - affinity to the upper half of the CPUs the node may use (at least one): the lower
+///   half never runs a plugin call, so the node's threads always find a CPU free of them.
+///   Plugins get at most half of the node's CPU; calls are short, and a lane holds at
+///   most [`LANE_SLOTS`] threads anyway.
+///
+/// The threads share locks with the node only briefly (the executor's queue, the log
+/// writer): a plugin thread preempted inside one delays its waiter until it runs again,
+/// which the idle CPU time a waiting node thread leaves makes soon.
+///
+/// A refusal (a container that forbids either) falls back to [`PLUGIN_NICE`], then to
+/// nothing, and is logged.
 fn lower_priority() {
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), PLUGIN_NICE) {
-        tracing::warn!(error = %e, "cannot lower the priority of a plugin thread");
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+        tracing::debug!(error = ?e, "SCHED_IDLE refused for a plugin thread; lowering its nice value");
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), PLUGIN_NICE) {
+            tracing::warn!(error = %e, "cannot lower the priority of a plugin thread");
+        }
+    }
+    if let Some(cpus) = rustix::thread::sched_getaffinity(None)
+        .ok()
+        .and_then(|allowed| plugin_cpus(&allowed))
+        && let Err(e) = rustix::thread::sched_setaffinity(None, &cpus)
+    {
+        tracing::warn!(error = %e, "cannot keep a plugin thread to half of the CPUs");
     }
 }
 
+/// The upper half of `allowed` (rounded down, at least one CPU); `None` when `allowed`
+/// has a single CPU.
+fn plugin_cpus(allowed: &rustix::thread::CpuSet) -> Option<rustix::thread::CpuSet> {
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| allowed.is_set(c))
+        .collect();
+    if cpus.len() < 2 {
+        return None;
+    }
+    let mut upper = rustix::thread::CpuSet::new();
+    for &c in &cpus[cpus.len().div_ceil(2)..] {
+        upper.set(c);
+    }
+    Some(upper)
+}
+
+/// One plugin thread: runs jobs until the executor stops.
 fn work(shared: &Shared) {
     let mut state = shared.lock();
     loop {
@@ -269,6 +318,46 @@ mod tests {
 
     use super::*;
     use crate::testing::wait_until_async;
+
+    fn cpus(list: &[usize]) -> rustix::thread::CpuSet {
+        let mut set = rustix::thread::CpuSet::new();
+        for &c in list {
+            set.set(c);
+        }
+        set
+    }
+
+    #[test]
+    fn plugins_keep_to_the_upper_half_of_the_cpus() {
+        assert_eq!(plugin_cpus(&cpus(&[0])), None, "one CPU is shared");
+        assert_eq!(plugin_cpus(&cpus(&[0, 1])), Some(cpus(&[1])));
+        assert_eq!(plugin_cpus(&cpus(&[0, 1, 2])), Some(cpus(&[2])));
+        assert_eq!(plugin_cpus(&cpus(&[2, 3, 6, 7])), Some(cpus(&[6, 7])));
+    }
+
+    /// Plugin calls run `SCHED_IDLE` (preempted by any node thread that wakes) and, on a
+    /// machine of more than one CPU, never on the lower half of the node's CPUs.
+    #[tokio::test]
+    async fn plugin_threads_run_at_idle_priority_on_half_of_the_cpus() {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let executor = Executor::start(Duration::from_secs(60)).expect("threads");
+        let (policy, affinity) = executor
+            .run("probe", || {
+                let policy = thread_priority::thread_schedule_policy().expect("policy");
+                (
+                    policy,
+                    rustix::thread::sched_getaffinity(None).expect("affinity"),
+                )
+            })
+            .await
+            .expect("ran");
+        assert_eq!(
+            policy,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+        );
+        let node = rustix::thread::sched_getaffinity(None).expect("affinity");
+        assert_eq!(Some(affinity), plugin_cpus(&node).or(Some(node)));
+    }
 
     /// A job that blocks until told to end; counts how many are running.
     fn blocker(

@@ -23,7 +23,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{OptionalSend, Snapshot, Vote};
+use openraft::{LogId, OptionalSend, Snapshot, Vote};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::types::{Member, TypeConfig};
@@ -359,7 +359,36 @@ pub struct PeerClient {
     peers: Arc<Peers>,
     /// Bytes of entries one AppendEntries may carry now (see [`AppendBudget`]).
     budget: AppendBudget,
+    /// The AppendEntries exchange now running, kept when openraft stops waiting for it.
+    exchange: Option<Exchange>,
+    /// The last entry an exchange that openraft stopped waiting for delivered, under the
+    /// leader's vote it was sent with.
+    delivered: Option<(Vote<NodeId>, LogId<NodeId>)>,
 }
+
+/// An AppendEntries exchange on its own task (see [`APPEND_GRACE`]).
+#[derive(Debug)]
+struct Exchange {
+    task: tokio::task::JoinHandle<Result<PeerResponse, PeerError>>,
+    vote: Vote<NodeId>,
+    /// The last entry it carries.
+    last: Option<LogId<NodeId>>,
+}
+
+/// How long an AppendEntries exchange may go on after openraft stopped waiting for it.
+///
+/// openraft gives the whole exchange (the frame's transfer, the follower's append and
+/// fsync, the answer) one heartbeat interval, and drops it when that runs out. An entry
+/// that takes longer than that to deliver (a large value, a debug build, a busy disk) was
+/// then sent again and again, each time cut off: a follower behind by such entries never
+/// caught up (fault soak: a learner added late, about 160 ms per large entry against a
+/// 100 ms heartbeat). So the exchange runs on its own task: when openraft gives up, it goes
+/// on until the follower has the entries. The next attempt waits for it first, and when it
+/// succeeded, answers openraft at once that the follower holds the entries up to the last
+/// one it carried (a `PartialSuccess`: they came from this leader, whose entries only a
+/// later leader can overwrite), so openraft moves on to the next ones instead of sending
+/// the same slow frame again.
+const APPEND_GRACE: Duration = Duration::from_secs(10);
 
 /// Bytes of entries an AppendEntries starts out allowed to carry.
 const APPEND_BYTES: usize = 4 * 1024 * 1024;
@@ -444,6 +473,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.peer_addr.clone(),
             peers: self.peers.clone(),
             budget: AppendBudget::default(),
+            exchange: None,
+            delivered: None,
         }
     }
 }
@@ -475,7 +506,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         // Over the byte budget, send the entries that fit and report a partial success
         // (openraft sends the rest next). Answering `PayloadTooLarge` instead made openraft
@@ -500,20 +531,43 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
             sent_up_to = Some(last);
         }
+        // An earlier exchange openraft gave up on finishes first (see [`APPEND_GRACE`]);
+        // if openraft gives up on this one while it waits, it stays where it is.
+        if let Some(earlier) = self.exchange.as_mut() {
+            let answer = (&mut earlier.task).await;
+            if let Ok(Ok(PeerResponse::Append(Ok(AppendEntriesResponse::Success)))) = answer
+                && let Some(last) = earlier.last
+            {
+                self.delivered = Some((earlier.vote, last));
+            }
+            self.exchange = None;
+        }
+        // What an earlier exchange delivered, openraft need not send again.
+        if let Some((vote, last)) = self.delivered.take()
+            && vote == rpc.vote
+            && rpc.entries.iter().any(|e| e.log_id == last)
+        {
+            return Ok(AppendEntriesResponse::PartialSuccess(Some(last)));
+        }
         let (started, entries) = (std::time::Instant::now(), rpc.entries.len());
         let mut in_flight = InFlight {
             budget: &self.budget,
             armed: entries > 0,
         };
-        let answer = self
-            .peers
-            .call(
-                self.target,
-                &self.addr,
-                PeerRequest::Append(rpc),
-                option.hard_ttl(),
-            )
-            .await;
+        let (peers, target, addr) = (self.peers.clone(), self.target, self.addr.clone());
+        let (vote, last) = (rpc.vote, rpc.entries.last().map(|e| e.log_id));
+        let task = tokio::spawn(async move {
+            let request = PeerRequest::Append(rpc);
+            peers.call(target, &addr, request, APPEND_GRACE).await
+        });
+        let exchange = self.exchange.insert(Exchange { task, vote, last });
+        let answer = (&mut exchange.task).await.unwrap_or_else(|e| {
+            Err(PeerError::Broken {
+                addr: self.addr.clone(),
+                reason: format!("the append-entries task failed: {e}"),
+            })
+        });
+        self.exchange = None;
         match &answer {
             Ok(_) => {
                 in_flight.armed = false;
