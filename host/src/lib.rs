@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod plugin;

@@ -105,6 +105,27 @@ pub enum AuthRequest {
 }
 
 impl AuthRequest {
+    /// The method of etcd's `etcdserverpb.Auth` service this request is.
+    pub fn method(&self) -> &'static str {
+        match self {
+            AuthRequest::Enable => "AuthEnable",
+            AuthRequest::Disable => "AuthDisable",
+            AuthRequest::Status => "AuthStatus",
+            AuthRequest::UserAdd { .. } => "UserAdd",
+            AuthRequest::UserDelete { .. } => "UserDelete",
+            AuthRequest::UserGet { .. } => "UserGet",
+            AuthRequest::UserList => "UserList",
+            AuthRequest::UserGrantRole { .. } => "UserGrantRole",
+            AuthRequest::UserRevokeRole { .. } => "UserRevokeRole",
+            AuthRequest::RoleAdd { .. } => "RoleAdd",
+            AuthRequest::RoleDelete { .. } => "RoleDelete",
+            AuthRequest::RoleGet { .. } => "RoleGet",
+            AuthRequest::RoleList => "RoleList",
+            AuthRequest::RoleGrantPermission { .. } => "RoleGrantPermission",
+            AuthRequest::RoleRevokePermission { .. } => "RoleRevokePermission",
+        }
+    }
+
     /// Whether this request changes the authorization state (through the Raft log).
     pub fn is_write(&self) -> bool {
         !matches!(

@@ -66,6 +66,24 @@ impl Error {
             Error::NotLeader { .. } | Error::Unavailable { .. } | Error::Conflict
         )
     }
+
+    /// The gRPC status code etcd answers this failure with (the `grpc_code` label of the
+    /// node's request metrics).
+    pub fn grpc_code(&self) -> &'static str {
+        match self {
+            Error::NotLeader { .. } | Error::Unavailable { .. } => "Unavailable",
+            Error::Timeout => "DeadlineExceeded",
+            Error::Compacted { .. } | Error::FutureRevision { .. } => "OutOfRange",
+            Error::Conflict | Error::PluginRejected { .. } => "FailedPrecondition",
+            Error::Unauthenticated(_) => "Unauthenticated",
+            Error::PermissionDenied(_) => "PermissionDenied",
+            Error::PluginFailed { .. } => "Aborted",
+            Error::InvalidArgument(_) => "InvalidArgument",
+            Error::TooLarge { .. } => "ResourceExhausted",
+            Error::LeaseNotFound(_) => "NotFound",
+            Error::Internal(_) => "Internal",
+        }
+    }
 }
 
 #[cfg(test)]

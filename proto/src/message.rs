@@ -64,6 +64,40 @@ impl Request {
             Request::Auth(auth) => auth.is_write(),
         }
     }
+
+    /// The gRPC service and method of etcd's v3 API that this request is (etch's own
+    /// `etchserverpb.Plugin` for plugins): the labels of the node's request metrics, as
+    /// etcd's dashboards know them.
+    pub fn method(&self) -> (&'static str, &'static str) {
+        const KV: &str = "etcdserverpb.KV";
+        const CLUSTER: &str = "etcdserverpb.Cluster";
+        const LEASE: &str = "etcdserverpb.Lease";
+        const MAINTENANCE: &str = "etcdserverpb.Maintenance";
+        const PLUGIN: &str = "etchserverpb.Plugin";
+        match self {
+            Request::Range(_) => (KV, "Range"),
+            Request::Put(_) => (KV, "Put"),
+            Request::DeleteRange(_) => (KV, "DeleteRange"),
+            Request::Txn(_) => (KV, "Txn"),
+            Request::Compact(_) => (KV, "Compact"),
+            Request::Status(_) => (MAINTENANCE, "Status"),
+            Request::HashKv(_) => (MAINTENANCE, "HashKV"),
+            Request::MemberList(_) => (CLUSTER, "MemberList"),
+            Request::MemberAdd(_) => (CLUSTER, "MemberAdd"),
+            Request::MemberPromote(_) => (CLUSTER, "MemberPromote"),
+            Request::MemberRemove(_) => (CLUSTER, "MemberRemove"),
+            Request::Watch(_) => ("etcdserverpb.Watch", "Watch"),
+            Request::LeaseGrant(_) => (LEASE, "LeaseGrant"),
+            Request::LeaseRevoke(_) => (LEASE, "LeaseRevoke"),
+            Request::LeaseKeepAlive(_) => (LEASE, "LeaseKeepAlive"),
+            Request::LeaseTimeToLive(_) => (LEASE, "LeaseTimeToLive"),
+            Request::LeaseLeases(_) => (LEASE, "LeaseLeases"),
+            Request::PluginInstall(_) => (PLUGIN, "Install"),
+            Request::PluginList(_) => (PLUGIN, "List"),
+            Request::PluginRemove(_) => (PLUGIN, "Remove"),
+            Request::Auth(auth) => ("etcdserverpb.Auth", auth.method()),
+        }
+    }
 }
 
 /// The answer to a [`Request`], variant for variant.

@@ -71,6 +71,37 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The log filter of test nodes: `ETCH_TEST_LOG`, else `info`.
+fn test_log() -> String {
+    std::env::var("ETCH_TEST_LOG").unwrap_or_else(|_| "info".into())
+}
+
+/// A loopback TCP port that was free a moment ago (for a node's metrics listener).
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// `GET path` from the HTTP server at `addr` (HTTP/1.0, so the body ends with the
+/// connection): the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no end of headers in {answer:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    Ok((status, body.to_owned()))
+}
+
 /// Waits until `check` returns `Some`, polling every 50 ms, failing after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -136,6 +167,9 @@ pub struct Etchd {
     pub client_port: u16,
     pub peer_port: u16,
     pub extra_args: Vec<String>,
+    /// `RUST_LOG` for the process: `ETCH_TEST_LOG`, else `info` (libraries included);
+    /// `None` leaves etchd's own default filter.
+    pub rust_log: Option<String>,
     tls: TlsFiles,
     log: PathBuf,
     child: Option<Child>,
@@ -166,7 +200,12 @@ impl Etchd {
             .append(true)
             .open(&self.log)
             .expect("open node log");
-        let child = Command::new(bin("etchd"))
+        let mut command = Command::new(bin("etchd"));
+        match &self.rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -182,10 +221,6 @@ impl Etchd {
             .arg("--key")
             .arg(&self.tls.key)
             .args(&self.extra_args)
-            .env(
-                "RUST_LOG",
-                std::env::var("ETCH_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -333,6 +368,7 @@ impl Cluster {
                     client_port,
                     peer_port,
                     extra_args: args,
+                    rust_log: Some(test_log()),
                     tls: certs.files(name),
                     log: dir.path().join(format!("{name}.log")),
                     child: None,
@@ -352,6 +388,7 @@ impl Cluster {
             client_port: free_port(),
             peer_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            rust_log: Some(test_log()),
             tls: certs.files(name),
             log: self.dir.path().join(format!("{name}.log")),
             child: None,

@@ -312,6 +312,15 @@ impl Store {
         txn::execute(&mut WriteTx::new(&view), req)
     }
 
+    /// How many keys are live (reserved keys included): a scan of them all, for metrics.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub fn key_count(&self) -> Result<u64> {
+        Ok(self.spaces().current.len()? as u64)
+    }
+
     /// The current store revision (1 for an empty store).
     pub fn revision(&self) -> Revision {
         self.inner.revision.load(Ordering::Acquire)

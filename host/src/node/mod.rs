@@ -566,19 +566,31 @@ fn peer_transport() -> anyhow::Result<Arc<quinn::TransportConfig>> {
     Ok(Arc::new(transport))
 }
 
-/// Logs leader changes at info, with the term.
+/// Logs leader changes at info, with the term, and keeps the leader and applied-index
+/// metrics current.
 async fn log_leader_changes(raft: Raft) {
+    use crate::metrics::{HAS_LEADER, IS_LEADER, LEADER_CHANGES, PROPOSALS_APPLIED};
     let mut metrics = raft.metrics();
     let mut seen = (None, 0, ServerState::Learner);
     loop {
-        let now = {
+        let (now, me, applied) = {
             let m = metrics.borrow_and_update();
-            (m.current_leader, m.current_term, m.state)
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            ((m.current_leader, m.current_term, m.state), m.id, applied)
         };
         if let Err(e) = &metrics.borrow().running_state {
-            tracing::error!(error = %e, "Raft stopped; this node no longer takes part in the cluster");
+            match e {
+                // The node is shutting down and stopped Raft itself.
+                openraft::error::Fatal::Stopped => tracing::info!("Raft stopped"),
+                e => {
+                    tracing::error!(error = %e, "Raft stopped; this node no longer takes part in the cluster")
+                }
+            }
+            metrics::gauge!(HAS_LEADER).set(0.0);
+            metrics::gauge!(IS_LEADER).set(0.0);
             return;
         }
+        metrics::gauge!(PROPOSALS_APPLIED).set(applied as f64);
         if (now.0, now.1) != (seen.0, seen.1) {
             match now.0 {
                 Some(leader) => {
@@ -586,6 +598,11 @@ async fn log_leader_changes(raft: Raft) {
                 }
                 None => tracing::info!(term = now.1, state = ?now.2, "no leader"),
             }
+            if now.0.is_some() && now.0 != seen.0 {
+                metrics::counter!(LEADER_CHANGES).increment(1);
+            }
+            metrics::gauge!(HAS_LEADER).set(if now.0.is_some() { 1.0 } else { 0.0 });
+            metrics::gauge!(IS_LEADER).set(if now.0 == Some(me) { 1.0 } else { 0.0 });
         }
         seen = now;
         if metrics.changed().await.is_err() {

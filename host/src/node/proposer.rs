@@ -86,6 +86,23 @@ impl Proposer {
 
     /// Proposes `command` and waits until it is applied; its answer is the state machine's.
     pub(crate) async fn propose(&self, command: Command) -> Answer {
+        /// Counts a proposal pending until it is answered or its caller goes away.
+        struct Pending;
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                metrics::gauge!(crate::metrics::PROPOSALS_PENDING).decrement(1.0);
+            }
+        }
+        metrics::gauge!(crate::metrics::PROPOSALS_PENDING).increment(1.0);
+        let _pending = Pending;
+        let answer = self.propose_now(command).await;
+        if answer.is_err() {
+            metrics::counter!(crate::metrics::PROPOSALS_FAILED).increment(1);
+        }
+        answer
+    }
+
+    async fn propose_now(&self, command: Command) -> Answer {
         // Every entry must fit one peer frame, or no follower could ever receive it (and the
         // leader would re-send it for ever). A batch stops growing near MAX_BATCH_BYTES, so a
         // bound on each command bounds every entry.

@@ -40,6 +40,14 @@ pub(super) const LARGE_RANGES: usize = 2;
 impl Node {
     /// Answers one client request on behalf of `principal`.
     pub async fn handle(&self, principal: &str, request: Request) -> Result<Response, Error> {
+        crate::metrics::request_started(&request);
+        let (labels, started) = (crate::metrics::labels(&request), std::time::Instant::now());
+        let answer = self.answer(principal, request).await;
+        crate::metrics::request_handled(labels, answer.as_ref().map(|_| ()), started.elapsed());
+        answer
+    }
+
+    async fn answer(&self, principal: &str, request: Request) -> Result<Response, Error> {
         tracing::debug!(principal = ?principal, ?request, "request");
         self.limits().check(&request)?;
         // What this node serves itself is authorized here, with its own view; everything
@@ -456,6 +464,59 @@ impl Node {
         m.membership_config.membership().get_node(&id).cloned()
     }
 
+    /// Bytes the key-value database takes on disk: the space allocated to its files
+    /// (`<data-dir>/db`). Not their lengths: fjall makes a journal a 64 MiB sparse file
+    /// that a restart truncates to what was written, so lengths (and fjall's own count)
+    /// jumped by 64 MiB across a restart.
+    pub fn db_size(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fn dir_size(dir: &std::path::Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_size(&e.path()),
+                    Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.blocks() * 512),
+                    _ => 0,
+                })
+                .sum()
+        }
+        dir_size(&self.options().data_dir.join("db"))
+    }
+
+    /// Sets the gauges that are read rather than kept current: database size, key count
+    /// (a scan of the live keys) and resident memory. Called when metrics are scraped.
+    pub async fn refresh_gauges(&self) {
+        use crate::metrics::{DB_SIZE, KEYS, RSS};
+        let (node, store) = (self.clone(), self.inner.store.clone());
+        let sizes = tokio::task::spawn_blocking(move || (node.db_size(), store.key_count()));
+        if let Ok((db, keys)) = sizes.await {
+            metrics::gauge!(DB_SIZE).set(db as f64);
+            if let Ok(keys) = keys {
+                metrics::gauge!(KEYS).set(keys as f64);
+            }
+        }
+        if let Some(rss) = crate::metrics::resident_bytes() {
+            metrics::gauge!(RSS).set(rss as f64);
+        }
+    }
+
+    /// Whether this node knows a leader (etcd's `/health` asks no more of a member
+    /// without alarms).
+    pub fn has_leader(&self) -> bool {
+        let metrics = self.raft().metrics();
+        let m = metrics.borrow();
+        m.running_state.is_ok() && m.current_leader.is_some()
+    }
+
+    /// Why etcd's `/health` would call this member unhealthy, in its words; `None` when
+    /// healthy.
+    pub fn unhealthy(&self) -> Option<String> {
+        (!self.has_leader()).then(|| "RAFT NO LEADER".to_owned())
+    }
+
     fn status(&self) -> StatusResponse {
         let metrics = self.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -470,7 +531,7 @@ impl Node {
             },
             name: self.options().name.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            db_size: self.inner.db.disk_space().unwrap_or(0),
+            db_size: self.db_size(),
             leader: metrics.current_leader,
             is_learner: membership.learner_ids().any(|id| id == self.id()),
             raft_index: metrics.last_log_index.unwrap_or(0),

@@ -60,4 +60,26 @@ pub enum PluginError {
     Refused(String),
 }
 
+impl PluginError {
+    /// A short name for the kind of failure (the `cause` label of the plugin metrics).
+    pub fn cause(&self) -> &'static str {
+        match self {
+            PluginError::Invalid(_) => "invalid",
+            PluginError::Missing(_) => "missing",
+            PluginError::OutOfFuel => "fuel",
+            PluginError::Deadline(_) => "deadline",
+            PluginError::Memory(_) => "memory",
+            PluginError::HostMemory(_) => "host_memory",
+            PluginError::InvalidArgument(_) => "invalid_argument",
+            PluginError::TooManyWrites(_) => "too_many_writes",
+            PluginError::RevisionTooLarge { .. } => "revision_too_large",
+            PluginError::Trap(_) => "trap",
+            PluginError::Host(_) => "host",
+            PluginError::Cancelled(_) => "cancelled",
+            PluginError::NotRun(_) => "not_run",
+            PluginError::Refused(_) => "refused",
+        }
+    }
+}
+
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;

@@ -356,6 +356,12 @@ impl Plugins {
         let stats = stats.entry(name.to_owned()).or_default();
         stats.calls += 1;
         tracing::debug!(plugin = name, elapsed = ?started.elapsed(), ?verdict, "validated");
+        let (outcome, cause) = match &verdict {
+            Ok(Verdict::Allow) => ("allowed", None),
+            Ok(Verdict::Deny(_)) => ("denied", None),
+            Err(e) => ("failed", Some(e.cause())),
+        };
+        crate::metrics::plugin_call(name, "validate", outcome, cause, started.elapsed());
         match verdict {
             Ok(Verdict::Allow) => Ok(()),
             Ok(Verdict::Deny(denial)) => {

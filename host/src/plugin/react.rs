@@ -205,6 +205,11 @@ impl Plugins {
             reactor::call(self.runtime(), &pre, ctx, &call_limits, &cancel, &events)
         });
         self.count(&binding.name, result.as_ref().err());
+        let (outcome, cause) = match &result {
+            Ok(_) => ("allowed", None),
+            Err(e) => ("failed", Some(e.cause())),
+        };
+        crate::metrics::plugin_call(&binding.name, "react", outcome, cause, started.elapsed());
         tracing::debug!(plugin = %binding.name, from, through, events = events.len(), elapsed = ?started.elapsed(), ok = result.is_ok(), "reactor batch");
         Ok(Step::Batch {
             through,

@@ -76,6 +76,8 @@ pub fn call(
     let result = pre
         .instantiate(&mut store)
         .and_then(|instance| instance.call_on_events(&mut store, events));
+    let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    crate::metrics::plugin_fuel(&store.data().plugin, fuel);
     let ctx = store.into_data();
     if let Some(refused) = ctx.refused {
         return Err(refused);

@@ -36,6 +36,8 @@ pub fn call(
     let result = pre
         .instantiate(&mut store)
         .and_then(|instance| instance.call_validate(&mut store, request));
+    let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+    crate::metrics::plugin_fuel(&store.data().plugin, fuel);
     let ctx = store.into_data();
     let result = (result.map(ctx::bounded)).map_err(|e| match cancel.reason() {
         Some(reason) => PluginError::Cancelled(reason),

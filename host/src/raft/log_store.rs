@@ -204,7 +204,11 @@ fn write_loop(shared: &Shared, queue: &mpsc::Receiver<Op>) {
             .any(|op| !matches!(op, Op::Meta { done: None, .. }));
         let outcome = written.and_then(|()| {
             if durable {
-                shared.db.persist(PersistMode::SyncData)
+                let started = std::time::Instant::now();
+                let synced = shared.db.persist(PersistMode::SyncData);
+                metrics::histogram!(crate::metrics::WAL_FSYNC)
+                    .record(started.elapsed().as_secs_f64());
+                synced
             } else {
                 Ok(())
             }
@@ -326,6 +330,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<()> {
+        let index = committed.map_or(0, |c| c.index);
+        metrics::gauge!(crate::metrics::PROPOSALS_COMMITTED).set(index as f64);
         // Not waited for: a lost committed id only means re-applying from the last applied one.
         self.write_meta(COMMITTED, &committed, false).await
     }

@@ -59,6 +59,9 @@ pub struct Peers {
     me: NodeId,
     cluster_id: AtomicU64,
     connections: Mutex<HashMap<String, quinn::Connection>>,
+    /// Whether each peer answered its last exchange, so that a peer lost or found is
+    /// logged once per change, not once per attempt.
+    reachable: Mutex<HashMap<NodeId, bool>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -82,6 +85,7 @@ impl Peers {
             me,
             cluster_id: AtomicU64::new(cluster_id),
             connections: Mutex::new(HashMap::new()),
+            reachable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -203,12 +207,40 @@ impl Peers {
             send.finish().map_err(|e| self.broken(addr, e))?;
             self.answer(addr, &mut recv).await
         };
-        tokio::time::timeout(timeout, exchange)
+        let answer = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| PeerError::Timeout {
                 addr: addr.to_owned(),
                 timeout,
-            })?
+            })
+            .flatten();
+        self.note_reachability(to, &answer);
+        answer
+    }
+
+    /// Logs a peer lost (at warn) or found again (at info) when that changes.
+    fn note_reachability(&self, to: NodeId, answer: &Result<PeerResponse, PeerError>) {
+        let error = match answer {
+            Ok(_) => None,
+            Err(
+                e @ (PeerError::Unreachable { .. }
+                | PeerError::Timeout { .. }
+                | PeerError::Broken { .. }),
+            ) => Some(e),
+            Err(PeerError::Refused { .. } | PeerError::NotDelivered { .. }) => return,
+        };
+        let before = (self.reachable.lock())
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(to, error.is_none());
+        match (before, error) {
+            (Some(true) | None, Some(e)) => {
+                tracing::warn!(peer = format_args!("{to:x}"), error = %e, "peer unreachable")
+            }
+            (Some(false), None) => {
+                tracing::info!(peer = format_args!("{to:x}"), "peer reachable again")
+            }
+            _ => {}
+        }
     }
 
     /// Like [`Peers::call`], for a request that must not take effect twice (a forwarded
@@ -569,6 +601,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         });
         self.exchange = None;
         match &answer {
+            Ok(_) if entries == 0 => {
+                let rtt = started.elapsed().as_secs_f64();
+                let to = format!("{:x}", self.target);
+                metrics::histogram!(crate::metrics::PEER_RTT, "To" => to).record(rtt);
+            }
             Ok(_) => {
                 in_flight.armed = false;
                 self.budget.grow();

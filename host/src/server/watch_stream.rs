@@ -38,6 +38,17 @@ pub(super) async fn serve_watch(
         let _ = send.finish();
         return;
     }
+    /// Counts the watch as open until this function returns.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
+            metrics::gauge!(crate::metrics::WATCHERS).decrement(1.0);
+        }
+    }
+    metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
+    metrics::gauge!(crate::metrics::WATCHERS).increment(1.0);
+    let _open = Open;
     let mut auth = node.store().subscribe_auth();
     let (mut watcher, created) = match Watcher::open(node.hub(), &req) {
         Ok(opened) => opened,

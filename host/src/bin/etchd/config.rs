@@ -152,6 +152,21 @@ pub struct Args {
     /// Largest memory cap a plugin binding may have, in MiB, at most 256 [default: 256].
     #[arg(long, env = "ETCH_PLUGIN_MAX_MEMORY_MB")]
     pub plugin_max_memory_mb: Option<u32>,
+    /// Address of the metrics and health listener (plain HTTP over TCP): Prometheus
+    /// /metrics, and /health, /livez and /readyz for probes. Keep it on loopback or a
+    /// monitoring network (e.g. 127.0.0.1:7381) [default: none, not served]. etcd calls it
+    /// --listen-metrics-urls.
+    #[arg(long, env = "ETCH_LISTEN_METRICS", alias = "listen-metrics-urls")]
+    pub listen_metrics: Option<String>,
+    /// Least severe log lines written: error, warn, info, debug or trace [default: info].
+    /// Libraries (openraft, fjall, quinn, wasmtime) stay quiet below warn; RUST_LOG, when
+    /// set, replaces this whole filter (e.g. RUST_LOG=info,openraft=debug).
+    #[arg(long, env = "ETCH_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format: text, or json (one object per line) [default: text]. Colours only
+    /// when stderr is a terminal.
+    #[arg(long, env = "ETCH_LOG_FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// The same settings, as read from a config file.
@@ -192,6 +207,16 @@ struct FileConfig {
     plugin_max_fuel: Option<u64>,
     plugin_max_timeout_ms: Option<u64>,
     plugin_max_memory_mb: Option<u32>,
+    listen_metrics: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Validated settings.
@@ -222,6 +247,10 @@ pub struct Config {
     pub watch_node_bytes: usize,
     pub client_limits: ClientLimits,
     pub plugin_maxima: Maxima,
+    pub listen_metrics: Option<SocketAddr>,
+    /// `--log-level`, validated: error, warn, info, debug or trace.
+    pub log_level: String,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -342,6 +371,24 @@ impl Config {
                 memory_mb: (args.plugin_max_memory_mb)
                     .or(file.plugin_max_memory_mb)
                     .unwrap_or(maxima.memory_mb),
+            },
+            listen_metrics: match args.listen_metrics.or(file.listen_metrics) {
+                None => None,
+                Some(addr) => Some(strip_scheme(&addr).parse().with_context(|| {
+                    format!("--listen-metrics must be HOST:PORT (an IP address), not {addr:?}")
+                })?),
+            },
+            log_level: match args.log_level.or(file.log_level).as_deref() {
+                None => "info".into(),
+                Some(l @ ("error" | "warn" | "info" | "debug" | "trace")) => l.into(),
+                Some(other) => {
+                    bail!("--log-level must be error, warn, info, debug or trace, not {other:?}")
+                }
+            },
+            log_format: match args.log_format.or(file.log_format).as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => bail!("--log-format must be text or json, not {other:?}"),
             },
         };
         config.validate()?;

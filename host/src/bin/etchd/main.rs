@@ -1,6 +1,7 @@
 //! etchd: flags, logging and the embedded default around [`etch_host::Node`].
 
 mod config;
+mod http;
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use etch_proto::crl::CRL_FILE;
 use etch_proto::pki::{self, InitOptions, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
-use config::{Args, Config};
+use config::{Args, Config, LogFormat};
 
 /// How long stopping waits for blocking tasks still running (a storage scan) before the
 /// process exits anyway: a stop must never hang on one.
@@ -73,14 +74,31 @@ fn fixed_mmap_threshold() {
     eprintln!("etchd: cannot re-execute with a fixed malloc mmap threshold: {err}");
 }
 
-async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+/// Libraries whose lines at the node's level are internal detail (openraft's state dumps
+/// and a line per failed replication attempt, fjall's and lsm-tree's journal and
+/// compaction notes): kept to warnings, openraft to none (the node logs what matters of
+/// Raft itself: leader changes, a peer lost and found, Raft stopping). RUST_LOG, when set,
+/// replaces the whole filter.
+const QUIET_LIBRARIES: &str = "openraft=off,fjall=warn,lsm_tree=warn,quinn=warn,quinn_proto=warn,\
+                               rustls=warn,wasmtime=warn,cranelift_codegen=warn";
+
+fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},{QUIET_LIBRARIES}", config.log_level)));
+    let lines = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log_format {
+        LogFormat::Text => lines.init(),
+        LogFormat::Json => lines.json().init(),
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let config = Config::load(Args::parse())?;
+    init_logging(&config);
     // Before the node serves: a SIGHUP must never find the default action (exit) in place.
     let reloads = ReloadSignal::install()?;
     let tls = match &config.tls {
@@ -129,7 +147,16 @@ async fn run() -> anyhow::Result<()> {
     options.client_limits = config.client_limits.clone();
     options.plugin_maxima = config.plugin_maxima;
 
+    let metrics = match config.listen_metrics {
+        Some(addr) => Some((http::install_recorder()?, http::bind(addr).await?)),
+        None => None,
+    };
     let node = Node::start(options).await?;
+    if let Some((handle, listener)) = metrics {
+        let addr = listener.local_addr()?;
+        tokio::spawn(http::serve(listener, node.clone(), handle));
+        tracing::info!(%addr, "serving metrics and health over HTTP");
+    }
     tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
     if config.tls.is_none() {
         let certs = config.data_dir.join("certs");

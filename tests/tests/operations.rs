@@ -1,0 +1,323 @@
+//! Running etch in production (issue 14), on real processes: the metrics and health
+//! listener (scraped and parsed as Prometheus would), and logs an operator can read (quiet
+//! libraries, no colours in files, JSON on request, one line per peer lost and found, a
+//! clean stop).
+
+use std::time::Duration;
+
+use etch_tests::{Cluster, free_tcp_port, http_get, ok_stdout, wait_for};
+use prometheus_parse::{Sample, Scrape, Value};
+
+/// Scrapes `/metrics` at `addr` and parses it.
+fn scrape(addr: &str) -> Vec<Sample> {
+    let (status, body) = http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    Scrape::parse(lines)
+        .expect("a Prometheus exposition")
+        .samples
+}
+
+/// The value of the sample `name` whose labels include `labels` (histograms: their count).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let sample = samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))?;
+    Some(match &sample.value {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+        Value::Summary(_) => f64::NAN,
+    })
+}
+
+fn at_least(samples: &[Sample], name: &str, labels: &[(&str, &str)], least: f64) {
+    let v = value(samples, name, labels);
+    assert!(
+        v.is_some_and(|v| v >= least),
+        "{name}{labels:?} = {v:?}, expected at least {least}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served_with_etcds_names() {
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let cluster = Cluster::single_with(&["--listen-metrics", &addr]);
+    let client = cluster.root_client();
+    for i in 0..5 {
+        client.put(format!("k{i}"), "v").await.expect("put");
+    }
+    client.get("k0").await.expect("get");
+    let future = client.get("k0").revision(1_000_000).await;
+    assert!(future.is_err(), "a future revision was read");
+    client.lease_grant(60).await.expect("lease grant");
+    let watcher = client.watch("k").prefix().await.expect("watch");
+    // A validator that loops until its fuel runs out: every write under /spin/ fails.
+    let spinning = etch_plugin_encode::wat::component(
+        etch_plugin_encode::wat::SPINNING_VALIDATOR,
+        "validator",
+    )
+    .expect("component");
+    client
+        .plugin_install("spin", spinning, "/spin/")
+        .fuel(1_000_000)
+        .await
+        .expect("install");
+    assert!(
+        client.put("/spin/x", "v").await.is_err(),
+        "the spinning validator allowed a write"
+    );
+
+    let samples = scrape(&addr);
+    for (name, least) in [
+        ("etcd_server_has_leader", 1.0),
+        ("etcd_server_is_leader", 1.0),
+        ("etcd_server_leader_changes_seen_total", 1.0),
+        ("etcd_server_proposals_committed_total", 5.0),
+        ("etcd_server_proposals_applied_total", 5.0),
+        ("etcd_server_proposals_pending", 0.0),
+        ("etcd_disk_wal_fsync_duration_seconds", 1.0),
+        ("etcd_mvcc_db_total_size_in_bytes", 1.0),
+        ("etcd_debugging_mvcc_keys_total", 5.0),
+        ("etcd_debugging_mvcc_watcher_total", 1.0),
+        ("etcd_debugging_mvcc_watch_stream_total", 1.0),
+        ("etcd_debugging_lease_granted_total", 1.0),
+        ("process_resident_memory_bytes", 1.0),
+    ] {
+        at_least(&samples, name, &[], least);
+    }
+    assert_eq!(
+        value(&samples, "etcd_server_proposals_pending", &[]),
+        Some(0.0)
+    );
+    let put_ok = [("grpc_method", "Put"), ("grpc_code", "OK")];
+    at_least(&samples, "grpc_server_handled_total", &put_ok, 5.0);
+    let range = [
+        ("grpc_service", "etcdserverpb.KV"),
+        ("grpc_method", "Range"),
+    ];
+    at_least(&samples, "grpc_server_started_total", &range, 2.0);
+    let out_of_range = [("grpc_method", "Range"), ("grpc_code", "OutOfRange")];
+    assert_eq!(
+        value(&samples, "grpc_server_handled_total", &out_of_range),
+        Some(1.0)
+    );
+    at_least(
+        &samples,
+        "grpc_server_handling_seconds",
+        &[("grpc_method", "Put")],
+        5.0,
+    );
+    let spin = [
+        ("binding", "spin"),
+        ("hook", "validate"),
+        ("outcome", "failed"),
+    ];
+    at_least(&samples, "etch_plugin_calls_total", &spin, 1.0);
+    let fuel = [("binding", "spin"), ("cause", "fuel")];
+    at_least(&samples, "etch_plugin_failures_total", &fuel, 1.0);
+    at_least(
+        &samples,
+        "etch_plugin_fuel_consumed_total",
+        &[("binding", "spin")],
+        1_000_000.0,
+    );
+    at_least(
+        &samples,
+        "etch_plugin_call_duration_seconds",
+        &[("binding", "spin")],
+        1.0,
+    );
+
+    drop(watcher);
+    wait_for(
+        "the watch to be counted closed",
+        Duration::from_secs(10),
+        || {
+            let samples = scrape(&addr);
+            (value(&samples, "etcd_debugging_mvcc_watcher_total", &[]) == Some(0.0)).then_some(())
+        },
+    );
+    assert_eq!(
+        http_get(&addr, "/health").expect("GET /health"),
+        (200, r#"{"health":"true","reason":""}"#.to_owned())
+    );
+    assert_eq!(
+        http_get(&addr, "/livez").expect("livez"),
+        (200, "ok".to_owned())
+    );
+    assert_eq!(
+        http_get(&addr, "/readyz").expect("readyz"),
+        (200, "ok".to_owned())
+    );
+    assert_eq!(http_get(&addr, "/nothing").expect("404").0, 404);
+}
+
+/// Peers' round trips are measured per peer; a member that loses its quorum answers
+/// `/health` and `/readyz` with 503 and etcd's reason, and is healthy again once the
+/// others return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_timed_and_health_follows_the_quorum() {
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_tcp_port()))
+        .collect();
+    let mut cluster = Cluster::prepare(3, &[]);
+    for (node, addr) in cluster.nodes.iter_mut().zip(&addrs) {
+        node.extra_args
+            .extend(["--listen-metrics".to_owned(), addr.clone()]);
+    }
+    cluster.start();
+    let leader = cluster.leader_index();
+    let samples = wait_for("heartbeats timed", Duration::from_secs(20), || {
+        let samples = scrape(&addrs[leader]);
+        let timed = samples
+            .iter()
+            .filter(|s| s.metric == "etcd_network_peer_round_trip_time_seconds")
+            .count();
+        (timed == 2).then_some(samples)
+    });
+    at_least(
+        &samples,
+        "etcd_network_peer_round_trip_time_seconds",
+        &[],
+        1.0,
+    );
+    let follower = (leader + 1) % 3;
+    for i in (0..3).filter(|&i| i != follower) {
+        cluster.nodes[i].kill();
+    }
+    wait_for(
+        "the lone follower to report no leader",
+        Duration::from_secs(30),
+        || {
+            let answer = http_get(&addrs[follower], "/health").ok()?;
+            (answer
+                == (
+                    503,
+                    r#"{"health":"false","reason":"RAFT NO LEADER"}"#.to_owned(),
+                ))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        http_get(&addrs[follower], "/readyz").expect("readyz").0,
+        503
+    );
+    assert_eq!(http_get(&addrs[follower], "/livez").expect("livez").0, 200);
+    for i in (0..3).filter(|&i| i != follower) {
+        cluster.restart(i);
+    }
+    wait_for("health to return", Duration::from_secs(30), || {
+        let (status, _) = http_get(&addrs[follower], "/health").ok()?;
+        (status == 200).then_some(())
+    });
+}
+
+/// With etchd's own filter (no `RUST_LOG`): no library chatter, no colour codes in a file,
+/// no ERROR line from start to a SIGTERM stop; `--log-format json` writes one object per
+/// line; the database size `endpoint status` shows does not jump across a restart.
+#[test]
+fn logs_are_quiet_and_readable_and_a_stop_is_clean() {
+    let mut cluster = Cluster::prepare(1, &[]);
+    cluster.nodes[0].rust_log = None;
+    cluster.start();
+    for i in 0..20 {
+        ok_stdout(&cluster.etchctl(&["put", &format!("k{i}"), "v"]));
+    }
+    let db_size = |cluster: &Cluster| {
+        let out = ok_stdout(&cluster.etchctl(&["endpoint", "status", "-w", "json"]));
+        let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+        status[0]["Status"]["dbSize"].as_u64().expect("dbSize")
+    };
+    let before = db_size(&cluster);
+    cluster.nodes[0].stop();
+    let text = cluster.nodes[0].log_text();
+    for noise in ["openraft", "fjall", "lsm_tree", "ERROR", "\u{1b}["] {
+        assert!(!text.contains(noise), "{noise:?} in the log:\n{text}");
+    }
+    assert!(text.contains("etchd is serving"), "{text}");
+
+    cluster.nodes[0]
+        .extra_args
+        .extend(["--log-format".to_owned(), "json".to_owned()]);
+    let tls = cluster.client_tls("root");
+    cluster.nodes[0].start(&tls);
+    // Space in use, not file lengths: a fresh journal is a 64 MiB file (sparse) that a
+    // restart truncates, and counting it made DB SIZE jump by 64 MiB across a restart.
+    let after = db_size(&cluster);
+    assert!(before < 16 << 20, "{before} bytes for 20 small keys");
+    assert!(
+        after <= before + (1 << 20),
+        "{before} bytes, then {after} after a restart"
+    );
+    cluster.nodes[0].stop();
+    let text = cluster.nodes[0].log_text();
+    let json_lines: Vec<serde_json::Value> = text
+        .lines()
+        .skip_while(|l| !l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(
+        json_lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "etchd is serving"),
+        "{text}"
+    );
+    assert!(json_lines.iter().all(|l| l["level"] != "ERROR"), "{text}");
+}
+
+/// A dead peer is logged once when it goes (not once per heartbeat) and once when it
+/// comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_logged_once_per_change() {
+    let mut cluster = Cluster::new(3, &[]);
+    let leader = cluster.leader_index();
+    let dead = (leader + 1) % 3;
+    let id = {
+        let out = ok_stdout(&cluster.etchctl(&["member", "list", "-w", "json"]));
+        let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let name = cluster.nodes[dead].name.clone();
+        let member = (list["members"].as_array().expect("members").iter())
+            .find(|m| m["name"] == name.as_str())
+            .expect("listed")
+            .clone();
+        format!("{:x}", member["ID"].as_u64().expect("ID"))
+    };
+    let lost = format!("peer unreachable peer={id}");
+    let found = format!("peer reachable again peer={id}");
+    let count = |cluster: &Cluster, what: &str| {
+        let text = cluster.nodes[leader].log_text();
+        text.lines().filter(|l| l.contains(what)).count()
+    };
+    // A peer that started after this node was lost and found once already, maybe.
+    let (lost_before, found_before) = (count(&cluster, &lost), count(&cluster, &found));
+    cluster.nodes[dead].kill();
+    wait_for("the loss to be logged", Duration::from_secs(20), || {
+        (count(&cluster, &lost) > lost_before).then_some(())
+    });
+    // Writes keep the leader heartbeating and replicating to the dead peer meanwhile.
+    let client = cluster.root_client();
+    for i in 0..30 {
+        client.put(format!("k{i}"), "v").await.expect("put");
+    }
+    let peer_lines = |cluster: &Cluster| {
+        let text = cluster.nodes[leader].log_text();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("peer")).collect();
+        lines.join("\n")
+    };
+    assert_eq!(
+        count(&cluster, &lost),
+        lost_before + 1,
+        "{}",
+        peer_lines(&cluster)
+    );
+    cluster.restart(dead);
+    wait_for("the return to be logged", Duration::from_secs(20), || {
+        (count(&cluster, &found) > found_before).then_some(())
+    });
+    assert_eq!(
+        count(&cluster, &found),
+        found_before + 1,
+        "{}",
+        peer_lines(&cluster)
+    );
+}
