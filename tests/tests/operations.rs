@@ -321,3 +321,67 @@ async fn a_dead_peer_is_logged_once_per_change() {
         peer_lines(&cluster)
     );
 }
+
+/// Whether `get k --rev REV` is refused as compacted.
+fn compacted(cluster: &Cluster, rev: i64) -> bool {
+    let out = cluster.etchctl(&["get", "k", "--rev", &rev.to_string()]);
+    !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("compacted")
+}
+
+/// Puts `n` values of `k`; returns the revision of the last.
+fn put_many(cluster: &Cluster, n: usize) -> i64 {
+    let mut last = 0;
+    for i in 0..n {
+        let out = ok_stdout(&cluster.etchctl(&["put", "k", &i.to_string(), "-w", "json"]));
+        let put: serde_json::Value = serde_json::from_str(&out).expect("json");
+        last = put["header"]["revision"].as_i64().expect("revision");
+    }
+    last
+}
+
+/// Revision mode keeps the last N revisions: the leader compacts to the current revision
+/// minus N by itself, and what is newer stays readable.
+#[test]
+fn auto_compaction_by_revision_keeps_the_last_revisions() {
+    let cluster = Cluster::new(
+        3,
+        &[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "5",
+            "--auto-compaction-interval",
+            "1000",
+        ],
+    );
+    let last = put_many(&cluster, 20);
+    wait_for("the leader to compact", Duration::from_secs(20), || {
+        compacted(&cluster, 2).then_some(())
+    });
+    assert!(
+        !compacted(&cluster, last - 4),
+        "a kept revision was compacted"
+    );
+    let value = ok_stdout(&cluster.etchctl(&["get", "k", "--rev", &(last - 4).to_string()]));
+    assert_eq!(value, "k\n15\n");
+}
+
+/// Periodic mode keeps at least the retention's worth of history and compacts what is
+/// older; with nothing written it compacts no further.
+#[test]
+fn auto_compaction_by_period_compacts_what_is_older_than_the_retention() {
+    let cluster = Cluster::single_with(&["--auto-compaction-retention", "2s"]);
+    let first = put_many(&cluster, 5);
+    assert!(
+        !compacted(&cluster, first),
+        "compacted before the retention passed"
+    );
+    wait_for("the leader to compact", Duration::from_secs(30), || {
+        compacted(&cluster, first - 1).then_some(())
+    });
+    let latest = put_many(&cluster, 1);
+    assert!(
+        !compacted(&cluster, latest),
+        "the newest revision was compacted"
+    );
+}

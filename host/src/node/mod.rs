@@ -16,6 +16,7 @@
 //!
 //! [`Command`]: crate::raft::Command
 
+mod compaction;
 mod lease;
 mod members;
 mod plugin;
@@ -24,6 +25,7 @@ mod reactor;
 mod read_index;
 mod route;
 
+pub use compaction::{AutoCompaction, REVISION_INTERVAL};
 pub(crate) use route::Checked;
 
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +116,10 @@ pub struct NodeOptions {
     pub watch_node_bytes: usize,
     /// How often the leader looks for expired leases [default: 500 ms].
     pub lease_check_interval: Duration,
+    /// History the leader compacts away by itself [default: none, as etcd's].
+    pub auto_compaction: Option<AutoCompaction>,
+    /// How often revision-mode auto-compaction compacts [default: 5 minutes, etcd's].
+    pub auto_compaction_interval: Duration,
     /// What one client may cost the node: connections, streams, buffered bytes, deadlines
     /// (see [`ClientLimits`] for each bound and its default).
     pub client_limits: ClientLimits,
@@ -156,6 +162,8 @@ impl NodeOptions {
             watch_queue_bytes: 16 << 20,
             watch_node_bytes: 256 << 20,
             lease_check_interval: Duration::from_millis(500),
+            auto_compaction: None,
+            auto_compaction_interval: REVISION_INTERVAL,
             client_limits: ClientLimits::default(),
             plugin_maxima: crate::plugin::Maxima::default(),
         }
@@ -356,6 +364,10 @@ impl Node {
         }
         tokio::spawn(log_leader_changes(node.inner.raft.clone()));
         tokio::spawn(crate::lease::expire_leases(node.clone()));
+        if let Some(mode) = node.options().auto_compaction {
+            let interval = node.options().auto_compaction_interval;
+            tokio::spawn(compaction::auto_compact(node.clone(), mode, interval));
+        }
         tokio::spawn(reactor::run_reactors(node.clone(), applied.clone()));
         tokio::spawn(plugin::warm_plugins(node.clone(), applied));
         tokio::spawn(serve_peers(peer_endpoint, node.clone()));

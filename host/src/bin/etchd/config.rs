@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use etch_host::node::{ClusterState, MAX_REQUEST_BYTES_CEILING};
+use etch_host::node::{AutoCompaction, ClusterState, MAX_REQUEST_BYTES_CEILING, REVISION_INTERVAL};
 use etch_host::plugin::{MAX_MEMORY_MB, Maxima};
 use etch_host::server::ClientLimits;
 use serde::Deserialize;
@@ -152,6 +152,19 @@ pub struct Args {
     /// Largest memory cap a plugin binding may have, in MiB, at most 256 [default: 256].
     #[arg(long, env = "ETCH_PLUGIN_MAX_MEMORY_MB")]
     pub plugin_max_memory_mb: Option<u32>,
+    /// Auto-compaction mode: periodic (keep --auto-compaction-retention of time) or revision
+    /// (keep that many revisions) [default: periodic].
+    #[arg(long, env = "ETCH_AUTO_COMPACTION_MODE")]
+    pub auto_compaction_mode: Option<String>,
+    /// History the leader keeps when it compacts by itself: for periodic, a duration (72h,
+    /// 30m, 10s; a bare number is hours, as etcd reads it); for revision, a number of
+    /// revisions. 0 turns auto-compaction off [default: 0].
+    #[arg(long, env = "ETCH_AUTO_COMPACTION_RETENTION")]
+    pub auto_compaction_retention: Option<String>,
+    /// How often revision-mode auto-compaction compacts, in milliseconds [default: 300000,
+    /// etcd's fixed five minutes].
+    #[arg(long, env = "ETCH_AUTO_COMPACTION_INTERVAL")]
+    pub auto_compaction_interval: Option<u64>,
     /// Address of the metrics and health listener (plain HTTP over TCP): Prometheus
     /// /metrics, and /health, /livez and /readyz for probes. Keep it on loopback or a
     /// monitoring network (e.g. 127.0.0.1:7381) [default: none, not served]. etcd calls it
@@ -207,6 +220,9 @@ struct FileConfig {
     plugin_max_fuel: Option<u64>,
     plugin_max_timeout_ms: Option<u64>,
     plugin_max_memory_mb: Option<u32>,
+    auto_compaction_mode: Option<String>,
+    auto_compaction_retention: Option<String>,
+    auto_compaction_interval: Option<u64>,
     listen_metrics: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -247,6 +263,8 @@ pub struct Config {
     pub watch_node_bytes: usize,
     pub client_limits: ClientLimits,
     pub plugin_maxima: Maxima,
+    pub auto_compaction: Option<AutoCompaction>,
+    pub auto_compaction_interval: Duration,
     pub listen_metrics: Option<SocketAddr>,
     /// `--log-level`, validated: error, warn, info, debug or trace.
     pub log_level: String,
@@ -372,6 +390,18 @@ impl Config {
                     .or(file.plugin_max_memory_mb)
                     .unwrap_or(maxima.memory_mb),
             },
+            auto_compaction: auto_compaction(
+                args.auto_compaction_mode
+                    .or(file.auto_compaction_mode)
+                    .as_deref(),
+                args.auto_compaction_retention
+                    .or(file.auto_compaction_retention)
+                    .as_deref(),
+            )?,
+            auto_compaction_interval: args
+                .auto_compaction_interval
+                .or(file.auto_compaction_interval)
+                .map_or(REVISION_INTERVAL, ms),
             listen_metrics: match args.listen_metrics.or(file.listen_metrics) {
                 None => None,
                 Some(addr) => Some(strip_scheme(&addr).parse().with_context(|| {
@@ -432,6 +462,9 @@ impl Config {
         }
         if self.watch_node_bytes < self.watch_queue_bytes {
             bail!("--watch-node-bytes must be at least --watch-queue-bytes");
+        }
+        if self.auto_compaction_interval < Duration::from_secs(1) {
+            bail!("--auto-compaction-interval must be at least 1000 ms");
         }
         if self.snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");
@@ -534,6 +567,43 @@ fn client_limits(args: &LimitArgs, file: LimitArgs) -> ClientLimits {
 }
 
 /// `https://host:port` → `host:port`: etcd's flags take URLs, etch's endpoints are QUIC.
+/// `--auto-compaction-mode` and `--auto-compaction-retention`, as etcd reads them; `None`
+/// when the retention is 0 (off).
+fn auto_compaction(
+    mode: Option<&str>,
+    retention: Option<&str>,
+) -> anyhow::Result<Option<AutoCompaction>> {
+    let retention = retention.unwrap_or("0").trim();
+    match mode.unwrap_or("periodic") {
+        "periodic" => {
+            let hours = |n: &str| n.parse::<u64>().map(|h| Duration::from_secs(h * 3600));
+            let with_unit = |unit: char, secs: u64| {
+                (retention.strip_suffix(unit))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .map(|n| Duration::from_secs(n * secs))
+            };
+            let duration = hours(retention)
+                .ok()
+                .or_else(|| with_unit('h', 3600))
+                .or_else(|| with_unit('m', 60))
+                .or_else(|| with_unit('s', 1))
+                .with_context(|| {
+                    format!(
+                        "--auto-compaction-retention must be a duration such as 72h, 30m or 10s (or hours), not {retention:?}"
+                    )
+                })?;
+            Ok((!duration.is_zero()).then_some(AutoCompaction::Periodic(duration)))
+        }
+        "revision" => {
+            let keep: i64 = retention.parse().ok().filter(|&n| n >= 0).with_context(|| {
+                format!("--auto-compaction-retention must be a number of revisions in revision mode, not {retention:?}")
+            })?;
+            Ok((keep > 0).then_some(AutoCompaction::Revision(keep)))
+        }
+        other => bail!("--auto-compaction-mode must be periodic or revision, not {other:?}"),
+    }
+}
+
 fn strip_scheme(addr: &str) -> String {
     addr.split_once("://")
         .map_or(addr, |(_, rest)| rest)
@@ -570,6 +640,39 @@ mod tests {
         let mut argv = vec!["etchd"];
         argv.extend_from_slice(args);
         Config::load(Args::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn auto_compaction_reads_etcds_retentions() {
+        let mode = |args: &[&str]| parse(args).map(|c| c.auto_compaction);
+        assert_eq!(mode(&[]).unwrap(), None);
+        let h = |n| Some(AutoCompaction::Periodic(Duration::from_secs(n)));
+        assert_eq!(
+            mode(&["--auto-compaction-retention", "72"]).unwrap(),
+            h(72 * 3600)
+        );
+        assert_eq!(
+            mode(&["--auto-compaction-retention", "30m"]).unwrap(),
+            h(1800)
+        );
+        assert_eq!(
+            mode(&["--auto-compaction-retention", "10s"]).unwrap(),
+            h(10)
+        );
+        assert_eq!(mode(&["--auto-compaction-retention", "0"]).unwrap(), None);
+        let revision = [
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+        ];
+        assert_eq!(
+            mode(&[&revision[..], &["1000"]].concat()).unwrap(),
+            Some(AutoCompaction::Revision(1000))
+        );
+        assert!(mode(&[&revision[..], &["1h"]].concat()).is_err());
+        assert!(mode(&["--auto-compaction-retention", "soon"]).is_err());
+        assert!(mode(&["--auto-compaction-mode", "weekly"]).is_err());
+        assert!(parse(&["--auto-compaction-interval", "10"]).is_err());
     }
 
     #[test]
