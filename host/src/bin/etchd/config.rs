@@ -645,28 +645,31 @@ mod tests {
     #[test]
     fn auto_compaction_reads_etcds_retentions() {
         let mode = |args: &[&str]| parse(args).map(|c| c.auto_compaction);
-        assert_eq!(mode(&[]).unwrap(), None);
+        assert_eq!(mode(&[]).expect("parses"), None);
         let h = |n| Some(AutoCompaction::Periodic(Duration::from_secs(n)));
         assert_eq!(
-            mode(&["--auto-compaction-retention", "72"]).unwrap(),
+            mode(&["--auto-compaction-retention", "72"]).expect("parses"),
             h(72 * 3600)
         );
         assert_eq!(
-            mode(&["--auto-compaction-retention", "30m"]).unwrap(),
+            mode(&["--auto-compaction-retention", "30m"]).expect("parses"),
             h(1800)
         );
         assert_eq!(
-            mode(&["--auto-compaction-retention", "10s"]).unwrap(),
+            mode(&["--auto-compaction-retention", "10s"]).expect("parses"),
             h(10)
         );
-        assert_eq!(mode(&["--auto-compaction-retention", "0"]).unwrap(), None);
+        assert_eq!(
+            mode(&["--auto-compaction-retention", "0"]).expect("parses"),
+            None
+        );
         let revision = [
             "--auto-compaction-mode",
             "revision",
             "--auto-compaction-retention",
         ];
         assert_eq!(
-            mode(&[&revision[..], &["1000"]].concat()).unwrap(),
+            mode(&[&revision[..], &["1000"]].concat()).expect("parses"),
             Some(AutoCompaction::Revision(1000))
         );
         assert!(mode(&[&revision[..], &["1h"]].concat()).is_err());
