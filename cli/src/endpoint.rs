@@ -63,7 +63,7 @@ pub async fn run(ctx: &Context, cmd: &EndpointCommand) -> Result<()> {
 
 /// The endpoints to check: the global ones, or with `--cluster` the members' client
 /// addresses.
-async fn endpoints(ctx: &Context, args: &ClusterArgs) -> Result<Vec<String>> {
+pub(crate) async fn endpoints(ctx: &Context, args: &ClusterArgs) -> Result<Vec<String>> {
     if !args.cluster {
         return Ok(ctx.global.endpoints.clone());
     }
@@ -96,7 +96,7 @@ fn client_addrs(members: &[Member]) -> (Vec<String>, Vec<&Member>) {
 
 /// Runs `f` against every endpoint at once, each with its own client (connecting within
 /// the request's timeout); results in the order of the endpoints.
-async fn each_endpoint<T, F, Fut>(
+pub(crate) async fn each_endpoint<T, F, Fut>(
     ctx: &Context,
     endpoints: &[String],
     f: F,

@@ -5,6 +5,7 @@
 //! flags into a client and a printer; `print` holds the three output formats; `txn_parse` the
 //! txn syntax.
 
+mod alarm;
 mod auth;
 mod certs;
 mod context;
@@ -84,6 +85,12 @@ enum Command {
     /// prefixes.
     #[command(subcommand)]
     Role(auth::RoleCommand),
+    /// Alarms: list the raised ones, disarm them.
+    #[command(subcommand)]
+    Alarm(alarm::AlarmCommand),
+    /// Defragment each endpoint's storage (or every member's with --cluster): drops what
+    /// compaction and deletes left on disk. Prints one line per member.
+    Defrag(endpoint::ClusterArgs),
     /// Certificates for a cluster.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -138,6 +145,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Auth(cmd) => auth::auth(&ctx, cmd).await,
             Command::User(cmd) => auth::user(&ctx, cmd).await,
             Command::Role(cmd) => auth::role(&ctx, cmd).await,
+            Command::Alarm(cmd) => alarm::run(&ctx, cmd).await,
+            Command::Defrag(args) => alarm::defrag(&ctx, args).await,
             Command::Certs(_) | Command::Version => Ok(()),
         }
     })

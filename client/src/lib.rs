@@ -49,6 +49,7 @@ mod error;
 mod kv;
 mod lease;
 mod lease_keep_alive;
+mod maintenance;
 mod member;
 mod options;
 mod plugin;

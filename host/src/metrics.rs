@@ -20,6 +20,7 @@ pub const PROPOSALS_PENDING: &str = "etcd_server_proposals_pending";
 pub const PROPOSALS_FAILED: &str = "etcd_server_proposals_failed_total";
 pub const WAL_FSYNC: &str = "etcd_disk_wal_fsync_duration_seconds";
 pub const DB_SIZE: &str = "etcd_mvcc_db_total_size_in_bytes";
+pub const QUOTA: &str = "etcd_server_quota_backend_bytes";
 pub const KEYS: &str = "etcd_debugging_mvcc_keys_total";
 pub const PEER_RTT: &str = "etcd_network_peer_round_trip_time_seconds";
 pub const WATCH_STREAMS: &str = "etcd_debugging_mvcc_watch_stream_total";
@@ -96,6 +97,11 @@ pub fn describe() {
         "Total size of the underlying database physically allocated in bytes."
     );
     describe_gauge!(KEYS, "Total number of keys.");
+    describe_gauge!(
+        QUOTA,
+        Unit::Bytes,
+        "Current backend storage quota size in bytes."
+    );
     describe_histogram!(
         PEER_RTT,
         Unit::Seconds,

@@ -55,6 +55,11 @@ pub enum Error {
     /// A fault inside the node; the message says what.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The NOSPACE alarm is raised: writes that add data are refused until space is freed
+    /// (compact, defrag) and the alarm disarmed. Reads, deletes, compaction and lease
+    /// revokes still work.
+    #[error("database space exceeded")]
+    NoSpace,
 }
 
 impl Error {
@@ -82,6 +87,7 @@ impl Error {
             Error::TooLarge { .. } => "ResourceExhausted",
             Error::LeaseNotFound(_) => "NotFound",
             Error::Internal(_) => "Internal",
+            Error::NoSpace => "ResourceExhausted",
         }
     }
 }

@@ -13,6 +13,7 @@
 //! client may safely retry. [`pki`] makes and reads the certificates: every connection is
 //! mutual TLS, and a certificate says by itself whether it belongs to a node or a client.
 
+pub mod alarm;
 pub mod auth;
 pub mod codes;
 pub mod crl;

@@ -126,7 +126,9 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         | Request::LeaseTimeToLive(_)
         | Request::LeaseLeases(_)
         | Request::PluginList(_)
-        | Request::HashKv(_) => Ok(()),
+        | Request::HashKv(_)
+        | Request::Alarm(_)
+        | Request::Defragment(_) => Ok(()),
     }
 }
 
@@ -305,7 +307,9 @@ pub fn request_bytes(req: &Request) -> usize {
         | Request::LeaseTimeToLive(_)
         | Request::LeaseLeases(_)
         | Request::PluginList(_)
-        | Request::HashKv(_) => PER_OP,
+        | Request::HashKv(_)
+        | Request::Alarm(_)
+        | Request::Defragment(_) => PER_OP,
     }
 }
 

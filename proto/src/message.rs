@@ -38,6 +38,10 @@ pub enum Request {
     HashKv(HashKvRequest),
     /// Users, roles, permissions and the enabled flag (see [`crate::auth`]).
     Auth(crate::auth::AuthRequest),
+    /// Lists, raises or clears alarms (see [`crate::alarm`]).
+    Alarm(crate::alarm::AlarmRequest),
+    /// Compacts the storage files of the node asked (not replicated).
+    Defragment(crate::alarm::DefragmentRequest),
 }
 
 impl Request {
@@ -51,7 +55,9 @@ impl Request {
             | Request::LeaseTimeToLive(_)
             | Request::LeaseLeases(_)
             | Request::PluginList(_)
-            | Request::HashKv(_) => false,
+            | Request::HashKv(_)
+            | Request::Defragment(_) => false,
+            Request::Alarm(alarm) => alarm.action != crate::alarm::AlarmAction::Get,
             Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseKeepAlive(_) => true,
             Request::PluginInstall(_) | Request::PluginRemove(_) => true,
             Request::Put(_)
@@ -96,6 +102,8 @@ impl Request {
             Request::PluginList(_) => (PLUGIN, "List"),
             Request::PluginRemove(_) => (PLUGIN, "Remove"),
             Request::Auth(auth) => ("etcdserverpb.Auth", auth.method()),
+            Request::Alarm(_) => (MAINTENANCE, "Alarm"),
+            Request::Defragment(_) => (MAINTENANCE, "Defragment"),
         }
     }
 }
@@ -124,6 +132,8 @@ pub enum Response {
     PluginRemove(crate::plugin::PluginRemoveResponse),
     HashKv(HashKvResponse),
     Auth(crate::auth::AuthResponse),
+    Alarm(crate::alarm::AlarmResponse),
+    Defragment(crate::alarm::DefragmentResponse),
 }
 
 impl Response {
@@ -151,6 +161,8 @@ impl Response {
             Response::PluginRemove(r) => &mut r.header,
             Response::HashKv(r) => &mut r.header,
             Response::Auth(r) => &mut r.header,
+            Response::Alarm(r) => &mut r.header,
+            Response::Defragment(r) => &mut r.header,
         }
     }
 }

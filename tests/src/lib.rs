@@ -311,6 +311,26 @@ pub struct Cluster {
     pub nodes: Vec<Etchd>,
 }
 
+impl Drop for Cluster {
+    /// A failing test deletes the nodes' logs with its directory: show their last lines
+    /// first, so that a failure on CI can be read.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for node in &self.nodes {
+            let text = node.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- last lines of {}'s log:\n{}",
+                node.name,
+                tail.join("\n")
+            );
+        }
+    }
+}
+
 impl Cluster {
     /// One node, `n1`, with client certificates `root` and `alice`.
     pub fn single() -> Self {

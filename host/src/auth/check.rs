@@ -112,6 +112,8 @@ pub fn authorize(
         Request::PluginList(_) => root_only("list plugins"),
         Request::PluginRemove(_) => root_only("remove plugins"),
         Request::HashKv(_) => root_only("hash the key space"),
+        Request::Alarm(_) => root_only("manage alarms"),
+        Request::Defragment(_) => root_only("defragment"),
         Request::Auth(AuthRequest::Disable) => root_only("disable authorization"),
         Request::Auth(_) => root_only("manage users and roles"),
     }

@@ -37,6 +37,8 @@ pub(crate) const META_BINDINGS: &[u8] = b"bindings_version";
 /// Meta key of the authorization state, `crate::auth::AuthState` (absent until the first
 /// change: the secure default).
 pub(crate) const META_AUTH: &[u8] = b"auth";
+/// The raised alarms (`super::alarm`).
+pub(crate) const META_ALARMS: &[u8] = b"alarms";
 
 /// The keyspace that records which generation of the mvcc keyspaces is live, under
 /// [`ROOT_GENERATION`] (absent: generation 0). A snapshot is imported into the keyspaces of

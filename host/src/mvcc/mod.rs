@@ -77,6 +77,7 @@
 //! [`Store::watch_events`] serves the watch hub: the events of one revision with each key's
 //! previous version.
 
+mod alarm;
 mod auth;
 mod compact;
 mod error;
@@ -101,6 +102,7 @@ pub(crate) mod script_parse;
 #[cfg(test)]
 pub(crate) mod script_test;
 
+pub use alarm::adds_data;
 pub use error::{Error, Result};
 pub use guard::{Guard, MAX_GUARD_BYTES, READ_OVERHEAD, Read};
 pub use history::Changes;

@@ -59,6 +59,8 @@ struct Inner {
     auth: RwLock<Arc<AuthState>>,
     /// Told the auth revision after every change.
     auth_signal: tokio::sync::watch::Sender<u64>,
+    /// The raised alarms, as stored (`super::alarm`).
+    alarms: RwLock<std::collections::BTreeSet<etch_proto::alarm::AlarmMember>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -94,6 +96,7 @@ impl Store {
         let bindings = bindings_version(&spaces, &snapshot)?;
         let auth = super::auth::load(&spaces, &snapshot)?;
         let (auth_signal, _) = tokio::sync::watch::channel(auth.revision);
+        let alarms = super::alarm::load(&spaces, &snapshot)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 spaces: RwLock::new(Arc::new(spaces)),
@@ -104,6 +107,7 @@ impl Store {
                 write: Mutex::new(()),
                 auth: RwLock::new(Arc::new(auth)),
                 auth_signal,
+                alarms: RwLock::new(alarms),
             }),
         })
     }
@@ -383,7 +387,14 @@ impl Store {
         self.inner.compact.store(compact, Ordering::Release);
         self.set_bindings_version(bindings_version(&spaces, &snapshot)?);
         self.set_auth(Arc::new(super::auth::load(&spaces, &snapshot)?));
+        self.reload_alarms(&spaces, &snapshot)?;
         Ok(())
+    }
+
+    pub(super) fn alarm_cell(
+        &self,
+    ) -> &RwLock<std::collections::BTreeSet<etch_proto::alarm::AlarmMember>> {
+        &self.inner.alarms
     }
 
     pub(super) fn auth_cell(&self) -> &RwLock<Arc<AuthState>> {
@@ -525,7 +536,9 @@ fn execute(
         | Request::PluginInstall(_)
         | Request::PluginList(_)
         | Request::PluginRemove(_)
-        | Request::Auth(_) => {
+        | Request::Auth(_)
+        | Request::Alarm(_)
+        | Request::Defragment(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

@@ -21,11 +21,13 @@ mod lease;
 mod members;
 mod plugin;
 mod proposer;
+mod quota;
 mod reactor;
 mod read_index;
 mod route;
 
 pub use compaction::{AutoCompaction, REVISION_INTERVAL};
+pub use quota::DEFAULT_QUOTA_BACKEND_BYTES;
 pub(crate) use route::Checked;
 
 use std::collections::{BTreeMap, HashMap};
@@ -116,6 +118,9 @@ pub struct NodeOptions {
     pub watch_node_bytes: usize,
     /// How often the leader looks for expired leases [default: 500 ms].
     pub lease_check_interval: Duration,
+    /// Bytes the database may take on disk before the leader raises NOSPACE and refuses
+    /// writes that add data [default: 2 GiB, etcd's].
+    pub quota_backend_bytes: u64,
     /// History the leader compacts away by itself [default: none, as etcd's].
     pub auto_compaction: Option<AutoCompaction>,
     /// How often revision-mode auto-compaction compacts [default: 5 minutes, etcd's].
@@ -162,6 +167,7 @@ impl NodeOptions {
             watch_queue_bytes: 16 << 20,
             watch_node_bytes: 256 << 20,
             lease_check_interval: Duration::from_millis(500),
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             auto_compaction: None,
             auto_compaction_interval: REVISION_INTERVAL,
             client_limits: ClientLimits::default(),
@@ -219,6 +225,8 @@ struct Inner {
     /// Nodes outside this node's view of the membership that its voters were asked about
     /// (`Node::admits_peer`): whether one vouched for it, and when.
     vouched: Mutex<HashMap<NodeId, (bool, Instant)>>,
+    /// The database's size on disk, as last measured (`quota.rs`).
+    db_size: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -355,6 +363,7 @@ impl Node {
                 proposer,
                 large_ranges: tokio::sync::Semaphore::new(route::LARGE_RANGES),
                 vouched: Mutex::new(HashMap::new()),
+                db_size: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New
@@ -364,6 +373,7 @@ impl Node {
         }
         tokio::spawn(log_leader_changes(node.inner.raft.clone()));
         tokio::spawn(crate::lease::expire_leases(node.clone()));
+        tokio::spawn(quota::measure_db_size(node.clone()));
         if let Some(mode) = node.options().auto_compaction {
             let interval = node.options().auto_compaction_interval;
             tokio::spawn(compaction::auto_compact(node.clone(), mode, interval));

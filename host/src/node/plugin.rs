@@ -42,6 +42,7 @@ impl Node {
         request: Request,
         checked: Checked,
     ) -> Result<Response, Error> {
+        self.check_quota(&request).await?;
         match request {
             Request::Put(_) | Request::DeleteRange(_) => {
                 refuse_reserved(&request)?;

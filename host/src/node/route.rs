@@ -52,13 +52,19 @@ impl Node {
         self.limits().check(&request)?;
         // What this node serves itself is authorized here, with its own view; everything
         // else on the leader, with the leader's (a follower's view may lag a grant).
-        if matches!(request, Request::Status(_) | Request::HashKv(_))
-            || matches!(&request, Request::Range(r) if r.serializable)
+        let alarm_list = matches!(&request, Request::Alarm(a) if !request_is_write(a));
+        if matches!(
+            request,
+            Request::Status(_) | Request::HashKv(_) | Request::Defragment(_)
+        ) || matches!(&request, Request::Range(r) if r.serializable)
+            || alarm_list
         {
             self.authorize(principal, &request)?;
         }
         let mut response = match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
+            Request::Defragment(_) => self.defragment().await,
+            Request::Alarm(alarm) if alarm_list => Ok(self.alarm_list(&alarm)),
             Request::HashKv(hash) => {
                 let store = self.inner.store.clone();
                 blocking(move || store.hash_kv(hash.revision))
@@ -514,6 +520,9 @@ impl Node {
     /// Why etcd's `/health` would call this member unhealthy, in its words; `None` when
     /// healthy.
     pub fn unhealthy(&self) -> Option<String> {
+        if let Some(alarm) = self.store().alarms().first() {
+            return Some(format!("ALARM {}", alarm.alarm.name()));
+        }
         (!self.has_leader()).then(|| "RAFT NO LEADER".to_owned())
     }
 
@@ -547,4 +556,9 @@ fn no_leader() -> Error {
     Error::Unavailable {
         reason: "no leader: the cluster cannot elect one (is a majority of members down?)".into(),
     }
+}
+
+/// Whether an alarm request changes the alarms (through Raft) rather than lists them.
+fn request_is_write(alarm: &etch_proto::alarm::AlarmRequest) -> bool {
+    alarm.action != etch_proto::alarm::AlarmAction::Get
 }

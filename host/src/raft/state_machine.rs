@@ -187,7 +187,8 @@ impl StateMachine {
                 .iter()
                 .map_while(plain_put)
                 .collect::<Vec<_>>();
-            if run.len() >= 2 {
+            // Under NOSPACE each put goes alone, to be refused by `apply_command`.
+            if run.len() >= 2 && !self.store.no_space() {
                 let blob = self.progress(log_id, next + run.len(), count)?;
                 let answers = self
                     .store
@@ -223,8 +224,20 @@ impl StateMachine {
     /// Applies one command, recording `blob` as the applied state in the same atomic batch.
     fn apply_command(&self, command: &Command, blob: &[u8]) -> Result<CommandResult> {
         let store = &self.store;
+        let adds_data = match command {
+            Command::Kv(req) | Command::Write { request: req, .. } => mvcc::adds_data(req),
+            Command::PluginInstall(_) => true,
+            _ => false,
+        };
+        if adds_data && store.no_space() {
+            // The alarm is in the replicated state: every replica refuses the same commands.
+            return (store.set_applied(blob))
+                .map(|()| Err(etch_proto::Error::NoSpace))
+                .map_err(|e| storage_error(true, &e));
+        }
         let outcome = match command {
             Command::Kv(etch_proto::Request::Auth(req)) => store.apply_auth(req, blob),
+            Command::Kv(etch_proto::Request::Alarm(req)) => store.apply_alarm(req, blob),
             Command::Kv(req) => store.apply(req, blob),
             Command::LeaseExpire { id } => store.apply(
                 &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest {

@@ -115,6 +115,8 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         PluginRemove(_) => "plugin-remove",
         HashKv(_) => "hash-kv",
         Auth(_) => "auth",
+        Alarm(_) => "alarm",
+        Defragment(_) => "defragment",
     }
 }
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use etch_host::node::{AutoCompaction, ClusterState, MAX_REQUEST_BYTES_CEILING, REVISION_INTERVAL};
+use etch_host::node::{
+    AutoCompaction, ClusterState, DEFAULT_QUOTA_BACKEND_BYTES, MAX_REQUEST_BYTES_CEILING,
+    REVISION_INTERVAL,
+};
 use etch_host::plugin::{MAX_MEMORY_MB, Maxima};
 use etch_host::server::ClientLimits;
 use serde::Deserialize;
@@ -152,6 +155,11 @@ pub struct Args {
     /// Largest memory cap a plugin binding may have, in MiB, at most 256 [default: 256].
     #[arg(long, env = "ETCH_PLUGIN_MAX_MEMORY_MB")]
     pub plugin_max_memory_mb: Option<u32>,
+    /// Bytes the database may take on disk before the NOSPACE alarm is raised and writes
+    /// that add data are refused (reads, deletes, compaction and lease revokes go on); 0
+    /// means the default [default: 2147483648, etcd's 2 GiB].
+    #[arg(long, env = "ETCH_QUOTA_BACKEND_BYTES")]
+    pub quota_backend_bytes: Option<u64>,
     /// Auto-compaction mode: periodic (keep --auto-compaction-retention of time) or revision
     /// (keep that many revisions) [default: periodic].
     #[arg(long, env = "ETCH_AUTO_COMPACTION_MODE")]
@@ -220,6 +228,7 @@ struct FileConfig {
     plugin_max_fuel: Option<u64>,
     plugin_max_timeout_ms: Option<u64>,
     plugin_max_memory_mb: Option<u32>,
+    quota_backend_bytes: Option<u64>,
     auto_compaction_mode: Option<String>,
     auto_compaction_retention: Option<String>,
     auto_compaction_interval: Option<u64>,
@@ -263,6 +272,7 @@ pub struct Config {
     pub watch_node_bytes: usize,
     pub client_limits: ClientLimits,
     pub plugin_maxima: Maxima,
+    pub quota_backend_bytes: u64,
     pub auto_compaction: Option<AutoCompaction>,
     pub auto_compaction_interval: Duration,
     pub listen_metrics: Option<SocketAddr>,
@@ -389,6 +399,10 @@ impl Config {
                 memory_mb: (args.plugin_max_memory_mb)
                     .or(file.plugin_max_memory_mb)
                     .unwrap_or(maxima.memory_mb),
+            },
+            quota_backend_bytes: match args.quota_backend_bytes.or(file.quota_backend_bytes) {
+                None | Some(0) => DEFAULT_QUOTA_BACKEND_BYTES,
+                Some(bytes) => bytes,
             },
             auto_compaction: auto_compaction(
                 args.auto_compaction_mode

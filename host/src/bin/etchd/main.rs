@@ -146,6 +146,7 @@ async fn run() -> anyhow::Result<()> {
     options.watch_node_bytes = config.watch_node_bytes;
     options.client_limits = config.client_limits.clone();
     options.plugin_maxima = config.plugin_maxima;
+    options.quota_backend_bytes = config.quota_backend_bytes;
     options.auto_compaction = config.auto_compaction;
     options.auto_compaction_interval = config.auto_compaction_interval;
 
