@@ -474,3 +474,61 @@ fn a_full_quota_raises_nospace_until_space_is_freed_and_disarmed() {
         (200, r#"{"health":"true","reason":""}"#.to_owned())
     );
 }
+
+/// A member whose key history differs from the leader's (here: a put written straight into
+/// its stopped database, past Raft) is found by the leader's corruption check: the CORRUPT
+/// alarm names it and `/health` reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_corruption_check_finds_a_diverged_member() {
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let mut cluster = Cluster::prepare(3, &["--corrupt-check-time", "1s"]);
+    cluster.nodes[0]
+        .extra_args
+        .extend(["--listen-metrics".to_owned(), addr.clone()]);
+    cluster.start();
+    put_many(&cluster, 5);
+    let leader = cluster.leader_index();
+    let diverged = (leader + 1) % 3;
+    assert_eq!(
+        ok_stdout(&cluster.etchctl(&["alarm", "list"])),
+        "",
+        "no alarm before"
+    );
+    cluster.nodes[diverged].stop();
+    {
+        let db = fjall::Database::builder(cluster.nodes[diverged].data_dir.join("db"))
+            .open()
+            .expect("open the stopped member's database");
+        let store = etch_host::mvcc::Store::open(&db).expect("store");
+        let applied = store.applied().expect("applied").expect("an applied state");
+        let put = etch_proto::Request::Put(etch_proto::PutRequest {
+            key: b"diverged".to_vec(),
+            value: b"!".to_vec(),
+            ..Default::default()
+        });
+        store.apply(&put, &applied).expect("apply").expect("put");
+        db.persist(fjall::PersistMode::SyncAll).expect("persist");
+    }
+    cluster.restart(diverged);
+    put_many(&cluster, 3);
+    let id = {
+        let out = ok_stdout(&cluster.etchctl(&["member", "list", "-w", "json"]));
+        let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let name = cluster.nodes[diverged].name.clone();
+        let member = (list["members"].as_array().expect("members").iter())
+            .find(|m| m["name"] == name.as_str())
+            .expect("listed")
+            .clone();
+        member["ID"].as_u64().expect("ID")
+    };
+    let alarm = wait_for("the CORRUPT alarm", Duration::from_secs(30), || {
+        let out = ok_stdout(&cluster.etchctl(&["alarm", "list"]));
+        out.contains("alarm:CORRUPT").then_some(out)
+    });
+    assert_eq!(alarm, format!("memberID:{id} alarm:CORRUPT\n"));
+    let (status, body) = http_get(&addr, "/health").expect("health");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, r#"{"health":"false","reason":"ALARM CORRUPT"}"#)
+    );
+}

@@ -17,6 +17,7 @@
 //! [`Command`]: crate::raft::Command
 
 mod compaction;
+mod corruption;
 mod lease;
 mod members;
 mod plugin;
@@ -125,6 +126,9 @@ pub struct NodeOptions {
     pub auto_compaction: Option<AutoCompaction>,
     /// How often revision-mode auto-compaction compacts [default: 5 minutes, etcd's].
     pub auto_compaction_interval: Duration,
+    /// How often the leader compares the members' key histories (HashKV) and raises
+    /// CORRUPT for one that differs [default: never, as etcd's].
+    pub corrupt_check: Option<Duration>,
     /// What one client may cost the node: connections, streams, buffered bytes, deadlines
     /// (see [`ClientLimits`] for each bound and its default).
     pub client_limits: ClientLimits,
@@ -170,6 +174,7 @@ impl NodeOptions {
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             auto_compaction: None,
             auto_compaction_interval: REVISION_INTERVAL,
+            corrupt_check: None,
             client_limits: ClientLimits::default(),
             plugin_maxima: crate::plugin::Maxima::default(),
         }
@@ -374,6 +379,9 @@ impl Node {
         tokio::spawn(log_leader_changes(node.inner.raft.clone()));
         tokio::spawn(crate::lease::expire_leases(node.clone()));
         tokio::spawn(quota::measure_db_size(node.clone()));
+        if let Some(period) = node.options().corrupt_check {
+            tokio::spawn(corruption::check_corruption(node.clone(), period));
+        }
         if let Some(mode) = node.options().auto_compaction {
             let interval = node.options().auto_compaction_interval;
             tokio::spawn(compaction::auto_compact(node.clone(), mode, interval));
@@ -634,7 +642,7 @@ async fn log_leader_changes(raft: Raft) {
 }
 
 /// Runs a storage read on a blocking thread.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> mvcc::Result<T> + Send + 'static,
 ) -> Result<T, etch_proto::Error> {
     tokio::task::spawn_blocking(f)

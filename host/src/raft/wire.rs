@@ -60,6 +60,10 @@ pub enum PeerRequest {
     IsMember {
         id: NodeId,
     },
+    /// Asks for the receiver's HashKV at `revision` (the leader's corruption check).
+    HashKv {
+        revision: etch_proto::Revision,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,4 +80,5 @@ pub enum PeerResponse {
     /// a malformed request); the reason says which.
     Refused(String),
     IsMember(bool),
+    HashKv(Result<etch_proto::HashKvResponse, etch_proto::Error>),
 }

@@ -194,6 +194,14 @@ async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) ->
             client_addr: node.advertised_client_addr(),
         },
         PeerRequest::IsMember { id } => PeerResponse::IsMember(node.member(id).is_some()),
+        PeerRequest::HashKv { revision } => {
+            let store = node.store().clone();
+            PeerResponse::HashKv(
+                crate::node::blocking(move || store.hash_kv(revision))
+                    .await
+                    .flatten(),
+            )
+        }
     }
 }
 

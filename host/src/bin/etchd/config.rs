@@ -173,6 +173,16 @@ pub struct Args {
     /// etcd's fixed five minutes].
     #[arg(long, env = "ETCH_AUTO_COMPACTION_INTERVAL")]
     pub auto_compaction_interval: Option<u64>,
+    /// How often the leader compares every member's key history with its own (HashKV at
+    /// its revision) and raises the CORRUPT alarm for a member that differs: a duration
+    /// such as 5m, 30s or 500ms; 0 turns the check off [default: 0]. etcd calls it
+    /// --experimental-corrupt-check-time.
+    #[arg(
+        long,
+        env = "ETCH_CORRUPT_CHECK_TIME",
+        alias = "experimental-corrupt-check-time"
+    )]
+    pub corrupt_check_time: Option<String>,
     /// Address of the metrics and health listener (plain HTTP over TCP): Prometheus
     /// /metrics, and /health, /livez and /readyz for probes. Keep it on loopback or a
     /// monitoring network (e.g. 127.0.0.1:7381) [default: none, not served]. etcd calls it
@@ -232,6 +242,7 @@ struct FileConfig {
     auto_compaction_mode: Option<String>,
     auto_compaction_retention: Option<String>,
     auto_compaction_interval: Option<u64>,
+    corrupt_check_time: Option<String>,
     listen_metrics: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -275,6 +286,7 @@ pub struct Config {
     pub quota_backend_bytes: u64,
     pub auto_compaction: Option<AutoCompaction>,
     pub auto_compaction_interval: Duration,
+    pub corrupt_check: Option<Duration>,
     pub listen_metrics: Option<SocketAddr>,
     /// `--log-level`, validated: error, warn, info, debug or trace.
     pub log_level: String,
@@ -416,6 +428,15 @@ impl Config {
                 .auto_compaction_interval
                 .or(file.auto_compaction_interval)
                 .map_or(REVISION_INTERVAL, ms),
+            corrupt_check: match args.corrupt_check_time.or(file.corrupt_check_time) {
+                None => None,
+                Some(text) => {
+                    let period = duration(&text).with_context(|| {
+                        format!("--corrupt-check-time must be a duration such as 5m, 30s or 500ms, not {text:?}")
+                    })?;
+                    (!period.is_zero()).then_some(period)
+                }
+            },
             listen_metrics: match args.listen_metrics.or(file.listen_metrics) {
                 None => None,
                 Some(addr) => Some(strip_scheme(&addr).parse().with_context(|| {
@@ -618,6 +639,25 @@ fn auto_compaction(
     }
 }
 
+/// A duration written as etcd's flags take one: a number with a unit (`ms`, `s`, `m`, `h`),
+/// or `0`.
+fn duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
 fn strip_scheme(addr: &str) -> String {
     addr.split_once("://")
         .map_or(addr, |(_, rest)| rest)
@@ -690,6 +730,20 @@ mod tests {
         assert!(mode(&["--auto-compaction-retention", "soon"]).is_err());
         assert!(mode(&["--auto-compaction-mode", "weekly"]).is_err());
         assert!(parse(&["--auto-compaction-interval", "10"]).is_err());
+    }
+
+    #[test]
+    fn corrupt_check_time_is_a_duration() {
+        let period = |t: &str| parse(&["--corrupt-check-time", t]).map(|c| c.corrupt_check);
+        assert_eq!(parse(&[]).expect("defaults").corrupt_check, None);
+        assert_eq!(period("5m").expect("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(
+            period("500ms").expect("ms"),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(period("0").expect("off"), None);
+        assert!(period("5").is_err(), "a bare number has no unit");
+        assert!(period("soon").is_err());
     }
 
     #[test]

@@ -148,6 +148,7 @@ async fn run() -> anyhow::Result<()> {
     options.plugin_maxima = config.plugin_maxima;
     options.quota_backend_bytes = config.quota_backend_bytes;
     options.auto_compaction = config.auto_compaction;
+    options.corrupt_check = config.corrupt_check;
     options.auto_compaction_interval = config.auto_compaction_interval;
 
     let metrics = match config.listen_metrics {
