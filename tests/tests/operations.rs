@@ -30,6 +30,16 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
     })
 }
 
+/// Node `i`'s member ID, as `member list` prints it.
+fn member_id(cluster: &Cluster, i: usize) -> u64 {
+    let out = ok_stdout(&cluster.etchctl(&["member", "list", "-w", "json"]));
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let name = cluster.nodes[i].name.as_str();
+    let members = list["members"].as_array().expect("members");
+    let member = members.iter().find(|m| m["name"] == name).expect("listed");
+    member["ID"].as_u64().expect("ID")
+}
+
 fn at_least(samples: &[Sample], name: &str, labels: &[(&str, &str)], least: f64) {
     let v = value(samples, name, labels);
     assert!(
@@ -272,16 +282,7 @@ async fn a_dead_peer_is_logged_once_per_change() {
     let mut cluster = Cluster::new(3, &[]);
     let leader = cluster.leader_index();
     let dead = (leader + 1) % 3;
-    let id = {
-        let out = ok_stdout(&cluster.etchctl(&["member", "list", "-w", "json"]));
-        let list: serde_json::Value = serde_json::from_str(&out).expect("json");
-        let name = cluster.nodes[dead].name.clone();
-        let member = (list["members"].as_array().expect("members").iter())
-            .find(|m| m["name"] == name.as_str())
-            .expect("listed")
-            .clone();
-        format!("{:x}", member["ID"].as_u64().expect("ID"))
-    };
+    let id = format!("{:x}", member_id(&cluster, dead));
     let lost = format!("peer unreachable peer={id}");
     let found = format!("peer reachable again peer={id}");
     let count = |cluster: &Cluster, what: &str| {
@@ -511,16 +512,7 @@ async fn the_corruption_check_finds_a_diverged_member() {
     }
     cluster.restart(diverged);
     put_many(&cluster, 3);
-    let id = {
-        let out = ok_stdout(&cluster.etchctl(&["member", "list", "-w", "json"]));
-        let list: serde_json::Value = serde_json::from_str(&out).expect("json");
-        let name = cluster.nodes[diverged].name.clone();
-        let member = (list["members"].as_array().expect("members").iter())
-            .find(|m| m["name"] == name.as_str())
-            .expect("listed")
-            .clone();
-        member["ID"].as_u64().expect("ID")
-    };
+    let id = member_id(&cluster, diverged);
     let alarm = wait_for("the CORRUPT alarm", Duration::from_secs(30), || {
         let out = ok_stdout(&cluster.etchctl(&["alarm", "list"]));
         out.contains("alarm:CORRUPT").then_some(out)
