@@ -2,9 +2,7 @@
 
 use std::time::Instant;
 
-use openraft::ServerState;
-
-use crate::node::{Checked, Node};
+use crate::node::{Checked, Node, Ticks};
 use crate::raft::Command;
 
 /// Runs for the node's lifetime: every `lease_check_interval`, if this node leads, brings
@@ -12,19 +10,10 @@ use crate::raft::Command;
 /// whose deadline has passed. Expiry is a decision of the leader, applied through Raft like
 /// any write, so every replica deletes the same keys at the same revision.
 pub async fn expire_leases(node: Node) {
-    let mut tick = tokio::time::interval(node.options().lease_check_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut metrics = node.raft().metrics();
-    loop {
-        tick.tick().await;
-        if metrics.has_changed().is_err() {
-            return;
-        }
-        let (state, term) = {
-            let m = metrics.borrow_and_update();
-            (m.state, m.current_term)
-        };
-        if state != ServerState::Leader {
+    let mut ticks = Ticks::new(&node, node.options().lease_check_interval);
+    while let Some(standing) = ticks.next().await {
+        let term = standing.term;
+        if !standing.leading {
             node.lessor().demote();
             continue;
         }

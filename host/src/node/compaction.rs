@@ -17,9 +17,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use etch_proto::{CompactRequest, Request, Revision};
-use openraft::ServerState;
 
-use super::{Checked, Node};
+use super::{Checked, Node, Ticks};
 
 /// What auto-compaction keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,17 +40,11 @@ pub(super) async fn auto_compact(node: Node, mode: AutoCompaction, interval: Dur
             .min(Duration::from_secs(3600)),
         AutoCompaction::Revision(_) => interval,
     };
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut metrics = node.raft().metrics();
+    let mut ticks = Ticks::new(&node, period);
     // (when, revision then), oldest first; the leader's own notes.
     let mut notes: VecDeque<(Instant, Revision)> = VecDeque::new();
-    loop {
-        tick.tick().await;
-        if metrics.has_changed().is_err() {
-            return;
-        }
-        if metrics.borrow_and_update().state != ServerState::Leader {
+    while let Some(standing) = ticks.next().await {
+        if !standing.leading {
             notes.clear();
             continue;
         }

@@ -14,43 +14,33 @@ use std::time::Duration;
 
 use etch_proto::alarm::{AlarmAction, AlarmRequest, AlarmType};
 use etch_proto::{HashKvResponse, Request};
-use openraft::ServerState;
 
-use super::{Checked, Node, blocking};
+use super::{Checked, Node, Ticks, blocking};
 use crate::raft::wire::{PeerRequest, PeerResponse};
 
 /// How long a member has to answer with its hash.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first check after this node starts leading.
 const FIRST_CHECK: Duration = Duration::from_secs(3);
+/// How often the task looks whether a round is due.
+const TICK: Duration = Duration::from_millis(500);
 
 /// Runs for the node's lifetime: checks the members every `period` while this node leads.
 pub(super) async fn check_corruption(node: Node, period: Duration) {
-    let mut metrics = node.raft().metrics();
-    let mut leading_since: Option<tokio::time::Instant> = None;
-    let mut next = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if metrics.has_changed().is_err() {
-            return;
-        }
-        let leader = metrics.borrow_and_update().state == ServerState::Leader;
+    let mut ticks = Ticks::new(&node, TICK);
+    let mut next: Option<tokio::time::Instant> = None;
+    while let Some(standing) = ticks.next().await {
         let now = tokio::time::Instant::now();
-        match (leader, leading_since) {
-            (false, _) => {
-                leading_since = None;
-                continue;
-            }
-            (true, None) => {
-                leading_since = Some(now);
-                next = now + FIRST_CHECK.min(period);
-            }
-            (true, Some(_)) => {}
-        }
-        if now < next {
+        if !standing.leading {
+            next = None;
             continue;
         }
-        next = now + period;
+        // The first round a little after this node starts leading, then every period.
+        let due = *next.get_or_insert(now + FIRST_CHECK.min(period));
+        if now < due {
+            continue;
+        }
+        next = Some(now + period);
         if let Err(e) = check_once(&node).await {
             tracing::warn!(error = %e, "corruption check could not run");
         }

@@ -26,10 +26,12 @@ mod quota;
 mod reactor;
 mod read_index;
 mod route;
+mod ticks;
 
 pub use compaction::{AutoCompaction, REVISION_INTERVAL};
 pub use quota::DEFAULT_QUOTA_BACKEND_BYTES;
 pub(crate) use route::Checked;
+pub(crate) use ticks::Ticks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

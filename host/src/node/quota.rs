@@ -12,7 +12,7 @@ use std::time::Duration;
 use etch_proto::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, DefragmentResponse};
 use etch_proto::{Error, Request, Response};
 
-use super::{Checked, Node, blocking};
+use super::{Checked, Node, Ticks, blocking};
 use crate::mvcc;
 
 /// etcd's default quota: 2 GiB.
@@ -24,15 +24,8 @@ const MEASURE_EVERY: Duration = Duration::from_secs(1);
 /// Runs for the node's lifetime: keeps the measured database size current.
 pub(super) async fn measure_db_size(node: Node) {
     metrics::gauge!(crate::metrics::QUOTA).set(node.options().quota_backend_bytes as f64);
-    let mut tick = tokio::time::interval(MEASURE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut metrics = node.raft().metrics();
-    loop {
-        tick.tick().await;
-        if metrics.has_changed().is_err() {
-            return;
-        }
-        metrics.borrow_and_update();
+    let mut ticks = Ticks::new(&node, MEASURE_EVERY);
+    while ticks.next().await.is_some() {
         let measured = node.clone();
         if let Ok(size) = tokio::task::spawn_blocking(move || measured.db_size()).await {
             node.inner.db_size.store(size, Ordering::Relaxed);
