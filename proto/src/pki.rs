@@ -462,6 +462,18 @@ impl Identity {
         Ok(config)
     }
 
+    /// A server config that shows this identity's certificate and asks the client for
+    /// none: the metrics and health listener over HTTPS (`etchd --listen-metrics
+    /// https://...`), which Prometheus and probes reach without client certificates.
+    pub fn server_config_without_client_auth(&self) -> Result<rustls::ServerConfig> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     /// The verifier [`Identity::server_config`] checks certificates that would play `admit`
     /// with: signed by a CA of the bundle, not revoked by a list, fit for the role
     /// ([`refusal`]). [`recheck`] asks it again about a connection already open.

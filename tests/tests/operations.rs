@@ -524,3 +524,31 @@ async fn the_corruption_check_finds_a_diverged_member() {
         (503, r#"{"health":"false","reason":"ALARM CORRUPT"}"#)
     );
 }
+
+/// `--listen-metrics https://...` serves the same endpoints over TLS with the node's
+/// certificate, to a client that trusts the cluster CA and shows no certificate.
+#[test]
+fn metrics_are_served_over_https_when_asked() {
+    use std::io::{Read, Write};
+    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let cluster = Cluster::single_with(&["--listen-metrics", &format!("https://{addr}")]);
+    let config = etch_tests::raw_tls_anonymous(&cluster.certs.dir.join("ca.crt"), b"http/1.1");
+    let server = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server).expect("tls");
+    let tcp = std::net::TcpStream::connect(&addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    // The server closes without a TLS close_notify after HTTP/1.0: what was read counts.
+    let _ = tls.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"health":"true","reason":""}"#),
+        "{answer}"
+    );
+    // Plain HTTP on the same port is not answered.
+    let plain = http_get(&addr, "/health");
+    assert!(!matches!(plain, Ok((200, _))), "{plain:?}");
+}

@@ -183,9 +183,10 @@ pub struct Args {
         alias = "experimental-corrupt-check-time"
     )]
     pub corrupt_check_time: Option<String>,
-    /// Address of the metrics and health listener (plain HTTP over TCP): Prometheus
-    /// /metrics, and /health, /livez and /readyz for probes. Keep it on loopback or a
-    /// monitoring network (e.g. 127.0.0.1:7381) [default: none, not served]. etcd calls it
+    /// Address of the metrics and health listener (TCP): Prometheus /metrics, and /health,
+    /// /livez and /readyz for probes. Plain HTTP (e.g. 127.0.0.1:7381; keep it on loopback
+    /// or a monitoring network), or https://IP:PORT for TLS with this node's certificate (no
+    /// client certificate asked) [default: none, not served]. etcd calls it
     /// --listen-metrics-urls.
     #[arg(long, env = "ETCH_LISTEN_METRICS", alias = "listen-metrics-urls")]
     pub listen_metrics: Option<String>,
@@ -287,7 +288,8 @@ pub struct Config {
     pub auto_compaction: Option<AutoCompaction>,
     pub auto_compaction_interval: Duration,
     pub corrupt_check: Option<Duration>,
-    pub listen_metrics: Option<SocketAddr>,
+    /// The metrics listener's address, and whether it speaks HTTPS.
+    pub listen_metrics: Option<(SocketAddr, bool)>,
     /// `--log-level`, validated: error, warn, info, debug or trace.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -439,9 +441,16 @@ impl Config {
             },
             listen_metrics: match args.listen_metrics.or(file.listen_metrics) {
                 None => None,
-                Some(addr) => Some(strip_scheme(&addr).parse().with_context(|| {
-                    format!("--listen-metrics must be HOST:PORT (an IP address), not {addr:?}")
-                })?),
+                Some(addr) => {
+                    let https = addr.starts_with("https://");
+                    if addr.contains("://") && !https && !addr.starts_with("http://") {
+                        bail!("--listen-metrics takes http:// or https://, not {addr:?}");
+                    }
+                    let socket = strip_scheme(&addr).parse().with_context(|| {
+                        format!("--listen-metrics must be [http[s]://]IP:PORT, not {addr:?}")
+                    })?;
+                    Some((socket, https))
+                }
             },
             log_level: match args.log_level.or(file.log_level).as_deref() {
                 None => "info".into(),

@@ -1,8 +1,11 @@
 //! The metrics and health listener (`--listen-metrics`): Prometheus `/metrics` and etcd's
-//! `/health`, `/livez` and `/readyz`, over plain HTTP on its own TCP port (meant for
-//! loopback or a monitoring network; it serves no keys and takes no writes).
+//! `/health`, `/livez` and `/readyz` on their own TCP port, over plain HTTP (meant for
+//! loopback or a monitoring network; it serves no keys and takes no writes) or, with an
+//! `https://` address, over TLS with the node's certificate (no client certificate asked:
+//! scrapers and probes rarely have one).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -45,8 +48,16 @@ struct Served {
     metrics: PrometheusHandle,
 }
 
-/// Serves the listener until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, node: Node, metrics: PrometheusHandle) {
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the listener until the process ends; over TLS when `tls` is given.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Node,
+    metrics: PrometheusHandle,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP);
@@ -61,8 +72,36 @@ pub async fn serve(listener: tokio::net::TcpListener, node: Node, metrics: Prome
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(Served { node, metrics });
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "the metrics listener stopped");
+    let Some(tls) = tls else {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tracing::warn!(error = %e, "cannot accept a metrics connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
     }
 }
 

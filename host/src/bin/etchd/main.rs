@@ -152,14 +152,25 @@ async fn run() -> anyhow::Result<()> {
     options.auto_compaction_interval = config.auto_compaction_interval;
 
     let metrics = match config.listen_metrics {
-        Some(addr) => Some((http::install_recorder()?, http::bind(addr).await?)),
+        Some((addr, https)) => {
+            let tls = match https {
+                true => Some(std::sync::Arc::new(
+                    etch_proto::pki::Identity::load(&options.tls)
+                        .and_then(|id| id.server_config_without_client_auth())
+                        .context("TLS for the metrics listener")?,
+                )),
+                false => None,
+            };
+            Some((http::install_recorder()?, http::bind(addr).await?, tls))
+        }
         None => None,
     };
     let node = Node::start(options).await?;
-    if let Some((handle, listener)) = metrics {
+    if let Some((handle, listener, tls)) = metrics {
         let addr = listener.local_addr()?;
-        tokio::spawn(http::serve(listener, node.clone(), handle));
-        tracing::info!(%addr, "serving metrics and health over HTTP");
+        let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
+        tokio::spawn(http::serve(listener, node.clone(), handle, tls));
+        tracing::info!(%addr, "serving metrics and health over {scheme}");
     }
     tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
     if config.tls.is_none() {
