@@ -23,9 +23,14 @@ impl Store {
         alarms.iter().copied().collect()
     }
 
-    /// Whether a member raised `NOSPACE`.
+    /// Whether a member raised `NOSPACE`. Asked for every command applied and every write
+    /// the leader takes: reads the cached set in place, copying nothing.
     pub fn no_space(&self) -> bool {
-        self.alarms().iter().any(|a| a.alarm == AlarmType::NoSpace)
+        let alarms = self
+            .alarm_cell()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        alarms.iter().any(|a| a.alarm == AlarmType::NoSpace)
     }
 
     /// Applies an alarm change (from the Raft log) and records `applied` in the same batch.
