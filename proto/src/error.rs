@@ -58,7 +58,9 @@ pub enum Error {
     /// The NOSPACE alarm is raised: writes that add data are refused until space is freed
     /// (compact, defrag) and the alarm disarmed. Reads, deletes, compaction and lease
     /// revokes still work.
-    #[error("database space exceeded")]
+    #[error(
+        "database space exceeded (NOSPACE alarm: free space with compact and defrag, then `etchctl alarm disarm`; see docs/operations.md)"
+    )]
     NoSpace,
 }
 
