@@ -1,7 +1,8 @@
 //! etchctl: the command-line client for etch, with etcdctl's verbs, flags and output.
 //!
 //! Start reading at [`Command`]: one variant per verb, each run by a function in the module
-//! of its family (`kv`, `txn`, `watch`, `lease`, `endpoint`, `member`, `plugin`, `auth`, `certs`). `context` turns the global
+//! of its family (`kv`, `txn`, `watch`, `lease`, `endpoint`, `member`, `plugin`, `auth`, `alarm`,
+//! `snapshot`, `certs`). `context` turns the global
 //! flags into a client and a printer; `print` holds the three output formats; `txn_parse` the
 //! txn syntax.
 
@@ -16,6 +17,7 @@ mod lease;
 mod member;
 mod plugin;
 mod print;
+mod snapshot;
 mod txn;
 mod txn_parse;
 mod watch;
@@ -91,6 +93,9 @@ enum Command {
     /// Defragment each endpoint's storage (or every member's with --cluster): drops what
     /// compaction and deletes left on disk. Prints one line per member.
     Defrag(endpoint::ClusterArgs),
+    /// Backups: save one from a node, check one, restore one into a new cluster.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Certificates for a cluster.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -147,6 +152,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Role(cmd) => auth::role(&ctx, cmd).await,
             Command::Alarm(cmd) => alarm::run(&ctx, cmd).await,
             Command::Defrag(args) => alarm::defrag(&ctx, args).await,
+            Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
             Command::Certs(_) | Command::Version => Ok(()),
         }
     })

@@ -102,6 +102,9 @@ pub enum Error {
     /// The local UDP socket could not be opened.
     #[error("cannot open a local UDP socket")]
     Bind(#[source] std::io::Error),
+    /// Writing what the node streamed (a snapshot) to its destination failed.
+    #[error("cannot write the snapshot")]
+    Output(#[source] std::io::Error),
 }
 
 fn code_reason(code: u64) -> String {
@@ -169,6 +172,7 @@ impl Error {
             | Error::InvalidEndpoint { .. }
             | Error::NoEndpoints
             | Error::Bind(_)
+            | Error::Output(_)
             | Error::WatchCompacted { .. }
             | Error::WatchCanceled { .. }
             | Error::WatchEnded => false,

@@ -81,6 +81,7 @@ pub use error::{DialError, Error, Result};
 pub use kv::{Compact, Delete, Get, Put, ResponseFuture};
 pub use lease::{LeaseGrant, LeaseLeases, LeaseRevoke, LeaseTimeToLive};
 pub use lease_keep_alive::{KeepAliveHandle, KeepAliveStatus, LeaseKeepAlive};
+pub use maintenance::SnapshotSaved;
 pub use member::{MemberAdd, MemberList, MemberPromote, MemberRemove};
 pub use options::ClientOptions;
 pub use plugin::{PluginInstall, PluginList, PluginRemove};

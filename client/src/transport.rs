@@ -231,7 +231,7 @@ fn write_failure(endpoint: &Endpoint, e: quinn::WriteError) -> Error {
     }
 }
 
-fn read_failure(conn: &quinn::Connection, endpoint: &Endpoint, e: FrameError) -> Error {
+pub(crate) fn read_failure(conn: &quinn::Connection, endpoint: &Endpoint, e: FrameError) -> Error {
     let quic = match &e {
         FrameError::Io(io) => io
             .get_ref()

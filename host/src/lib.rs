@@ -15,6 +15,7 @@
 //! (`src/bin/etchd`) turns those into [`node::NodeOptions`] and installs the log subscriber.
 
 pub mod auth;
+pub mod backup;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;

@@ -74,6 +74,21 @@ pub struct AlarmResponse {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefragmentRequest {}
 
+/// Asks the node for a backup of its whole state (root only), as etcd's maintenance
+/// `Snapshot`. The node answers with one [`SnapshotResponse`] frame, then the backup
+/// file's bytes, raw, to the end of the stream; a node that cannot finish resets the
+/// stream with [`crate::codes::stream::SNAPSHOT_FAILED`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRequest {}
+
+/// The start of a backup stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotResponse {
+    pub header: ResponseHeader,
+    /// The revision the backup holds the state at.
+    pub revision: i64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefragmentResponse {
     pub header: ResponseHeader,

@@ -15,6 +15,8 @@ pub mod stream {
     pub const UNREAD_RESPONSES: u32 = 3;
     /// The client did not read the answer within the node's write deadline.
     pub const WRITE_TIMEOUT: u32 = 4;
+    /// The node could not finish the backup it was streaming (its log says why).
+    pub const SNAPSHOT_FAILED: u32 = 5;
 }
 
 /// Codes on a connection (`CONNECTION_CLOSE`, application level).
@@ -41,6 +43,7 @@ pub fn stream_reason(code: u64) -> Option<&'static str> {
             "too many bytes of answers on this connection are unread; read them before asking for more"
         }
         stream::WRITE_TIMEOUT => "the answer was not read within the node's write deadline",
+        stream::SNAPSHOT_FAILED => "the node could not finish the snapshot (its log says why)",
         _ => return None,
     })
 }
@@ -74,7 +77,7 @@ mod tests {
 
     #[test]
     fn every_code_has_words_and_unknown_codes_none() {
-        for code in 1..=4u64 {
+        for code in 1..=5u64 {
             assert!(stream_reason(code).is_some(), "stream code {code}");
         }
         for code in 1..=5u64 {

@@ -128,7 +128,8 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         | Request::PluginList(_)
         | Request::HashKv(_)
         | Request::Alarm(_)
-        | Request::Defragment(_) => Ok(()),
+        | Request::Defragment(_)
+        | Request::Snapshot(_) => Ok(()),
     }
 }
 
@@ -309,7 +310,8 @@ pub fn request_bytes(req: &Request) -> usize {
         | Request::PluginList(_)
         | Request::HashKv(_)
         | Request::Alarm(_)
-        | Request::Defragment(_) => PER_OP,
+        | Request::Defragment(_)
+        | Request::Snapshot(_) => PER_OP,
     }
 }
 

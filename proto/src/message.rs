@@ -42,6 +42,8 @@ pub enum Request {
     Alarm(crate::alarm::AlarmRequest),
     /// Compacts the storage files of the node asked (not replicated).
     Defragment(crate::alarm::DefragmentRequest),
+    /// Opens a backup stream: see [`crate::alarm::SnapshotRequest`].
+    Snapshot(crate::alarm::SnapshotRequest),
 }
 
 impl Request {
@@ -56,7 +58,8 @@ impl Request {
             | Request::LeaseLeases(_)
             | Request::PluginList(_)
             | Request::HashKv(_)
-            | Request::Defragment(_) => false,
+            | Request::Defragment(_)
+            | Request::Snapshot(_) => false,
             Request::Alarm(alarm) => alarm.action != crate::alarm::AlarmAction::Get,
             Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseKeepAlive(_) => true,
             Request::PluginInstall(_) | Request::PluginRemove(_) => true,
@@ -104,6 +107,7 @@ impl Request {
             Request::Auth(auth) => ("etcdserverpb.Auth", auth.method()),
             Request::Alarm(_) => (MAINTENANCE, "Alarm"),
             Request::Defragment(_) => (MAINTENANCE, "Defragment"),
+            Request::Snapshot(_) => (MAINTENANCE, "Snapshot"),
         }
     }
 }
@@ -134,6 +138,7 @@ pub enum Response {
     Auth(crate::auth::AuthResponse),
     Alarm(crate::alarm::AlarmResponse),
     Defragment(crate::alarm::DefragmentResponse),
+    Snapshot(crate::alarm::SnapshotResponse),
 }
 
 impl Response {
@@ -163,6 +168,7 @@ impl Response {
             Response::Auth(r) => &mut r.header,
             Response::Alarm(r) => &mut r.header,
             Response::Defragment(r) => &mut r.header,
+            Response::Snapshot(r) => &mut r.header,
         }
     }
 }

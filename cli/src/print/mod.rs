@@ -22,7 +22,7 @@ mod auth;
 mod json;
 mod lease;
 mod simple;
-mod table;
+pub mod table;
 mod watch;
 
 #[cfg(test)]

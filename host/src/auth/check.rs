@@ -114,6 +114,7 @@ pub fn authorize(
         Request::HashKv(_) => root_only("hash the key space"),
         Request::Alarm(_) => root_only("manage alarms"),
         Request::Defragment(_) => root_only("defragment"),
+        Request::Snapshot(_) => root_only("save a snapshot"),
         Request::Auth(AuthRequest::Disable) => root_only("disable authorization"),
         Request::Auth(_) => root_only("manage users and roles"),
     }

@@ -112,6 +112,25 @@ impl Store {
         Ok(())
     }
 
+    /// Clears every alarm, outside the Raft log: a restored backup founds a new cluster,
+    /// whose members are not the ones that raised them.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub fn clear_alarms(&self) -> Result<()> {
+        let _guard = self.lock();
+        let spaces = self.spaces();
+        let mut batch = spaces.db.batch();
+        batch.remove(&spaces.meta, META_ALARMS);
+        batch.commit()?;
+        self.alarm_cell()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        Ok(())
+    }
+
     /// The raised alarms of kind `alarm` (all with `AlarmType::None`).
     pub fn alarms_of(&self, alarm: AlarmType) -> Vec<AlarmMember> {
         let all = self.alarms();

@@ -85,6 +85,9 @@ pub(crate) struct Spaces {
     pub plugin_bindings: Keyspace,
 }
 
+/// How many keyspaces [`Spaces::all`] lists; the current key space is the first.
+pub(crate) const SPACE_COUNT: usize = 8;
+
 impl Spaces {
     /// Opens the keyspaces of `generation`, creating any that is missing.
     pub fn open(db: &Database, generation: u64) -> Result<Self> {
@@ -117,7 +120,7 @@ impl Spaces {
 
     /// All of them, in the order snapshots list them (new ones are only appended, so the
     /// snapshot's keyspace numbers stay stable).
-    pub fn all(&self) -> [&Keyspace; 8] {
+    pub fn all(&self) -> [&Keyspace; SPACE_COUNT] {
         [
             &self.current,
             &self.versions,

@@ -110,5 +110,20 @@ pub(crate) use layout::BindingRecord;
 pub(crate) use plugins::{bindings_in, hex};
 pub(crate) use preview::preview;
 pub use preview::{Change, Preview};
+pub use snapshot::{Export, Scanned, scan};
+
+/// Opens (creating it if need be) the fjall database of a node's data directory, with the
+/// node's cache and worker settings: the one place that decides them, for `etchd` and for
+/// a restore.
+///
+/// # Errors
+///
+/// fjall cannot open it (another process holds it, or it is damaged).
+pub fn open_database(path: &std::path::Path) -> Result<fjall::Database> {
+    Ok(fjall::Database::builder(path)
+        .cache_size(8 * 1024 * 1024)
+        .worker_threads(crate::FJALL_WORKERS)
+        .open()?)
+}
 pub use store::{Event, Outcome, Store};
 pub(crate) use view::View;

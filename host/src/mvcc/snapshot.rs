@@ -12,10 +12,11 @@
 
 use std::io::{Read, Write};
 
+use etch_proto::Revision;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
-use super::layout::{META_APPLIED, ROOT_GENERATION, Spaces, encode};
+use super::layout::{META_APPLIED, ROOT_GENERATION, SPACE_COUNT, Spaces, encode};
 use super::store::Store;
 
 /// Version of the stream format.
@@ -43,20 +44,35 @@ enum Record<'a> {
     },
 }
 
-impl Store {
-    /// Writes every record of the mvcc keyspaces, from one consistent snapshot, into `w`.
+/// One consistent point of the mvcc state, held open while it is written out: what
+/// [`Store::export`] and a backup (`crate::backup`) read.
+pub struct Export {
+    spaces: std::sync::Arc<Spaces>,
+    snap: fjall::Snapshot,
+}
+
+impl Export {
+    /// `(revision, compact_revision)` at this point.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure or a meta record that does not decode.
+    pub fn counters(&self) -> Result<(Revision, Revision)> {
+        self.spaces.counters(&self.snap)
+    }
+
+    /// Writes every record of the mvcc keyspaces at this point into `w`.
     ///
     /// # Errors
     ///
     /// A storage failure, or `w` failing.
-    pub fn export(&self, w: &mut dyn Write) -> Result<()> {
-        let spaces = self.spaces();
-        let snap = spaces.db.snapshot();
+    pub fn write(&self, w: &mut dyn Write) -> Result<()> {
+        let spaces = &self.spaces;
         write_record(w, &Record::Header { format: FORMAT })?;
         let mut entries = 0u64;
         for (space, keyspace) in (0u8..).zip(spaces.all()) {
             let is_meta = std::ptr::eq(keyspace, &spaces.meta);
-            for item in fjall::Readable::iter(&snap, keyspace) {
+            for item in fjall::Readable::iter(&self.snap, keyspace) {
                 let (key, value) = item.into_inner()?;
                 if is_meta && &*key == META_APPLIED {
                     continue;
@@ -68,6 +84,77 @@ impl Store {
         }
         write_record(w, &Record::End { entries })?;
         Ok(w.flush()?)
+    }
+}
+
+/// What a scan of an export found (see [`scan`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scanned {
+    /// Every record of every keyspace.
+    pub entries: u64,
+    /// Records of the current key space: the live keys.
+    pub current_keys: u64,
+}
+
+/// Reads a whole export from `r` and checks its structure (header, records of known
+/// keyspaces, the end record's count), storing nothing: how a backup is verified.
+///
+/// # Errors
+///
+/// `r` failing, or a stream that is truncated or malformed.
+pub fn scan(r: &mut dyn Read) -> Result<Scanned> {
+    let mut scanned = Scanned::default();
+    read_records(r, |space, _, _| {
+        scanned.entries += 1;
+        scanned.current_keys += u64::from(space == 0);
+        Ok(())
+    })?;
+    Ok(scanned)
+}
+
+/// Reads the header, every entry (handed to `entry` with its keyspace index, checked to be
+/// one of [`Spaces::all`]) and the end record, whose count must match.
+fn read_records(
+    r: &mut dyn Read,
+    mut entry: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut buf = Vec::new();
+    match read_record(r, &mut buf)? {
+        Record::Header { format: FORMAT } => {}
+        other => return Err(Error::Corrupt(format!("bad snapshot header {other:?}"))),
+    }
+    let mut entries = 0u64;
+    loop {
+        match read_record(r, &mut buf)? {
+            Record::Entry { space, key, value } if usize::from(space) < SPACE_COUNT => {
+                entry(usize::from(space), key, value)?;
+                entries += 1;
+            }
+            Record::End { entries: n } if n == entries => return Ok(entries),
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "unexpected snapshot record {other:?}"
+                )));
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens a consistent point of the whole mvcc state, to be written out.
+    pub fn begin_export(&self) -> Export {
+        let spaces = self.spaces();
+        let snap = spaces.db.snapshot();
+        Export { spaces, snap }
+    }
+
+    /// Writes every record of the mvcc keyspaces, from one consistent snapshot, into `w`.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or `w` failing.
+    pub fn export(&self, w: &mut dyn Write) -> Result<()> {
+        self.begin_export().write(w)
     }
 
     /// Replaces the whole mvcc state with an export read from `r`, records `applied` and
@@ -88,39 +175,21 @@ impl Store {
         let _guard = self.lock();
         let live = self.spaces();
         let db = &live.db;
-        let mut buf = Vec::new();
-        match read_record(r, &mut buf)? {
-            Record::Header { format: FORMAT } => {}
-            other => return Err(Error::Corrupt(format!("bad snapshot header {other:?}"))),
-        }
         let generation = live.generation + 1;
         // A failed import earlier in this run may have left records there.
         Spaces::delete_generation(db, generation)?;
         let next = Spaces::open(db, generation)?;
         let all = next.all();
-        let (mut batch, mut bytes, mut entries) = (db.batch(), 0, 0u64);
-        loop {
-            match read_record(r, &mut buf)? {
-                Record::Entry { space, key, value } => {
-                    let keyspace = all.get(usize::from(space)).ok_or_else(|| {
-                        Error::Corrupt(format!("snapshot names keyspace {space}"))
-                    })?;
-                    batch.insert(keyspace, key, value);
-                    bytes += key.len() + value.len();
-                    entries += 1;
-                    if bytes >= BATCH_BYTES {
-                        std::mem::replace(&mut batch, db.batch()).commit()?;
-                        bytes = 0;
-                    }
-                }
-                Record::End { entries: n } if n == entries => break,
-                other => {
-                    return Err(Error::Corrupt(format!(
-                        "unexpected snapshot record {other:?}"
-                    )));
-                }
+        let (mut batch, mut bytes) = (db.batch(), 0);
+        read_records(r, |space, key, value| {
+            batch.insert(all[space], key, value);
+            bytes += key.len() + value.len();
+            if bytes >= BATCH_BYTES {
+                std::mem::replace(&mut batch, db.batch()).commit()?;
+                bytes = 0;
             }
-        }
+            Ok(())
+        })?;
         batch.insert(&next.meta, META_APPLIED, applied);
         batch.insert(self.root(), ROOT_GENERATION, encode(&generation)?);
         batch.commit()?;

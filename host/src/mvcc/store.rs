@@ -538,7 +538,8 @@ fn execute(
         | Request::PluginRemove(_)
         | Request::Auth(_)
         | Request::Alarm(_)
-        | Request::Defragment(_) => {
+        | Request::Defragment(_)
+        | Request::Snapshot(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

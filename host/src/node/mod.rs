@@ -16,6 +16,7 @@
 //!
 //! [`Command`]: crate::raft::Command
 
+mod backup;
 mod compaction;
 mod corruption;
 mod lease;
@@ -28,6 +29,7 @@ mod read_index;
 mod route;
 mod ticks;
 
+pub use backup::Backup;
 pub use compaction::{AutoCompaction, REVISION_INTERVAL};
 pub use quota::DEFAULT_QUOTA_BACKEND_BYTES;
 pub(crate) use route::Checked;
@@ -193,6 +195,16 @@ impl NodeOptions {
             .map(|(_, addr)| addr.clone())
             .unwrap_or_else(|| self.listen_peer.to_string())
     }
+
+    /// The founding members, `(name, peer host:port)`: `initial_cluster`, or this node
+    /// alone.
+    fn founders(&self) -> Vec<(String, String)> {
+        if self.initial_cluster.is_empty() {
+            vec![(self.name.clone(), self.peer_addr())]
+        } else {
+            self.initial_cluster.clone()
+        }
+    }
 }
 
 /// A handle to a running node; cheap to clone.
@@ -234,6 +246,8 @@ struct Inner {
     vouched: Mutex<HashMap<NodeId, (bool, Instant)>>,
     /// The database's size on disk, as last measured (`quota.rs`).
     db_size: std::sync::atomic::AtomicU64,
+    /// Backups being streamed (`backup.rs`).
+    backups: Arc<tokio::sync::Semaphore>,
 }
 
 impl Node {
@@ -245,16 +259,12 @@ impl Node {
             .context("loading the node's TLS material")?;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
-        let db = fjall::Database::builder(options.data_dir.join("db"))
-            .cache_size(8 * 1024 * 1024)
-            .worker_threads(crate::FJALL_WORKERS)
-            .open()
-            .with_context(|| {
-                format!(
-                    "opening the database in {} (is another etchd using it?)",
-                    options.data_dir.display()
-                )
-            })?;
+        let db = mvcc::open_database(&options.data_dir.join("db")).with_context(|| {
+            format!(
+                "opening the database in {} (is another etchd using it?)",
+                options.data_dir.display()
+            )
+        })?;
         let store = mvcc::Store::open(&db).context("opening the key space")?;
         let snapshots =
             SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
@@ -297,6 +307,12 @@ impl Node {
         ) {
             (Some(id), _) => id,
             (None, ClusterState::New) => {
+                crate::backup::check_restored(
+                    &options.data_dir,
+                    &options.name,
+                    &options.founders(),
+                    &options.initial_cluster_token,
+                )?;
                 let id = founding_cluster_id(&options);
                 log.save_cluster_id(id)
                     .await
@@ -371,6 +387,7 @@ impl Node {
                 large_ranges: tokio::sync::Semaphore::new(route::LARGE_RANGES),
                 vouched: Mutex::new(HashMap::new()),
                 db_size: std::sync::atomic::AtomicU64::new(0),
+                backups: Arc::new(tokio::sync::Semaphore::new(backup::CONCURRENT_BACKUPS)),
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New
@@ -566,18 +583,48 @@ impl Node {
     }
 }
 
+/// A peer address as `host:port`, without the `https://` etcd users are used to write.
+pub fn strip_scheme(addr: &str) -> String {
+    addr.split_once("://")
+        .map_or(addr, |(_, rest)| rest)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Parses `--initial-cluster`: `n1=host:port,n2=host:port` (a scheme is dropped); empty
+/// text is no members.
+///
+/// # Errors
+///
+/// An entry that is not `NAME=HOST:PORT`, or a name given twice.
+pub fn parse_initial_cluster(text: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let mut members = Vec::new();
+    for item in text.split(',') {
+        let Some((name, addr)) = item.trim().split_once('=') else {
+            bail!("--initial-cluster entries are NAME=HOST:PORT, not {item:?}");
+        };
+        if name.is_empty() || addr.is_empty() {
+            bail!("--initial-cluster entries are NAME=HOST:PORT, not {item:?}");
+        }
+        if members.iter().any(|(n, _): &(String, String)| n == name) {
+            bail!("--initial-cluster names {name} twice");
+        }
+        members.push((name.to_owned(), strip_scheme(addr)));
+    }
+    Ok(members)
+}
+
 /// The cluster id of a cluster founded with these options: the token and the sorted
 /// founding members, as etcd derives it.
 fn founding_cluster_id(options: &NodeOptions) -> u64 {
-    let mut members: Vec<String> = if options.initial_cluster.is_empty() {
-        vec![format!("{}={}", options.name, options.peer_addr())]
-    } else {
-        options
-            .initial_cluster
-            .iter()
-            .map(|(n, a)| format!("{n}={a}"))
-            .collect()
-    };
+    let mut members: Vec<String> = options
+        .founders()
+        .iter()
+        .map(|(n, a)| format!("{n}={a}"))
+        .collect();
     members.sort();
     node_id(&format!(
         "{}/{}",

@@ -71,8 +71,8 @@ impl Node {
                     .await?
                     .map(Response::HashKv)
             }
-            Request::Watch(_) => Err(Error::InvalidArgument(
-                "a watch is served on its own stream, as its first frame".into(),
+            Request::Watch(_) | Request::Snapshot(_) => Err(Error::InvalidArgument(
+                "a watch or a snapshot is served on its own stream, as its first frame".into(),
             )),
             Request::Range(range) if range.serializable => self.read(range).await,
             request => self.on_leader(principal, request, false).await,

@@ -40,6 +40,13 @@ struct AppliedState {
     partial: Option<(LogId, u32)>,
 }
 
+/// The applied-state blob of a store that no Raft entry has touched yet: what a restored
+/// backup records, so that the new cluster's log applies on top of it from its start.
+pub fn nothing_applied() -> Vec<u8> {
+    // A default state has no variable-length part that could fail to encode.
+    postcard::to_allocvec(&AppliedState::default()).unwrap_or_default()
+}
+
 /// The applied state as nodes before batch entries recorded it (no `partial`).
 #[derive(Deserialize)]
 struct AppliedStateV1 {

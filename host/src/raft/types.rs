@@ -117,6 +117,7 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         Auth(_) => "auth",
         Alarm(_) => "alarm",
         Defragment(_) => "defragment",
+        Snapshot(_) => "snapshot",
     }
 }
 

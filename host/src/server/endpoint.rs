@@ -229,6 +229,18 @@ impl Stream {
                 super::watch_stream::serve_watch(node, principal, watch, send, recv).await;
                 return;
             }
+            Request::Snapshot(_) => {
+                drop(charge);
+                let Stream {
+                    send,
+                    node,
+                    principal,
+                    _open,
+                    ..
+                } = self;
+                super::snapshot_stream::serve_snapshot(node, principal, send).await;
+                return;
+            }
             Request::LeaseKeepAlive(first) => {
                 drop(charge);
                 let Stream {

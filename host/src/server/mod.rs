@@ -6,9 +6,10 @@
 //! stream carries one request frame and gets one `Result<Response, Error>` frame back; a
 //! malformed or oversize frame is answered with an error on that stream only. What one
 //! client may cost is bounded (`limits.rs`: connections per node and per principal,
-//! streams, buffered bytes, read and write deadlines, idle time). Two kinds of
+//! streams, buffered bytes, read and write deadlines, idle time). Three kinds of
 //! stream live longer (`watch_stream.rs`): a watch (the node keeps writing responses and
-//! reads control frames) and a lease keep-alive (`keep_alive.rs`: one answer per frame).
+//! reads control frames), a lease keep-alive (`keep_alive.rs`: one answer per frame) and
+//! a snapshot (`snapshot_stream.rs`: one answer, then a backup file's bytes).
 //!
 //! The peer endpoint (`peer.rs`) admits node certificates only and serves Raft RPCs,
 //! snapshot streams and requests forwarded by followers.
@@ -20,6 +21,7 @@ mod endpoint;
 mod keep_alive;
 mod limits;
 mod peer;
+mod snapshot_stream;
 mod watch_stream;
 
 pub use endpoint::{ClientEndpoint, serve_clients};

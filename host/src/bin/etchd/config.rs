@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use etch_host::node::{
     AutoCompaction, ClusterState, DEFAULT_QUOTA_BACKEND_BYTES, MAX_REQUEST_BYTES_CEILING,
-    REVISION_INTERVAL,
+    REVISION_INTERVAL, parse_initial_cluster, strip_scheme,
 };
 use etch_host::plugin::{MAX_MEMORY_MB, Maxima};
 use etch_host::server::ClientLimits;
@@ -665,34 +665,6 @@ fn duration(text: &str) -> Option<Duration> {
         "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     }
-}
-
-fn strip_scheme(addr: &str) -> String {
-    addr.split_once("://")
-        .map_or(addr, |(_, rest)| rest)
-        .trim_end_matches('/')
-        .to_owned()
-}
-
-/// Parses `n1=host:port,n2=host:port`.
-fn parse_initial_cluster(text: Option<&str>) -> anyhow::Result<Vec<(String, String)>> {
-    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let mut members = Vec::new();
-    for item in text.split(',') {
-        let Some((name, addr)) = item.trim().split_once('=') else {
-            bail!("--initial-cluster entries are NAME=HOST:PORT, not {item:?}");
-        };
-        if name.is_empty() || addr.is_empty() {
-            bail!("--initial-cluster entries are NAME=HOST:PORT, not {item:?}");
-        }
-        if members.iter().any(|(n, _): &(String, String)| n == name) {
-            bail!("--initial-cluster names {name} twice");
-        }
-        members.push((name.to_owned(), strip_scheme(addr)));
-    }
-    Ok(members)
 }
 
 #[cfg(test)]
