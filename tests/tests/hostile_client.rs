@@ -446,3 +446,85 @@ async fn an_idle_connection_is_closed_even_with_keep_alives() {
     assert!(event.is_some_and(|e| e.events.len() == 1));
     still_serves(&cluster, "idle connections").await;
 }
+
+/// Snapshot streams (`snapshot save`) that nobody reads: each holds at most a bounded
+/// buffer, no more than two stream at once (a third is refused at once with the reason),
+/// both are reset at the write deadline, and then a snapshot is served again. A client that
+/// is not root is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_nobody_reads_are_bounded_refused_past_two_and_reset() {
+    let cluster = Cluster::single_with(&["--client-write-timeout", "1000"]);
+    let pid = cluster.nodes[0].pid().expect("running");
+    let client = cluster.client().await;
+    // 8 MB of values: far more than a stream's flow-control window.
+    for i in 0..8 {
+        client
+            .put(format!("big/{i}"), vec![b'v'; 1_000_000])
+            .await
+            .expect("put a large value");
+    }
+    let snapshot =
+        frame::encode(&Request::Snapshot(Default::default()), usize::MAX).expect("encode");
+    let open = |conn: quinn::Connection| {
+        let snapshot = snapshot.clone();
+        async move {
+            let (mut send, mut recv) = conn.open_bi().await.expect("open");
+            send.write_all(&snapshot).await.expect("send");
+            send.finish().expect("finish");
+            let first: Option<Result<Response, proto::Error>> =
+                frame::read(&mut recv, proto::DEFAULT_MAX_RESPONSE_BYTES)
+                    .await
+                    .expect("the first answer");
+            (first.expect("an answer"), recv)
+        }
+    };
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .receive_window(65_536u32.into())
+        .stream_receive_window(16_384u32.into());
+    let conn = dial(&cluster, "root", transport).await.expect("dial");
+    let rss = RssPeak::start(pid);
+    let (first, mut a) = open(conn.clone()).await;
+    assert!(matches!(first, Ok(Response::Snapshot(_))), "{first:?}");
+    let (second, mut b) = open(conn.clone()).await;
+    assert!(matches!(second, Ok(Response::Snapshot(_))), "{second:?}");
+    let (third, _) = open(conn.clone()).await;
+    match third {
+        Err(proto::Error::Unavailable { reason }) => {
+            assert!(reason.contains("already streaming 2 snapshots"), "{reason}");
+        }
+        other => panic!("a third snapshot at once: {other:?}"),
+    }
+    let (denied, _) = open(dial_plain(&cluster, "alice").await).await;
+    assert!(
+        matches!(denied, Err(proto::Error::PermissionDenied(_))),
+        "{denied:?}"
+    );
+    // Neither is read: both are reset at the write deadline.
+    for recv in [&mut a, &mut b] {
+        let reset = tokio::time::timeout(Duration::from_secs(30), recv.received_reset())
+            .await
+            .expect("the node gives up on an unread snapshot");
+        let code = reset.expect("reset").map(|c| c.into_inner());
+        assert_eq!(code, Some(codes::stream::WRITE_TIMEOUT.into()));
+    }
+    let peak = rss.peak();
+    eprintln!("unread snapshots: peak RSS {peak} MiB");
+    assert!(
+        peak < RSS_BOUND_MB,
+        "peak RSS {peak} MiB under unread snapshots"
+    );
+    // The slots are free again: a whole snapshot streams to a reader.
+    let (got, saved) = wait_for_async("a snapshot slot", Duration::from_secs(10), || {
+        let client = &client;
+        async move {
+            let mut saved = Vec::new();
+            let got = client.snapshot(&mut saved).await.ok()?;
+            Some((got, saved))
+        }
+    })
+    .await;
+    assert_eq!(got.bytes, saved.len() as u64);
+    assert!(got.bytes > 8_000_000, "{got:?}");
+    still_serves(&cluster, "unread snapshots").await;
+}

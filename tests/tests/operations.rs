@@ -552,3 +552,171 @@ fn metrics_are_served_over_https_when_asked() {
     let plain = http_get(&addr, "/health");
     assert!(!matches!(plain, Ok((200, _))), "{plain:?}");
 }
+
+/// The hash of node `i`'s key history up to `rev`, asked of that node alone.
+async fn hash_at(cluster: &Cluster, i: usize, rev: i64) -> etch_proto::HashKvResponse {
+    let opts =
+        etch_client::ClientOptions::new([cluster.nodes[i].endpoint()], cluster.client_tls("root"))
+            .request_timeout(Duration::from_secs(10));
+    let client = etch_client::Client::new(opts).expect("client");
+    client.hash_kv(rev).await.expect("hash_kv")
+}
+
+/// `snapshot save` from a member of a 3-node cluster under writes, `snapshot status`, and
+/// `snapshot restore` into the three members of a new cluster: every new member's history
+/// hashes as the source's at the saved revision, the new cluster has its own id and members,
+/// and a damaged backup is refused before any data dir is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_saved_under_writes_restores_into_a_new_cluster() {
+    let source = Cluster::new(3, &[]);
+    let client = source.root_client();
+    for i in 0..40 {
+        client
+            .put(format!("key-{i}"), format!("v{i}"))
+            .await
+            .expect("put");
+    }
+    client.delete("key-3").await.expect("delete");
+    let lease = client.lease_grant(3600).await.expect("lease").id;
+    client
+        .put("leased", "x")
+        .lease(lease)
+        .await
+        .expect("leased put");
+
+    // Writers keep going while the backup is taken.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = done.load(Ordering::Relaxed);
+                client
+                    .put(format!("busy-{}", n % 50), n.to_string())
+                    .await
+                    .expect("a put during the backup");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    etch_tests::wait_for_async("writes under way", Duration::from_secs(20), || {
+        let n = done.load(Ordering::Relaxed);
+        async move { (n >= 20).then_some(()) }
+    })
+    .await;
+    let file = source.dir.path().join("backup.db");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let tls = source.client_tls("root");
+    let from = source.nodes[1].endpoint();
+    let saved = etch_tests::etchctl_with(&from, &tls, &["snapshot", "save", file_arg]);
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    let written = done.load(Ordering::Relaxed);
+    let saved = ok_stdout(&saved);
+    assert!(
+        saved.starts_with(&format!("Snapshot saved at {file_arg}")),
+        "{saved}"
+    );
+    assert!(!source.dir.path().join("backup.db.part").exists());
+    let all = source.endpoints();
+    let refused = etch_tests::etchctl_with(&all, &tls, &["snapshot", "save", file_arg]);
+    assert!(!refused.status.success(), "a snapshot from three endpoints");
+
+    let status = ok_stdout(&source.etchctl(&["snapshot", "status", file_arg, "-w", "json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let rev = status["revision"].as_i64().expect("revision");
+    assert!(rev >= 63, "{status}");
+    let keys = status["totalKey"].as_u64().expect("totalKey");
+    assert!((40..=90).contains(&keys), "{status}");
+    let table = ok_stdout(&source.etchctl(&["snapshot", "status", file_arg, "-w", "table"]));
+    assert!(
+        table.contains(" HASH ") && table.contains(&format!("| {rev} ")),
+        "{table}"
+    );
+    let source_hash = hash_at(&source, 1, rev).await;
+    eprintln!("saved revision {rev} with {keys} keys while {written} puts ran");
+
+    // Damaged copies are refused, by status and by restore, and leave no data dir.
+    let bytes = std::fs::read(&file).expect("read the backup");
+    let cut = source.dir.path().join("cut.db");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 3] ^= 0x04;
+    let bad = source.dir.path().join("flipped.db");
+    std::fs::write(&bad, &flipped).expect("write");
+    for (damaged, words) in [(&cut, "truncated"), (&bad, "corrupt")] {
+        let path = damaged.to_str().expect("utf-8 path");
+        let out = source.etchctl(&["snapshot", "status", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(words), "{err}");
+        let dir = source.dir.path().join("never");
+        let dir_arg = dir.to_str().expect("utf-8 path");
+        let out = source.etchctl(&["snapshot", "restore", path, "--data-dir", dir_arg]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(words), "{err}");
+        assert!(!dir.exists(), "a refused restore made {dir_arg}");
+    }
+
+    // Restore into the three members of a new cluster (new ports, CA and token).
+    let mut restored = Cluster::prepare(3, &["--initial-cluster-token", "restored"]);
+    let initial = restored
+        .nodes
+        .iter()
+        .map(|n| format!("{}={}", n.name, n.peer_endpoint()))
+        .collect::<Vec<_>>()
+        .join(",");
+    for node in &restored.nodes {
+        let dir = node.data_dir.to_str().expect("utf-8 path");
+        let peer = node.peer_endpoint();
+        let out = ok_stdout(&restored.etchctl(&[
+            "snapshot",
+            "restore",
+            file_arg,
+            "--data-dir",
+            dir,
+            "--name",
+            &node.name,
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster-token",
+            "restored",
+        ]));
+        assert!(
+            out.starts_with(&format!("Restored revision {rev} ")),
+            "{out}"
+        );
+    }
+    restored.start();
+    for i in 0..3 {
+        let hash = hash_at(&restored, i, rev).await;
+        assert_eq!(
+            (hash.hash, hash.compact_revision),
+            (source_hash.hash, source_hash.compact_revision),
+            "member {i} of the new cluster at revision {rev}"
+        );
+        assert_ne!(
+            hash.header.cluster_id, source_hash.header.cluster_id,
+            "a new cluster id"
+        );
+    }
+    let members = ok_stdout(&restored.etchctl(&["member", "list"]));
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for node in &restored.nodes {
+        assert!(members.contains(&node.peer_endpoint()), "{members}");
+    }
+    let client = restored.root_client();
+    let got = client.get("key-7").await.expect("get");
+    assert_eq!(got.kvs[0].value, b"v7");
+    assert!(client.get("key-3").await.expect("get").kvs.is_empty());
+    let ttl = client
+        .lease_time_to_live(lease)
+        .await
+        .expect("the restored lease");
+    assert!(ttl.ttl > 0, "{ttl:?}");
+    let put = client.put("after", "restore").await.expect("a write");
+    assert_eq!(put.header.revision, rev + 1);
+}
