@@ -93,6 +93,9 @@ enum Command {
     /// Defragment each endpoint's storage (or every member's with --cluster): drops what
     /// compaction and deletes left on disk. Prints one line per member.
     Defrag(endpoint::ClusterArgs),
+    /// Hand the leadership to another voting member, by its ID in hex (as `member list`
+    /// prints it). Writes pause for about two election timeouts while it moves.
+    MoveLeader(member::IdArgs),
     /// Backups: save one from a node, check one, restore one into a new cluster.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -153,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Alarm(cmd) => alarm::run(&ctx, cmd).await,
             Command::Defrag(args) => alarm::defrag(&ctx, args).await,
             Command::Snapshot(cmd) => snapshot::run(&ctx, cmd).await,
+            Command::MoveLeader(args) => member::move_leader(&ctx, args).await,
             Command::Certs(_) | Command::Version => Ok(()),
         }
     })

@@ -52,19 +52,19 @@ impl AddArgs {
                 addrs.len()
             );
         };
-        let addr = strip_scheme(url);
+        let addr = etch_host::node::strip_scheme(url);
         if addr.is_empty() {
             bail!("member peer urls not provided");
         }
         Ok(MemberAddRequest {
             name: self.name.clone(),
-            peer_addr: addr.to_owned(),
+            peer_addr: addr,
             is_learner: self.learner,
         })
     }
 }
 
-/// `member promote|remove ID`.
+/// `member promote|remove ID`, `move-leader ID`.
 #[derive(Args, Clone, Debug)]
 pub struct IdArgs {
     /// The member's ID, in hex as `member list` prints it.
@@ -76,13 +76,6 @@ impl IdArgs {
         NodeId::from_str_radix(&self.id, 16)
             .with_context(|| format!("bad member ID arg ({}), expecting ID in Hex", self.id))
     }
-}
-
-/// `https://h:p/` → `h:p`, as etchd reads its --initial-cluster.
-fn strip_scheme(url: &str) -> &str {
-    url.split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .trim_end_matches('/')
 }
 
 pub async fn run(ctx: &Context, cmd: &MemberCommand) -> Result<()> {
@@ -112,6 +105,19 @@ pub async fn run(ctx: &Context, cmd: &MemberCommand) -> Result<()> {
             ctx.print(|p, w| p.member_remove(w, id, &resp))
         }
     }
+}
+
+/// `move-leader ID`: prints etcdctl's line.
+pub async fn move_leader(ctx: &Context, args: &IdArgs) -> Result<()> {
+    let id = args.id()?;
+    let resp = ctx.client()?.move_leader(id).await?;
+    ctx.print(|_, w| {
+        writeln!(
+            w,
+            "Leadership transferred from {:x} to {id:x}",
+            resp.header.member_id
+        )
+    })
 }
 
 #[cfg(test)]

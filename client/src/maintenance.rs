@@ -3,7 +3,7 @@
 
 use etch_proto::alarm::{
     AlarmAction, AlarmMember, AlarmRequest, AlarmType, DefragmentRequest, DefragmentResponse,
-    SnapshotRequest,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
 };
 use etch_proto::frame::FrameError;
 use etch_proto::{Request, Response};
@@ -109,6 +109,32 @@ impl Client {
             Response::Defragment(r) => Ok(r),
             other => Err(Error::UnexpectedResponse {
                 expected: "Defragment",
+                got: response_name(&other),
+            }),
+        }
+    }
+
+    /// Hands the leadership to voting member `target_id` (root only), as etcd's
+    /// `MoveLeader`: answered once the target leads. The answer's header names the member
+    /// that led before. Writes pause for about two election timeouts meanwhile.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// let moved = client.move_leader(0x8b37e07b558d9d9).await?;
+    /// println!("leadership moved from {:x}", moved.header.member_id);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn move_leader(&self, target_id: u64) -> Result<MoveLeaderResponse> {
+        match self
+            .request(Request::MoveLeader(MoveLeaderRequest { target_id }))
+            .await?
+        {
+            Response::MoveLeader(r) => Ok(r),
+            other => Err(Error::UnexpectedResponse {
+                expected: "MoveLeader",
                 got: response_name(&other),
             }),
         }

@@ -81,6 +81,19 @@ pub struct DefragmentRequest {}
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRequest {}
 
+/// Hands the leadership to voter `target_id` (root only), as etcd's maintenance
+/// `MoveLeader`; answered once the target leads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveLeaderRequest {
+    pub target_id: u64,
+}
+
+/// The header's `member_id` is the member that led when the move began.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveLeaderResponse {
+    pub header: ResponseHeader,
+}
+
 /// The start of a backup stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotResponse {

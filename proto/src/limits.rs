@@ -129,7 +129,8 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         | Request::HashKv(_)
         | Request::Alarm(_)
         | Request::Defragment(_)
-        | Request::Snapshot(_) => Ok(()),
+        | Request::Snapshot(_)
+        | Request::MoveLeader(_) => Ok(()),
     }
 }
 
@@ -311,7 +312,8 @@ pub fn request_bytes(req: &Request) -> usize {
         | Request::HashKv(_)
         | Request::Alarm(_)
         | Request::Defragment(_)
-        | Request::Snapshot(_) => PER_OP,
+        | Request::Snapshot(_)
+        | Request::MoveLeader(_) => PER_OP,
     }
 }
 

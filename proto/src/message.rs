@@ -44,6 +44,7 @@ pub enum Request {
     Defragment(crate::alarm::DefragmentRequest),
     /// Opens a backup stream: see [`crate::alarm::SnapshotRequest`].
     Snapshot(crate::alarm::SnapshotRequest),
+    MoveLeader(crate::alarm::MoveLeaderRequest),
 }
 
 impl Request {
@@ -63,6 +64,8 @@ impl Request {
             Request::Alarm(alarm) => alarm.action != crate::alarm::AlarmAction::Get,
             Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseKeepAlive(_) => true,
             Request::PluginInstall(_) | Request::PluginRemove(_) => true,
+            // Not a Raft write, but it must not be sent twice blindly either.
+            Request::MoveLeader(_) => true,
             Request::Put(_)
             | Request::DeleteRange(_)
             | Request::Compact(_)
@@ -108,6 +111,7 @@ impl Request {
             Request::Alarm(_) => (MAINTENANCE, "Alarm"),
             Request::Defragment(_) => (MAINTENANCE, "Defragment"),
             Request::Snapshot(_) => (MAINTENANCE, "Snapshot"),
+            Request::MoveLeader(_) => (MAINTENANCE, "MoveLeader"),
         }
     }
 }
@@ -139,6 +143,7 @@ pub enum Response {
     Alarm(crate::alarm::AlarmResponse),
     Defragment(crate::alarm::DefragmentResponse),
     Snapshot(crate::alarm::SnapshotResponse),
+    MoveLeader(crate::alarm::MoveLeaderResponse),
 }
 
 impl Response {
@@ -169,6 +174,7 @@ impl Response {
             Response::Alarm(r) => &mut r.header,
             Response::Defragment(r) => &mut r.header,
             Response::Snapshot(r) => &mut r.header,
+            Response::MoveLeader(r) => &mut r.header,
         }
     }
 }

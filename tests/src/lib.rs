@@ -313,7 +313,7 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     /// A failing test deletes the nodes' logs with its directory: show their last lines
-    /// first, so that a failure on CI can be read.
+    /// first (40, or `ETCH_TEST_LOG_TAIL`), so that a failure on CI can be read.
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
@@ -321,7 +321,11 @@ impl Drop for Cluster {
         for node in &self.nodes {
             let text = node.log_text();
             let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
+            let keep = std::env::var("ETCH_TEST_LOG_TAIL")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(40);
+            let tail = &lines[lines.len().saturating_sub(keep)..];
             eprintln!(
                 "--- last lines of {}'s log:\n{}",
                 node.name,

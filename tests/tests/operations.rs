@@ -720,3 +720,66 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster() {
     let put = client.put("after", "restore").await.expect("a write");
     assert_eq!(put.header.revision, rev + 1);
 }
+
+/// `move-leader` hands the leadership to the member named, from the leader and through a
+/// follower, while writes go on (they pause, none fails); a member that is not a voter is
+/// refused with the reason, and so is a client that is not root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_hands_the_leadership_to_the_member_named() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let mut cluster = Cluster::new(3, &[]);
+    let client = cluster.root_client();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = done.load(Ordering::Relaxed);
+                client
+                    .put(format!("moving-{}", n % 20), n.to_string())
+                    .await
+                    .expect("a put while the leadership moves");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let tls = cluster.client_tls("root");
+    for round in 0..2 {
+        let leader = cluster.leader_index();
+        let target = (leader + 1) % 3;
+        let (leader_id, target_id) = (member_id(&cluster, leader), member_id(&cluster, target));
+        // The first time from the leader itself, then through the member that will lead.
+        let via = if round == 0 { leader } else { target };
+        let out = etch_tests::etchctl_with(
+            &cluster.nodes[via].endpoint(),
+            &tls,
+            &[
+                "move-leader",
+                &format!("{target_id:x}"),
+                "--command-timeout",
+                "20s",
+            ],
+        );
+        assert_eq!(
+            ok_stdout(&out),
+            format!("Leadership transferred from {leader_id:x} to {target_id:x}\n")
+        );
+        assert_eq!(cluster.leader_index(), target, "round {round}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    assert!(done.load(Ordering::Relaxed) > 0);
+
+    let out = cluster.etchctl(&["move-leader", "abc"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a voter"),
+        "{err}"
+    );
+    let target = format!("{:x}", member_id(&cluster, 0));
+    let alice = cluster.client_tls("alice");
+    let out = etch_tests::etchctl_with(&cluster.endpoints(), &alice, &["move-leader", &target]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("root only"), "{err}");
+}

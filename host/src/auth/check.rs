@@ -115,6 +115,7 @@ pub fn authorize(
         Request::Alarm(_) => root_only("manage alarms"),
         Request::Defragment(_) => root_only("defragment"),
         Request::Snapshot(_) => root_only("save a snapshot"),
+        Request::MoveLeader(_) => root_only("move the leadership"),
         Request::Auth(AuthRequest::Disable) => root_only("disable authorization"),
         Request::Auth(_) => root_only("manage users and roles"),
     }

@@ -539,7 +539,8 @@ fn execute(
         | Request::Auth(_)
         | Request::Alarm(_)
         | Request::Defragment(_)
-        | Request::Snapshot(_) => {
+        | Request::Snapshot(_)
+        | Request::MoveLeader(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

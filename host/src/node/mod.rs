@@ -19,6 +19,7 @@
 mod backup;
 mod compaction;
 mod corruption;
+mod leadership;
 mod lease;
 mod members;
 mod plugin;
@@ -248,6 +249,10 @@ struct Inner {
     db_size: std::sync::atomic::AtomicU64,
     /// Backups being streamed (`backup.rs`).
     backups: Arc<tokio::sync::Semaphore>,
+    /// Set while this leader hands its leadership over (`leadership.rs`).
+    handover: tokio::sync::watch::Sender<bool>,
+    /// Until when this node holds its own elections for a handover (`leadership.rs`).
+    election_hold: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Node {
@@ -388,6 +393,8 @@ impl Node {
                 vouched: Mutex::new(HashMap::new()),
                 db_size: std::sync::atomic::AtomicU64::new(0),
                 backups: Arc::new(tokio::sync::Semaphore::new(backup::CONCURRENT_BACKUPS)),
+                handover: tokio::sync::watch::Sender::new(false),
+                election_hold: Mutex::new(None),
             }),
         };
         if node.inner.options.initial_cluster_state == ClusterState::New
@@ -522,8 +529,19 @@ impl Node {
 
     /// Records that `leader` just sent us AppendEntries.
     pub(crate) fn note_leader_contact(&self, leader: NodeId) {
+        self.note_leader_contact_until(leader, Instant::now());
+    }
+
+    /// Counts `leader` as heard from until `at` (a leader handing over says how long it
+    /// will be silent: requests forwarded meanwhile wait for it rather than give up). The
+    /// same leader's later word never shortens what it announced.
+    pub(crate) fn note_leader_contact_until(&self, leader: NodeId, at: Instant) {
         if let Ok(mut contact) = self.inner.leader_contact.lock() {
-            *contact = Some((leader, Instant::now()));
+            let at = match *contact {
+                Some((id, before)) if id == leader => before.max(at),
+                _ => at,
+            };
+            *contact = Some((leader, at));
         }
     }
 

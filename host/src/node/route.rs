@@ -138,6 +138,7 @@ impl Node {
             Request::MemberAdd(add) => self.member_add(add).await,
             Request::MemberPromote(promote) => self.member_promote(promote.id).await,
             Request::MemberRemove(remove) => self.member_remove(remove.id).await,
+            Request::MoveLeader(m) => self.move_leader(m.target_id).await,
             // Linearizable, as etcd's: a removed or lagging member must not answer from its
             // stale view.
             Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
@@ -256,6 +257,7 @@ impl Node {
                 command: Box::new(command),
             },
         };
+        self.await_no_handover().await;
         match self.inner.proposer.propose(command).await {
             Ok(answer) => answer,
             Err(e) => Err(self.proposal_error(e).await),
@@ -286,6 +288,7 @@ impl Node {
     /// Confirms leadership with a quorum (read index) and waits until the local state
     /// machine has applied up to it: local reads after this are linearizable.
     pub(super) async fn confirm_leadership(&self) -> Result<(), Error> {
+        self.await_no_handover().await;
         match self.inner.read_index.confirm().await {
             Confirmation::Confirmed => Ok(()),
             Confirmation::NotLeader(leader) => Err(self.not_leader(leader).await),

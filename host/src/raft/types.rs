@@ -118,6 +118,7 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         Alarm(_) => "alarm",
         Defragment(_) => "defragment",
         Snapshot(_) => "snapshot",
+        MoveLeader(_) => "move-leader",
     }
 }
 

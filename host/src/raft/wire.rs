@@ -64,6 +64,18 @@ pub enum PeerRequest {
     HashKv {
         revision: etch_proto::Revision,
     },
+    /// From the leader handing over its leadership (`move-leader`): do not call elections
+    /// of your own for `for_ms` milliseconds (0: from now on again).
+    HoldElections {
+        for_ms: u64,
+    },
+    /// From the leader handing over its leadership to the receiver: once `after_ms` have
+    /// passed (the voters' leader leases run out), call elections until you lead, for at
+    /// most `for_ms`.
+    Campaign {
+        after_ms: u64,
+        for_ms: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,4 +93,8 @@ pub enum PeerResponse {
     Refused(String),
     IsMember(bool),
     HashKv(Result<etch_proto::HashKvResponse, etch_proto::Error>),
+    /// Elections are held as asked.
+    Held,
+    /// Whether the receiver leads now.
+    Campaigned(bool),
 }

@@ -101,7 +101,7 @@ async fn serve_stream(
             tracing::warn!(peer = %peer.name.escape_debug(), from = format_args!("{:x}", envelope.from), %reason, "refused a peer request");
             PeerResponse::Refused(reason)
         }
-        Ok(()) => answer(&node, envelope.body, &mut recv).await,
+        Ok(()) => answer(&node, envelope.from, envelope.body, &mut recv).await,
     };
     reply(&mut send, &response).await;
 }
@@ -148,7 +148,12 @@ async fn admit(node: &Node, peer: &Peer, envelope: &Envelope) -> Result<(), Stri
     Ok(())
 }
 
-async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) -> PeerResponse {
+async fn answer(
+    node: &Node,
+    from: crate::NodeId,
+    body: PeerRequest,
+    recv: &mut quinn::RecvStream,
+) -> PeerResponse {
     match body {
         PeerRequest::Append(rpc) => {
             if let Some(leader) = rpc
@@ -194,6 +199,16 @@ async fn answer(node: &Node, body: PeerRequest, recv: &mut quinn::RecvStream) ->
             client_addr: node.advertised_client_addr(),
         },
         PeerRequest::IsMember { id } => PeerResponse::IsMember(node.member(id).is_some()),
+        PeerRequest::HoldElections { for_ms } => match node.hold_elections(from, for_ms) {
+            Ok(()) => PeerResponse::Held,
+            Err(reason) => PeerResponse::Refused(reason),
+        },
+        PeerRequest::Campaign { after_ms, for_ms } => {
+            match node.campaign(from, after_ms, for_ms).await {
+                Ok(leads) => PeerResponse::Campaigned(leads),
+                Err(reason) => PeerResponse::Refused(reason),
+            }
+        }
         PeerRequest::HashKv { revision } => {
             let store = node.store().clone();
             PeerResponse::HashKv(
