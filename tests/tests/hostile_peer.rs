@@ -165,3 +165,35 @@ async fn a_removed_member_is_refused_from_the_moment_its_removal_applies() {
         "OK\n"
     );
 }
+
+/// `move-leader`'s peer messages come from the leader only, and within bounds: a member
+/// that does not lead cannot silence another member's elections or make it campaign, and
+/// not even the leader may hold them for long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_may_hold_elections_or_ask_for_a_campaign() {
+    let mut cluster = Cluster::new(3, &[]);
+    let leader = cluster.leader_index();
+    let (a, b) = ((leader + 1) % 3, (leader + 2) % 3);
+    let follower = cluster.certs.files(&cluster.nodes[a].name);
+    let envelope = |from: usize, to: usize, body| Envelope {
+        cluster_id: 0,
+        from: node_id(&cluster.nodes[from].name),
+        to: node_id(&cluster.nodes[to].name),
+        body,
+    };
+    let target = cluster.nodes[b].peer_endpoint();
+    let hold = PeerRequest::HoldElections { for_ms: 5_000 };
+    let answer = send(&target, &follower, &envelope(a, b, hold)).await;
+    refused(&answer, "is not the leader");
+    let campaign = PeerRequest::Campaign {
+        after_ms: 0,
+        for_ms: 1_000,
+    };
+    let answer = send(&target, &follower, &envelope(a, b, campaign)).await;
+    refused(&answer, "is not the leader");
+    let leader_files = cluster.certs.files(&cluster.nodes[leader].name);
+    let forever = PeerRequest::HoldElections { for_ms: u64::MAX };
+    let answer = send(&target, &leader_files, &envelope(leader, b, forever)).await;
+    refused(&answer, "at most");
+    assert_eq!(cluster.leader_index(), leader, "the leadership moved");
+}
