@@ -32,6 +32,7 @@ pub const REQUESTS_STARTED: &str = "grpc_server_started_total";
 pub const REQUESTS_HANDLED: &str = "grpc_server_handled_total";
 pub const REQUEST_SECONDS: &str = "grpc_server_handling_seconds";
 pub const RSS: &str = "process_resident_memory_bytes";
+pub const DISK_FREE: &str = "etch_disk_free_bytes";
 pub const PLUGIN_CALLS: &str = "etch_plugin_calls_total";
 pub const PLUGIN_FAILURES: &str = "etch_plugin_failures_total";
 pub const PLUGIN_FUEL: &str = "etch_plugin_fuel_consumed_total";
@@ -97,6 +98,11 @@ pub fn describe() {
         "Total size of the underlying database physically allocated in bytes."
     );
     describe_gauge!(KEYS, "Total number of keys.");
+    describe_gauge!(
+        DISK_FREE,
+        Unit::Bytes,
+        "Bytes still free for etchd on the filesystem of its data dir."
+    );
     describe_gauge!(
         QUOTA,
         Unit::Bytes,

@@ -170,10 +170,29 @@ pub struct Etchd {
     /// `RUST_LOG` for the process: `ETCH_TEST_LOG`, else `info` (libraries included);
     /// `None` leaves etchd's own default filter.
     pub rust_log: Option<String>,
+    /// Runs the node with its data dir on a tmpfs of its own (a small disk that can fill).
+    pub tmpfs: Option<Tmpfs>,
     tls: TlsFiles,
     log: PathBuf,
     child: Option<Child>,
 }
+
+/// A tmpfs mounted over a node's data dir in a user and mount namespace of the node's own
+/// (`unshare`, no privileges needed), with a ballast file that takes part of it; the test
+/// frees space by removing the ballast ([`Etchd::remove_ballast`]). The tmpfs goes with
+/// the process.
+#[derive(Clone, Copy, Debug)]
+pub struct Tmpfs {
+    pub size_mib: u64,
+    pub ballast_mib: u64,
+}
+
+/// Mounts the tmpfs over `$1` (`$2` MiB), writes `$3` MiB of ballast, then runs the rest.
+const ON_TMPFS: &str = r#"set -e
+mount -t tmpfs -o size="$2m" tmpfs "$1"
+head -c "$3M" /dev/zero > "$1/ballast"
+shift 3
+exec "$@""#;
 
 impl Etchd {
     /// The client endpoint, `127.0.0.1:PORT`.
@@ -200,7 +219,20 @@ impl Etchd {
             .append(true)
             .open(&self.log)
             .expect("open node log");
-        let mut command = Command::new(bin("etchd"));
+        let mut command = match self.tmpfs {
+            None => Command::new(bin("etchd")),
+            Some(t) => {
+                std::fs::create_dir_all(&self.data_dir).expect("create the mount point");
+                let mut c = Command::new("unshare");
+                c.args(["--user", "--map-root-user", "--mount", "sh", "-c", ON_TMPFS])
+                    .arg("etchd-on-tmpfs")
+                    .arg(&self.data_dir)
+                    .arg(t.size_mib.to_string())
+                    .arg(t.ballast_mib.to_string())
+                    .arg(bin("etchd"));
+                c
+            }
+        };
         match &self.rust_log {
             Some(filter) => command.env("RUST_LOG", filter),
             None => command.env_remove("RUST_LOG"),
@@ -226,6 +258,23 @@ impl Etchd {
             .spawn()
             .expect("spawn etchd");
         self.child = Some(child);
+    }
+
+    /// Frees the space of a [`Tmpfs`] node's ballast (through `/proc/PID/root`, the node's
+    /// view of the filesystem).
+    pub fn remove_ballast(&self) {
+        let pid = self.pid().expect("the node runs");
+        let inside = Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(
+                self.data_dir
+                    .strip_prefix("/")
+                    .expect("an absolute data dir"),
+            )
+            .join("ballast");
+        std::fs::remove_file(&inside)
+            .unwrap_or_else(|e| panic!("removing {}: {e}", inside.display()));
     }
 
     /// Waits until the node answers `endpoint health` (a linearizable read).
@@ -393,6 +442,7 @@ impl Cluster {
                     peer_port,
                     extra_args: args,
                     rust_log: Some(test_log()),
+                    tmpfs: None,
                     tls: certs.files(name),
                     log: dir.path().join(format!("{name}.log")),
                     child: None,
@@ -413,6 +463,7 @@ impl Cluster {
             peer_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             rust_log: Some(test_log()),
+            tmpfs: None,
             tls: certs.files(name),
             log: self.dir.path().join(format!("{name}.log")),
             child: None,

@@ -32,7 +32,7 @@ mod ticks;
 
 pub use backup::Backup;
 pub use compaction::{AutoCompaction, REVISION_INTERVAL};
-pub use quota::DEFAULT_QUOTA_BACKEND_BYTES;
+pub use quota::{DEFAULT_DISK_FREE_RESERVE_BYTES, DEFAULT_QUOTA_BACKEND_BYTES};
 pub(crate) use route::Checked;
 pub(crate) use ticks::Ticks;
 
@@ -127,6 +127,9 @@ pub struct NodeOptions {
     /// Bytes the database may take on disk before the leader raises NOSPACE and refuses
     /// writes that add data [default: 2 GiB, etcd's].
     pub quota_backend_bytes: u64,
+    /// Free bytes the data dir's filesystem must keep; below it this member raises NOSPACE
+    /// before a write could fail for want of space (0: no check) [default: 128 MiB].
+    pub disk_free_reserve_bytes: u64,
     /// History the leader compacts away by itself [default: none, as etcd's].
     pub auto_compaction: Option<AutoCompaction>,
     /// How often revision-mode auto-compaction compacts [default: 5 minutes, etcd's].
@@ -177,6 +180,7 @@ impl NodeOptions {
             watch_node_bytes: 256 << 20,
             lease_check_interval: Duration::from_millis(500),
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
+            disk_free_reserve_bytes: quota::DEFAULT_DISK_FREE_RESERVE_BYTES,
             auto_compaction: None,
             auto_compaction_interval: REVISION_INTERVAL,
             corrupt_check: None,

@@ -1,10 +1,19 @@
-//! The space quota (etcd's `--quota-backend-bytes`), alarms and defragmentation.
+//! The space quota (etcd's `--quota-backend-bytes`), the free-space reserve, alarms and
+//! defragmentation.
 //!
 //! The leader refuses a write that adds data ([`mvcc::adds_data`]) once the database would
 //! pass the quota, and raises `NOSPACE` for itself through Raft; from then on every replica
 //! refuses such writes at apply (`mvcc::alarm`) until `etchctl alarm disarm`. Reads,
 //! deletes, compaction and lease revokes go on, so an operator frees space by compacting
 //! and defragmenting, then disarms (docs/operations.md).
+//!
+//! A disk can fill before the quota does (other files, a small volume). Every member
+//! therefore looks at the free space of its data dir's filesystem each second and, below
+//! `--disk-free-reserve-bytes`, raises `NOSPACE` for itself through the leader: writes that
+//! add data stop cluster-wide while the member still has room for the alarm, deletes,
+//! compaction and the defragmentation that frees space. Decision: etcd has no such check
+//! (it panics on ENOSPC); a write that still meets a full disk stops the member's Raft, as
+//! any storage failure does, and nothing written before is lost.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,19 +27,47 @@ use crate::mvcc;
 /// etcd's default quota: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
 
-/// How often the database's size on disk is measured for the quota check.
+/// The default free-space reserve: 128 MiB, room for a few memtable flushes and the
+/// compactions that follow them.
+pub const DEFAULT_DISK_FREE_RESERVE_BYTES: u64 = 128 << 20;
+
+/// How often the database's size on disk and its filesystem's free space are measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs for the node's lifetime: keeps the measured database size current.
+/// Runs for the node's lifetime: keeps the measured database size current, and raises
+/// `NOSPACE` for this member while its filesystem has less free space than the reserve.
 pub(super) async fn measure_db_size(node: Node) {
     metrics::gauge!(crate::metrics::QUOTA).set(node.options().quota_backend_bytes as f64);
+    let reserve = node.options().disk_free_reserve_bytes;
     let mut ticks = Ticks::new(&node, MEASURE_EVERY);
     while ticks.next().await.is_some() {
         let measured = node.clone();
-        if let Ok(size) = tokio::task::spawn_blocking(move || measured.db_size()).await {
-            node.inner.db_size.store(size, Ordering::Relaxed);
+        let sizes = tokio::task::spawn_blocking(move || {
+            (measured.db_size(), disk_free(&measured.options().data_dir))
+        });
+        let Ok((size, free)) = sizes.await else {
+            continue;
+        };
+        node.inner.db_size.store(size, Ordering::Relaxed);
+        let Some(free) = free else { continue };
+        metrics::gauge!(crate::metrics::DISK_FREE).set(free as f64);
+        if free < reserve && !node.raised_no_space() {
+            tracing::warn!(
+                free,
+                reserve,
+                "the data dir's filesystem is almost full: raising NOSPACE"
+            );
+            if let Err(e) = node.raise_no_space().await {
+                tracing::warn!(error = %e, "raising NOSPACE failed; trying again in a second");
+            }
         }
     }
+}
+
+/// Bytes an unprivileged process may still write on the filesystem holding `dir`.
+fn disk_free(dir: &std::path::Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 impl Node {
@@ -54,15 +91,38 @@ impl Node {
             quota,
             "the database passed its space quota: raising NOSPACE"
         );
-        let raise = Request::Alarm(AlarmRequest {
-            action: AlarmAction::Activate,
-            member_id: self.id(),
-            alarm: AlarmType::NoSpace,
-        });
-        if let Err(e) = self.propose(raise, Checked::Unconditionally).await {
+        // This node leads (it is serving a write): propose the alarm itself.
+        if let Err(e) = self
+            .propose(self.no_space(), Checked::Unconditionally)
+            .await
+        {
             tracing::warn!(error = %e, "raising NOSPACE failed; the next write tries again");
         }
         Err(Error::NoSpace)
+    }
+
+    /// The request that raises `NOSPACE` for this member.
+    fn no_space(&self) -> Request {
+        Request::Alarm(AlarmRequest {
+            action: AlarmAction::Activate,
+            member_id: self.id(),
+            alarm: AlarmType::NoSpace,
+        })
+    }
+
+    /// Whether `NOSPACE` is raised for this member.
+    fn raised_no_space(&self) -> bool {
+        (self.store().alarms_of(AlarmType::NoSpace))
+            .iter()
+            .any(|a| a.member_id == self.id())
+    }
+
+    /// Raises `NOSPACE` for this member through Raft, from the leader or a follower (whose
+    /// request the leader takes as the node's own, with root's rights).
+    async fn raise_no_space(&self) -> Result<(), Error> {
+        (self.on_leader(etch_proto::auth::ROOT, self.no_space(), false))
+            .await
+            .map(drop)
     }
 
     /// The raised alarms this node knows (a `Get`), answered by the node asked.

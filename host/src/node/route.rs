@@ -95,7 +95,7 @@ impl Node {
     }
 
     /// Runs `request` on the leader: here if this node leads, else forwarded to it.
-    async fn on_leader(
+    pub(super) async fn on_leader(
         &self,
         principal: &str,
         request: Request,

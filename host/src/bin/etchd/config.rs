@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use etch_host::node::{
-    AutoCompaction, ClusterState, DEFAULT_QUOTA_BACKEND_BYTES, MAX_REQUEST_BYTES_CEILING,
-    REVISION_INTERVAL, parse_initial_cluster, strip_scheme,
+    AutoCompaction, ClusterState, DEFAULT_DISK_FREE_RESERVE_BYTES, DEFAULT_QUOTA_BACKEND_BYTES,
+    MAX_REQUEST_BYTES_CEILING, REVISION_INTERVAL, parse_initial_cluster, strip_scheme,
 };
 use etch_host::plugin::{MAX_MEMORY_MB, Maxima};
 use etch_host::server::ClientLimits;
@@ -160,6 +160,11 @@ pub struct Args {
     /// means the default [default: 2147483648, etcd's 2 GiB].
     #[arg(long, env = "ETCH_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: Option<u64>,
+    /// Free space the data dir's filesystem must keep: below it the member raises the
+    /// NOSPACE alarm (as past the quota) before the disk fills and a write fails; 0 turns
+    /// the check off [default: 134217728, 128 MiB].
+    #[arg(long, env = "ETCH_DISK_FREE_RESERVE_BYTES")]
+    pub disk_free_reserve_bytes: Option<u64>,
     /// Auto-compaction mode: periodic (keep --auto-compaction-retention of time) or revision
     /// (keep that many revisions) [default: periodic].
     #[arg(long, env = "ETCH_AUTO_COMPACTION_MODE")]
@@ -240,6 +245,7 @@ struct FileConfig {
     plugin_max_timeout_ms: Option<u64>,
     plugin_max_memory_mb: Option<u32>,
     quota_backend_bytes: Option<u64>,
+    disk_free_reserve_bytes: Option<u64>,
     auto_compaction_mode: Option<String>,
     auto_compaction_retention: Option<String>,
     auto_compaction_interval: Option<u64>,
@@ -285,6 +291,7 @@ pub struct Config {
     pub client_limits: ClientLimits,
     pub plugin_maxima: Maxima,
     pub quota_backend_bytes: u64,
+    pub disk_free_reserve_bytes: u64,
     pub auto_compaction: Option<AutoCompaction>,
     pub auto_compaction_interval: Duration,
     pub corrupt_check: Option<Duration>,
@@ -418,6 +425,9 @@ impl Config {
                 None | Some(0) => DEFAULT_QUOTA_BACKEND_BYTES,
                 Some(bytes) => bytes,
             },
+            disk_free_reserve_bytes: (args.disk_free_reserve_bytes)
+                .or(file.disk_free_reserve_bytes)
+                .unwrap_or(DEFAULT_DISK_FREE_RESERVE_BYTES),
             auto_compaction: auto_compaction(
                 args.auto_compaction_mode
                     .or(file.auto_compaction_mode)

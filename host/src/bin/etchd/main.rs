@@ -147,6 +147,7 @@ async fn run() -> anyhow::Result<()> {
     options.client_limits = config.client_limits.clone();
     options.plugin_maxima = config.plugin_maxima;
     options.quota_backend_bytes = config.quota_backend_bytes;
+    options.disk_free_reserve_bytes = config.disk_free_reserve_bytes;
     options.auto_compaction = config.auto_compaction;
     options.corrupt_check = config.corrupt_check;
     options.auto_compaction_interval = config.auto_compaction_interval;
