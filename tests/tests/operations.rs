@@ -831,6 +831,13 @@ fn a_member_short_of_disk_space_raises_nospace_for_the_cluster() {
     });
     ok_stdout(&cluster.etchctl(&["put", "after", "1"]));
     assert_eq!(ok_stdout(&cluster.etchctl(&["alarm", "list"])), "");
+
+    // An alarm names a member of the cluster, or is refused.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = cluster.root_client();
+    let raised = rt.block_on(client.alarm_activate(0xdead, etch_proto::alarm::AlarmType::NoSpace));
+    let err = raised.expect_err("an alarm for no member");
+    assert!(err.to_string().contains("no member dead"), "{err}");
 }
 
 /// A disk that really fills: the node's data dir is a small tmpfs, most of it free at

@@ -139,6 +139,17 @@ impl Node {
             Request::MemberPromote(promote) => self.member_promote(promote.id).await,
             Request::MemberRemove(remove) => self.member_remove(remove.id).await,
             Request::MoveLeader(m) => self.move_leader(m.target_id).await,
+            // Alarms name members: one for a member that does not exist could never be
+            // cleared by the member itself, and would let the stored list grow without end.
+            Request::Alarm(alarm)
+                if alarm.action == etch_proto::alarm::AlarmAction::Activate
+                    && self.member(alarm.member_id).is_none() =>
+            {
+                Err(Error::InvalidArgument(format!(
+                    "no member {:x} in this cluster to raise an alarm for",
+                    alarm.member_id
+                )))
+            }
             // Linearizable, as etcd's: a removed or lagging member must not answer from its
             // stale view.
             Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
