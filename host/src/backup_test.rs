@@ -2,26 +2,14 @@
 //! the part that is wrong, before anything is written.
 
 use etch_proto::alarm::{AlarmAction, AlarmRequest, AlarmType};
-use etch_proto::{PutRequest, Request};
 
 use super::*;
+use crate::testing::put;
 
 fn store(dir: &Path) -> (fjall::Database, Store) {
     let db = mvcc::open_database(dir).expect("db");
     let store = Store::open(&db).expect("store");
     (db, store)
-}
-
-fn put(store: &Store, key: &str, value: &str) {
-    let req = Request::Put(PutRequest {
-        key: key.into(),
-        value: value.into(),
-        ..Default::default()
-    });
-    store
-        .apply(&req, b"applied")
-        .expect("storage")
-        .expect("put");
 }
 
 fn header(store: &Store) -> BackupHeader {

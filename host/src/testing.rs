@@ -32,3 +32,23 @@ pub async fn wait_until_async(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// A store in a fresh temporary directory (kept while the `TempDir` lives).
+pub fn temp_store() -> (tempfile::TempDir, crate::mvcc::Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = crate::mvcc::open_database(dir.path()).expect("db");
+    (dir, crate::mvcc::Store::open(&db).expect("store"))
+}
+
+/// Applies a put of `key` = `value`, as if from the log.
+pub fn put(store: &crate::mvcc::Store, key: &str, value: &str) {
+    let req = etch_proto::Request::Put(etch_proto::PutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    });
+    store
+        .apply(&req, b"applied")
+        .expect("storage")
+        .expect("put");
+}

@@ -496,10 +496,10 @@ async fn snapshots_nobody_reads_are_bounded_refused_past_two_and_reset() {
         other => panic!("a third snapshot at once: {other:?}"),
     }
     let (denied, _) = open(dial_plain(&cluster, "alice").await).await;
-    assert!(
-        matches!(denied, Err(proto::Error::PermissionDenied(_))),
-        "{denied:?}"
-    );
+    match denied {
+        Err(proto::Error::PermissionDenied(_)) => {}
+        other => panic!("a snapshot for alice: {other:?}"),
+    }
     // Neither is read: both are reset at the write deadline.
     for recv in [&mut a, &mut b] {
         let reset = tokio::time::timeout(Duration::from_secs(30), recv.received_reset())

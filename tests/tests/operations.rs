@@ -553,6 +553,46 @@ fn metrics_are_served_over_https_when_asked() {
     assert!(!matches!(plain, Ok((200, _))), "{plain:?}");
 }
 
+/// Puts `PREFIX-N` (N modulo 20) in a loop until stopped; every put must succeed.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(client: &etch_client::Client, prefix: &'static str) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (client, flag, count) = (client.clone(), stop.clone(), done.clone());
+        let task = tokio::spawn(async move {
+            while !flag.load(Ordering::Relaxed) {
+                let n = count.load(Ordering::Relaxed);
+                client
+                    .put(format!("{prefix}-{}", n % 20), n.to_string())
+                    .await
+                    .unwrap_or_else(|e| panic!("put {n} under {prefix}: {e}"));
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Writer { stop, done, task }
+    }
+
+    /// Puts acknowledged so far.
+    fn done(&self) -> u64 {
+        self.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the loop after its current put; answers how many were acknowledged.
+    async fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let done = self.done.clone();
+        self.task.await.expect("the writer");
+        done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The hash of node `i`'s key history up to `rev`, asked of that node alone.
 async fn hash_at(cluster: &Cluster, i: usize, rev: i64) -> etch_proto::HashKvResponse {
     let opts =
@@ -585,24 +625,9 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster() {
         .expect("leased put");
 
     // Writers keep going while the backup is taken.
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let done = std::sync::Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let n = done.load(Ordering::Relaxed);
-                client
-                    .put(format!("busy-{}", n % 50), n.to_string())
-                    .await
-                    .expect("a put during the backup");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let writer = Writer::start(&client, "busy");
     etch_tests::wait_for_async("writes under way", Duration::from_secs(20), || {
-        let n = done.load(Ordering::Relaxed);
+        let n = writer.done();
         async move { (n >= 20).then_some(()) }
     })
     .await;
@@ -611,9 +636,7 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster() {
     let tls = source.client_tls("root");
     let from = source.nodes[1].endpoint();
     let saved = etch_tests::etchctl_with(&from, &tls, &["snapshot", "save", file_arg]);
-    stop.store(true, Ordering::Relaxed);
-    writer.await.expect("writer");
-    let written = done.load(Ordering::Relaxed);
+    let written = writer.stop().await;
     let saved = ok_stdout(&saved);
     assert!(
         saved.starts_with(&format!("Snapshot saved at {file_arg}")),
@@ -726,24 +749,9 @@ async fn a_backup_saved_under_writes_restores_into_a_new_cluster() {
 /// refused with the reason, and so is a client that is not root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_leader_hands_the_leadership_to_the_member_named() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let mut cluster = Cluster::new(3, &[]);
     let client = cluster.root_client();
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let done = std::sync::Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (client, stop, done) = (client.clone(), stop.clone(), done.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let n = done.load(Ordering::Relaxed);
-                client
-                    .put(format!("moving-{}", n % 20), n.to_string())
-                    .await
-                    .expect("a put while the leadership moves");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let writer = Writer::start(&client, "moving");
     let tls = cluster.client_tls("root");
     for round in 0..2 {
         let leader = cluster.leader_index();
@@ -767,9 +775,7 @@ async fn move_leader_hands_the_leadership_to_the_member_named() {
         );
         assert_eq!(cluster.leader_index(), target, "round {round}");
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.await.expect("writer");
-    assert!(done.load(Ordering::Relaxed) > 0);
+    assert!(writer.stop().await > 0);
 
     let out = cluster.etchctl(&["move-leader", "abc"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -870,13 +876,10 @@ async fn a_filling_disk_raises_nospace_before_a_write_fails_and_nothing_is_lost(
             Err(e) => break e,
         }
     };
-    assert!(
-        matches!(
-            refusal,
-            etch_client::Error::Server(etch_proto::Error::NoSpace)
-        ),
-        "after {acked} puts: {refusal}"
-    );
+    match refusal {
+        etch_client::Error::Server(etch_proto::Error::NoSpace) => {}
+        other => panic!("after {acked} puts: {other}"),
+    }
     eprintln!("NOSPACE after {acked} puts of 64 KiB");
     assert!(acked > 50, "NOSPACE after only {acked} puts");
     let all = client.get("fill/").prefix().keys_only().await.expect("get");

@@ -47,27 +47,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use etch_proto::{Error as ProtoError, PutRequest, Request};
+    use etch_proto::Error as ProtoError;
 
     use super::*;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = fjall::Database::builder(dir.path()).open().expect("db");
-        (dir, Store::open(&db).expect("store"))
-    }
-
-    fn put(store: &Store, key: &str, value: &str) {
-        let req = Request::Put(PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        });
-        store
-            .apply(&req, b"applied")
-            .expect("storage")
-            .expect("put");
-    }
+    use crate::testing::{put, temp_store as store};
 
     fn hash(store: &Store, rev: Revision) -> u32 {
         store.hash_kv(rev).expect("storage").expect("hash").hash
