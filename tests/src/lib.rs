@@ -56,30 +56,64 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback UDP port that was free a moment ago, and that this test process has not
-/// handed out before (so two nodes of one test never get the same port).
+/// A loopback port for a node (free for UDP and TCP), reserved for this test process alone.
+///
+/// Ports are taken below the kernel's ephemeral range (`ip_local_port_range`), so no socket
+/// that binds port 0 — an SDK client, a proxy, another test's node — can take one while its
+/// node is down between a kill and a restart (the fault soak saw a restarted node refused
+/// with "Address already in use" when ports came from the ephemeral range). Each port is
+/// reserved across test processes by a lock on `$TMPDIR/etch-test-ports/PORT.lock`, held
+/// until this process exits (the kernel drops it even on a crash), so two tests running in
+/// parallel never get the same port either.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-        let port = socket.local_addr().expect("local addr").port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let (low, high) = port_pool();
+    let span = u32::from(high - low);
+    let dir = std::env::temp_dir().join("etch-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port lock directory");
+    // Processes start their search at different places, so they seldom try the same ports.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = low + ((start + step) % span) as u16;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{port}.lock")))
+            .expect("open a port lock");
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
             return port;
         }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The ports [`free_port`] hands out: below the ephemeral range when there is room (the
+/// usual 32768–60999 leaves 20000–32767), else above it.
+fn port_pool() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let bounds: Vec<u16> = (range.iter())
+        .flat_map(|r| r.split_whitespace())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match bounds[..] {
+        [first, _] if first > 22_000 => (20_000, first),
+        [_, last] if last < 63_000 => (last + 1, 65_535),
+        _ => (20_000, 30_000),
     }
 }
 
 /// The log filter of test nodes: `ETCH_TEST_LOG`, else `info`.
 fn test_log() -> String {
     std::env::var("ETCH_TEST_LOG").unwrap_or_else(|_| "info".into())
-}
-
-/// A loopback TCP port that was free a moment ago (for a node's metrics listener).
-pub fn free_tcp_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// `GET path` from the HTTP server at `addr` (HTTP/1.0, so the body ends with the

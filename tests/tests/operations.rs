@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use etch_tests::{Cluster, free_tcp_port, http_get, ok_stdout, wait_for};
+use etch_tests::{Cluster, free_port, http_get, ok_stdout, wait_for};
 use prometheus_parse::{Sample, Scrape, Value};
 
 /// Scrapes `/metrics` at `addr` and parses it.
@@ -50,7 +50,7 @@ fn at_least(samples: &[Sample], name: &str, labels: &[(&str, &str)], least: f64)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_are_served_with_etcds_names() {
-    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let addr = format!("127.0.0.1:{}", free_port());
     let cluster = Cluster::single_with(&["--listen-metrics", &addr]);
     let client = cluster.root_client();
     for i in 0..5 {
@@ -168,7 +168,7 @@ async fn metrics_and_health_are_served_with_etcds_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_are_timed_and_health_follows_the_quorum() {
     let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_tcp_port()))
+        .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let mut cluster = Cluster::prepare(3, &[]);
     for (node, addr) in cluster.nodes.iter_mut().zip(&addrs) {
@@ -393,7 +393,7 @@ fn auto_compaction_by_period_compacts_what_is_older_than_the_retention() {
 /// free the space, `alarm disarm` lets writes in again.
 #[test]
 fn a_full_quota_raises_nospace_until_space_is_freed_and_disarmed() {
-    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut cluster = Cluster::prepare(3, &["--quota-backend-bytes", "8388608"]);
     cluster.nodes[0]
         .extra_args
@@ -481,7 +481,7 @@ fn a_full_quota_raises_nospace_until_space_is_freed_and_disarmed() {
 /// alarm names it and `/health` reports it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_corruption_check_finds_a_diverged_member() {
-    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let addr = format!("127.0.0.1:{}", free_port());
     let mut cluster = Cluster::prepare(3, &["--corrupt-check-time", "1s"]);
     cluster.nodes[0]
         .extra_args
@@ -530,7 +530,7 @@ async fn the_corruption_check_finds_a_diverged_member() {
 #[test]
 fn metrics_are_served_over_https_when_asked() {
     use std::io::{Read, Write};
-    let addr = format!("127.0.0.1:{}", free_tcp_port());
+    let addr = format!("127.0.0.1:{}", free_port());
     let cluster = Cluster::single_with(&["--listen-metrics", &format!("https://{addr}")]);
     let config = etch_tests::raw_tls_anonymous(&cluster.certs.dir.join("ca.crt"), b"http/1.1");
     let server = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
