@@ -272,6 +272,12 @@ impl Cancel {
 /// call goes on only while neither has happened. The deadline traps as an interrupt
 /// (`PluginError::Deadline`); a cancellation traps with an error the caller maps through
 /// [`Cancel::reason`].
+///
+/// Each tick the call also yields its CPU (`sched_yield`). Plugin threads are `SCHED_IDLE`
+/// (`executor.rs`), yet on the 2-core VMs measured a node or client thread that became
+/// runnable behind a spinning call still waited for the scheduler tick, 4–9 ms, which set
+/// the p99 of reads outside a looping validator's prefix at 5–15× their baseline; yielding
+/// every tick bounds that wait by [`TICK`] (BENCHMARKS.md, "Fairness").
 pub(super) fn arm<T>(store: &mut Store<T>, timeout_ms: u64, cancel: Cancel) {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     store.set_epoch_deadline(1);
@@ -282,6 +288,7 @@ pub(super) fn arm<T>(store: &mut Store<T>, timeout_ms: u64, cancel: Cancel) {
         if Instant::now() >= deadline {
             return Ok(UpdateDeadline::Interrupt);
         }
+        std::thread::yield_now();
         Ok(UpdateDeadline::Continue(1))
     });
 }
