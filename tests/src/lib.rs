@@ -206,6 +206,8 @@ pub struct Etchd {
     pub rust_log: Option<String>,
     /// Runs the node with its data dir on a tmpfs of its own (a small disk that can fill).
     pub tmpfs: Option<Tmpfs>,
+    /// More environment for the process (e.g. `ETCH_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
     tls: TlsFiles,
     log: PathBuf,
     child: Option<Child>,
@@ -272,6 +274,7 @@ impl Etchd {
             None => command.env_remove("RUST_LOG"),
         };
         let child = command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -367,6 +370,17 @@ impl Etchd {
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself, and reaps it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        let child = self.child.as_mut().expect("the node runs");
+        let status = wait_for(&format!("{name} to exit"), timeout, || {
+            child.try_wait().expect("try_wait on etchd")
+        });
+        self.child = None;
+        status
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -477,6 +491,7 @@ impl Cluster {
                     extra_args: args,
                     rust_log: Some(test_log()),
                     tmpfs: None,
+                    env: Vec::new(),
                     tls: certs.files(name),
                     log: dir.path().join(format!("{name}.log")),
                     child: None,
@@ -498,6 +513,7 @@ impl Cluster {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             rust_log: Some(test_log()),
             tmpfs: None,
+            env: Vec::new(),
             tls: certs.files(name),
             log: self.dir.path().join(format!("{name}.log")),
             child: None,

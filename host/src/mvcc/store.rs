@@ -165,6 +165,7 @@ impl Store {
             batch = spaces.db.batch();
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
+        crate::failpoint::check("apply-write")?;
         batch.commit()?;
         if let Ok(resp) = &mut outcome {
             let revision = resp.header_mut().revision;
@@ -228,6 +229,7 @@ impl Store {
         let mut batch = spaces.db.batch();
         let revision = tx.write(&mut batch)?;
         batch.insert(&spaces.meta, META_APPLIED, applied);
+        crate::failpoint::check("apply-write")?;
         batch.commit()?;
         self.inner.revision.store(revision, Ordering::Release);
         Ok(answers)
@@ -267,6 +269,7 @@ impl Store {
         let spaces = self.spaces();
         let mut batch = spaces.db.batch();
         batch.insert(&spaces.meta, META_APPLIED, applied);
+        crate::failpoint::check("apply-write")?;
         Ok(batch.commit()?)
     }
 

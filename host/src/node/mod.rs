@@ -516,6 +516,22 @@ impl Node {
         &self.inner.peers
     }
 
+    /// Resolves, with the reason, once Raft stops on its own: a storage failure (writing or
+    /// syncing the log, applying a command) is fatal to it. Never resolves while the node
+    /// runs, nor after [`Node::shutdown`] stopped Raft.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            match &metrics.borrow_and_update().running_state {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => {}
+                Err(e) => return e.to_string(),
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// The TLS material in force, and its reload (see [`crate::tls`]).
     pub fn tls(&self) -> &Arc<Tls> {
         &self.inner.tls

@@ -196,7 +196,8 @@ impl LogStore {
 fn write_loop(shared: &Shared, queue: &mpsc::Receiver<Op>) {
     while let Ok(first) = queue.recv() {
         let ops: Vec<Op> = std::iter::once(first).chain(queue.try_iter()).collect();
-        let written = write_all(shared, &ops);
+        let written = (crate::failpoint::check("log-write").map_err(fjall::Error::Io))
+            .and_then(|()| write_all(shared, &ops));
         // A round of unwaited meta writes (the committed index) needs no fsync of its own:
         // the next round that does persists it too.
         let durable = ops
@@ -205,7 +206,8 @@ fn write_loop(shared: &Shared, queue: &mpsc::Receiver<Op>) {
         let outcome = written.and_then(|()| {
             if durable {
                 let started = std::time::Instant::now();
-                let synced = shared.db.persist(PersistMode::SyncData);
+                let synced = (crate::failpoint::check("log-fsync").map_err(fjall::Error::Io))
+                    .and_then(|()| shared.db.persist(PersistMode::SyncData));
                 metrics::histogram!(crate::metrics::WAL_FSYNC)
                     .record(started.elapsed().as_secs_f64());
                 synced

@@ -99,6 +99,12 @@ fn init_logging(config: &Config) {
 async fn run() -> anyhow::Result<()> {
     let config = Config::load(Args::parse())?;
     init_logging(&config);
+    if let Ok(spec) = std::env::var("ETCH_FAILPOINTS") {
+        etch_host::failpoint::arm(&spec)
+            .map_err(anyhow::Error::msg)
+            .context("ETCH_FAILPOINTS")?;
+        tracing::warn!(%spec, "failpoints armed: this node fails its disk on purpose");
+    }
     // Before the node serves: a SIGHUP must never find the default action (exit) in place.
     let reloads = ReloadSignal::install()?;
     let tls = match &config.tls {
@@ -189,9 +195,22 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     tokio::spawn(reload_tls(node.tls().clone(), reloads));
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    node.shutdown().await
+    tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            node.shutdown().await
+        }
+        reason = node.failed() => {
+            // Fail-stop, as etcd does on a failed fsync: whatever the disk did to the write
+            // in flight, this process acknowledges nothing more. On restart the node
+            // recovers what was durable and catches up from its peers.
+            tracing::error!(%reason, "storage failed: stopping without acknowledging anything more; check the disk, then restart etchd");
+            if let Err(e) = node.shutdown().await {
+                tracing::debug!(error = %e, "stopping after the storage failure");
+            }
+            Err(anyhow::anyhow!("storage failed: {reason}"))
+        }
+    }
 }
 
 /// The embedded default: a development CA, this node's certificate and a `root` client
