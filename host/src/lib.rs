@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod data_dir;
 pub mod failpoint;
 pub mod lease;
 pub mod metrics;

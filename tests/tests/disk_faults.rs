@@ -6,7 +6,7 @@
 //! removes.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -174,4 +174,161 @@ async fn a_failing_disk_stops_its_node_and_nothing_acknowledged_is_lost() {
         acked.len(),
         stored.len()
     );
+}
+
+/// etchd on a data directory of its own, with the embedded certificates found there.
+struct Embedded {
+    data: PathBuf,
+    client: String,
+    peer: String,
+    log: PathBuf,
+}
+
+impl Embedded {
+    fn tls(&self) -> etch_proto::pki::TlsFiles {
+        let certs = self.data.join("certs");
+        etch_proto::pki::TlsFiles {
+            ca: certs.join("ca.crt"),
+            cert: certs.join("root.crt"),
+            key: certs.join("root.key"),
+        }
+    }
+
+    fn spawn(&self) -> std::process::Child {
+        let log = std::fs::File::create(&self.log).expect("the node's log");
+        std::process::Command::new(etch_tests::bin("etchd"))
+            .args(["--name", "fixture", "--listen-client", &self.client])
+            .args(["--listen-peer", &self.peer])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .env("RUST_BACKTRACE", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etchd")
+    }
+
+    fn etchctl(&self, args: &[&str]) -> std::process::Output {
+        etch_tests::etchctl_with(&self.client, &self.tls(), args)
+    }
+
+    /// Starts the node and waits until it serves `get fixture/ --prefix`; answers the JSON.
+    fn start(&self) -> (std::process::Child, serde_json::Value) {
+        let mut child = self.spawn();
+        let out =
+            etch_tests::wait_for("the fixture node to serve", Duration::from_secs(30), || {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    panic!(
+                        "etchd exited with {status}:\n{}",
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
+                }
+                let out = self.etchctl(&["get", "fixture/", "--prefix", "-w", "json"]);
+                out.status.success().then_some(out)
+            });
+        let json = serde_json::from_slice(&out.stdout).expect("get -w json");
+        (child, json)
+    }
+
+    /// Starts the node and expects it to refuse: exits non-zero, with `expected` in its log.
+    fn refused(&self, expected: &str) {
+        let mut child = self.spawn();
+        let status = etch_tests::wait_for("etchd to refuse", Duration::from_secs(30), || {
+            child.try_wait().expect("try_wait")
+        });
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(!status.success(), "etchd started:\n{log}");
+        assert!(
+            log.contains(expected),
+            "the refusal does not say {expected:?}:\n{log}"
+        );
+    }
+}
+
+fn stop(mut child: std::process::Child) {
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = etch_tests::wait_for("etchd to stop", Duration::from_secs(30), || {
+        child.try_wait().expect("try_wait")
+    });
+    assert!(status.success(), "etchd stopped with {status}");
+}
+
+/// `get fixture/ --prefix` as (key, value) pairs.
+fn kvs(node: &Embedded) -> Vec<(String, String)> {
+    let out = etch_tests::ok_stdout(&node.etchctl(&["get", "fixture/", "--prefix"]));
+    let lines: Vec<&str> = out.lines().collect();
+    (lines.chunks(2))
+        .map(|kv| {
+            (
+                kv[0].to_owned(),
+                kv.get(1).copied().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A data directory written by the release before data directories had a format record
+/// (`tests/fixtures/data-dir-format1.tar.gz`, made by that release's etchd: a, b, a
+/// deleted key, compaction at 3, c) opens, keeps its keys, history floor and revision, and
+/// is given its record; a record of a newer format, or a damaged one, is refused with what
+/// to do, and the directory serves again once its record is good.
+#[test]
+fn a_data_dir_of_the_previous_release_opens_and_a_newer_or_damaged_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data-dir-format1.tar.gz");
+    let untar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&fixture)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar");
+    assert!(untar.success(), "unpacking {}", fixture.display());
+    let node = Embedded {
+        data: dir.path().join("data"),
+        client: format!("127.0.0.1:{}", etch_tests::free_port()),
+        peer: format!("127.0.0.1:{}", etch_tests::free_port()),
+        log: dir.path().join("etchd.log"),
+    };
+    let record = node.data.join(etch_host::data_dir::FORMAT_FILE);
+    assert!(!record.exists(), "the fixture predates format records");
+
+    let (child, json) = node.start();
+    assert_eq!(
+        kvs(&node),
+        [
+            ("fixture/a".to_owned(), "a3".to_owned()),
+            ("fixture/b".to_owned(), "b1".to_owned()),
+            ("fixture/c".to_owned(), "c after compaction".to_owned()),
+        ]
+    );
+    assert_eq!(json["header"]["revision"], 8);
+    let old = node.etchctl(&["get", "fixture/a", "--rev", "2"]);
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("compacted"),
+        "history below the compaction floor: {old:?}"
+    );
+    let put = node.etchctl(&["put", "fixture/d", "after the upgrade"]);
+    assert!(put.status.success(), "{put:?}");
+    stop(child);
+    let text = std::fs::read_to_string(&record).expect("the record was written");
+    assert!(text.contains("format: 1"), "{text}");
+
+    std::fs::write(&record, etch_host::data_dir::render(2)).expect("a newer record");
+    node.refused("newer than this etch reads");
+    let mut damaged = text.clone().into_bytes();
+    damaged[24] ^= 0x01;
+    std::fs::write(&record, damaged).expect("a damaged record");
+    node.refused("the format record is damaged");
+
+    std::fs::write(&record, text).expect("the good record");
+    let (child, json) = node.start();
+    assert_eq!(json["count"], 4, "{json}");
+    assert_eq!(json["header"]["revision"], 9);
+    stop(child);
 }

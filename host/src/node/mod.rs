@@ -268,6 +268,7 @@ impl Node {
             .context("loading the node's TLS material")?;
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
+        crate::data_dir::check_or_init(&options.data_dir)?;
         let db = mvcc::open_database(&options.data_dir.join("db")).with_context(|| {
             format!(
                 "opening the database in {} (is another etchd using it?)",
