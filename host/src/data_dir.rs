@@ -5,17 +5,17 @@
 //!
 //! ```text
 //! etch data directory
-//! format: 1
+//! format: 2
 //! written-by: etch 0.1.0
 //! crc32: 0a1b2c3d
 //! ```
 //!
 //! - A directory with no record and no data is new: the record is written.
 //! - A directory with data and no record was written by the release before records existed
-//!   (format 1, the same layout): it is adopted and the record written.
-//! - A record of this format opens; a newer one is refused (this etch cannot read it: run
-//!   the release that wrote it, or restore a backup); an older one would be migrated here
-//!   (there is none yet: format 1 is the first).
+//!   (format 1): it is adopted and the record written.
+//! - A record of this format opens; an older one is migrated (see [`FORMAT`]) and its
+//!   record rewritten; a newer one is refused (this etch cannot read it: run the release
+//!   that wrote it, or restore a backup).
 //! - A record that does not parse or fails its checksum is refused with its path: the
 //!   directory cannot be trusted blindly (docs/operations.md, "Corruption").
 //!
@@ -27,7 +27,12 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// The layout this etch writes and reads.
-pub const FORMAT: u32 = 1;
+///
+/// - 1: the first (`db/`, `raft/`, `snapshots/`).
+/// - 2: snapshot files checksummed (a magic, the meta's CRC-32, a sealed export). Format 1
+///   directories are migrated by rewriting the record alone: this etch reads format-1
+///   snapshot files, and the next snapshot it takes is of format 2.
+pub const FORMAT: u32 = 2;
 /// The record's file name, in the data directory.
 pub const FORMAT_FILE: &str = "FORMAT";
 const TITLE: &str = "etch data directory";
@@ -76,7 +81,10 @@ pub fn check_or_init(dir: &Path) -> Result<(), Error> {
                     by,
                 });
             }
-            // found < FORMAT: migrations go here once there is an older format.
+            if found < FORMAT {
+                // Every older format is read as it is (see FORMAT): only the record moves.
+                write(dir).map_err(io_err)?;
+            }
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => write(dir).map_err(io_err),
@@ -148,10 +156,19 @@ mod tests {
         check_or_init(&data).expect("a new directory");
         let text = fs::read_to_string(data.join(FORMAT_FILE)).expect("the record");
         assert!(
-            text.starts_with("etch data directory\nformat: 1\n"),
+            text.starts_with(&format!("etch data directory\nformat: {FORMAT}\n")),
             "{text}"
         );
         check_or_init(&data).expect("its own record");
+    }
+
+    #[test]
+    fn an_older_record_is_migrated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join(FORMAT_FILE), render(1)).expect("write");
+        check_or_init(dir.path()).expect("format 1 opens");
+        let text = fs::read_to_string(dir.path().join(FORMAT_FILE)).expect("the record");
+        assert!(text.contains(&format!("format: {FORMAT}\n")), "{text}");
     }
 
     #[test]

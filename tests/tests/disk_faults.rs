@@ -317,9 +317,16 @@ fn a_data_dir_of_the_previous_release_opens_and_a_newer_or_damaged_one_is_refuse
     assert!(put.status.success(), "{put:?}");
     stop(child);
     let text = std::fs::read_to_string(&record).expect("the record was written");
-    assert!(text.contains("format: 1"), "{text}");
+    assert!(
+        text.contains("format: 2"),
+        "migrated to the current format: {text}"
+    );
 
-    std::fs::write(&record, etch_host::data_dir::render(2)).expect("a newer record");
+    std::fs::write(
+        &record,
+        etch_host::data_dir::render(etch_host::data_dir::FORMAT + 1),
+    )
+    .expect("a newer record");
     node.refused("newer than this etch reads");
     let mut damaged = text.clone().into_bytes();
     damaged[24] ^= 0x01;
@@ -331,4 +338,70 @@ fn a_data_dir_of_the_previous_release_opens_and_a_newer_or_damaged_one_is_refuse
     assert_eq!(json["count"], 4, "{json}");
     assert_eq!(json["header"]["revision"], 9);
     stop(child);
+}
+
+/// The snapshot file in node 0's data directory, once there is one.
+fn snapshot_file(cluster: &Cluster) -> PathBuf {
+    let dir = cluster.nodes[0].data_dir.join("snapshots");
+    etch_tests::wait_for("a snapshot file", Duration::from_secs(30), || {
+        (std::fs::read_dir(&dir).ok()?)
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "snap"))
+    })
+}
+
+/// Starts node 0 of a stopped cluster and expects it to refuse to serve: a non-zero exit
+/// whose log names `file` and says it is damaged.
+fn refuses_naming(cluster: &mut Cluster, file: &Path) {
+    cluster.nodes[0].spawn();
+    let status = cluster.nodes[0].wait_exit(Duration::from_secs(30));
+    let log = cluster.nodes[0].log_text();
+    assert!(
+        !status.success(),
+        "the node started on a damaged snapshot:\n{log}"
+    );
+    let name = file.file_name().expect("a file name").to_string_lossy();
+    assert!(
+        log.contains(&*name) && log.contains("is damaged") && log.contains("rebuild"),
+        "the refusal names neither the file nor what to do:\n{log}"
+    );
+}
+
+/// A flipped bit in the body or the header of a stopped node's snapshot file, or a cut one,
+/// is found when the node starts: it refuses to serve and names the file; with the file
+/// whole again it serves every key.
+#[test]
+fn a_damaged_snapshot_is_found_at_start_and_named() {
+    let mut cluster = Cluster::single_with(&["--snapshot-count", "20"]);
+    let client_tls = cluster.client_tls("root");
+    for i in 0..40 {
+        etch_tests::ok_stdout(&cluster.etchctl(&["put", &format!("snap/{i:02}"), "v"]));
+    }
+    let file = snapshot_file(&cluster);
+    cluster.nodes[0].stop();
+    let file = snapshot_file(&cluster).max(file);
+    let good = std::fs::read(&file).expect("the snapshot");
+    assert!(good.len() > 200, "a snapshot of {} bytes", good.len());
+
+    for at in [good.len() / 2, 20, good.len() - 3] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x20;
+        std::fs::write(&file, &bad).expect("flip a bit");
+        refuses_naming(&mut cluster, &file);
+    }
+    std::fs::write(&file, &good[..good.len() * 2 / 3]).expect("cut the file");
+    refuses_naming(&mut cluster, &file);
+
+    std::fs::write(&file, &good).expect("the whole file again");
+    cluster.nodes[0].start(&client_tls);
+    let out = etch_tests::ok_stdout(&cluster.etchctl(&[
+        "get",
+        "snap/",
+        "--prefix",
+        "--count-only",
+        "-w",
+        "json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["count"], 40, "{json}");
 }

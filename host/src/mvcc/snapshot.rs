@@ -3,9 +3,13 @@
 //! The stream is a sequence of records, each a 4-byte big-endian length followed by that many
 //! bytes of postcard (the framing of the wire protocol): one [`Record::Header`], then one
 //! [`Record::Entry`] per stored key-value of the state keyspaces (`kv_*`, leases, plugins:
-//! [`super::layout::Spaces::all`]; from one fjall snapshot, keyspace by keyspace, in key order), then [`Record::End`] with the number of entries, so a
-//! truncated stream is detected. The `applied` blob is not exported: the importer supplies
-//! its own. Neither side holds more than one record (or one bounded batch) in memory.
+//! [`super::layout::Spaces::all`]; from one fjall snapshot, keyspace by keyspace, in key
+//! order), then [`Record::Sealed`] with the number of entries and the CRC-32 of every byte
+//! before it, so a truncated stream or a flipped bit (on a disk, in a transfer) is detected
+//! before anything imported is used. Streams of format 1 (the release before) end with
+//! [`Record::End`] and carry no checksum; they are still read. The `applied` blob is not
+//! exported: the importer supplies its own. Neither side holds more than one record (or one
+//! bounded batch) in memory.
 //!
 //! Import fills a fresh generation of the keyspaces and switches to it in one atomic batch
 //! (see [`Store::import`]): the state is the old one or the new one, never a mix.
@@ -19,8 +23,10 @@ use super::error::{Error, Result};
 use super::layout::{META_APPLIED, ROOT_GENERATION, SPACE_COUNT, Spaces, encode};
 use super::store::Store;
 
-/// Version of the stream format.
-const FORMAT: u32 = 1;
+/// Version of the stream format written: 2 seals the stream with a CRC-32.
+const FORMAT: u32 = 2;
+/// The format before, still read: ends with [`Record::End`], no checksum.
+const FORMAT_UNSEALED: u32 = 1;
 /// Largest record accepted on import (a key is at most 64 KiB; values are far below this).
 const MAX_RECORD: usize = 64 << 20;
 /// Import commits a batch once it holds this many bytes.
@@ -39,8 +45,15 @@ enum Record<'a> {
         #[serde(with = "serde_bytes", borrow)]
         value: &'a [u8],
     },
+    /// The end of a format-1 stream.
     End {
         entries: u64,
+    },
+    /// The end of a format-2 stream: the entries and the CRC-32 of every byte before this
+    /// record (length prefixes included).
+    Sealed {
+        entries: u64,
+        crc32: u32,
     },
 }
 
@@ -68,7 +81,8 @@ impl Export {
     /// A storage failure, or `w` failing.
     pub fn write(&self, w: &mut dyn Write) -> Result<()> {
         let spaces = &self.spaces;
-        write_record(w, &Record::Header { format: FORMAT })?;
+        let crc = &mut crc32fast::Hasher::new();
+        write_record(w, crc, &Record::Header { format: FORMAT })?;
         let mut entries = 0u64;
         for (space, keyspace) in (0u8..).zip(spaces.all()) {
             let is_meta = std::ptr::eq(keyspace, &spaces.meta);
@@ -78,11 +92,12 @@ impl Export {
                     continue;
                 }
                 let (key, value) = (&*key, &*value);
-                write_record(w, &Record::Entry { space, key, value })?;
+                write_record(w, crc, &Record::Entry { space, key, value })?;
                 entries += 1;
             }
         }
-        write_record(w, &Record::End { entries })?;
+        let crc32 = crc.clone().finalize();
+        write_record(w, crc, &Record::Sealed { entries, crc32 })?;
         Ok(w.flush()?)
     }
 }
@@ -113,24 +128,38 @@ pub fn scan(r: &mut dyn Read) -> Result<Scanned> {
 }
 
 /// Reads the header, every entry (handed to `entry` with its keyspace index, checked to be
-/// one of [`Spaces::all`]) and the end record, whose count must match.
+/// one of [`Spaces::all`]) and the end record, whose count (and, from format 2, checksum)
+/// must match.
 fn read_records(
     r: &mut dyn Read,
     mut entry: impl FnMut(usize, &[u8], &[u8]) -> Result<()>,
 ) -> Result<u64> {
     let mut buf = Vec::new();
-    match read_record(r, &mut buf)? {
-        Record::Header { format: FORMAT } => {}
+    let crc = &mut crc32fast::Hasher::new();
+    let sealed = match read_record(r, crc, &mut buf)? {
+        Record::Header { format: FORMAT } => true,
+        Record::Header {
+            format: FORMAT_UNSEALED,
+        } => false,
         other => return Err(Error::Corrupt(format!("bad snapshot header {other:?}"))),
-    }
+    };
     let mut entries = 0u64;
     loop {
-        match read_record(r, &mut buf)? {
+        let before = crc.clone().finalize();
+        match read_record(r, crc, &mut buf)? {
             Record::Entry { space, key, value } if usize::from(space) < SPACE_COUNT => {
                 entry(usize::from(space), key, value)?;
                 entries += 1;
             }
-            Record::End { entries: n } if n == entries => return Ok(entries),
+            Record::End { entries: n } if !sealed && n == entries => return Ok(entries),
+            Record::Sealed { entries: n, crc32 } if sealed && n == entries => {
+                if crc32 != before {
+                    return Err(Error::Corrupt(format!(
+                        "snapshot checksum {before:08x} where {crc32:08x} was written: the data is damaged"
+                    )));
+                }
+                return Ok(entries);
+            }
             other => {
                 return Err(Error::Corrupt(format!(
                     "unexpected snapshot record {other:?}"
@@ -202,28 +231,40 @@ impl Store {
     }
 }
 
-fn write_record(w: &mut dyn Write, record: &Record<'_>) -> Result<()> {
+fn write_record(w: &mut dyn Write, crc: &mut crc32fast::Hasher, record: &Record<'_>) -> Result<()> {
     let body = encode(record)?;
     let len = u32::try_from(body.len())
         .ok()
         .filter(|&len| len as usize <= MAX_RECORD)
         .ok_or_else(|| Error::Corrupt(format!("snapshot record of {} bytes", body.len())))?;
+    crc.update(&len.to_be_bytes());
+    crc.update(&body);
     w.write_all(&len.to_be_bytes())?;
     Ok(w.write_all(&body)?)
 }
 
-fn read_record<'b>(r: &mut dyn Read, buf: &'b mut Vec<u8>) -> Result<Record<'b>> {
+fn read_record<'b>(
+    r: &mut dyn Read,
+    crc: &mut crc32fast::Hasher,
+    buf: &'b mut Vec<u8>,
+) -> Result<Record<'b>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
+    crc.update(&len);
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_RECORD {
         return Err(Error::Corrupt(format!("snapshot record of {len} bytes")));
     }
     buf.resize(len, 0);
     r.read_exact(buf)?;
+    crc.update(buf);
     decode_borrowed(buf)
 }
 
 fn decode_borrowed(buf: &[u8]) -> Result<Record<'_>> {
     Ok(postcard::from_bytes(buf)?)
 }
+
+#[cfg(test)]
+#[path = "snapshot_test.rs"]
+mod tests;

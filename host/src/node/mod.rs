@@ -278,6 +278,14 @@ impl Node {
         let store = mvcc::Store::open(&db).context("opening the key space")?;
         let snapshots =
             SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
+        if let Some(file) = snapshots.current().context("listing snapshots")? {
+            file.verify().map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is damaged ({e}): this member's data cannot be trusted; rebuild it from its peers (docs/operations.md, \"Corruption\")",
+                    file.path.display()
+                )
+            })?;
+        }
         let log = LogStore::open(&options.data_dir.join("raft"), snapshots.clone())
             .context("opening the Raft log")?;
         // Components of stored bindings are compiled before Raft starts: the binding is in

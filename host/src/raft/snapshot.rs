@@ -1,7 +1,11 @@
 //! Snapshot files.
 //!
-//! A snapshot is one file in `<data-dir>/snapshots`: a 4-byte big-endian length, the postcard
-//! [`SnapshotMeta`] (last included log id, membership, id), then the MVCC export stream.
+//! A snapshot is one file in `<data-dir>/snapshots`: the magic `ETCHSNP2`, a 4-byte
+//! big-endian length, the postcard [`SnapshotMeta`] (last included log id, membership, id)
+//! and its CRC-32, then the MVCC export stream (sealed with a CRC-32 of its own, see
+//! `mvcc::snapshot`). Files of the release before start with the length (no magic, no
+//! checksum of the meta) and are still read. [`SnapshotFile::verify`] reads a whole file
+//! and checks both checksums: a node does so for its snapshot when it starts.
 //! Files are written under a temporary name and renamed into place, so a crash never leaves a
 //! half snapshot that looks whole. Only the newest snapshot is kept.
 
@@ -19,24 +23,82 @@ pub struct SnapshotFile {
     pub path: PathBuf,
 }
 
+/// The first bytes of a snapshot file with a checksummed header.
+const MAGIC: &[u8; 8] = b"ETCHSNP2";
+/// Largest header accepted.
+const MAX_HEADER: usize = 64 * 1024 * 1024;
+
+fn damaged(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// The header of a snapshot file for `meta`.
+fn header(meta: &SnapshotMeta) -> io::Result<Vec<u8>> {
+    let body = postcard::to_allocvec(meta).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(body.len() + 16);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    Ok(out)
+}
+
 impl SnapshotFile {
     /// Opens the file positioned after the header, returning the meta and a reader of the
     /// MVCC export that follows it.
+    ///
+    /// # Errors
+    ///
+    /// I/O, or a header that is damaged (`InvalidData`).
     pub fn open(&self) -> io::Result<(SnapshotMeta, BufReader<File>)> {
         let mut r = BufReader::new(File::open(&self.path)?);
-        let mut len = [0u8; 4];
-        r.read_exact(&mut len)?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > 64 * 1024 * 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "snapshot header too large",
-            ));
+        let mut first = [0u8; 4];
+        r.read_exact(&mut first)?;
+        let checked = first == MAGIC[..4];
+        let len = if checked {
+            let mut rest = [0u8; 8];
+            r.read_exact(&mut rest)?;
+            if rest[..4] != MAGIC[4..] {
+                return Err(damaged("not a snapshot file (bad magic)".into()));
+            }
+            u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]])
+        } else {
+            u32::from_be_bytes(first)
+        } as usize;
+        if len > MAX_HEADER {
+            return Err(damaged(format!("snapshot header of {len} bytes")));
         }
         let mut header = vec![0u8; len];
         r.read_exact(&mut header)?;
-        let meta = postcard::from_bytes(&header).map_err(io::Error::other)?;
+        if checked {
+            let mut crc = [0u8; 4];
+            r.read_exact(&mut crc)?;
+            let (stored, computed) = (u32::from_be_bytes(crc), crc32fast::hash(&header));
+            if stored != computed {
+                return Err(damaged(format!(
+                    "snapshot header checksum {computed:08x} where {stored:08x} was written"
+                )));
+            }
+        }
+        let meta = postcard::from_bytes(&header)
+            .map_err(|e| damaged(format!("snapshot header does not decode: {e}")))?;
         Ok((meta, r))
+    }
+
+    /// Reads the whole file: the header's checksum, every record of the export and its
+    /// seal, and nothing after it.
+    ///
+    /// # Errors
+    ///
+    /// I/O, or a damaged or truncated file (`InvalidData`, saying what is wrong).
+    pub fn verify(&self) -> io::Result<SnapshotMeta> {
+        let (meta, mut r) = self.open()?;
+        crate::mvcc::scan(&mut r).map_err(|e| damaged(e.to_string()))?;
+        if r.read(&mut [0u8; 1])? != 0 {
+            return Err(damaged("bytes after the end of the snapshot".into()));
+        }
+        Ok(meta)
     }
 }
 
@@ -103,10 +165,7 @@ impl SnapshotDir {
     ) -> io::Result<SnapshotFile> {
         let tmp = self.temp_path();
         let mut w = BufWriter::new(File::create(&tmp)?);
-        let header = postcard::to_allocvec(meta).map_err(io::Error::other)?;
-        let len = u32::try_from(header.len()).map_err(io::Error::other)?;
-        w.write_all(&len.to_be_bytes())?;
-        w.write_all(&header)?;
+        w.write_all(&header(meta)?)?;
         body(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_data()?;
@@ -130,10 +189,7 @@ impl SnapshotDir {
         let tmp = self.temp_path();
         let received = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
-            let header = postcard::to_allocvec(meta).map_err(io::Error::other)?;
-            let len = u32::try_from(header.len()).map_err(io::Error::other)?;
-            file.write_all(&len.to_be_bytes()).await?;
-            file.write_all(&header).await?;
+            file.write_all(&header(meta)?).await?;
             let got = tokio::io::copy(body, &mut file).await?;
             if got != body_len {
                 return Err(io::Error::new(
