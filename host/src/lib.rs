@@ -28,6 +28,7 @@ pub mod server;
 #[cfg(test)]
 mod testing;
 pub mod tls;
+pub mod verify;
 pub mod watch;
 
 /// A Raft node id (etcd's member id), derived from the node's name.

@@ -367,15 +367,28 @@ fn refuses_naming(cluster: &mut Cluster, file: &Path) {
     );
 }
 
+/// The largest table file of node 0's state machine.
+fn largest_table(cluster: &Cluster) -> PathBuf {
+    let keyspaces = cluster.nodes[0].data_dir.join("db/keyspaces");
+    let tables = (std::fs::read_dir(keyspaces).expect("keyspaces"))
+        .filter_map(|ks| std::fs::read_dir(ks.ok()?.path().join("tables")).ok())
+        .flatten()
+        .filter_map(|t| t.ok().map(|t| t.path()));
+    (tables.max_by_key(|t| std::fs::metadata(t).map_or(0, |m| m.len()))).expect("a table file")
+}
+
 /// A flipped bit in the body or the header of a stopped node's snapshot file, or a cut one,
-/// is found when the node starts: it refuses to serve and names the file; with the file
-/// whole again it serves every key.
+/// or a flipped bit in a table of its state machine, is found when the node starts: it
+/// refuses to serve and names the file; with the file whole again it serves every key.
 #[test]
-fn a_damaged_snapshot_is_found_at_start_and_named() {
+fn a_damaged_snapshot_or_table_is_found_at_start_and_named() {
     let mut cluster = Cluster::single_with(&["--snapshot-count", "20"]);
     let client_tls = cluster.client_tls("root");
+    // 3.6 MB: past a 2 MiB memtable, so the state machine has tables on disk.
+    let big = "t".repeat(60 << 10);
     for i in 0..40 {
-        etch_tests::ok_stdout(&cluster.etchctl(&["put", &format!("snap/{i:02}"), "v"]));
+        let value = if i < 30 { big.as_str() } else { "v" };
+        etch_tests::ok_stdout(&cluster.etchctl(&["put", &format!("snap/{i:02}"), value]));
     }
     let file = snapshot_file(&cluster);
     cluster.nodes[0].stop();
@@ -393,6 +406,15 @@ fn a_damaged_snapshot_is_found_at_start_and_named() {
     refuses_naming(&mut cluster, &file);
 
     std::fs::write(&file, &good).expect("the whole file again");
+
+    let table = largest_table(&cluster);
+    let good = std::fs::read(&table).expect("the table");
+    let mut bad = good.clone();
+    bad[good.len() / 3] ^= 0x02;
+    std::fs::write(&table, &bad).expect("flip a bit");
+    refuses_naming(&mut cluster, &table);
+    std::fs::write(&table, &good).expect("the whole table again");
+
     cluster.nodes[0].start(&client_tls);
     let out = etch_tests::ok_stdout(&cluster.etchctl(&[
         "get",

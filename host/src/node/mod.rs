@@ -288,6 +288,7 @@ impl Node {
         }
         let log = LogStore::open(&options.data_dir.join("raft"), snapshots.clone())
             .context("opening the Raft log")?;
+        verify_storage(&options.data_dir, &db, log.database()).await?;
         // Components of stored bindings are compiled before Raft starts: the binding is in
         // effect from the first request.
         // A judgement waits for a plugin thread at most half the request timeout, so that
@@ -690,6 +691,43 @@ fn peer_transport() -> anyhow::Result<Arc<quinn::TransportConfig>> {
         .max_idle_timeout(Some(Duration::from_secs(3).try_into()?))
         .keep_alive_interval(Some(Duration::from_millis(500)));
     Ok(Arc::new(transport))
+}
+
+/// Reads every table and manifest of both databases (`crate::verify`) before the node
+/// serves; a damaged file stops the start with its path and what to do.
+async fn verify_storage(
+    data_dir: &std::path::Path,
+    db: &fjall::Database,
+    log: &fjall::Database,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let work = [
+        (db.clone(), data_dir.join("db")),
+        (log.clone(), data_dir.join("raft")),
+    ];
+    let verified = tokio::task::spawn_blocking(move || {
+        work.iter().try_fold(crate::verify::Verified::default(), |sum, (db, dir)| {
+            let v = crate::verify::database(db, dir)?;
+            Ok::<_, crate::verify::Damaged>(crate::verify::Verified {
+                tables: sum.tables + v.tables,
+                bytes: sum.bytes + v.bytes,
+            })
+        })
+    })
+    .await
+    .context("verifying storage")?
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: this member's data cannot be trusted; rebuild it from its peers (docs/operations.md, \"Corruption\")"
+        )
+    })?;
+    tracing::info!(
+        tables = verified.tables,
+        mib = verified.bytes >> 20,
+        ms = started.elapsed().as_millis() as u64,
+        "storage verified"
+    );
+    Ok(())
 }
 
 /// Logs leader changes at info, with the term, and keeps the leader and applied-index

@@ -112,6 +112,11 @@ impl LogStore {
         Ok(LogStore { shared })
     }
 
+    /// The log's database, for [`crate::verify::database`].
+    pub fn database(&self) -> &Database {
+        &self.shared.db
+    }
+
     /// The id of the cluster this node belongs to, once known.
     pub fn cluster_id(&self) -> Result<Option<u64>> {
         self.read_meta(CLUSTER_ID)
