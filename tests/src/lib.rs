@@ -211,24 +211,28 @@ pub struct Etchd {
     tls: TlsFiles,
     log: PathBuf,
     child: Option<Child>,
+    /// The process holding a [`Tmpfs`] node's namespace.
+    holder: Option<Child>,
 }
 
-/// A tmpfs mounted over a node's data dir in a user and mount namespace of the node's own
+/// A tmpfs mounted over a node's data dir in a user and mount namespace of its own
 /// (`unshare`, no privileges needed), with a ballast file that takes part of it; the test
-/// frees space by removing the ballast ([`Etchd::remove_ballast`]). The tmpfs goes with
-/// the process.
+/// frees space by removing the ballast ([`Etchd::remove_ballast`]). A holder process keeps
+/// the namespace (and so the tmpfs) while the [`Etchd`] lives, and the node runs inside it
+/// (`nsenter`), so that it can stop and start again on the same small disk.
 #[derive(Clone, Copy, Debug)]
 pub struct Tmpfs {
     pub size_mib: u64,
     pub ballast_mib: u64,
 }
 
-/// Mounts the tmpfs over `$1` (`$2` MiB), writes `$3` MiB of ballast, then runs the rest.
-const ON_TMPFS: &str = r#"set -e
+/// Mounts the tmpfs over `$1` (`$2` MiB), writes `$3` MiB of ballast, says `ready`, then
+/// holds the namespace until its standard input closes (the harness drops it).
+const HOLD_TMPFS: &str = r#"set -e
 mount -t tmpfs -o size="$2m" tmpfs "$1"
 head -c "$3M" /dev/zero > "$1/ballast"
-shift 3
-exec "$@""#;
+echo ready
+exec cat"#;
 
 impl Etchd {
     /// The client endpoint, `127.0.0.1:PORT`.
@@ -258,13 +262,9 @@ impl Etchd {
         let mut command = match self.tmpfs {
             None => Command::new(bin("etchd")),
             Some(t) => {
-                std::fs::create_dir_all(&self.data_dir).expect("create the mount point");
-                let mut c = Command::new("unshare");
-                c.args(["--user", "--map-root-user", "--mount", "sh", "-c", ON_TMPFS])
-                    .arg("etchd-on-tmpfs")
-                    .arg(&self.data_dir)
-                    .arg(t.size_mib.to_string())
-                    .arg(t.ballast_mib.to_string())
+                let holder = self.tmpfs_holder(t);
+                let mut c = Command::new("nsenter");
+                c.args(["--user", "--mount", "--target", &holder.to_string(), "--"])
                     .arg(bin("etchd"));
                 c
             }
@@ -297,10 +297,46 @@ impl Etchd {
         self.child = Some(child);
     }
 
-    /// Frees the space of a [`Tmpfs`] node's ballast (through `/proc/PID/root`, the node's
-    /// view of the filesystem).
+    /// The pid of the process holding the [`Tmpfs`] node's namespace, started (and its
+    /// tmpfs mounted) on first use.
+    fn tmpfs_holder(&mut self, t: Tmpfs) -> u32 {
+        use std::io::BufRead;
+        if let Some(holder) = &self.holder {
+            return holder.id();
+        }
+        std::fs::create_dir_all(&self.data_dir).expect("create the mount point");
+        let mut holder = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "sh",
+                "-c",
+                HOLD_TMPFS,
+            ])
+            .arg("etchd-tmpfs")
+            .arg(&self.data_dir)
+            .arg(t.size_mib.to_string())
+            .arg(t.ballast_mib.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the tmpfs holder (unshare)");
+        let mut line = String::new();
+        let out = holder.stdout.take().expect("the holder's stdout");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read the holder's answer");
+        assert_eq!(line.trim(), "ready", "the tmpfs holder failed to mount");
+        let pid = holder.id();
+        self.holder = Some(holder);
+        pid
+    }
+
+    /// Frees the space of a [`Tmpfs`] node's ballast (through `/proc/PID/root`, the
+    /// namespace's view of the filesystem).
     pub fn remove_ballast(&self) {
-        let pid = self.pid().expect("the node runs");
+        let pid = self.holder.as_ref().expect("a tmpfs node").id();
         let inside = Path::new("/proc")
             .join(pid.to_string())
             .join("root")
@@ -398,6 +434,10 @@ impl Etchd {
 impl Drop for Etchd {
     fn drop(&mut self) {
         self.kill();
+        if let Some(mut holder) = self.holder.take() {
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
     }
 }
 
@@ -495,6 +535,7 @@ impl Cluster {
                     tls: certs.files(name),
                     log: dir.path().join(format!("{name}.log")),
                     child: None,
+                    holder: None,
                 }
             })
             .collect();
@@ -517,6 +558,7 @@ impl Cluster {
             tls: certs.files(name),
             log: self.dir.path().join(format!("{name}.log")),
             child: None,
+            holder: None,
         }
     }
 

@@ -427,3 +427,54 @@ fn a_damaged_snapshot_or_table_is_found_at_start_and_named() {
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(json["count"], 40, "{json}");
 }
+
+/// A node whose disk fills up with no free-space reserve (`--disk-free-reserve-bytes 0`, a
+/// tmpfs of 192 MiB, 64 MiB of it ballast) meets ENOSPC mid-write: it stops by itself,
+/// having lost nothing it acknowledged; with room again it starts on the same disk, serves
+/// every acknowledged write and takes new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_mid_write_stops_the_node_and_it_serves_again_with_room() {
+    let mut cluster = Cluster::prepare(1, &["--disk-free-reserve-bytes", "0"]);
+    cluster.nodes[0].tmpfs = Some(etch_tests::Tmpfs {
+        size_mib: 192,
+        ballast_mib: 64,
+    });
+    cluster.start();
+    let client = cluster.root_client();
+    let value = vec![b'v'; 64 << 10];
+    let mut acked = 0u32;
+    let refusal = loop {
+        assert!(acked < 4000, "192 MiB took {acked} puts of 64 KiB");
+        match client.put(format!("full/{acked:05}"), value.clone()).await {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+    };
+    let status = cluster.nodes[0].wait_exit(Duration::from_secs(30));
+    let log = cluster.nodes[0].log_text();
+    assert!(!status.success(), "exited with {status}:\n{log}");
+    assert!(log.contains("storage failed"), "no reason given:\n{log}");
+    let why = log.lines().find(|l| l.contains("storage failed")).unwrap_or_default();
+    eprintln!("after {acked} puts of 64 KiB: {refusal}; the node exited with {status}: {why}");
+    assert!(acked > 50, "the disk was full after only {acked} puts");
+
+    cluster.nodes[0].remove_ballast();
+    let tls = cluster.client_tls("root");
+    cluster.nodes[0].start(&tls);
+    let client = cluster.root_client();
+    let all = client.get("full/").prefix().keys_only().await.expect("get");
+    assert!(
+        all.count == i64::from(acked) || all.count == i64::from(acked) + 1,
+        "{acked} puts acknowledged, {} stored",
+        all.count
+    );
+    let last = format!("full/{:05}", acked - 1);
+    assert_eq!(
+        client.get(last.as_str()).await.expect("get").kvs[0].value,
+        value
+    );
+    client
+        .put("after", "room")
+        .await
+        .expect("a put with room again");
+}

@@ -94,6 +94,16 @@ fn leader_removed_under_load() {
     run("leader_removed_under_load", &[Fault::RemoveLeader]);
 }
 
+/// Two members' disks fail in turn (a log fsync or an apply, by seed): each stops by
+/// itself, the cluster serves on, each rejoins once healed, and the histories check.
+#[test]
+fn disks_failing_under_load() {
+    run(
+        "disks_failing_under_load",
+        &[Fault::FailDisk, Fault::FailDisk],
+    );
+}
+
 /// Two to four seed-chosen faults of any kind, link cuts, slow nodes and paused followers
 /// included; the soak's failures replay through this test.
 #[test]

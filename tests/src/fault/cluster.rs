@@ -48,12 +48,14 @@ impl FaultCluster {
             .map(|(node, port)| format!("{}=127.0.0.1:{port}", node.name))
             .collect::<Vec<_>>()
             .join(",");
+        let dir = cluster.dir.path().to_owned();
         for node in &mut cluster.nodes {
             assert_eq!(
                 node.extra_args[0], "--initial-cluster",
                 "Cluster::prepare's flags"
             );
             node.extra_args[1] = initial.clone();
+            node.env.push(failpoints(&dir, &node.name));
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -167,6 +169,54 @@ impl FaultCluster {
         self.cluster.nodes[i].start(&tls);
     }
 
+    /// Fails node `i`'s disk at failpoint `point` (`log-fsync` or `apply-write`, see
+    /// `etch_host::failpoint`) until it exits by itself, as a node must after a storage
+    /// failure (a write sent through it reaches the failpoint); heals the disk and
+    /// restarts it.
+    ///
+    /// # Errors
+    ///
+    /// The node did not stop within 30 s, stopped cleanly, or did not say why.
+    pub fn fail_disk(&mut self, i: usize, point: &str) -> Result<(), String> {
+        let node = &mut self.cluster.nodes[i];
+        let trigger = self
+            .cluster
+            .dir
+            .path()
+            .join(format!("{}.{point}", node.name));
+        std::fs::write(&trigger, b"").map_err(|e| format!("arming {point}: {e}"))?;
+        // A write through this member reaches both failpoints on any member.
+        let probe = self.probes[i].clone();
+        let _ = self
+            .rt
+            .block_on(async { probe.put("fault/disk", "x").await });
+        let node = &mut self.cluster.nodes[i];
+        let status = wait_for_opt(Duration::from_secs(30), || {
+            (!node.is_running()).then_some(())
+        });
+        std::fs::remove_file(&trigger).map_err(|e| format!("healing {point}: {e}"))?;
+        if status.is_none() {
+            return Err(format!(
+                "{} still runs 30 s after its {point} failed",
+                node.name
+            ));
+        }
+        let log = node.log_text();
+        if !log.contains("storage failed") {
+            return Err(format!(
+                "{} stopped without saying its storage failed",
+                node.name
+            ));
+        }
+        eprintln!(
+            "fault fail disk: {} stopped after its {point} failed",
+            node.name
+        );
+        node.kill();
+        self.restart(i);
+        Ok(())
+    }
+
     pub fn pause(&mut self, i: usize) {
         self.cluster.signal(i, "STOP");
         self.paused[i] = true;
@@ -181,6 +231,8 @@ impl FaultCluster {
     /// returns its index.
     pub fn add_member(&mut self, name: &str) -> usize {
         let mut node = self.cluster.extra_node(name, &[]);
+        node.env
+            .push(failpoints(self.cluster.dir.path(), &node.name));
         let port = self.net.add(node.peer_port);
         let admin = self.client(0);
         let addr = format!("127.0.0.1:{port}");
@@ -441,4 +493,13 @@ fn wait_for_opt<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `ETCH_FAILPOINTS` for node `name`: its log fsync and its apply fail while
+/// `DIR/NAME.log-fsync` or `DIR/NAME.apply-write` exists.
+fn failpoints(dir: &std::path::Path, name: &str) -> (String, String) {
+    let spec = ["log-fsync", "apply-write"]
+        .map(|point| format!("{point}={}", dir.join(format!("{name}.{point}")).display()))
+        .join(",");
+    ("ETCH_FAILPOINTS".to_owned(), spec)
 }

@@ -58,11 +58,14 @@ pub enum Fault {
     /// A validator that loops for ever, on a prefix of its own, under a crowd of writers;
     /// removed when the fault ends.
     SpinningPlugin,
+    /// One member's disk fails (its log fsync or its apply, a failpoint): it must stop by
+    /// itself; it is restarted once the disk is healed.
+    FailDisk,
 }
 
 impl Fault {
     /// The faults random scenarios choose from.
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 16] = [
         Fault::AddRemoveMember,
         Fault::CutLink,
         Fault::DelayNode,
@@ -78,6 +81,7 @@ impl Fault {
         Fault::PauseLeader,
         Fault::RemoveLeader,
         Fault::RollingRestart,
+        Fault::FailDisk,
     ];
 }
 
@@ -427,6 +431,11 @@ fn inject(fc: &mut FaultCluster, fault: Fault, rng: &mut Rng) -> Result<(), Stri
         }
         Fault::SpinningPlugin => {
             fc.spinning_plugin(hold)?;
+        }
+        Fault::FailDisk => {
+            let i = other_member(fc, rng, &[]);
+            let point = *rng.pick(&["log-fsync", "apply-write"]);
+            fc.fail_disk(i, point)?;
         }
     }
     fc.leader();
