@@ -454,7 +454,10 @@ async fn a_disk_full_mid_write_stops_the_node_and_it_serves_again_with_room() {
     let log = cluster.nodes[0].log_text();
     assert!(!status.success(), "exited with {status}:\n{log}");
     assert!(log.contains("storage failed"), "no reason given:\n{log}");
-    let why = log.lines().find(|l| l.contains("storage failed")).unwrap_or_default();
+    let why = log
+        .lines()
+        .find(|l| l.contains("etchd: storage failed"))
+        .unwrap_or_default();
     eprintln!("after {acked} puts of 64 KiB: {refusal}; the node exited with {status}: {why}");
     assert!(acked > 50, "the disk was full after only {acked} puts");
 
