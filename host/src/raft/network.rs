@@ -24,7 +24,7 @@ use openraft::raft::{
     SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{LogId, OptionalSend, Snapshot, Vote};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncSeekExt;
 
 use super::types::{Member, TypeConfig};
 use super::wire::{Envelope, MAX_PEER_FRAME, PeerRequest, PeerResponse};
@@ -318,12 +318,13 @@ impl Peers {
                 .await
                 .map_err(|e| self.broken(addr, e))?
                 .len();
-            // Skip the file's own header: the receiver writes its own from the envelope.
-            let header_len = file.read_u32().await.map_err(|e| self.broken(addr, e))?;
-            file.seek(SeekFrom::Current(i64::from(header_len)))
+            // Skip the file's own header (its checksum checked): the receiver writes its
+            // own from the envelope.
+            let start = (snapshot.snapshot.body_start()).map_err(|e| self.broken(addr, e))?;
+            file.seek(SeekFrom::Start(start))
                 .await
                 .map_err(|e| self.broken(addr, e))?;
-            let body_len = file_len.saturating_sub(4 + u64::from(header_len));
+            let body_len = file_len.saturating_sub(start);
             let body = PeerRequest::Snapshot {
                 vote,
                 meta: snapshot.meta.clone(),

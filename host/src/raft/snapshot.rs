@@ -86,6 +86,17 @@ impl SnapshotFile {
         Ok((meta, r))
     }
 
+    /// Where the MVCC export starts in the file (after the header, whichever format).
+    ///
+    /// # Errors
+    ///
+    /// I/O, or a damaged header.
+    pub fn body_start(&self) -> io::Result<u64> {
+        use std::io::Seek;
+        let (_, mut r) = self.open()?;
+        r.stream_position()
+    }
+
     /// Reads the whole file: the header's checksum, every record of the export and its
     /// seal, and nothing after it.
     ///
