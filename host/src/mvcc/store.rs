@@ -213,10 +213,7 @@ impl Store {
         if outcome.is_err() {
             batch = spaces.db.batch();
         }
-        // A conflict applied nothing and is judged again under the same id: not recorded.
-        if let Some(id) = once
-            && outcome != Err(ProtoError::Conflict)
-        {
+        if let Some(id) = once {
             sessions.record(id, &outcome)?;
             sessions.write(&mut batch)?;
         }
@@ -263,9 +260,7 @@ impl Store {
                 continue;
             }
             let answer = put_in_run(&view, &mut tx, bindings, put, *guard)?;
-            if let Some(id) = once
-                && answer != Err(ProtoError::Conflict)
-            {
+            if let Some(id) = once {
                 sessions.record(id, &answer)?;
             }
             answers.push(answer);
@@ -588,8 +583,7 @@ fn execute(
         | Request::Alarm(_)
         | Request::Defragment(_)
         | Request::Snapshot(_)
-        | Request::MoveLeader(_)
-        | Request::Once(_) => {
+        | Request::MoveLeader(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

@@ -299,7 +299,7 @@ async fn commit(
         node.authorize(installer, &staged)
     }) {
         Ok(checked) => {
-            node.judge_and_propose(&principal, request, &outcome.reads, checked, None)
+            node.judge_and_propose(&principal, request, &outcome.reads, checked)
                 .await
         }
         Err(e) => Err(e),
