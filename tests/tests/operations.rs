@@ -798,20 +798,24 @@ async fn move_leader_hands_the_leadership_to_the_member_named() {
 fn a_member_short_of_disk_space_raises_nospace_for_the_cluster() {
     let mut cluster = Cluster::prepare(3, &[]);
     let short = 1;
+    cluster.start();
+    ok_stdout(&cluster.etchctl(&["put", "before", "1"]));
+    // Short of space from its restart on: before, its alarm could beat the first put.
     cluster.nodes[short]
         .extra_args
         .extend(["--disk-free-reserve-bytes".into(), u64::MAX.to_string()]);
-    cluster.start();
-    ok_stdout(&cluster.etchctl(&["put", "before", "1"]));
-    let id = member_id(&cluster, short);
+    cluster.nodes[short].kill();
+    cluster.nodes[short].spawn();
     let alarm = wait_for(
         "NOSPACE for the short member",
         Duration::from_secs(20),
         || {
-            let out = ok_stdout(&cluster.etchctl(&["alarm", "list"]));
+            let out = cluster.etchctl(&["alarm", "list"]);
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
             (!out.is_empty()).then_some(out)
         },
     );
+    let id = member_id(&cluster, short);
     assert_eq!(alarm, format!("memberID:{id} alarm:NOSPACE\n"));
     let refused = cluster.etchctl(&["put", "more", "1"]);
     let err = String::from_utf8_lossy(&refused.stderr);
