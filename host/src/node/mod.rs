@@ -342,7 +342,9 @@ impl Node {
             (None, ClusterState::Existing) => 0,
         };
 
-        let peer_endpoint = quinn::Endpoint::server(tls.peer_server_config()?, options.listen_peer)
+        let reset_key = crate::server::ResetKey::load_or_create(&options.data_dir)?;
+        let peer_endpoint = reset_key
+            .bind(options.listen_peer, tls.peer_server_config()?)
             .with_context(|| format!("binding the peer endpoint on {}", options.listen_peer))?;
         let peers = Arc::new(Peers::new(
             peer_endpoint.clone(),
@@ -373,8 +375,13 @@ impl Node {
         let read_index = read_index::ReadIndex::start(raft.clone(), options.request_timeout);
         let proposer = proposer::Proposer::start(raft.clone(), options.request_timeout);
 
-        let client = ClientEndpoint::bind(options.listen_client, &tls, &options.client_limits)
-            .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
+        let client = ClientEndpoint::bind(
+            options.listen_client,
+            &tls,
+            &options.client_limits,
+            &reset_key,
+        )
+        .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
         let client_addr = client.local_addr()?;
         tls.attach(
             client.endpoint.clone(),

@@ -21,6 +21,7 @@ use super::activity::{Activity, OpenStream};
 use super::admission::Admission;
 use super::budget::{self, Budget, Charge};
 use super::limits::ClientLimits;
+use super::reset::ResetKey;
 use crate::node::Node;
 use crate::tls::{self, Tls};
 
@@ -40,7 +41,14 @@ pub struct ClientEndpoint {
 impl ClientEndpoint {
     /// Binds the client endpoint on `addr`, demanding client certificates signed by the CA
     /// (and not revoked) of the material in force in `tls`.
-    pub fn bind(addr: SocketAddr, tls: &Tls, limits: &ClientLimits) -> anyhow::Result<Self> {
+    /// Its stateless resets use `reset_key`, so that a restart resets the connections
+    /// clients held with the process before.
+    pub fn bind(
+        addr: SocketAddr,
+        tls: &Tls,
+        limits: &ClientLimits,
+        reset_key: &ResetKey,
+    ) -> anyhow::Result<Self> {
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(limits.max_streams.into())
@@ -50,7 +58,7 @@ impl ClientEndpoint {
             .keep_alive_interval(Some(Duration::from_secs(10)));
         let transport = Arc::new(transport);
         let config = tls.server_config(pki::Role::Client, &transport)?;
-        let endpoint = quinn::Endpoint::server(config, addr)?;
+        let endpoint = reset_key.bind(addr, config)?;
         Ok(ClientEndpoint {
             endpoint,
             transport,

@@ -21,9 +21,11 @@ mod endpoint;
 mod keep_alive;
 mod limits;
 mod peer;
+mod reset;
 mod snapshot_stream;
 mod watch_stream;
 
 pub use endpoint::{ClientEndpoint, serve_clients};
 pub use limits::{ClientLimits, SMALL_ANSWER};
 pub use peer::serve_peers;
+pub use reset::{RESET_KEY_FILE, ResetKey};
