@@ -845,6 +845,9 @@ pub struct RawClient {
     endpoints: Vec<String>,
     tls: rustls::ClientConfig,
     conns: tokio::sync::Mutex<std::collections::HashMap<String, quinn::Connection>>,
+    /// The endpoint that answered last: [`RawClient::request`] starts there, so that a dead
+    /// node costs one dial timeout, not one per request.
+    preferred: std::sync::atomic::AtomicUsize,
 }
 
 impl RawClient {
@@ -853,6 +856,7 @@ impl RawClient {
             endpoints,
             tls: raw_tls(files, etch_proto::ALPN_CLIENT),
             conns: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            preferred: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -923,21 +927,27 @@ impl RawClient {
         }
     }
 
-    /// Sends `request` to the nodes in turn until one answers with something other than a
-    /// retryable error, giving up after `timeout`. A write whose stream broke or timed out
-    /// after it was sent may have been applied: it is reported as `Timeout`, never retried
-    /// (so a test's history never holds a write twice).
+    /// Sends `request` to the nodes in turn, from the one that answered last, until one
+    /// answers with something other than a retryable error, giving up after `timeout`. A
+    /// write whose stream broke or timed out after it was sent may have been applied: it is
+    /// reported as `Timeout`, never retried (so a test's history never holds a write twice).
     pub async fn request(&self, request: &etch_proto::Request, timeout: Duration) -> Answer {
+        use std::sync::atomic::Ordering;
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
-        for i in 0.. {
+        let first = self.preferred.load(Ordering::Relaxed);
+        for i in first.. {
             if Instant::now() >= deadline {
                 break;
             }
-            let addr = &self.endpoints[i % self.endpoints.len()];
+            let at = i % self.endpoints.len();
+            let addr = &self.endpoints[at];
             match self.request_to(addr, request).await {
                 Ok(Err(e)) if e.is_retryable() => last = e.to_string(),
-                Ok(answer) => return answer,
+                Ok(answer) => {
+                    self.preferred.store(at, Ordering::Relaxed);
+                    return answer;
+                }
                 Err(e) if request.is_write() && !e.starts_with(NOT_SENT) => {
                     return Err(etch_proto::Error::Timeout);
                 }
