@@ -10,6 +10,7 @@
 //! | `lease_keys`  | `encode_rev(lease id) ++ user key`    | empty: the key is attached         |
 //! | `plugin_modules`  | sha256 of the component (32 bytes) | the component's bytes (opaque)   |
 //! | `plugin_bindings` | binding name                       | [`BindingRecord`]                |
+//! | `sessions`    | `c ++ client` / `o ++ client ++ seq` (big endian) | the client's newest request / a write's outcome (`super::sessions`) |
 //!
 //! `kv_meta` also holds [`META_BINDINGS`], the bindings version: it advances with every
 //! plugin install or removal, and a validated write carries the version it was validated
@@ -50,7 +51,7 @@ pub(crate) const ROOT_GENERATION: &[u8] = b"generation";
 
 /// Base names of the mvcc keyspaces; generation 0 uses them as they are, generation `g`
 /// appends `.g{g}`.
-const SPACE_NAMES: [&str; 8] = [
+const SPACE_NAMES: [&str; 9] = [
     "kv_current",
     "kv_versions",
     "kv_history",
@@ -59,6 +60,7 @@ const SPACE_NAMES: [&str; 8] = [
     "lease_keys",
     "plugin_modules",
     "plugin_bindings",
+    "sessions",
 ];
 
 fn space_name(base: &str, generation: u64) -> String {
@@ -83,10 +85,11 @@ pub(crate) struct Spaces {
     pub lease_keys: Keyspace,
     pub plugin_modules: Keyspace,
     pub plugin_bindings: Keyspace,
+    pub sessions: Keyspace,
 }
 
 /// How many keyspaces [`Spaces::all`] lists; the current key space is the first.
-pub(crate) const SPACE_COUNT: usize = 8;
+pub(crate) const SPACE_COUNT: usize = 9;
 
 impl Spaces {
     /// Opens the keyspaces of `generation`, creating any that is missing.
@@ -103,6 +106,7 @@ impl Spaces {
             lease_keys: open("lease_keys")?,
             plugin_modules: open("plugin_modules")?,
             plugin_bindings: open("plugin_bindings")?,
+            sessions: open("sessions")?,
         })
     }
 
@@ -130,6 +134,7 @@ impl Spaces {
             &self.lease_keys,
             &self.plugin_modules,
             &self.plugin_bindings,
+            &self.sessions,
         ]
     }
 

@@ -89,6 +89,7 @@ mod layout;
 mod lease;
 mod plugins;
 mod preview;
+mod sessions;
 mod snapshot;
 mod store;
 mod txn;
@@ -110,6 +111,7 @@ pub(crate) use layout::BindingRecord;
 pub(crate) use plugins::{bindings_in, hex};
 pub(crate) use preview::preview;
 pub use preview::{Change, Preview};
+pub use sessions::{EXPIRE_BATCH, RequestId, WINDOW as SESSION_WINDOW};
 pub use snapshot::{Export, Scanned, scan};
 
 /// Opens (creating it if need be) the fjall database of a node's data directory, with the

@@ -16,6 +16,7 @@ use super::keycode::encode_rev;
 use super::layout::{
     History, META_APPLIED, ROOT_GENERATION, ROOT_SPACE, Spaces, Touch, bindings_version, decode,
 };
+use super::sessions::{Recorder, RequestId};
 use super::view::{View, empty_key};
 use super::write::WriteTx;
 use super::{compact, lease, txn};
@@ -123,7 +124,44 @@ impl Store {
     ///
     /// A storage failure: the node must stop.
     pub fn apply(&self, req: &Request, applied: &[u8]) -> Outcome<Response> {
-        self.apply_inner(req, None, applied)
+        self.apply_inner(req, None, None, applied)
+    }
+
+    /// Like [`Store::apply`] (or [`Store::apply_guarded`] with `guard`) for a write its
+    /// client named `id`: if an outcome is recorded under `id` (the client sent it again
+    /// after losing the answer), that is the outcome and nothing else is written but
+    /// `applied`; otherwise the write applies and its outcome is recorded in the same
+    /// atomic batch. See [`super::sessions`].
+    ///
+    /// # Errors
+    ///
+    /// A storage failure: the node must stop.
+    pub fn apply_once(
+        &self,
+        req: &Request,
+        guard: Option<&Guard>,
+        id: &RequestId,
+        applied: &[u8],
+    ) -> Outcome<Response> {
+        self.apply_inner(req, guard, Some(id), applied)
+    }
+
+    /// Forgets the clients last seen before `before_ms` (at most
+    /// [`super::sessions::EXPIRE_BATCH`] of them), with their recorded outcomes; answers
+    /// how many.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure: the node must stop.
+    pub fn expire_sessions(&self, before_ms: u64, applied: &[u8]) -> Result<usize> {
+        let _guard = self.lock();
+        let spaces = &self.spaces();
+        let mut batch = spaces.db.batch();
+        let forgotten = super::sessions::expire(spaces, &mut batch, before_ms)?;
+        batch.insert(&spaces.meta, META_APPLIED, applied);
+        crate::failpoint::check("apply-write")?;
+        batch.commit()?;
+        Ok(forgotten)
     }
 
     /// Like [`Store::apply`] for a write that validator plugins judged: first checks that
@@ -135,17 +173,28 @@ impl Store {
     ///
     /// A storage failure: the node must stop.
     pub fn apply_guarded(&self, req: &Request, guard: &Guard, applied: &[u8]) -> Outcome<Response> {
-        self.apply_inner(req, Some(guard), applied)
+        self.apply_inner(req, Some(guard), None, applied)
     }
 
     fn apply_inner(
         &self,
         req: &Request,
         guard: Option<&Guard>,
+        once: Option<&RequestId>,
         applied: &[u8],
     ) -> Outcome<Response> {
         let _guard = self.lock();
         let spaces = &self.spaces();
+        let mut sessions = Recorder::new(spaces);
+        if let Some(id) = once
+            && let Some(found) = sessions.lookup(id)?
+        {
+            let mut batch = spaces.db.batch();
+            batch.insert(&spaces.meta, META_APPLIED, applied);
+            crate::failpoint::check("apply-write")?;
+            batch.commit()?;
+            return Ok(found);
+        }
         let view = self.writer_view(spaces);
         let mut batch = spaces.db.batch();
         // A command over the shape limits never reaches fjall (which refuses long keys by
@@ -163,6 +212,10 @@ impl Store {
         }?;
         if outcome.is_err() {
             batch = spaces.db.batch();
+        }
+        if let Some(id) = once {
+            sessions.record(id, &outcome)?;
+            sessions.write(&mut batch)?;
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
         crate::failpoint::check("apply-write")?;
@@ -189,7 +242,7 @@ impl Store {
     /// A storage failure: the node must stop.
     pub fn apply_puts(
         &self,
-        puts: &[(&PutRequest, Option<&Guard>)],
+        puts: &[(&PutRequest, Option<&Guard>, Option<&RequestId>)],
         applied: &[u8],
     ) -> Result<Vec<std::result::Result<Response, ProtoError>>> {
         let _guard = self.lock();
@@ -197,37 +250,24 @@ impl Store {
         let view = self.writer_view(spaces);
         let bindings = self.bindings_version();
         let mut tx = WriteTx::new(&view);
+        let mut sessions = Recorder::new(spaces);
         let mut answers = Vec::with_capacity(puts.len());
-        for (put, guard) in puts {
-            if let Some(Err(e)) = guard.map(check_guard) {
-                answers.push(Err(e));
-                continue;
-            }
-            if let Some(guard) = guard
-                && !guard.holds_for_keys(bindings, |key| tx.get(key))?
+        for (put, guard, once) in puts {
+            if let Some(id) = once
+                && let Some(found) = sessions.lookup(id)?
             {
-                answers.push(Err(ProtoError::Conflict));
+                answers.push(found);
                 continue;
             }
-            if put.key.is_empty() {
-                answers.push(Err(empty_key()));
-                continue;
+            let answer = put_in_run(&view, &mut tx, bindings, put, *guard)?;
+            if let Some(id) = once {
+                sessions.record(id, &answer)?;
             }
-            if let Err(e) = check_key("key", &put.key) {
-                answers.push(Err(e));
-                continue;
-            }
-            if let Err(e) = lease::check_lease(&view, put.lease)? {
-                answers.push(Err(e));
-                continue;
-            }
-            tx.made_by(guard.map_or("", |g| g.principal.as_str()));
-            let mut resp = tx.put(put)?;
-            resp.header.revision = tx.seal();
-            answers.push(Ok(Response::Put(resp)));
+            answers.push(answer);
         }
         let mut batch = spaces.db.batch();
         let revision = tx.write(&mut batch)?;
+        sessions.write(&mut batch)?;
         batch.insert(&spaces.meta, META_APPLIED, applied);
         crate::failpoint::check("apply-write")?;
         batch.commit()?;
@@ -550,4 +590,36 @@ fn execute(
         }
     };
     Ok(Ok(resp))
+}
+
+/// One put of a run ([`Store::apply_puts`]): refused as applying it alone would refuse it,
+/// or written into `tx` at a revision of its own.
+fn put_in_run(
+    view: &View,
+    tx: &mut WriteTx<'_>,
+    bindings: u64,
+    put: &PutRequest,
+    guard: Option<&Guard>,
+) -> Result<std::result::Result<Response, ProtoError>> {
+    if let Some(Err(e)) = guard.map(check_guard) {
+        return Ok(Err(e));
+    }
+    if let Some(guard) = guard
+        && !guard.holds_for_keys(bindings, |key| tx.get(key))?
+    {
+        return Ok(Err(ProtoError::Conflict));
+    }
+    if put.key.is_empty() {
+        return Ok(Err(empty_key()));
+    }
+    if let Err(e) = check_key("key", &put.key) {
+        return Ok(Err(e));
+    }
+    if let Err(e) = lease::check_lease(view, put.lease)? {
+        return Ok(Err(e));
+    }
+    tx.made_by(guard.map_or("", |g| g.principal.as_str()));
+    let mut resp = tx.put(put)?;
+    resp.header.revision = tx.seal();
+    Ok(Ok(Response::Put(resp)))
 }

@@ -158,6 +158,18 @@ fn single() -> impl Strategy<Value = Command> {
         4 => request().prop_map(Command::Kv),
         2 => (request(), guard()).prop_map(|(request, guard)| Command::Write { request, guard }),
         1 => lease().prop_map(|id| Command::LeaseExpire { id }),
+        // Few clients and sequence numbers, so that retries of one id happen.
+        2 => (0u64..3, 1u64..4, 0u64..3, put()).prop_map(|(client, seq, stamp, put)| {
+            Command::Once {
+                id: crate::mvcc::RequestId { client, seq, stamp_ms: stamp * 1000 },
+                command: Box::new(Command::Kv(Request::Put(put))),
+            }
+        }),
+        1 => (0u64..3, 1u64..4, delete()).prop_map(|(client, seq, delete)| Command::Once {
+            id: crate::mvcc::RequestId { client, seq, stamp_ms: 0 },
+            command: Box::new(Command::Kv(Request::DeleteRange(delete))),
+        }),
+        1 => (0u64..4).prop_map(|s| Command::SessionsExpire { before_ms: s * 1000 }),
     ]
 }
 

@@ -233,6 +233,10 @@ impl StateMachine {
         let store = &self.store;
         let adds_data = match command {
             Command::Kv(req) | Command::Write { request: req, .. } => mvcc::adds_data(req),
+            Command::Once { command, .. } => match &**command {
+                Command::Kv(req) | Command::Write { request: req, .. } => mvcc::adds_data(req),
+                _ => false,
+            },
             Command::PluginInstall(_) => true,
             _ => false,
         };
@@ -258,6 +262,25 @@ impl StateMachine {
             Command::Batch(_) => Ok(Err(etch_proto::Error::Internal(
                 "a batch inside a batch".into(),
             ))),
+            // Nobody reads the answer of the leader's clean-up: an empty compaction answer.
+            Command::SessionsExpire { before_ms } => store
+                .expire_sessions(*before_ms, blob)
+                .map(|_| Ok(etch_proto::Response::Compact(Default::default()))),
+            Command::Once { id, command } => match &**command {
+                Command::Kv(
+                    req @ (etch_proto::Request::Put(_)
+                    | etch_proto::Request::DeleteRange(_)
+                    | etch_proto::Request::Txn(_)),
+                ) => store.apply_once(req, None, id, blob),
+                Command::Write { request, guard } => {
+                    store.apply_once(request, Some(guard), id, blob)
+                }
+                _ => store.set_applied(blob).map(|()| {
+                    Err(etch_proto::Error::Internal(
+                        "only a put, delete or txn can be applied once".into(),
+                    ))
+                }),
+            },
             Command::Authorized {
                 auth_revision,
                 command,
@@ -285,16 +308,29 @@ impl StateMachine {
 /// The put a command makes, if it is one that may share an atomic batch with the puts
 /// around it: a put, alone or judged by validators that read single keys only (the preview
 /// reads the put's own key).
-fn plain_put(command: &Command) -> Option<(&etch_proto::PutRequest, Option<&mvcc::Guard>)> {
+fn plain_put(command: &Command) -> Option<PlainPut<'_>> {
     match command {
-        Command::Kv(etch_proto::Request::Put(put)) => Some((put, None)),
+        Command::Kv(etch_proto::Request::Put(put)) => Some((put, None, None)),
         Command::Write {
             request: etch_proto::Request::Put(put),
             guard,
-        } if guard.reads.iter().all(mvcc::Read::is_single_key) => Some((put, Some(guard))),
+        } if guard.reads.iter().all(mvcc::Read::is_single_key) => Some((put, Some(guard), None)),
+        Command::Once { id, command } => {
+            plain_put(command).and_then(|(put, guard, once)| match once {
+                None => Some((put, guard, Some(id))),
+                Some(_) => None,
+            })
+        }
         _ => None,
     }
 }
+
+/// A put that may share an atomic batch: the put, its guard, its request id.
+type PlainPut<'a> = (
+    &'a etch_proto::PutRequest,
+    Option<&'a mvcc::Guard>,
+    Option<&'a mvcc::RequestId>,
+);
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;

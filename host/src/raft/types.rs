@@ -40,6 +40,17 @@ pub enum Command {
         auth_revision: u64,
         command: Box<Command>,
     },
+    /// A Put, DeleteRange or Txn (`Kv` or `Write`) its client named `id`: applied at most
+    /// once per id; a second time it answers what the first did (see `crate::mvcc` sessions).
+    /// Wraps one command, never a batch; may itself be wrapped by `Authorized` or sit in a
+    /// `Batch`.
+    Once {
+        id: crate::mvcc::RequestId,
+        command: Box<Command>,
+    },
+    /// The leader's periodic clean-up: forget the clients last seen before `before_ms` (ms
+    /// since the Unix epoch, the leader's clock), a bounded number per entry.
+    SessionsExpire { before_ms: u64 },
 }
 
 impl Command {
@@ -48,7 +59,10 @@ impl Command {
     pub fn batchable(&self) -> bool {
         match self {
             Command::Kv(_) | Command::LeaseExpire { .. } | Command::Write { .. } => true,
-            Command::Authorized { command, .. } => command.batchable(),
+            Command::Authorized { command, .. } | Command::Once { command, .. } => {
+                command.batchable()
+            }
+            Command::SessionsExpire { .. } => true,
             Command::PluginInstall(_) | Command::PluginRemove { .. } | Command::Batch(_) => false,
         }
     }
@@ -60,10 +74,14 @@ impl Command {
         match self {
             Command::Kv(req) => OVERHEAD + request_bytes(req),
             Command::Write { request, guard } => OVERHEAD + request_bytes(request) + guard.bytes(),
-            Command::LeaseExpire { .. } | Command::PluginRemove { .. } => OVERHEAD,
+            Command::LeaseExpire { .. }
+            | Command::PluginRemove { .. }
+            | Command::SessionsExpire { .. } => OVERHEAD,
             Command::PluginInstall(req) => OVERHEAD + req.wasm.len(),
             Command::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
-            Command::Authorized { command, .. } => OVERHEAD + command.approx_size(),
+            Command::Authorized { command, .. } | Command::Once { command, .. } => {
+                OVERHEAD + command.approx_size()
+            }
         }
     }
 }
@@ -87,6 +105,10 @@ impl fmt::Display for Command {
                 auth_revision,
                 command,
             } => write!(f, "authorized(auth v{auth_revision}, {command})"),
+            Command::Once { id, command } => {
+                write!(f, "once(client {:x} #{}, {command})", id.client, id.seq)
+            }
+            Command::SessionsExpire { before_ms } => write!(f, "sessions-expire(<{before_ms})"),
         }
     }
 }
