@@ -71,6 +71,46 @@ pub(crate) struct Inner {
     pub(crate) opts: ClientOptions,
     transport: Arc<Transport>,
     state: tokio::sync::Mutex<State>,
+    session: Session,
+}
+
+/// How this client names its writes, so that a node applies each at most once however
+/// often it is sent: a random client id and the writes numbered from 1.
+struct Session {
+    client: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Session {
+    fn new() -> Session {
+        use std::hash::{BuildHasher, Hasher};
+        // std's RandomState is seeded from the OS's randomness; time and pid mixed in for
+        // good measure. A clash between two live clients would need the same 64 bits.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        Session {
+            client: h.finish(),
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// `request` named, if it is a write a node can apply once (a put, a delete, a txn
+    /// that writes): then it may be sent again when its answer is lost.
+    fn name(&self, request: Request) -> Request {
+        match etch_proto::OnceWrite::from_request(request) {
+            Ok(write) => Request::Once(etch_proto::OnceRequest {
+                client: self.client,
+                seq: self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                write,
+            }),
+            Err(request) => request,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -176,6 +216,7 @@ impl Client {
                 opts,
                 transport,
                 state: Default::default(),
+                session: Session::new(),
             }),
         })
     }
@@ -205,6 +246,7 @@ impl Client {
     /// # }
     /// ```
     pub async fn request(&self, request: Request) -> Result<Response> {
+        let request = self.inner.session.name(request);
         let frame = self.inner.encode(&request)?;
         let after = self.inner.opts.request_timeout;
         let mut last_error = None;
@@ -279,8 +321,13 @@ impl Inner {
                     }
                 }
             };
-            let retry =
-                err.is_retryable() || (!request.is_write() && err.is_transient_after_send());
+            // A named write is applied at most once, so one whose answer was lost (the
+            // connection dropped, the node timed out waiting for the commit) is sent again
+            // until its outcome is known.
+            let named = matches!(request, Request::Once(_));
+            let unknown = err.is_transient_after_send()
+                || matches!(err, Error::Server(etch_proto::Error::Timeout));
+            let retry = err.is_retryable() || ((!request.is_write() || named) && unknown);
             if !retry || attempt == MAX_ATTEMPTS {
                 return Err(err);
             }

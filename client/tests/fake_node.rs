@@ -18,7 +18,7 @@ use etch_client::proto::watch::{
     Event, EventType, WatchControl, WatchCreateRequest, WatchResponse,
 };
 use etch_client::proto::{
-    self, KeyValue, PutResponse, RangeResponse, Request, Response, ResponseHeader, Revision,
+    self, KeyValue, PutResponse, Request, Response, ResponseHeader, Revision,
 };
 use etch_client::{Client, ClientOptions, Error, KeepAliveStatus};
 
@@ -172,7 +172,7 @@ async fn follows_the_leader_and_remembers_it() {
 }
 
 #[tokio::test]
-async fn retries_unavailable_but_never_resends_an_unknown_write() {
+async fn retries_unavailable_and_resends_only_a_named_write_of_unknown_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     certs(dir.path());
     let tls = TlsFiles::in_dir(dir.path(), "root");
@@ -192,27 +192,38 @@ async fn retries_unavailable_but_never_resends_an_unknown_write() {
     client.put("k", "v").await.expect("retried put");
     assert_eq!(flaky.seen.load(Ordering::SeqCst), 2);
 
-    // The node drops the connection after reading the request: a write is not re-sent…
+    // The node drops the connection after reading the request: a put goes as a named
+    // write, so it is sent again, with the same name (the node applies it once)…
+    let names = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = names.clone();
     let dropper = start(
         dir.path(),
-        Arc::new(|n, _| match n {
-            0 => None,
-            _ => Some(Ok(Response::Range(RangeResponse::default()))),
+        Arc::new(move |n, req| {
+            if let Request::Once(once) = req {
+                noted.lock().expect("names").push((once.client, once.seq));
+            }
+            match n {
+                0 | 2 => None,
+                _ => put_ok(4),
+            }
         }),
     );
     let client = Client::connect(options(dropper.addr, tls.clone()))
         .await
         .expect("connect");
-    let err = client.put("k", "v").await.expect_err("outcome unknown");
+    client.put("k", "v").await.expect("resent named put");
+    assert_eq!(dropper.seen.load(Ordering::SeqCst), 2);
+    let names = names.lock().expect("names").clone();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], names[1], "the retry is the same write");
+    // …while a write that cannot be named (a lease grant) is not re-sent.
+    let err = client.lease_grant(10).await.expect_err("outcome unknown");
     assert!(
         matches!(err, Error::ConnectionLost { sent: true, .. }),
         "{err:?}"
     );
     assert!(!err.is_retryable());
-    assert_eq!(dropper.seen.load(Ordering::SeqCst), 1);
-    // …but a read is.
-    client.get("k").await.expect("read retried");
-    assert_eq!(dropper.seen.load(Ordering::SeqCst), 2);
+    assert_eq!(dropper.seen.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -66,8 +66,13 @@ impl Limits {
     /// for anything else.
     pub fn check(&self, req: &Request) -> Result<(), Error> {
         check_shape(req)?;
-        if let Request::Txn(txn) = req {
-            self.check_txn_ops(txn)?;
+        match req {
+            Request::Txn(txn)
+            | Request::Once(crate::OnceRequest {
+                write: crate::OnceWrite::Txn(txn),
+                ..
+            }) => self.check_txn_ops(txn)?,
+            _ => {}
         }
         let size = request_bytes(req);
         if size > self.max_request_bytes {
@@ -131,6 +136,18 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         | Request::Defragment(_)
         | Request::Snapshot(_)
         | Request::MoveLeader(_) => Ok(()),
+        Request::Once(once) => match &once.write {
+            crate::OnceWrite::Txn(t) if t.is_read_only() => Err(Error::InvalidArgument(
+                "a txn that only reads cannot be sent as a once request".into(),
+            )),
+            // The plain requests' checks.
+            crate::OnceWrite::Put(p) => check_key("key", &p.key),
+            crate::OnceWrite::DeleteRange(d) => {
+                check_key("key", &d.key)?;
+                check_key("range end", &d.range_end)
+            }
+            crate::OnceWrite::Txn(t) => check_txn(t),
+        },
     }
 }
 
@@ -249,30 +266,7 @@ pub fn request_bytes(req: &Request) -> usize {
         Request::Range(r) => PER_OP + r.key.len() + r.range_end.len(),
         Request::Put(p) => PER_OP + p.key.len() + p.value.len(),
         Request::DeleteRange(d) => PER_OP + d.key.len() + d.range_end.len(),
-        Request::Txn(t) => {
-            let compares: usize = t
-                .compare
-                .iter()
-                .map(|c| {
-                    let operand = match &c.target {
-                        CompareTarget::Value(v) => v.len(),
-                        _ => 8,
-                    };
-                    PER_OP + c.key.len() + c.range_end.len() + operand
-                })
-                .sum();
-            let ops: usize = t
-                .success
-                .iter()
-                .chain(&t.failure)
-                .map(|op| match op {
-                    RequestOp::Range(r) => PER_OP + r.key.len() + r.range_end.len(),
-                    RequestOp::Put(p) => PER_OP + p.key.len() + p.value.len(),
-                    RequestOp::DeleteRange(d) => PER_OP + d.key.len() + d.range_end.len(),
-                })
-                .sum();
-            PER_OP + compares + ops
-        }
+        Request::Txn(t) => txn_bytes(t),
         Request::Watch(w) => PER_OP + w.key.len() + w.range_end.len(),
         Request::MemberAdd(m) => PER_OP + m.name.len() + m.peer_addr.len(),
         Request::PluginInstall(p) => {
@@ -298,6 +292,11 @@ pub fn request_bytes(req: &Request) -> usize {
             };
             PER_OP + names + keys
         }
+        Request::Once(once) => match &once.write {
+            crate::OnceWrite::Put(p) => PER_OP + p.key.len() + p.value.len(),
+            crate::OnceWrite::DeleteRange(d) => PER_OP + d.key.len() + d.range_end.len(),
+            crate::OnceWrite::Txn(t) => txn_bytes(t),
+        },
         Request::Compact(_)
         | Request::Status(_)
         | Request::MemberList(_)
@@ -315,6 +314,33 @@ pub fn request_bytes(req: &Request) -> usize {
         | Request::Snapshot(_)
         | Request::MoveLeader(_) => PER_OP,
     }
+}
+
+/// [`request_bytes`] of a txn.
+fn txn_bytes(t: &TxnRequest) -> usize {
+    const PER_OP: usize = 16;
+    let compares: usize = t
+        .compare
+        .iter()
+        .map(|c| {
+            let operand = match &c.target {
+                CompareTarget::Value(v) => v.len(),
+                _ => 8,
+            };
+            PER_OP + c.key.len() + c.range_end.len() + operand
+        })
+        .sum();
+    let ops: usize = t
+        .success
+        .iter()
+        .chain(&t.failure)
+        .map(|op| match op {
+            RequestOp::Range(r) => PER_OP + r.key.len() + r.range_end.len(),
+            RequestOp::Put(p) => PER_OP + p.key.len() + p.value.len(),
+            RequestOp::DeleteRange(d) => PER_OP + d.key.len() + d.range_end.len(),
+        })
+        .sum();
+    PER_OP + compares + ops
 }
 
 #[cfg(test)]
@@ -406,6 +432,54 @@ mod tests {
             ..Default::default()
         });
         assert!(limits.check(&txn).is_ok());
+    }
+
+    /// A once request is held to its write's limits, and only a write can be one.
+    #[test]
+    fn a_once_request_meets_its_writes_limits() {
+        use crate::{OnceRequest, OnceWrite};
+        let limits = Limits {
+            max_request_bytes: 1000,
+            max_txn_ops: 2,
+        };
+        let once = |write| {
+            Request::Once(OnceRequest {
+                client: 1,
+                seq: 1,
+                write,
+            })
+        };
+        let Request::Put(big) = put(10, 2000) else {
+            panic!("put() makes a put");
+        };
+        match limits.check(&once(OnceWrite::Put(big))) {
+            Err(Error::TooLarge { limit: 1000, .. }) => {}
+            other => panic!("an oversized once put: {other:?}"),
+        }
+        let long_key = PutRequest {
+            key: vec![b'k'; MAX_KEY_BYTES + 1],
+            ..Default::default()
+        };
+        match check_shape(&once(OnceWrite::Put(long_key))) {
+            Err(Error::InvalidArgument(_)) => {}
+            other => panic!("a once put with a long key: {other:?}"),
+        }
+        let op = RequestOp::Put(PutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        });
+        let many = TxnRequest {
+            success: vec![op; 3],
+            ..Default::default()
+        };
+        match limits.check(&once(OnceWrite::Txn(many))) {
+            Err(e) => assert!(e.to_string().contains("too many operations"), "{e}"),
+            Ok(()) => panic!("a once txn over --max-txn-ops passed"),
+        }
+        match check_shape(&once(OnceWrite::Txn(TxnRequest::default()))) {
+            Err(Error::InvalidArgument(why)) => assert!(why.contains("only reads"), "{why}"),
+            other => panic!("a read-only once txn: {other:?}"),
+        }
     }
 
     #[test]

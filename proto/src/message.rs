@@ -45,6 +45,65 @@ pub enum Request {
     /// Opens a backup stream: see [`crate::alarm::SnapshotRequest`].
     Snapshot(crate::alarm::SnapshotRequest),
     MoveLeader(crate::alarm::MoveLeaderRequest),
+    /// A put, delete or writing txn that its client may send again after losing the
+    /// answer: applied at most once per `(client, seq)`, a second time answered with what
+    /// the first got. The answer is the inner request's.
+    Once(OnceRequest),
+}
+
+/// A write named by its client (see [`Request::Once`]). An SDK client picks a random
+/// `client` and numbers its writes from 1; the node keeps the outcomes of each client's
+/// newest 1024 writes, and forgets a client not seen for a while. The write is a type of
+/// its own, not a [`Request`], so that a once request cannot nest (a decoder never recurses
+/// on what a client sends).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnceRequest {
+    pub client: u64,
+    pub seq: u64,
+    pub write: OnceWrite,
+}
+
+/// The writes a client can name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnceWrite {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    /// A txn; one that only reads is refused.
+    Txn(TxnRequest),
+}
+
+impl OnceWrite {
+    /// The write as a plain request.
+    pub fn into_request(self) -> Request {
+        match self {
+            OnceWrite::Put(p) => Request::Put(p),
+            OnceWrite::DeleteRange(d) => Request::DeleteRange(d),
+            OnceWrite::Txn(t) => Request::Txn(t),
+        }
+    }
+
+    /// The write as a plain request, copied.
+    pub fn to_request(&self) -> Request {
+        self.clone().into_request()
+    }
+
+    /// `request` as a write a client can name, or `request` back.
+    ///
+    /// # Errors
+    ///
+    /// `request` is not a put, a delete or a txn that writes.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error hands the request back whole, to be sent as it is"
+    )]
+    pub fn from_request(request: Request) -> Result<OnceWrite, Request> {
+        match request {
+            Request::Put(p) => Ok(OnceWrite::Put(p)),
+            Request::DeleteRange(d) => Ok(OnceWrite::DeleteRange(d)),
+            Request::Txn(t) if !t.is_read_only() => Ok(OnceWrite::Txn(t)),
+            other => Err(other),
+        }
+    }
 }
 
 impl Request {
@@ -74,6 +133,7 @@ impl Request {
             | Request::MemberRemove(_) => true,
             Request::Txn(txn) => !txn.is_read_only(),
             Request::Auth(auth) => auth.is_write(),
+            Request::Once(_) => true,
         }
     }
 
@@ -112,6 +172,11 @@ impl Request {
             Request::Defragment(_) => (MAINTENANCE, "Defragment"),
             Request::Snapshot(_) => (MAINTENANCE, "Snapshot"),
             Request::MoveLeader(_) => (MAINTENANCE, "MoveLeader"),
+            Request::Once(once) => match &once.write {
+                OnceWrite::Put(_) => (KV, "Put"),
+                OnceWrite::DeleteRange(_) => (KV, "DeleteRange"),
+                OnceWrite::Txn(_) => (KV, "Txn"),
+            },
         }
     }
 }

@@ -116,6 +116,7 @@ pub fn authorize(
         Request::Defragment(_) => root_only("defragment"),
         Request::Snapshot(_) => root_only("save a snapshot"),
         Request::MoveLeader(_) => root_only("move the leadership"),
+        Request::Once(once) => authorize(state, user, &once.write.to_request(), lease_keys),
         Request::Auth(AuthRequest::Disable) => root_only("disable authorization"),
         Request::Auth(_) => root_only("manage users and roles"),
     }

@@ -213,7 +213,10 @@ impl Store {
         if outcome.is_err() {
             batch = spaces.db.batch();
         }
-        if let Some(id) = once {
+        // A conflict applied nothing and is judged again under the same id: not recorded.
+        if let Some(id) = once
+            && outcome != Err(ProtoError::Conflict)
+        {
             sessions.record(id, &outcome)?;
             sessions.write(&mut batch)?;
         }
@@ -260,7 +263,9 @@ impl Store {
                 continue;
             }
             let answer = put_in_run(&view, &mut tx, bindings, put, *guard)?;
-            if let Some(id) = once {
+            if let Some(id) = once
+                && answer != Err(ProtoError::Conflict)
+            {
                 sessions.record(id, &answer)?;
             }
             answers.push(answer);
@@ -583,7 +588,8 @@ fn execute(
         | Request::Alarm(_)
         | Request::Defragment(_)
         | Request::Snapshot(_)
-        | Request::MoveLeader(_) => {
+        | Request::MoveLeader(_)
+        | Request::Once(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
                 "not a key-space request".into(),
             )));

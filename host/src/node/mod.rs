@@ -28,6 +28,7 @@ mod quota;
 mod reactor;
 mod read_index;
 mod route;
+mod sessions;
 mod ticks;
 
 pub use backup::Backup;
@@ -426,6 +427,7 @@ impl Node {
         tokio::spawn(log_leader_changes(node.inner.raft.clone()));
         tokio::spawn(crate::lease::expire_leases(node.clone()));
         tokio::spawn(quota::measure_db_size(node.clone()));
+        tokio::spawn(sessions::expire_sessions(node.clone()));
         if let Some(period) = node.options().corrupt_check {
             tokio::spawn(corruption::check_corruption(node.clone(), period));
         }

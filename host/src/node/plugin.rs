@@ -26,9 +26,9 @@ use sha2::{Digest, Sha256};
 
 use super::Node;
 use super::route::Checked;
-use crate::mvcc::{Read, hex};
+use crate::mvcc::{Read, RequestId, hex};
 use crate::plugin::RESERVED_PREFIX;
-use crate::raft::Command;
+use crate::raft::{Command, Named};
 
 /// How many times a write is judged and proposed before `Conflict` reaches the client.
 const MAX_ATTEMPTS: usize = 5;
@@ -42,16 +42,28 @@ impl Node {
         request: Request,
         checked: Checked,
     ) -> Result<Response, Error> {
+        // A write its client named: the same write, applied at most once per id.
+        let (request, once) = match request {
+            Request::Once(once) => {
+                let id = RequestId {
+                    client: once.client,
+                    seq: once.seq,
+                    stamp_ms: now_ms(),
+                };
+                (once.write.into_request(), Some(id))
+            }
+            other => (other, None),
+        };
         self.check_quota(&request).await?;
         match request {
             Request::Put(_) | Request::DeleteRange(_) => {
                 refuse_reserved(&request)?;
-                self.judge_and_propose(principal, request, &[], checked)
+                self.judge_and_propose(principal, request, &[], checked, once)
                     .await
             }
             Request::Txn(ref t) if !t.is_read_only() => {
                 refuse_reserved(&request)?;
-                self.judge_and_propose(principal, request, &[], checked)
+                self.judge_and_propose(principal, request, &[], checked, once)
                     .await
             }
             Request::PluginInstall(install) => {
@@ -67,15 +79,16 @@ impl Node {
     }
 
     /// Judges `request` with the validators and proposes it with the resulting guard, plus
-    /// `reads` (what the write was decided on elsewhere, e.g. a reactor's reads). A write
-    /// whose authorization a change of users or roles overtook comes back as `Conflict` at
-    /// once, for the caller to check it again.
+    /// `reads` (what the write was decided on elsewhere, e.g. a reactor's reads), named
+    /// `once` if its client named it. A write whose authorization a change of users or
+    /// roles overtook comes back as `Conflict` at once, for the caller to check it again.
     pub(super) async fn judge_and_propose(
         &self,
         principal: &str,
         request: Request,
         reads: &[Read],
         checked: Checked,
+        once: Option<RequestId>,
     ) -> Result<Response, Error> {
         // The limits were checked where the request entered (the client endpoint, a
         // forwarded request, a reactor's staged txn).
@@ -94,9 +107,18 @@ impl Node {
             guard.reads.extend_from_slice(reads);
             principal.clone_into(&mut guard.principal);
             guard.check_size()?;
-            let command = Command::Write {
-                request: request.clone(),
-                guard,
+            let command = match once {
+                None => Command::Write {
+                    request: request.clone(),
+                    guard,
+                },
+                Some(id) => Command::Once {
+                    id,
+                    write: Named::Write {
+                        request: request.clone(),
+                        guard,
+                    },
+                },
             };
             match self.propose_command(command, checked).await {
                 Err(Error::Conflict) if attempt < MAX_ATTEMPTS && !self.auth_moved(checked) => {
@@ -217,4 +239,11 @@ pub(super) async fn warm_plugins(node: Node, mut applied: tokio::sync::watch::Re
             return;
         }
     }
+}
+
+/// The leader's clock, in ms since the Unix epoch: the stamp of a named write (when its
+/// client was last seen, for the sessions' expiry).
+pub(super) fn now_ms() -> u64 {
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .map_or(0, |d| d.as_millis() as u64)
 }

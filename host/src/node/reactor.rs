@@ -299,7 +299,7 @@ async fn commit(
         node.authorize(installer, &staged)
     }) {
         Ok(checked) => {
-            node.judge_and_propose(&principal, request, &outcome.reads, checked)
+            node.judge_and_propose(&principal, request, &outcome.reads, checked, None)
                 .await
         }
         Err(e) => Err(e),

@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use log_store::LogStore;
 pub use state_machine::StateMachine;
-pub use types::{Applied, Command, CommandResult, Member, Raft, TypeConfig};
+pub use types::{Applied, Command, CommandResult, Member, Named, Raft, TypeConfig};
 
 use openraft::{AnyError, StorageError, StorageIOError};
 

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use super::snapshot::{SnapshotDir, SnapshotFile};
 use super::storage_error;
 use super::types::{
-    Applied, Command, CommandResult, Entry, LogId, SnapshotMeta, StoredMembership, TypeConfig,
+    Applied, Command, CommandResult, Entry, LogId, Named, SnapshotMeta, StoredMembership,
+    TypeConfig,
 };
 use crate::NodeId;
 use crate::mvcc;
@@ -233,10 +234,7 @@ impl StateMachine {
         let store = &self.store;
         let adds_data = match command {
             Command::Kv(req) | Command::Write { request: req, .. } => mvcc::adds_data(req),
-            Command::Once { command, .. } => match &**command {
-                Command::Kv(req) | Command::Write { request: req, .. } => mvcc::adds_data(req),
-                _ => false,
-            },
+            Command::Once { write, .. } => mvcc::adds_data(write.request()),
             Command::PluginInstall(_) => true,
             _ => false,
         };
@@ -266,20 +264,9 @@ impl StateMachine {
             Command::SessionsExpire { before_ms } => store
                 .expire_sessions(*before_ms, blob)
                 .map(|_| Ok(etch_proto::Response::Compact(Default::default()))),
-            Command::Once { id, command } => match &**command {
-                Command::Kv(
-                    req @ (etch_proto::Request::Put(_)
-                    | etch_proto::Request::DeleteRange(_)
-                    | etch_proto::Request::Txn(_)),
-                ) => store.apply_once(req, None, id, blob),
-                Command::Write { request, guard } => {
-                    store.apply_once(request, Some(guard), id, blob)
-                }
-                _ => store.set_applied(blob).map(|()| {
-                    Err(etch_proto::Error::Internal(
-                        "only a put, delete or txn can be applied once".into(),
-                    ))
-                }),
+            Command::Once { id, write } => match write {
+                Named::Kv(req) => store.apply_once(req, None, id, blob),
+                Named::Write { request, guard } => store.apply_once(request, Some(guard), id, blob),
             },
             Command::Authorized {
                 auth_revision,
@@ -315,11 +302,19 @@ fn plain_put(command: &Command) -> Option<PlainPut<'_>> {
             request: etch_proto::Request::Put(put),
             guard,
         } if guard.reads.iter().all(mvcc::Read::is_single_key) => Some((put, Some(guard), None)),
-        Command::Once { id, command } => {
-            plain_put(command).and_then(|(put, guard, once)| match once {
-                None => Some((put, guard, Some(id))),
-                Some(_) => None,
-            })
+        Command::Once {
+            id,
+            write: Named::Kv(etch_proto::Request::Put(put)),
+        } => Some((put, None, Some(id))),
+        Command::Once {
+            id,
+            write:
+                Named::Write {
+                    request: etch_proto::Request::Put(put),
+                    guard,
+                },
+        } if guard.reads.iter().all(mvcc::Read::is_single_key) => {
+            Some((put, Some(guard), Some(id)))
         }
         _ => None,
     }

@@ -40,17 +40,36 @@ pub enum Command {
         auth_revision: u64,
         command: Box<Command>,
     },
-    /// A Put, DeleteRange or Txn (`Kv` or `Write`) its client named `id`: applied at most
-    /// once per id; a second time it answers what the first did (see `crate::mvcc` sessions).
-    /// Wraps one command, never a batch; may itself be wrapped by `Authorized` or sit in a
-    /// `Batch`.
+    /// A Put, DeleteRange or Txn its client named `id`: applied at most once per id; a
+    /// second time it answers what the first did (see `crate::mvcc` sessions). May be
+    /// wrapped by `Authorized` or sit in a `Batch`; wraps no command (decoding never
+    /// recurses through it).
     Once {
         id: crate::mvcc::RequestId,
-        command: Box<Command>,
+        write: Named,
     },
     /// The leader's periodic clean-up: forget the clients last seen before `before_ms` (ms
     /// since the Unix epoch, the leader's clock), a bounded number per entry.
     SessionsExpire { before_ms: u64 },
+}
+
+/// The write a [`Command::Once`] names: as [`Command::Kv`] or as [`Command::Write`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Named {
+    Kv(etch_proto::Request),
+    Write {
+        request: etch_proto::Request,
+        guard: crate::mvcc::Guard,
+    },
+}
+
+impl Named {
+    /// The write's request.
+    pub fn request(&self) -> &etch_proto::Request {
+        match self {
+            Named::Kv(request) | Named::Write { request, .. } => request,
+        }
+    }
 }
 
 impl Command {
@@ -59,10 +78,8 @@ impl Command {
     pub fn batchable(&self) -> bool {
         match self {
             Command::Kv(_) | Command::LeaseExpire { .. } | Command::Write { .. } => true,
-            Command::Authorized { command, .. } | Command::Once { command, .. } => {
-                command.batchable()
-            }
-            Command::SessionsExpire { .. } => true,
+            Command::Authorized { command, .. } => command.batchable(),
+            Command::Once { .. } | Command::SessionsExpire { .. } => true,
             Command::PluginInstall(_) | Command::PluginRemove { .. } | Command::Batch(_) => false,
         }
     }
@@ -79,9 +96,13 @@ impl Command {
             | Command::SessionsExpire { .. } => OVERHEAD,
             Command::PluginInstall(req) => OVERHEAD + req.wasm.len(),
             Command::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
-            Command::Authorized { command, .. } | Command::Once { command, .. } => {
-                OVERHEAD + command.approx_size()
-            }
+            Command::Authorized { command, .. } => OVERHEAD + command.approx_size(),
+            Command::Once { write, .. } => match write {
+                Named::Kv(req) => 2 * OVERHEAD + request_bytes(req),
+                Named::Write { request, guard } => {
+                    2 * OVERHEAD + request_bytes(request) + guard.bytes()
+                }
+            },
         }
     }
 }
@@ -105,9 +126,13 @@ impl fmt::Display for Command {
                 auth_revision,
                 command,
             } => write!(f, "authorized(auth v{auth_revision}, {command})"),
-            Command::Once { id, command } => {
-                write!(f, "once(client {:x} #{}, {command})", id.client, id.seq)
-            }
+            Command::Once { id, write } => write!(
+                f,
+                "once(client {:x} #{}, {})",
+                id.client,
+                id.seq,
+                request_kind(write.request())
+            ),
             Command::SessionsExpire { before_ms } => write!(f, "sessions-expire(<{before_ms})"),
         }
     }
@@ -141,6 +166,7 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         Defragment(_) => "defragment",
         Snapshot(_) => "snapshot",
         MoveLeader(_) => "move-leader",
+        Once(_) => "once",
     }
 }
 
