@@ -246,7 +246,11 @@ impl Client {
     /// # }
     /// ```
     pub async fn request(&self, request: Request) -> Result<Response> {
-        let request = self.inner.session.name(request);
+        let request = if self.inner.opts.exactly_once {
+            self.inner.session.name(request)
+        } else {
+            request
+        };
         let frame = self.inner.encode(&request)?;
         let after = self.inner.opts.request_timeout;
         let mut last_error = None;

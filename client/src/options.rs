@@ -30,6 +30,7 @@ pub struct ClientOptions {
     pub(crate) max_request_bytes: usize,
     pub(crate) max_response_bytes: usize,
     pub(crate) keep_alive: Option<Duration>,
+    pub(crate) exactly_once: bool,
 }
 
 impl ClientOptions {
@@ -55,6 +56,7 @@ impl ClientOptions {
             max_request_bytes: etch_proto::DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: etch_proto::DEFAULT_MAX_RESPONSE_BYTES,
             keep_alive: Some(Self::DEFAULT_KEEP_ALIVE),
+            exactly_once: true,
         }
     }
 
@@ -92,6 +94,18 @@ impl ClientOptions {
     /// connection silent for three intervals (at least 2 s) is taken for dead. Default: 1 s.
     pub fn keep_alive(mut self, interval: Option<Duration>) -> Self {
         self.keep_alive = interval;
+        self
+    }
+
+    /// Whether puts, deletes and writing txns carry this client's name and a sequence
+    /// number, so that the cluster applies each at most once and the client may send one
+    /// again when its answer is lost (a leader killed mid-request): the call then returns
+    /// the real outcome instead of an unknown one. Each named client costs the cluster a
+    /// record of its recent outcomes until it has been idle for 10 minutes. Without it, a
+    /// write whose answer is lost fails with an error that says its outcome is unknown.
+    /// Default: on.
+    pub fn exactly_once(mut self, on: bool) -> Self {
+        self.exactly_once = on;
         self
     }
 

@@ -13,7 +13,7 @@ use super::check;
 use super::cluster::FaultCluster;
 use super::seed::{Rng, SEED_VAR, seed};
 use super::watcher::Recorder;
-use super::workload::{PREFIX, Workload};
+use super::workload::{PREFIX, Tally, Workload};
 use crate::wait_for;
 
 /// The load: this many keys, with this many clients each.
@@ -94,6 +94,8 @@ pub struct Figures {
     pub answered: u64,
     pub failed: u64,
     pub unknown: u64,
+    /// The workload's operations by class, and its unknown outcomes by class and cause.
+    pub tally: Tally,
     pub acknowledged_writes: u64,
     pub watch_events: u64,
     pub faults: BTreeMap<String, u64>,
@@ -106,6 +108,7 @@ impl Figures {
         self.answered += other.answered;
         self.failed += other.failed;
         self.unknown += other.unknown;
+        self.tally.add(&other.tally);
         self.acknowledged_writes += other.acknowledged_writes;
         self.watch_events += other.watch_events;
         for (fault, n) in &other.faults {
@@ -127,6 +130,17 @@ impl fmt::Display for Figures {
             "operations checked: {ops} (answered {}, failed {}, unknown {})",
             self.answered, self.failed, self.unknown
         )?;
+        for (class, ops) in &self.tally.ops {
+            let unknown: u64 = (self.tally.unknown.iter())
+                .filter(|(cause, _)| cause.starts_with(&format!("{class}:")))
+                .map(|(_, n)| n)
+                .sum();
+            let share = 100.0 * unknown as f64 / (*ops).max(1) as f64;
+            writeln!(f, "  {class}s: {ops}, unknown {unknown} ({share:.3}%)")?;
+        }
+        for (cause, n) in &self.tally.unknown {
+            writeln!(f, "    unknown, {cause}: {n}")?;
+        }
         writeln!(
             f,
             "acknowledged writes found committed: {}",
@@ -273,6 +287,7 @@ fn scenario(fc: &mut FaultCluster, rng: &mut Rng, faults: &[Fault]) -> Result<Fi
         pause(rng);
     }
     workload.stop(&fc.rt);
+    figures.tally = workload.tally();
     workload.final_reads(&fc.rt, &fc.client(0), RECOVERY)?;
     let (revision, data) = fc.converge();
     let members = fc.members();

@@ -6,8 +6,9 @@
 //! outcomes a fault leaves behind. Each client has its own SDK connection, to the
 //! endpoints in its own rotation, so a fault hits some clients and not others.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etch_client::{Client, ClientOptions};
@@ -20,16 +21,25 @@ use crate::history::{self, ClientId, History, Op, OpResult, Outcome};
 /// Every workload key starts with this.
 pub const PREFIX: &str = "f/";
 
-/// The SDK's time for one request, retries included; past it a write is `Unknown`.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The SDK's time for one request, retries included; past it a write is `Unknown`. etcd's
+/// clients default to 5 s (etcdctl's `--command-timeout`), as etch's SDK does.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// SDK options for a client of `endpoints` that tries them from `first` on.
+/// Whether workload client `id` names its writes (the SDK's exactly-once): the even ones.
+/// The odd ones do not, so that every run compares the two under the same faults.
+pub fn named(id: ClientId) -> bool {
+    id.is_multiple_of(2)
+}
+
+/// SDK options for a client of `endpoints` that tries them from `first` on (its client
+/// id), naming its writes as [`named`] says.
 pub fn client_options(endpoints: &[String], first: usize, tls: &TlsFiles) -> ClientOptions {
     let n = endpoints.len();
     let rotated = (0..n).map(|i| endpoints[(first + i) % n].clone());
     ClientOptions::new(rotated, tls.clone())
         .connect_timeout(Duration::from_secs(1))
         .request_timeout(REQUEST_TIMEOUT)
+        .exactly_once(named(first))
 }
 
 /// Clients at work, and what they did.
@@ -38,8 +48,33 @@ pub struct Workload {
     pub keys: Vec<Vec<u8>>,
     stop: Arc<AtomicBool>,
     acked_writes: Arc<AtomicU64>,
+    causes: Causes,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// Operations by class ("read", "named write", "unnamed write": see [`client_options`]),
+/// and unknown outcomes by class and the SDK's error ("named write: timed out, no
+/// answer"), with how many.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    pub ops: BTreeMap<String, u64>,
+    pub unknown: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        for (mine, theirs) in [
+            (&mut self.ops, &other.ops),
+            (&mut self.unknown, &other.unknown),
+        ] {
+            for (k, n) in theirs {
+                *mine.entry(k.clone()).or_default() += n;
+            }
+        }
+    }
+}
+
+type Causes = Arc<Mutex<Tally>>;
 
 impl Workload {
     /// Starts `clients_per_key` clients on each of `keys` keys, against `endpoints`.
@@ -53,6 +88,7 @@ impl Workload {
         let history = Arc::new(History::new());
         let stop = Arc::new(AtomicBool::new(false));
         let acked_writes = Arc::new(AtomicU64::new(0));
+        let causes = Causes::default();
         let keys: Vec<Vec<u8>> = (0..keys).map(|k| format!("{PREFIX}k{k}").into()).collect();
         let mut tasks = Vec::new();
         for (k, key) in keys.iter().enumerate() {
@@ -67,6 +103,7 @@ impl Workload {
                     history: history.clone(),
                     stop: stop.clone(),
                     acked_writes: acked_writes.clone(),
+                    causes: causes.clone(),
                     rng: rng.fork(id as u64),
                 };
                 tasks.push(rt.spawn(run.run()));
@@ -77,8 +114,17 @@ impl Workload {
             keys,
             stop,
             acked_writes,
+            causes,
             tasks,
         }
+    }
+
+    /// The workload's operations by class, and why those of unknown outcome were so.
+    pub fn tally(&self) -> Tally {
+        self.causes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Writes acknowledged so far.
@@ -147,6 +193,7 @@ struct ClientRun {
     history: Arc<History>,
     stop: Arc<AtomicBool>,
     acked_writes: Arc<AtomicU64>,
+    causes: Causes,
     rng: Rng,
 }
 
@@ -174,6 +221,19 @@ impl ClientRun {
             let answer = self.client.request(op.request()).await;
             let outcome = history::outcome(&op, &answer);
             self.history.complete(id, outcome.clone());
+            {
+                let class = match (op.is_write(), named(self.id)) {
+                    (false, _) => "read",
+                    (true, true) => "named write",
+                    (true, false) => "unnamed write",
+                };
+                let mut tally = self.causes.lock().unwrap_or_else(|e| e.into_inner());
+                *tally.ops.entry(class.to_owned()).or_default() += 1;
+                if let (Outcome::Unknown, Err(e)) = (&outcome, &answer) {
+                    let cause = format!("{class}: {}", cause(e));
+                    *tally.unknown.entry(cause).or_default() += 1;
+                }
+            }
             match (&op, &outcome) {
                 (_, Outcome::Ok(result)) if result.wrote() => {
                     self.acked_writes.fetch_add(1, Ordering::SeqCst);
@@ -191,5 +251,28 @@ impl ClientRun {
                 }
             }
         }
+    }
+}
+
+/// A short name for what an SDK error was: its variant, and for a timeout the last
+/// attempt's error ("no answer" when there was none).
+fn cause(e: &etch_client::Error) -> String {
+    let variant = |e: &etch_client::Error| match e {
+        etch_client::Error::Server(server) => format!("{server:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .map_or_else(String::new, |v| format!("server {v}")),
+        other => format!("{other:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    match e {
+        etch_client::Error::Timeout { last_error, .. } => match last_error {
+            Some(last) => format!("timed out after {}", variant(last)),
+            None => "timed out, no answer".to_owned(),
+        },
+        other => variant(other),
     }
 }
