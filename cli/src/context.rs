@@ -176,6 +176,7 @@ pub fn error_line(err: &anyhow::Error) -> String {
     for cause in err.chain() {
         if let Some(etch_client::Error::Timeout {
             last_error: Some(last),
+            outcome_unknown: false,
             ..
         }) = cause.downcast_ref()
             && matches!(**last, etch_client::Error::Server(_))
@@ -228,6 +229,8 @@ mod tests {
     fn timeout(last_error: Option<etch_client::Error>) -> anyhow::Error {
         etch_client::Error::Timeout {
             after: Duration::from_secs(5),
+            tried: vec!["127.0.0.1:7379".into()],
+            outcome_unknown: false,
             last_error: last_error.map(Box::new),
         }
         .into()
@@ -258,7 +261,7 @@ mod tests {
     fn a_deadline_without_an_answer_says_so() {
         assert_eq!(
             error_line(&timeout(None)),
-            "context deadline exceeded (request timeout 5s)"
+            "context deadline exceeded (request timeout 5s; tried 127.0.0.1:7379; no answer)"
         );
         let unreachable = etch_client::Error::Connect {
             endpoint: "127.0.0.1:7379".into(),
@@ -266,8 +269,8 @@ mod tests {
         };
         assert_eq!(
             error_line(&timeout(Some(unreachable))),
-            "context deadline exceeded (request timeout 5s): cannot connect to 127.0.0.1:7379: \
-             timed out after 2s (dial timeout)"
+            "context deadline exceeded (request timeout 5s; tried 127.0.0.1:7379): cannot \
+             connect to 127.0.0.1:7379: timed out after 2s (dial timeout)"
         );
     }
 

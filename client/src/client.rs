@@ -31,12 +31,10 @@ use etch_proto::{Request, Response};
 
 use crate::dial::first_to_answer;
 use crate::endpoint::Endpoint;
-use crate::error::{Error, Result};
+use crate::error::{Attempts, Error, Result};
 use crate::options::ClientOptions;
 use crate::transport::{Transport, exchange, open, read_answer};
 
-/// At most this many attempts per request (redirects to the leader included).
-const MAX_ATTEMPTS: u32 = 10;
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -64,6 +62,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// A request timeout of its own ([`Client::with_timeout`]).
+    timeout: Option<Duration>,
 }
 
 pub(crate) struct Inner {
@@ -218,6 +218,7 @@ impl Client {
                 state: Default::default(),
                 session: Session::new(),
             }),
+            timeout: None,
         })
     }
 
@@ -252,16 +253,39 @@ impl Client {
             request
         };
         let frame = self.inner.encode(&request)?;
-        let after = self.inner.opts.request_timeout;
-        let mut last_error = None;
-        let attempts = self.inner.with_retries(&request, &frame, &mut last_error);
-        match tokio::time::timeout(after, attempts).await {
+        let after = self.timeout.unwrap_or(self.inner.opts.request_timeout);
+        let mut attempts = Attempts::default();
+        let answer = self.inner.with_retries(&request, &frame, &mut attempts);
+        match tokio::time::timeout(after, answer).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                after,
-                last_error: last_error.map(Box::new),
-            }),
+            Err(_) => Err(attempts.timeout(after)),
         }
+    }
+
+    /// This client with another request timeout for the requests made through it (it shares
+    /// the connection, the leader it knows and its name for exactly-once writes).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// use std::time::Duration;
+    /// let quick = client.with_timeout(Duration::from_millis(500));
+    /// let v = quick.get("/config/flag").await?;
+    /// # let _ = v;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            timeout: Some(timeout),
+        }
+    }
+
+    /// The request timeout of this client's requests.
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.inner.opts.request_timeout)
     }
 }
 
@@ -290,13 +314,19 @@ impl Inner {
         self: &Arc<Self>,
         request: &Request,
         frame: &[u8],
-        last_error: &mut Option<Error>,
+        attempts: &mut Attempts,
     ) -> Result<Response> {
         let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=MAX_ATTEMPTS {
+        let named = matches!(request, Request::Once(_));
+        for attempt in 1.. {
+            if attempt > self.opts.max_attempts && !(named && attempts.sent_write()) {
+                break;
+            }
             let (err, live) = match self.live().await {
                 Err(e) => (e, None),
                 Ok(live) => {
+                    attempts.reached(&live.endpoint);
+                    attempts.write_in_flight = request.is_write();
                     let answer = exchange(
                         &live.conn,
                         &live.endpoint,
@@ -313,8 +343,8 @@ impl Inner {
                             leader: Some(leader),
                         })) if self.follow(&leader, &live).await => {
                             let leader = Some(leader);
-                            *last_error =
-                                Some(Error::Server(etch_proto::Error::NotLeader { leader }));
+                            let redirect = Error::Server(etch_proto::Error::NotLeader { leader });
+                            attempts.failed(redirect, request.is_write());
                             continue;
                         }
                         Ok(Err(e)) => (Error::Server(e), Some(live)),
@@ -325,26 +355,25 @@ impl Inner {
                     }
                 }
             };
+            attempts.write_in_flight = false;
             // A named write is applied at most once, so one whose answer was lost (the
             // connection dropped, the node timed out waiting for the commit) is sent again
-            // until its outcome is known.
-            let named = matches!(request, Request::Once(_));
-            let unknown = err.is_transient_after_send()
-                || matches!(err, Error::Server(etch_proto::Error::Timeout));
+            // until its outcome is known: only the request timeout stops it then, since
+            // giving up with a retryable error would hide that it may have been applied.
+            let unknown = err.outcome_unknown();
             let retry = err.is_retryable() || ((!request.is_write() || named) && unknown);
-            if !retry || attempt == MAX_ATTEMPTS {
+            if !retry {
                 return Err(err);
             }
-            tracing::debug!(attempt, error = %err, "retrying request");
-            if let (Error::Server(_), Some(live)) = (&err, &live) {
+            attempts.failed(err, request.is_write());
+            tracing::debug!(attempt, error = ?attempts.last_error, "retrying request");
+            if let (Some(Error::Server(_)), Some(live)) = (&attempts.last_error, &live) {
                 self.rotate(live).await;
             }
-            *last_error = Some(err);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        // Reached when the last attempt was a redirect: report it.
-        Err(last_error.take().unwrap_or(Error::NoEndpoints))
+        Err(attempts.last_error.take().unwrap_or(Error::NoEndpoints))
     }
 
     /// The current connection, dialling one if there is none or it has closed. Holding the
@@ -390,27 +419,30 @@ impl Inner {
     /// answer, retrying as for a read: transport failures and retryable server errors
     /// (`NotLeader` followed at once) lead to another attempt after a backoff, for as long as
     /// the caller waits. A non-retryable server error in the first answer is returned as
-    /// [`Error::Server`]. `last_error` keeps the failure of the latest attempt.
+    /// [`Error::Server`]. `attempts` records the endpoints tried and the latest failure.
     pub(crate) async fn open_stream(
         self: &Arc<Self>,
         first: &[u8],
-        last_error: &mut Option<Error>,
+        attempts: &mut Attempts,
     ) -> Result<Opened> {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let (err, live) = match self.live().await {
                 Err(e) => (e, None),
-                Ok(live) => match self.try_open(&live, first).await {
-                    Ok(Ok(opened)) => return Ok(opened),
-                    Ok(Err(etch_proto::Error::NotLeader {
-                        leader: Some(leader),
-                    })) if self.follow(&leader, &live).await => continue,
-                    Ok(Err(e)) => (Error::Server(e), Some(live)),
-                    Err(e) => {
-                        self.forget(&live).await;
-                        (e, Some(live))
+                Ok(live) => {
+                    attempts.reached(&live.endpoint);
+                    match self.try_open(&live, first).await {
+                        Ok(Ok(opened)) => return Ok(opened),
+                        Ok(Err(etch_proto::Error::NotLeader {
+                            leader: Some(leader),
+                        })) if self.follow(&leader, &live).await => continue,
+                        Ok(Err(e)) => (Error::Server(e), Some(live)),
+                        Err(e) => {
+                            self.forget(&live).await;
+                            (e, Some(live))
+                        }
                     }
-                },
+                }
             };
             if !(err.is_retryable() || err.is_transient_after_send()) {
                 return Err(err);
@@ -419,7 +451,7 @@ impl Inner {
             if let (Error::Server(_), Some(live)) = (&err, &live) {
                 self.rotate(live).await;
             }
-            *last_error = Some(err);
+            attempts.failed(err, false);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

@@ -49,12 +49,17 @@ pub enum Error {
         code: u64,
         sent: bool,
     },
-    /// The request did not complete within the request timeout; a write may or may not
-    /// have been applied.
-    /// `last_error` is the failure of the last attempt, when the time ran out between two.
-    #[error("context deadline exceeded (request timeout {after:?})")]
+    /// The request did not complete within the request timeout. `tried` names the
+    /// endpoints it reached (or tried to reach), in order; `last_error` is the failure of
+    /// the last attempt (`None`: the last attempt was still waiting for its answer).
+    /// `outcome_unknown` is set for a write that was sent whole at least once and not
+    /// named (see [`ClientOptions::exactly_once`](crate::ClientOptions::exactly_once)) or
+    /// whose retries ran out of time: it may have been applied.
+    #[error("{}", timeout_message(*after, tried, last_error.is_none(), *outcome_unknown))]
     Timeout {
         after: Duration,
+        tried: Vec<String>,
+        outcome_unknown: bool,
         #[source]
         last_error: Option<Box<Error>>,
     },
@@ -113,6 +118,26 @@ fn code_reason(code: u64) -> String {
         .unwrap_or_default()
 }
 
+fn timeout_message(after: Duration, tried: &[String], no_answer: bool, unknown: bool) -> String {
+    let mut text = format!("context deadline exceeded (request timeout {after:?}");
+    if tried.is_empty() {
+        text.push_str("; no endpoint reached");
+    } else {
+        text.push_str("; tried ");
+        text.push_str(&tried.join(", "));
+    }
+    if no_answer && !tried.is_empty() {
+        text.push_str("; no answer");
+    }
+    text.push(')');
+    if unknown {
+        text.push_str(
+            "; outcome unknown: the write was sent and may have been applied (read the key to find out)",
+        );
+    }
+    text
+}
+
 fn lost_message(endpoint: &str, sent: bool) -> String {
     if sent {
         format!("connection to {endpoint} lost after the request was sent (outcome unknown)")
@@ -140,6 +165,56 @@ pub enum DialError {
     TimedOut(Duration),
 }
 
+/// What the attempts of one request went through, for the error that ends it.
+#[derive(Debug, Default)]
+pub(crate) struct Attempts {
+    /// The failure of the latest attempt.
+    pub(crate) last_error: Option<Error>,
+    /// Endpoints reached or dialled, in order, each once.
+    tried: Vec<String>,
+    /// A write was sent whole at least once and its answer lost.
+    sent_write: bool,
+    /// The attempt under way is a write being sent or awaiting its answer.
+    pub(crate) write_in_flight: bool,
+}
+
+impl Attempts {
+    /// An attempt on `endpoint` begins.
+    pub(crate) fn reached(&mut self, endpoint: &impl std::fmt::Display) {
+        let endpoint = endpoint.to_string();
+        if !self.tried.contains(&endpoint) {
+            self.tried.push(endpoint);
+        }
+    }
+
+    /// A write was sent whole and its answer lost, in some attempt.
+    pub(crate) fn sent_write(&self) -> bool {
+        self.sent_write
+    }
+
+    /// An attempt failed with `err` (for a write: `write`).
+    pub(crate) fn failed(&mut self, err: Error, write: bool) {
+        self.write_in_flight = false;
+        if let Error::Connect { endpoint, .. } | Error::CertificateRefused { endpoint, .. } = &err {
+            self.reached(endpoint);
+        }
+        if write && err.outcome_unknown() {
+            self.sent_write = true;
+        }
+        self.last_error = Some(err);
+    }
+
+    /// The error of a request whose `after` ran out.
+    pub(crate) fn timeout(self, after: Duration) -> Error {
+        Error::Timeout {
+            after,
+            tried: self.tried,
+            outcome_unknown: self.sent_write || self.write_in_flight,
+            last_error: self.last_error.map(Box::new),
+        }
+    }
+}
+
 /// `Result` with the SDK's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -155,12 +230,23 @@ impl Error {
     /// use etch_client::Error;
     /// let e = Error::Server(etch_proto::Error::NotLeader { leader: None });
     /// assert!(e.is_retryable());
-    /// let timeout = Error::Timeout { after: std::time::Duration::from_secs(5), last_error: None };
+    /// let timeout = Error::Timeout {
+    ///     after: std::time::Duration::from_secs(5),
+    ///     tried: vec!["127.0.0.1:7379".into()],
+    ///     outcome_unknown: false,
+    ///     last_error: None,
+    /// };
     /// assert!(!timeout.is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Server(e) => e.is_retryable(),
+            // A node whose certificate this client does not trust is a configuration error
+            // (the wrong CA file, or a host name the certificate does not name).
+            Error::Connect {
+                source: DialError::UntrustedNode(_),
+                ..
+            } => false,
             Error::Connect { .. } | Error::Refused { .. } => true,
             Error::ConnectionLost { sent, .. } | Error::StreamReset { sent, .. } => !sent,
             Error::CertificateRefused { .. }
@@ -176,6 +262,29 @@ impl Error {
             | Error::WatchCompacted { .. }
             | Error::WatchCanceled { .. }
             | Error::WatchEnded => false,
+        }
+    }
+
+    /// Whether a write that failed this way may have been applied: it was sent whole and
+    /// its answer was lost (the connection or stream broke, the node's own deadline passed,
+    /// or the request timeout ran out after sending it). Read the key to find out; an SDK
+    /// write is only left in this state when its retries ran out of time, or when
+    /// [`ClientOptions::exactly_once`](crate::ClientOptions::exactly_once) is off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use etch_client::Error;
+    /// assert!(Error::Server(etch_proto::Error::Timeout).outcome_unknown());
+    /// assert!(!Error::Server(etch_proto::Error::NotLeader { leader: None }).outcome_unknown());
+    /// ```
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Error::Timeout {
+                outcome_unknown, ..
+            } => *outcome_unknown,
+            Error::Server(etch_proto::Error::Timeout) => true,
+            other => other.is_transient_after_send(),
         }
     }
 
@@ -347,5 +456,37 @@ mod tests {
             lost(true).to_string(),
             "connection to a:1 lost after the request was sent (outcome unknown)"
         );
+        let untrusted = Error::Connect {
+            endpoint: "a:1".into(),
+            source: DialError::UntrustedNode("UnknownIssuer".into()),
+        };
+        assert!(!untrusted.is_retryable(), "a configuration error");
+    }
+
+    #[test]
+    fn a_timeout_names_what_was_tried_and_whether_a_write_may_have_applied() {
+        let timeout = |tried: &[&str], unknown, last: Option<Error>| Error::Timeout {
+            after: Duration::from_secs(5),
+            tried: tried.iter().map(|t| t.to_string()).collect(),
+            outcome_unknown: unknown,
+            last_error: last.map(Box::new),
+        };
+        assert_eq!(
+            timeout(&["a:1", "b:2"], false, None).to_string(),
+            "context deadline exceeded (request timeout 5s; tried a:1, b:2; no answer)"
+        );
+        assert_eq!(
+            timeout(&[], false, Some(Error::NoEndpoints)).to_string(),
+            "context deadline exceeded (request timeout 5s; no endpoint reached)"
+        );
+        let unknown = timeout(&["a:1"], true, None);
+        assert!(unknown.outcome_unknown());
+        assert!(
+            unknown
+                .to_string()
+                .ends_with("; outcome unknown: the write was sent and may have been applied (read the key to find out)"),
+            "{unknown}"
+        );
+        assert!(!timeout(&["a:1"], false, None).outcome_unknown());
     }
 }

@@ -13,7 +13,7 @@ use etch_proto::{LeaseId, Request, Response};
 use tokio::sync::watch;
 
 use crate::client::{Client, Live};
-use crate::error::{Error, Result};
+use crate::error::{Attempts, Error, Result};
 use crate::kv::response_name;
 use crate::transport::{read_answer, write_frame};
 
@@ -98,20 +98,18 @@ impl LeaseKeepAlive {
     /// [`Error::Timeout`] when no node answered in time.
     pub async fn keep_alive(&mut self) -> Result<LeaseKeepAliveResponse> {
         let after = self.client.inner().opts.request_timeout;
-        let mut last_error = None;
-        match tokio::time::timeout(after, self.refresh(&mut last_error)).await {
+        let mut attempts = Attempts::default();
+        match tokio::time::timeout(after, self.refresh(&mut attempts)).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                after,
-                last_error: last_error.map(Box::new),
-            }),
+            Err(_) => Err(attempts.timeout(after)),
         }
     }
 
-    async fn refresh(&mut self, last_error: &mut Option<Error>) -> Result<LeaseKeepAliveResponse> {
+    async fn refresh(&mut self, attempts: &mut Attempts) -> Result<LeaseKeepAliveResponse> {
         let inner = self.client.inner().clone();
         let max = inner.opts.max_response_bytes;
         if let Some(s) = &mut self.stream {
+            attempts.reached(&s.live.endpoint);
             let frame = inner.encode(&LeaseKeepAliveRequest { id: self.id })?;
             let answer = match write_frame(&mut s.send, &s.live.endpoint, &frame).await {
                 Ok(()) => read_answer(&s.live.conn, &s.live.endpoint, &mut s.recv, max).await,
@@ -133,7 +131,7 @@ impl LeaseKeepAlive {
                     if matches!(e, Error::ConnectionLost { .. }) {
                         inner.forget(&s.live).await;
                     }
-                    *last_error = Some(e);
+                    attempts.failed(e, false);
                 }
             }
             self.stream = None;
@@ -141,7 +139,7 @@ impl LeaseKeepAlive {
         let first = inner.encode(&Request::LeaseKeepAlive(LeaseKeepAliveRequest {
             id: self.id,
         }))?;
-        let opened = inner.open_stream(&first, last_error).await?;
+        let opened = inner.open_stream(&first, attempts).await?;
         self.stream = Some(Stream {
             live: opened.live,
             send: opened.send,

@@ -10,7 +10,7 @@ use etch_proto::{Request, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::{Attempts, Error, Result};
 use crate::kv::response_name;
 use crate::transport::read_failure;
 
@@ -166,16 +166,11 @@ impl Client {
         let inner = self.inner();
         let after = inner.opts.request_timeout;
         let first = inner.encode(&Request::Snapshot(SnapshotRequest {}))?;
-        let mut last_error = None;
+        let mut attempts = Attempts::default();
         let opened =
-            match tokio::time::timeout(after, inner.open_stream(&first, &mut last_error)).await {
+            match tokio::time::timeout(after, inner.open_stream(&first, &mut attempts)).await {
                 Ok(opened) => opened?,
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        after,
-                        last_error: last_error.map(Box::new),
-                    });
-                }
+                Err(_) => return Err(attempts.timeout(after)),
             };
         let started = match opened.first {
             Response::Snapshot(r) => r,
@@ -198,10 +193,9 @@ impl Client {
                     return Err(read_failure(&live.conn, &live.endpoint, e));
                 }
                 Err(_) => {
-                    return Err(Error::Timeout {
-                        after,
-                        last_error: None,
-                    });
+                    let mut attempts = Attempts::default();
+                    attempts.reached(&live.endpoint);
+                    return Err(attempts.timeout(after));
                 }
             };
             out.write_all(&buf[..n]).await.map_err(Error::Output)?;

@@ -31,6 +31,7 @@ pub struct ClientOptions {
     pub(crate) max_response_bytes: usize,
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) exactly_once: bool,
+    pub(crate) max_attempts: u32,
 }
 
 impl ClientOptions {
@@ -38,6 +39,9 @@ impl ClientOptions {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default time for one request, retries included (etcdctl's `--command-timeout`).
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default number of attempts per request.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
     /// Default interval of QUIC keep-alives on an idle connection.
     pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
@@ -57,6 +61,7 @@ impl ClientOptions {
             max_response_bytes: etch_proto::DEFAULT_MAX_RESPONSE_BYTES,
             keep_alive: Some(Self::DEFAULT_KEEP_ALIVE),
             exactly_once: true,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
         }
     }
 
@@ -106,6 +111,15 @@ impl ClientOptions {
     /// Default: on.
     pub fn exactly_once(mut self, on: bool) -> Self {
         self.exactly_once = on;
+        self
+    }
+
+    /// At most this many attempts per request, redirects to the leader included, within
+    /// the request timeout (at least 1). A named write whose answer was lost is the
+    /// exception: it is sent again until its outcome is known or the time runs out, since
+    /// giving up earlier would leave it unknown. Default: 10.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
         self
     }
 

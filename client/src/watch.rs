@@ -22,7 +22,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use crate::client::Client;
-use crate::error::{Error, Result};
+use crate::error::{Attempts, Error, Result};
 use crate::kv::{ResponseFuture, from_key, prefix};
 use crate::watch_resume;
 
@@ -155,16 +155,11 @@ impl<'a> IntoFuture for Watch<'a> {
         Box::pin(async move {
             let inner = self.client.inner().clone();
             let after = inner.opts.request_timeout;
-            let mut last_error = None;
-            let created = watch_resume::create(&inner, self.req.clone(), &mut last_error);
+            let mut attempts = Attempts::default();
+            let created = watch_resume::create(&inner, self.req.clone(), &mut attempts);
             let (stream, resume, pending) = match tokio::time::timeout(after, created).await {
                 Ok(created) => created?,
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        after,
-                        last_error: last_error.map(Box::new),
-                    });
-                }
+                Err(_) => return Err(attempts.timeout(after)),
             };
             let header = resume.created_header();
             let (out, responses) = mpsc::channel(BUFFERED_RESPONSES);

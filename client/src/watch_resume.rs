@@ -17,7 +17,7 @@ use etch_proto::{Request, Response, ResponseHeader, Revision};
 use tokio::sync::mpsc;
 
 use crate::client::{Inner, Live};
-use crate::error::{Error, Result};
+use crate::error::{Attempts, Error, Result};
 use crate::kv::response_name;
 use crate::transport::{Answer, read_answer, write_frame};
 
@@ -90,10 +90,10 @@ pub(crate) struct Open {
 pub(crate) async fn create(
     inner: &Arc<Inner>,
     req: WatchCreateRequest,
-    last_error: &mut Option<Error>,
+    attempts: &mut Attempts,
 ) -> Result<(Open, Resume, Option<WatchResponse>)> {
     let mut resume = Resume::new(req.start_revision);
-    let (open, pending) = open(inner, &req, &mut resume, last_error).await?;
+    let (open, pending) = open(inner, &req, &mut resume, attempts).await?;
     Ok((open, resume, pending))
 }
 
@@ -103,7 +103,7 @@ async fn open(
     inner: &Arc<Inner>,
     req: &WatchCreateRequest,
     resume: &mut Resume,
-    last_error: &mut Option<Error>,
+    attempts: &mut Attempts,
 ) -> Result<(Open, Option<WatchResponse>)> {
     let req = WatchCreateRequest {
         start_revision: resume.next(),
@@ -111,7 +111,7 @@ async fn open(
     };
     let frame = inner.encode(&Request::Watch(req))?;
     let opened = inner
-        .open_stream(&frame, last_error)
+        .open_stream(&frame, attempts)
         .await
         .map_err(compaction)?;
     match opened.first {
@@ -202,8 +202,8 @@ async fn reopen(
     out: &mpsc::Sender<Result<WatchResponse>>,
     controls: &mut mpsc::UnboundedReceiver<WatchControl>,
 ) -> Option<Result<(Open, Option<WatchResponse>)>> {
-    let mut last_error = None;
-    let opening = open(inner, req, resume, &mut last_error);
+    let mut attempts = Attempts::default();
+    let opening = open(inner, req, resume, &mut attempts);
     tokio::pin!(opening);
     loop {
         tokio::select! {

@@ -836,3 +836,93 @@ async fn the_request_size_limit_is_an_option() {
         .expect("within the raised limit");
     assert_eq!(node.seen.load(Ordering::SeqCst), 1);
 }
+
+/// A named write whose first answer was lost keeps being sent until the request timeout,
+/// past `max_attempts`: giving up with the node's retryable error would hide that the first
+/// copy may have been applied. The timeout then says the outcome is unknown and names the
+/// endpoint tried. Other requests stop at `max_attempts` with the node's error.
+#[tokio::test]
+async fn a_write_of_unknown_outcome_says_so_and_names_the_endpoints_tried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let tls = TlsFiles::in_dir(dir.path(), "root");
+    let node = start(
+        dir.path(),
+        Arc::new(|n, _| match n {
+            0 => None,
+            _ => Some(Err(proto::Error::Unavailable {
+                reason: "electing".into(),
+            })),
+        }),
+    );
+    let opts = options(node.addr, tls.clone())
+        .request_timeout(Duration::from_secs(2))
+        .max_attempts(2);
+    let client = Client::connect(opts.clone()).await.expect("connect");
+    let err = client.put("k", "v").await.expect_err("never applied");
+    let Error::Timeout {
+        tried,
+        outcome_unknown,
+        ..
+    } = &err
+    else {
+        panic!("expected a timeout, got {err:?}");
+    };
+    assert!(*outcome_unknown, "{err}");
+    assert!(err.outcome_unknown());
+    assert_eq!(tried, &[node.addr.to_string()]);
+    let text = err.to_string();
+    assert!(text.contains("outcome unknown"), "{text}");
+    assert!(text.contains(&node.addr.to_string()), "{text}");
+    assert!(
+        node.seen.load(Ordering::SeqCst) > 2,
+        "retried past max_attempts"
+    );
+
+    // A read stops at max_attempts with the node's own (retryable) error.
+    let before = node.seen.load(Ordering::SeqCst);
+    let err = client.get("k").await.expect_err("unavailable");
+    assert!(
+        matches!(err, Error::Server(proto::Error::Unavailable { .. })),
+        "{err:?}"
+    );
+    assert!(!err.outcome_unknown());
+    assert_eq!(node.seen.load(Ordering::SeqCst) - before, 2);
+
+    // Without exactly-once, a lost answer ends the write at once, outcome unknown.
+    let dropper = start(dir.path(), Arc::new(|_, _| None));
+    let unnamed = Client::connect(options(dropper.addr, tls).exactly_once(false))
+        .await
+        .expect("connect");
+    let err = unnamed.put("k", "v").await.expect_err("answer lost");
+    assert!(err.outcome_unknown(), "{err:?}");
+    assert_eq!(dropper.seen.load(Ordering::SeqCst), 1, "never sent again");
+}
+
+/// A per-client request timeout ([`Client::with_timeout`]) applies to the requests made
+/// through that handle only.
+#[tokio::test]
+async fn with_timeout_bounds_the_requests_of_its_handle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let node = start(
+        dir.path(),
+        Arc::new(|_, _| {
+            Some(Err(proto::Error::Unavailable {
+                reason: "electing".into(),
+            }))
+        }),
+    );
+    let opts = options(node.addr, TlsFiles::in_dir(dir.path(), "root"))
+        .request_timeout(Duration::from_secs(30))
+        .max_attempts(u32::MAX);
+    let client = Client::connect(opts).await.expect("connect");
+    let quick = client.with_timeout(Duration::from_millis(300));
+    assert_eq!(quick.request_timeout(), Duration::from_millis(300));
+    assert_eq!(client.request_timeout(), Duration::from_secs(30));
+    let err = quick.get("k").await.expect_err("unavailable");
+    let Error::Timeout { after, .. } = err else {
+        panic!("expected the handle's timeout, got {err:?}");
+    };
+    assert_eq!(after, Duration::from_millis(300));
+}
