@@ -106,9 +106,11 @@ async fn keep_alive(ctx: &Context, args: &KeepAliveArgs) -> Result<()> {
     }
     let mut handle = client.keep_lease_alive(id);
     let printing = async {
+        let mut retrying = false;
         loop {
             match handle.changed().await {
                 KeepAliveStatus::Alive { ttl, .. } => {
+                    retrying = false;
                     let resp = etch_client::LeaseKeepAliveResponse {
                         id,
                         ttl,
@@ -117,6 +119,15 @@ async fn keep_alive(ctx: &Context, args: &KeepAliveArgs) -> Result<()> {
                     ctx.print(|p, w| p.lease_keep_alive(w, &resp))?;
                 }
                 KeepAliveStatus::Gone => break,
+                // Said once per outage, on stderr, so that a script reading stdout sees
+                // only refreshes.
+                status @ KeepAliveStatus::Retrying { .. } => {
+                    if !retrying {
+                        eprintln!("lease {id:016x} keep-alive {status}");
+                    }
+                    retrying = true;
+                    continue;
+                }
                 KeepAliveStatus::Starting => {}
             }
         }

@@ -142,7 +142,7 @@ impl Client {
 }
 
 /// An authorization request being built; see [`Client::auth_status`] and its siblings.
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct Auth<'a> {
     client: &'a Client,

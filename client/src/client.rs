@@ -51,7 +51,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// use etch_client::{Client, ClientOptions, TlsFiles};
 ///
 /// # async fn demo() -> etch_client::Result<()> {
-/// let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+/// let tls = TlsFiles::in_dir("./etch-data/certs", "root");
 /// let client = Client::connect(ClientOptions::new(["127.0.0.1:7379"], tls)).await?;
 /// client.put("greeting", "hello").await?;
 /// let resp = client.get("greeting").await?;
@@ -177,7 +177,7 @@ impl Client {
     /// ```no_run
     /// # async fn demo() -> etch_client::Result<()> {
     /// use etch_client::{Client, ClientOptions, TlsFiles};
-    /// let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+    /// let tls = TlsFiles::in_dir("./etch-data/certs", "root");
     /// let client = Client::connect(ClientOptions::new(["127.0.0.1:7379"], tls)).await?;
     /// # Ok(())
     /// # }
@@ -195,7 +195,7 @@ impl Client {
     ///
     /// ```no_run
     /// use etch_client::{Client, ClientOptions, TlsFiles};
-    /// let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+    /// let tls = TlsFiles::in_dir("./etch-data/certs", "root");
     /// let client = Client::new(ClientOptions::new(["127.0.0.1:7379"], tls))?;
     /// # Ok::<(), etch_client::Error>(())
     /// ```

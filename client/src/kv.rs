@@ -117,6 +117,24 @@ impl Client {
         }
     }
 
+    /// The value of `key`, or `None` when it does not exist: a linearizable get of one key
+    /// in one call.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// if let Some(port) = client.get_value("/config/db/port").await? {
+    ///     println!("port {}", String::from_utf8_lossy(&port));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn get_value(&self, key: impl Into<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        let resp = self.get(key).await?;
+        Ok(resp.kvs.into_iter().next().map(|kv| kv.value))
+    }
+
     /// Deletes `key` (or a range). The response counts the keys deleted.
     ///
     /// # Examples
@@ -206,7 +224,7 @@ impl Client {
 }
 
 /// A put being built; see [`Client::put`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct Put<'a> {
     client: &'a Client,
@@ -234,7 +252,7 @@ impl Put<'_> {
 request_future!(Put, Put, PutResponse);
 
 /// A range read being built; see [`Client::get`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct Get<'a> {
     client: &'a Client,
@@ -300,7 +318,7 @@ impl Get<'_> {
 request_future!(Get, Range, RangeResponse);
 
 /// A delete being built; see [`Client::delete`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct Delete<'a> {
     client: &'a Client,
@@ -340,7 +358,7 @@ impl Delete<'_> {
 request_future!(Delete, DeleteRange, DeleteRangeResponse);
 
 /// A compaction being built; see [`Client::compact`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct Compact<'a> {
     client: &'a Client,

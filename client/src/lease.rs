@@ -99,7 +99,7 @@ impl Client {
 }
 
 /// A lease grant being built; see [`Client::lease_grant`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct LeaseGrant<'a> {
     client: &'a Client,
@@ -121,7 +121,7 @@ impl LeaseGrant<'_> {
 request_future!(LeaseGrant, LeaseGrant, LeaseGrantResponse);
 
 /// A lease revocation being built; see [`Client::lease_revoke`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct LeaseRevoke<'a> {
     client: &'a Client,
@@ -137,7 +137,7 @@ impl LeaseRevoke<'_> {
 request_future!(LeaseRevoke, LeaseRevoke, LeaseRevokeResponse);
 
 /// A lease time-to-live query being built; see [`Client::lease_time_to_live`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct LeaseTimeToLive<'a> {
     client: &'a Client,
@@ -159,7 +159,7 @@ impl LeaseTimeToLive<'_> {
 request_future!(LeaseTimeToLive, LeaseTimeToLive, LeaseTimeToLiveResponse);
 
 /// A lease listing being built; see [`Client::lease_leases`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct LeaseLeases<'a> {
     client: &'a Client,

@@ -6,7 +6,8 @@
 //! so when the stream breaks the client opens a new one (on any node, following
 //! `NotLeader`) and sends the refresh again. `LeaseNotFound` (expired or revoked) ends it.
 
-use std::time::Duration;
+use std::fmt;
+use std::time::{Duration, Instant};
 
 use etch_proto::lease::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use etch_proto::{LeaseId, Request, Response};
@@ -167,15 +168,60 @@ impl LeaseKeepAlive {
     }
 }
 
-/// Where a background keep-alive stands; see [`KeepAliveHandle::status`].
+/// Where a background keep-alive stands; see [`KeepAliveHandle::status`]. Its `Display`
+/// says it in a line ("retrying since 3.2s (last refresh 6.0s ago): ...").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeepAliveStatus {
     /// No refresh has been answered yet.
     Starting,
-    /// The last refresh succeeded: `ttl` seconds from then; `refreshes` counts them.
-    Alive { ttl: i64, refreshes: u64 },
+    /// The last refresh succeeded at `refreshed_at`: the lease lives `ttl` seconds from
+    /// then; `refreshes` counts them.
+    Alive {
+        ttl: i64,
+        refreshes: u64,
+        refreshed_at: Instant,
+    },
+    /// Refreshes have failed since `since` (the cluster is unreachable, or has no leader)
+    /// and are being retried; `last_refresh` is the last one that succeeded, with the TTL
+    /// it gave. Once `ttl` seconds have passed since it, the lease may have expired.
+    Retrying {
+        since: Instant,
+        last_refresh: Option<(Instant, i64)>,
+        error: String,
+    },
     /// The lease has expired or was revoked; the keep-alive has stopped.
     Gone,
+}
+
+impl fmt::Display for KeepAliveStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ago = |at: &Instant| Duration::from_millis(at.elapsed().as_millis() as u64);
+        match self {
+            KeepAliveStatus::Starting => f.write_str("starting"),
+            KeepAliveStatus::Alive {
+                ttl,
+                refreshes,
+                refreshed_at,
+            } => write!(
+                f,
+                "alive: TTL {ttl}s, refreshed {:?} ago ({refreshes} refreshes)",
+                ago(refreshed_at)
+            ),
+            KeepAliveStatus::Retrying {
+                since,
+                last_refresh,
+                error,
+            } => {
+                write!(f, "retrying since {:?}", ago(since))?;
+                match last_refresh {
+                    Some((at, ttl)) => write!(f, " (last refresh {:?} ago, TTL {ttl}s)", ago(at))?,
+                    None => f.write_str(" (never refreshed)")?,
+                }
+                write!(f, ": {error}")
+            }
+            KeepAliveStatus::Gone => f.write_str("gone: the lease expired or was revoked"),
+        }
+    }
 }
 
 /// Keeps a lease alive in the background while it lives; see [`Client::keep_lease_alive`].
@@ -198,7 +244,8 @@ impl KeepAliveHandle {
         self.status.borrow().clone()
     }
 
-    /// Waits for the next refresh (or the end) and returns the status after it.
+    /// Waits for the next change (a refresh, a failed refresh, the end) and returns the
+    /// status after it.
     pub async fn changed(&mut self) -> KeepAliveStatus {
         // The sender lives in the task, which ends only after reporting `Gone`.
         let _ = self.status.changed().await;
@@ -220,14 +267,20 @@ impl Drop for KeepAliveHandle {
 async fn keep_alive_loop(mut stream: LeaseKeepAlive, status: watch::Sender<KeepAliveStatus>) {
     let mut refreshes = 0;
     let mut retry = FIRST_RETRY_DELAY;
+    let mut last_refresh = None;
+    let mut failing_since = None;
     loop {
         let wait = match stream.keep_alive().await {
             Ok(resp) => {
                 refreshes += 1;
                 retry = FIRST_RETRY_DELAY;
+                let now = Instant::now();
+                last_refresh = Some((now, resp.ttl));
+                failing_since = None;
                 status.send_replace(KeepAliveStatus::Alive {
                     ttl: resp.ttl,
                     refreshes,
+                    refreshed_at: now,
                 });
                 // etcd's rhythm: a third of the TTL, so two refreshes may fail in a row.
                 Duration::from_millis(u64::try_from(resp.ttl).unwrap_or(1).saturating_mul(1000) / 3)
@@ -239,6 +292,12 @@ async fn keep_alive_loop(mut stream: LeaseKeepAlive, status: watch::Sender<KeepA
             }
             Err(e) => {
                 tracing::warn!(lease = stream.id(), error = %e, "lease keep-alive failed; retrying");
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                status.send_replace(KeepAliveStatus::Retrying {
+                    since,
+                    last_refresh,
+                    error: e.to_string(),
+                });
                 let wait = retry;
                 retry = (retry * 2).min(MAX_RETRY_DELAY);
                 wait

@@ -23,7 +23,7 @@
 //!
 //! # async fn demo() -> etch_client::Result<()> {
 //! // The files `etchd` creates on its first start with no certificate flags.
-//! let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+//! let tls = TlsFiles::in_dir("./etch-data/certs", "root");
 //! let client = Client::connect(ClientOptions::new(["127.0.0.1:7379"], tls)).await?;
 //!
 //! client.put("/svc/a", "10.0.0.1").await?;
@@ -87,3 +87,4 @@ pub use options::ClientOptions;
 pub use plugin::{PluginInstall, PluginList, PluginRemove};
 pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{Watch, Watcher};
+pub use watch_resume::WatchState;

@@ -104,7 +104,7 @@ impl Client {
 }
 
 /// A member list being built; see [`Client::member_list`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct MemberList<'a> {
     client: &'a Client,
@@ -120,7 +120,7 @@ impl MemberList<'_> {
 request_future!(MemberList, MemberList, MemberListResponse);
 
 /// A member addition being built; see [`Client::member_add`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct MemberAdd<'a> {
     client: &'a Client,
@@ -144,7 +144,7 @@ request_future!(MemberAdd, MemberAdd, MemberAddResponse);
 
 /// A learner promotion being built; see [`Client::member_promote`]. Answers with the
 /// members after the change.
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct MemberPromote<'a> {
     client: &'a Client,
@@ -161,7 +161,7 @@ request_future!(MemberPromote, MemberPromote, MemberListResponse);
 
 /// A member removal being built; see [`Client::member_remove`]. Answers with the members
 /// after the change.
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct MemberRemove<'a> {
     client: &'a Client,

@@ -15,7 +15,7 @@ use etch_proto::pki::TlsFiles;
 /// use etch_client::ClientOptions;
 /// use etch_proto::pki::TlsFiles;
 ///
-/// let tls = TlsFiles::in_dir("./etch-data/certs".as_ref(), "root");
+/// let tls = TlsFiles::in_dir("./etch-data/certs", "root");
 /// let opts = ClientOptions::new(["127.0.0.1:7379", "127.0.0.1:7381"], tls)
 ///     .connect_timeout(Duration::from_secs(1))
 ///     .request_timeout(Duration::from_secs(10));
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn setters_override_defaults() {
-        let tls = TlsFiles::in_dir("d".as_ref(), "root");
+        let tls = TlsFiles::in_dir("d", "root");
         let opts = ClientOptions::new(vec!["a:1".to_string()], tls.clone());
         assert_eq!(opts.connect_timeout, ClientOptions::DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(opts.request_timeout, Duration::from_secs(5));

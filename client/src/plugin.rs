@@ -99,7 +99,7 @@ impl Client {
 }
 
 /// A plugin installation being built; see [`Client::plugin_install`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct PluginInstall<'a> {
     client: &'a Client,
@@ -180,7 +180,7 @@ impl PluginInstall<'_> {
 request_future!(PluginInstall, PluginInstall, PluginInstallResponse);
 
 /// A plugin listing being built; see [`Client::plugin_list`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct PluginList<'a> {
     client: &'a Client,
@@ -196,7 +196,7 @@ impl PluginList<'_> {
 request_future!(PluginList, PluginList, PluginListResponse);
 
 /// A plugin removal being built; see [`Client::plugin_remove`].
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct PluginRemove<'a> {
     client: &'a Client,

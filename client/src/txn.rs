@@ -91,6 +91,17 @@ impl Compare {
     }
 }
 
+/// One compare where several may be given: `.when(Compare::value(..))` as well as
+/// `.when([a, b])`.
+impl IntoIterator for Compare {
+    type Item = Compare;
+    type IntoIter = std::iter::Once<Compare>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self)
+    }
+}
+
 impl From<Compare> for etch_proto::Compare {
     fn from(c: Compare) -> Self {
         c.0
@@ -230,6 +241,17 @@ impl TxnOp {
     }
 }
 
+/// One operation where several may be given: `.and_then(TxnOp::put(..))` as well as
+/// `.and_then([a, b])`.
+impl IntoIterator for TxnOp {
+    type Item = TxnOp;
+    type IntoIter = std::iter::Once<TxnOp>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self)
+    }
+}
+
 impl From<TxnOp> for RequestOp {
     fn from(op: TxnOp) -> Self {
         op.0
@@ -270,7 +292,7 @@ impl Client {
 
 /// A transaction being built; see [`Client::txn`]. Each method appends to what was given
 /// before.
-#[must_use = "a request does nothing until awaited"]
+#[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct Txn<'a> {
     client: &'a Client,
@@ -278,19 +300,21 @@ pub struct Txn<'a> {
 }
 
 impl Txn<'_> {
-    /// Conditions that must all hold for the success branch to run.
+    /// Conditions that must all hold for the success branch to run: one [`Compare`] or
+    /// several (etcd's `If`).
     pub fn when(mut self, compares: impl IntoIterator<Item = Compare>) -> Self {
         self.req.compare.extend(compares.into_iter().map(|c| c.0));
         self
     }
 
-    /// Operations run when every condition holds.
+    /// Operations run when every condition holds: one [`TxnOp`] or several (etcd's
+    /// `Then`).
     pub fn and_then(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
         self.req.success.extend(ops.into_iter().map(|o| o.0));
         self
     }
 
-    /// Operations run otherwise.
+    /// Operations run otherwise: one [`TxnOp`] or several (etcd's `Else`).
     pub fn or_else(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
         self.req.failure.extend(ops.into_iter().map(|o| o.0));
         self

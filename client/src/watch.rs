@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::client::Client;
 use crate::error::{Attempts, Error, Result};
 use crate::kv::{ResponseFuture, from_key, prefix};
-use crate::watch_resume;
+use crate::watch_resume::{self, WatchState};
 
 /// Responses waiting for the caller before the watch stops reading from the node.
 const BUFFERED_RESPONSES: usize = 64;
@@ -83,7 +83,7 @@ impl Client {
 }
 
 /// A watch being built; see [`Client::watch`]. Await it to create the watch.
-#[must_use = "a watch does nothing until awaited"]
+#[must_use = "a watch does nothing until you `.await` it"]
 #[derive(Debug)]
 pub struct Watch<'a> {
     client: &'a Client,
@@ -164,13 +164,18 @@ impl<'a> IntoFuture for Watch<'a> {
             let header = resume.created_header();
             let (out, responses) = mpsc::channel(BUFFERED_RESPONSES);
             let (control, controls) = mpsc::unbounded_channel();
+            let live = WatchState::Live {
+                endpoint: stream.endpoint(),
+            };
+            let (state, state_rx) = tokio::sync::watch::channel(live);
             tokio::spawn(watch_resume::run(
-                inner, self.req, stream, pending, resume, out, controls,
+                inner, self.req, stream, pending, resume, out, controls, state,
             ));
             Ok(Watcher {
                 responses,
                 control,
                 header,
+                state: state_rx,
             })
         })
     }
@@ -197,6 +202,7 @@ pub struct Watcher {
     responses: mpsc::Receiver<Result<WatchResponse>>,
     control: mpsc::UnboundedSender<WatchControl>,
     header: ResponseHeader,
+    state: tokio::sync::watch::Receiver<WatchState>,
 }
 
 impl Watcher {
@@ -205,6 +211,36 @@ impl Watcher {
     /// delivered). `None` once the watch has ended; an `Err` is always the last item.
     pub async fn next(&mut self) -> Option<Result<WatchResponse>> {
         self.responses.recv().await
+    }
+
+    /// Where the watch's connection stands: live on a node, resuming after a break (since
+    /// when, from which revision, why), or ended. Events are never lost or repeated across
+    /// a resumption; this tells an owner that they may be late.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// use etch_client::WatchState;
+    /// let mut watcher = client.watch("/config/").prefix().await?;
+    /// loop {
+    ///     if let WatchState::Resuming { since, error, .. } = watcher.state_changed().await {
+    ///         eprintln!("watch disconnected {:?} ago ({error}); resuming", since.elapsed());
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn state(&self) -> WatchState {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the watch's state changes, and returns the new one ([`WatchState::Ended`]
+    /// at once when the watch has ended).
+    pub async fn state_changed(&mut self) -> WatchState {
+        if self.state.changed().await.is_err() {
+            return WatchState::Ended;
+        }
+        self.state()
     }
 
     /// The header of the response that created the watch: `header.revision` is the store

@@ -86,6 +86,13 @@ pub(crate) struct Open {
     recv: quinn::RecvStream,
 }
 
+impl Open {
+    /// The endpoint of the node serving the stream.
+    pub(crate) fn endpoint(&self) -> String {
+        self.live.endpoint.to_string()
+    }
+}
+
 /// Creates the watch the first time: from `req.start_revision`.
 pub(crate) async fn create(
     inner: &Arc<Inner>,
@@ -155,8 +162,25 @@ fn compaction(err: Error) -> Error {
     }
 }
 
+/// Where a watch's connection stands; see [`Watcher::state`](crate::Watcher::state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchState {
+    /// The watch is served by the node at `endpoint`.
+    Live { endpoint: String },
+    /// The stream broke at `since` (with `error`); the watch is being created again on
+    /// some node, from `from_revision` on, so that no event is lost or repeated.
+    Resuming {
+        since: std::time::Instant,
+        from_revision: Revision,
+        error: String,
+    },
+    /// The watch has ended (canceled, dropped, or failed: its last item says why).
+    Ended,
+}
+
 /// Runs a created watch until it ends: delivers to `out`, forwards `controls`, resumes
-/// after breaks.
+/// after breaks, and tells `state` where it stands.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     inner: Arc<Inner>,
     req: WatchCreateRequest,
@@ -165,6 +189,7 @@ pub(crate) async fn run(
     mut resume: Resume,
     out: mpsc::Sender<Result<WatchResponse>>,
     mut controls: mpsc::UnboundedReceiver<WatchControl>,
+    state: tokio::sync::watch::Sender<WatchState>,
 ) {
     let mut stream = Some((open, pending));
     loop {
@@ -173,21 +198,37 @@ pub(crate) async fn run(
             None => match reopen(&inner, &req, &mut resume, &out, &mut controls).await {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
+                    state.send_replace(WatchState::Ended);
                     let _ = out.send(Err(e)).await;
                     return;
                 }
-                None => return,
+                None => {
+                    state.send_replace(WatchState::Ended);
+                    return;
+                }
             },
         };
+        state.send_replace(WatchState::Live {
+            endpoint: open.endpoint(),
+        });
         if let Some(p) = pending
             && out.send(Ok(p)).await.is_err()
         {
+            state.send_replace(WatchState::Ended);
             return;
         }
         match serve(&inner, open, &mut resume, &out, &mut controls).await {
-            Served::Ended => return,
+            Served::Ended => {
+                state.send_replace(WatchState::Ended);
+                return;
+            }
             Served::Broken(e) => {
                 tracing::debug!(error = %e, next = resume.next(), "watch stream broken; resuming");
+                state.send_replace(WatchState::Resuming {
+                    since: std::time::Instant::now(),
+                    from_revision: resume.next(),
+                    error: e.to_string(),
+                });
             }
         }
     }

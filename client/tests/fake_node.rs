@@ -20,7 +20,7 @@ use etch_client::proto::watch::{
 use etch_client::proto::{
     self, KeyValue, PutResponse, Request, Response, ResponseHeader, Revision,
 };
-use etch_client::{Client, ClientOptions, Error, KeepAliveStatus};
+use etch_client::{Client, ClientOptions, Error, KeepAliveStatus, WatchState};
 
 /// What the fake node does with request number `n` (from 0): answer, or drop the
 /// connection without answering (`None`).
@@ -724,13 +724,10 @@ async fn dropping_the_keep_alive_handle_ends_its_stream() {
     let status = tokio::time::timeout(PATIENCE, handle.changed())
         .await
         .expect("a refresh");
-    assert_eq!(
-        status,
-        KeepAliveStatus::Alive {
-            ttl: 1,
-            refreshes: 1
-        }
-    );
+    let KeepAliveStatus::Alive { ttl, refreshes, .. } = status else {
+        panic!("expected a refresh, got {status}");
+    };
+    assert_eq!((ttl, refreshes), (1, 1));
     drop(handle);
     tokio::time::timeout(PATIENCE, ended.notified())
         .await
@@ -925,4 +922,156 @@ async fn with_timeout_bounds_the_requests_of_its_handle() {
         panic!("expected the handle's timeout, got {err:?}");
     };
     assert_eq!(after, Duration::from_millis(300));
+}
+
+/// While refreshes fail (here: the node answers `Unavailable` to every new keep-alive
+/// stream for a while), the handle says it is retrying, since when, and when the last
+/// refresh succeeded; once the node answers again it is alive again.
+#[tokio::test]
+async fn a_failing_keep_alive_reports_retrying_then_alive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let node_opened = opened.clone();
+    let streams: Arc<StreamScript> = Arc::new(move |req, _conn, mut send, mut recv| {
+        let opened = node_opened.clone();
+        Box::pin(async move {
+            let Request::LeaseKeepAlive(first) = req else {
+                return;
+            };
+            let n = opened.fetch_add(1, Ordering::SeqCst);
+            // Stream 0 refreshes once, then breaks; streams 1..12 are refused; later ones
+            // serve.
+            if (1..12).contains(&n) {
+                answer(
+                    &mut send,
+                    Err(proto::Error::Unavailable {
+                        reason: "no leader".into(),
+                    }),
+                )
+                .await;
+                return;
+            }
+            loop {
+                answer(&mut send, keep_alive_answer(first.id)).await;
+                if n == 0 {
+                    return;
+                }
+                let next = proto::frame::read::<_, LeaseKeepAliveRequest>(&mut recv, 1 << 20).await;
+                if !matches!(next, Ok(Some(_))) {
+                    return;
+                }
+            }
+        })
+    });
+    let node = start_streaming(dir.path(), no_requests(), Some(streams));
+    let opts = options(node.addr, TlsFiles::in_dir(dir.path(), "root"))
+        .request_timeout(Duration::from_millis(300));
+    let client = Client::connect(opts).await.expect("connect");
+    let mut handle = client.keep_lease_alive(9);
+    let retrying = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let status @ KeepAliveStatus::Retrying { .. } = handle.changed().await {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("a retrying status");
+    let KeepAliveStatus::Retrying { last_refresh, .. } = &retrying else {
+        unreachable!("matched above");
+    };
+    assert_eq!(last_refresh.map(|(_, ttl)| ttl), Some(1));
+    let text = retrying.to_string();
+    assert!(text.starts_with("retrying since "), "{text}");
+    assert!(text.contains("last refresh"), "{text}");
+    let alive = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let status @ KeepAliveStatus::Alive { .. } = handle.changed().await {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("alive again");
+    assert!(alive.to_string().starts_with("alive: TTL 1s"), "{alive}");
+}
+
+/// A watch tells its owner where it stands: live on the node, resuming (from which
+/// revision, why) while its stream is down and the node refuses to create it again, live
+/// again, and ended after a cancel.
+#[tokio::test]
+async fn a_watch_reports_resuming_while_it_is_disconnected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(dir.path());
+    let opened = Arc::new(AtomicUsize::new(0));
+    let node_opened = opened.clone();
+    let streams: Arc<StreamScript> = Arc::new(move |req, _conn, mut send, mut recv| {
+        let opened = node_opened.clone();
+        Box::pin(async move {
+            let Request::Watch(_) = req else { return };
+            let n = opened.fetch_add(1, Ordering::SeqCst);
+            if (1..8).contains(&n) {
+                let refused = Err(proto::Error::Unavailable {
+                    reason: "no leader".into(),
+                });
+                answer(&mut send, refused).await;
+                return;
+            }
+            answer(&mut send, created(3)).await;
+            if n == 0 {
+                answer(&mut send, events(&[3])).await;
+                send.finish().expect("finish");
+                return;
+            }
+            // The client's cancel: answered as the node does.
+            if let Ok(Some(WatchControl::Cancel)) =
+                proto::frame::read::<_, WatchControl>(&mut recv, 1 << 20).await
+            {
+                let canceled = WatchResponse {
+                    canceled: true,
+                    ..Default::default()
+                };
+                answer(&mut send, watch_answer(canceled)).await;
+                send.finish().expect("finish");
+            }
+        })
+    });
+    let node = start_streaming(dir.path(), no_requests(), Some(streams));
+    let client = Client::connect(options(node.addr, TlsFiles::in_dir(dir.path(), "root")))
+        .await
+        .expect("connect");
+    let mut watcher = client.watch("k").start_revision(3).await.expect("created");
+    assert_eq!(
+        watcher.state(),
+        WatchState::Live {
+            endpoint: node.addr.to_string()
+        }
+    );
+    let resuming = until(&mut watcher, |s| matches!(s, WatchState::Resuming { .. })).await;
+    let WatchState::Resuming { from_revision, .. } = resuming else {
+        unreachable!("matched above");
+    };
+    assert_eq!(from_revision, 4, "after the last delivered event");
+    until(&mut watcher, |s| matches!(s, WatchState::Live { .. })).await;
+    assert_eq!(
+        revisions(&next(&mut watcher).await.expect("open").expect("events")),
+        [3]
+    );
+    watcher.cancel();
+    until(&mut watcher, |s| *s == WatchState::Ended).await;
+}
+
+/// Waits (up to [`PATIENCE`]) for the watcher's state to become one that `want` accepts.
+async fn until(watcher: &mut etch_client::Watcher, want: fn(&WatchState) -> bool) -> WatchState {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let state = watcher.state_changed().await;
+            if want(&state) {
+                return state;
+            }
+        }
+    })
+    .await
+    .expect("the state in time")
 }

@@ -354,7 +354,8 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// The files named `ca.crt`, `NAME.crt` and `NAME.key` in `dir`, as [`init_dir`] writes them.
-    pub fn in_dir(dir: &Path, name: &str) -> Self {
+    pub fn in_dir(dir: impl AsRef<Path>, name: &str) -> Self {
+        let dir = dir.as_ref();
         TlsFiles {
             ca: dir.join("ca.crt"),
             cert: dir.join(format!("{name}.crt")),

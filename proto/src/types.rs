@@ -30,6 +30,28 @@ pub struct KeyValue {
     pub lease: LeaseId,
 }
 
+impl KeyValue {
+    /// The key as text; bytes that are not UTF-8 show as U+FFFD.
+    ///
+    /// ```
+    /// let kv = etch_proto::KeyValue { key: b"/config/a".to_vec(), ..Default::default() };
+    /// assert_eq!(kv.key_str(), "/config/a");
+    /// ```
+    pub fn key_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.key)
+    }
+
+    /// The value as text; bytes that are not UTF-8 show as U+FFFD.
+    ///
+    /// ```
+    /// let kv = etch_proto::KeyValue { value: b"on".to_vec(), ..Default::default() };
+    /// assert_eq!(kv.value_str(), "on");
+    /// ```
+    pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.value)
+    }
+}
+
 /// The end of the range that holds exactly the keys starting with `prefix`, as etcd computes
 /// it: the prefix with its last byte below 0xff incremented and the rest dropped. A prefix of
 /// only 0xff bytes (or an empty one) has no upper bound, written `[0]` ("to the end").
