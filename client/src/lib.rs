@@ -61,6 +61,11 @@ mod watch_resume;
 #[cfg(test)]
 mod request_test;
 
+/// The README's Rust snippets, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use etch_proto as proto;
 pub use etch_proto::lease::{
     LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse,

@@ -216,6 +216,12 @@ impl Watcher {
     /// Where the watch's connection stands: live on a node, resuming after a break (since
     /// when, from which revision, why), or ended. Events are never lost or repeated across
     /// a resumption; this tells an owner that they may be late.
+    pub fn state(&self) -> WatchState {
+        self.state.borrow().clone()
+    }
+
+    /// The watch's state as it changes: `changed().await` on the receiver wakes at each
+    /// change, and it can be awaited alongside [`Watcher::next`].
     ///
     /// # Examples
     ///
@@ -223,24 +229,25 @@ impl Watcher {
     /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
     /// use etch_client::WatchState;
     /// let mut watcher = client.watch("/config/").prefix().await?;
+    /// let mut states = watcher.states();
     /// loop {
-    ///     if let WatchState::Resuming { since, error, .. } = watcher.state_changed().await {
-    ///         eprintln!("watch disconnected {:?} ago ({error}); resuming", since.elapsed());
+    ///     tokio::select! {
+    ///         resp = watcher.next() => match resp {
+    ///             Some(resp) => println!("{} events", resp?.events.len()),
+    ///             None => break,
+    ///         },
+    ///         Ok(()) = states.changed() => {
+    ///             if let WatchState::Resuming { error, .. } = &*states.borrow_and_update() {
+    ///                 eprintln!("watch disconnected ({error}); resuming");
+    ///             }
+    ///         }
     ///     }
     /// }
+    /// # Ok(())
     /// # }
     /// ```
-    pub fn state(&self) -> WatchState {
-        self.state.borrow().clone()
-    }
-
-    /// Waits until the watch's state changes, and returns the new one ([`WatchState::Ended`]
-    /// at once when the watch has ended).
-    pub async fn state_changed(&mut self) -> WatchState {
-        if self.state.changed().await.is_err() {
-            return WatchState::Ended;
-        }
-        self.state()
+    pub fn states(&self) -> tokio::sync::watch::Receiver<WatchState> {
+        self.state.clone()
     }
 
     /// The header of the response that created the watch: `header.revision` is the store

@@ -1048,30 +1048,29 @@ async fn a_watch_reports_resuming_while_it_is_disconnected() {
             endpoint: node.addr.to_string()
         }
     );
-    let resuming = until(&mut watcher, |s| matches!(s, WatchState::Resuming { .. })).await;
+    let mut states = watcher.states();
+    let resuming = until(&mut states, |s| matches!(s, WatchState::Resuming { .. })).await;
     let WatchState::Resuming { from_revision, .. } = resuming else {
         unreachable!("matched above");
     };
     assert_eq!(from_revision, 4, "after the last delivered event");
-    until(&mut watcher, |s| matches!(s, WatchState::Live { .. })).await;
+    until(&mut states, |s| matches!(s, WatchState::Live { .. })).await;
     assert_eq!(
         revisions(&next(&mut watcher).await.expect("open").expect("events")),
         [3]
     );
     watcher.cancel();
-    until(&mut watcher, |s| *s == WatchState::Ended).await;
+    until(&mut states, |s| *s == WatchState::Ended).await;
 }
 
 /// Waits (up to [`PATIENCE`]) for the watcher's state to become one that `want` accepts.
-async fn until(watcher: &mut etch_client::Watcher, want: fn(&WatchState) -> bool) -> WatchState {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let state = watcher.state_changed().await;
-            if want(&state) {
-                return state;
-            }
-        }
-    })
-    .await
-    .expect("the state in time")
+async fn until(
+    states: &mut tokio::sync::watch::Receiver<WatchState>,
+    want: fn(&WatchState) -> bool,
+) -> WatchState {
+    let state = tokio::time::timeout(PATIENCE, states.wait_for(want))
+        .await
+        .expect("the state in time")
+        .expect("the watch task reports its end first");
+    state.clone()
 }

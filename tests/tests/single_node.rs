@@ -606,3 +606,60 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The SDK's examples (`client/examples`, built with the tests) run against a real node and
+/// print what they say they do.
+#[test]
+fn the_sdk_examples_run_against_a_node() {
+    let cluster = Cluster::new(1, &[]);
+    let tls = cluster.client_tls("root");
+    let certs = tls.ca.parent().expect("the certificate directory");
+    let run = |name: &str| {
+        let path = bin("examples").join(name);
+        let out = Command::new(&path)
+            .env("ETCH_ENDPOINTS", cluster.nodes[0].endpoint())
+            .env("ETCH_CERTS", certs)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "example {name} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let put_get = run("put_get");
+    assert!(put_get.contains("/config/db/port = 5432"), "{put_get}");
+    assert!(
+        put_get.contains("/config/db/host = 10.0.0.5 (version 1)"),
+        "{put_get}"
+    );
+    assert!(put_get.contains("deleted 2 keys"), "{put_get}");
+    let txn = run("txn");
+    assert!(txn.contains("took the job: true"), "{txn}");
+    assert!(txn.contains("took it again: false"), "{txn}");
+    assert!(txn.contains("created job 43: true"), "{txn}");
+    let watch = run("watch");
+    assert_eq!(
+        watch,
+        "PUT /feature/x = on\nPUT /feature/y = on\nDELETE /feature/x\n"
+    );
+    let lease = run("lease");
+    assert!(lease.contains("alive: TTL 5s"), "{lease}");
+    assert!(lease.contains("keys attached: 1"), "{lease}");
+    assert!(
+        lease.contains("key deleted with its lease: true"),
+        "{lease}"
+    );
+    let discovery = run("discovery");
+    assert!(
+        discovery.contains("Put /services/web/10.0.0.7:8080"),
+        "{discovery}"
+    );
+    assert!(
+        discovery.contains("Delete /services/web/10.0.0.7:8080"),
+        "{discovery}"
+    );
+}
