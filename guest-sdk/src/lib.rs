@@ -67,11 +67,14 @@
 //! # fn main() {}
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-unknown-unknown`, turn the module
-//! into a component with `etch-plugin-encode` (`scripts/build-plugins` does both for the
-//! crates under `plugins/`), and install it:
-//! `etchctl plugin install max-size max_size.wasm --prefix /cfg/ --hook validate --config max=512`
-//! (`--hook react` for a reactor). `docs/plugins.md` walks through it.
+//! Start a crate with `etch-plugin new NAME --validator` (or `--reactor`), build the
+//! component with `etch-plugin build` (the `etch-plugin` tool is `guest-sdk/encode`:
+//! `cargo install --path guest-sdk/encode`), and install it with the command it prints:
+//! `etchctl plugin install max-size target/etch-plugin/max-size.wasm --prefix /cfg/ --hook
+//! validate --config max=512` (`--hook react` for a reactor). A plain `cargo build` makes a
+//! core module with rustc's 1 MiB stack, which the node refuses to install as it is: the
+//! tool adds the small stack and the component wrapping. `docs/plugins.md` walks through
+//! it.
 
 // The reactor bindings name the validator bindings' shared interfaces by an absolute path
 // that must resolve both here and inside `export_reactor!` in a plugin crate.

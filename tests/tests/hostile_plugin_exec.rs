@@ -1,6 +1,6 @@
 //! Hostile plugins against a real etchd: what a validator that never returns can no longer
 //! do to the node (issue 12, finding 5). Each plugin is written in WAT here and encoded as
-//! a component, as `etch-plugin-encode` does; each test names the typed outcome it expects.
+//! a component, as `etch-plugin build` does; each test names the typed outcome it expects.
 //!
 //! - an install above the node's maxima (an hour of deadline, all the fuel there is) is
 //!   refused with `InvalidArgument` naming the flag;

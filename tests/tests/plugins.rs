@@ -733,3 +733,100 @@ fn a_node_that_joined_later_enforces_the_binding_as_leader() {
         "{err}"
     );
 }
+
+/// A plugin author's path from an empty directory, as docs/plugins.md tells it:
+/// `etch-plugin new` for a validator and a reactor, their native tests, `etch-plugin build`,
+/// then `etchctl plugin install` with the command it printed; the validator refuses with
+/// its reason and the reactor counts. The crates build with the toolchain the repository
+/// pins, in a target directory of their own beside the workspace's (built once per
+/// checkout).
+#[test]
+fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let target = etch_tests::bin("etch-plugin")
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the target directory")
+        .join("plugin-template");
+    let toolchain = pinned_toolchain();
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .current_dir(empty.path())
+            .env("RUSTUP_TOOLCHAIN", &toolchain)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed:\n{}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tool = etch_tests::bin("etch-plugin");
+    let target_arg = target.to_str().expect("utf-8 path");
+    let mut built = BTreeMap::new();
+    for (name, kind) in [("my-check", "--validator"), ("my-count", "--reactor")] {
+        run(&tool, &["new", name, kind]);
+        let manifest = format!("{name}/Cargo.toml");
+        let tested = run(
+            std::path::Path::new("cargo"),
+            &[
+                "test",
+                "--manifest-path",
+                &manifest,
+                "--target-dir",
+                target_arg,
+            ],
+        );
+        assert!(tested.contains("1 passed"), "{tested}");
+        let out = run(
+            &tool,
+            &[
+                "build",
+                "--manifest-path",
+                &manifest,
+                "--target-dir",
+                target_arg,
+            ],
+        );
+        // "built NAME, a KIND (N bytes): PATH" then "  install: etchctl plugin install ...".
+        let install = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("install: etchctl "))
+            .unwrap_or_else(|| panic!("no install line in {out}"))
+            .replace("/PREFIX/", "/config/");
+        built.insert(name, install);
+    }
+
+    let cluster = Cluster::new(1, &[]);
+    let mut install: Vec<&str> = built["my-check"].split(' ').collect();
+    install.extend(["--config", "max-value-bytes=4"]);
+    ok_stdout(&cluster.etchctl(&install));
+    let mut install: Vec<&str> = built["my-count"].split(' ').collect();
+    install.extend(["--config", "counter=/counts/n"]);
+    ok_stdout(&cluster.etchctl(&install));
+
+    let refused = cluster.etchctl(&["put", "/config/a", "12345"]);
+    let err = stderr(&refused);
+    assert!(err.contains("too-large"), "{err}");
+    assert!(err.contains("over the limit of 4"), "{err}");
+    ok_stdout(&cluster.etchctl(&["put", "/config/a", "1234"]));
+    ok_stdout(&cluster.etchctl(&["put", "/config/b", "1"]));
+    wait_for("the reactor's count", Duration::from_secs(20), || {
+        let out = cluster.etchctl(&["get", "/counts/n", "--print-value-only"]);
+        (String::from_utf8_lossy(&out.stdout) == "2\n").then_some(())
+    });
+}
+
+/// The toolchain `rust-toolchain.toml` pins (`channel = "..."`).
+fn pinned_toolchain() -> String {
+    let pin = concat!(env!("CARGO_MANIFEST_DIR"), "/../rust-toolchain.toml");
+    let text = std::fs::read_to_string(pin).expect("rust-toolchain.toml");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("channel = "))
+        .map(|c| c.trim_matches('"').to_owned())
+        .expect("a channel in rust-toolchain.toml")
+}

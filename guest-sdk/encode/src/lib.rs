@@ -1,7 +1,8 @@
 //! Making the WebAssembly components etch loads.
 //!
 //! [`encode`] wraps a core module built for `wasm32-unknown-unknown` (whose world
-//! `wit-bindgen` embedded) in a component, as the `etch-plugin-encode` command does.
+//! `wit-bindgen` embedded) in a component, as `etch-plugin build` and `etch-plugin encode`
+//! do; [`world`] names the world it was built for.
 //! [`wat`] builds components from hand-written WAT modules: the hostile plugins of the
 //! test suite and of `etch-bench hostile`, which no Rust guest would compile to.
 
@@ -12,14 +13,58 @@ use wit_component::ComponentEncoder;
 ///
 /// # Errors
 ///
-/// The module has no embedded world, or does not match it.
+/// The input is already a component or no WebAssembly at all, the module has no embedded
+/// world, or does not match it.
 pub fn encode(module: &[u8]) -> Result<Vec<u8>> {
+    check_core_module(module)?;
     ComponentEncoder::default()
         .module(module)
-        .context("reading the module's embedded world (was it built with etch-plugin?)")?
+        .context(
+            "reading the module's embedded world (was it built with the etch-plugin guest SDK,              by `etch-plugin build`?)",
+        )?
         .validate(true)
         .encode()
         .context("encoding the component")
+}
+
+/// The kind of plugin `module` was built as, by what its embedded world exports:
+/// `validator` (`validate`) or `reactor` (`on-events`).
+///
+/// # Errors
+///
+/// The module is not a core module, has no embedded world, or exports neither.
+pub fn world(module: &[u8]) -> Result<String> {
+    check_core_module(module)?;
+    let (_, bindgen) =
+        wit_component::metadata::decode(module).context("reading the module's embedded world")?;
+    let resolve = &bindgen.resolve;
+    let exports: Vec<String> = resolve.worlds[bindgen.world]
+        .exports
+        .keys()
+        .map(|key| resolve.name_world_key(key))
+        .collect();
+    if exports.iter().any(|e| e == "validate") {
+        Ok("validator".into())
+    } else if exports.iter().any(|e| e == "on-events") {
+        Ok("reactor".into())
+    } else {
+        anyhow::bail!(
+            "the module exports neither `validate` nor `on-events` ({exports:?}): was it built \
+             with the etch-plugin guest SDK?"
+        )
+    }
+}
+
+/// WebAssembly's magic, then the version: 1 for a core module, 0x0d (and layer 1) for a
+/// component.
+fn check_core_module(bytes: &[u8]) -> Result<()> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => {
+            anyhow::bail!("this is already a component: install it as it is")
+        }
+        _ => anyhow::bail!("this is not a WebAssembly module"),
+    }
 }
 
 /// Components from WAT, against etch's own WIT (`guest-sdk/wit/etch.wit`).

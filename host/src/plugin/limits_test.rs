@@ -1,7 +1,7 @@
 //! The limits and failure policies, with misbehaving validators written in WAT: each test
 //! builds a core module by hand (the canonical ABI of `validate` on a bump allocator),
 //! embeds the `validator` world in it and encodes it as a component, as
-//! `etch-plugin-encode` does for real plugins. Every failure must come back as its own
+//! `etch-plugin build` does for real plugins. Every failure must come back as its own
 //! typed error, and the same engine must go on serving calls afterwards.
 
 use etch_proto::plugin::{

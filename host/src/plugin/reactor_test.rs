@@ -1,5 +1,5 @@
 //! Reactor steps with reactors written in WAT (the canonical ABI of `on-events` on a bump
-//! allocator, the `reactor` world embedded and encoded as `etch-plugin-encode` does): what
+//! allocator, the `reactor` world embedded and encoded as `etch-plugin build` does): what
 //! a batch holds (the binding's prefix, no reserved keys, never the reactor's own
 //! revisions), the writes it stages, and every failure coming back typed and counted while
 //! the same engine goes on serving.
