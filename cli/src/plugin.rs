@@ -107,6 +107,15 @@ pub struct RemoveArgs {
     pub name: String,
 }
 
+/// An install over the request size limit: the limit, and the flags that raise it.
+fn too_large(size: u64, limit: u64) -> String {
+    format!(
+        "the install request is {size} bytes, over the request size limit of {limit} bytes: \
+         raise it with --max-request-bytes, on etchctl and on every etchd (a release build by \
+         `etch-plugin build` is the smallest component)"
+    )
+}
+
 pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
     match cmd {
         PluginCommand::Install(args) => {
@@ -134,7 +143,16 @@ pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
             if args.hook == Hook::React {
                 install = install.react();
             }
-            let resp = install.await?;
+            let resp = match install.await {
+                Err(etch_client::Error::RequestTooLarge { size, limit }) => {
+                    anyhow::bail!(too_large(size as u64, limit as u64))
+                }
+                Err(etch_client::Error::Server(etch_client::proto::Error::TooLarge {
+                    size,
+                    limit,
+                })) => anyhow::bail!(too_large(size, limit)),
+                other => other?,
+            };
             let verb = if resp.replaced {
                 "replaced"
             } else {

@@ -802,6 +802,34 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
     }
 
     let cluster = Cluster::new(1, &[]);
+    // The wrong ways first, each refused with what to do: the raw module of a plain cargo
+    // build, a reactor as a validator, a component over the request size limit.
+    let module = target.join("wasm32-unknown-unknown/release/my_check.wasm");
+    let module = module.to_str().expect("utf-8 path");
+    let err = stderr(&cluster.etchctl(&[
+        "plugin", "install", "raw", module, "--prefix", "/x/", "--hook", "validate",
+    ]));
+    assert!(err.contains("core WebAssembly module"), "{err}");
+    assert!(err.contains("etch-plugin build"), "{err}");
+    let reactor: Vec<&str> = built["my-count"].split(' ').collect();
+    let as_validator: Vec<&str> = reactor
+        .iter()
+        .map(|a| if *a == "react" { "validate" } else { a })
+        .collect();
+    let err = stderr(&cluster.etchctl(&as_validator));
+    assert!(
+        err.contains("this component is a reactor: install it with `--hook react`"),
+        "{err}"
+    );
+    let mut small = vec!["--max-request-bytes", "1024"];
+    small.extend(reactor.iter().copied());
+    let err = stderr(&cluster.etchctl(&small));
+    assert!(
+        err.contains("over the request size limit of 1024 bytes"),
+        "{err}"
+    );
+    assert!(err.contains("--max-request-bytes"), "{err}");
+
     let mut install: Vec<&str> = built["my-check"].split(' ').collect();
     install.extend(["--config", "max-value-bytes=4"]);
     ok_stdout(&cluster.etchctl(&install));

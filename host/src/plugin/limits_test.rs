@@ -298,9 +298,56 @@ fn a_component_that_is_not_a_validator_is_refused() {
         .check(&sha, PluginHook::React, &good)
         .expect_err("not a reactor");
     assert!(
-        matches!(&err, PluginError::Invalid(m) if m.starts_with("not a reactor")),
+        matches!(&err, PluginError::Invalid(m)
+            if m == "this component is a validator: install it with `--hook validate`"),
         "{err:?}"
     );
+}
+
+/// What an author gets wrong most, refused with what to do about it: a core module from a
+/// plain `cargo build`, a reactor installed as a validator, a component built for WASI.
+#[test]
+fn a_plugin_built_or_installed_the_wrong_way_says_what_to_do() {
+    let f = Fixture::new();
+    let invalid = |hook, bytes: &[u8]| match f.plugins.check(&Sha256::digest(bytes), hook, bytes) {
+        Err(PluginError::Invalid(why)) => why,
+        other => panic!("expected Invalid, got {other:?}"),
+    };
+    let core = wat::parse_str("(module (memory (export \"memory\") 1))").expect("core module");
+    let why = invalid(PluginHook::Validate, &core);
+    assert!(
+        why.starts_with("this is a core WebAssembly module"),
+        "{why}"
+    );
+    assert!(why.contains("etch-plugin build"), "{why}");
+
+    let reactor = encode_component(
+        &format!(
+            r#"(module (memory (export "memory") 1) (global $heap (mut i32) (i32.const 4096))
+              {BUMP_ALLOC}
+              (func (export "on-events") (param i32 i32) (result i32) (i32.const 0)))"#
+        ),
+        "reactor",
+    );
+    assert!(
+        f.plugins
+            .check(&Sha256::digest(&reactor), PluginHook::React, &reactor)
+            .is_ok()
+    );
+    let why = invalid(PluginHook::Validate, &reactor);
+    assert_eq!(
+        why,
+        "this component is a reactor: install it with `--hook react`"
+    );
+
+    let wasi = wat::parse_str(r#"(component (import "wasi:cli/environment@0.2.0" (instance)))"#)
+        .expect("component");
+    let why = invalid(PluginHook::Validate, &wasi);
+    assert!(
+        why.starts_with("this component imports WASI (wasi:cli/environment@0.2.0"),
+        "{why}"
+    );
+    assert!(why.contains("wasm32-unknown-unknown"), "{why}");
 }
 
 /// Not a pass/fail test: prints what one call costs on this machine (run with

@@ -207,6 +207,9 @@ impl Runtime {
         }
         let started = std::time::Instant::now();
         let bytes = bytes()?;
+        if let Some(why) = not_a_component(&bytes) {
+            return Err(PluginError::Invalid(why.into()));
+        }
         let component = Component::new(&self.inner.engine, &bytes)
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
         let linker = match hook {
@@ -214,14 +217,17 @@ impl Runtime {
             PluginHook::React => &self.inner.reactors,
         };
         let world = hook_world(hook);
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Invalid(format!("not a {world}: {e:#}")))?;
+        let invalid = |e: wasmtime::Error| {
+            let why = misfit(&self.inner.engine, &component, hook)
+                .unwrap_or_else(|| format!("not a {world}: {e:#}"));
+            PluginError::Invalid(why)
+        };
+        let instance_pre = linker.instantiate_pre(&component).map_err(invalid)?;
         let compiled = match hook {
             PluginHook::Validate => ValidatorPre::new(instance_pre).map(Compiled::Validator),
             PluginHook::React => ReactorPre::new(instance_pre).map(Compiled::Reactor),
         }
-        .map_err(|e| PluginError::Invalid(format!("not a {world}: {e:#}")))?;
+        .map_err(invalid)?;
         tracing::debug!(elapsed = ?started.elapsed(), size = bytes.len(), world, "compiled plugin");
         self.cache().insert(key, compiled.clone());
         Ok(compiled)
@@ -291,6 +297,43 @@ pub(super) fn arm<T>(store: &mut Store<T>, timeout_ms: u64, cancel: Cancel) {
         std::thread::yield_now();
         Ok(UpdateDeadline::Continue(1))
     });
+}
+
+/// What to do with bytes that are WebAssembly but no component: a core module, as a plain
+/// `cargo build` makes.
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    match bytes.get(..8)? {
+        [0, b'a', b's', b'm', 1, 0, 0, 0] => Some(
+            "this is a core WebAssembly module, not a component: build the plugin with \
+             `etch-plugin build` (or wrap the module with `etch-plugin encode`)",
+        ),
+        _ => None,
+    }
+}
+
+/// Why a component that compiled does not fit `hook`, in the terms of what to do about
+/// it, when its imports and exports tell: it was built for WASI, or for the other hook.
+fn misfit(engine: &wasmtime::Engine, component: &Component, hook: PluginHook) -> Option<String> {
+    let ty = component.component_type();
+    if let Some((wasi, _)) = ty
+        .imports(engine)
+        .find(|(name, _)| name.starts_with("wasi:"))
+    {
+        return Some(format!(
+            "this component imports WASI ({wasi}, ...): plugins import no WASI; build for \
+             wasm32-unknown-unknown with `etch-plugin build`"
+        ));
+    }
+    let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    match hook {
+        PluginHook::Validate if exports.contains(&"on-events") => {
+            Some("this component is a reactor: install it with `--hook react`".into())
+        }
+        PluginHook::React if exports.contains(&"validate") => {
+            Some("this component is a validator: install it with `--hook validate`".into())
+        }
+        _ => None,
+    }
 }
 
 /// The WIT world a hook's components implement.
