@@ -189,8 +189,20 @@ pub fn list_line(p: &PluginInfo) -> String {
         FailurePolicy::FailOpen => "fail-open",
     };
     let config: Vec<String> = b.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // Mode, failure policy and denials are a validator's: a reactor judges nothing.
+    let validator = b.hook == PluginHook::Validate;
+    let judging = if validator {
+        format!("{mode}, {on_error}, ")
+    } else {
+        String::new()
+    };
+    let denials = if validator {
+        format!("denials={}, ", p.denials)
+    } else {
+        String::new()
+    };
     let mut line = format!(
-        "{}, {}, prefix={}, {mode}, {on_error}, fuel={}, timeout={}ms, memory={}MiB, sha256={}, size={}, calls={}, denials={}, failures={}, config=[{}]",
+        "{}, {}, prefix={}, {judging}fuel={}, timeout={}ms, memory={}MiB, sha256={}, size={}, calls={}, {denials}failures={}, config=[{}]",
         b.name,
         b.hook.name(),
         String::from_utf8_lossy(&b.prefix),
@@ -200,11 +212,10 @@ pub fn list_line(p: &PluginInfo) -> String {
         &p.sha256[..p.sha256.len().min(12)],
         p.size,
         p.calls,
-        p.denials,
         p.failures,
         config.join(" "),
     );
-    if b.hook == PluginHook::React {
+    if !validator {
         line.push_str(&format!(
             ", checkpoint={}, status={}",
             p.checkpoint,
@@ -317,7 +328,29 @@ mod tests {
             ..Default::default()
         };
         let line = list_line(&info);
-        assert!(line.starts_with("audit, react, prefix=/app/, "), "{line}");
+        assert!(
+            line.starts_with("audit, react, prefix=/app/, fuel="),
+            "{line}"
+        );
+        assert!(
+            !line.contains("enforce") && !line.contains("fail-closed"),
+            "{line}"
+        );
+        assert!(!line.contains("denials"), "{line}");
+        let validator = PluginInfo {
+            binding: PluginBinding {
+                hook: PluginHook::Validate,
+                ..info.binding.clone()
+            },
+            ..info.clone()
+        };
+        let line = list_line(&validator);
+        assert!(
+            line.starts_with("audit, validate, prefix=/app/, enforce, fail-closed, fuel="),
+            "{line}"
+        );
+        assert!(line.contains(", denials=0, "), "{line}");
+        let line = list_line(&info);
         assert!(
             line.ends_with(", checkpoint=42, status=retrying, last-error=trapped: unreachable"),
             "{line}"

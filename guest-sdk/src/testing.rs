@@ -70,6 +70,23 @@ pub enum Write {
 }
 
 impl Write {
+    /// Whether this write may change a key under `prefix`, by the node's rule.
+    fn touches(&self, prefix: &[u8]) -> bool {
+        match self {
+            Write::Put { key, .. } => key.starts_with(prefix),
+            Write::Delete { key, range_end } if range_end.is_empty() => key.starts_with(prefix),
+            Write::Delete { key, range_end } => {
+                let end = prefix_end(prefix);
+                let below_end = |k: &[u8]| end == [0] || k < end.as_slice();
+                if range_end.as_slice() == [0] {
+                    below_end(key)
+                } else {
+                    key < range_end && below_end(key) && range_end.as_slice() > prefix
+                }
+            }
+        }
+    }
+
     pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Write {
         Write::Put {
             key: key.into(),
@@ -140,9 +157,15 @@ impl<V: Validator> Harness<V> {
         self.write([Write::delete(key)])
     }
 
-    /// Validates all `writes` as one request (a txn) and applies them all if allowed.
+    /// Validates all `writes` as one request (a txn) and applies them all if allowed. As on
+    /// a node, the validator is asked only when a write may change a key under its prefix
+    /// (a put under it, a delete whose range meets it); other requests apply unasked.
     pub fn write(&mut self, writes: impl IntoIterator<Item = Write>) -> Verdict {
         let writes: Vec<Write> = writes.into_iter().collect();
+        if !writes.iter().any(|w| w.touches(&self.prefix)) {
+            self.host.apply(&writes, &self.principal);
+            return Verdict::Allow;
+        }
         let verdict = V::validate(&self.host, &self.request(&writes));
         if verdict.is_allow() {
             self.host.apply(&writes, &self.principal);
@@ -471,5 +494,43 @@ impl ReactorHost for TestHost {
 
     fn delete(&self, key: &[u8]) -> Result<(), String> {
         self.stage(key, Write::delete(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refuses everything it is asked about, and counts the asks in its log.
+    struct No;
+
+    impl Validator for No {
+        fn validate(host: &dyn Host, _: &Request) -> Verdict {
+            host.log(Level::Info, "asked");
+            Verdict::deny("no", "never")
+        }
+    }
+
+    #[test]
+    fn the_validator_is_asked_only_about_writes_that_touch_its_prefix() {
+        let mut h = Harness::<No>::new("/p/");
+        assert!(
+            h.put("/q/a", "1").is_allow(),
+            "outside the prefix: not asked"
+        );
+        assert!(h.delete("/q/a").is_allow());
+        assert!(h.write([Write::delete_prefix("/q/")]).is_allow());
+        assert!(h.logs().is_empty(), "{:?}", h.logs());
+        assert!(!h.put("/p/a", "1").is_allow());
+        assert!(
+            !h.write([Write::put("/q/b", "1"), Write::put("/p/b", "1")])
+                .is_allow()
+        );
+        assert!(
+            !h.write([Write::delete_prefix("/")]).is_allow(),
+            "a range over the prefix"
+        );
+        assert_eq!(h.logs().len(), 3);
+        assert!(h.get("/q/b").is_none(), "a txn is judged as a whole");
     }
 }

@@ -801,6 +801,34 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
         built.insert(name, install);
     }
 
+    // docs/plugins.md's snippets, each plugin with its tests, in crates of their own.
+    let blocks = doc_rust_blocks();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "docs/plugins.md: a validator, its tests, a reactor, its tests"
+    );
+    for (name, kind, code) in [
+        ("no-empty", "--validator", [&blocks[0], &blocks[1]]),
+        ("counter", "--reactor", [&blocks[2], &blocks[3]]),
+    ] {
+        run(&tool, &["new", name, kind]);
+        let lib = empty.path().join(name).join("src/lib.rs");
+        std::fs::write(&lib, code.map(String::as_str).join("\n")).expect("write lib.rs");
+        let manifest = format!("{name}/Cargo.toml");
+        let tested = run(
+            std::path::Path::new("cargo"),
+            &[
+                "test",
+                "--manifest-path",
+                &manifest,
+                "--target-dir",
+                target_arg,
+            ],
+        );
+        assert!(tested.contains("1 passed"), "{name}: {tested}");
+    }
+
     let cluster = Cluster::new(1, &[]);
     // The wrong ways first, each refused with what to do: the raw module of a plain cargo
     // build, a reactor as a validator, a component over the request size limit.
@@ -847,6 +875,26 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
         let out = cluster.etchctl(&["get", "/counts/n", "--print-value-only"]);
         (String::from_utf8_lossy(&out.stdout) == "2\n").then_some(())
     });
+}
+
+/// The Rust code blocks of docs/plugins.md, in order.
+fn doc_rust_blocks() -> Vec<String> {
+    let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/plugins.md");
+    let text = std::fs::read_to_string(doc).expect("docs/plugins.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```rust") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
 }
 
 /// The toolchain `rust-toolchain.toml` pins (`channel = "..."`).
