@@ -16,6 +16,7 @@
 pub mod alarm;
 pub mod auth;
 pub mod codes;
+#[cfg(feature = "authority")]
 pub mod crl;
 pub mod error;
 pub mod frame;
