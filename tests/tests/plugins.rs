@@ -906,3 +906,32 @@ fn pinned_toolchain() -> String {
         .map(|c| c.trim_matches('"').to_owned())
         .expect("a channel in rust-toolchain.toml")
 }
+
+/// A validator written in C (plugins/c-no-empty, built by scripts/build-plugins with
+/// Debian's clang and lld, the canonical ABI by hand) is installed and judges writes like a
+/// Rust one: the contract is the WIT, not the language.
+#[test]
+fn a_validator_written_in_c_refuses_empty_values() {
+    let wasm = plugin_wasm("c-no-empty");
+    let wasm = wasm.to_str().expect("utf-8 path");
+    let cluster = Cluster::new(1, &[]);
+    let out = ok_stdout(&cluster.etchctl(&[
+        "plugin", "install", "no-empty", wasm, "--prefix", "/cfg/", "--hook", "validate",
+    ]));
+    assert!(out.starts_with("Plugin no-empty installed"), "{out}");
+    ok_stdout(&cluster.etchctl(&["put", "/cfg/a", "1"]));
+    let err = stderr(&cluster.etchctl(&["put", "/cfg/b", ""]));
+    assert!(
+        err.contains("rejected by plugin no-empty: /cfg/b: empty values are refused (code empty)"),
+        "{err}"
+    );
+    // Outside its prefix, and in a txn whose other op is refused, as for any validator.
+    ok_stdout(&cluster.etchctl(&["put", "/other/c", ""]));
+    let txn = cluster.etchctl_stdin(&["txn"], "\nput /cfg/c 1\nput /cfg/d \"\"\n\n");
+    let err = stderr(&txn);
+    assert!(err.contains("/cfg/d: empty values are refused"), "{err}");
+    assert_eq!(
+        ok_stdout(&cluster.etchctl(&["get", "/cfg/", "--prefix", "--keys-only"])),
+        "/cfg/a\n\n"
+    );
+}

@@ -27,6 +27,28 @@ pub fn encode(module: &[u8]) -> Result<Vec<u8>> {
         .context("encoding the component")
 }
 
+/// Embeds `world` (`validator` or `reactor`) of etch's WIT in `module`, as `wit-bindgen`
+/// does for a Rust plugin: for a module written in another language against the canonical
+/// ABI by hand (`etch-plugin encode --world`).
+///
+/// # Errors
+///
+/// No such world.
+pub fn embed_world(module: &mut Vec<u8>, world: &str) -> Result<()> {
+    let mut resolve = wit_parser::Resolve::default();
+    let pkg = resolve.push_str("etch.wit", include_str!("../../wit/etch.wit"))?;
+    let world = resolve
+        .select_world(&[pkg], Some(world))
+        .with_context(|| format!("no world {world} in etch.wit (validator or reactor)"))?;
+    wit_component::embed_component_metadata(
+        module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+        false,
+    )
+}
+
 /// The kind of plugin `module` was built as, by what its embedded world exports:
 /// `validator` (`validate`) or `reactor` (`on-events`).
 ///
@@ -106,18 +128,7 @@ pub mod wat {
     pub fn component(wat: &str, world: &str) -> Result<Vec<u8>> {
         let mut module =
             ::wat::parse_str(wat.replace("CABI_REALLOC", BUMP_ALLOC)).context("parsing the WAT")?;
-        let mut resolve = wit_parser::Resolve::default();
-        let pkg = resolve.push_str("etch.wit", include_str!("../../wit/etch.wit"))?;
-        let world = resolve
-            .select_world(&[pkg], Some(world))
-            .with_context(|| format!("no world {world} in etch.wit"))?;
-        wit_component::embed_component_metadata(
-            &mut module,
-            &resolve,
-            world,
-            wit_component::StringEncoding::UTF8,
-            false,
-        )?;
+        super::embed_world(&mut module, world)?;
         super::encode(&module)
     }
 

@@ -39,6 +39,10 @@ enum Command {
         input: PathBuf,
         /// Where to write the component.
         output: PathBuf,
+        /// Embed this world of etch's WIT first (`validator` or `reactor`): for a module
+        /// written against the canonical ABI by hand, in a language without wit-bindgen.
+        #[arg(long)]
+        world: Option<String>,
     },
 }
 
@@ -66,7 +70,11 @@ fn main() -> ExitCode {
     let done = match cli.command {
         Command::New(args) => new(args),
         Command::Build(args) => build::run(&args),
-        Command::Encode { input, output } => encode(&input, &output),
+        Command::Encode {
+            input,
+            output,
+            world,
+        } => encode(&input, &output, world.as_deref()),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,8 +117,12 @@ fn new(args: NewArgs) -> Result<()> {
     Ok(())
 }
 
-fn encode(input: &std::path::Path, output: &std::path::Path) -> Result<()> {
-    let module = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+fn encode(input: &std::path::Path, output: &std::path::Path, world: Option<&str>) -> Result<()> {
+    let mut module =
+        std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    if let Some(world) = world {
+        etch_plugin_encode::embed_world(&mut module, world)?;
+    }
     let component = etch_plugin_encode::encode(&module)?;
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
