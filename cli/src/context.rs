@@ -173,15 +173,18 @@ pub fn with_hint(err: etch_client::Error) -> anyhow::Error {
 /// the client gave up.
 pub fn error_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
+    let mut unknown = false;
     for cause in err.chain() {
         if let Some(etch_client::Error::Timeout {
             last_error: Some(last),
-            outcome_unknown: false,
+            outcome_unknown,
             ..
         }) = cause.downcast_ref()
             && matches!(**last, etch_client::Error::Server(_))
         {
-            // The chain goes on with `last` and its causes.
+            // The chain goes on with `last` and its causes; that the write may have been
+            // applied is said after them.
+            unknown |= *outcome_unknown;
             continue;
         }
         let text = cause.to_string();
@@ -192,6 +195,11 @@ pub fn error_line(err: &anyhow::Error) -> String {
             line.push_str(": ");
         }
         line.push_str(&text);
+    }
+    if unknown {
+        line.push_str(
+            " (outcome unknown: the write was sent and may have been applied; read the key to find out)",
+        );
     }
     line
 }
@@ -254,6 +262,25 @@ mod tests {
             error_line(&listing),
             "listing the cluster's members: unavailable: no quorum: the leader has not heard \
              from a majority"
+        );
+    }
+
+    #[test]
+    fn a_write_of_unknown_outcome_says_so_after_the_nodes_reason() {
+        let no_leader = etch_client::proto::Error::Unavailable {
+            reason: "no leader".into(),
+        };
+        let err: anyhow::Error = etch_client::Error::Timeout {
+            after: Duration::from_secs(5),
+            tried: vec!["127.0.0.1:7379".into()],
+            outcome_unknown: true,
+            last_error: Some(Box::new(no_leader.into())),
+        }
+        .into();
+        assert_eq!(
+            error_line(&err),
+            "unavailable: no leader (outcome unknown: the write was sent and may have been \
+             applied; read the key to find out)"
         );
     }
 

@@ -1,6 +1,6 @@
-//! `plugin install|list|remove`: WebAssembly plugins (no etcdctl counterpart).
+//! `plugin install|list|remove|reset`: WebAssembly plugins (no etcdctl counterpart).
 //!
-//! `install` reads a component built by `scripts/build-plugins` (or any component of the
+//! `install` reads a component built by `etch-plugin build` (or any component of the
 //! `validator` or `reactor` world in `guest-sdk/wit/etch.wit`), uploads it and binds it to
 //! a prefix with a hook: `validate` (judge writes before they commit) or `react` (receive
 //! committed changes after the fact).
@@ -21,12 +21,26 @@ pub enum PluginCommand {
     /// Upload a plugin component and bind it to a key prefix (replacing a binding of the
     /// same name): prints its sha256.
     Install(InstallArgs),
-    /// List the bindings: name, hook, prefix, mode, failure policy, limits, sha256, the
-    /// leader's call counters and, for a reactor, its checkpoint, status (ok, retrying,
-    /// stalled) and last error, one binding per line.
+    /// List the bindings: name, hook, prefix, (validators) mode and failure policy,
+    /// (reactors) retry policy, limits, sha256, the leader's call counters and, for a
+    /// reactor, its checkpoint, status (ok, retrying, stalled, parked) and last error, one
+    /// binding per line.
     List,
     /// Remove a binding (and its component, once no binding uses it).
     Remove(RemoveArgs),
+    /// Move a reactor's checkpoint to a revision (root only): it goes on with the changes
+    /// after it, skipping a batch it cannot take; a parked reactor is unparked.
+    Reset(ResetArgs),
+}
+
+/// `plugin reset NAME --to-revision R`.
+#[derive(Args, Clone, Debug)]
+pub struct ResetArgs {
+    /// The reactor's binding name.
+    pub name: String,
+    /// The new checkpoint: the reactor's next batch starts after this revision.
+    #[arg(long)]
+    pub to_revision: i64,
 }
 
 /// When a plugin runs.
@@ -82,9 +96,13 @@ pub struct InstallArgs {
     /// enforce: a refusal rejects the write; audit: it is only logged and counted.
     #[arg(long, value_enum, default_value = "enforce")]
     pub mode: Mode,
-    /// What a plugin failure (trap, fuel, deadline, memory) does to the write.
+    /// What a plugin failure (trap, fuel, deadline, memory) does to the write (validators).
     #[arg(long, value_enum, default_value = "fail-closed")]
     pub on_error: OnError,
+    /// Reactors: park the reactor after its batch failed this many times in a row, instead
+    /// of retrying for ever (`plugin reset` moves a parked reactor on).
+    #[arg(long, value_name = "N", conflicts_with = "on_error")]
+    pub park_after: Option<u32>,
 }
 
 impl InstallArgs {
@@ -143,6 +161,9 @@ pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
             if args.hook == Hook::React {
                 install = install.react();
             }
+            if let Some(after) = args.park_after {
+                install = install.park_after(after);
+            }
             let resp = match install.await {
                 Err(etch_client::Error::RequestTooLarge { size, limit }) => {
                     anyhow::bail!(too_large(size as u64, limit as u64))
@@ -173,6 +194,17 @@ pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
             println!("Plugin {} removed", args.name);
             Ok(())
         }
+        PluginCommand::Reset(args) => {
+            let resp = ctx
+                .client()?
+                .plugin_reset(&args.name, args.to_revision)
+                .await?;
+            println!(
+                "Plugin {} reset to revision {} (was {})",
+                args.name, args.to_revision, resp.previous
+            );
+            Ok(())
+        }
     }
 }
 
@@ -185,16 +217,17 @@ pub fn list_line(p: &PluginInfo) -> String {
         PluginMode::Audit => "audit",
     };
     let on_error = match b.on_error {
-        FailurePolicy::FailClosed => "fail-closed",
-        FailurePolicy::FailOpen => "fail-open",
+        FailurePolicy::FailClosed => "fail-closed".to_owned(),
+        FailurePolicy::FailOpen => "fail-open".to_owned(),
+        FailurePolicy::Park { after } => format!("park-after={after}"),
     };
     let config: Vec<String> = b.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
     // Mode, failure policy and denials are a validator's: a reactor judges nothing.
     let validator = b.hook == PluginHook::Validate;
-    let judging = if validator {
-        format!("{mode}, {on_error}, ")
-    } else {
-        String::new()
+    let judging = match (validator, b.on_error) {
+        (true, _) => format!("{mode}, {on_error}, "),
+        (false, FailurePolicy::Park { .. }) => format!("{on_error}, "),
+        (false, _) => "retry, ".to_owned(),
     };
     let denials = if validator {
         format!("denials={}, ", p.denials)
@@ -329,7 +362,7 @@ mod tests {
         };
         let line = list_line(&info);
         assert!(
-            line.starts_with("audit, react, prefix=/app/, fuel="),
+            line.starts_with("audit, react, prefix=/app/, retry, fuel="),
             "{line}"
         );
         assert!(

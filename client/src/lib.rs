@@ -89,7 +89,7 @@ pub use lease_keep_alive::{KeepAliveHandle, KeepAliveStatus, LeaseKeepAlive};
 pub use maintenance::SnapshotSaved;
 pub use member::{MemberAdd, MemberList, MemberPromote, MemberRemove};
 pub use options::ClientOptions;
-pub use plugin::{PluginInstall, PluginList, PluginRemove};
+pub use plugin::{PluginInstall, PluginList, PluginRemove, PluginReset};
 pub use txn::{Compare, Txn, TxnOp};
 pub use watch::{Watch, Watcher};
 pub use watch_resume::WatchState;

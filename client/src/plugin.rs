@@ -1,7 +1,7 @@
 //! The plugin management requests (etchctl's `plugin` verbs) as builders: `.await` them, or
 //! take the wire [`Request`] with `into_request`.
 //!
-//! Installing and removing go through the Raft log on the leader; listing is answered by
+//! Installing, removing and resetting go through the Raft log on the leader; listing is answered by
 //! the leader, with its call counters.
 
 use std::future::IntoFuture;
@@ -10,8 +10,9 @@ use std::time::Duration;
 use etch_proto::plugin::{
     FailurePolicy, PluginBinding, PluginHook, PluginInstallRequest, PluginInstallResponse,
     PluginListRequest, PluginListResponse, PluginMode, PluginRemoveRequest, PluginRemoveResponse,
+    PluginResetRequest, PluginResetResponse,
 };
-use etch_proto::{Request, Response};
+use etch_proto::{Request, Response, Revision};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -96,6 +97,30 @@ impl Client {
             req: PluginRemoveRequest { name: name.into() },
         }
     }
+
+    /// Moves reactor `name`'s checkpoint to `revision` (root only): it goes on with the
+    /// changes after it, skipping a batch it cannot take (or, backwards, taking changes
+    /// again). A parked reactor is unparked. The response names the checkpoint before.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// let now = client.status().await?.header.revision;
+    /// let reset = client.plugin_reset("audit", now).await?;
+    /// println!("skipped revisions {}..={now}", reset.previous + 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn plugin_reset(&self, name: impl Into<String>, revision: Revision) -> PluginReset<'_> {
+        PluginReset {
+            client: self,
+            req: PluginResetRequest {
+                name: name.into(),
+                revision,
+            },
+        }
+    }
 }
 
 /// A plugin installation being built; see [`Client::plugin_install`].
@@ -166,9 +191,16 @@ impl PluginInstall<'_> {
         self
     }
 
-    /// A failing plugin (trap, fuel, deadline, memory) lets the write through.
+    /// A failing plugin (trap, fuel, deadline, memory) lets the write through (validators).
     pub fn fail_open(mut self) -> Self {
         self.req.binding.on_error = FailurePolicy::FailOpen;
+        self
+    }
+
+    /// A reactor whose batch fails `after` times in a row is parked instead of retried
+    /// for ever: `plugin list` shows it, and [`Client::plugin_reset`] moves it on.
+    pub fn park_after(mut self, after: u32) -> Self {
+        self.req.binding.on_error = FailurePolicy::Park { after };
         self
     }
 
@@ -210,3 +242,19 @@ impl PluginRemove<'_> {
     }
 }
 request_future!(PluginRemove, PluginRemove, PluginRemoveResponse);
+
+/// A reactor reset being built; see [`Client::plugin_reset`].
+#[must_use = "a request does nothing until you `.await` it"]
+#[derive(Debug)]
+pub struct PluginReset<'a> {
+    client: &'a Client,
+    req: PluginResetRequest,
+}
+
+impl PluginReset<'_> {
+    /// The wire request this builder sends.
+    pub fn into_request(self) -> Request {
+        Request::PluginReset(self.req)
+    }
+}
+request_future!(PluginReset, PluginReset, PluginResetResponse);

@@ -120,6 +120,7 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         Request::MemberAdd(m) => check_member_add(m),
         Request::PluginInstall(p) => check_plugin_install(p),
         Request::PluginRemove(r) => check_name("plugin name", &r.name),
+        Request::PluginReset(r) => check_name("plugin name", &r.name),
         Request::Auth(a) => check_auth(a),
         Request::Compact(_)
         | Request::Status(_)
@@ -279,6 +280,7 @@ pub fn request_bytes(req: &Request) -> usize {
             PER_OP + p.wasm.len() + p.binding.name.len() + p.binding.prefix.len() + config
         }
         Request::PluginRemove(r) => PER_OP + r.name.len(),
+        Request::PluginReset(r) => PER_OP + r.name.len(),
         Request::Auth(a) => {
             let names: usize = a.names().iter().map(|n| n.len()).sum();
             let keys = match a {

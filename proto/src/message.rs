@@ -49,6 +49,8 @@ pub enum Request {
     /// answer: applied at most once per `(client, seq)`, a second time answered with what
     /// the first got. The answer is the inner request's.
     Once(OnceRequest),
+    /// Moves a reactor's checkpoint (root only): see [`crate::plugin::PluginResetRequest`].
+    PluginReset(crate::plugin::PluginResetRequest),
 }
 
 /// A write named by its client (see [`Request::Once`]). An SDK client picks a random
@@ -122,7 +124,7 @@ impl Request {
             | Request::Snapshot(_) => false,
             Request::Alarm(alarm) => alarm.action != crate::alarm::AlarmAction::Get,
             Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseKeepAlive(_) => true,
-            Request::PluginInstall(_) | Request::PluginRemove(_) => true,
+            Request::PluginInstall(_) | Request::PluginRemove(_) | Request::PluginReset(_) => true,
             // Not a Raft write, but it must not be sent twice blindly either.
             Request::MoveLeader(_) => true,
             Request::Put(_)
@@ -167,6 +169,7 @@ impl Request {
             Request::PluginInstall(_) => (PLUGIN, "Install"),
             Request::PluginList(_) => (PLUGIN, "List"),
             Request::PluginRemove(_) => (PLUGIN, "Remove"),
+            Request::PluginReset(_) => (PLUGIN, "Reset"),
             Request::Auth(auth) => ("etcdserverpb.Auth", auth.method()),
             Request::Alarm(_) => (MAINTENANCE, "Alarm"),
             Request::Defragment(_) => (MAINTENANCE, "Defragment"),
@@ -209,6 +212,7 @@ pub enum Response {
     Defragment(crate::alarm::DefragmentResponse),
     Snapshot(crate::alarm::SnapshotResponse),
     MoveLeader(crate::alarm::MoveLeaderResponse),
+    PluginReset(crate::plugin::PluginResetResponse),
 }
 
 impl Response {
@@ -240,6 +244,7 @@ impl Response {
             Response::Defragment(r) => &mut r.header,
             Response::Snapshot(r) => &mut r.header,
             Response::MoveLeader(r) => &mut r.header,
+            Response::PluginReset(r) => &mut r.header,
         }
     }
 }

@@ -41,14 +41,20 @@ pub enum PluginMode {
     Audit,
 }
 
-/// What a plugin failure (trap, fuel, deadline, memory) does to the write.
+/// What a plugin failure (trap, fuel, deadline, memory, `err`) does: for a validator, to
+/// the write it judged; for a reactor, to the batch it failed on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailurePolicy {
-    /// The write is rejected with `PluginFailed`.
+    /// A validator's write is rejected with `PluginFailed`; a reactor's batch is retried
+    /// with a backoff until it succeeds (or the binding is reset or removed).
     #[default]
     FailClosed,
-    /// The failure is logged and counted, and the write goes ahead.
+    /// Validators only: the failure is logged and counted, and the write goes ahead.
     FailOpen,
+    /// Reactors only: after `after` failures of one batch in a row the reactor is parked
+    /// (`plugin list` shows `parked` and the last error) and not called again until
+    /// `plugin reset` moves its checkpoint (or the binding is installed again).
+    Park { after: u32 },
 }
 
 /// Per-call limits of a plugin.
@@ -150,6 +156,9 @@ pub enum PluginStatus {
     /// (`last_error` says how much). Removing and installing the binding again resumes it
     /// after the new install.
     Stalled,
+    /// A reactor parked by its `Park` policy after its batch failed too often in a row
+    /// (`last_error` says why); `plugin reset` moves it on.
+    Parked,
 }
 
 impl PluginStatus {
@@ -159,6 +168,7 @@ impl PluginStatus {
             PluginStatus::Ok => "ok",
             PluginStatus::Retrying => "retrying",
             PluginStatus::Stalled => "stalled",
+            PluginStatus::Parked => "parked",
         }
     }
 }
@@ -169,6 +179,22 @@ pub struct PluginListResponse {
     pub plugins: Vec<PluginInfo>,
     /// Advances with every binding change.
     pub bindings_version: u64,
+}
+
+/// Moves reactor `name`'s checkpoint to `revision` (root only): it goes on with the
+/// changes after it, skipping (or, backwards, repeating) what lies between. A parked
+/// reactor is unparked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginResetRequest {
+    pub name: String,
+    pub revision: Revision,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginResetResponse {
+    pub header: ResponseHeader,
+    /// The checkpoint before the reset.
+    pub previous: Revision,
 }
 
 /// Removes a binding; its component goes too once no binding uses it.

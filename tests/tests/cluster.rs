@@ -187,7 +187,9 @@ fn five_nodes_losing_three_refuse_writes_then_recover() {
     let endpoint = cluster.nodes[survivor].endpoint();
     // Right after the kill a survivor may still forward to the dead leader, and such a write
     // ends with an unknown outcome ("request timed out"); once the survivors have noticed,
-    // every write fails at once with a clear "no leader" / "no quorum". None may succeed.
+    // every write fails with a clear "no leader" / "no quorum" (the write still in flight
+    // when the command timeout ran out is said to be of unknown outcome, after the node's
+    // reason). None may succeed.
     let stderr = wait_for(
         "writes to be refused clearly",
         Duration::from_secs(30),

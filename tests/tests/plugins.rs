@@ -935,3 +935,93 @@ fn a_validator_written_in_c_refuses_empty_values() {
         "/cfg/a\n\n"
     );
 }
+
+/// A reactor whose batch keeps failing (audit-log without its setting) is parked after
+/// `--park-after` failures in a row, shown as such and no longer called; `plugin reset`
+/// moves its checkpoint past the batch and unparks it, and it is called again for what
+/// comes after. Resetting a validator, or to a revision that does not exist yet, and
+/// parking a validator are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_reactor_is_reported_and_moved_on_by_a_reset() {
+    let cluster = Cluster::new(1, &[]);
+    let wasm = plugin_wasm("audit-log");
+    let wasm = wasm.to_str().expect("utf-8 path");
+    let install = |extra: &[&str]| {
+        let mut args = vec![
+            "plugin", "install", "audit", wasm, "--prefix", "/app/", "--hook", "react",
+        ];
+        args.extend(extra);
+        cluster.etchctl(&args)
+    };
+    ok_stdout(&install(&["--park-after", "2"]));
+    let client = cluster.root_client();
+    let stuck = client
+        .put("/app/a", "1")
+        .await
+        .expect("put")
+        .header
+        .revision;
+    let field = |line: &str, name: &str| -> u64 {
+        line.split(", ")
+            .find_map(|f| f.strip_prefix(name))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    let parked = wait_for("the reactor to be parked", Duration::from_secs(30), || {
+        let line = list_line(&cluster, "audit");
+        line.contains("status=parked").then_some(line)
+    });
+    assert!(parked.contains(", park-after=2, "), "{parked}");
+    assert_eq!(field(&parked, "failures="), 2, "{parked}");
+    assert_eq!(field(&parked, "calls="), 2, "{parked}");
+    assert_eq!(checkpoint_of(&parked), 0, "{parked}");
+    assert!(parked.contains("last-error=returned an error"), "{parked}");
+
+    let out = ok_stdout(&cluster.etchctl(&[
+        "plugin",
+        "reset",
+        "audit",
+        "--to-revision",
+        &stuck.to_string(),
+    ]));
+    assert_eq!(
+        out,
+        format!("Plugin audit reset to revision {stuck} (was 0)\n")
+    );
+    let moved = wait_for("the reset to take", Duration::from_secs(30), || {
+        let line = list_line(&cluster, "audit");
+        (checkpoint_of(&line) == stuck && !line.contains("status=parked")).then_some(line)
+    });
+    assert_eq!(field(&moved, "calls="), 2, "nothing new to take: {moved}");
+    // The next change is taken (and fails again: the setting is still missing).
+    client.put("/app/b", "2").await.expect("put");
+    wait_for("a call after the reset", Duration::from_secs(30), || {
+        (field(&list_line(&cluster, "audit"), "calls=") > 2).then_some(())
+    });
+
+    let err = stderr(&cluster.etchctl(&["plugin", "reset", "audit", "--to-revision", "999999"]));
+    assert!(
+        err.contains("is not between 0 and the current revision"),
+        "{err}"
+    );
+    let guard = plugin_wasm("guard");
+    let guard = guard.to_str().expect("utf-8 path");
+    ok_stdout(&cluster.etchctl(&[
+        "plugin", "install", "g", guard, "--prefix", "/g/", "--hook", "validate",
+    ]));
+    let err = stderr(&cluster.etchctl(&["plugin", "reset", "g", "--to-revision", "1"]));
+    assert!(err.contains("only a reactor has a checkpoint"), "{err}");
+    let err = stderr(&cluster.etchctl(&[
+        "plugin",
+        "install",
+        "g2",
+        guard,
+        "--prefix",
+        "/g/",
+        "--hook",
+        "validate",
+        "--park-after",
+        "2",
+    ]));
+    assert!(err.contains("only a reactor can be parked"), "{err}");
+}

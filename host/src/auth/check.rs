@@ -111,6 +111,7 @@ pub fn authorize(
         Request::PluginInstall(_) => root_only("install plugins"),
         Request::PluginList(_) => root_only("list plugins"),
         Request::PluginRemove(_) => root_only("remove plugins"),
+        Request::PluginReset(_) => root_only("reset plugins"),
         Request::HashKv(_) => root_only("hash the key space"),
         Request::Alarm(_) => root_only("manage alarms"),
         Request::Defragment(_) => root_only("defragment"),

@@ -584,6 +584,7 @@ fn execute(
         | Request::PluginInstall(_)
         | Request::PluginList(_)
         | Request::PluginRemove(_)
+        | Request::PluginReset(_)
         | Request::Auth(_)
         | Request::Alarm(_)
         | Request::Defragment(_)

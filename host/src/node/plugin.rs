@@ -19,9 +19,10 @@
 //! reactors, their checkpoints.
 
 use etch_proto::plugin::{
-    PluginHook, PluginInfo, PluginInstallRequest, PluginListResponse, PluginStatus,
+    FailurePolicy, PluginHook, PluginInfo, PluginInstallRequest, PluginListResponse,
+    PluginResetRequest, PluginResetResponse, PluginStatus,
 };
-use etch_proto::{Error, Request, Response};
+use etch_proto::{Error, PutRequest, Request, RequestOp, Response, TxnRequest};
 use sha2::{Digest, Sha256};
 
 use super::Node;
@@ -74,6 +75,7 @@ impl Node {
                 let command = Command::PluginRemove { name: remove.name };
                 self.propose_command(command, checked).await
             }
+            Request::PluginReset(reset) => self.plugin_reset(reset, checked).await,
             other => self.propose(other, checked).await,
         }
     }
@@ -139,6 +141,21 @@ impl Node {
         install.installed_by = principal.to_owned();
         // The leader's maxima, at entry only: apply must not depend on a node's flags (a
         // binding above another node's maxima is clamped there at call time).
+        match (install.binding.hook, install.binding.on_error) {
+            (PluginHook::Validate, FailurePolicy::Park { .. }) => {
+                return Err(Error::InvalidArgument(format!(
+                    "plugin {}: only a reactor can be parked (--park-after is for --hook react)",
+                    install.binding.name
+                )));
+            }
+            (PluginHook::React, FailurePolicy::Park { after: 0 }) => {
+                return Err(Error::InvalidArgument(format!(
+                    "plugin {}: --park-after must be at least 1",
+                    install.binding.name
+                )));
+            }
+            _ => {}
+        }
         let maxima = self.inner.plugins.maxima();
         if let Err(e) = maxima.check(&install.binding.limits) {
             return Err(Error::InvalidArgument(format!(
@@ -166,6 +183,61 @@ impl Node {
             .await
     }
 
+    /// Moves reactor `reset.name`'s checkpoint to `reset.revision`: a put of its checkpoint
+    /// key through the normal write path, as the reactor's own commits are. The reactor
+    /// loop sees the key move (`node/reactor.rs`), drops its cursor (and a parked state),
+    /// and goes on after the new checkpoint.
+    async fn plugin_reset(
+        &self,
+        reset: PluginResetRequest,
+        checked: Checked,
+    ) -> Result<Response, Error> {
+        let (_, records) = self.store().plugin_bindings().map_err(super::storage)?;
+        let name = reset.name.as_str();
+        let Some(record) = records.iter().find(|r| r.binding.name == name) else {
+            return Err(Error::InvalidArgument(format!(
+                "plugin {name:?} is not installed"
+            )));
+        };
+        if record.binding.hook != PluginHook::React {
+            return Err(Error::InvalidArgument(format!(
+                "plugin {name} is a validator: only a reactor has a checkpoint to reset"
+            )));
+        }
+        let current = self.store().revision();
+        if !(0..=current).contains(&reset.revision) {
+            return Err(Error::InvalidArgument(format!(
+                "revision {} is not between 0 and the current revision {current}",
+                reset.revision
+            )));
+        }
+        let previous = crate::plugin::read_checkpoint(self.store(), name)
+            .map_err(super::storage)?
+            .revision;
+        let txn = Request::Txn(TxnRequest {
+            success: vec![RequestOp::Put(PutRequest {
+                key: crate::plugin::checkpoint_key(name),
+                value: reset.revision.to_string().into_bytes(),
+                ..Default::default()
+            })],
+            ..Default::default()
+        });
+        tracing::info!(
+            plugin = name,
+            from = previous,
+            to = reset.revision,
+            "resetting reactor checkpoint"
+        );
+        let mut answer = self
+            .judge_and_propose(&format!("reactor:{name}"), txn, &[], checked, None)
+            .await?;
+        let header = answer.header_mut().clone();
+        Ok(Response::PluginReset(PluginResetResponse {
+            header,
+            previous,
+        }))
+    }
+
     /// Linearizable, as `member list`: the leader confirms it leads, then answers.
     async fn plugin_list(&self) -> Result<Response, Error> {
         self.confirm_leadership().await?;
@@ -180,7 +252,9 @@ impl Node {
             } else {
                 0
             };
-            let status = if stats.stalled {
+            let status = if stats.parked {
+                PluginStatus::Parked
+            } else if stats.stalled {
                 PluginStatus::Stalled
             } else if stats.last_error.is_empty() {
                 PluginStatus::Ok

@@ -45,7 +45,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use etch_proto::plugin::{PluginBinding, PluginHook};
+use etch_proto::plugin::{FailurePolicy, PluginBinding, PluginHook};
 use etch_proto::{
     Compare, CompareResult, CompareTarget, Error, PutRequest, Request, RequestOp, Response,
     Revision, TxnRequest,
@@ -77,6 +77,10 @@ struct Cursor {
     backoff: Duration,
     /// No attempt before this instant (after a failure).
     retry_at: Option<Instant>,
+    /// Failures of the current batch in a row.
+    failures: u32,
+    /// Parked by the binding's `Park` policy: not called until its checkpoint moves.
+    parked: bool,
 }
 
 /// What one step did.
@@ -155,9 +159,13 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
         let mut more = false;
         for record in reactors {
             let name = &record.binding.name;
-            let fresh =
-                (cursors.get(name)).is_none_or(|cursor| cursor.installed_at != record.installed_at);
+            // A cursor is made again for a new install, and when the checkpoint moved
+            // under it (`plugin reset`, or another leader's commit): that also unparks.
+            let fresh = (cursors.get(name)).is_none_or(|cursor| {
+                cursor.installed_at != record.installed_at || moved(node, name, cursor)
+            });
             if fresh {
+                node.inner.plugins.set_parked(name, false);
                 match load(node, &record.binding, record.installed_at) {
                     Some(cursor) => cursors.insert(name.clone(), cursor),
                     None => continue,
@@ -166,6 +174,9 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
             let Some(cursor) = cursors.get_mut(name) else {
                 continue; // inserted just above
             };
+            if cursor.parked {
+                continue;
+            }
             if let Some(at) = cursor.retry_at
                 && Instant::now() < at
             {
@@ -175,9 +186,20 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
             match step(node, record, cursor).await {
                 Progress::Done => {
                     cursor.retry_at = None;
+                    cursor.failures = 0;
                     more |= cursor.next <= node.store().revision();
                 }
                 Progress::Failed => {
+                    cursor.failures += 1;
+                    if let FailurePolicy::Park { after } = record.binding.on_error
+                        && cursor.failures >= after
+                    {
+                        tracing::warn!(plugin = %name, failures = cursor.failures, from = cursor.next, "reactor parked: its batch failed too often; `etchctl plugin reset` moves it on");
+                        cursor.parked = true;
+                        cursor.retry_at = None;
+                        node.inner.plugins.set_parked(name, true);
+                        continue;
+                    }
                     let at = Instant::now() + cursor.backoff;
                     cursor.retry_at = Some(at);
                     cursor.backoff = (cursor.backoff * 2).min(BACKOFF_MAX);
@@ -198,6 +220,12 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
     }
 }
 
+/// Whether reactor `name`'s stored checkpoint is no longer the one `cursor` holds.
+fn moved(node: &Node, name: &str, cursor: &Cursor) -> bool {
+    read_checkpoint(node.store(), name)
+        .is_ok_and(|stored| stored.mod_revision != cursor.checkpoint.mod_revision)
+}
+
 /// The cursor of a reactor from its stored checkpoint.
 fn load(node: &Node, binding: &PluginBinding, installed_at: Revision) -> Option<Cursor> {
     match read_checkpoint(node.store(), &binding.name) {
@@ -207,6 +235,8 @@ fn load(node: &Node, binding: &PluginBinding, installed_at: Revision) -> Option<
             checkpoint,
             backoff: BACKOFF_MIN,
             retry_at: None,
+            failures: 0,
+            parked: false,
         }),
         Err(e) => {
             tracing::error!(plugin = %binding.name, error = %e, "cannot read the reactor's checkpoint");

@@ -47,6 +47,8 @@ pub struct Stats {
     pub last_error: String,
     /// Whether the reactor cannot go on: its next revision is larger than a call can take.
     pub stalled: bool,
+    /// Whether the reactor is parked by its `Park` policy (on this leader).
+    pub parked: bool,
 }
 
 /// Per binding name: the cancel flag of its calls, and the binding it was made for.
@@ -473,6 +475,11 @@ impl Plugins {
         let stats = stats.entry(name.to_owned()).or_default();
         stats.failures += 1;
         stats.last_error = cause.to_owned();
+    }
+
+    /// Records whether reactor `name` is parked (see [`FailurePolicy::Park`]).
+    pub fn set_parked(&self, name: &str, parked: bool) {
+        self.stats().entry(name.to_owned()).or_default().parked = parked;
     }
 
     /// This node's counters for binding `name`.

@@ -160,6 +160,7 @@ fn request_kind(req: &etch_proto::Request) -> &'static str {
         PluginInstall(_) => "plugin-install",
         PluginList(_) => "plugin-list",
         PluginRemove(_) => "plugin-remove",
+        PluginReset(_) => "plugin-reset",
         HashKv(_) => "hash-kv",
         Auth(_) => "auth",
         Alarm(_) => "alarm",
