@@ -14,31 +14,11 @@ async fn main() -> etch_client::Result<()> {
     let client = Client::connect(options()).await?;
     client.put("/jobs/42/state", "idle").await?;
 
-    // etcd's If / Then / Else.
-    let took = client
-        .txn()
-        .when(Compare::value(
-            "/jobs/42/state",
-            CompareResult::Equal,
-            "idle",
-        ))
-        .and_then(TxnOp::put("/jobs/42/state", "busy"))
-        .or_else(TxnOp::get("/jobs/42/state"))
-        .await?;
-    println!("took the job: {}", took.succeeded);
-
-    // A second try finds it busy: the else branch read the state.
-    let again = client
-        .txn()
-        .when(Compare::value(
-            "/jobs/42/state",
-            CompareResult::Equal,
-            "idle",
-        ))
-        .and_then(TxnOp::put("/jobs/42/state", "busy"))
-        .or_else(TxnOp::get("/jobs/42/state"))
-        .await?;
-    println!("took it again: {}", again.succeeded);
+    let took = take(&client, "/jobs/42/state").await?;
+    println!("took the job: {took}");
+    // A second try finds it busy.
+    let again = take(&client, "/jobs/42/state").await?;
+    println!("took it again: {again}");
 
     // Create a key only if it does not exist yet (its create revision is 0).
     let created = client
@@ -54,4 +34,16 @@ async fn main() -> etch_client::Result<()> {
 
     client.delete("/jobs/").prefix().await?;
     Ok(())
+}
+
+/// Takes the job whose state is at `key` if it is idle (etcd's If / Then / Else): whether
+/// this call took it.
+async fn take(client: &Client, key: &str) -> etch_client::Result<bool> {
+    let resp = client
+        .txn()
+        .when(Compare::value(key, CompareResult::Equal, "idle"))
+        .and_then(TxnOp::put(key, "busy"))
+        .or_else(TxnOp::get(key))
+        .await?;
+    Ok(resp.succeeded)
 }

@@ -767,21 +767,23 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
     };
     let tool = etch_tests::bin("etch-plugin");
     let target_arg = target.to_str().expect("utf-8 path");
+    // The crate's native tests: each plugin has one.
+    let cargo_test = |manifest: &str| {
+        let args = [
+            "test",
+            "--manifest-path",
+            manifest,
+            "--target-dir",
+            target_arg,
+        ];
+        let tested = run(std::path::Path::new("cargo"), &args);
+        assert!(tested.contains("1 passed"), "{manifest}: {tested}");
+    };
     let mut built = BTreeMap::new();
     for (name, kind) in [("my-check", "--validator"), ("my-count", "--reactor")] {
         run(&tool, &["new", name, kind]);
         let manifest = format!("{name}/Cargo.toml");
-        let tested = run(
-            std::path::Path::new("cargo"),
-            &[
-                "test",
-                "--manifest-path",
-                &manifest,
-                "--target-dir",
-                target_arg,
-            ],
-        );
-        assert!(tested.contains("1 passed"), "{tested}");
+        cargo_test(&manifest);
         let out = run(
             &tool,
             &[
@@ -815,18 +817,7 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
         run(&tool, &["new", name, kind]);
         let lib = empty.path().join(name).join("src/lib.rs");
         std::fs::write(&lib, code.map(String::as_str).join("\n")).expect("write lib.rs");
-        let manifest = format!("{name}/Cargo.toml");
-        let tested = run(
-            std::path::Path::new("cargo"),
-            &[
-                "test",
-                "--manifest-path",
-                &manifest,
-                "--target-dir",
-                target_arg,
-            ],
-        );
-        assert!(tested.contains("1 passed"), "{name}: {tested}");
+        cargo_test(&format!("{name}/Cargo.toml"));
     }
 
     let cluster = Cluster::new(1, &[]);
