@@ -539,7 +539,7 @@ async fn a_reactor_is_not_triggered_by_its_own_writes() {
         "{records:?}"
     );
     assert_eq!(records[0].0, start);
-    // The checkpoint key is etch's: clients may not write it.
+    // The checkpoint key is etch's: clients may not write it, and do not see it.
     let err = client
         .put("\0etch/reactor/audit/checkpoint", "1")
         .await
@@ -548,6 +548,30 @@ async fn a_reactor_is_not_triggered_by_its_own_writes() {
         matches!(&err, Error::Server(ServerError::InvalidArgument(m)) if m.contains("reserved")),
         "{err:?}"
     );
+    let user_keys = client.get("").prefix().count_only().await.expect("count");
+    assert_eq!(
+        user_keys.count,
+        7 + records.len() as i64,
+        "the /x/ keys and records only"
+    );
+    let all = client.get("").prefix().keys_only().await.expect("range");
+    assert!(
+        all.kvs.iter().all(|kv| !kv.key.starts_with(b"\0")),
+        "{:?}",
+        all.kvs
+    );
+    // `del "" --prefix`, the usual way to wipe a store, empties the user's key space and
+    // leaves the reactor's checkpoint: the next change is recorded after it.
+    let out = ok_stdout(&cluster.etchctl(&["del", "", "--prefix"]));
+    assert_eq!(out, format!("{}\n", user_keys.count));
+    assert!(checkpoint_of(&list_line(&cluster, "audit")) >= fence2);
+    let after = client
+        .put("/x/after", "1")
+        .await
+        .expect("put")
+        .header
+        .revision;
+    await_record(&client, "/audit/", after).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

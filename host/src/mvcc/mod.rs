@@ -113,6 +113,7 @@ pub(crate) use preview::preview;
 pub use preview::{Change, Preview};
 pub use sessions::{EXPIRE_BATCH, RequestId, WINDOW as SESSION_WINDOW};
 pub use snapshot::{Export, Scanned, scan};
+pub use view::{RESERVED_PREFIX, is_reserved};
 
 /// Opens (creating it if need be) the fjall database of a node's data directory, with the
 /// node's cache and worker settings: the one place that decides them, for `etchd` and for

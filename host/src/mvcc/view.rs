@@ -71,7 +71,19 @@ pub const MAX_RANGE_BYTES: usize = etch_proto::DEFAULT_MAX_RESPONSE_BYTES;
 /// (its revisions, version and lease as encoded, about).
 const KV_OVERHEAD: usize = 32;
 
-/// Applies `limit`, `keys_only` and `count_only` to a stream of matches. `count` is every
+/// Keys under this prefix belong to etch itself (reactor checkpoints). They live in the key
+/// space, so that a reactor's checkpoint commits with its writes, but no client sees them:
+/// ranges and counts leave them out, a delete range skips them, watches never show them,
+/// and a put of one is refused where it enters.
+pub const RESERVED_PREFIX: &[u8] = b"\0etch/";
+
+/// Whether `key` is one of etch's own (see [`RESERVED_PREFIX`]).
+pub fn is_reserved(key: &[u8]) -> bool {
+    key.starts_with(RESERVED_PREFIX)
+}
+
+/// Applies `limit`, `keys_only` and `count_only` to a stream of matches, leaving out
+/// etch's own keys. `count` is every
 /// match; only the returned ones are held in memory, and at most `budget` bytes of them
 /// (what is left of it is handed back through `budget`).
 pub(crate) fn collect_range(
@@ -85,6 +97,9 @@ pub(crate) fn collect_range(
     resp.header.revision = header_revision;
     for kv in iter {
         let mut kv = kv?;
+        if is_reserved(&kv.key) {
+            continue;
+        }
         resp.count += 1;
         if req.count_only {
             continue;

@@ -165,10 +165,17 @@ impl<'v> WriteTx<'v> {
         Ok(resp)
     }
 
-    /// Deletes every live key in the range, in key order.
+    /// Deletes every live key in the range, in key order, but etch's own
+    /// ([`super::view::RESERVED_PREFIX`]): `del "" --prefix` empties the user's key space.
     pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
         let range = KeyRange::new(&req.key, &req.range_end);
-        let deleted: Vec<KeyValue> = self.scan(&range).collect::<Result<_>>()?;
+        let deleted: Vec<KeyValue> = self
+            .scan(&range)
+            .filter(|kv| {
+                kv.as_ref()
+                    .map_or(true, |kv| !super::view::is_reserved(&kv.key))
+            })
+            .collect::<Result<_>>()?;
         for kv in &deleted {
             self.note_lease_before(&kv.key, Some(kv));
             self.overlay.insert(kv.key.clone(), None);

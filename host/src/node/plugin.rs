@@ -7,8 +7,9 @@
 //! judged again from the newer state, up to [`MAX_ATTEMPTS`] times; after that the client
 //! gets `Conflict`, which it may retry. Any other write is proposed as before.
 //!
-//! Keys under `crate::plugin::RESERVED_PREFIX` (reactor checkpoints) are etch's own: a
-//! client write touching them is refused with `InvalidArgument`. Reactors write through
+//! Keys under `crate::mvcc::RESERVED_PREFIX` (reactor checkpoints) are etch's own: a
+//! client put of one is refused with `InvalidArgument` (a delete range skips them, a range
+//! never shows them: `mvcc/view.rs`). Reactors write through
 //! [`Node::judge_and_propose`] directly (`reactor.rs`), validated like any write.
 //!
 //! Installing checks on the leader that the limits are within the node's maxima
@@ -27,8 +28,8 @@ use sha2::{Digest, Sha256};
 
 use super::Node;
 use super::route::Checked;
+use crate::mvcc::is_reserved;
 use crate::mvcc::{Read, RequestId, hex};
-use crate::plugin::RESERVED_PREFIX;
 use crate::raft::{Command, Named};
 
 /// How many times a write is judged and proposed before `Conflict` reaches the client.
@@ -283,9 +284,16 @@ impl Node {
     }
 }
 
-/// Refuses a client write that touches etch's reserved keys.
+/// Refuses a client put of one of etch's reserved keys (a delete range may cover them: it
+/// skips them, see `mvcc::RESERVED_PREFIX`).
 fn refuse_reserved(request: &Request) -> Result<(), Error> {
-    if crate::plugin::touches(request, RESERVED_PREFIX) {
+    let reserved_put = |op: &RequestOp| matches!(op, RequestOp::Put(p) if is_reserved(&p.key));
+    let refused = match request {
+        Request::Put(p) => is_reserved(&p.key),
+        Request::Txn(t) => t.success.iter().chain(&t.failure).any(reserved_put),
+        _ => false,
+    };
+    if refused {
         return Err(Error::InvalidArgument(
             "keys under \"\\0etch/\" are reserved for etch (reactor checkpoints)".into(),
         ));

@@ -41,7 +41,7 @@ bindgen!({
 
 /// Keys under this prefix belong to etch itself (reactor checkpoints): clients and reactors
 /// may not write them, and reactors are never told of changes to them.
-pub const RESERVED_PREFIX: &[u8] = b"\0etch/";
+pub use crate::mvcc::RESERVED_PREFIX;
 
 /// Bytes of a staged transaction kept for what is not staged: the compare on the
 /// checkpoint and the checkpoint's put (keys of at most ~300 bytes, a decimal revision).

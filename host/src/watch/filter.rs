@@ -38,9 +38,9 @@ impl Filter {
         kind_ok && self.wants_key(&event.kv.key)
     }
 
-    /// Whether `key` is in this watcher's range.
+    /// Whether `key` is in this watcher's range (etch's own keys never are).
     pub fn wants_key(&self, key: &[u8]) -> bool {
-        KeyRange::new(&self.key, &self.range_end).contains(key)
+        KeyRange::new(&self.key, &self.range_end).contains(key) && !crate::mvcc::is_reserved(key)
     }
 
     /// The events of one revision this watcher wants, in their order, with `prev_kv` left
@@ -127,6 +127,17 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].kv.key, b"a");
         assert_eq!(got[0].prev_kv, None, "prev_kv only when asked for");
+    }
+
+    #[test]
+    fn etchs_own_keys_are_never_watched() {
+        let everything = Filter::new(&WatchCreateRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        });
+        assert!(everything.wants_key(b"/app/a"));
+        assert!(!everything.wants_key(b"\0etch/reactor/audit/checkpoint"));
     }
 
     #[test]
