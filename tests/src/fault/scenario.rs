@@ -320,8 +320,15 @@ fn scenario(fc: &mut FaultCluster, rng: &mut Rng, faults: &[Fault]) -> Result<Fi
     let acknowledged = check::acknowledged_writes_committed(&entries, &committed)?;
     check::nothing_committed_that_failed(&entries, &committed, PREFIX.as_bytes())?;
     check::final_state_matches(&committed, &data, PREFIX.as_bytes())?;
+    // The watchers' clients know the founding members only (the SDK does not re-discover
+    // members): when membership faults retired them all, a watcher cannot follow the
+    // cluster any further (soak seed 8460921660183694046: n1, n2 and n3 all removed), and
+    // only what it received is checked.
+    let reachable = fc.endpoints().iter().any(|e| known.contains(e));
     for watcher in &watchers {
-        watcher.catch_up(&fc.rt, revision, RECOVERY)?;
+        if reachable {
+            watcher.catch_up(&fc.rt, revision, RECOVERY)?;
+        }
         check::watch_stream(watcher, &committed)?;
         figures.watch_events += watcher.events() as u64;
     }
