@@ -16,7 +16,9 @@ pub enum Error {
     #[error("unavailable: {reason}")]
     Unavailable { reason: String },
     /// The request took longer than its deadline; a write may or may not have been applied.
-    #[error("request timed out")]
+    #[error(
+        "request timed out: the leader was lost or did not answer after the request was sent (a write's outcome is unknown)"
+    )]
     Timeout,
     /// The requested revision has been compacted.
     #[error("required revision has been compacted (compact revision {compact_revision})")]

@@ -186,7 +186,7 @@ fn five_nodes_losing_three_refuse_writes_then_recover() {
     let tls = cluster.client_tls("root");
     let endpoint = cluster.nodes[survivor].endpoint();
     // Right after the kill a survivor may still forward to the dead leader, and such a write
-    // ends with an unknown outcome ("request timed out"); once the survivors have noticed,
+    // ends with an unknown outcome ("request timed out: the leader was lost ..."); once the survivors have noticed,
     // every write fails with a clear "no leader" / "no quorum" (the write still in flight
     // when the command timeout ran out is said to be of unknown outcome, after the node's
     // reason). None may succeed.
