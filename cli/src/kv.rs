@@ -180,6 +180,11 @@ pub async fn put(ctx: &Ctx, args: &PutArgs) -> Result<()> {
             std::io::stdin()
                 .read_to_end(&mut buf)
                 .context("reading the value from standard input")?;
+            // etcdctl's rule: no value argument and nothing on stdin is a usage error, not
+            // a put of an empty value (`put k ""` is that).
+            if buf.is_empty() {
+                bail!("put command needs 1 argument and input from stdin or 2 arguments");
+            }
             buf
         }
     };

@@ -230,6 +230,13 @@ fn etchctl_verbs_and_output() {
     }
     assert_eq!(ctl(&["put", "/e/a", "11", "--prev-kv"]), "OK\n/e/a\n1\n");
     assert_eq!(ctl(&["put", "zz", "z"]), "OK\n"); // revision 6
+    // No value and nothing on stdin: etcdctl's usage error, nothing written.
+    let refused = cluster.etchctl(&["put", "/e/x"]);
+    assert!(!refused.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr),
+        "Error: put command needs 1 argument and input from stdin or 2 arguments\n"
+    );
 
     assert_eq!(
         ctl(&["get", "/e/", "--prefix"]),

@@ -111,7 +111,7 @@ struct TimeToLive {
 struct Leases {
     #[serde(flatten)]
     header: Header,
-    leases: Option<Vec<LeaseStatus>>,
+    leases: Vec<LeaseStatus>,
 }
 
 #[derive(Serialize)]
@@ -163,9 +163,10 @@ pub(super) fn time_to_live_json(
     print(w, &ttl)
 }
 
+/// etcd's server answers `LeaseLeases` with a slice made for its leases, never a nil one:
+/// etcdctl prints `"leases":[]` for none, not `null`.
 pub(super) fn leases_json(w: &mut dyn Write, resp: &LeaseLeasesResponse) -> io::Result<()> {
-    let leases = (!resp.leases.is_empty())
-        .then(|| resp.leases.iter().map(|&id| LeaseStatus { id }).collect());
+    let leases = resp.leases.iter().map(|&id| LeaseStatus { id }).collect();
     let list = Leases {
         header: (&resp.header).into(),
         leases,
@@ -296,6 +297,15 @@ mod tests {
         assert_eq!(
             printed(|w| JSON.lease_leases(w, &list)),
             "{\"revision\":5,\"raft_term\":2,\"leases\":[{\"id\":31}]}\n"
+        );
+        let none = LeaseLeasesResponse {
+            header: header(),
+            leases: vec![],
+        };
+        assert_eq!(
+            printed(|w| JSON.lease_leases(w, &none)),
+            "{\"revision\":5,\"raft_term\":2,\"leases\":[]}\n",
+            "etcdctl prints [] for no leases"
         );
     }
 }
