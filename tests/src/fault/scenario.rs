@@ -316,7 +316,19 @@ fn scenario(fc: &mut FaultCluster, rng: &mut Rng, faults: &[Fault]) -> Result<Fi
         }
     }
     let entries = workload.history.entries();
-    check::linearizable(&entries)?;
+    if let Err(why) = check::linearizable(&entries) {
+        // The whole history, for the post-mortem the replay (timing-dependent) may not allow.
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let path = std::env::temp_dir().join(format!("etch-history-{at}.txt"));
+        let text: String = entries.iter().map(|e| format!("{e}\n")).collect();
+        let kept = std::fs::write(&path, text).map_or_else(
+            |e| format!("(not written: {e})"),
+            |()| path.display().to_string(),
+        );
+        return Err(format!("{why}\n whole history: {kept}"));
+    }
     let acknowledged = check::acknowledged_writes_committed(&entries, &committed)?;
     check::nothing_committed_that_failed(&entries, &committed, PREFIX.as_bytes())?;
     check::final_state_matches(&committed, &data, PREFIX.as_bytes())?;
