@@ -879,10 +879,9 @@ async fn a_write_of_unknown_outcome_says_so_and_names_the_endpoints_tried() {
     // A read stops at max_attempts with the node's own (retryable) error.
     let before = node.seen.load(Ordering::SeqCst);
     let err = client.get("k").await.expect_err("unavailable");
-    assert!(
-        matches!(err, Error::Server(proto::Error::Unavailable { .. })),
-        "{err:?}"
-    );
+    let Error::Server(proto::Error::Unavailable { .. }) = &err else {
+        panic!("expected the node's Unavailable, got {err:?}");
+    };
     assert!(!err.outcome_unknown());
     assert_eq!(node.seen.load(Ordering::SeqCst) - before, 2);
 
@@ -958,9 +957,9 @@ async fn a_failing_keep_alive_reports_retrying_then_alive() {
                     return;
                 }
                 let next = proto::frame::read::<_, LeaseKeepAliveRequest>(&mut recv, 1 << 20).await;
-                if !matches!(next, Ok(Some(_))) {
+                let Ok(Some(_)) = next else {
                     return;
-                }
+                };
             }
         })
     });
@@ -1049,18 +1048,32 @@ async fn a_watch_reports_resuming_while_it_is_disconnected() {
         }
     );
     let mut states = watcher.states();
-    let resuming = until(&mut states, |s| matches!(s, WatchState::Resuming { .. })).await;
-    let WatchState::Resuming { from_revision, .. } = resuming else {
+    let state = until(&mut states, resuming).await;
+    let WatchState::Resuming { from_revision, .. } = state else {
         unreachable!("matched above");
     };
     assert_eq!(from_revision, 4, "after the last delivered event");
-    until(&mut states, |s| matches!(s, WatchState::Live { .. })).await;
+    until(&mut states, live).await;
     assert_eq!(
         revisions(&next(&mut watcher).await.expect("open").expect("events")),
         [3]
     );
     watcher.cancel();
     until(&mut states, |s| *s == WatchState::Ended).await;
+}
+
+fn resuming(state: &WatchState) -> bool {
+    match state {
+        WatchState::Resuming { .. } => true,
+        WatchState::Live { .. } | WatchState::Ended => false,
+    }
+}
+
+fn live(state: &WatchState) -> bool {
+    match state {
+        WatchState::Live { .. } => true,
+        WatchState::Resuming { .. } | WatchState::Ended => false,
+    }
 }
 
 /// Waits (up to [`PATIENCE`]) for the watcher's state to become one that `want` accepts.

@@ -66,6 +66,9 @@ __attribute__((export_name("cabi_realloc"))) void *cabi_realloc(void *old, u32 o
     }
     u32 at = (heap_top + align - 1) & ~(align - 1);
     u32 end = at + new_len;
+    if (at < heap_top || end < at) {
+        __builtin_trap(); /* past 4 GiB: no such memory */
+    }
     u32 pages = __builtin_wasm_memory_size(0);
     if (end > pages * 65536) {
         if (__builtin_wasm_memory_grow(0, (end - pages * 65536 + 65535) / 65536) == (u32)-1) {

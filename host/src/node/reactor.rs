@@ -159,10 +159,13 @@ async fn lead(node: &Node, term: u64, applied: &mut tokio::sync::watch::Receiver
         let mut more = false;
         for record in reactors {
             let name = &record.binding.name;
-            // A cursor is made again for a new install, and when the checkpoint moved
-            // under it (`plugin reset`, or another leader's commit): that also unparks.
+            // A cursor is made again for a new install, and when the checkpoint of a parked
+            // or failing reactor moved under it (`plugin reset`): that also unparks. A
+            // reactor that is going on learns of a move when its next commit's compare
+            // fails, so the store is only read for the ones that are not.
             let fresh = (cursors.get(name)).is_none_or(|cursor| {
-                cursor.installed_at != record.installed_at || moved(node, name, cursor)
+                cursor.installed_at != record.installed_at
+                    || ((cursor.parked || cursor.failures > 0) && moved(node, name, cursor))
             });
             if fresh {
                 node.inner.plugins.set_parked(name, false);

@@ -297,10 +297,12 @@ fn a_component_that_is_not_a_validator_is_refused() {
         .plugins
         .check(&sha, PluginHook::React, &good)
         .expect_err("not a reactor");
-    assert!(
-        matches!(&err, PluginError::Invalid(m)
-            if m == "this component is a validator: install it with `--hook validate`"),
-        "{err:?}"
+    let PluginError::Invalid(why) = &err else {
+        panic!("expected Invalid, got {err:?}");
+    };
+    assert_eq!(
+        why,
+        "this component is a validator: install it with `--hook validate`"
     );
 }
 

@@ -48,15 +48,21 @@ impl ResetKey {
     /// The file cannot be read or written.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<ResetKey> {
         let path = data_dir.join(RESET_KEY_FILE);
-        let secret = match fs::read(&path) {
-            Ok(bytes) if bytes.len() == KEY_LEN => bytes,
-            Ok(bytes) => {
-                tracing::warn!(path = %path.display(), len = bytes.len(), "malformed reset key; making a new one");
+        // The size first: a file of another size is replaced, never read whole.
+        let secret = match fs::metadata(&path) {
+            Ok(meta) if meta.len() == KEY_LEN as u64 => {
+                fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+            }
+            Ok(meta) => {
+                tracing::warn!(path = %path.display(), len = meta.len(), "malformed reset key; making a new one");
                 create(data_dir)?
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => create(data_dir)?,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
+        if secret.len() != KEY_LEN {
+            anyhow::bail!("{} changed size while it was read", path.display());
+        }
         Ok(ResetKey(Arc::new(hmac::Key::new(
             hmac::HMAC_SHA256,
             &secret,
@@ -141,6 +147,12 @@ mod tests {
         fs::write(&path, b"short").expect("damage");
         let replaced = ResetKey::load_or_create(dir.path()).expect("replace");
         assert_ne!(sign(&first), sign(&replaced));
+        assert_eq!(fs::read(&path).expect("read").len(), KEY_LEN);
+
+        // An oversized file is replaced by its size alone.
+        fs::write(&path, vec![7u8; 1 << 20]).expect("oversize");
+        let again = ResetKey::load_or_create(dir.path()).expect("replace");
+        assert_ne!(sign(&replaced), sign(&again));
         assert_eq!(fs::read(&path).expect("read").len(), KEY_LEN);
     }
 }
