@@ -283,7 +283,7 @@ impl Error {
             Error::Timeout {
                 outcome_unknown, ..
             } => *outcome_unknown,
-            Error::Server(etch_proto::Error::Timeout) => true,
+            Error::Server(e) => e.outcome_unknown(),
             other => other.is_transient_after_send(),
         }
     }

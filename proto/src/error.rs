@@ -64,6 +64,11 @@ pub enum Error {
         "database space exceeded (NOSPACE alarm: free space with compact and defrag, then `etchctl alarm disarm`; see docs/operations.md)"
     )]
     NoSpace,
+    /// The node stopped (its disk failed, or it was shutting down) after the write was
+    /// proposed and before it was answered: the write may have committed. Like
+    /// [`Error::Timeout`], not to be sent again unchanged; read the key to find out.
+    #[error("{reason}: the node stopped after the write was proposed (its outcome is unknown)")]
+    OutcomeUnknown { reason: String },
 }
 
 impl Error {
@@ -74,6 +79,12 @@ impl Error {
             self,
             Error::NotLeader { .. } | Error::Unavailable { .. } | Error::Conflict
         )
+    }
+
+    /// Whether a write that failed this way may have been applied: the node lost track of
+    /// it after proposing it.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Error::Timeout | Error::OutcomeUnknown { .. })
     }
 
     /// The gRPC status code etcd answers this failure with (the `grpc_code` label of the
@@ -92,6 +103,7 @@ impl Error {
             Error::LeaseNotFound(_) => "NotFound",
             Error::Internal(_) => "Internal",
             Error::NoSpace => "ResourceExhausted",
+            Error::OutcomeUnknown { .. } => "Unavailable",
         }
     }
 }
@@ -115,5 +127,23 @@ mod tests {
         assert_eq!(e.to_string(), "not the leader (leader is 127.0.0.1:7379)");
         assert!(e.is_retryable());
         assert!(!Error::Timeout.is_retryable());
+    }
+
+    #[test]
+    fn a_node_that_stopped_after_proposing_leaves_the_outcome_unknown() {
+        let e = Error::OutcomeUnknown {
+            reason: "raft stopped: storage error".into(),
+        };
+        assert!(!e.is_retryable(), "a resend could apply the write twice");
+        assert!(e.outcome_unknown());
+        assert!(Error::Timeout.outcome_unknown());
+        let unavailable = Error::Unavailable {
+            reason: "no leader".into(),
+        };
+        assert!(!unavailable.outcome_unknown());
+        assert_eq!(
+            e.to_string(),
+            "raft stopped: storage error: the node stopped after the write was proposed (its outcome is unknown)"
+        );
     }
 }

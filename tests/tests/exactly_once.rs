@@ -98,3 +98,53 @@ async fn a_put_retried_after_its_leader_died_mid_request_applies_once() {
     }
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
 }
+
+/// The same fault for a client that does not name its writes: the leader stops (its apply
+/// failed) after the put committed, so openraft ends the proposal with a fatal error. That
+/// error must say the outcome is unknown, never "unavailable" (which tells a client the
+/// write did not happen and may be sent again): the SDK does not resend it, and the put
+/// applies once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_put_whose_leader_stopped_mid_request_is_of_unknown_outcome() {
+    let mut cluster = Cluster::prepare(3, &[]);
+    for i in 0..3 {
+        let spec = format!("apply-write={}", trigger(&cluster, i).display());
+        cluster.nodes[i].env.push(("ETCH_FAILPOINTS".into(), spec));
+    }
+    cluster.start();
+    let opts = cluster
+        .client_options("root")
+        .request_timeout(Duration::from_secs(10))
+        .exactly_once(false);
+    let client = etch_client::Client::new(opts).expect("an unnamed client");
+    let first = client.put("unnamed/k", "v0").await.expect("first put");
+
+    let leader = cluster.leader_index();
+    std::fs::write(trigger(&cluster, leader), b"").expect("arm the leader's apply");
+    let err = client
+        .put("unnamed/k", "v1")
+        .await
+        .expect_err("the leader stopped before answering");
+    assert!(err.outcome_unknown(), "outcome unknown: {err:#}");
+    assert!(!err.is_retryable(), "not to be sent again: {err:#}");
+    let status = cluster.nodes[leader].wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "the leader exited with {status}");
+
+    let got =
+        etch_tests::wait_for_async("a get from the new leader", Duration::from_secs(20), || {
+            let client = client.clone();
+            async move { client.get("unnamed/k").await.ok() }
+        })
+        .await;
+    let kv = &got.kvs[0];
+    assert_eq!(
+        kv.value, b"v1",
+        "the put committed before its leader stopped"
+    );
+    assert_eq!(kv.version, 2, "v0 then v1, once: {kv:?}");
+    assert_eq!(kv.mod_revision, first.header.revision + 1);
+    assert_eq!(
+        got.header.revision, kv.mod_revision,
+        "nothing else was written"
+    );
+}

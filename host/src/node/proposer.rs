@@ -135,7 +135,10 @@ impl Proposer {
         // The batch carries its own deadline; this one only guards against a lost answer.
         match tokio::time::timeout(self.timeout + Duration::from_secs(1), wait).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(shutting_down()),
+            // The batch was taken from the queue, and perhaps proposed, before it was lost.
+            Ok(Err(_)) => Err(ProposeError::Failed(Error::OutcomeUnknown {
+                reason: "node shutting down".into(),
+            })),
             Err(_) => Err(ProposeError::Failed(Error::Timeout)),
         }
     }
@@ -163,7 +166,10 @@ pub(crate) fn propose_error(
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             ProposeError::Membership(e.to_string())
         }
-        RaftError::Fatal(e) => ProposeError::Failed(Error::Unavailable {
+        // Raft stops on a storage error (a failed fsync or apply) with proposals pending,
+        // and a pending proposal may have been replicated and committed by the others:
+        // "unavailable" would tell the client it may send the write again.
+        RaftError::Fatal(e) => ProposeError::Failed(Error::OutcomeUnknown {
             reason: format!("raft stopped: {e}"),
         }),
     }

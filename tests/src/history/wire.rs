@@ -123,6 +123,10 @@ mod tests {
         assert_eq!(outcome(&op, &Err(not_leader)), Outcome::Failed);
         let timeout = etch_client::Error::Server(etch_proto::Error::Timeout);
         assert_eq!(outcome(&op, &Err(timeout)), Outcome::Unknown);
+        let stopped = etch_client::Error::Server(etch_proto::Error::OutcomeUnknown {
+            reason: "raft stopped".into(),
+        });
+        assert_eq!(outcome(&op, &Err(stopped)), Outcome::Unknown);
         let wrong_kind = Response::Put(Default::default());
         assert_eq!(outcome(&op, &Ok(wrong_kind)), Outcome::Unknown);
     }
