@@ -235,7 +235,10 @@ impl Hostile {
 
 /// A validator component whose `validate` loops for ever.
 fn looping_validator() -> Result<Vec<u8>> {
-    etch_plugin_encode::wat::component(etch_plugin_encode::wat::SPINNING_VALIDATOR, "validator")
+    etch_plugin_encode::wat::component(
+        etch_plugin_encode::wat::SPINNING_VALIDATOR,
+        "validator@0.1.0",
+    )
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The WebAssembly side: bindings generated from `wit/etch.wit` and the glue that
+//! The WebAssembly side: bindings generated from `wit/etch.wit` (`etch:plugin@0.2.0`) and the glue that
 //! [`export_validator!`](crate::export_validator) and
 //! [`export_reactor!`](crate::export_reactor) expand to.
 //!
@@ -33,15 +33,16 @@ pub mod reactor_bindings {
         export_macro_name: "export_reactor_world",
         default_bindings_module: "etch_plugin::__private::reactor_bindings",
         with: {
-            "etch:plugin/types@0.1.0": etch_plugin::__private::bindings::etch::plugin::types,
-            "etch:plugin/log@0.1.0": etch_plugin::__private::bindings::etch::plugin::log,
-            "etch:plugin/config@0.1.0": etch_plugin::__private::bindings::etch::plugin::config,
-            "etch:plugin/kv@0.1.0": etch_plugin::__private::bindings::etch::plugin::kv,
+            "etch:plugin/types@0.2.0": etch_plugin::__private::bindings::etch::plugin::types,
+            "etch:plugin/log@0.2.0": etch_plugin::__private::bindings::etch::plugin::log,
+            "etch:plugin/config@0.2.0": etch_plugin::__private::bindings::etch::plugin::config,
+            "etch:plugin/kv@0.2.0": etch_plugin::__private::bindings::etch::plugin::kv,
+            "etch:plugin/binding@0.2.0": etch_plugin::__private::bindings::etch::plugin::binding,
         },
     });
 }
 
-use bindings::etch::plugin::{config, kv, log, types as wit};
+use bindings::etch::plugin::{binding, config, kv, log, types as wit};
 use reactor_bindings::etch::plugin::kv_write;
 
 pub use bindings::Guest;
@@ -79,6 +80,14 @@ impl Host for WasmHost {
         };
         log::log(level, message);
     }
+
+    fn binding_name(&self) -> String {
+        binding::name()
+    }
+
+    fn binding_prefix(&self) -> Vec<u8> {
+        binding::prefix()
+    }
 }
 
 impl ReactorHost for WasmHost {
@@ -89,6 +98,16 @@ impl ReactorHost for WasmHost {
     fn delete(&self, key: &[u8]) -> Result<(), String> {
         kv_write::delete(key)
     }
+}
+
+/// Runs `V`'s [`Validator::init`] as the world hands the configuration over.
+pub fn validator_init<V: Validator>(config: Vec<(String, String)>) -> Result<(), String> {
+    V::init(&WasmHost, &config)
+}
+
+/// Runs `R`'s [`Reactor::init`] as the world hands the configuration over.
+pub fn reactor_init<R: Reactor>(config: Vec<(String, String)>) -> Result<(), String> {
+    R::init(&WasmHost, &config)
 }
 
 /// Runs `R` on a batch as the world hands it over.

@@ -23,6 +23,11 @@ pub trait Host {
     fn range(&self, key: &[u8], range_end: &[u8], limit: u32) -> Vec<KeyValue>;
     /// Writes a message to the node's log, tagged with the plugin's name.
     fn log(&self, level: Level, message: &str);
+    /// The binding's name (`etchctl plugin install NAME ...`).
+    fn binding_name(&self) -> String;
+    /// The key prefix the binding is bound to (`--prefix`): a validator is asked about the
+    /// writes touching it, a reactor told of the changes under it.
+    fn binding_prefix(&self) -> Vec<u8>;
 
     /// The live keys starting with `prefix`, at most `limit` (0 = all).
     fn prefix(&self, prefix: &[u8], limit: u32) -> Vec<KeyValue> {

@@ -13,9 +13,14 @@
 //!   write keys in turn (never triggering itself). Implement [`Reactor`] and export it with
 //!   [`export_reactor!`].
 //!
-//! Both get a [`Host`] for the binding's config, reads and logs (a reactor's
-//! [`ReactorHost`] adds writes). [`testing`] runs either natively against an in-memory key
-//! space, so `cargo test` needs no WebAssembly and no cluster.
+//! Both get a [`Host`] for the binding's config, name and prefix, reads and logs (a
+//! reactor's [`ReactorHost`] adds writes), and may override `init`, which receives the
+//! binding's settings before an instance's first call (an `Err` fails the call: the place to
+//! refuse settings the plugin cannot use). [`testing`] runs either natively against an
+//! in-memory key space, so `cargo test` needs no WebAssembly and no cluster.
+//!
+//! The crate targets the newest contract, `etch:plugin@0.2.0` (`wit/etch.wit`); nodes
+//! also serve components built against 0.1.0 (`wit-0.1.0/etch.wit`).
 //!
 //! # Writing, building, installing
 //!

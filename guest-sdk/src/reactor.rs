@@ -70,6 +70,19 @@ pub trait Reactor {
     ///
     /// Whatever the reactor decides is a failure; the node logs it and counts it.
     fn on_events(host: &dyn ReactorHost, events: &[Event]) -> Result<(), String>;
+
+    /// Prepares an instance: called with the binding's configuration before the
+    /// instance's first [`on_events`](Self::on_events), as
+    /// [`Validator::init`](crate::Validator::init). The default does nothing. `Err` fails
+    /// the call; the batch is delivered again after a pause.
+    ///
+    /// # Errors
+    ///
+    /// A configuration the reactor cannot work with.
+    fn init(host: &dyn Host, config: &[(String, String)]) -> Result<(), String> {
+        let _ = (host, config);
+        Ok(())
+    }
 }
 
 /// Makes a [`Reactor`] the `on-events` export of the plugin being built. Use it once, in
@@ -108,6 +121,12 @@ macro_rules! export_reactor {
                     >,
                 ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::on_events::<$reactor>(events)
+                }
+
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::reactor_init::<$reactor>(config)
                 }
             }
 

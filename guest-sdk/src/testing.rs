@@ -122,10 +122,11 @@ impl<V: Validator> Harness<V> {
     /// A harness for a binding on `prefix`, with an empty key space at revision 1, no
     /// config and principal `root`.
     pub fn new(prefix: impl Into<Vec<u8>>) -> Self {
+        let prefix = prefix.into();
         Harness {
-            host: TestHost::default(),
+            host: TestHost::new(prefix.clone()),
             principal: "root".into(),
-            prefix: prefix.into(),
+            prefix,
             validator: PhantomData,
         }
     }
@@ -166,11 +167,27 @@ impl<V: Validator> Harness<V> {
             self.host.apply(&writes, &self.principal);
             return Verdict::Allow;
         }
+        if let Err(e) = self.init() {
+            panic!(
+                "the validator's init failed: {e} (on a node every call of this binding would \
+                 fail; Harness::init runs it alone)"
+            );
+        }
         let verdict = V::validate(&self.host, &self.request(&writes));
         if verdict.is_allow() {
             self.host.apply(&writes, &self.principal);
         }
         verdict
+    }
+
+    /// Runs the validator's [`Validator::init`] with the binding's configuration, as a node
+    /// does before an instance's first call ([`write`](Self::write) does it before each).
+    ///
+    /// # Errors
+    ///
+    /// What `init` returns.
+    pub fn init(&self) -> Result<(), String> {
+        V::init(&self.host, &self.host.config_list())
     }
 
     /// The request the validator gets for `writes`, at the current state.
@@ -261,9 +278,10 @@ impl<R: Reactor> ReactorHarness<R> {
     /// A harness for a binding on `prefix`, with an empty key space at revision 1 and no
     /// config.
     pub fn new(prefix: impl Into<Vec<u8>>) -> Self {
+        let prefix = prefix.into();
         ReactorHarness {
-            host: TestHost::default(),
-            prefix: prefix.into(),
+            host: TestHost::new(prefix.clone()),
+            prefix,
             principal: "root".into(),
             pending: Vec::new(),
             calls: 0,
@@ -322,6 +340,7 @@ impl<R: Reactor> ReactorHarness<R> {
         }
         self.calls += 1;
         self.host.staged.borrow_mut().clear();
+        R::init(&self.host, &self.host.config_list()).map_err(|e| format!("init failed: {e}"))?;
         let result = R::on_events(&self.host, &self.pending);
         let staged = std::mem::take(&mut *self.host.staged.borrow_mut());
         result?;
@@ -364,6 +383,9 @@ impl<R: Reactor> ReactorHarness<R> {
 
 /// The in-memory [`Host`] behind the harnesses.
 struct TestHost {
+    /// The binding's name and prefix.
+    name: String,
+    prefix: Vec<u8>,
     kvs: BTreeMap<Vec<u8>, KeyValue>,
     config: BTreeMap<String, String>,
     logs: RefCell<Vec<(Level, String)>>,
@@ -372,9 +394,12 @@ struct TestHost {
     staged: RefCell<Vec<Write>>,
 }
 
-impl Default for TestHost {
-    fn default() -> Self {
+impl TestHost {
+    /// A host for a binding on `prefix` (named `harness`).
+    fn new(prefix: Vec<u8>) -> Self {
         TestHost {
+            name: "harness".into(),
+            prefix,
             kvs: BTreeMap::new(),
             config: BTreeMap::new(),
             logs: RefCell::new(Vec::new()),
@@ -382,9 +407,14 @@ impl Default for TestHost {
             staged: RefCell::new(Vec::new()),
         }
     }
-}
 
-impl TestHost {
+    /// The binding's configuration, as `init` receives it.
+    fn config_list(&self) -> Vec<(String, String)> {
+        (self.config.iter())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The live keys of `[key, end)`, in key order.
     fn select<'a>(&'a self, key: &'a [u8], end: &'a [u8]) -> impl Iterator<Item = &'a KeyValue> {
         self.kvs
@@ -463,10 +493,7 @@ impl Host for TestHost {
     }
 
     fn config_entries(&self) -> Vec<(String, String)> {
-        self.config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.config_list()
     }
 
     fn get(&self, key: &[u8]) -> Option<KeyValue> {
@@ -484,6 +511,14 @@ impl Host for TestHost {
 
     fn log(&self, level: Level, message: &str) {
         self.logs.borrow_mut().push((level, message.to_owned()));
+    }
+
+    fn binding_name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn binding_prefix(&self) -> Vec<u8> {
+        self.prefix.clone()
     }
 }
 
@@ -532,5 +567,41 @@ mod tests {
         );
         assert_eq!(h.logs().len(), 3);
         assert!(h.get("/q/b").is_none(), "a txn is judged as a whole");
+    }
+
+    /// Wants a numeric `max`; denies with its binding's name and prefix as the reason.
+    struct Strict;
+
+    impl Validator for Strict {
+        fn init(_: &dyn Host, config: &[(String, String)]) -> Result<(), String> {
+            let (_, max) = (config.iter().find(|(k, _)| k == "max")).ok_or("max is not set")?;
+            max.parse::<u32>()
+                .map(|_| ())
+                .map_err(|e| format!("max: {e}"))
+        }
+
+        fn validate(host: &dyn Host, _: &Request) -> Verdict {
+            let prefix = String::from_utf8_lossy(&host.binding_prefix()).into_owned();
+            Verdict::deny("no", format!("{} on {prefix}", host.binding_name()))
+        }
+    }
+
+    #[test]
+    fn init_gets_the_configuration_and_the_host_tells_the_binding() {
+        assert_eq!(
+            Harness::<Strict>::new("/p/").init(),
+            Err("max is not set".into())
+        );
+        let mut h = Harness::<Strict>::new("/p/").config("max", "3");
+        assert_eq!(h.init(), Ok(()));
+        assert_eq!(h.put("/p/a", "1"), Verdict::deny("no", "harness on /p/"));
+    }
+
+    #[test]
+    #[should_panic(expected = "the validator's init failed: max: invalid digit found in string")]
+    fn a_write_through_a_harness_whose_init_fails_panics_with_the_reason() {
+        Harness::<Strict>::new("/p/")
+            .config("max", "x")
+            .put("/p/a", "1");
     }
 }

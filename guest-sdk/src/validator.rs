@@ -39,6 +39,23 @@ use crate::types::{Request, Verdict};
 pub trait Validator {
     /// Decides on `request`.
     fn validate(host: &dyn Host, request: &Request) -> Verdict;
+
+    /// Prepares an instance: called with the binding's configuration (`--config`) before
+    /// the instance's first [`validate`](Self::validate). The default does nothing.
+    ///
+    /// An instance may serve one call or many: keep (in a `static`, e.g. a
+    /// `std::sync::OnceLock`) only what you derive from `config` — a parsed schema, a
+    /// compiled pattern — never anything from a call. `Err` fails the call as a trap would
+    /// (the binding's `--on-error` policy decides) with the message as its cause: the
+    /// place to refuse a configuration the plugin cannot use.
+    ///
+    /// # Errors
+    ///
+    /// A configuration the validator cannot work with.
+    fn init(host: &dyn Host, config: &[(String, String)]) -> Result<(), String> {
+        let _ = (host, config);
+        Ok(())
+    }
 }
 
 /// Makes a [`Validator`] the `validate` export of the plugin being built. Use it once, in
@@ -71,6 +88,12 @@ macro_rules! export_validator {
                     request: $crate::__private::bindings::etch::plugin::types::Request,
                 ) -> $crate::__private::bindings::etch::plugin::types::Verdict {
                     $crate::__private::validate::<$validator>(request)
+                }
+
+                fn init(
+                    config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__private::validator_init::<$validator>(config)
                 }
             }
 

@@ -1,11 +1,11 @@
 /*
  * no-empty: an etch validator written in C, against the canonical ABI of the `validator`
- * world of guest-sdk/wit/etch.wit (etch:plugin@0.1.0) by hand: no wit-bindgen, no libc, no
- * WASI. It refuses a put under the binding's prefix whose value is empty (code `empty`).
+ * world of guest-sdk/wit-0.1.0/etch.wit (etch:plugin@0.1.0, which nodes still serve beside
+ * 0.2.0) by hand: no wit-bindgen, no libc, no WASI. It refuses a put under the binding's prefix whose value is empty (code `empty`).
  *
  * Built by scripts/build-plugins with Debian's clang and lld:
  *   clang --target=wasm32-unknown-unknown -O2 -nostdlib -Wl,--no-entry ... no_empty.c
- *   etch-plugin encode no_empty.wasm c-no-empty.wasm --world validator
+ *   etch-plugin encode no_empty.wasm c-no-empty.wasm --world validator@0.1.0
  * (`--world` embeds the world that wit-bindgen would have embedded; docs/plugins.md,
  * "Other languages").
  */

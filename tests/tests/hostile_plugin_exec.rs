@@ -23,7 +23,7 @@ use etch_tests::{Cluster, ok_stdout, wait_for, wait_for_async};
 /// Writes the spinning validator into the cluster's directory.
 fn spin_file(cluster: &Cluster) -> PathBuf {
     let path = cluster.dir.path().join("spin.wasm");
-    let wasm = wat::component(wat::SPINNING_VALIDATOR, "validator").expect("component");
+    let wasm = wat::component(wat::SPINNING_VALIDATOR, "validator@0.1.0").expect("component");
     std::fs::write(&path, wasm).expect("write spin.wasm");
     path
 }

@@ -41,7 +41,7 @@ fn validator(pages: u32, body: &str) -> Vec<u8> {
                 (local $i i32)
                 {body}))"#
         ),
-        "validator",
+        "validator@0.1.0",
     )
 }
 
@@ -59,7 +59,7 @@ fn reactor(body: &str) -> Vec<u8> {
                 (local $i i32)
                 {body}))"#
         ),
-        "reactor",
+        "reactor@0.1.0",
     )
 }
 

@@ -64,7 +64,7 @@ async fn metrics_and_health_are_served_with_etcds_names() {
     // A validator that loops until its fuel runs out: every write under /spin/ fails.
     let spinning = etch_plugin_encode::wat::component(
         etch_plugin_encode::wat::SPINNING_VALIDATOR,
-        "validator",
+        "validator@0.1.0",
     )
     .expect("component");
     client

@@ -655,8 +655,8 @@ async fn audit_log_loses_nothing_across_a_leader_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_reactor_is_reported_and_retried_while_the_cluster_serves() {
     let cluster = Cluster::new(3, &[]);
-    // Without audit-prefix every batch fails.
-    install_audit_log(&cluster, "audit", "/app/", None);
+    // With an empty audit-prefix its `init` fails, and so every batch.
+    install_audit_log(&cluster, "audit", "/app/", Some(""));
     let client = cluster.root_client();
     let rev = client
         .put("/app/a", "1")
@@ -674,7 +674,7 @@ async fn a_failing_reactor_is_reported_and_retried_while_the_cluster_serves() {
         (failures >= 2).then_some(line)
     });
     assert!(
-        line.contains("last-error=returned an error: audit-log needs the setting audit-prefix"),
+        line.contains("last-error=init failed: audit-prefix may not be empty"),
         "{line}"
     );
     assert_eq!(checkpoint_of(&line), 0, "{line}");
@@ -685,10 +685,12 @@ async fn a_failing_reactor_is_reported_and_retried_while_the_cluster_serves() {
         .expect("put while the reactor fails");
     assert_eq!(client.get("/app/a").await.expect("get").count, 1);
 
-    // Fixing the binding delivers what was held back: nothing was skipped.
-    install_audit_log(&cluster, "audit", "/app/", Some("/audit/"));
-    await_record(&client, "/audit/", rev).await;
-    let records = audit_records(&client, "/audit/").await;
+    // Fixing the binding delivers what was held back: nothing was skipped. Without the
+    // setting the records go under `/audit` + the binding's prefix, which the reactor asks
+    // the node for (contract 0.2.0).
+    install_audit_log(&cluster, "audit", "/app/", None);
+    await_record(&client, "/audit/app/", rev).await;
+    let records = audit_records(&client, "/audit/app/").await;
     assert_eq!(records[0], (rev, 0, "put".to_owned(), "/app/a".to_owned()));
     assert_eq!(records.len(), 2, "{records:?}");
 }
@@ -791,8 +793,8 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
     };
     let tool = etch_tests::bin("etch-plugin");
     let target_arg = target.to_str().expect("utf-8 path");
-    // The crate's native tests: each plugin has one.
-    let cargo_test = |manifest: &str| {
+    // The crate's native tests: the validator has two, the reactor one.
+    let cargo_test = |manifest: &str, tests: usize| {
         let args = [
             "test",
             "--manifest-path",
@@ -801,13 +803,16 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
             target_arg,
         ];
         let tested = run(std::path::Path::new("cargo"), &args);
-        assert!(tested.contains("1 passed"), "{manifest}: {tested}");
+        assert!(
+            tested.contains(&format!("{tests} passed")),
+            "{manifest}: {tested}"
+        );
     };
     let mut built = BTreeMap::new();
-    for (name, kind) in [("my-check", "--validator"), ("my-count", "--reactor")] {
+    for (name, kind, tests) in [("my-check", "--validator", 2), ("my-count", "--reactor", 1)] {
         run(&tool, &["new", name, kind]);
         let manifest = format!("{name}/Cargo.toml");
-        cargo_test(&manifest);
+        cargo_test(&manifest, tests);
         let out = run(
             &tool,
             &[
@@ -841,7 +846,7 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
         run(&tool, &["new", name, kind]);
         let lib = empty.path().join(name).join("src/lib.rs");
         std::fs::write(&lib, code.map(String::as_str).join("\n")).expect("write lib.rs");
-        cargo_test(&format!("{name}/Cargo.toml"));
+        cargo_test(&format!("{name}/Cargo.toml"), 1);
     }
 
     let cluster = Cluster::new(1, &[]);
@@ -890,6 +895,22 @@ fn a_new_plugin_crate_builds_and_installs_from_an_empty_directory() {
         let out = cluster.etchctl(&["get", "/counts/n", "--print-value-only"]);
         (String::from_utf8_lossy(&out.stdout) == "2\n").then_some(())
     });
+
+    // The template's `init` (contract 0.2.0) refuses a setting it cannot use: every write
+    // under that binding fails closed, saying why.
+    let bad = built["my-check"]
+        .replacen("install my-check ", "install bad-check ", 1)
+        .replace("/config/", "/bad/");
+    let mut install: Vec<&str> = bad.split(' ').collect();
+    install.extend(["--config", "max-value-bytes=lots"]);
+    ok_stdout(&cluster.etchctl(&install));
+    let err = stderr(&cluster.etchctl(&["put", "/bad/a", "1"]));
+    assert!(
+        err.contains(
+            "plugin bad-check failed: init failed: max-value-bytes=\"lots\" is not a number"
+        ),
+        "{err}"
+    );
 }
 
 /// The Rust code blocks of docs/plugins.md, in order.
@@ -951,7 +972,7 @@ fn a_validator_written_in_c_refuses_empty_values() {
     );
 }
 
-/// A reactor whose batch keeps failing (audit-log without its setting) is parked after
+/// A reactor whose batch keeps failing (audit-log with an empty setting) is parked after
 /// `--park-after` failures in a row, shown as such and no longer called; `plugin reset`
 /// moves its checkpoint past the batch and unparks it, and it is called again for what
 /// comes after. Resetting a validator, or to a revision that does not exist yet, and
@@ -968,7 +989,12 @@ async fn a_parked_reactor_is_reported_and_moved_on_by_a_reset() {
         args.extend(extra);
         cluster.etchctl(&args)
     };
-    ok_stdout(&install(&["--park-after", "2"]));
+    ok_stdout(&install(&[
+        "--park-after",
+        "2",
+        "--config",
+        "audit-prefix=",
+    ]));
     let client = cluster.root_client();
     let stuck = client
         .put("/app/a", "1")
@@ -990,7 +1016,7 @@ async fn a_parked_reactor_is_reported_and_moved_on_by_a_reset() {
     assert_eq!(field(&parked, "failures="), 2, "{parked}");
     assert_eq!(field(&parked, "calls="), 2, "{parked}");
     assert_eq!(checkpoint_of(&parked), 0, "{parked}");
-    assert!(parked.contains("last-error=returned an error"), "{parked}");
+    assert!(parked.contains("last-error=init failed"), "{parked}");
 
     let out = ok_stdout(&cluster.etchctl(&[
         "plugin",
@@ -1008,7 +1034,7 @@ async fn a_parked_reactor_is_reported_and_moved_on_by_a_reset() {
         (checkpoint_of(&line) == stuck && !line.contains("status=parked")).then_some(line)
     });
     assert_eq!(field(&moved, "calls="), 2, "nothing new to take: {moved}");
-    // The next change is taken (and fails again: the setting is still missing).
+    // The next change is taken (and fails again: the setting is still empty).
     client.put("/app/b", "2").await.expect("put");
     wait_for("a call after the reset", Duration::from_secs(30), || {
         (field(&list_line(&cluster, "audit"), "calls=") > 2).then_some(())

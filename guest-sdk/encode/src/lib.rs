@@ -27,19 +27,42 @@ pub fn encode(module: &[u8]) -> Result<Vec<u8>> {
         .context("encoding the component")
 }
 
-/// Embeds `world` (`validator` or `reactor`) of etch's WIT in `module`, as `wit-bindgen`
-/// does for a Rust plugin: for a module written in another language against the canonical
-/// ABI by hand (`etch-plugin encode --world`).
+/// The versions of etch's WIT this tool knows, newest first, with their text.
+const CONTRACTS: [(&str, &str); 2] = [
+    ("0.2.0", include_str!("../../wit/etch.wit")),
+    ("0.1.0", include_str!("../../wit-0.1.0/etch.wit")),
+];
+
+/// Embeds `world` of etch's WIT in `module`, as `wit-bindgen` does for a Rust plugin: for a
+/// module written in another language against the canonical ABI by hand (`etch-plugin
+/// encode --world`). `world` is a name of the newest version (`validator`, `reactor`, or
+/// `validator-core` and `reactor-core` for a module without `init`), or `NAME@VERSION`
+/// for an older one (`validator@0.1.0`).
 ///
 /// # Errors
 ///
-/// No such world.
+/// No such world or version.
 pub fn embed_world(module: &mut Vec<u8>, world: &str) -> Result<()> {
+    let (name, version) = world.split_once('@').unwrap_or((world, CONTRACTS[0].0));
+    let Some((_, wit)) = CONTRACTS.iter().find(|(v, _)| *v == version) else {
+        let known: Vec<&str> = CONTRACTS.iter().map(|(v, _)| *v).collect();
+        anyhow::bail!(
+            "no version {version} of etch:plugin (this tool knows {})",
+            known.join(", ")
+        );
+    };
     let mut resolve = wit_parser::Resolve::default();
-    let pkg = resolve.push_str("etch.wit", include_str!("../../wit/etch.wit"))?;
-    let world = resolve
-        .select_world(&[pkg], Some(world))
-        .with_context(|| format!("no world {world} in etch.wit (validator or reactor)"))?;
+    let pkg = resolve.push_str("etch.wit", wit)?;
+    let world = resolve.select_world(&[pkg], Some(name)).with_context(|| {
+        format!(
+            "no world {name} in etch:plugin@{version} (validator, reactor{})",
+            if version == "0.1.0" {
+                ""
+            } else {
+                ", validator-core, reactor-core"
+            }
+        )
+    })?;
     wit_component::embed_component_metadata(
         module,
         &resolve,
@@ -119,8 +142,9 @@ pub mod wat {
         (loop $l (br $l))
         (unreachable)))"#;
 
-    /// A component of `world` (`validator` or `reactor`) from a core module in WAT; the
-    /// text `CABI_REALLOC` in it stands for [`BUMP_ALLOC`].
+    /// A component of `world` (as [`embed_world`](super::embed_world) takes it: the WATs
+    /// here are written against `validator@0.1.0`) from a core module in WAT; the text
+    /// `CABI_REALLOC` in it stands for [`BUMP_ALLOC`].
     ///
     /// # Errors
     ///
@@ -136,9 +160,19 @@ pub mod wat {
     mod tests {
         #[test]
         fn the_spinning_validator_encodes() {
-            let wasm = super::component(super::SPINNING_VALIDATOR, "validator").expect("component");
+            let wasm =
+                super::component(super::SPINNING_VALIDATOR, "validator@0.1.0").expect("component");
             assert!(wasm.starts_with(b"\0asm"));
-            assert!(super::component(super::SPINNING_VALIDATOR, "reactor").is_err());
+            assert!(super::component(super::SPINNING_VALIDATOR, "reactor@0.1.0").is_err());
+            let newest = super::component(super::SPINNING_VALIDATOR, "validator")
+                .expect_err("0.2.0's validator exports init, and its imports are 0.2.0's");
+            assert!(
+                format!("{newest:#}").contains("init") || format!("{newest:#}").contains("0.1.0"),
+                "{newest:#}"
+            );
+            let unknown = super::component(super::SPINNING_VALIDATOR, "validator@9.0.0")
+                .expect_err("no such version");
+            assert!(unknown.to_string().contains("0.2.0, 0.1.0"), "{unknown:#}");
         }
     }
 }

@@ -21,7 +21,7 @@ fn validator(body: &str) -> Vec<u8> {
           (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
             {body}))"#
     );
-    encode_component(&wat, "validator")
+    encode_component(&wat, "validator@0.1.0")
 }
 
 const LOOP: &str = "(loop $l (br $l)) (unreachable)";

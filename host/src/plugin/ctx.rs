@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use etch_proto::limits::MAX_KEY_BYTES;
-use etch_proto::plugin::PluginLimits;
+use etch_proto::plugin::{PluginBinding, PluginLimits};
 use etch_proto::{KeyRange, RequestOp};
 use wasmtime::{Store, Trap};
 
@@ -29,7 +29,8 @@ use super::budget::{Budget, Exceeded, RECORD_OVERHEAD};
 use super::error::PluginError;
 use super::log_gate::{self, Admit, LogGate, MAX_LOG_LINE};
 use super::runtime::{Runtime, TICK};
-use super::validator::etch::plugin::{config, kv, log, types};
+use super::validator::v1::etch::plugin::{config, kv, log, types};
+use super::validator::v2::etch::plugin as v2;
 use crate::mvcc::{MAX_GUARD_BYTES, READ_OVERHEAD, Read, View};
 
 pub use types::KeyValue;
@@ -37,6 +38,8 @@ pub use types::KeyValue;
 /// The state of one call.
 pub struct Ctx {
     pub(super) plugin: String,
+    /// The binding's prefix (the `binding` import of 0.2.0).
+    prefix: Vec<u8>,
     view: Arc<View>,
     config: Vec<(String, String)>,
     pub(super) reads: Vec<Read>,
@@ -64,16 +67,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) fn new(
-        plugin: &str,
-        view: Arc<View>,
-        config: Vec<(String, String)>,
-        memory_mb: u32,
-    ) -> Ctx {
+    /// The state of a call of `binding`'s plugin reading `view`, its memory capped at
+    /// `memory_mb`.
+    pub(crate) fn new(binding: &PluginBinding, view: Arc<View>, memory_mb: u32) -> Ctx {
         Ctx {
-            plugin: plugin.to_owned(),
+            plugin: binding.name.clone(),
+            prefix: binding.prefix.clone(),
             view,
-            config,
+            config: binding.config.clone(),
             reads: Vec::new(),
             read_bytes: 0,
             read_index: HashMap::new(),
@@ -196,6 +197,30 @@ pub(super) fn bounded(verdict: types::Verdict) -> types::Verdict {
     }
 }
 
+/// Instantiates `pre` in `store` and runs the component's `init` (0.2.0, optional) when it
+/// exports one, with the binding's configuration. An `err` from it fails the call with
+/// [`PluginError::Init`].
+pub(super) fn instantiate(
+    store: &mut Store<Ctx>,
+    pre: &wasmtime::component::InstancePre<Ctx>,
+) -> wasmtime::Result<wasmtime::component::Instance> {
+    let instance = pre.instantiate(&mut *store)?;
+    let Some(index) = instance.get_export_index(&mut *store, None, "init") else {
+        return Ok(instance);
+    };
+    let init = instance
+        .get_typed_func::<(Vec<(String, String)>,), (Result<(), String>,)>(&mut *store, &index)
+        .map_err(|e| e.context("the component's `init` does not have the contract's type"))?;
+    let config = store.data().config.clone();
+    let (result,) = init.call(&mut *store, (config,))?;
+    if let Err(message) = result {
+        let message = log_gate::truncate(message, MAX_MESSAGE);
+        store.data_mut().refused = Some(PluginError::Init(message.clone()));
+        return Err(wasmtime::Error::msg(format!("init failed: {message}")));
+    }
+    Ok(instance)
+}
+
 /// The bytes a key-value takes on the host.
 fn kv_bytes(kv: &etch_proto::KeyValue) -> usize {
     kv.key.len() + kv.value.len() + RECORD_OVERHEAD
@@ -316,6 +341,58 @@ impl kv::Host for Ctx {
         }
         self.record(read)?;
         Ok(out.into_iter().map(to_wit).collect())
+    }
+}
+
+// 0.2.0 serves the same imports as 0.1.0 (its types are 0.1.0's), plus `binding`.
+
+impl v2::log::Host for Ctx {
+    fn log(&mut self, level: v2::log::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            v2::log::Level::Debug => log::Level::Debug,
+            v2::log::Level::Info => log::Level::Info,
+            v2::log::Level::Warn => log::Level::Warn,
+            v2::log::Level::Error => log::Level::Error,
+        };
+        log::Host::log(self, level, message)
+    }
+}
+
+impl v2::config::Host for Ctx {
+    fn get(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        config::Host::get(self, name)
+    }
+
+    fn entries(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        config::Host::entries(self)
+    }
+}
+
+impl v2::kv::Host for Ctx {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<KeyValue>> {
+        kv::Host::get(self, key)
+    }
+
+    fn range(
+        &mut self,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<KeyValue>> {
+        kv::Host::range(self, key, range_end, limit)
+    }
+}
+
+impl v2::binding::Host for Ctx {
+    fn name(&mut self) -> wasmtime::Result<String> {
+        self.budget.lend("the binding's name", self.plugin.len())?;
+        Ok(self.plugin.clone())
+    }
+
+    fn prefix(&mut self) -> wasmtime::Result<Vec<u8>> {
+        self.budget
+            .lend("the binding's prefix", self.prefix.len())?;
+        Ok(self.prefix.clone())
     }
 }
 

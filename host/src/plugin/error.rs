@@ -58,6 +58,10 @@ pub enum PluginError {
     /// A reactor returned `err` for its batch.
     #[error("returned an error: {0}")]
     Refused(String),
+    /// The plugin's `init` (contract 0.2.0) returned `err`: typically a configuration it
+    /// cannot use.
+    #[error("init failed: {0}")]
+    Init(String),
 }
 
 impl PluginError {
@@ -78,6 +82,7 @@ impl PluginError {
             PluginError::Cancelled(_) => "cancelled",
             PluginError::NotRun(_) => "not_run",
             PluginError::Refused(_) => "refused",
+            PluginError::Init(_) => "init",
         }
     }
 }

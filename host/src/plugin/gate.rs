@@ -338,7 +338,7 @@ impl Plugins {
                 return Err(PluginError::Invalid("not a validator".into()));
             };
             let limits = self.limits_of(record);
-            let ctx = Ctx::new(name, view.clone(), binding.config.clone(), limits.memory_mb);
+            let ctx = Ctx::new(binding, view.clone(), limits.memory_mb);
             Ok(validator::call(
                 &self.runtime,
                 &pre,

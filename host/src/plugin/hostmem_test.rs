@@ -40,7 +40,7 @@ fn validator(pages: u32, body: &str) -> Vec<u8> {
             (local $i i32)
             {body}))"#
     );
-    encode_component(&wat, "validator")
+    encode_component(&wat, "validator@0.1.0")
 }
 
 /// A reactor running `body` on each batch; `$put` stages a write.
@@ -56,7 +56,7 @@ fn reactor(body: &str) -> Vec<u8> {
             (local $i i32)
             {body}))"#
     );
-    encode_component(&wat, "reactor")
+    encode_component(&wat, "reactor@0.1.0")
 }
 
 impl Fixture {

@@ -31,7 +31,7 @@ fn component(body: &str) -> Vec<u8> {
           (func (export "validate") (param i32 i32 i32 i32 i64 i32 i32) (result i32)
             {body}))"#
     );
-    encode_component(&wat, "validator")
+    encode_component(&wat, "validator@0.1.0")
 }
 
 /// A component of `world` from a core module in WAT. Shared with the reactor tests.
@@ -329,7 +329,7 @@ fn a_plugin_built_or_installed_the_wrong_way_says_what_to_do() {
               {BUMP_ALLOC}
               (func (export "on-events") (param i32 i32) (result i32) (i32.const 0)))"#
         ),
-        "reactor",
+        "reactor@0.1.0",
     );
     assert!(
         f.plugins

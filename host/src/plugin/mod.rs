@@ -1,6 +1,7 @@
 //! WebAssembly plugins: the node side.
 //!
-//! A *plugin* is a WebAssembly component (a world of `guest-sdk/wit/etch.wit`) uploaded
+//! A *plugin* is a WebAssembly component (a world of `guest-sdk/wit/etch.wit`, or of an
+//! older version of it still served, `guest-sdk/wit-0.1.0/`) uploaded
 //! through the API and stored in Raft state by sha256; a *binding* ties it to a key prefix
 //! and a hook, with config, limits, a failure policy and a mode (see `etch_proto::plugin`).
 //! Both are replicated data (`mvcc::plugins`), never files on disk. There are two hooks:
@@ -57,6 +58,8 @@ pub use runtime::{MAX_MEMORY_MB, Runtime};
 
 #[cfg(test)]
 mod containment_test;
+#[cfg(test)]
+mod contract_test;
 #[cfg(test)]
 mod hostmem_test;
 #[cfg(test)]

@@ -27,7 +27,7 @@ use super::error::PluginError;
 use super::gate::Plugins;
 use super::reactor::{self, Event, Outcome, RESERVED_PREFIX};
 use super::runtime::Compiled;
-use super::validator::etch::plugin::types::OpKind;
+use super::validator::OpKind;
 use crate::mvcc::{self, BindingRecord, Store};
 
 /// Most events in one batch (unless one revision alone has more).
@@ -194,12 +194,7 @@ impl Plugins {
                 return Err(PluginError::Invalid("not a reactor".into()));
             };
             let call_limits = self.limits_of(record);
-            let mut ctx = Ctx::new(
-                &binding.name,
-                Arc::new(view),
-                binding.config.clone(),
-                call_limits.memory_mb,
-            );
+            let mut ctx = Ctx::new(binding, Arc::new(view), call_limits.memory_mb);
             ctx.stage_limits = *limits;
             let cancel = self.cancel_of(record);
             reactor::call(self.runtime(), &pre, ctx, &call_limits, &cancel, &events)

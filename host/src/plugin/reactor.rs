@@ -18,7 +18,6 @@
 use etch_proto::limits::check_key;
 use etch_proto::plugin::PluginLimits;
 use etch_proto::{DeleteRangeRequest, PutRequest, RequestOp};
-use wasmtime::component::bindgen;
 
 use super::budget::RECORD_OVERHEAD;
 use super::ctx::{self, Ctx, MAX_MESSAGE};
@@ -27,17 +26,46 @@ use super::log_gate::truncate;
 use super::runtime::{self, Cancel, Runtime};
 use crate::mvcc::Read;
 
-bindgen!({
-    world: "reactor",
-    path: "../guest-sdk/wit",
-    imports: { default: trappable },
-    with: {
-        "etch:plugin/types": super::validator::etch::plugin::types,
-        "etch:plugin/log": super::validator::etch::plugin::log,
-        "etch:plugin/config": super::validator::etch::plugin::config,
-        "etch:plugin/kv": super::validator::etch::plugin::kv,
-    },
-});
+/// Bindings of `etch:plugin@0.1.0`'s reactor world.
+pub mod v1 {
+    wasmtime::component::bindgen!({
+        world: "reactor",
+        path: "../guest-sdk/wit-0.1.0",
+        imports: { default: trappable },
+        with: {
+            "etch:plugin/types": crate::plugin::validator::v1::etch::plugin::types,
+            "etch:plugin/log": crate::plugin::validator::v1::etch::plugin::log,
+            "etch:plugin/config": crate::plugin::validator::v1::etch::plugin::config,
+            "etch:plugin/kv": crate::plugin::validator::v1::etch::plugin::kv,
+        },
+    });
+}
+
+/// Bindings of `etch:plugin@0.2.0`'s `reactor-core` world (`init` is optional, looked up
+/// by name).
+pub mod v2 {
+    wasmtime::component::bindgen!({
+        world: "reactor-core",
+        path: "../guest-sdk/wit",
+        imports: { default: trappable },
+        with: {
+            "etch:plugin/types": crate::plugin::validator::v1::etch::plugin::types,
+            "etch:plugin/log": crate::plugin::validator::v2::etch::plugin::log,
+            "etch:plugin/config": crate::plugin::validator::v2::etch::plugin::config,
+            "etch:plugin/kv": crate::plugin::validator::v2::etch::plugin::kv,
+            "etch:plugin/binding": crate::plugin::validator::v2::etch::plugin::binding,
+        },
+    });
+}
+
+pub use v1::etch::plugin::types::Event;
+
+/// A reactor compiled against one version of the contract, its imports resolved.
+#[derive(Clone)]
+pub enum Pre {
+    V1(v1::ReactorPre<Ctx>),
+    V2(v2::ReactorCorePre<Ctx>),
+}
 
 /// Keys under this prefix belong to etch itself (reactor checkpoints): clients and reactors
 /// may not write them, and reactors are never told of changes to them.
@@ -64,7 +92,7 @@ pub struct Outcome {
 /// plugin returned `ok`; an `err` result is [`PluginError::Refused`].
 pub fn call(
     runtime: &Runtime,
-    pre: &ReactorPre<Ctx>,
+    pre: &Pre,
     ctx: Ctx,
     limits: &PluginLimits,
     cancel: &Cancel,
@@ -73,9 +101,14 @@ pub fn call(
     let mut store =
         ctx::store(runtime, ctx, limits).map_err(|e| PluginError::Host(format!("{e:#}")))?;
     runtime::arm(&mut store, limits.timeout_ms, cancel.clone());
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|instance| instance.call_on_events(&mut store, events));
+    let result = match pre {
+        Pre::V1(pre) => pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_on_events(&mut store, events)),
+        Pre::V2(pre) => ctx::instantiate(&mut store, pre.instance_pre())
+            .and_then(|instance| v2::ReactorCore::new(&mut store, &instance))
+            .and_then(|world| world.call_on_events(&mut store, events)),
+    };
     let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     crate::metrics::plugin_fuel(&store.data().plugin, fuel);
     let ctx = store.into_data();
@@ -148,7 +181,7 @@ impl Ctx {
     }
 }
 
-impl etch::plugin::kv_write::Host for Ctx {
+impl v1::etch::plugin::kv_write::Host for Ctx {
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
         let (k, len) = (key.clone(), value.len());
         self.stage(
@@ -173,5 +206,15 @@ impl etch::plugin::kv_write::Host for Ctx {
                 prev_kv: false,
             }),
         )
+    }
+}
+
+impl v2::etch::plugin::kv_write::Host for Ctx {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        v1::etch::plugin::kv_write::Host::put(self, key, value)
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        v1::etch::plugin::kv_write::Host::delete(self, key)
     }
 }

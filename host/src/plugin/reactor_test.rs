@@ -31,7 +31,7 @@ fn component(body: &str) -> Vec<u8> {
           (func (export "on-events") (param i32 i32) (result i32)
             {body}))"#
     );
-    super::limits_test::encode_component(&wat, "reactor")
+    super::limits_test::encode_component(&wat, "reactor@0.1.0")
 }
 
 /// Stages `/out/x = seen`, returns ok.

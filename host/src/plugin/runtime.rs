@@ -2,8 +2,12 @@
 //!
 //! The engine is configured once for every plugin call the node will make:
 //!
-//! - **component model**, no WASI: one linker per world defines only that world's imports
-//!   (`validator`: log, config, kv; `reactor`: those and kv-write);
+//! - **component model**, no WASI: one linker per world and contract version defines only
+//!   that world's imports (`validator`: log, config, kv, and from 0.2.0 binding;
+//!   `reactor`: those and kv-write). Every version ever shipped is served ([`SERVED`]); a
+//!   component's version is read from the versions of the interfaces it imports
+//!   ([`contract`]), and 0.2.0's optional `init` export is looked up by name when an
+//!   instance is made (`ctx::instantiate`);
 //! - **fuel** (`consume_fuel`): each call gets the binding's budget, and a loop stops
 //!   deterministically when it runs out;
 //! - **epoch interruption**: a dedicated OS thread advances the engine's epoch every
@@ -43,8 +47,7 @@ use wasmtime::{
 use super::ctx::Ctx;
 use super::error::{PluginError, Result};
 use super::log_gate::LogGate;
-use super::reactor::{Reactor, ReactorPre};
-use super::validator::{Validator, ValidatorPre};
+use super::{reactor, validator};
 
 /// How often the epoch advances: the granularity of call deadlines.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -66,8 +69,9 @@ pub struct Runtime {
 struct Inner {
     engine: Engine,
     slots: Arc<Slots>,
-    validators: Linker<Ctx>,
-    reactors: Linker<Ctx>,
+    /// One linker per world and contract version (index: [`Contract`]).
+    validators: [Linker<Ctx>; 2],
+    reactors: [Linker<Ctx>; 2],
     /// Compiled components by sha256 and hook.
     cache: Mutex<HashMap<(Vec<u8>, PluginHook), Compiled>>,
     /// The per-binding rate limit of plugin log lines.
@@ -96,9 +100,19 @@ impl Drop for Slot {
 /// A component compiled for one hook, its imports resolved.
 #[derive(Clone)]
 pub enum Compiled {
-    Validator(ValidatorPre<Ctx>),
-    Reactor(ReactorPre<Ctx>),
+    Validator(validator::Pre),
+    Reactor(reactor::Pre),
 }
+
+/// The versions of the contract (`etch:plugin`) a node serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contract {
+    V0_1 = 0,
+    V0_2 = 1,
+}
+
+/// The contract versions served, as the error for any other says.
+const SERVED: &str = "0.1.0 and 0.2.0";
 
 impl Runtime {
     /// Makes the engine and starts its epoch thread.
@@ -133,12 +147,17 @@ impl Runtime {
             .parallel_compilation(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("plugin engine: {e}"))?;
-        let mut validators = Linker::new(&engine);
-        Validator::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut validators, |ctx| ctx)
-            .map_err(|e| anyhow::anyhow!("plugin linker: {e}"))?;
-        let mut reactors = Linker::new(&engine);
-        Reactor::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut reactors, |ctx| ctx)
-            .map_err(|e| anyhow::anyhow!("plugin linker: {e}"))?;
+        let linker_error = |e: wasmtime::Error| anyhow::anyhow!("plugin linker: {e}");
+        let mut validators = [Linker::new(&engine), Linker::new(&engine)];
+        validator::v1::Validator::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut validators[0], |c| c)
+            .map_err(linker_error)?;
+        validator::v2::ValidatorCore::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut validators[1], |c| c)
+            .map_err(linker_error)?;
+        let mut reactors = [Linker::new(&engine), Linker::new(&engine)];
+        reactor::v1::Reactor::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut reactors[0], |c| c)
+            .map_err(linker_error)?;
+        reactor::v2::ReactorCore::add_to_linker::<Ctx, HasSelf<Ctx>>(&mut reactors[1], |c| c)
+            .map_err(linker_error)?;
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
@@ -212,9 +231,10 @@ impl Runtime {
         }
         let component = Component::new(&self.inner.engine, &bytes)
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let contract = contract(&self.inner.engine, &component)?;
         let linker = match hook {
-            PluginHook::Validate => &self.inner.validators,
-            PluginHook::React => &self.inner.reactors,
+            PluginHook::Validate => &self.inner.validators[contract as usize],
+            PluginHook::React => &self.inner.reactors[contract as usize],
         };
         let world = hook_world(hook);
         let invalid = |e: wasmtime::Error| {
@@ -223,12 +243,22 @@ impl Runtime {
             PluginError::Invalid(why)
         };
         let instance_pre = linker.instantiate_pre(&component).map_err(invalid)?;
-        let compiled = match hook {
-            PluginHook::Validate => ValidatorPre::new(instance_pre).map(Compiled::Validator),
-            PluginHook::React => ReactorPre::new(instance_pre).map(Compiled::Reactor),
+        let compiled = match (hook, contract) {
+            (PluginHook::Validate, Contract::V0_1) => {
+                validator::v1::ValidatorPre::new(instance_pre)
+                    .map(|pre| Compiled::Validator(validator::Pre::V1(pre)))
+            }
+            (PluginHook::Validate, Contract::V0_2) => {
+                validator::v2::ValidatorCorePre::new(instance_pre)
+                    .map(|pre| Compiled::Validator(validator::Pre::V2(pre)))
+            }
+            (PluginHook::React, Contract::V0_1) => reactor::v1::ReactorPre::new(instance_pre)
+                .map(|pre| Compiled::Reactor(reactor::Pre::V1(pre))),
+            (PluginHook::React, Contract::V0_2) => reactor::v2::ReactorCorePre::new(instance_pre)
+                .map(|pre| Compiled::Reactor(reactor::Pre::V2(pre))),
         }
         .map_err(invalid)?;
-        tracing::debug!(elapsed = ?started.elapsed(), size = bytes.len(), world, "compiled plugin");
+        tracing::debug!(elapsed = ?started.elapsed(), size = bytes.len(), world, ?contract, "compiled plugin");
         self.cache().insert(key, compiled.clone());
         Ok(compiled)
     }
@@ -333,6 +363,34 @@ fn misfit(engine: &wasmtime::Engine, component: &Component, hook: PluginHook) ->
             Some("this component is a validator: install it with `--hook validate`".into())
         }
         _ => None,
+    }
+}
+
+/// The version of `etch:plugin` a component was built against, by the versions of the
+/// interfaces it imports. One that imports none of them fits either; it is taken as 0.2.0
+/// when it exports `init` (0.1.0 has none), else as 0.1.0.
+fn contract(engine: &wasmtime::Engine, component: &Component) -> Result<Contract> {
+    let ty = component.component_type();
+    let mut versions: Vec<&str> = ty
+        .imports(engine)
+        .filter_map(|(name, _)| name.strip_prefix("etch:plugin/"))
+        .filter_map(|name| name.split_once('@').map(|(_, version)| version))
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    match versions.as_slice() {
+        ["0.1.0"] => Ok(Contract::V0_1),
+        ["0.2.0"] => Ok(Contract::V0_2),
+        [] if ty.exports(engine).any(|(name, _)| name == "init") => Ok(Contract::V0_2),
+        [] => Ok(Contract::V0_1),
+        [one] => Err(PluginError::Invalid(format!(
+            "this component was built against etch:plugin@{one}; this node serves {SERVED}"
+        ))),
+        several => Err(PluginError::Invalid(format!(
+            "this component imports several versions of etch:plugin ({}); build it against \
+             one (this node serves {SERVED})",
+            several.join(", ")
+        ))),
     }
 }
 

@@ -2,27 +2,50 @@
 //! the state of the call and the shared imports), and the read set the call leaves behind.
 
 use etch_proto::plugin::PluginLimits;
-use wasmtime::component::bindgen;
 
 use super::ctx::{self, Ctx};
 use super::error::PluginError;
 use super::runtime::{self, Cancel, Runtime};
 use crate::mvcc::Read;
 
-bindgen!({
-    world: "validator",
-    path: "../guest-sdk/wit",
-    imports: { default: trappable },
-});
+/// Bindings of `etch:plugin@0.1.0`'s validator world. Its `types` are the types of every
+/// version (a version that changes them would need its own).
+pub mod v1 {
+    wasmtime::component::bindgen!({
+        world: "validator",
+        path: "../guest-sdk/wit-0.1.0",
+        imports: { default: trappable },
+    });
+}
 
-pub use etch::plugin::types::{Op, OpKind};
+/// Bindings of `etch:plugin@0.2.0`'s `validator-core` world (`init` is looked up by name:
+/// it is optional).
+pub mod v2 {
+    wasmtime::component::bindgen!({
+        world: "validator-core",
+        path: "../guest-sdk/wit",
+        imports: { default: trappable },
+        with: {
+            "etch:plugin/types": super::v1::etch::plugin::types,
+        },
+    });
+}
+
+pub use v1::etch::plugin::types::{Op, OpKind, Request, Verdict};
+
+/// A validator compiled against one version of the contract, its imports resolved.
+#[derive(Clone)]
+pub enum Pre {
+    V1(v1::ValidatorPre<Ctx>),
+    V2(v2::ValidatorCorePre<Ctx>),
+}
 
 /// Runs `pre`'s `validate` on `request` in a fresh instance under `limits` (already clamped
 /// to the node's maxima) until done or `cancel`led. Returns the verdict and the reads the
 /// plugin made.
 pub fn call(
     runtime: &Runtime,
-    pre: &ValidatorPre<Ctx>,
+    pre: &Pre,
     ctx: Ctx,
     limits: &PluginLimits,
     cancel: &Cancel,
@@ -33,9 +56,14 @@ pub fn call(
         Err(e) => return (Err(PluginError::Host(format!("{e:#}"))), Vec::new()),
     };
     runtime::arm(&mut store, limits.timeout_ms, cancel.clone());
-    let result = pre
-        .instantiate(&mut store)
-        .and_then(|instance| instance.call_validate(&mut store, request));
+    let result = match pre {
+        Pre::V1(pre) => pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_validate(&mut store, request)),
+        Pre::V2(pre) => ctx::instantiate(&mut store, pre.instance_pre())
+            .and_then(|instance| v2::ValidatorCore::new(&mut store, &instance))
+            .and_then(|world| world.call_validate(&mut store, request)),
+    };
     let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
     crate::metrics::plugin_fuel(&store.data().plugin, fuel);
     let ctx = store.into_data();

@@ -1,8 +1,10 @@
 //! `audit-log`: a reactor that writes one audit record per committed change under the
 //! binding's prefix.
 //!
-//! Setting `audit-prefix=P` (required) says where the records go. The record of the `i`-th
-//! change (counting from 0) of revision `R` is the key
+//! Setting `audit-prefix=P` says where the records go; by default under `/audit` followed
+//! by the binding's own prefix (`/audit/app/` for a binding on `/app/`; contract 0.2.0
+//! tells a reactor its prefix). The record of the `i`-th change (counting from 0) of
+//! revision `R` is the key
 //!
 //! ```text
 //! P + R as 20 decimal digits + "/" + i as 6 decimal digits
@@ -29,20 +31,34 @@
 //!   --config audit-prefix=/audit/app/
 //! ```
 //!
-//! A batch fails (and is retried by the node after a pause) when `audit-prefix` is unset
-//! or empty.
+//! An empty `audit-prefix=` is refused by `init`: every call fails with "init failed:
+//! audit-prefix may not be empty" (`etchctl plugin list` shows it) and the batch waits,
+//! retried after a pause, until the binding is installed again with a usable setting.
 
-use etch_plugin::{Event, OpKind, Reactor, ReactorHost};
+use etch_plugin::{Event, Host, OpKind, Reactor, ReactorHost};
 
 /// The reactor.
 pub struct AuditLog;
 
+/// Where the records of the binding `host` runs go.
+fn audit_prefix(host: &dyn Host) -> String {
+    host.config("audit-prefix").unwrap_or_else(|| {
+        let own = host.binding_prefix();
+        let own = String::from_utf8_lossy(&own);
+        format!("/audit{}{own}", if own.starts_with('/') { "" } else { "/" })
+    })
+}
+
 impl Reactor for AuditLog {
+    fn init(_: &dyn Host, config: &[(String, String)]) -> Result<(), String> {
+        match config.iter().find(|(name, _)| name == "audit-prefix") {
+            Some((_, p)) if p.is_empty() => Err("audit-prefix may not be empty".into()),
+            _ => Ok(()),
+        }
+    }
+
     fn on_events(host: &dyn ReactorHost, events: &[Event]) -> Result<(), String> {
-        let prefix = host
-            .config("audit-prefix")
-            .filter(|p| !p.is_empty())
-            .ok_or("audit-log needs the setting audit-prefix")?;
+        let prefix = audit_prefix(host);
         let mut index = 0;
         let mut revision = None;
         for event in events {
@@ -180,12 +196,24 @@ mod tests {
     }
 
     #[test]
-    fn without_a_prefix_the_batch_fails_and_stays_queued() {
+    fn without_a_setting_the_records_go_under_audit_and_the_bindings_prefix() {
         let mut h = ReactorHarness::<AuditLog>::new("/app/");
+        let rev = h.put("/app/a", "1");
+        assert_eq!(h.run().expect("ok").len(), 1);
+        assert!(h.get(record_key("/audit/app/", rev, 0)).is_some());
+        let mut bare = ReactorHarness::<AuditLog>::new("cfg.");
+        let rev = bare.put("cfg.a", "1");
+        assert_eq!(bare.run().expect("ok").len(), 1);
+        assert!(bare.get(record_key("/audit/cfg.", rev, 0)).is_some());
+    }
+
+    #[test]
+    fn an_empty_setting_fails_init_and_the_batch_stays_queued() {
+        let mut h = ReactorHarness::<AuditLog>::new("/app/").config("audit-prefix", "");
         h.put("/app/a", "1");
         assert_eq!(
             h.run(),
-            Err("audit-log needs the setting audit-prefix".into())
+            Err("init failed: audit-prefix may not be empty".into())
         );
         assert_eq!(h.pending().len(), 1);
         assert!(h.prefix("").iter().all(|kv| kv.key == b"/app/a"));

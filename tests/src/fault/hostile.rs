@@ -164,7 +164,7 @@ impl FaultCluster {
     /// A write into the spinning prefix succeeded, or the leader's memory passed the bound.
     pub fn spinning_plugin(&mut self, hold: Duration) -> Result<u64, String> {
         use etch_plugin_encode::wat;
-        let wasm = wat::component(wat::SPINNING_VALIDATOR, "validator").expect("component");
+        let wasm = wat::component(wat::SPINNING_VALIDATOR, "validator@0.1.0").expect("component");
         let prefix = format!("{HOSTILE_PREFIX}spin/");
         let client = self.client(0);
         self.admin("plugin install fault-spin", || {

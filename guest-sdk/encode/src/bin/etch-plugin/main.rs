@@ -39,8 +39,10 @@ enum Command {
         input: PathBuf,
         /// Where to write the component.
         output: PathBuf,
-        /// Embed this world of etch's WIT first (`validator` or `reactor`): for a module
-        /// written against the canonical ABI by hand, in a language without wit-bindgen.
+        /// Embed this world of etch's WIT first: for a module written against the canonical
+        /// ABI by hand, in a language without wit-bindgen. A world of the newest contract
+        /// (`validator`, `reactor`; `validator-core`, `reactor-core` without `init`) or
+        /// `NAME@VERSION` of an older one (`validator@0.1.0`).
         #[arg(long)]
         world: Option<String>,
     },

@@ -107,16 +107,30 @@ use etch_plugin::{Host, OpKind, Request, Validator, Verdict};
 /// The validator.
 pub struct Plugin;
 
+/// The `max-value-bytes` setting: 1024 when unset.
+fn max_value_bytes(setting: Option<&str>) -> Result<usize, String> {
+    match setting {
+        None => Ok(1024),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("max-value-bytes={v:?} is not a number")),
+    }
+}
+
 impl Validator for Plugin {
+    /// Runs once per instance, before its first call: a setting the plugin cannot use
+    /// fails every call (the binding's `--on-error` decides what that means for writes)
+    /// and `etchctl plugin list` shows why.
+    fn init(_: &dyn Host, config: &[(String, String)]) -> Result<(), String> {
+        let setting = config.iter().find(|(k, _)| k == "max-value-bytes");
+        max_value_bytes(setting.map(|(_, v)| v.as_str())).map(|_| ())
+    }
+
     fn validate(host: &dyn Host, request: &Request) -> Verdict {
-        let max: usize = match host.config("max-value-bytes") {
-            None => 1024,
-            Some(v) => match v.trim().parse() {
-                Ok(max) => max,
-                Err(_) => {
-                    return Verdict::deny("config", format!("max-value-bytes={v:?} is not a number"));
-                }
-            },
+        let max = match max_value_bytes(host.config("max-value-bytes").as_deref()) {
+            Ok(max) => max,
+            Err(e) => return Verdict::deny("config", e),
         };
         for op in request.ops_in_prefix().filter(|op| op.kind == OpKind::Put) {
             if op.value.len() > max {
@@ -144,6 +158,12 @@ mod tests {
         assert!(h.put("/config/a", "1234").is_allow());
         assert!(!h.put("/config/a", "12345").is_allow());
         assert_eq!(h.get("/config/a").map(|kv| kv.value), Some(b"1234".to_vec()));
+    }
+
+    #[test]
+    fn a_setting_that_is_not_a_number_fails_init() {
+        let h = Harness::<Plugin>::new("/config/").config("max-value-bytes", "lots");
+        assert_eq!(h.init(), Err("max-value-bytes=\"lots\" is not a number".to_owned()));
     }
 }
 "#;
