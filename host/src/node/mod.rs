@@ -81,6 +81,10 @@ pub struct NodeOptions {
     pub listen_client: SocketAddr,
     /// Peer endpoint address to bind.
     pub listen_peer: SocketAddr,
+    /// Where the etcd v3 gRPC front listens (TCP), if anywhere. `etchd` defaults it to the
+    /// client endpoint's address: TCP and UDP ports do not collide, and etcd clients then
+    /// find it at the address `member list` gives.
+    pub listen_grpc: Option<SocketAddr>,
     /// Client address told to clients and peers (host:port); defaults to the bound address.
     pub advertise_client: Option<String>,
     /// Peer address told to peers (host:port); defaults to this node's entry in
@@ -161,6 +165,7 @@ impl NodeOptions {
             data_dir,
             listen_client,
             listen_peer,
+            listen_grpc: None,
             advertise_client: None,
             advertise_peer: None,
             initial_cluster: Vec::new(),
@@ -256,6 +261,8 @@ struct Inner {
     backups: Arc<tokio::sync::Semaphore>,
     /// Set while this leader hands its leadership over (`leadership.rs`).
     handover: tokio::sync::watch::Sender<bool>,
+    /// Set when the node starts shutting down (the gRPC front stops on it).
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Until when this node holds its own elections for a handover (`leadership.rs`).
     election_hold: Mutex<Option<tokio::time::Instant>>,
 }
@@ -416,6 +423,7 @@ impl Node {
                 db_size: std::sync::atomic::AtomicU64::new(0),
                 backups: Arc::new(tokio::sync::Semaphore::new(backup::CONCURRENT_BACKUPS)),
                 handover: tokio::sync::watch::Sender::new(false),
+                stopping: tokio::sync::watch::Sender::new(false),
                 election_hold: Mutex::new(None),
             }),
         };
@@ -439,6 +447,13 @@ impl Node {
         tokio::spawn(plugin::warm_plugins(node.clone(), applied));
         tokio::spawn(serve_peers(peer_endpoint, node.clone()));
         tokio::spawn(serve_clients(client.endpoint, node.clone()));
+        if let Some(addr) = node.inner.options.listen_grpc {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the gRPC front on {addr} (TCP)"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving etcd's v3 API over gRPC");
+            tokio::spawn(crate::server::serve_grpc(listener, node.clone()));
+        }
         Ok(node)
     }
 
@@ -552,6 +567,11 @@ impl Node {
     }
 
     /// The TLS material in force, and its reload (see [`crate::tls`]).
+    /// Follows whether the node is shutting down.
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
+    }
+
     pub fn tls(&self) -> &Arc<Tls> {
         &self.inner.tls
     }
@@ -610,6 +630,7 @@ impl Node {
         // First: a call spinning in a plugin would otherwise hold its thread (and the
         // snapshot it reads) for up to its deadline.
         self.inner.plugins.stop();
+        self.inner.stopping.send_replace(true);
         self.inner
             .client_endpoint
             .close(0u32.into(), b"node shutting down");

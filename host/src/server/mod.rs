@@ -1,4 +1,5 @@
-//! The two QUIC endpoints of a node.
+//! The two QUIC endpoints of a node, and the etcd v3 gRPC front (`grpc/`, TCP), which
+//! serves clients as the client endpoint does, through the same `Node::handle`.
 //!
 //! The client endpoint (`endpoint.rs`) admits a connection only with a client certificate
 //! signed by the cluster CA (rustls refuses anything else during the handshake). The
@@ -18,6 +19,7 @@ mod activity;
 mod admission;
 mod budget;
 mod endpoint;
+mod grpc;
 mod keep_alive;
 mod limits;
 mod peer;
@@ -26,6 +28,7 @@ mod snapshot_stream;
 mod watch_stream;
 
 pub use endpoint::{ClientEndpoint, serve_clients};
+pub use grpc::serve_grpc;
 pub use limits::{ClientLimits, SMALL_ANSWER};
 pub use peer::serve_peers;
 pub use reset::{RESET_KEY_FILE, ResetKey};

@@ -1,5 +1,5 @@
-//! A watch stream: the first frame was `Request::Watch`; from then on the node writes
-//! `Result<Response::Watch, Error>` frames and reads [`WatchControl`] frames.
+//! A watch and its QUIC stream: [`drive`] runs one watch into a [`WatchSink`] (this
+//! stream, or the gRPC front's shared watch stream); [`serve_watch`] is the QUIC front.
 //!
 //! A watch stream's first frame was `Request::Watch`; from then on the node writes
 //! `Result<Response::Watch, Error>` frames and reads [`WatchControl`] frames. The reading
@@ -21,21 +21,58 @@ use tokio::sync::mpsc;
 use crate::node::Node;
 use crate::watch::{Step, Watcher};
 
-/// Serves one watch for `principal` until it is canceled, its stream closes, the node
-/// stops, or the principal loses the right to read its range (then it is canceled with the
-/// permission error as its reason; etcd leaves such a watch running, etch does not).
+/// Where a watch's responses go: the QUIC stream of the watch, or one gRPC watch stream
+/// shared by many watches (`grpc/watch.rs`). A send that fails ends the watch.
+pub(crate) trait WatchSink: Send {
+    /// Sends one response; `Err` when the client is gone.
+    fn send(
+        &mut self,
+        resp: WatchResponse,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send + '_>>;
+    /// Sends a failure that ends the watch (a permission lost, storage), as well as the
+    /// front can say it.
+    fn fail(
+        &mut self,
+        error: Error,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+}
+
+/// Serves one watch on its own QUIC stream for `principal` until it is canceled, its
+/// stream closes, the node stops, or the principal loses the right to read its range.
 pub(super) async fn serve_watch(
     node: Node,
     principal: std::sync::Arc<str>,
     req: WatchCreateRequest,
-    mut send: quinn::SendStream,
+    send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let may_read = || node.authorize(&principal, &Request::Watch(req.clone()));
+    let controls = read_controls(
+        recv,
+        node.options().max_request_bytes,
+        node.options().client_limits.read_timeout,
+    );
+    let mut sink = QuicSink {
+        node: node.clone(),
+        send,
+    };
+    drive(node, &principal, req, &mut sink, controls).await;
+    let _ = sink.send.finish();
+}
+
+/// Runs one watch for `principal` into `sink` until it is canceled (by a control or by
+/// `controls` closing), the sink fails, the node stops, or the principal loses the right
+/// to read its range (then it is canceled with the permission error as its reason; etcd
+/// leaves such a watch running, etch does not). Both fronts serve watches with it.
+pub(crate) async fn drive(
+    node: Node,
+    principal: &str,
+    req: WatchCreateRequest,
+    sink: &mut dyn WatchSink,
+    mut controls: mpsc::Receiver<WatchControl>,
+) {
+    let may_read = || node.authorize(principal, &Request::Watch(req.clone()));
     if let Err(e) = may_read() {
-        let failure: Result<Response, Error> = Err(e);
-        let _ = frame::write(&mut send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
-        let _ = send.finish();
+        sink.fail(e).await;
         return;
     }
     /// Counts the watch as open until this function returns.
@@ -53,19 +90,13 @@ pub(super) async fn serve_watch(
     let (mut watcher, created) = match Watcher::open(node.hub(), &req) {
         Ok(opened) => opened,
         Err(canceled) => {
-            let _ = write(&node, &mut send, canceled).await;
-            let _ = send.finish();
+            let _ = sink.send(canceled).await;
             return;
         }
     };
-    if write(&node, &mut send, created).await.is_err() {
+    if sink.send(created).await.is_err() {
         return;
     }
-    let mut controls = read_controls(
-        recv,
-        node.options().max_request_bytes,
-        node.options().client_limits.read_timeout,
-    );
     let period = node.options().watch_progress_interval;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut sent_since_tick = false;
@@ -94,21 +125,14 @@ pub(super) async fn serve_watch(
                 Ok(Step::Idle) => break,
                 Ok(Step::Send(resp)) => {
                     let canceled = resp.canceled;
-                    if write(&node, &mut send, resp).await.is_err() {
-                        return;
-                    }
-                    if canceled {
-                        let _ = send.finish();
+                    if sink.send(resp).await.is_err() || canceled {
                         return;
                     }
                     sent_since_tick = true;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "watch cannot read history");
-                    let failure: Result<Response, Error> =
-                        Err(Error::Internal(format!("storage: {e}")));
-                    let _ = frame::write(&mut send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
-                    let _ = send.finish();
+                    sink.fail(Error::Internal(format!("storage: {e}"))).await;
                     return;
                 }
             }
@@ -119,8 +143,7 @@ pub(super) async fn serve_watch(
                 if let Err(e) = may_read() {
                     let mut canceled = watcher.cancel();
                     canceled.cancel_reason = e.to_string();
-                    let _ = write(&node, &mut send, canceled).await;
-                    let _ = send.finish();
+                    let _ = sink.send(canceled).await;
                     return;
                 }
             }
@@ -128,8 +151,7 @@ pub(super) async fn serve_watch(
                 Some(WatchControl::Progress) => watcher.request_progress(),
                 Some(WatchControl::Cancel) => {
                     let canceled = watcher.cancel();
-                    let _ = write(&node, &mut send, canceled).await;
-                    let _ = send.finish();
+                    let _ = sink.send(canceled).await;
                     return;
                 }
                 // The client closed its side (or broke it): that cancels too.
@@ -142,6 +164,35 @@ pub(super) async fn serve_watch(
                 sent_since_tick = false;
             }
         }
+    }
+}
+
+/// A watch's own QUIC stream: `Result<Response::Watch, Error>` frames.
+struct QuicSink {
+    node: Node,
+    send: quinn::SendStream,
+}
+
+impl WatchSink for QuicSink {
+    fn send(
+        &mut self,
+        resp: WatchResponse,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send + '_>> {
+        Box::pin(async move {
+            write(&self.node, &mut self.send, resp)
+                .await
+                .map_err(|_| ())
+        })
+    }
+
+    fn fail(
+        &mut self,
+        error: Error,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let failure: Result<Response, Error> = Err(error);
+            let _ = frame::write(&mut self.send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
+        })
     }
 }
 

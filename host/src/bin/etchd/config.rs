@@ -39,6 +39,10 @@ pub struct Args {
     /// Address of the peer endpoint (QUIC, UDP) [default: 127.0.0.1:7380].
     #[arg(long, env = "ETCH_LISTEN_PEER")]
     pub listen_peer: Option<SocketAddr>,
+    /// Address of the etcd v3 gRPC front (TCP, the same mutual TLS), for etcdctl and etcd's
+    /// client libraries, or `off` [default: the client endpoint's address, over TCP].
+    #[arg(long, env = "ETCH_LISTEN_GRPC", value_name = "ADDR|off")]
+    pub listen_grpc: Option<String>,
     /// Client address told to clients and peers (host:port) [default: the listen address].
     #[arg(long, env = "ETCH_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
@@ -214,6 +218,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen_client: Option<SocketAddr>,
     listen_peer: Option<SocketAddr>,
+    listen_grpc: Option<String>,
     advertise_client: Option<String>,
     advertise_peer: Option<String>,
     initial_cluster: Option<String>,
@@ -269,6 +274,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen_client: SocketAddr,
     pub listen_peer: SocketAddr,
+    /// The gRPC front's address; `None` when it is off.
+    pub listen_grpc: Option<SocketAddr>,
     pub advertise_client: Option<String>,
     pub advertise_peer: Option<String>,
     pub initial_cluster: Vec<(String, String)>,
@@ -327,16 +334,25 @@ impl Config {
         };
         let ms = Duration::from_millis;
         let maxima = Maxima::default();
+        let listen_client = args
+            .listen_client
+            .or(file.listen_client)
+            .unwrap_or(([127, 0, 0, 1], 7379).into());
+        let listen_grpc = match args.listen_grpc.or(file.listen_grpc).as_deref() {
+            None => Some(listen_client),
+            Some("off") => None,
+            Some(addr) => Some(addr.parse().with_context(|| {
+                format!("--listen-grpc takes an address (host:port) or off, not {addr:?}")
+            })?),
+        };
         let config = Config {
             name: args.name.or(file.name).unwrap_or_else(|| "default".into()),
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| "etch-data".into()),
-            listen_client: args
-                .listen_client
-                .or(file.listen_client)
-                .unwrap_or(([127, 0, 0, 1], 7379).into()),
+            listen_client,
+            listen_grpc,
             listen_peer: args
                 .listen_peer
                 .or(file.listen_peer)
@@ -741,6 +757,20 @@ mod tests {
     fn defaults_are_the_embedded_ones() {
         let c = parse(&[]).expect("defaults");
         assert_eq!(c.listen_client.to_string(), "127.0.0.1:7379");
+        assert_eq!(
+            c.listen_grpc,
+            Some(c.listen_client),
+            "gRPC on the same port, TCP"
+        );
+        let off = parse(&["--listen-grpc", "off"]).expect("off");
+        assert_eq!(off.listen_grpc, None);
+        let Err(bad) = parse(&["--listen-grpc", "nowhere"]) else {
+            panic!("an address or off");
+        };
+        assert!(
+            format!("{bad:#}").contains("--listen-grpc takes an address"),
+            "{bad:#}"
+        );
         assert_eq!(c.data_dir, PathBuf::from("etch-data"));
         assert!(c.tls.is_none());
     }

@@ -135,6 +135,7 @@ async fn run() -> anyhow::Result<()> {
         tls,
     );
     options.crl = crl;
+    options.listen_grpc = config.listen_grpc;
     options.advertise_client = config.advertise_client.clone();
     options.advertise_peer = config.advertise_peer.clone();
     options.initial_cluster = config.initial_cluster.clone();
@@ -245,7 +246,11 @@ fn hosts(config: &Config) -> Vec<String> {
         "localhost".to_owned(),
         "::1".to_owned(),
     ];
-    for ip in [config.listen_client.ip(), config.listen_peer.ip()] {
+    let grpc = config.listen_grpc.map(|a| a.ip());
+    for ip in [config.listen_client.ip(), config.listen_peer.ip()]
+        .into_iter()
+        .chain(grpc)
+    {
         if !ip.is_unspecified() && !hosts.contains(&ip.to_string()) {
             hosts.push(ip.to_string());
         }

@@ -1,0 +1,224 @@
+//! The etcd v3 gRPC front: etcd's services (`etch-etcd-api`) over TCP with the same mutual
+//! TLS, CA, identities and authorization as the QUIC client endpoint, so that etcdctl and
+//! etcd's client libraries work against etch unchanged (docs/etcd-compat.md).
+//!
+//! It is a front and nothing more: every RPC becomes the internal request the QUIC front
+//! would send and goes through [`Node::handle`] (`services.rs`); a watch runs the QUIC
+//! front's driver (`watch.rs`). `convert.rs` translates messages and errors.
+//!
+//! A connection is admitted like a QUIC one: a TLS 1.3 handshake within
+//! [`HANDSHAKE_TIMEOUT`] with a client certificate the node's verifier accepts (the
+//! material in force, reloaded on SIGHUP, is read at each handshake), the certificate's
+//! common name as the principal of every request on it, and the per-node and
+//! per-principal connection limits of `--max-connections*` ([`Admission`]). HTTP/2 bounds
+//! the rest: concurrent streams per connection (`--max-streams-per-connection`), message
+//! sizes (`--max-request-bytes` in, the response limit out), keep-alive pings that drop a
+//! dead peer.
+
+mod convert;
+mod services;
+mod watch;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use etch_etcd_api::etcdserverpb as pb;
+use etch_proto::pki;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::admission::{Admission, Slot};
+use crate::node::Node;
+pub(crate) use services::Etcd;
+
+/// How long a TCP connection has to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The principal of a connection: its client certificate's common name. Each request's
+/// extensions carry it (tonic's connect info).
+#[derive(Clone, Debug)]
+pub(crate) struct Principal(pub(crate) Arc<str>);
+
+/// An admitted connection: the TLS stream, its principal, and its admission slot (given
+/// back when the connection ends).
+struct Conn {
+    io: TlsStream<TcpStream>,
+    principal: Principal,
+    _slot: Slot,
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = Principal;
+
+    fn connect_info(&self) -> Principal {
+        self.principal.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Serves etcd's API on `listener` until the node stops.
+pub async fn serve_grpc(listener: TcpListener, node: Node) {
+    let limits = node.options().client_limits.clone();
+    let max_in = node.options().max_request_bytes + 4096;
+    let max_out = etch_proto::DEFAULT_MAX_RESPONSE_BYTES;
+    let (conns, incoming) = mpsc::channel::<io::Result<Conn>>(16);
+    tokio::spawn(accept(listener, node.clone(), conns));
+    let etcd = Etcd { node: node.clone() };
+    let mut stopping = node.stopping();
+    let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.max_streams))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(
+            pb::kv_server::KvServer::new(etcd.clone())
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            pb::watch_server::WatchServer::new(etcd.clone())
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            pb::lease_server::LeaseServer::new(etcd.clone())
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            pb::cluster_server::ClusterServer::new(etcd.clone())
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            pb::maintenance_server::MaintenanceServer::new(etcd)
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the gRPC front stopped");
+    }
+}
+
+/// Accepts TCP connections, each handshaken and admitted in a task of its own, and hands
+/// the admitted ones to the server.
+async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Result<Conn>>) {
+    let admission = Arc::new(Admission::new(&node.options().client_limits));
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(error = %e, "gRPC accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if conns.is_closed() {
+            return;
+        }
+        let Some(handshake) = admission.begin_handshake() else {
+            tracing::debug!(%remote, "too many handshakes; gRPC connection refused");
+            continue;
+        };
+        let (node, admission, conns) = (node.clone(), admission.clone(), conns.clone());
+        tokio::spawn(async move {
+            let admitted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_tls(&node, tcp)).await;
+            drop(handshake);
+            let (io, principal) = match admitted {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "gRPC handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "gRPC handshake timed out");
+                    return;
+                }
+            };
+            let slot = match admission.admit(&principal) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    tracing::info!(%remote, ?principal, reason = refusal.reason, "gRPC connection refused");
+                    return;
+                }
+            };
+            let conn = Conn {
+                io,
+                principal: Principal(principal),
+                _slot: slot,
+            };
+            let _ = conns.send(Ok(conn)).await;
+        });
+    }
+}
+
+/// The TLS handshake, with the material in force now, and the principal it proves.
+async fn handshake_tls(
+    node: &Node,
+    tcp: TcpStream,
+) -> anyhow::Result<(TlsStream<TcpStream>, Arc<str>)> {
+    let config = node
+        .tls()
+        .current()
+        .identity()
+        .server_config(pki::Role::Client, b"h2")?;
+    let io = tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        .accept(tcp)
+        .await?;
+    let (_, session) = io.get_ref();
+    let chain = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
+    let subject = pki::subject(chain)?;
+    Ok((io, subject.common_name.into()))
+}

@@ -1,0 +1,468 @@
+//! etcd's services over the node: each RPC becomes one internal request for
+//! [`Node::handle`] (the entry point the QUIC front uses too) on behalf of the connection's
+//! principal, and its answer goes back as etcd's message. The watch stream is `watch.rs`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use etch_etcd_api::etcdserverpb as pb;
+use etch_proto::lease::{
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
+};
+use etch_proto::{Error, Request, Response};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::Principal;
+use super::convert::{self, header, status};
+use crate::node::Node;
+
+/// The node behind every service of the gRPC front.
+#[derive(Clone)]
+pub(crate) struct Etcd {
+    pub(super) node: Node,
+}
+
+type Answer<T> = Result<tonic::Response<T>, Status>;
+pub(super) type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The principal of the connection a request came on (its certificate's common name).
+pub(super) fn principal<T>(req: &tonic::Request<T>) -> Result<Arc<str>, Status> {
+    (req.extensions().get::<Principal>())
+        .map(|p| p.0.clone())
+        .ok_or_else(|| Status::unauthenticated("etcdserver: no client certificate"))
+}
+
+fn unexpected(response: &Response) -> Status {
+    Status::internal(format!("etcdserver: unexpected answer {response:?}"))
+}
+
+impl Etcd {
+    /// Runs `request` for the principal of `req` and hands the answer to `pick` (`None`:
+    /// not the answer the request has).
+    async fn call<T, U>(
+        &self,
+        req: &tonic::Request<T>,
+        request: Request,
+        pick: impl FnOnce(Response) -> Option<U>,
+    ) -> Answer<U> {
+        let principal = principal(req)?;
+        let response = (self.node.handle(&principal, request).await).map_err(status)?;
+        pick(response)
+            .map(tonic::Response::new)
+            .ok_or_else(|| Status::internal("etcdserver: the node answered with another kind"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::kv_server::Kv for Etcd {
+    async fn range(&self, req: tonic::Request<pb::RangeRequest>) -> Answer<pb::RangeResponse> {
+        let range = convert::range_request(req.get_ref().clone())?;
+        self.call(&req, Request::Range(range), |r| match r {
+            Response::Range(r) => Some(convert::range_response(r)),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn put(&self, req: tonic::Request<pb::PutRequest>) -> Answer<pb::PutResponse> {
+        let put = convert::put_request(req.get_ref().clone())?;
+        self.call(&req, Request::Put(put), |r| match r {
+            Response::Put(r) => Some(convert::put_response(r)),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn delete_range(
+        &self,
+        req: tonic::Request<pb::DeleteRangeRequest>,
+    ) -> Answer<pb::DeleteRangeResponse> {
+        let delete = convert::delete_request(req.get_ref().clone());
+        self.call(&req, Request::DeleteRange(delete), |r| match r {
+            Response::DeleteRange(r) => Some(convert::delete_response(r)),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn txn(&self, req: tonic::Request<pb::TxnRequest>) -> Answer<pb::TxnResponse> {
+        let txn = convert::txn_request(req.get_ref().clone())?;
+        self.call(&req, Request::Txn(txn), |r| match r {
+            Response::Txn(r) => Some(convert::txn_response(r)),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn compact(
+        &self,
+        req: tonic::Request<pb::CompactionRequest>,
+    ) -> Answer<pb::CompactionResponse> {
+        let compact = etch_proto::CompactRequest {
+            revision: req.get_ref().revision,
+            physical: req.get_ref().physical,
+        };
+        self.call(&req, Request::Compact(compact), |r| match r {
+            Response::Compact(r) => Some(pb::CompactionResponse {
+                header: header(&r.header),
+            }),
+            _ => None,
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for Etcd {
+    type LeaseKeepAliveStream = Stream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_grant(
+        &self,
+        req: tonic::Request<pb::LeaseGrantRequest>,
+    ) -> Answer<pb::LeaseGrantResponse> {
+        let grant = LeaseGrantRequest {
+            ttl: req.get_ref().ttl,
+            id: req.get_ref().id,
+        };
+        self.call(&req, Request::LeaseGrant(grant), |r| match r {
+            Response::LeaseGrant(r) => Some(pb::LeaseGrantResponse {
+                header: header(&r.header),
+                id: r.id,
+                ttl: r.ttl,
+                error: String::new(),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: tonic::Request<pb::LeaseRevokeRequest>,
+    ) -> Answer<pb::LeaseRevokeResponse> {
+        let revoke = LeaseRevokeRequest {
+            id: req.get_ref().id,
+        };
+        self.call(&req, Request::LeaseRevoke(revoke), |r| match r {
+            Response::LeaseRevoke(r) => Some(pb::LeaseRevokeResponse {
+                header: header(&r.header),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// One answer per request, in order. A lease that no longer exists is answered with a
+    /// TTL of 0, as etcd does (its clients take that as "expired").
+    async fn lease_keep_alive(
+        &self,
+        req: tonic::Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Answer<Self::LeaseKeepAliveStream> {
+        let principal = principal(&req)?;
+        let node = self.node.clone();
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Ok(Some(next)) = inbound.message().await {
+                let request = Request::LeaseKeepAlive(LeaseKeepAliveRequest { id: next.id });
+                let answer = match node.handle(&principal, request).await {
+                    Ok(Response::LeaseKeepAlive(r)) => Ok(pb::LeaseKeepAliveResponse {
+                        header: header(&r.header),
+                        id: r.id,
+                        ttl: r.ttl,
+                    }),
+                    Err(Error::LeaseNotFound(id)) => Ok(pb::LeaseKeepAliveResponse {
+                        header: None,
+                        id,
+                        ttl: 0,
+                    }),
+                    Ok(other) => Err(unexpected(&other)),
+                    Err(e) => Err(status(e)),
+                };
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: tonic::Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Answer<pb::LeaseTimeToLiveResponse> {
+        let ttl = LeaseTimeToLiveRequest {
+            id: req.get_ref().id,
+            keys: req.get_ref().keys,
+        };
+        let id = ttl.id;
+        let principal = principal(&req)?;
+        match self
+            .node
+            .handle(&principal, Request::LeaseTimeToLive(ttl))
+            .await
+        {
+            Ok(Response::LeaseTimeToLive(r)) => {
+                Ok(tonic::Response::new(pb::LeaseTimeToLiveResponse {
+                    header: header(&r.header),
+                    id: r.id,
+                    ttl: r.ttl,
+                    granted_ttl: r.granted_ttl,
+                    keys: r
+                        .keys
+                        .into_iter()
+                        .map(serde_bytes::ByteBuf::into_vec)
+                        .collect(),
+                }))
+            }
+            // etcd answers an unknown lease with TTL -1, not an error.
+            Err(Error::LeaseNotFound(_)) => Ok(tonic::Response::new(pb::LeaseTimeToLiveResponse {
+                header: None,
+                id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            })),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(status(e)),
+        }
+    }
+
+    async fn lease_leases(
+        &self,
+        req: tonic::Request<pb::LeaseLeasesRequest>,
+    ) -> Answer<pb::LeaseLeasesResponse> {
+        self.call(
+            &req,
+            Request::LeaseLeases(LeaseLeasesRequest {}),
+            |r| match r {
+                Response::LeaseLeases(r) => Some(pb::LeaseLeasesResponse {
+                    header: header(&r.header),
+                    leases: (r.leases.into_iter())
+                        .map(|id| pb::LeaseStatus { id })
+                        .collect(),
+                }),
+                _ => None,
+            },
+        )
+        .await
+    }
+}
+
+/// A member as etcd lists it: its addresses as `https://` URLs (clients reach the gRPC
+/// front on the client port's number, over TCP).
+fn member(m: etch_proto::Member) -> pb::Member {
+    let url = |addr: &str| (!addr.is_empty()).then(|| format!("https://{addr}"));
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: url(&m.peer_addr).into_iter().collect(),
+        client_ur_ls: url(&m.client_addr).into_iter().collect(),
+        is_learner: m.is_learner,
+    }
+}
+
+fn members(list: Vec<etch_proto::Member>) -> Vec<pb::Member> {
+    list.into_iter().map(member).collect()
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for Etcd {
+    /// etcd names a new member only when it starts; etch needs its name now (its id is
+    /// derived from it), which etcd's request does not carry.
+    async fn member_add(
+        &self,
+        _: tonic::Request<pb::MemberAddRequest>,
+    ) -> Answer<pb::MemberAddResponse> {
+        Err(Status::unimplemented(
+            "etcdserver: etch needs the new member's name: add it with `etchctl member add NAME --peer-urls URL`",
+        ))
+    }
+
+    async fn member_remove(
+        &self,
+        req: tonic::Request<pb::MemberRemoveRequest>,
+    ) -> Answer<pb::MemberRemoveResponse> {
+        let remove = etch_proto::MemberRemoveRequest {
+            id: req.get_ref().id,
+        };
+        self.call(&req, Request::MemberRemove(remove), |r| match r {
+            Response::MemberRemove(r) => Some(pb::MemberRemoveResponse {
+                header: header(&r.header),
+                members: members(r.members),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn member_update(
+        &self,
+        _: tonic::Request<pb::MemberUpdateRequest>,
+    ) -> Answer<pb::MemberUpdateResponse> {
+        Err(Status::unimplemented(
+            "etcdserver: etch does not change a member's peer URLs: remove it and add it again",
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        req: tonic::Request<pb::MemberListRequest>,
+    ) -> Answer<pb::MemberListResponse> {
+        let list = etch_proto::MemberListRequest {};
+        self.call(&req, Request::MemberList(list), |r| match r {
+            Response::MemberList(r) => Some(pb::MemberListResponse {
+                header: header(&r.header),
+                members: members(r.members),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn member_promote(
+        &self,
+        req: tonic::Request<pb::MemberPromoteRequest>,
+    ) -> Answer<pb::MemberPromoteResponse> {
+        let promote = etch_proto::MemberPromoteRequest {
+            id: req.get_ref().id,
+        };
+        self.call(&req, Request::MemberPromote(promote), |r| match r {
+            Response::MemberPromote(r) => Some(pb::MemberPromoteResponse {
+                header: header(&r.header),
+                members: members(r.members),
+            }),
+            _ => None,
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for Etcd {
+    type SnapshotStream = Stream<pb::SnapshotResponse>;
+
+    async fn alarm(&self, req: tonic::Request<pb::AlarmRequest>) -> Answer<pb::AlarmResponse> {
+        use etch_proto::alarm::{AlarmAction, AlarmType};
+        let action = match pb::alarm_request::AlarmAction::try_from(req.get_ref().action) {
+            Ok(pb::alarm_request::AlarmAction::Get) => AlarmAction::Get,
+            Ok(pb::alarm_request::AlarmAction::Activate) => AlarmAction::Activate,
+            Ok(pb::alarm_request::AlarmAction::Deactivate) => AlarmAction::Deactivate,
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        let alarm = match pb::AlarmType::try_from(req.get_ref().alarm) {
+            Ok(pb::AlarmType::None) => AlarmType::None,
+            Ok(pb::AlarmType::Nospace) => AlarmType::NoSpace,
+            Ok(pb::AlarmType::Corrupt) => AlarmType::Corrupt,
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm type")),
+        };
+        let request = etch_proto::alarm::AlarmRequest {
+            action,
+            member_id: req.get_ref().member_id,
+            alarm,
+        };
+        let kind = |a: AlarmType| match a {
+            AlarmType::None => pb::AlarmType::None,
+            AlarmType::NoSpace => pb::AlarmType::Nospace,
+            AlarmType::Corrupt => pb::AlarmType::Corrupt,
+        } as i32;
+        self.call(&req, Request::Alarm(request), |r| match r {
+            Response::Alarm(r) => Some(pb::AlarmResponse {
+                header: header(&r.header),
+                alarms: (r.alarms.into_iter())
+                    .map(|a| pb::AlarmMember {
+                        member_id: a.member_id,
+                        alarm: kind(a.alarm),
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn status(&self, req: tonic::Request<pb::StatusRequest>) -> Answer<pb::StatusResponse> {
+        let request = Request::Status(etch_proto::StatusRequest {});
+        self.call(&req, request, |r| match r {
+            Response::Status(s) => Some(pb::StatusResponse {
+                header: header(&s.header),
+                version: s.version,
+                db_size: s.db_size as i64,
+                leader: s.leader.unwrap_or(0),
+                raft_index: s.raft_index,
+                raft_term: s.raft_term,
+                raft_applied_index: s.raft_applied_index,
+                errors: s.errors,
+                db_size_in_use: s.db_size as i64,
+                is_learner: s.is_learner,
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn defragment(
+        &self,
+        req: tonic::Request<pb::DefragmentRequest>,
+    ) -> Answer<pb::DefragmentResponse> {
+        let request = Request::Defragment(etch_proto::alarm::DefragmentRequest {});
+        self.call(&req, request, |r| match r {
+            Response::Defragment(r) => Some(pb::DefragmentResponse {
+                header: header(&r.header),
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn hash(&self, _: tonic::Request<pb::HashRequest>) -> Answer<pb::HashResponse> {
+        Err(Status::unimplemented(
+            "etcdserver: etch has no whole-backend hash: use HashKV",
+        ))
+    }
+
+    async fn hash_kv(&self, req: tonic::Request<pb::HashKvRequest>) -> Answer<pb::HashKvResponse> {
+        let request = Request::HashKv(etch_proto::HashKvRequest {
+            revision: req.get_ref().revision,
+        });
+        self.call(&req, request, |r| match r {
+            Response::HashKv(r) => Some(pb::HashKvResponse {
+                header: header(&r.header),
+                hash: r.hash,
+                compact_revision: r.compact_revision,
+                hash_revision: r.hash_revision,
+            }),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn snapshot(
+        &self,
+        _: tonic::Request<pb::SnapshotRequest>,
+    ) -> Answer<Self::SnapshotStream> {
+        Err(Status::unimplemented(
+            "etcdserver: etch does not stream snapshots over gRPC yet: use `etchctl snapshot save`",
+        ))
+    }
+
+    async fn move_leader(
+        &self,
+        req: tonic::Request<pb::MoveLeaderRequest>,
+    ) -> Answer<pb::MoveLeaderResponse> {
+        let request = Request::MoveLeader(etch_proto::alarm::MoveLeaderRequest {
+            target_id: req.get_ref().target_id,
+        });
+        self.call(&req, request, |r| match r {
+            Response::MoveLeader(r) => Some(pb::MoveLeaderResponse {
+                header: header(&r.header),
+            }),
+            _ => None,
+        })
+        .await
+    }
+}
