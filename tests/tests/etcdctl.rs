@@ -1,0 +1,266 @@
+//! etcd's own command-line client against etch: Debian's `etcdctl` (package etcd-client,
+//! etcd 3.4, installed by scripts/test) talks to a real 3-node etch through the gRPC front
+//! with mutual TLS, and prints what it prints against etcd.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use etch_proto::pki::TlsFiles;
+use etch_tests::Cluster;
+
+/// etcdctl's arguments to reach every node of `cluster` as the holder of `tls`.
+fn base_args(cluster: &Cluster, tls: Option<&TlsFiles>) -> Vec<String> {
+    let endpoints: Vec<String> = (cluster.nodes.iter())
+        .map(|n| format!("https://{}", n.endpoint()))
+        .collect();
+    let mut args = vec![
+        format!("--endpoints={}", endpoints.join(",")),
+        "--dial-timeout=5s".into(),
+        "--command-timeout=10s".into(),
+    ];
+    let ca = TlsFiles::in_dir(&cluster.certs.dir, "root").ca;
+    args.push(format!("--cacert={}", ca.display()));
+    if let Some(tls) = tls {
+        args.push(format!("--cert={}", tls.cert.display()));
+        args.push(format!("--key={}", tls.key.display()));
+    }
+    args
+}
+
+fn etcdctl_as(cluster: &Cluster, tls: Option<&TlsFiles>, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(base_args(cluster, tls))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl (Debian's etcd-client; scripts/test installs it)");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("etcdctl output")
+}
+
+fn etcdctl(cluster: &Cluster, args: &[&str]) -> String {
+    let out = etcdctl_as(cluster, Some(&cluster.client_tls("root")), args, "");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn etcdctl_fails(cluster: &Cluster, tls: Option<&TlsFiles>, args: &[&str]) -> String {
+    let out = etcdctl_as(cluster, tls, args, "");
+    assert!(!out.status.success(), "etcdctl {args:?} succeeded: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The revision of the store, as `get -w json` reports it.
+fn revision(cluster: &Cluster) -> i64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&etcdctl(cluster, &["get", "-w", "json", "none"])).expect("json");
+    json["header"]["revision"].as_i64().expect("a revision")
+}
+
+#[test]
+fn etcdctl_reads_writes_txns_compacts_and_lists_through_the_grpc_front() {
+    let cluster = Cluster::new(3, &[]);
+    assert_eq!(etcdctl(&cluster, &["put", "foo", "bar"]), "OK\n");
+    let first = revision(&cluster);
+    assert_eq!(etcdctl(&cluster, &["get", "foo"]), "foo\nbar\n");
+    assert_eq!(etcdctl(&cluster, &["put", "foo2", "x"]), "OK\n");
+    assert_eq!(
+        etcdctl(&cluster, &["get", "foo", "--prefix", "--keys-only"]),
+        "foo\n\nfoo2\n\n"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&etcdctl(
+        &cluster,
+        &["get", "foo", "--prefix", "--limit=1", "-w", "json"],
+    ))
+    .expect("json");
+    assert_eq!(listed["count"], 2, "{listed}");
+    assert_eq!(listed["more"], true, "{listed}");
+    assert_eq!(listed["kvs"].as_array().map(Vec::len), Some(1), "{listed}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&etcdctl(&cluster, &["get", "foo", "-w", "json"])).expect("json");
+    let kv = &json["kvs"][0];
+    assert_eq!(kv["key"], "Zm9v", "base64 of foo: {json}");
+    assert_eq!(kv["value"], "YmFy");
+    assert_eq!(kv["create_revision"], first);
+    assert_eq!(kv["version"], 1);
+    assert!(json["header"]["member_id"].as_u64().is_some(), "{json}");
+
+    // A txn: etcdctl's interactive format on stdin.
+    let txn = etcdctl_as(
+        &cluster,
+        Some(&cluster.client_tls("root")),
+        &["txn"],
+        "value(\"foo\") = \"bar\"\n\nput foo baz\n\nput foo nope\n\n",
+    );
+    assert!(txn.status.success(), "{txn:?}");
+    assert_eq!(String::from_utf8_lossy(&txn.stdout), "SUCCESS\n\nOK\n");
+    assert_eq!(
+        etcdctl(&cluster, &["get", "foo", "--print-value-only"]),
+        "baz\n"
+    );
+    assert_eq!(
+        etcdctl(&cluster, &["get", "foo", &format!("--rev={first}")]),
+        "foo\nbar\n"
+    );
+
+    assert_eq!(etcdctl(&cluster, &["del", "foo2"]), "1\n");
+    assert_eq!(etcdctl(&cluster, &["get", "foo2"]), "");
+    let now = revision(&cluster);
+    assert_eq!(
+        etcdctl(&cluster, &["compact", &now.to_string()]),
+        format!("compacted revision {now}\n")
+    );
+    let err = etcdctl_fails(
+        &cluster,
+        Some(&cluster.client_tls("root")),
+        &["get", "foo", &format!("--rev={first}")],
+    );
+    assert!(
+        err.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{err}"
+    );
+
+    // The members, as etcd lists them: the gRPC front is at the client address.
+    let members = etcdctl(&cluster, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for node in &cluster.nodes {
+        let line = format!(
+            ", started, {}, https://{}, https://{}, false",
+            node.name,
+            node.peer_endpoint(),
+            node.endpoint()
+        );
+        assert!(members.contains(&line), "{line} in {members}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&etcdctl(&cluster, &["endpoint", "status", "-w", "json"]))
+            .expect("json");
+    let statuses = status.as_array().expect("one status per endpoint");
+    assert_eq!(statuses.len(), 3);
+    let leaders: Vec<u64> = statuses
+        .iter()
+        .map(|s| s["Status"]["leader"].as_u64().expect("a leader"))
+        .collect();
+    assert!(leaders.windows(2).all(|w| w[0] == w[1]), "{leaders:?}");
+    // etcdctl 3.4 prints health to stderr.
+    let health = etcdctl_as(
+        &cluster,
+        Some(&cluster.client_tls("root")),
+        &["endpoint", "health"],
+        "",
+    );
+    assert!(health.status.success(), "{health:?}");
+    let health = String::from_utf8_lossy(&health.stderr);
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+
+    // A request over the size limit is refused before it reaches Raft, and the node
+    // serves on.
+    let big = "x".repeat(2 << 20);
+    let out = etcdctl_as(
+        &cluster,
+        Some(&cluster.client_tls("root")),
+        &["put", "big"],
+        &big,
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("larger than max") || err.contains("too large"),
+        "{err}"
+    );
+    assert_eq!(etcdctl(&cluster, &["get", "big"]), "");
+
+    // Identity: no client certificate, no connection; a user without roles is refused
+    // with etcd's message.
+    let err = etcdctl_fails(&cluster, None, &["get", "foo"]);
+    assert!(!err.is_empty());
+    let alice = cluster.client_tls("alice");
+    let err = etcdctl_fails(&cluster, Some(&alice), &["put", "foo", "1"]);
+    assert!(err.contains("etcdserver: permission denied"), "{err}");
+}
+
+#[test]
+fn etcdctl_leases_and_watches_through_the_grpc_front() {
+    let cluster = Cluster::new(3, &[]);
+    let granted = etcdctl(&cluster, &["lease", "grant", "60"]);
+    let id = granted
+        .strip_prefix("lease ")
+        .and_then(|rest| rest.strip_suffix(" granted with TTL(60s)\n"))
+        .unwrap_or_else(|| panic!("{granted}"))
+        .to_owned();
+    assert_eq!(
+        etcdctl(&cluster, &["put", "leased", "v", &format!("--lease={id}")]),
+        "OK\n"
+    );
+    let ttl = etcdctl(&cluster, &["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")),
+        "{ttl}"
+    );
+    assert!(ttl.ends_with("attached keys([leased])\n"), "{ttl}");
+    assert_eq!(
+        etcdctl(&cluster, &["lease", "list"]),
+        format!("found 1 leases\n{id}\n")
+    );
+    let kept = etcdctl(&cluster, &["lease", "keep-alive", "--once", &id]);
+    assert_eq!(kept, format!("lease {id} keepalived with TTL(60)\n"));
+    assert_eq!(
+        etcdctl(&cluster, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(etcdctl(&cluster, &["get", "leased"]), "");
+    assert_eq!(
+        etcdctl(&cluster, &["lease", "timetolive", &id]),
+        format!("lease {id} already expired\n")
+    );
+
+    // A watch from a past revision replays, then follows new changes.
+    etcdctl(&cluster, &["put", "w/a", "1"]);
+    let from = revision(&cluster);
+    let mut watch = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(base_args(&cluster, Some(&cluster.client_tls("root"))))
+        .args(["watch", "w/", "--prefix", &format!("--rev={from}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    etcdctl(&cluster, &["put", "w/b", "2"]);
+    etcdctl(&cluster, &["del", "w/a"]);
+    let mut got = Vec::new();
+    while got.len() < 8 {
+        match seen.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => got.push(line),
+            Err(e) => panic!("watch output stopped at {got:?}: {e}"),
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(
+        got,
+        ["PUT", "w/a", "1", "PUT", "w/b", "2", "DELETE", "w/a"],
+        "then an empty value line"
+    );
+}
