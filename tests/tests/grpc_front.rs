@@ -33,8 +33,13 @@ async fn dial_tls(
 
 /// A gRPC channel to `addr` as the owner of `tls`.
 async fn channel(addr: &str, tls: &TlsFiles) -> Channel {
+    channel_on(Endpoint::from_static("http://etch.invalid"), addr, tls).await
+}
+
+/// A gRPC channel with `endpoint`'s settings to `addr` as the owner of `tls`.
+async fn channel_on(endpoint: Endpoint, addr: &str, tls: &TlsFiles) -> Channel {
     let (addr, tls) = (addr.to_owned(), tls.clone());
-    Endpoint::from_static("http://etch.invalid")
+    endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let (addr, tls) = (addr.clone(), tls.clone());
             async move {
@@ -182,4 +187,78 @@ async fn bytes_that_are_not_grpc_end_that_connection_only() {
     let channel = channel(&addr, &root).await;
     let resp = put(&channel, "after", "ok").await;
     assert!(resp.header.expect("header").revision > 1);
+}
+
+/// A client that asks for large answers and never reads them (its HTTP/2 stream windows
+/// are 0, so the node cannot send a byte of them): the answers it pins are bounded by its
+/// connection's budget (the response limit, 64 MiB), the requests past it are refused at
+/// once with `ResourceExhausted`, and another client is served meanwhile. Without the
+/// budget, 120 answers of 6 MB each stayed in the node's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_pins_a_bounded_amount() {
+    let cluster = Cluster::new(1, &[]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    let writer = channel(&addr, &root).await;
+    let value = "v".repeat(500_000);
+    for i in 0..12 {
+        put(&writer, &format!("big/{i:02}"), &value).await;
+    }
+    let before = etch_tests::rss_mib(cluster.nodes[0].pid().expect("running"));
+
+    let stalled = channel_on(
+        Endpoint::from_static("http://etch.invalid")
+            .initial_stream_window_size(Some(0))
+            .initial_connection_window_size(Some(65_535)),
+        &addr,
+        &root,
+    )
+    .await;
+    let asks = 120;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..asks {
+        let mut kv = pb::kv_client::KvClient::new(stalled.clone());
+        calls.spawn(async move {
+            kv.range(pb::RangeRequest {
+                key: b"big/".to_vec(),
+                range_end: b"big0".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+        });
+    }
+    let mut refused = 0;
+    while refused < asks - 20 {
+        let done = tokio::time::timeout(Duration::from_secs(30), calls.join_next())
+            .await
+            .expect("refusals come at once, not after a timeout")
+            .expect("a call")
+            .expect("the call task");
+        let Err(status) = done else {
+            panic!("an answer arrived through a window of 0");
+        };
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+        assert!(status.message().contains("has not read"), "{status}");
+        refused += 1;
+    }
+    let after = etch_tests::rss_mib(cluster.nodes[0].pid().expect("running"));
+    assert!(
+        after < before + 200,
+        "the stalled client pins {} MiB (before {before} MiB)",
+        after.saturating_sub(before)
+    );
+    // Another client is served meanwhile.
+    let other = channel(&addr, &root).await;
+    let mut kv = pb::kv_client::KvClient::new(other);
+    let got = kv
+        .range(pb::RangeRequest {
+            key: b"big/00".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("a range of another client")
+        .into_inner();
+    assert_eq!(got.kvs.len(), 1);
+    calls.abort_all();
 }

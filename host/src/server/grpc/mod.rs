@@ -13,7 +13,10 @@
 //! per-principal connection limits of `--max-connections*` ([`Admission`]). HTTP/2 bounds
 //! the rest: concurrent streams per connection (`--max-streams-per-connection`), message
 //! sizes (`--max-request-bytes` in, the response limit out), keep-alive pings that drop a
-//! dead peer.
+//! dead peer. An answer is charged to its connection's byte budget (and the node's, as on
+//! the QUIC front) before it is sent, and the charge is held by its HTTP/2 body until the
+//! body is done: a client that does not read its answers is refused new ones
+//! (`ResourceExhausted`) once its budget is spent, instead of pinning answers without end.
 
 mod convert;
 mod services;
@@ -34,31 +37,84 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::admission::{Admission, Slot};
+use super::budget::{self, Budget, Charge};
 use crate::node::Node;
 pub(crate) use services::Etcd;
 
 /// How long a TCP connection has to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The principal of a connection: its client certificate's common name. Each request's
-/// extensions carry it (tonic's connect info).
-#[derive(Clone, Debug)]
-pub(crate) struct Principal(pub(crate) Arc<str>);
+/// Who is on a connection and what it may hold: its client certificate's common name, and
+/// its byte budget for answers not yet taken. Each request's extensions carry it (tonic's
+/// connect info).
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) principal: Arc<str>,
+    pub(crate) budget: Arc<Budget>,
+}
 
-/// An admitted connection: the TLS stream, its principal, and its admission slot (given
-/// back when the connection ends).
+/// An admitted connection: the TLS stream, its peer, and its admission slot (given back
+/// when the connection ends).
 struct Conn {
     io: TlsStream<TcpStream>,
-    principal: Principal,
+    peer: Peer,
     _slot: Slot,
 }
 
 impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = Principal;
+    type ConnectInfo = Peer;
 
-    fn connect_info(&self) -> Principal {
-        self.principal.clone()
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
     }
+}
+
+/// An answer's charge on its connection's budget, carried from the service to the HTTP/2
+/// body in the response's extensions ([`hold_charges`]).
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) _charge: Arc<Charge>,
+}
+
+/// A response body that keeps its answer's charge until the body is done with (sent, or
+/// dropped with its stream): what bounds the answers a client that does not read can pin
+/// in the node's memory.
+struct HeldBody {
+    inner: tonic::body::Body,
+    _held: Held,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Moves an answer's [`Held`] charge from the response's extensions into its body.
+fn hold_charges(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let (mut parts, body) = response.into_parts();
+    let body = match parts.extensions.remove::<Held>() {
+        Some(held) => tonic::body::Body::new(HeldBody {
+            inner: body,
+            _held: held,
+        }),
+        None => body,
+    };
+    http::Response::from_parts(parts, body)
 }
 
 impl AsyncRead for Conn {
@@ -111,6 +167,7 @@ pub async fn serve_grpc(listener: TcpListener, node: Node) {
     let etcd = Etcd { node: node.clone() };
     let mut stopping = node.stopping();
     let served = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(hold_charges))
         .max_concurrent_streams(Some(limits.max_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -151,7 +208,9 @@ pub async fn serve_grpc(listener: TcpListener, node: Node) {
 /// Accepts TCP connections, each handshaken and admitted in a task of its own, and hands
 /// the admitted ones to the server.
 async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Result<Conn>>) {
-    let admission = Arc::new(Admission::new(&node.options().client_limits));
+    let limits = node.options().client_limits.clone();
+    let admission = Arc::new(Admission::new(&limits));
+    let buffers = budget::node_budget(limits.buffer_bytes);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -170,6 +229,11 @@ async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Resul
             continue;
         };
         let (node, admission, conns) = (node.clone(), admission.clone(), conns.clone());
+        let budget = Arc::new(Budget::new(
+            limits.connection_buffer_bytes,
+            buffers.clone(),
+            limits.buffer_bytes,
+        ));
         tokio::spawn(async move {
             let admitted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake_tls(&node, tcp)).await;
             drop(handshake);
@@ -193,7 +257,7 @@ async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Resul
             };
             let conn = Conn {
                 io,
-                principal: Principal(principal),
+                peer: Peer { principal, budget },
                 _slot: slot,
             };
             let _ = conns.send(Ok(conn)).await;

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::Principal;
 use super::convert::{self, header, status};
+use super::{Held, Peer};
 use crate::node::Node;
 
 /// The node behind every service of the gRPC front.
@@ -28,11 +28,31 @@ pub(crate) struct Etcd {
 type Answer<T> = Result<tonic::Response<T>, Status>;
 pub(super) type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
+/// The peer a request came from.
+fn peer<T>(req: &tonic::Request<T>) -> Result<&Peer, Status> {
+    (req.extensions().get::<Peer>())
+        .ok_or_else(|| Status::unauthenticated("etcdserver: no client certificate"))
+}
+
 /// The principal of the connection a request came on (its certificate's common name).
 pub(super) fn principal<T>(req: &tonic::Request<T>) -> Result<Arc<str>, Status> {
-    (req.extensions().get::<Principal>())
-        .map(|p| p.0.clone())
-        .ok_or_else(|| Status::unauthenticated("etcdserver: no client certificate"))
+    peer(req).map(|p| p.principal.clone())
+}
+
+/// `message` as the answer to `req`, charged to its connection's budget until its body is
+/// sent ([`Held`]); refused when the connection holds too many answers it has not read.
+fn charged<T, U: prost::Message>(req: &tonic::Request<T>, message: U) -> Answer<U> {
+    let bytes = message.encoded_len() + 5;
+    let charge = peer(req)?.budget.try_reserve(bytes).ok_or_else(|| {
+        Status::resource_exhausted(format!(
+            "etcdserver: no room for an answer of {bytes} bytes: this connection holds too many answers it has not read"
+        ))
+    })?;
+    let mut response = tonic::Response::new(message);
+    response.extensions_mut().insert(Held {
+        _charge: Arc::new(charge),
+    });
+    Ok(response)
 }
 
 fn unexpected(response: &Response) -> Status {
@@ -42,7 +62,7 @@ fn unexpected(response: &Response) -> Status {
 impl Etcd {
     /// Runs `request` for the principal of `req` and hands the answer to `pick` (`None`:
     /// not the answer the request has).
-    async fn call<T, U>(
+    async fn call<T, U: prost::Message>(
         &self,
         req: &tonic::Request<T>,
         request: Request,
@@ -50,9 +70,9 @@ impl Etcd {
     ) -> Answer<U> {
         let principal = principal(req)?;
         let response = (self.node.handle(&principal, request).await).map_err(status)?;
-        pick(response)
-            .map(tonic::Response::new)
-            .ok_or_else(|| Status::internal("etcdserver: the node answered with another kind"))
+        let message = pick(response)
+            .ok_or_else(|| Status::internal("etcdserver: the node answered with another kind"))?;
+        charged(req, message)
     }
 }
 
@@ -206,19 +226,18 @@ impl pb::lease_server::Lease for Etcd {
             .handle(&principal, Request::LeaseTimeToLive(ttl))
             .await
         {
-            Ok(Response::LeaseTimeToLive(r)) => {
-                Ok(tonic::Response::new(pb::LeaseTimeToLiveResponse {
+            Ok(Response::LeaseTimeToLive(r)) => charged(
+                &req,
+                pb::LeaseTimeToLiveResponse {
                     header: header(&r.header),
                     id: r.id,
                     ttl: r.ttl,
                     granted_ttl: r.granted_ttl,
-                    keys: r
-                        .keys
-                        .into_iter()
+                    keys: (r.keys.into_iter())
                         .map(serde_bytes::ByteBuf::into_vec)
                         .collect(),
-                }))
-            }
+                },
+            ),
             // etcd answers an unknown lease with TTL -1, not an error.
             Err(Error::LeaseNotFound(_)) => Ok(tonic::Response::new(pb::LeaseTimeToLiveResponse {
                 header: None,
