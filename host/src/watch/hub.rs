@@ -169,12 +169,15 @@ impl Hub {
     }
 
     /// Registers a live watcher from now on: returns the registration and the revision it
-    /// starts after.
+    /// starts after. "Now" is the store's applied revision, which the hub's published one
+    /// may trail: a client that wrote and then watched from now must not be told of its
+    /// own write (seen under load: the feed had not published the put yet).
     pub(super) fn register_now(&self, filter: &Arc<Filter>) -> (Registration, Revision) {
+        let applied = self.store().revision();
         let mut state = self.lock();
-        let published = state.published;
-        let registration = self.insert(&mut state, filter, published + 1);
-        (registration, published)
+        let after = state.published.max(applied);
+        let registration = self.insert(&mut state, filter, after + 1);
+        (registration, after)
     }
 
     /// The hub's published revision, if the watcher's `queue` is empty at this moment:
