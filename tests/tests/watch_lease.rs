@@ -328,15 +328,20 @@ fn lease_expiry_deletes_its_keys_in_one_revision() {
         time_to_live(&rt, &client, id).granted_ttl,
         etch_proto::lease::MIN_LEASE_TTL
     );
+    let mut last_put = 0;
     for key in [b"l/a".as_slice(), b"l/b"] {
         let answer: Answer =
             rt.block_on(client.request(&put(key, b"v", id), Duration::from_secs(20)));
-        assert!(answer.is_ok(), "put with the lease: {answer:?}");
+        let Ok(Response::Put(put)) = answer else {
+            panic!("put with the lease: {answer:?}");
+        };
+        last_put = put.header.revision;
     }
     let unknown = rt.block_on(client.request(&put(b"l/c", b"v", id + 1), Duration::from_secs(20)));
     assert_eq!(unknown, Err(Error::LeaseNotFound(id + 1)));
 
-    // A watcher on the follower, from now on.
+    // A watcher on the follower, from after the puts (a follower's "now" may not have
+    // applied them yet).
     let conn = rt.block_on(client.conn(&follower)).expect("connect");
     let mut watch = rt
         .block_on(RawWatch::open(
@@ -344,6 +349,7 @@ fn lease_expiry_deletes_its_keys_in_one_revision() {
             WatchCreateRequest {
                 key: b"l/".to_vec(),
                 range_end: prefix_end(b"l/"),
+                start_revision: last_put + 1,
                 ..Default::default()
             },
         ))
