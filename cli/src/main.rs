@@ -106,8 +106,14 @@ enum Command {
     Version,
 }
 
+/// etcdctl's exit status for a command given the wrong arguments (cobra's `ExitBadArgs`).
+const EXIT_BAD_ARGS: u8 = 128;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -121,6 +127,40 @@ fn main() -> ExitCode {
             eprintln!("Error: {}", error_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command line clap refused, as etcdctl reports one: help and version as asked, else
+/// one `Error:` line (the usage follows only with `--help`) and etcdctl's exit status: 1
+/// for an unknown command, [`EXIT_BAD_ARGS`] for wrong arguments.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    eprintln!("Error: {}", usage_line(e));
+    match e.kind() {
+        ErrorKind::InvalidSubcommand => ExitCode::FAILURE,
+        _ => ExitCode::from(EXIT_BAD_ARGS),
+    }
+}
+
+/// The first line of clap's message, without its `error: ` and with its spacing folded.
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "the following required arguments were not provided:" names them on the next line.
+    match (first.ends_with(':'), lines.next()) {
+        (true, Some(what)) if !what.starts_with("Usage:") => format!("{first} {what}"),
+        _ => first.to_owned(),
     }
 }
 
@@ -194,6 +234,21 @@ mod tests {
         assert!(help("list").contains("unstarted until the member"));
         assert!(help("promote").contains("<ID>"));
         assert!(help("remove").contains("in hex as `member list` prints it"));
+    }
+
+    #[test]
+    fn a_usage_error_is_one_line() {
+        let Err(missing) = Cli::try_parse_from(["etchctl", "get"]) else {
+            panic!("get needs a key");
+        };
+        assert_eq!(
+            usage_line(&missing),
+            "the following required arguments were not provided: <KEY>"
+        );
+        let Err(unknown) = Cli::try_parse_from(["etchctl", "nosuch"]) else {
+            panic!("no such command");
+        };
+        assert_eq!(usage_line(&unknown), "unrecognized subcommand 'nosuch'");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use etch_client::proto::plugin::{PluginInfo, PluginLimits};
 
 use crate::context::Context;
+use crate::print::Format;
 
 /// `plugin ...`.
 #[derive(Subcommand, Clone, Debug)]
@@ -135,6 +136,13 @@ fn too_large(size: u64, limit: u64) -> String {
 }
 
 pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
+    // Only `list` has a json and a table form; the others print one line of fact.
+    if !matches!(cmd, PluginCommand::List) && ctx.printer.format != Format::Simple {
+        anyhow::bail!(
+            "plugin install, remove and reset print simple output only (-w json and -w table \
+             are for plugin list)"
+        );
+    }
     match cmd {
         PluginCommand::Install(args) => {
             let config = args.config_pairs()?;
@@ -184,8 +192,14 @@ pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
         }
         PluginCommand::List => {
             let resp = ctx.client()?.plugin_list().await?;
-            for p in &resp.plugins {
-                println!("{}", list_line(p));
+            match ctx.printer.format {
+                Format::Simple => {
+                    for p in &resp.plugins {
+                        println!("{}", list_line(p));
+                    }
+                }
+                Format::Json => println!("{}", list_json(&resp.plugins)),
+                Format::Table => print!("{}", list_table(&resp.plugins)),
             }
             Ok(())
         }
@@ -206,6 +220,81 @@ pub async fn run(ctx: &Context, cmd: &PluginCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `plugin list -w json`: `{"plugins":[...]}`, one object per binding with every field the
+/// simple form shows (a prefix or config value that is not UTF-8 is written lossily).
+pub fn list_json(plugins: &[PluginInfo]) -> String {
+    use etch_client::proto::plugin::{FailurePolicy, PluginMode};
+    let items: Vec<serde_json::Value> = plugins
+        .iter()
+        .map(|p| {
+            let b = &p.binding;
+            let mut item = serde_json::json!({
+                "name": b.name,
+                "prefix": String::from_utf8_lossy(&b.prefix),
+                "hook": b.hook.name(),
+                "sha256": p.sha256,
+                "size": p.size,
+                "config": (b.config.iter())
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                    .collect::<serde_json::Map<_, _>>(),
+                "fuel": b.limits.fuel,
+                "timeout_ms": b.limits.timeout_ms,
+                "memory_mb": b.limits.memory_mb,
+                "calls": p.calls,
+                "failures": p.failures,
+                "status": p.status.name(),
+            });
+            if b.hook == etch_client::proto::plugin::PluginHook::Validate {
+                item["mode"] = match b.mode {
+                    PluginMode::Enforce => "enforce",
+                    PluginMode::Audit => "audit",
+                }
+                .into();
+                item["on_error"] = match b.on_error {
+                    FailurePolicy::FailOpen => "fail-open",
+                    _ => "fail-closed",
+                }
+                .into();
+                item["denials"] = p.denials.into();
+            } else {
+                item["checkpoint"] = p.checkpoint.into();
+                item["last_error"] = p.last_error.clone().into();
+                if let FailurePolicy::Park { after } = b.on_error {
+                    item["park_after"] = after.into();
+                }
+            }
+            item
+        })
+        .collect();
+    serde_json::json!({ "plugins": items }).to_string()
+}
+
+/// `plugin list -w table`: one row per binding.
+pub fn list_table(plugins: &[PluginInfo]) -> String {
+    let rows: Vec<Vec<String>> = plugins
+        .iter()
+        .map(|p| {
+            let b = &p.binding;
+            vec![
+                b.name.clone(),
+                String::from_utf8_lossy(&b.prefix).into_owned(),
+                b.hook.name().to_owned(),
+                p.status.name().to_owned(),
+                p.calls.to_string(),
+                p.failures.to_string(),
+                p.sha256.chars().take(12).collect(),
+            ]
+        })
+        .collect();
+    crate::print::table::render(
+        &[
+            "NAME", "PREFIX", "HOOK", "STATUS", "CALLS", "FAILURES", "SHA256",
+        ],
+        &rows,
+        crate::print::table::Align::Left,
+    )
 }
 
 /// One binding as `plugin list` prints it.
@@ -387,6 +476,72 @@ mod tests {
         assert!(
             line.ends_with(", checkpoint=42, status=retrying, last-error=trapped: unreachable"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn list_prints_json_and_a_table_with_each_hooks_own_fields() {
+        use etch_client::proto::plugin::{PluginBinding, PluginHook};
+        let reactor = PluginInfo {
+            binding: PluginBinding {
+                name: "audit".into(),
+                prefix: b"/app/".to_vec(),
+                hook: PluginHook::React,
+                config: vec![("audit-prefix".into(), "/audit/".into())],
+                ..Default::default()
+            },
+            sha256: "ab".repeat(32),
+            checkpoint: 42,
+            calls: 3,
+            ..Default::default()
+        };
+        let validator = PluginInfo {
+            binding: PluginBinding {
+                name: "guard".into(),
+                hook: PluginHook::Validate,
+                ..reactor.binding.clone()
+            },
+            denials: 2,
+            ..reactor.clone()
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&list_json(&[reactor.clone(), validator.clone()])).expect("json");
+        let listed = json["plugins"].as_array().expect("plugins");
+        assert_eq!(listed[0]["name"], "audit");
+        assert_eq!(listed[0]["checkpoint"], 42);
+        assert_eq!(listed[0]["config"]["audit-prefix"], "/audit/");
+        assert!(
+            listed[0].get("on_error").is_none(),
+            "a reactor: {}",
+            listed[0]
+        );
+        assert_eq!(listed[1]["on_error"], "fail-closed");
+        assert_eq!(listed[1]["denials"], 2);
+        assert!(
+            listed[1].get("checkpoint").is_none(),
+            "a validator: {}",
+            listed[1]
+        );
+        assert_eq!(list_json(&[]), r#"{"plugins":[]}"#);
+        let table = list_table(&[reactor, validator]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("NAME") && l.contains("STATUS")),
+            "{table}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("audit") && l.contains("react")),
+            "{table}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("guard") && l.contains("validate")),
+            "{table}"
         );
     }
 }

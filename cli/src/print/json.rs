@@ -134,7 +134,8 @@ impl From<&DeleteRangeResponse> for Delete {
 }
 
 /// Go marshals the `oneof` as a field named after the Go field (`Response`) holding the
-/// wrapper struct, whose one field carries the protobuf json name.
+/// wrapper struct, whose one field is named after its Go field too (`ResponsePut`), as
+/// etcdctl 3.4 prints it.
 #[derive(Serialize)]
 struct Op {
     #[serde(rename = "Response")]
@@ -143,11 +144,11 @@ struct Op {
 
 #[derive(Serialize)]
 enum OneOf {
-    #[serde(rename = "response_range")]
+    #[serde(rename = "ResponseRange")]
     Range(Range),
-    #[serde(rename = "response_put")]
+    #[serde(rename = "ResponsePut")]
     Put(Put),
-    #[serde(rename = "response_delete_range")]
+    #[serde(rename = "ResponseDeleteRange")]
     Delete(Delete),
 }
 
@@ -459,7 +460,7 @@ mod tests {
             printed(|w| txn(w, &txn_resp)),
             concat!(
                 r#"{"header":{"revision":3},"succeeded":true,"#,
-                r#""responses":[{"Response":{"response_put":{"header":{"revision":3}}}}]}"#,
+                r#""responses":[{"Response":{"ResponsePut":{"header":{"revision":3}}}}]}"#,
                 "\n"
             )
         );
