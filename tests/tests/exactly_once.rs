@@ -13,6 +13,17 @@ fn trigger(cluster: &Cluster, i: usize) -> PathBuf {
         .join(format!("{}.apply-write", cluster.nodes[i].name))
 }
 
+/// A running 3-node cluster whose members' apply fails once their [`trigger`] file exists.
+fn armable_cluster() -> Cluster {
+    let mut cluster = Cluster::prepare(3, &[]);
+    for i in 0..3 {
+        let spec = format!("apply-write={}", trigger(&cluster, i).display());
+        cluster.nodes[i].env.push(("ETCH_FAILPOINTS".into(), spec));
+    }
+    cluster.start();
+    cluster
+}
+
 /// The leader's apply fails (a failpoint) right after the entry of a put committed: the
 /// leader exits without answering, the SDK sends the same named put to the new leader,
 /// which answers what applying the first copy gave. The key's version, its mod revision,
@@ -20,12 +31,7 @@ fn trigger(cluster: &Cluster, i: usize) -> PathBuf {
 /// and every member's history hashes alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_retried_after_its_leader_died_mid_request_applies_once() {
-    let mut cluster = Cluster::prepare(3, &[]);
-    for i in 0..3 {
-        let spec = format!("apply-write={}", trigger(&cluster, i).display());
-        cluster.nodes[i].env.push(("ETCH_FAILPOINTS".into(), spec));
-    }
-    cluster.start();
+    let mut cluster = armable_cluster();
     let client = cluster.root_client();
     let first = client.put("once/k", "v0").await.expect("first put");
     let start = first.header.revision;
@@ -106,12 +112,7 @@ async fn a_put_retried_after_its_leader_died_mid_request_applies_once() {
 /// applies once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unnamed_put_whose_leader_stopped_mid_request_is_of_unknown_outcome() {
-    let mut cluster = Cluster::prepare(3, &[]);
-    for i in 0..3 {
-        let spec = format!("apply-write={}", trigger(&cluster, i).display());
-        cluster.nodes[i].env.push(("ETCH_FAILPOINTS".into(), spec));
-    }
-    cluster.start();
+    let mut cluster = armable_cluster();
     let opts = cluster
         .client_options("root")
         .request_timeout(Duration::from_secs(10))

@@ -20,6 +20,13 @@ fn store() -> (TempDir, Store) {
     (dir, store)
 }
 
+/// Limits no test here reaches: 128 revisions and 1 MiB per watcher, 64 MiB per node.
+const ROOMY: Limits = Limits {
+    revisions: 128,
+    bytes: 1 << 20,
+    node_bytes: 64 << 20,
+};
+
 fn put(store: &Store, hub: &Hub, key: &str, len: usize) -> Revision {
     let req = Request::Put(PutRequest {
         key: key.as_bytes().to_vec(),
@@ -46,12 +53,7 @@ fn watch(key: &str, end: &str, prev_kv: bool) -> WatchCreateRequest {
 #[test]
 fn watchers_share_one_copy_of_each_event() {
     let (_dir, store) = store();
-    let limits = Limits {
-        revisions: 128,
-        bytes: 1 << 20,
-        node_bytes: 64 << 20,
-    };
-    let hub = Hub::new(store.clone(), limits);
+    let hub = Hub::new(store.clone(), ROOMY);
     let every = Arc::new(Filter::new(&watch("\0", "\0", true)));
     let plain = Arc::new(Filter::new(&watch("\0", "\0", false)));
     let one = Arc::new(Filter::new(&watch("a", "", false)));
@@ -208,12 +210,7 @@ fn event(key: &str) -> etch_proto::watch::Event {
 #[test]
 fn a_watch_from_now_starts_after_what_is_applied_not_what_is_published() {
     let (_dir, store) = store();
-    let limits = Limits {
-        revisions: 128,
-        bytes: 1 << 20,
-        node_bytes: 64 << 20,
-    };
-    let hub = Hub::new(store.clone(), limits);
+    let hub = Hub::new(store.clone(), ROOMY);
     put(&store, &hub, "k", 1);
     // Applied, not yet published (the feed task lags under load).
     let req = Request::Put(PutRequest {
