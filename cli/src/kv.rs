@@ -7,18 +7,26 @@ use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use std::ffi::{OsStr, OsString};
+
 use etch_client::TxnOp;
 use etch_client::proto::{CompactRequest, Request, RequestOp, Response};
 
 use crate::context::Context as Ctx;
 
+/// A command-line argument's bytes, whatever they are: keys and values need not be UTF-8.
+pub fn bytes(arg: &OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    arg.as_bytes().to_vec()
+}
+
 /// `put KEY [VALUE]`.
 #[derive(Args, Clone, Debug)]
 pub struct PutArgs {
-    /// The key to set.
-    pub key: String,
+    /// The key to set (any bytes the shell passes, as etcdctl takes them).
+    pub key: OsString,
     /// The value; read from standard input when omitted.
-    pub value: Option<String>,
+    pub value: Option<OsString>,
     /// Also print the key's previous value.
     #[arg(long)]
     pub prev_kv: bool,
@@ -29,7 +37,7 @@ pub struct PutArgs {
 
 impl PutArgs {
     pub fn op(&self, value: Vec<u8>) -> Result<RequestOp> {
-        let mut op = TxnOp::put(self.key.as_str(), value);
+        let mut op = TxnOp::put(bytes(&self.key), value);
         if self.prev_kv {
             op = op.prev_kv();
         }
@@ -46,9 +54,9 @@ impl PutArgs {
 #[derive(Args, Clone, Debug)]
 pub struct RangeArgs {
     /// The key (or the start of the range).
-    pub key: String,
+    pub key: OsString,
     /// The end of the range, exclusive.
-    pub range_end: Option<String>,
+    pub range_end: Option<OsString>,
     /// Every key starting with KEY ("" for all keys).
     #[arg(long)]
     pub prefix: bool,
@@ -71,7 +79,7 @@ impl RangeArgs {
             }
             (true, false, None) => Ok(op.prefix()),
             (false, true, None) => Ok(op.from_key()),
-            (false, false, Some(end)) => Ok(op.range_end(end.as_str())),
+            (false, false, Some(end)) => Ok(op.range_end(bytes(end))),
             (false, false, None) => Ok(op),
         }
     }
@@ -117,7 +125,7 @@ pub struct GetArgs {
 
 impl GetArgs {
     pub fn op(&self) -> Result<RequestOp> {
-        let mut op = self.range.apply(TxnOp::get(self.range.key.as_str()))?;
+        let mut op = self.range.apply(TxnOp::get(bytes(&self.range.key)))?;
         op = op.revision(self.rev).limit(self.limit);
         if self.keys_only {
             op = op.keys_only();
@@ -145,7 +153,7 @@ pub struct DelArgs {
 
 impl DelArgs {
     pub fn op(&self) -> Result<RequestOp> {
-        let mut op = self.range.apply(TxnOp::delete(self.range.key.as_str()))?;
+        let mut op = self.range.apply(TxnOp::delete(bytes(&self.range.key)))?;
         if self.prev_kv {
             op = op.prev_kv();
         }
@@ -174,7 +182,7 @@ fn request(op: RequestOp) -> Request {
 
 pub async fn put(ctx: &Ctx, args: &PutArgs) -> Result<()> {
     let value = match &args.value {
-        Some(v) => v.clone().into_bytes(),
+        Some(v) => bytes(v),
         None => {
             let mut buf = Vec::new();
             std::io::stdin()

@@ -160,11 +160,9 @@ pub fn parse_op(line: &str) -> Result<RequestOp> {
     })?;
     let op = match parsed.op {
         OpCommand::Put(put) => {
-            let value = put
-                .value
-                .clone()
+            let value = (put.value.as_deref())
                 .ok_or_else(|| anyhow!("invalid txn request: {line} (put needs a value)"))?;
-            put.op(value.into_bytes())
+            put.op(crate::kv::bytes(value))
         }
         OpCommand::Get(get) => get.op(),
         OpCommand::Del(del) => del.op(),

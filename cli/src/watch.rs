@@ -11,14 +11,15 @@ use etch_client::proto::RequestOp;
 use etch_client::proto::watch::WatchCreateRequest;
 
 use crate::context::Context;
+use crate::kv::bytes;
 
 /// `watch KEY [RANGE_END] [--prefix] [--rev N] [--prev-kv] [--progress-notify]`.
 #[derive(Args, Clone, Debug)]
 pub struct WatchArgs {
     /// The key to watch (or the start of the range).
-    pub key: String,
+    pub key: std::ffi::OsString,
     /// The end of the range, exclusive.
-    pub range_end: Option<String>,
+    pub range_end: Option<std::ffi::OsString>,
     /// Watch every key starting with KEY ("" for all keys).
     #[arg(long)]
     pub prefix: bool,
@@ -43,9 +44,9 @@ impl WatchArgs {
             (true, Some(_)) => {
                 bail!("too many arguments, only accept one argument when `--prefix` is set")
             }
-            (true, None) => TxnOp::get(self.key.as_str()).prefix(),
-            (false, Some(end)) => TxnOp::get(self.key.as_str()).range_end(end.as_str()),
-            (false, None) => TxnOp::get(self.key.as_str()),
+            (true, None) => TxnOp::get(bytes(&self.key)).prefix(),
+            (false, Some(end)) => TxnOp::get(bytes(&self.key)).range_end(bytes(end)),
+            (false, None) => TxnOp::get(bytes(&self.key)),
         };
         let RequestOp::Range(range) = op.into_inner() else {
             bail!("internal error: a get op is not a range");

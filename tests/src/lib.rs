@@ -640,7 +640,11 @@ impl Cluster {
     }
 }
 
-fn etchctl_command(endpoints: &str, tls: &TlsFiles, args: &[&str]) -> Command {
+fn etchctl_command<A: AsRef<std::ffi::OsStr>>(
+    endpoints: &str,
+    tls: &TlsFiles,
+    args: &[A],
+) -> Command {
     let mut cmd = Command::new(bin("etchctl"));
     cmd.arg("--endpoints")
         .arg(endpoints)
@@ -656,7 +660,11 @@ fn etchctl_command(endpoints: &str, tls: &TlsFiles, args: &[&str]) -> Command {
 }
 
 /// Runs etchctl with the given endpoints and client certificate.
-pub fn etchctl_with(endpoints: &str, tls: &TlsFiles, args: &[&str]) -> Output {
+pub fn etchctl_with<A: AsRef<std::ffi::OsStr>>(
+    endpoints: &str,
+    tls: &TlsFiles,
+    args: &[A],
+) -> Output {
     etchctl_command(endpoints, tls, args)
         .output()
         .expect("run etchctl")

@@ -221,6 +221,38 @@ async fn sdk_end_to_end() {
     assert!(status.raft_applied_index > 0 && status.raft_applied_index <= status.raft_index);
 }
 
+/// Keys and values are bytes: etchctl takes arguments that are not UTF-8, as etcdctl does,
+/// and prints them back escaped with `--hex` and as base64 with `-w json`.
+#[test]
+fn etchctl_takes_keys_and_values_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let cluster = Cluster::single();
+    let endpoints = cluster.endpoints();
+    let root = cluster.client_tls("root");
+    let run = |args: &[&OsStr]| ok_stdout(&etch_tests::etchctl_with(&endpoints, &root, args));
+    let key = OsStr::from_bytes(b"k\xff\xfe");
+    let value = OsStr::from_bytes(b"v\x80");
+    assert_eq!(run(&[OsStr::new("put"), key, value]), "OK\n");
+    assert_eq!(
+        run(&[OsStr::new("get"), key, OsStr::new("--hex")]),
+        "\\x6b\\xff\\xfe\n\\x76\\x80\n"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run(&[
+        OsStr::new("get"),
+        key,
+        OsStr::new("-w"),
+        OsStr::new("json"),
+    ]))
+    .expect("json");
+    assert_eq!(
+        json["kvs"][0]["key"], "a//+",
+        "base64 of k\\xff\\xfe: {json}"
+    );
+    assert_eq!(json["kvs"][0]["value"], "doA=");
+    assert_eq!(run(&[OsStr::new("del"), key]), "1\n");
+}
+
 #[test]
 fn etchctl_verbs_and_output() {
     let cluster = Cluster::single();
