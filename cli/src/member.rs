@@ -88,7 +88,8 @@ pub async fn run(ctx: &Context, cmd: &MemberCommand) -> Result<()> {
                 add = add.learner();
             }
             let resp = add.await?;
-            ctx.print(|p, w| p.member_add(w, &resp, &args.name))
+            let cacert = ctx.global.cacert.clone();
+            ctx.print(|p, w| p.member_add(w, &resp, &args.name, &cacert))
         }
         MemberCommand::List => {
             let resp = ctx.client()?.member_list().await?;

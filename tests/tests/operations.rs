@@ -906,3 +906,66 @@ async fn a_filling_disk_raises_nospace_before_a_write_fails_and_nothing_is_lost(
     let log = cluster.nodes[0].log_text();
     assert!(!log.contains("Raft stopped"), "{log}");
 }
+
+/// `member add` prints an etchd command line that starts the new member as printed, once
+/// its certificate exists (made here as `etchctl certs init --dir DIR --nodes n2` would):
+/// started from another directory, the learner joins, serves clients at the address the
+/// command gives, and `member list` shows it started.
+#[test]
+fn the_command_member_add_prints_starts_the_member() {
+    let cluster = Cluster::new(1, &[]);
+    // A peer port whose client port, one below it, is free too.
+    let peer = loop {
+        let port = free_port();
+        let below = port - 1;
+        if std::net::UdpSocket::bind(("127.0.0.1", below)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", below)).is_ok()
+        {
+            break port;
+        }
+    };
+    etch_tests::Certs::new(&cluster.certs.dir, &["n2"], &[]);
+    let added = ok_stdout(&cluster.etchctl(&[
+        "member",
+        "add",
+        "n2",
+        "--peer-urls",
+        &format!("127.0.0.1:{peer}"),
+        "--learner",
+    ]));
+    let args = added
+        .lines()
+        .find_map(|l| l.strip_prefix("etchd "))
+        .unwrap_or_else(|| panic!("no etchd command in {added}"));
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let log = std::fs::File::create(elsewhere.path().join("n2.log")).expect("log file");
+    let mut n2 = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {} {args}",
+            etch_tests::bin("etchd").display()
+        ))
+        .current_dir(elsewhere.path())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("the printed command");
+    let client = format!("127.0.0.1:{}", peer - 1);
+    let root = cluster.client_tls("root");
+    wait_for("n2 to serve", Duration::from_secs(60), || {
+        let out = etch_tests::etchctl_with(&client, &root, &["get", "x", "--consistency", "s"]);
+        out.status.success().then_some(())
+    });
+    let list = wait_for("n2 to be listed started", Duration::from_secs(30), || {
+        let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
+        list.contains(&format!(", started, n2, 127.0.0.1:{peer}, {client}, true"))
+            .then_some(list)
+    });
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(
+        elsewhere.path().join("etch-data-n2").is_dir(),
+        "its data directory"
+    );
+    let _ = n2.kill();
+    let _ = n2.wait();
+}

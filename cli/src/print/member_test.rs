@@ -113,11 +113,18 @@ fn list_json_has_etcds_shape() {
 #[test]
 fn add_simple_prints_the_etchd_command_line() {
     assert_eq!(
-        printed(|w| printer(Format::Simple).member_add(w, &added(false), "n3")),
+        printed(|w| printer(Format::Simple).member_add(
+            w,
+            &added(false),
+            "n3",
+            std::path::Path::new("certs/ca.crt")
+        )),
         "Member fd422379fda50e48 added to cluster 2d8e0a1f5b3c4e7a\n\
          \n\
-         etchd --name n3 --initial-cluster \
-         n1=127.0.0.1:7380,n2=127.0.0.1:7382,n3=127.0.0.1:7384 --initial-cluster-state existing\n"
+         etchd --name n3 --data-dir etch-data-n3 --listen-peer 127.0.0.1:7384 \
+         --listen-client 127.0.0.1:7383 --initial-cluster \
+         n1=127.0.0.1:7380,n2=127.0.0.1:7382,n3=127.0.0.1:7384 --initial-cluster-state existing \
+         --ca certs/ca.crt --cert certs/n3.crt --key certs/n3.key\n"
     );
     // The new member goes under the name given, whatever the answer says; words a shell
     // would interpret are quoted.
@@ -125,11 +132,18 @@ fn add_simple_prints_the_etchd_command_line() {
     resp.members[2].name.clear();
     resp.members[0].peer_addr = "[::1]:7380".into();
     assert_eq!(
-        printed(|w| printer(Format::Simple).member_add(w, &resp, "it's")),
+        printed(|w| printer(Format::Simple).member_add(
+            w,
+            &resp,
+            "it's",
+            std::path::Path::new("ca.crt")
+        )),
         "Member fd422379fda50e48 added as learner to cluster 2d8e0a1f5b3c4e7a\n\
          \n\
-         etchd --name 'it'\\''s' --initial-cluster \
-         'n1=[::1]:7380,n2=127.0.0.1:7382,it'\\''s=127.0.0.1:7384' --initial-cluster-state existing\n"
+         etchd --name 'it'\\''s' --data-dir 'etch-data-it'\\''s' --listen-peer 127.0.0.1:7384 \
+         --listen-client 127.0.0.1:7383 --initial-cluster \
+         'n1=[::1]:7380,n2=127.0.0.1:7382,it'\\''s=127.0.0.1:7384' --initial-cluster-state existing \
+         --ca ca.crt --cert 'it'\\''s.crt' --key 'it'\\''s.key'\n"
     );
 }
 
@@ -137,10 +151,17 @@ fn add_simple_prints_the_etchd_command_line() {
 fn add_table_and_json() {
     // etcdctl prints the ETCD_* lines only in simple mode.
     assert_eq!(
-        printed(|w| printer(Format::Table).member_add(w, &added(true), "n3")),
+        printed(|w| printer(Format::Table).member_add(
+            w,
+            &added(true),
+            "n3",
+            std::path::Path::new("ca.crt")
+        )),
         "Member fd422379fda50e48 added as learner to cluster 2d8e0a1f5b3c4e7a\n"
     );
-    let json = printed(|w| printer(Format::Json).member_add(w, &added(true), "n3"));
+    let json = printed(|w| {
+        printer(Format::Json).member_add(w, &added(true), "n3", std::path::Path::new("ca.crt"))
+    });
     assert!(
         json.starts_with(concat!(
             r#"{"header":{"cluster_id":3282572308190613114,"member_id":10276657743932975437,"raft_term":3},"#,

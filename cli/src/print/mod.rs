@@ -172,12 +172,13 @@ impl Printer {
         w: &mut dyn Write,
         resp: &MemberAddResponse,
         name: &str,
+        cacert: &std::path::Path,
     ) -> io::Result<()> {
         match self.format {
             Format::Json => json::member_add(w, resp),
             Format::Simple => {
                 simple::member_added(w, resp)?;
-                simple::join_command(w, resp, name)
+                simple::join_command(w, resp, name, cacert)
             }
             Format::Table => simple::member_added(w, resp),
         }

@@ -1,6 +1,7 @@
 //! etcdctl's simple format (`printer_simple.go`).
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use etch_proto::{
     DeleteRangeResponse, KeyValue, MemberAddResponse, MemberListResponse, NodeId, PutResponse,
@@ -122,12 +123,16 @@ pub(super) fn member_changed(
 
 /// Where etcdctl prints `ETCD_NAME=...`, `ETCD_INITIAL_CLUSTER=...` and
 /// `ETCD_INITIAL_CLUSTER_STATE="existing"`: the `etchd` command line that starts the new
-/// member. The initial cluster lists every member as NAME=PEER_ADDR, the new one under
-/// `name`; etchd takes the new member's advertised peer address from its own entry.
+/// member, runnable as printed once its certificate exists. The initial cluster lists every
+/// member as NAME=PEER_ADDR, the new one under `name`; it listens for peers at the address
+/// added ([`listen_addrs`]), keeps its data in `etch-data-NAME`, and presents
+/// `NAME.crt`/`NAME.key` from the directory of the CA etchctl was given (`etchctl certs init
+/// --dir DIR --nodes NAME` makes them).
 pub(super) fn join_command(
     w: &mut dyn Write,
     resp: &MemberAddResponse,
     name: &str,
+    cacert: &Path,
 ) -> io::Result<()> {
     let cluster: Vec<String> = resp
         .members
@@ -141,13 +146,44 @@ pub(super) fn join_command(
             format!("{n}={}", m.peer_addr)
         })
         .collect();
+    let (listen_peer, listen_client) = listen_addrs(&resp.member.peer_addr);
+    let dir = cacert.parent().unwrap_or(Path::new(""));
+    let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
     writeln!(w)?;
     writeln!(
         w,
-        "etchd --name {} --initial-cluster {} --initial-cluster-state existing",
+        "etchd --name {} --data-dir {} --listen-peer {} --listen-client {} --initial-cluster {} \
+         --initial-cluster-state existing --ca {} --cert {} --key {}",
         shell_word(name),
-        shell_word(&cluster.join(","))
+        shell_word(&format!("etch-data-{name}")),
+        shell_word(&listen_peer),
+        shell_word(&listen_client),
+        shell_word(&cluster.join(",")),
+        shell_word(&cacert.display().to_string()),
+        shell_word(&file("crt")),
+        shell_word(&file("key")),
     )
+}
+
+/// Where a member added with peer address `peer` listens: for peers at that address (a
+/// host name is bound on every interface, at its port), for clients at the port below it,
+/// as etch's defaults pair them (7379 and 7380; the gRPC front shares the client port).
+fn listen_addrs(peer: &str) -> (String, String) {
+    match peer.parse::<std::net::SocketAddr>() {
+        Ok(addr) => {
+            let client = std::net::SocketAddr::new(addr.ip(), addr.port().saturating_sub(1));
+            (addr.to_string(), client.to_string())
+        }
+        Err(_) => {
+            let port = (peer.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .unwrap_or(7380);
+            (
+                format!("0.0.0.0:{port}"),
+                format!("0.0.0.0:{}", port.saturating_sub(1)),
+            )
+        }
+    }
 }
 
 /// `s` as one shell word: as it is when it holds nothing a shell would interpret (IPv6
