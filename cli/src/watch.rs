@@ -6,9 +6,9 @@
 
 use anyhow::{Result, anyhow, bail};
 use clap::Args;
-use etch_client::TxnOp;
-use etch_client::proto::RequestOp;
 use etch_client::proto::watch::WatchCreateRequest;
+use etch_client::proto::{RequestOp, Revision};
+use etch_client::{TxnOp, WatchState};
 
 use crate::context::Context;
 use crate::kv::bytes;
@@ -79,11 +79,43 @@ pub async fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
     let client = ctx.client()?;
     let printing = async {
         let mut watcher = client.watch_request(req).await.map_err(canceled)?;
-        while let Some(resp) = watcher.next().await {
-            let resp = resp.map_err(canceled)?;
-            ctx.print(|p, w| p.watch(w, &resp))?;
+        let mut states = watcher.states();
+        // Where the watch stood when its stream last broke: said on stderr, and in the
+        // error if it cannot be resumed.
+        let mut broken: Option<(Revision, String)> = None;
+        loop {
+            tokio::select! {
+                resp = watcher.next() => {
+                    let Some(resp) = resp else { return Ok(()) };
+                    let resp = match (resp, &broken) {
+                        (Ok(resp), _) => resp,
+                        (Err(e), Some((from, why))) => bail!(
+                            "the watch could not be resumed from revision {from} after its node \
+                             was lost ({why}): {}",
+                            crate::context::error_line(&canceled(e))
+                        ),
+                        (Err(e), None) => return Err(canceled(e)),
+                    };
+                    ctx.print(|p, w| p.watch(w, &resp))?;
+                }
+                Ok(()) = states.changed() => {
+                    let state = states.borrow_and_update().clone();
+                    match state {
+                        WatchState::Resuming { from_revision, error, .. } => {
+                            eprintln!(
+                                "watch: the stream broke ({error}); resuming from revision \
+                                 {from_revision}"
+                            );
+                            broken = Some((from_revision, error));
+                        }
+                        WatchState::Live { endpoint } if broken.take().is_some() => {
+                            eprintln!("watch: resumed on {endpoint}");
+                        }
+                        _ => {}
+                    }
+                }
+            }
         }
-        Ok(())
     };
     tokio::select! {
         done = printing => done,

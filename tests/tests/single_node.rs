@@ -702,3 +702,72 @@ fn the_sdk_examples_run_against_a_node() {
         "{discovery}"
     );
 }
+
+/// A watch whose node is gone says so: etchctl tells on stderr that the stream broke and
+/// from which revision it resumes, keeps trying (as etcdctl does, silently), and says when
+/// it is resumed; the changes made meanwhile arrive once.
+#[test]
+fn an_etchctl_watch_whose_node_is_gone_says_so() {
+    use std::io::{BufRead, BufReader};
+    let mut cluster = Cluster::single();
+    let root = cluster.client_tls("root");
+    let mut watch = std::process::Command::new(etch_tests::bin("etchctl"))
+        .args(["--endpoints", &cluster.endpoints()])
+        .arg("--cacert")
+        .arg(&root.ca)
+        .arg("--cert")
+        .arg(&root.cert)
+        .arg("--key")
+        .arg(&root.key)
+        .args(["watch", "gone/", "--prefix"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etchctl watch");
+    let lines = |pipe: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    };
+    let out = lines(Box::new(watch.stdout.take().expect("stdout")));
+    let err = lines(Box::new(watch.stderr.take().expect("stderr")));
+    let next = |rx: &std::sync::mpsc::Receiver<String>, what: &str| {
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{what} within 30 s: {e}"))
+    };
+    // The watch is live once it delivers a put (retried: it may be made before the watch).
+    let put = |cluster: &Cluster, v: &str| ok_stdout(&cluster.etchctl(&["put", "gone/a", v]));
+    put(&cluster, "1");
+    let first = wait_for("the watch to deliver", Duration::from_secs(30), || {
+        out.recv_timeout(Duration::from_secs(1)).ok().or_else(|| {
+            put(&cluster, "1");
+            None
+        })
+    });
+    assert_eq!(first, "PUT");
+    while out.recv_timeout(Duration::from_millis(200)).is_ok() {}
+
+    cluster.nodes[0].kill();
+    let broke = next(&err, "the break reported");
+    assert!(broke.starts_with("watch: the stream broke ("), "{broke}");
+    assert!(broke.contains("); resuming from revision "), "{broke}");
+
+    let tls = cluster.client_tls("root");
+    cluster.nodes[0].start(&tls);
+    let resumed = next(&err, "the resumption reported");
+    assert!(
+        resumed.starts_with("watch: resumed on 127.0.0.1:"),
+        "{resumed}"
+    );
+    put(&cluster, "2");
+    let event: Vec<String> = (0..3).map(|_| next(&out, "the change after")).collect();
+    assert_eq!(event, ["PUT", "gone/a", "2"]);
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
