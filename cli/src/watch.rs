@@ -12,12 +12,14 @@ use etch_client::{TxnOp, WatchState};
 
 use crate::context::Context;
 use crate::kv::bytes;
+use crate::print::Printer;
 
 /// `watch KEY [RANGE_END] [--prefix] [--rev N] [--prev-kv] [--progress-notify]`.
 #[derive(Args, Clone, Debug)]
 pub struct WatchArgs {
     /// The key to watch (or the start of the range).
-    pub key: std::ffi::OsString,
+    #[arg(required_unless_present = "interactive")]
+    pub key: Option<std::ffi::OsString>,
     /// The end of the range, exclusive.
     pub range_end: Option<std::ffi::OsString>,
     /// Watch every key starting with KEY ("" for all keys).
@@ -32,11 +34,18 @@ pub struct WatchArgs {
     /// Ask for periodic progress notifications (`progress notify: REV`).
     #[arg(long)]
     pub progress_notify: bool,
+    /// Read watch commands from standard input, one per line (`watch KEY [RANGE_END]
+    /// [--prefix] [--rev N] [--prev-kv]`), and run them all; events print as they come.
+    #[arg(short, long)]
+    pub interactive: bool,
 }
 
 impl WatchArgs {
     /// The watch these flags ask for.
     pub fn request(&self) -> Result<WatchCreateRequest> {
+        let Some(key) = &self.key else {
+            bail!("watch needs a key");
+        };
         if self.rev < 0 {
             bail!("--rev must not be negative, got {}", self.rev);
         }
@@ -44,9 +53,9 @@ impl WatchArgs {
             (true, Some(_)) => {
                 bail!("too many arguments, only accept one argument when `--prefix` is set")
             }
-            (true, None) => TxnOp::get(bytes(&self.key)).prefix(),
-            (false, Some(end)) => TxnOp::get(bytes(&self.key)).range_end(bytes(end)),
-            (false, None) => TxnOp::get(bytes(&self.key)),
+            (true, None) => TxnOp::get(bytes(key)).prefix(),
+            (false, Some(end)) => TxnOp::get(bytes(key)).range_end(bytes(end)),
+            (false, None) => TxnOp::get(bytes(key)),
         };
         let RequestOp::Range(range) = op.into_inner() else {
             bail!("internal error: a get op is not a range");
@@ -75,52 +84,122 @@ fn canceled(err: etch_client::Error) -> anyhow::Error {
 }
 
 pub async fn run(ctx: &Context, args: &WatchArgs) -> Result<()> {
-    let req = args.request()?;
     let client = ctx.client()?;
-    let printing = async {
-        let mut watcher = client.watch_request(req).await.map_err(canceled)?;
-        let mut states = watcher.states();
-        // Where the watch stood when its stream last broke: said on stderr, and in the
-        // error if it cannot be resumed.
-        let mut broken: Option<(Revision, String)> = None;
-        loop {
-            tokio::select! {
-                resp = watcher.next() => {
-                    let Some(resp) = resp else { return Ok(()) };
-                    let resp = match (resp, &broken) {
-                        (Ok(resp), _) => resp,
-                        (Err(e), Some((from, why))) => bail!(
-                            "the watch could not be resumed from revision {from} after its node \
-                             was lost ({why}): {}",
-                            crate::context::error_line(&canceled(e))
-                        ),
-                        (Err(e), None) => return Err(canceled(e)),
-                    };
-                    ctx.print(|p, w| p.watch(w, &resp))?;
-                }
-                Ok(()) = states.changed() => {
-                    let state = states.borrow_and_update().clone();
-                    match state {
-                        WatchState::Resuming { from_revision, error, .. } => {
-                            eprintln!(
-                                "watch: the stream broke ({error}); resuming from revision \
-                                 {from_revision}"
-                            );
-                            broken = Some((from_revision, error));
-                        }
-                        WatchState::Live { endpoint } if broken.take().is_some() => {
-                            eprintln!("watch: resumed on {endpoint}");
-                        }
-                        _ => {}
-                    }
-                }
-            }
+    let printer = ctx.printer;
+    let watching = async {
+        if args.interactive {
+            interactive(client, printer).await
+        } else {
+            follow(client, printer, args.request()?).await
         }
     };
     tokio::select! {
-        done = printing => done,
+        done = watching => done,
         // Ctrl-C is how a watch is meant to end.
         _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// `watch -i`: a watch per line of standard input, all running at once. A line that is
+/// not a watch command is reported and skipped; the end of input leaves the watches
+/// running (until Ctrl-C), and the first watch that fails ends the command.
+async fn interactive(client: etch_client::Client, printer: Printer) -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut watches = tokio::task::JoinSet::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if reading => match line? {
+                Some(line) if line.trim().is_empty() => {}
+                Some(line) => match parse_line(&line) {
+                    Ok(req) => {
+                        watches.spawn(follow(client.clone(), printer, req));
+                    }
+                    Err(e) => eprintln!("Invalid watch command {line:?}: {e:#}"),
+                },
+                None => reading = false,
+            },
+            Some(done) = watches.join_next() => done??,
+            else => return Ok(()),
+        }
+    }
+}
+
+/// One line of `watch -i`: `watch` and the arguments of the command.
+fn parse_line(line: &str) -> Result<WatchCreateRequest> {
+    #[derive(clap::Parser)]
+    #[command(no_binary_name = true)]
+    struct Line {
+        #[command(flatten)]
+        watch: WatchArgs,
+    }
+    let words = crate::txn_parse::argify(line).map_err(|e| anyhow!("{e}"))?;
+    let Some(("watch", rest)) = words.split_first().map(|(w, rest)| (w.as_str(), rest)) else {
+        bail!("expected `watch KEY [RANGE_END] [flags]`");
+    };
+    let parsed = <Line as clap::Parser>::try_parse_from(rest).map_err(|e| {
+        let text = e.to_string();
+        anyhow!(
+            "{}",
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+        )
+    })?;
+    if parsed.watch.interactive {
+        bail!("-i is for the command line, not a watch line");
+    }
+    parsed.watch.request()
+}
+
+/// Runs one watch to its end, printing its events; says on stderr when its stream breaks
+/// and when it resumes.
+async fn follow(
+    client: etch_client::Client,
+    printer: Printer,
+    req: WatchCreateRequest,
+) -> Result<()> {
+    let mut watcher = client.watch_request(req).await.map_err(canceled)?;
+    let mut states = watcher.states();
+    // Where the watch stood when its stream last broke: said on stderr, and in the error
+    // if it cannot be resumed.
+    let mut broken: Option<(Revision, String)> = None;
+    loop {
+        tokio::select! {
+            resp = watcher.next() => {
+                let Some(resp) = resp else { return Ok(()) };
+                let resp = match (resp, &broken) {
+                    (Ok(resp), _) => resp,
+                    (Err(e), Some((from, why))) => bail!(
+                        "the watch could not be resumed from revision {from} after its node was \
+                         lost ({why}): {}",
+                        crate::context::error_line(&canceled(e))
+                    ),
+                    (Err(e), None) => return Err(canceled(e)),
+                };
+                let mut out = std::io::stdout().lock();
+                printer.watch(&mut out, &resp)?;
+                std::io::Write::flush(&mut out)?;
+            }
+            Ok(()) = states.changed() => {
+                let state = states.borrow_and_update().clone();
+                match state {
+                    WatchState::Resuming { from_revision, error, .. } => {
+                        eprintln!(
+                            "watch: the stream broke ({error}); resuming from revision \
+                             {from_revision}"
+                        );
+                        broken = Some((from_revision, error));
+                    }
+                    WatchState::Live { endpoint } if broken.take().is_some() => {
+                        eprintln!("watch: resumed on {endpoint}");
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -169,6 +248,22 @@ mod tests {
         assert_eq!((all.key, all.range_end), (vec![0], vec![0]));
         let one = request(&["k"]).expect("one key");
         assert_eq!((one.range_end, one.start_revision), (vec![], 0));
+        assert!(request(&["-i"]).is_err(), "a watch request needs a key");
+        assert!(Watch::try_parse_from(["watch"]).is_err(), "a key, or -i");
+    }
+
+    #[test]
+    fn interactive_lines_are_watch_commands() {
+        let req = parse_line("watch /a --prefix --rev 4").expect("a watch line");
+        assert_eq!(
+            (req.key, req.range_end, req.start_revision),
+            (b"/a".to_vec(), b"/b".to_vec(), 4)
+        );
+        let quoted = parse_line(r#"watch "a b""#).expect("a quoted key");
+        assert_eq!(quoted.key, b"a b".to_vec());
+        assert!(parse_line("get /a").is_err());
+        assert!(parse_line("watch").is_err());
+        assert!(parse_line("watch /a --bogus").is_err());
     }
 
     #[test]

@@ -771,3 +771,68 @@ fn an_etchctl_watch_whose_node_is_gone_says_so() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// `etchctl watch -i`: watch commands read from standard input, one per line, all running
+/// at once; a line that is not one is reported and skipped.
+#[test]
+fn an_interactive_etchctl_watch_runs_each_line() {
+    use std::io::{BufRead, BufReader, Write};
+    let cluster = Cluster::single();
+    ok_stdout(&cluster.etchctl(&["put", "i/seed", "0"]));
+    let json: serde_json::Value = serde_json::from_str(&ok_stdout(
+        &cluster.etchctl(&["get", "i/seed", "-w", "json"]),
+    ))
+    .expect("json");
+    let from = json["header"]["revision"].as_i64().expect("revision") + 1;
+    let root = cluster.client_tls("root");
+    let mut watch = std::process::Command::new(etch_tests::bin("etchctl"))
+        .args(["--endpoints", &cluster.endpoints()])
+        .arg("--cacert")
+        .arg(&root.ca)
+        .arg("--cert")
+        .arg(&root.cert)
+        .arg("--key")
+        .arg(&root.key)
+        .args(["watch", "-i"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etchctl watch -i");
+    let mut stdin = watch.stdin.take().expect("stdin");
+    writeln!(
+        stdin,
+        "watch i/a --rev {from}\nget i/a\nwatch i/b --prefix --rev {from}"
+    )
+    .expect("write the watch lines");
+    let stdout = BufReader::new(watch.stdout.take().expect("stdout"));
+    let (tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    ok_stdout(&cluster.etchctl(&["put", "i/a", "1"]));
+    ok_stdout(&cluster.etchctl(&["put", "i/b/x", "2"]));
+    let mut got: Vec<String> = (0..6)
+        .map(|_| {
+            seen.recv_timeout(Duration::from_secs(30))
+                .expect("both watches' events within 30 s")
+        })
+        .collect::<Vec<_>>()
+        .chunks(3)
+        .map(|event| event.join(" "))
+        .collect();
+    got.sort();
+    assert_eq!(got, ["PUT i/a 1", "PUT i/b/x 2"]);
+    let _ = watch.kill();
+    let output = watch.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Invalid watch command \"get i/a\""),
+        "{stderr}"
+    );
+    drop(stdin);
+}
