@@ -16,6 +16,7 @@ use etch_proto::pki::{InitOptions, init_dir};
 pub struct Node {
     pub name: String,
     pub client_addr: String,
+    data_dir: PathBuf,
     log: PathBuf,
     child: Child,
 }
@@ -26,6 +27,24 @@ impl Node {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Bytes under the node's data directory (files only; what `du --apparent-size` says).
+    pub fn disk_bytes(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.data_dir)
     }
 
     fn log_tail(&self) -> String {
@@ -76,13 +95,14 @@ impl LocalCluster {
         for (i, name) in names.iter().enumerate() {
             let client_addr = format!("127.0.0.1:{}", ports[2 * i]);
             let log = dir.join(format!("{name}.log"));
+            let data_dir = dir.join(name);
             let child = Command::new(etchd)
                 .args(["--name", name, "--listen-client", &client_addr])
                 .arg("--listen-peer")
                 .arg(format!("127.0.0.1:{}", ports[2 * i + 1]))
                 .args(["--initial-cluster", &initial])
                 .arg("--data-dir")
-                .arg(dir.join(name))
+                .arg(&data_dir)
                 .arg("--ca")
                 .arg(certs.join("ca.crt"))
                 .arg("--cert")
@@ -100,6 +120,7 @@ impl LocalCluster {
             nodes.push(Node {
                 name: name.clone(),
                 client_addr,
+                data_dir,
                 log,
                 child,
             });
@@ -176,14 +197,17 @@ impl Drop for LocalCluster {
 
 /// `n` distinct loopback UDP ports that were free a moment ago (all bound at once, so they
 /// differ, then released for etchd to take).
+/// `n` ports free for UDP (QUIC) and TCP (a client port also carries the gRPC front).
 fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let sockets = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("picking free UDP ports")?;
-    sockets
-        .iter()
-        .map(|s| Ok(s.local_addr()?.port()))
-        .collect::<std::io::Result<Vec<u16>>>()
-        .context("reading a bound port")
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let udp = UdpSocket::bind("127.0.0.1:0").context("picking free UDP ports")?;
+        let port = udp.local_addr().context("reading a bound port")?.port();
+        if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            ports.push(port);
+            held.push((udp, tcp));
+        }
+    }
+    Ok(ports)
 }

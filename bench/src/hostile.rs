@@ -143,6 +143,7 @@ async fn normal(conns: &[Client], load: &Load, label: &str) -> Result<Vec<Report
         size: 8,
         space: 1000,
         sequential: false,
+        offset: 0,
     };
     let put = Workload {
         name: "put".into(),

@@ -10,6 +10,7 @@
 //! | gets | serializable get of one key, 10 connections, 100 clients, 50000 requests |
 //! | put100v | put100 with the json-schema validator bound to the written keys |
 //! | watch1000 | 1000 watchers of one key over 10 connections; 500 puts at 100/s; the time from each put to each watcher's event |
+//! | grow | 300000 sequential puts of new keys with 1 KiB values, 10 connections, 100 clients, in three chunks of 100000 (rows grow1, grow2, grow3): how throughput holds as the data grows; the nodes' disk use after it |
 //!
 //! Puts write 8-byte sequential keys over a key space of 10000 with 256-byte values; the
 //! gets read key `00000000`. The resident set size of every node is read from /proc after
@@ -50,7 +51,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put1,put100,put100v,getl,gets,watch1000"
+        default_value = "put1,put100,put100v,getl,gets,watch1000,grow"
     )]
     pub workloads: Vec<String>,
     /// The json-schema plugin put100v binds [default: target/plugins/json-schema.wasm, next
@@ -69,6 +70,23 @@ const SCHEMA: &str =
 
 /// The watch workload: 1000 watchers of one key over 10 connections, 100 puts/s.
 const WATCH: &str = "watch1000";
+
+/// The growth workload: [`GROW_CHUNKS`] chunks of [`GROW_CHUNK`] puts of new keys.
+const GROW: &str = "grow";
+const GROW_CHUNKS: u64 = 3;
+const GROW_CHUNK: u64 = 100_000;
+const GROW_VAL_SIZE: usize = 1024;
+
+/// Bytes in each node's data directory, by node name.
+type Disk = BTreeMap<String, u64>;
+
+/// What the workloads leave: each report, the nodes' RSS after the plain puts, and their
+/// disk use after `grow`.
+struct Runs {
+    reports: Vec<(String, Report)>,
+    rss_after_put: Rss,
+    disk_after_grow: Option<Disk>,
+}
 
 /// Runs [`WATCH`] (500 puts at scale 1); its table row counts watchers as clients and
 /// delivered events as requests.
@@ -100,6 +118,7 @@ fn standard(name: &str) -> Result<(usize, usize, u64, Op, bool)> {
         size: KEY_SIZE,
         space: KEY_SPACE,
         sequential: true,
+        offset: 0,
     };
     let put = Op::Put {
         keys: keys.clone(),
@@ -122,7 +141,9 @@ fn standard(name: &str) -> Result<(usize, usize, u64, Op, bool)> {
         "getl" => (10, 100, 50_000, get(false), false),
         "gets" => (10, 100, 50_000, get(true), false),
         other => {
-            bail!("unknown workload {other:?} (known: put1, put100, put100v, getl, gets, {WATCH})")
+            bail!(
+                "unknown workload {other:?} (known: put1, put100, put100v, getl, gets, {WATCH}, {GROW})"
+            )
         }
     })
 }
@@ -142,7 +163,7 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
     }
     // Unknown names and a missing plugin fail before a cluster is started.
     let mut validator = None;
-    for name in args.workloads.iter().filter(|n| *n != WATCH) {
+    for name in args.workloads.iter().filter(|n| *n != WATCH && *n != GROW) {
         if standard(name)?.4 && validator.is_none() {
             validator = Some(json_schema(&args)?);
         }
@@ -152,22 +173,23 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
     let result = run_workloads(&args, &cluster, &options, validator.as_ref()).await;
     let rss_end = rss(&cluster);
     cluster.stop();
-    let (reports, rss_after_put) = result?;
+    let runs = result?;
     if json {
         let out = json!({
             "etchd": etchd,
             "nodes": args.nodes,
-            "workloads": reports.iter().map(|(n, r)| {
+            "workloads": runs.reports.iter().map(|(n, r)| {
                 let mut v = serde_json::to_value(r.json()).unwrap_or(Value::Null);
                 v["name"] = n.clone().into();
                 v
             }).collect::<Vec<_>>(),
-            "rss_kib_after_put": rss_after_put,
+            "rss_kib_after_put": runs.rss_after_put,
             "rss_kib_end": rss_end,
+            "disk_bytes_after_grow": runs.disk_after_grow,
         });
         println!("{out}");
     } else {
-        print!("{}", table(&reports, &rss_after_put, &rss_end));
+        print!("{}", table(&runs, &rss_end));
     }
     Ok(())
 }
@@ -208,17 +230,73 @@ fn json_schema(args: &SuiteArgs) -> Result<Validator> {
     Validator::new(&file, &[format!("schema={SCHEMA}")])
 }
 
+/// Runs [`GROW`]: each chunk writes the keys after the last one's, as its own report.
+async fn grow(args: &SuiteArgs, options: &ClientOptions) -> Result<Vec<(String, Report)>> {
+    let chunk = ((GROW_CHUNK as f64 * args.scale).round() as u64).max(1);
+    let load = Load {
+        conns: 10,
+        clients: 100,
+        total: chunk,
+        rate: 0.0,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..load.conns {
+        clients.push(Client::connect(options.clone()).await?);
+    }
+    let mut reports = Vec::new();
+    for i in 0..GROW_CHUNKS {
+        let name = format!("{GROW}{}", i + 1);
+        let keys = Keys {
+            size: KEY_SIZE,
+            space: chunk * GROW_CHUNKS,
+            sequential: true,
+            offset: i * chunk,
+        };
+        let op = Op::Put {
+            keys,
+            value: vec![b'v'; GROW_VAL_SIZE],
+        };
+        let params = json!({"conns": load.conns, "clients": load.clients, "total": chunk,
+            "key_size": KEY_SIZE, "val_size": GROW_VAL_SIZE, "key_space_size": chunk * GROW_CHUNKS,
+            "chunk": i + 1});
+        let workload = Workload {
+            name: name.clone(),
+            op,
+            params,
+        };
+        let report = load::run(&clients, &load, workload, &name).await?;
+        eprintln!(
+            "{name}: {:.0} req/s, p50 {:.2} ms, {} errors",
+            report.rps(),
+            report.ms_at(50.0),
+            report.errors.values().sum::<u64>()
+        );
+        reports.push((name, report));
+    }
+    Ok(reports)
+}
+
 async fn run_workloads(
     args: &SuiteArgs,
     cluster: &LocalCluster,
     options: &ClientOptions,
     validator: Option<&Validator>,
-) -> Result<(Vec<(String, Report)>, Rss)> {
+) -> Result<Runs> {
     let mut reports = Vec::new();
     let mut rss_after_put = Rss::new();
+    let mut disk_after_grow = None;
     for name in &args.workloads {
         if name == WATCH {
             reports.push((name.clone(), watch(args, options).await?));
+            continue;
+        }
+        if name == GROW {
+            reports.extend(grow(args, options).await?);
+            disk_after_grow = Some(
+                (cluster.nodes.iter())
+                    .map(|n| (n.name.clone(), n.disk_bytes()))
+                    .collect(),
+            );
             continue;
         }
         let (conns, clients, total, op, validated) = standard(name)?;
@@ -267,10 +345,15 @@ async fn run_workloads(
         }
         reports.push((name.clone(), report));
     }
-    Ok((reports, rss_after_put))
+    Ok(Runs {
+        reports,
+        rss_after_put,
+        disk_after_grow,
+    })
 }
 
-fn table(reports: &[(String, Report)], rss_after_put: &Rss, rss_end: &Rss) -> String {
+fn table(runs: &Runs, rss_end: &Rss) -> String {
+    let (reports, rss_after_put) = (&runs.reports, &runs.rss_after_put);
     let mut out = format!(
         "{:<9} {:>5} {:>7} {:>7} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8}\n",
         "workload",
@@ -312,6 +395,12 @@ fn table(reports: &[(String, Report)], rss_after_put: &Rss, rss_end: &Rss) -> St
             })
             .collect();
         out.push_str(&format!("etchd RSS {when}: {}\n", list.join(", ")));
+    }
+    if let Some(disk) = &runs.disk_after_grow {
+        let list: Vec<String> = (disk.iter())
+            .map(|(n, bytes)| format!("{n} {:.1} MiB", *bytes as f64 / (1024.0 * 1024.0)))
+            .collect();
+        out.push_str(&format!("etchd disk after {GROW}: {}\n", list.join(", ")));
     }
     out
 }

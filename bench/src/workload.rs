@@ -73,6 +73,8 @@ pub struct Keys {
     pub size: usize,
     pub space: u64,
     pub sequential: bool,
+    /// Where sequential keys start (`grow` writes each chunk after the last).
+    pub offset: u64,
 }
 
 impl Keys {
@@ -84,7 +86,7 @@ impl Keys {
     /// The key number (below `space`) of request `i`.
     pub fn number(&self, i: u64) -> u64 {
         if self.sequential {
-            i % self.space
+            (self.offset + i) % self.space
         } else {
             splitmix64(i) % self.space
         }
@@ -132,6 +134,7 @@ impl KeyArgs {
             size: self.key_size.max(1),
             space: self.key_space_size.max(1),
             sequential: self.sequential_keys,
+            offset: 0,
         }
     }
 
@@ -297,10 +300,12 @@ mod tests {
             size: 8,
             space: 10_000,
             sequential: true,
+            offset: 0,
         };
         assert_eq!(keys.key(10_001), b"00000001");
         let random = Keys {
             sequential: false,
+            offset: 0,
             ..keys
         };
         assert!((0..1000).all(|i| random.key(i).len() == 8));

@@ -214,7 +214,17 @@ fn suite_starts_a_cluster_and_reports_every_workload() {
         .collect();
     assert_eq!(
         names,
-        ["put1", "put100", "put100v", "getl", "gets", "watch1000"],
+        [
+            "put1",
+            "put100",
+            "put100v",
+            "getl",
+            "gets",
+            "watch1000",
+            "grow1",
+            "grow2",
+            "grow3"
+        ],
         "{report}"
     );
     // A smoke run on a loaded machine: some requests may fail (a re-election under CPU
@@ -224,6 +234,13 @@ fn suite_starts_a_cluster_and_reports_every_workload() {
         let errors = w["errors"].as_u64().expect("errors");
         assert!(requests > 0 && errors < requests, "{w}");
     }
+    let disk = report["disk_bytes_after_grow"].as_object().expect("disk");
+    assert_eq!(disk.len(), 3, "{report}");
+    assert!(
+        disk.values()
+            .all(|bytes| bytes.as_u64().is_some_and(|b| b > 0)),
+        "{report}"
+    );
     let rss = report["rss_kib_after_put"].as_object().expect("rss");
     assert_eq!(rss.len(), 3, "{report}");
     assert!(
