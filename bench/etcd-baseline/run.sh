@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The same etcd client against etcd and against etch. Starts a 3-node cluster on loopback —
+# etcd (TARGET=etcd, the default; Debian's etcd-server) or etch (TARGET=etch; the release
+# etchd, reached through its etcd v3 gRPC front with mutual TLS) — runs the workloads with
+# etcdbench (this directory: etcd-client, the shapes of etcd's benchmark tool), prints one
+# line per workload, then each node's RSS and disk use, and stops the cluster.
+#
+#   bench/etcd-baseline/run.sh                            # etcd, every workload
+#   TARGET=etch WORKLOADS="put1 put100" bench/etcd-baseline/run.sh
+#
+# Workloads (8-byte keys; 256-byte values unless said):
+#   put1    put, 1 connection, 1 client, 2000 requests
+#   put100  put, 10 connections, 100 clients, 50000 requests
+#   getl    linearizable get of one key, 10 connections, 100 clients, 50000 requests
+#   gets    serializable get of one key, 10 connections, 100 clients, 50000 requests
+#   grow    300000 sequential puts of new keys with 1 KiB values, 10 connections, 100
+#           clients, in three chunks of 100000 (grow1..grow3), as `etch-bench suite` runs it
+# SCALE multiplies the request counts (e.g. SCALE=0.01 for a smoke run).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+TARGET=${TARGET:-etcd}
+WORKLOADS=${WORKLOADS:-"put1 put100 getl gets grow"}
+SCALE=${SCALE:-1}
+scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
+install() { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+command -v protoc >/dev/null || install protobuf-compiler
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/etcd-baseline-target}
+cargo build --release --quiet --manifest-path "$here/Cargo.toml"
+bench=$CARGO_TARGET_DIR/release/etcdbench
+dir=$(mktemp -d /tmp/etcd-baseline.XXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+tls=()
+case $TARGET in
+  etcd)
+    command -v etcd >/dev/null || install etcd-server
+    cluster="n1=http://127.0.0.1:12380,n2=http://127.0.0.1:22380,n3=http://127.0.0.1:32380"
+    for i in 1 2 3; do
+      etcd --name n$i --data-dir "$dir/n$i" \
+        --listen-peer-urls http://127.0.0.1:${i}2380 --initial-advertise-peer-urls http://127.0.0.1:${i}2380 \
+        --listen-client-urls http://127.0.0.1:${i}2379 --advertise-client-urls http://127.0.0.1:${i}2379 \
+        --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token baseline \
+        --logger zap --log-level error >"$dir/n$i.log" 2>&1 &
+      pids+=($!)
+    done
+    eps=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
+    ;;
+  etch)
+    (cd "$root" && cargo build --release --quiet -p etch-host -p etch-cli --bins)
+    etchd=${CARGO_TARGET_DIR_ETCH:-$root/target}/release/etchd
+    etchctl=${CARGO_TARGET_DIR_ETCH:-$root/target}/release/etchctl
+    "$etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3 --clients root >/dev/null
+    cluster="n1=127.0.0.1:12380,n2=127.0.0.1:22380,n3=127.0.0.1:32380"
+    for i in 1 2 3; do
+      RUST_LOG=error "$etchd" --name n$i --data-dir "$dir/n$i" \
+        --listen-client 127.0.0.1:${i}2379 --listen-peer 127.0.0.1:${i}2380 \
+        --initial-cluster "$cluster" --ca "$dir/certs/ca.crt" \
+        --cert "$dir/certs/n$i.crt" --key "$dir/certs/n$i.key" >"$dir/n$i.log" 2>&1 &
+      pids+=($!)
+    done
+    eps=https://127.0.0.1:12379,https://127.0.0.1:22379,https://127.0.0.1:32379
+    tls=(--cacert "$dir/certs/ca.crt" --cert "$dir/certs/root.crt" --key "$dir/certs/root.key")
+    ;;
+  *) echo "TARGET is etcd or etch, not $TARGET" >&2; exit 2 ;;
+esac
+ctl_tls=()
+[ ${#tls[@]} -gt 0 ] && ctl_tls=(--cacert "$dir/certs/ca.crt" --cert "$dir/certs/root.crt" --key "$dir/certs/root.key")
+for _ in $(seq 100); do
+  ETCDCTL_API=3 etcdctl --endpoints=$eps "${ctl_tls[@]}" endpoint health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+run() { echo "$1: $("$bench" --endpoints $eps "${tls[@]}" "${@:2}")"; }
+for w in $WORKLOADS; do
+  case $w in
+    put1)   run put1 --op put --conns 1 --clients 1 --total "$(scaled 2000)" ;;
+    put100) run put100 --op put --conns 10 --clients 100 --total "$(scaled 50000)" ;;
+    getl)   run getl --op get-lin --conns 10 --clients 100 --total "$(scaled 50000)" ;;
+    gets)   run gets --op get-ser --conns 10 --clients 100 --total "$(scaled 50000)" ;;
+    grow)
+      chunk=$(scaled 100000)
+      for c in 0 1 2; do
+        run grow$((c + 1)) --op put --conns 10 --clients 100 --total "$chunk" --val-size 1024 \
+          --key-space $((3 * chunk)) --key-offset $((c * chunk))
+      done
+      ;;
+    *) echo "unknown workload $w" >&2; exit 2 ;;
+  esac
+done
+for i in 1 2 3; do
+  rss=$(awk '/VmRSS/{print $2}' /proc/${pids[$((i-1))]}/status 2>/dev/null || echo 0)
+  disk=$(du -sb "$dir/n$i" | cut -f1)
+  echo "$TARGET n$i rss_kib=$rss disk_bytes=$disk"
+done
