@@ -3,12 +3,11 @@
 //! The flag structs are shared with the txn parser, which reads etcdctl command lines such
 //! as `get k --prefix`, so a flag means the same thing in both places.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use std::ffi::{OsStr, OsString};
-
 use etch_client::TxnOp;
 use etch_client::proto::{CompactRequest, Request, RequestOp, Response};
 

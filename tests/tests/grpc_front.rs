@@ -81,7 +81,7 @@ async fn put(channel: &Channel, key: &str, value: &str) -> pb::PutResponse {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_stream_holds_a_bounded_number_of_watches_and_serves_on() {
+async fn a_connection_holds_a_bounded_number_of_watches_and_serves_on() {
     let cluster = Cluster::new(1, &[]);
     let root = cluster.client_tls("root");
     let channel = channel(&cluster.nodes[0].endpoint(), &root).await;
@@ -128,7 +128,7 @@ async fn a_watch_stream_holds_a_bounded_number_of_watches_and_serves_on() {
     assert_eq!(
         refused,
         [format!(
-            "etcdserver: a watch stream holds at most {limit} watches"
+            "etcdserver: a connection holds at most {limit} watches"
         )]
     );
     let requests = sender
@@ -261,4 +261,57 @@ async fn a_client_that_never_reads_its_answers_pins_a_bounded_amount() {
         .into_inner();
     assert_eq!(got.kvs.len(), 1);
     calls.abort_all();
+}
+
+/// Watch ids on a stream are never reused: a watch created after one was canceled gets the
+/// next id, so a late answer of the old watch cannot be taken for the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ids_are_not_reused_after_a_cancel() {
+    let cluster = Cluster::new(1, &[]);
+    let root = cluster.client_tls("root");
+    let channel = channel(&cluster.nodes[0].endpoint(), &root).await;
+    let mut watch = pb::watch_client::WatchClient::new(channel);
+    let (requests, inbound) = tokio::sync::mpsc::channel(8);
+    let mut responses = watch
+        .watch(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .expect("a watch stream")
+        .into_inner();
+    let create = || pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            },
+        )),
+    };
+    async fn next(responses: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+        tokio::time::timeout(Duration::from_secs(20), responses.message())
+            .await
+            .expect("an answer within 20 s")
+            .expect("the stream is open")
+            .expect("a response")
+    }
+    requests.send(create()).await.expect("create");
+    let first = next(&mut responses).await;
+    assert!(first.created && first.header.is_some(), "{first:?}");
+    requests
+        .send(pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CancelRequest(
+                pb::WatchCancelRequest {
+                    watch_id: first.watch_id,
+                },
+            )),
+        })
+        .await
+        .expect("cancel");
+    let canceled = next(&mut responses).await;
+    assert!(
+        canceled.canceled && canceled.watch_id == first.watch_id,
+        "{canceled:?}"
+    );
+    requests.send(create()).await.expect("create again");
+    let second = next(&mut responses).await;
+    assert!(second.created, "{second:?}");
+    assert_eq!(second.watch_id, first.watch_id + 1);
 }

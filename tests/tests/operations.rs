@@ -915,15 +915,14 @@ async fn a_filling_disk_raises_nospace_before_a_write_fails_and_nothing_is_lost(
 fn the_command_member_add_prints_starts_the_member() {
     let cluster = Cluster::new(1, &[]);
     // A peer port whose client port, one below it, is free too.
-    let peer = loop {
-        let port = free_port();
-        let below = port - 1;
-        if std::net::UdpSocket::bind(("127.0.0.1", below)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", below)).is_ok()
-        {
-            break port;
-        }
-    };
+    let peer = (0..100)
+        .map(|_| free_port())
+        .find(|&port| {
+            let below = port - 1;
+            std::net::UdpSocket::bind(("127.0.0.1", below)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", below)).is_ok()
+        })
+        .expect("a free port with a free port below it");
     etch_tests::Certs::new(&cluster.certs.dir, &["n2"], &[]);
     let added = ok_stdout(&cluster.etchctl(&[
         "member",

@@ -391,6 +391,22 @@ impl Node {
         )
         .with_context(|| format!("binding the client endpoint on {}", options.listen_client))?;
         let client_addr = client.local_addr()?;
+        // The gRPC front on the client address takes the port the client endpoint got
+        // (which differs from the one asked for when that was 0).
+        let grpc = match options.listen_grpc {
+            Some(addr) => {
+                let addr = if addr == options.listen_client {
+                    client_addr
+                } else {
+                    addr
+                };
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the gRPC front on {addr} (TCP)"))?;
+                Some(listener)
+            }
+            None => None,
+        };
         tls.attach(
             client.endpoint.clone(),
             client.transport.clone(),
@@ -447,10 +463,7 @@ impl Node {
         tokio::spawn(plugin::warm_plugins(node.clone(), applied));
         tokio::spawn(serve_peers(peer_endpoint, node.clone()));
         tokio::spawn(serve_clients(client.endpoint, node.clone()));
-        if let Some(addr) = node.inner.options.listen_grpc {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the gRPC front on {addr} (TCP)"))?;
+        if let Some(listener) = grpc {
             tracing::info!(addr = %listener.local_addr()?, "serving etcd's v3 API over gRPC");
             tokio::spawn(crate::server::serve_grpc(listener, node.clone()));
         }
@@ -567,11 +580,6 @@ impl Node {
     }
 
     /// The TLS material in force, and its reload (see [`crate::tls`]).
-    /// Follows whether the node is shutting down.
-    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.inner.stopping.subscribe()
-    }
-
     pub fn tls(&self) -> &Arc<Tls> {
         &self.inner.tls
     }
@@ -615,6 +623,11 @@ impl Node {
             Some((id, at)) => id == leader && at.elapsed() <= timeout,
             None => false,
         }
+    }
+
+    /// Follows whether the node is shutting down.
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
     }
 
     /// Adopts the cluster id a peer told us (a node that joined with `existing`).

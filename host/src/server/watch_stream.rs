@@ -28,14 +28,18 @@ pub(crate) trait WatchSink: Send {
     fn send(
         &mut self,
         resp: WatchResponse,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send + '_>>;
+    ) -> impl std::future::Future<Output = Result<(), Gone>> + Send;
     /// Sends a failure that ends the watch (a permission lost, storage), as well as the
     /// front can say it.
-    fn fail(
-        &mut self,
-        error: Error,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+    fn fail(&mut self, error: Error) -> impl std::future::Future<Output = ()> + Send;
+    /// The client's controls of the watch (progress, cancel), asked for once the watch is
+    /// created: a watch refused before that never starts reading them.
+    fn controls(&mut self) -> mpsc::Receiver<WatchControl>;
 }
+
+/// The client of a watch is gone (its stream or connection closed).
+#[derive(Debug)]
+pub(crate) struct Gone;
 
 /// Serves one watch on its own QUIC stream for `principal` until it is canceled, its
 /// stream closes, the node stops, or the principal loses the right to read its range.
@@ -46,16 +50,21 @@ pub(super) async fn serve_watch(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    let controls = read_controls(
-        recv,
-        node.options().max_request_bytes,
-        node.options().client_limits.read_timeout,
-    );
+    /// Counts the watch stream as open until this function returns.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
+        }
+    }
+    metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
+    let _open = Open;
     let mut sink = QuicSink {
         node: node.clone(),
         send,
+        recv: Some(recv),
     };
-    drive(node, &principal, req, &mut sink, controls).await;
+    drive(node, &principal, req, &mut sink).await;
     let _ = sink.send.finish();
 }
 
@@ -67,8 +76,7 @@ pub(crate) async fn drive(
     node: Node,
     principal: &str,
     req: WatchCreateRequest,
-    sink: &mut dyn WatchSink,
-    mut controls: mpsc::Receiver<WatchControl>,
+    sink: &mut impl WatchSink,
 ) {
     let may_read = || node.authorize(principal, &Request::Watch(req.clone()));
     if let Err(e) = may_read() {
@@ -79,11 +87,9 @@ pub(crate) async fn drive(
     struct Open;
     impl Drop for Open {
         fn drop(&mut self) {
-            metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
             metrics::gauge!(crate::metrics::WATCHERS).decrement(1.0);
         }
     }
-    metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
     metrics::gauge!(crate::metrics::WATCHERS).increment(1.0);
     let _open = Open;
     let mut auth = node.store().subscribe_auth();
@@ -97,6 +103,7 @@ pub(crate) async fn drive(
     if sink.send(created).await.is_err() {
         return;
     }
+    let mut controls = sink.controls();
     let period = node.options().watch_progress_interval;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut sent_since_tick = false;
@@ -167,32 +174,36 @@ pub(crate) async fn drive(
     }
 }
 
-/// A watch's own QUIC stream: `Result<Response::Watch, Error>` frames.
+/// A watch's own QUIC stream: `Result<Response::Watch, Error>` frames out, control frames
+/// in (read once the watch is created).
 struct QuicSink {
     node: Node,
     send: quinn::SendStream,
+    recv: Option<quinn::RecvStream>,
 }
 
 impl WatchSink for QuicSink {
-    fn send(
-        &mut self,
-        resp: WatchResponse,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ()>> + Send + '_>> {
-        Box::pin(async move {
-            write(&self.node, &mut self.send, resp)
-                .await
-                .map_err(|_| ())
-        })
+    async fn send(&mut self, resp: WatchResponse) -> Result<(), Gone> {
+        write(&self.node, &mut self.send, resp)
+            .await
+            .map_err(|_| Gone)
     }
 
-    fn fail(
-        &mut self,
-        error: Error,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let failure: Result<Response, Error> = Err(error);
-            let _ = frame::write(&mut self.send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
-        })
+    async fn fail(&mut self, error: Error) {
+        let failure: Result<Response, Error> = Err(error);
+        let _ = frame::write(&mut self.send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
+    }
+
+    fn controls(&mut self) -> mpsc::Receiver<WatchControl> {
+        match self.recv.take() {
+            Some(recv) => read_controls(
+                recv,
+                self.node.options().max_request_bytes,
+                self.node.options().client_limits.read_timeout,
+            ),
+            // Asked twice: a closed channel, which cancels.
+            None => mpsc::channel(1).1,
+        }
     }
 }
 

@@ -46,7 +46,10 @@ pub(super) fn status(e: Error) -> Status {
             Code::Unavailable,
             "etcdserver: request timed out, possibly due to previous leader failure".to_owned(),
         ),
-        Error::NotLeader { .. } => (Code::Unavailable, "etcdserver: not leader".to_owned()),
+        Error::NotLeader { .. } => (
+            Code::FailedPrecondition,
+            "etcdserver: not leader".to_owned(),
+        ),
         Error::Unavailable { reason } if reason.starts_with("no leader") => {
             (Code::Unavailable, "etcdserver: no leader".to_owned())
         }
@@ -101,9 +104,10 @@ pub(super) fn kv(kv: KeyValue) -> mvccpb::KeyValue {
 
 pub(super) fn range_request(r: pb::RangeRequest) -> Result<RangeRequest, Status> {
     use pb::range_request::{SortOrder, SortTarget};
-    // Keys come out in key order: no sort, or ascending by key, is what etch gives.
-    let natural = r.sort_order == SortOrder::None as i32
-        || (r.sort_order == SortOrder::Ascend as i32 && r.sort_target == SortTarget::Key as i32);
+    // Keys come out in key order: no sort, or ascending, by key, is what etch gives (etcd
+    // sorts ascending by any other target even when no order is given).
+    let natural = r.sort_target == SortTarget::Key as i32
+        && (r.sort_order == SortOrder::None as i32 || r.sort_order == SortOrder::Ascend as i32);
     if !natural {
         return Err(unsupported("a range sorted other than by key, ascending"));
     }

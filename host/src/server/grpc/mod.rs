@@ -51,6 +51,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Peer {
     pub(crate) principal: Arc<str>,
     pub(crate) budget: Arc<Budget>,
+    /// The connection's live watches, over all its streams (`watch.rs`).
+    pub(crate) watches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// An admitted connection: the TLS stream, its peer, and its admission slot (given back
@@ -157,6 +159,16 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// The header of an answer the front makes itself rather than the node: the node's, at its
+/// applied revision (etcd's clients read the header of every answer).
+pub(super) fn own_header(node: &Node) -> Option<pb::ResponseHeader> {
+    let mut response =
+        etch_proto::Response::LeaseRevoke(etch_proto::lease::LeaseRevokeResponse::default());
+    response.header_mut().revision = node.store().revision();
+    node.fill_header(&mut response);
+    convert::header(response.header_mut())
+}
+
 /// Serves etcd's API on `listener` until the node stops.
 pub async fn serve_grpc(listener: TcpListener, node: Node) {
     let limits = node.options().client_limits.clone();
@@ -257,7 +269,11 @@ async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Resul
             };
             let conn = Conn {
                 io,
-                peer: Peer { principal, budget },
+                peer: Peer {
+                    principal,
+                    budget,
+                    watches: Arc::default(),
+                },
                 _slot: slot,
             };
             let _ = conns.send(Ok(conn)).await;

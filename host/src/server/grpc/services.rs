@@ -29,7 +29,7 @@ type Answer<T> = Result<tonic::Response<T>, Status>;
 pub(super) type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 /// The peer a request came from.
-fn peer<T>(req: &tonic::Request<T>) -> Result<&Peer, Status> {
+pub(super) fn peer<T>(req: &tonic::Request<T>) -> Result<&Peer, Status> {
     (req.extensions().get::<Peer>())
         .ok_or_else(|| Status::unauthenticated("etcdserver: no client certificate"))
 }
@@ -195,7 +195,7 @@ impl pb::lease_server::Lease for Etcd {
                         ttl: r.ttl,
                     }),
                     Err(Error::LeaseNotFound(id)) => Ok(pb::LeaseKeepAliveResponse {
-                        header: None,
+                        header: super::own_header(&node),
                         id,
                         ttl: 0,
                     }),
@@ -239,13 +239,16 @@ impl pb::lease_server::Lease for Etcd {
                 },
             ),
             // etcd answers an unknown lease with TTL -1, not an error.
-            Err(Error::LeaseNotFound(_)) => Ok(tonic::Response::new(pb::LeaseTimeToLiveResponse {
-                header: None,
-                id,
-                ttl: -1,
-                granted_ttl: 0,
-                keys: Vec::new(),
-            })),
+            Err(Error::LeaseNotFound(_)) => charged(
+                &req,
+                pb::LeaseTimeToLiveResponse {
+                    header: super::own_header(&self.node),
+                    id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: Vec::new(),
+                },
+            ),
             Ok(other) => Err(unexpected(&other)),
             Err(e) => Err(status(e)),
         }

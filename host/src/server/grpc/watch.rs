@@ -1,16 +1,17 @@
 //! etcd's watch stream: one bidirectional stream carries many watches, each known by its
 //! watch id. Every watch runs the driver the QUIC front uses (`watch_stream::drive`), with
-//! a sink that tags its responses with the watch's id and feeds the stream.
+//! a sink that tags its responses with the watch's id and feeds the stream, in the order
+//! etcd's clients expect: a `created` response first, whatever follows.
 //!
-//! Bounds: at most [`MAX_WATCHES`] live watches per stream (a create past it is answered
-//! canceled); responses wait in a small channel, so a client that does not read holds its
-//! watchers up, and the hub sends them back to history once their queues are full, as for
-//! a QUIC watch.
+//! Bounds: a connection holds at most [`MAX_WATCHES`] live watches, over all its streams
+//! (a create past it is answered canceled); a canceled watch counts until its task has
+//! ended. Responses wait in a small channel per stream, so a client that does not read
+//! holds its watchers up, and the hub sends them back to history once their queues are
+//! full, as for a QUIC watch. Ids are never reused on a stream.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use etch_etcd_api::etcdserverpb as pb;
 use etch_proto::Error;
@@ -20,12 +21,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::convert::{self, status};
-use super::services::{Etcd, Stream, principal};
+use super::services::{Etcd, Stream, peer};
+use super::{Peer, own_header as header};
 use crate::node::Node;
-use crate::server::watch_stream::{WatchSink, drive};
+use crate::server::watch_stream::{Gone, WatchSink, drive};
 
-/// Live watches one stream may hold.
+/// Live watches one connection may hold.
 pub(super) const MAX_WATCHES: usize = 1024;
+
+/// etcd's watch id for a create refused before it became a watch.
+const NO_WATCH: i64 = -1;
 
 type Responses = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
@@ -37,25 +42,29 @@ impl pb::watch_server::Watch for Etcd {
         &self,
         req: tonic::Request<Streaming<pb::WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
-        let principal = principal(&req)?;
+        let peer = peer(&req)?.clone();
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(serve(self.node.clone(), principal, req.into_inner(), tx));
+        tokio::spawn(serve(self.node.clone(), peer, req.into_inner(), tx));
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
 /// Reads the client's half of one watch stream until it ends; its watches end with it.
-async fn serve(
-    node: Node,
-    principal: Arc<str>,
-    mut inbound: Streaming<pb::WatchRequest>,
-    tx: Responses,
-) {
+async fn serve(node: Node, peer: Peer, mut inbound: Streaming<pb::WatchRequest>, tx: Responses) {
     use pb::watch_request::RequestUnion;
+    /// Counts the watch stream as open until this function returns.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
+        }
+    }
+    metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
+    let _open = Open;
     let mut watches: HashMap<i64, mpsc::Sender<WatchControl>> = HashMap::new();
     let mut next_id: i64 = 0;
     while let Ok(Some(message)) = inbound.message().await {
-        // Watches that ended on their own (compacted, permission lost) leave the map.
+        // Watches whose task has ended (canceled, compacted, permission lost) leave.
         watches.retain(|_, control| !control.is_closed());
         match message.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
@@ -65,13 +74,14 @@ async fn serve(
                     while watches.contains_key(&next_id) {
                         next_id += 1;
                     }
-                    next_id
+                    next_id += 1;
+                    next_id - 1
                 };
                 let refusal = if watches.contains_key(&id) {
                     Some("etcdserver: watch id already in use on this stream".to_owned())
-                } else if watches.len() >= MAX_WATCHES {
+                } else if peer.watches.load(Ordering::Relaxed) >= MAX_WATCHES {
                     Some(format!(
-                        "etcdserver: a watch stream holds at most {MAX_WATCHES} watches"
+                        "etcdserver: a connection holds at most {MAX_WATCHES} watches"
                     ))
                 } else {
                     None
@@ -79,28 +89,33 @@ async fn serve(
                 let request = match (refusal, convert::watch_create(create)) {
                     (None, Ok(request)) => request,
                     (Some(reason), _) => {
-                        let _ = tx.send(Ok(refused(id, reason))).await;
+                        let _ = tx.send(Ok(refused(&node, reason))).await;
                         continue;
                     }
                     (None, Err(e)) => {
-                        let _ = tx.send(Ok(refused(id, e.message().to_owned()))).await;
+                        let _ = tx.send(Ok(refused(&node, e.message().to_owned()))).await;
                         continue;
                     }
                 };
                 let (control, controls) = mpsc::channel(4);
                 watches.insert(id, control);
+                let live = Live::count(&peer.watches);
                 let mut sink = Sink {
                     id,
                     node: node.clone(),
                     tx: tx.clone(),
+                    controls: Some(controls),
+                    created: false,
                 };
-                let (node, principal) = (node.clone(), principal.clone());
+                let (node, principal) = (node.clone(), peer.principal.clone());
                 tokio::spawn(async move {
-                    drive(node, &principal, request, &mut sink, controls).await;
+                    drive(node, &principal, request, &mut sink).await;
+                    drop(live);
                 });
             }
+            // The entry stays until the watch's task has ended: it still counts.
             Some(RequestUnion::CancelRequest(cancel)) => {
-                if let Some(control) = watches.remove(&cancel.watch_id) {
+                if let Some(control) = watches.get(&cancel.watch_id) {
                     let _ = control.send(WatchControl::Cancel).await;
                 }
             }
@@ -115,10 +130,28 @@ async fn serve(
     // Dropping the controls ends every watch of the stream.
 }
 
-/// A create answered at once with `canceled` (and `created`, as etcd does), `reason` why.
-fn refused(id: i64, reason: String) -> pb::WatchResponse {
+/// One live watch of a connection, counted while it lives.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn count(watches: &Arc<AtomicUsize>) -> Live {
+        watches.fetch_add(1, Ordering::Relaxed);
+        Live(watches.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A create refused before it became a watch: `created` and `canceled` at once, with
+/// etcd's id for no watch, `reason` why.
+fn refused(node: &Node, reason: String) -> pb::WatchResponse {
     pb::WatchResponse {
-        watch_id: id,
+        header: header(node),
+        watch_id: NO_WATCH,
         created: true,
         canceled: true,
         cancel_reason: reason,
@@ -131,28 +164,58 @@ struct Sink {
     id: i64,
     node: Node,
     tx: Responses,
+    controls: Option<mpsc::Receiver<WatchControl>>,
+    /// Whether the `created` response went out: etcd's clients pair every other response
+    /// with a watch they saw created.
+    created: bool,
+}
+
+impl Sink {
+    async fn deliver(&mut self, resp: pb::WatchResponse) -> Result<(), Gone> {
+        self.created |= resp.created;
+        self.tx.send(Ok(resp)).await.map_err(|_| Gone)
+    }
 }
 
 impl WatchSink for Sink {
-    fn send(
-        &mut self,
-        resp: WatchResponse,
-    ) -> Pin<Box<dyn Future<Output = Result<(), ()>> + Send + '_>> {
-        Box::pin(async move {
-            let mut response = etch_proto::Response::Watch(resp);
-            self.node.fill_header(&mut response);
-            let etch_proto::Response::Watch(resp) = response else {
-                return Err(());
+    async fn send(&mut self, resp: WatchResponse) -> Result<(), Gone> {
+        if !self.created && !resp.created {
+            // A watch canceled at once (its start revision was compacted): created first,
+            // as etcd answers, then the cancellation.
+            let created = pb::WatchResponse {
+                header: header(&self.node),
+                watch_id: self.id,
+                created: true,
+                ..Default::default()
             };
-            let resp = convert::watch_response(resp, self.id);
-            self.tx.send(Ok(resp)).await.map_err(|_| ())
-        })
+            self.deliver(created).await?;
+        }
+        let mut response = etch_proto::Response::Watch(resp);
+        self.node.fill_header(&mut response);
+        let etch_proto::Response::Watch(resp) = response else {
+            return Err(Gone);
+        };
+        let resp = convert::watch_response(resp, self.id);
+        self.deliver(resp).await
     }
 
-    fn fail(&mut self, error: Error) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let reason = status(error).message().to_owned();
-            let _ = self.tx.send(Ok(refused(self.id, reason))).await;
-        })
+    async fn fail(&mut self, error: Error) {
+        let reason = status(error).message().to_owned();
+        let resp = if self.created {
+            pb::WatchResponse {
+                header: header(&self.node),
+                watch_id: self.id,
+                canceled: true,
+                cancel_reason: reason,
+                ..Default::default()
+            }
+        } else {
+            refused(&self.node, reason)
+        };
+        let _ = self.deliver(resp).await;
+    }
+
+    fn controls(&mut self) -> mpsc::Receiver<WatchControl> {
+        self.controls.take().unwrap_or_else(|| mpsc::channel(1).1)
     }
 }
