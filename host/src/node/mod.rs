@@ -462,10 +462,12 @@ impl Node {
         tokio::spawn(reactor::run_reactors(node.clone(), applied.clone()));
         tokio::spawn(plugin::warm_plugins(node.clone(), applied));
         tokio::spawn(serve_peers(peer_endpoint, node.clone()));
-        tokio::spawn(serve_clients(client.endpoint, node.clone()));
+        // One set of connection limits and one byte budget for both client fronts.
+        let gate = crate::server::ClientGate::new(&node.options().client_limits);
+        tokio::spawn(serve_clients(client.endpoint, node.clone(), gate.clone()));
         if let Some(listener) = grpc {
             tracing::info!(addr = %listener.local_addr()?, "serving etcd's v3 API over gRPC");
-            tokio::spawn(crate::server::serve_grpc(listener, node.clone()));
+            tokio::spawn(crate::server::serve_grpc(listener, node.clone(), gate));
         }
         Ok(node)
     }

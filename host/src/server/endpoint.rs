@@ -70,19 +70,25 @@ impl ClientEndpoint {
     }
 }
 
-/// What every connection of the endpoint shares.
-struct Shared {
-    admission: Admission,
-    buffers: Arc<Semaphore>,
+/// What every client connection of a node shares, whichever front it came in by (the QUIC
+/// endpoint or the gRPC front): the connection limits, and the node's budget of bytes held
+/// for clients. Made once per node, so that the two fronts do not double either.
+pub struct ClientGate {
+    pub(super) admission: Admission,
+    pub(super) buffers: Arc<Semaphore>,
+}
+
+impl ClientGate {
+    pub fn new(limits: &super::ClientLimits) -> Arc<ClientGate> {
+        Arc::new(ClientGate {
+            admission: Admission::new(limits),
+            buffers: budget::node_budget(limits.buffer_bytes),
+        })
+    }
 }
 
 /// Accepts connections until the endpoint is closed.
-pub async fn serve_clients(endpoint: quinn::Endpoint, node: Node) {
-    let limits = &node.options().client_limits;
-    let shared = Arc::new(Shared {
-        admission: Admission::new(limits),
-        buffers: budget::node_budget(limits.buffer_bytes),
-    });
+pub async fn serve_clients(endpoint: quinn::Endpoint, node: Node, shared: Arc<ClientGate>) {
     while let Some(incoming) = endpoint.accept().await {
         let Some(handshake) = shared.admission.begin_handshake() else {
             tracing::debug!(remote = %incoming.remote_address(), "too many handshakes; refused");
@@ -117,7 +123,7 @@ fn principal(conn: &quinn::Connection) -> Option<(Vec<CertificateDer<'static>>, 
     Some((chain, subject.common_name))
 }
 
-async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Shared>) {
+async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<ClientGate>) {
     let remote = conn.remote_address();
     let Some((chain, principal)) = principal(&conn) else {
         // Unreachable with the mandatory client verifier, but never serve an anonymous peer.

@@ -27,7 +27,7 @@ mod reset;
 mod snapshot_stream;
 mod watch_stream;
 
-pub use endpoint::{ClientEndpoint, serve_clients};
+pub use endpoint::{ClientEndpoint, ClientGate, serve_clients};
 pub use grpc::serve_grpc;
 pub use limits::{ClientLimits, SMALL_ANSWER};
 pub use peer::serve_peers;

@@ -10,7 +10,8 @@
 //! [`HANDSHAKE_TIMEOUT`] with a client certificate the node's verifier accepts (the
 //! material in force, reloaded on SIGHUP, is read at each handshake), the certificate's
 //! common name as the principal of every request on it, and the per-node and
-//! per-principal connection limits of `--max-connections*` ([`Admission`]). HTTP/2 bounds
+//! per-principal connection limits of `--max-connections*`, shared with the QUIC
+//! endpoint ([`ClientGate`]). HTTP/2 bounds
 //! the rest: concurrent streams per connection (`--max-streams-per-connection`), message
 //! sizes (`--max-request-bytes` in, the response limit out), keep-alive pings that drop a
 //! dead peer. An answer is charged to its connection's byte budget (and the node's, as on
@@ -36,8 +37,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::admission::{Admission, Slot};
-use super::budget::{self, Budget, Charge};
+use super::admission::Slot;
+use super::budget::{Budget, Charge};
+use super::endpoint::ClientGate;
 use crate::node::Node;
 pub(crate) use services::Etcd;
 
@@ -170,12 +172,12 @@ pub(super) fn own_header(node: &Node) -> Option<pb::ResponseHeader> {
 }
 
 /// Serves etcd's API on `listener` until the node stops.
-pub async fn serve_grpc(listener: TcpListener, node: Node) {
+pub async fn serve_grpc(listener: TcpListener, node: Node, gate: Arc<ClientGate>) {
     let limits = node.options().client_limits.clone();
     let max_in = node.options().max_request_bytes + 4096;
     let max_out = etch_proto::DEFAULT_MAX_RESPONSE_BYTES;
     let (conns, incoming) = mpsc::channel::<io::Result<Conn>>(16);
-    tokio::spawn(accept(listener, node.clone(), conns));
+    tokio::spawn(accept(listener, node.clone(), gate, conns));
     let etcd = Etcd { node: node.clone() };
     let mut stopping = node.stopping();
     let served = tonic::transport::Server::builder()
@@ -219,10 +221,13 @@ pub async fn serve_grpc(listener: TcpListener, node: Node) {
 
 /// Accepts TCP connections, each handshaken and admitted in a task of its own, and hands
 /// the admitted ones to the server.
-async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Result<Conn>>) {
+async fn accept(
+    listener: TcpListener,
+    node: Node,
+    gate: Arc<ClientGate>,
+    conns: mpsc::Sender<io::Result<Conn>>,
+) {
     let limits = node.options().client_limits.clone();
-    let admission = Arc::new(Admission::new(&limits));
-    let buffers = budget::node_budget(limits.buffer_bytes);
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -236,14 +241,14 @@ async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Resul
         if conns.is_closed() {
             return;
         }
-        let Some(handshake) = admission.begin_handshake() else {
+        let Some(handshake) = gate.admission.begin_handshake() else {
             tracing::debug!(%remote, "too many handshakes; gRPC connection refused");
             continue;
         };
-        let (node, admission, conns) = (node.clone(), admission.clone(), conns.clone());
+        let (node, gate, conns) = (node.clone(), gate.clone(), conns.clone());
         let budget = Arc::new(Budget::new(
             limits.connection_buffer_bytes,
-            buffers.clone(),
+            gate.buffers.clone(),
             limits.buffer_bytes,
         ));
         tokio::spawn(async move {
@@ -260,7 +265,7 @@ async fn accept(listener: TcpListener, node: Node, conns: mpsc::Sender<io::Resul
                     return;
                 }
             };
-            let slot = match admission.admit(&principal) {
+            let slot = match gate.admission.admit(&principal) {
                 Ok(slot) => slot,
                 Err(refusal) => {
                     tracing::info!(%remote, ?principal, reason = refusal.reason, "gRPC connection refused");
