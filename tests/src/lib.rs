@@ -17,6 +17,7 @@ use etch_proto::pki::{self, InitOptions, TlsFiles};
 
 pub mod checker;
 pub mod fault;
+pub mod grpc;
 pub mod history;
 
 /// Path of a workspace binary built next to the running test, or in `ETCH_BIN_DIR` when

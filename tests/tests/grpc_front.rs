@@ -3,53 +3,14 @@
 //! that are not HTTP/2, a connection that never starts TLS. Each is bounded or refused, and
 //! the node serves the next client.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use etch_etcd_api::etcdserverpb as pb;
-use etch_proto::pki::{Identity, TlsFiles};
 use etch_tests::Cluster;
+use etch_tests::grpc::{channel, channel_on, dial_tls};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint, Uri};
-
-/// The TLS connection a gRPC client of `addr` holds as the owner of `tls`.
-async fn dial_tls(
-    addr: &str,
-    tls: &TlsFiles,
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let identity = Identity::load(tls).map_err(std::io::Error::other)?;
-    let config = identity
-        .client_config(b"h2")
-        .map_err(std::io::Error::other)?;
-    let tcp = TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
-        .map_err(std::io::Error::other)?
-        .to_owned();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-}
-
-/// A gRPC channel to `addr` as the owner of `tls`.
-async fn channel(addr: &str, tls: &TlsFiles) -> Channel {
-    channel_on(Endpoint::from_static("http://etch.invalid"), addr, tls).await
-}
-
-/// A gRPC channel with `endpoint`'s settings to `addr` as the owner of `tls`.
-async fn channel_on(endpoint: Endpoint, addr: &str, tls: &TlsFiles) -> Channel {
-    let (addr, tls) = (addr.to_owned(), tls.clone());
-    endpoint
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let (addr, tls) = (addr.clone(), tls.clone());
-            async move {
-                let io = dial_tls(&addr, &tls).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
-            }
-        }))
-        .await
-        .expect("a gRPC channel")
-}
+use tonic::transport::{Channel, Endpoint};
 
 /// Whether the other side closes `io` within 20 s (whatever it says before: an alert, a
 /// GOAWAY).

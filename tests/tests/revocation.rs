@@ -198,6 +198,14 @@ async fn a_revoked_client_is_refused_with_no_restart() {
     sdk.status()
         .await
         .expect("SDK status before the revocation");
+    // And over the etcd gRPC front: a channel as alice, served once.
+    let grpc = etch_tests::grpc::channel(&cluster.nodes[0].endpoint(), &alice).await;
+    let mut maintenance =
+        etch_etcd_api::etcdserverpb::maintenance_client::MaintenanceClient::new(grpc);
+    maintenance
+        .status(etch_etcd_api::etcdserverpb::StatusRequest {})
+        .await
+        .expect("gRPC status before the revocation");
 
     let said = revoke(&dir, "alice");
     assert!(said.contains("CRL number 2, 2 revoked"), "{said}");
@@ -233,6 +241,24 @@ async fn a_revoked_client_is_refused_with_no_restart() {
     }
     let err = sdk.status().await.expect_err("the SDK is refused");
     assert!(format!("{err:#}").contains("revoked"), "SDK error: {err:#}");
+    // The gRPC connection was ended too, and a new one is refused in its handshake.
+    wait_for(
+        "the gRPC connection to close",
+        Duration::from_secs(30),
+        || {
+            (cluster.nodes[0].log_text())
+                .contains("closing a gRPC connection: its certificate is refused now")
+                .then_some(())
+        },
+    );
+    let refused = maintenance
+        .status(etch_etcd_api::etcdserverpb::StatusRequest {})
+        .await
+        .expect_err("alice is refused over gRPC");
+    assert!(
+        !refused.message().is_empty(),
+        "a refusal with a reason: {refused:?}"
+    );
     // Others are served as before: root writes, bob's connections are served.
     let put = cluster.etchctl(&["put", "k", "v2"]);
     assert!(put.status.success(), "{put:?}");

@@ -57,12 +57,28 @@ pub(crate) struct Peer {
     pub(crate) watches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// An admitted connection: the TLS stream, its peer, and its admission slot (given back
-/// when the connection ends).
+/// An admitted connection: the TLS stream, its peer, its admission slot (given back when
+/// the connection ends), and whether its certificate has been refused since it was made
+/// (a revocation, a new CA): then every read and write fails, which ends the connection.
 struct Conn {
     io: TlsStream<TcpStream>,
     peer: Peer,
     _slot: Slot,
+    refused: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped with the connection: ends the task that watches its certificate.
+    _alive: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Conn {
+    fn check(&self) -> io::Result<()> {
+        if self.refused.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the client certificate is refused since the connection was made",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl tonic::transport::server::Connected for Conn {
@@ -127,6 +143,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check()?;
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -137,6 +154,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check()?;
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -153,6 +171,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check()?;
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -272,7 +291,27 @@ async fn accept(
                     return;
                 }
             };
+            // As on the QUIC front: a certificate refused later (revoked, a new CA) ends
+            // the connection; HTTP/2 keep-alive pings wake its reads at least every 10 s.
+            let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let chain = (io.get_ref().1.peer_certificates())
+                .map(<[_]>::to_vec)
+                .unwrap_or_default();
+            let flag = refused.clone();
+            let tls = node.tls().subscribe();
+            let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                tokio::select! {
+                    reason = crate::tls::refused_since(tls, pki::Role::Client, chain) => {
+                        tracing::info!(%remote, %reason, "closing a gRPC connection: its certificate is refused now");
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ = gone => {}
+                }
+            });
             let conn = Conn {
+                refused,
+                _alive: alive,
                 io,
                 peer: Peer {
                     principal,
