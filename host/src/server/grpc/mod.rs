@@ -260,6 +260,8 @@ async fn accept(
         if conns.is_closed() {
             return;
         }
+        // Small answers go out at once rather than wait for more (gRPC's usual setting).
+        let _ = tcp.set_nodelay(true);
         let Some(handshake) = gate.admission.begin_handshake() else {
             tracing::debug!(%remote, "too many handshakes; gRPC connection refused");
             continue;

@@ -42,8 +42,13 @@ pub(super) fn principal<T>(req: &tonic::Request<T>) -> Result<Arc<str>, Status> 
 /// `message` as the answer to `req`, charged to its connection's budget until its body is
 /// sent ([`Held`]); refused when the connection holds too many answers it has not read.
 fn charged<T, U: prost::Message>(req: &tonic::Request<T>, message: U) -> Answer<U> {
+    charged_to(peer(req)?, message)
+}
+
+/// [`charged`], to `peer`'s budget.
+fn charged_to<U: prost::Message>(peer: &Peer, message: U) -> Answer<U> {
     let bytes = message.encoded_len() + 5;
-    let charge = peer(req)?.budget.try_reserve(bytes).ok_or_else(|| {
+    let charge = peer.budget.try_reserve(bytes).ok_or_else(|| {
         Status::resource_exhausted(format!(
             "etcdserver: no room for an answer of {bytes} bytes: this connection holds too many answers it has not read"
         ))
@@ -55,8 +60,9 @@ fn charged<T, U: prost::Message>(req: &tonic::Request<T>, message: U) -> Answer<
     Ok(response)
 }
 
-fn unexpected(response: &Response) -> Status {
-    Status::internal(format!("etcdserver: unexpected answer {response:?}"))
+/// The node answered a request with the answer of another kind (never expected).
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!("etcdserver: the node answered with {what}"))
 }
 
 impl Etcd {
@@ -68,19 +74,30 @@ impl Etcd {
         request: Request,
         pick: impl FnOnce(Response) -> Option<U>,
     ) -> Answer<U> {
-        let principal = principal(req)?;
-        let response = (self.node.handle(&principal, request).await).map_err(status)?;
-        let message = pick(response)
-            .ok_or_else(|| Status::internal("etcdserver: the node answered with another kind"))?;
-        charged(req, message)
+        let peer = peer(req)?.clone();
+        self.call_as(&peer, request, pick).await
+    }
+
+    /// [`Etcd::call`] for `peer`, whose request has been taken apart already (its bytes
+    /// moved into `request`, not copied).
+    async fn call_as<U: prost::Message>(
+        &self,
+        peer: &Peer,
+        request: Request,
+        pick: impl FnOnce(Response) -> Option<U>,
+    ) -> Answer<U> {
+        let response = (self.node.handle(&peer.principal, request).await).map_err(status)?;
+        let message = pick(response).ok_or_else(|| unexpected("another kind"))?;
+        charged_to(peer, message)
     }
 }
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for Etcd {
     async fn range(&self, req: tonic::Request<pb::RangeRequest>) -> Answer<pb::RangeResponse> {
-        let range = convert::range_request(req.get_ref().clone())?;
-        self.call(&req, Request::Range(range), |r| match r {
+        let peer = peer(&req)?.clone();
+        let range = convert::range_request(req.into_inner())?;
+        self.call_as(&peer, Request::Range(range), |r| match r {
             Response::Range(r) => Some(convert::range_response(r)),
             _ => None,
         })
@@ -88,8 +105,9 @@ impl pb::kv_server::Kv for Etcd {
     }
 
     async fn put(&self, req: tonic::Request<pb::PutRequest>) -> Answer<pb::PutResponse> {
-        let put = convert::put_request(req.get_ref().clone())?;
-        self.call(&req, Request::Put(put), |r| match r {
+        let peer = peer(&req)?.clone();
+        let put = convert::put_request(req.into_inner())?;
+        self.call_as(&peer, Request::Put(put), |r| match r {
             Response::Put(r) => Some(convert::put_response(r)),
             _ => None,
         })
@@ -100,8 +118,9 @@ impl pb::kv_server::Kv for Etcd {
         &self,
         req: tonic::Request<pb::DeleteRangeRequest>,
     ) -> Answer<pb::DeleteRangeResponse> {
-        let delete = convert::delete_request(req.get_ref().clone());
-        self.call(&req, Request::DeleteRange(delete), |r| match r {
+        let peer = peer(&req)?.clone();
+        let delete = convert::delete_request(req.into_inner());
+        self.call_as(&peer, Request::DeleteRange(delete), |r| match r {
             Response::DeleteRange(r) => Some(convert::delete_response(r)),
             _ => None,
         })
@@ -109,8 +128,9 @@ impl pb::kv_server::Kv for Etcd {
     }
 
     async fn txn(&self, req: tonic::Request<pb::TxnRequest>) -> Answer<pb::TxnResponse> {
-        let txn = convert::txn_request(req.get_ref().clone())?;
-        self.call(&req, Request::Txn(txn), |r| match r {
+        let peer = peer(&req)?.clone();
+        let txn = convert::txn_request(req.into_inner())?;
+        self.call_as(&peer, Request::Txn(txn), |r| match r {
             Response::Txn(r) => Some(convert::txn_response(r)),
             _ => None,
         })
@@ -199,7 +219,7 @@ impl pb::lease_server::Lease for Etcd {
                         id,
                         ttl: 0,
                     }),
-                    Ok(other) => Err(unexpected(&other)),
+                    Ok(_) => Err(unexpected("another kind")),
                     Err(e) => Err(status(e)),
                 };
                 let failed = answer.is_err();
@@ -249,7 +269,7 @@ impl pb::lease_server::Lease for Etcd {
                     keys: Vec::new(),
                 },
             ),
-            Ok(other) => Err(unexpected(&other)),
+            Ok(_) => Err(unexpected("another kind")),
             Err(e) => Err(status(e)),
         }
     }
