@@ -93,6 +93,7 @@ pub(crate) async fn drive(
     metrics::gauge!(crate::metrics::WATCHERS).increment(1.0);
     let _open = Open;
     let mut auth = node.store().subscribe_auth();
+    let mut stopping = node.stopping();
     let (mut watcher, created) = match Watcher::open(node.hub(), &req) {
         Ok(opened) => opened,
         Err(canceled) => {
@@ -146,6 +147,12 @@ pub(crate) async fn drive(
         }
         tokio::select! {
             () = watcher.ready() => {}
+            // The node is stopping: the watch ends with it (its stream closes).
+            Ok(()) = stopping.changed() => {
+                if *stopping.borrow() {
+                    return;
+                }
+            }
             Ok(()) = auth.changed() => {
                 if let Err(e) = may_read() {
                     let mut canceled = watcher.cancel();
