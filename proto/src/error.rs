@@ -83,8 +83,12 @@ impl Error {
 
     /// Whether a write that failed this way may have been applied: the node lost track of
     /// it after proposing it.
+    #[allow(clippy::match_like_matches_macro)] // spelled out: one arm per kind
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Error::Timeout | Error::OutcomeUnknown { .. })
+        match self {
+            Error::Timeout | Error::OutcomeUnknown { .. } => true,
+            _ => false,
+        }
     }
 
     /// The gRPC status code etcd answers this failure with (the `grpc_code` label of the

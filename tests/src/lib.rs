@@ -641,7 +641,8 @@ impl Cluster {
     }
 }
 
-fn etchctl_command<A: AsRef<std::ffi::OsStr>>(
+/// The etchctl command as the holder of `tls` against `endpoints`, for a test to run or spawn.
+pub fn etchctl_command<A: AsRef<std::ffi::OsStr>>(
     endpoints: &str,
     tls: &TlsFiles,
     args: &[A],

@@ -62,6 +62,29 @@ fn etcdctl_fails(cluster: &Cluster, tls: Option<&TlsFiles>, args: &[&str]) -> St
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `etcdctl watch ARGS` as the holder of `tls`, which must end by itself within 20 s
+/// (not hang); its output, stdout then stderr.
+fn watch_that_ends(cluster: &Cluster, tls: &TlsFiles, args: &[&str]) -> String {
+    let watched = Command::new("timeout")
+        .args(["20", "etcdctl"])
+        .env("ETCDCTL_API", "3")
+        .args(base_args(cluster, Some(tls)))
+        .arg("watch")
+        .args(args)
+        .output()
+        .expect("etcdctl watch");
+    assert_ne!(
+        watched.status.code(),
+        Some(124),
+        "etcdctl watch hung: {watched:?}"
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&watched.stdout),
+        String::from_utf8_lossy(&watched.stderr)
+    )
+}
+
 /// The revision of the store, as `get -w json` reports it.
 fn revision(cluster: &Cluster) -> i64 {
     let json: serde_json::Value =
@@ -135,22 +158,10 @@ fn etcdctl_reads_writes_txns_compacts_and_lists_through_the_grpc_front() {
 
     // A watch from a compacted revision ends with etcd's reason (a Go client pairs the
     // cancellation with the watch it saw created; it must not hang or crash).
-    let watched = Command::new("timeout")
-        .args(["20", "etcdctl"])
-        .env("ETCDCTL_API", "3")
-        .args(base_args(&cluster, Some(&cluster.client_tls("root"))))
-        .args(["watch", "foo", &format!("--rev={first}")])
-        .output()
-        .expect("etcdctl watch");
-    assert_ne!(
-        watched.status.code(),
-        Some(124),
-        "etcdctl watch hung: {watched:?}"
-    );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&watched.stdout),
-        String::from_utf8_lossy(&watched.stderr)
+    let said = watch_that_ends(
+        &cluster,
+        &cluster.client_tls("root"),
+        &["foo", &format!("--rev={first}")],
     );
     assert!(
         said.contains("required revision has been compacted"),
@@ -218,23 +229,7 @@ fn etcdctl_reads_writes_txns_compacts_and_lists_through_the_grpc_front() {
     let err = etcdctl_fails(&cluster, Some(&alice), &["put", "foo", "1"]);
     assert!(err.contains("etcdserver: permission denied"), "{err}");
     // So is a watch of hers: refused, not hung, not a crash of the client.
-    let watched = Command::new("timeout")
-        .args(["20", "etcdctl"])
-        .env("ETCDCTL_API", "3")
-        .args(base_args(&cluster, Some(&alice)))
-        .args(["watch", "foo"])
-        .output()
-        .expect("etcdctl watch");
-    assert_ne!(
-        watched.status.code(),
-        Some(124),
-        "etcdctl watch hung: {watched:?}"
-    );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&watched.stdout),
-        String::from_utf8_lossy(&watched.stderr)
-    );
+    let said = watch_that_ends(&cluster, &alice, &["foo"]);
     assert!(said.contains("permission denied"), "{said}");
     assert!(!said.contains("panic"), "{said}");
 }

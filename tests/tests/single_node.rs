@@ -711,19 +711,12 @@ fn an_etchctl_watch_whose_node_is_gone_says_so() {
     use std::io::{BufRead, BufReader};
     let mut cluster = Cluster::single();
     let root = cluster.client_tls("root");
-    let mut watch = std::process::Command::new(etch_tests::bin("etchctl"))
-        .args(["--endpoints", &cluster.endpoints()])
-        .arg("--cacert")
-        .arg(&root.ca)
-        .arg("--cert")
-        .arg(&root.cert)
-        .arg("--key")
-        .arg(&root.key)
-        .args(["watch", "gone/", "--prefix"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("etchctl watch");
+    let mut watch =
+        etch_tests::etchctl_command(&cluster.endpoints(), &root, &["watch", "gone/", "--prefix"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("etchctl watch");
     let lines = |pipe: Box<dyn std::io::Read + Send>| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -793,15 +786,7 @@ fn an_interactive_etchctl_watch_runs_each_line() {
     .expect("json");
     let from = json["header"]["revision"].as_i64().expect("revision") + 1;
     let root = cluster.client_tls("root");
-    let mut watch = std::process::Command::new(etch_tests::bin("etchctl"))
-        .args(["--endpoints", &cluster.endpoints()])
-        .arg("--cacert")
-        .arg(&root.ca)
-        .arg("--cert")
-        .arg(&root.cert)
-        .arg("--key")
-        .arg(&root.key)
-        .args(["watch", "-i"])
+    let mut watch = etch_tests::etchctl_command(&cluster.endpoints(), &root, &["watch", "-i"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -37,6 +37,22 @@ pub(crate) trait WatchSink: Send {
     fn controls(&mut self) -> mpsc::Receiver<WatchControl>;
 }
 
+/// A watch stream of either front, counted in the watch-stream gauge while it lives.
+pub(crate) struct OpenStream;
+
+impl OpenStream {
+    pub(crate) fn count() -> OpenStream {
+        metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
+        OpenStream
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
+    }
+}
+
 /// The client of a watch is gone (its stream or connection closed).
 #[derive(Debug)]
 pub(crate) struct Gone;
@@ -50,15 +66,7 @@ pub(super) async fn serve_watch(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
-    /// Counts the watch stream as open until this function returns.
-    struct Open;
-    impl Drop for Open {
-        fn drop(&mut self) {
-            metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
-        }
-    }
-    metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
-    let _open = Open;
+    let _open = OpenStream::count();
     let mut sink = QuicSink {
         node: node.clone(),
         send,

@@ -24,7 +24,7 @@ use super::convert::{self, status};
 use super::services::{Etcd, Stream, peer};
 use super::{Peer, own_header as header};
 use crate::node::Node;
-use crate::server::watch_stream::{Gone, WatchSink, drive};
+use crate::server::watch_stream::{Gone, OpenStream, WatchSink, drive};
 
 /// Live watches one connection may hold.
 pub(super) const MAX_WATCHES: usize = 1024;
@@ -52,15 +52,7 @@ impl pb::watch_server::Watch for Etcd {
 /// Reads the client's half of one watch stream until it ends; its watches end with it.
 async fn serve(node: Node, peer: Peer, mut inbound: Streaming<pb::WatchRequest>, tx: Responses) {
     use pb::watch_request::RequestUnion;
-    /// Counts the watch stream as open until this function returns.
-    struct Open;
-    impl Drop for Open {
-        fn drop(&mut self) {
-            metrics::gauge!(crate::metrics::WATCH_STREAMS).decrement(1.0);
-        }
-    }
-    metrics::gauge!(crate::metrics::WATCH_STREAMS).increment(1.0);
-    let _open = Open;
+    let _open = OpenStream::count();
     let mut watches: HashMap<i64, mpsc::Sender<WatchControl>> = HashMap::new();
     let mut next_id: i64 = 0;
     while let Ok(Some(message)) = inbound.message().await {
