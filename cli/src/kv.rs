@@ -9,9 +9,38 @@ use std::io::Read;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use etch_client::TxnOp;
-use etch_client::proto::{CompactRequest, Request, RequestOp, Response};
+use etch_client::proto::{CompactRequest, Request, RequestOp, Response, SortOrder, SortTarget};
 
 use crate::context::Context as Ctx;
+
+/// A command line etcdctl refuses with a status of its own: the message is the `Error:`
+/// line, `status` the exit status (etcdctl's `ExitBadArgs` 128, `ExitBadFeature` 4).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub status: u8,
+    pub message: String,
+}
+
+impl Refused {
+    /// Wrong arguments (etcdctl's `ExitBadArgs`).
+    pub fn bad_args(message: impl Into<String>) -> anyhow::Error {
+        Refused {
+            status: 128,
+            message: message.into(),
+        }
+        .into()
+    }
+
+    /// A valid flag with a value etcdctl does not know (its `ExitBadFeature`).
+    pub fn bad_feature(message: impl Into<String>) -> anyhow::Error {
+        Refused {
+            status: 4,
+            message: message.into(),
+        }
+        .into()
+    }
+}
 
 /// A command-line argument's bytes, whatever they are: keys and values need not be UTF-8.
 pub fn bytes(arg: &OsStr) -> Vec<u8> {
@@ -32,6 +61,12 @@ pub struct PutArgs {
     /// Attach the key to this lease (ID in hex).
     #[arg(long)]
     pub lease: Option<String>,
+    /// Keep the key's current value (give no VALUE): change only its lease.
+    #[arg(long)]
+    pub ignore_value: bool,
+    /// Keep the key's current lease: change only its value.
+    #[arg(long)]
+    pub ignore_lease: bool,
 }
 
 impl PutArgs {
@@ -39,6 +74,12 @@ impl PutArgs {
         let mut op = TxnOp::put(bytes(&self.key), value);
         if self.prev_kv {
             op = op.prev_kv();
+        }
+        if self.ignore_value {
+            op = op.ignore_value();
+        }
+        if self.ignore_lease {
+            op = op.ignore_lease();
         }
         if let Some(lease) = &self.lease {
             let id = i64::from_str_radix(lease, 16)
@@ -120,6 +161,24 @@ pub struct GetArgs {
     /// Print values without keys.
     #[arg(long)]
     pub print_value_only: bool,
+    /// Order of results: ASCEND or DESCEND (ASCEND by default).
+    #[arg(long, default_value = "")]
+    pub order: String,
+    /// Sort target: CREATE, KEY, MODIFY, VALUE or VERSION.
+    #[arg(long, default_value = "")]
+    pub sort_by: String,
+    /// Only keys last modified at or after this revision (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    pub min_mod_revision: i64,
+    /// Only keys last modified at or before this revision (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    pub max_mod_revision: i64,
+    /// Only keys created at or after this revision (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    pub min_create_revision: i64,
+    /// Only keys created at or before this revision (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    pub max_create_revision: i64,
 }
 
 impl GetArgs {
@@ -132,11 +191,49 @@ impl GetArgs {
         if self.count_only {
             op = op.count_only();
         }
+        if !self.order.is_empty() || !self.sort_by.is_empty() {
+            op = op.sort(self.sort_target()?, self.sort_order()?);
+        }
+        op = op
+            .mod_revisions(self.min_mod_revision, self.max_mod_revision)
+            .create_revisions(self.min_create_revision, self.max_create_revision);
         let mut op = op.into_inner();
         if let RequestOp::Range(r) = &mut op {
             r.serializable = self.serializable || self.consistency == Consistency::S;
         }
         Ok(op)
+    }
+
+    /// `--order`, as etcdctl reads it (any case).
+    fn sort_order(&self) -> Result<SortOrder> {
+        Ok(match self.order.to_uppercase().as_str() {
+            "" => SortOrder::None,
+            "ASCEND" => SortOrder::Ascend,
+            "DESCEND" => SortOrder::Descend,
+            _ => {
+                return Err(Refused::bad_feature(format!(
+                    "bad sort order {}",
+                    self.order
+                )));
+            }
+        })
+    }
+
+    /// `--sort-by`, as etcdctl reads it (any case).
+    fn sort_target(&self) -> Result<SortTarget> {
+        Ok(match self.sort_by.to_uppercase().as_str() {
+            "" | "KEY" => SortTarget::Key,
+            "CREATE" => SortTarget::Create,
+            "MODIFY" => SortTarget::Mod,
+            "VALUE" => SortTarget::Value,
+            "VERSION" => SortTarget::Version,
+            _ => {
+                return Err(Refused::bad_feature(format!(
+                    "bad sort target {}",
+                    self.sort_by
+                )));
+            }
+        })
     }
 }
 
@@ -176,11 +273,18 @@ fn request(op: RequestOp) -> Request {
         RequestOp::Range(r) => Request::Range(r),
         RequestOp::Put(p) => Request::Put(p),
         RequestOp::DeleteRange(d) => Request::DeleteRange(d),
+        RequestOp::Txn(t) => Request::Txn(t),
     }
 }
 
 pub async fn put(ctx: &Ctx, args: &PutArgs) -> Result<()> {
     let value = match &args.value {
+        Some(_) if args.ignore_value => {
+            return Err(Refused::bad_args(
+                "put command needs only 1 argument when 'ignore-value' is set",
+            ));
+        }
+        None if args.ignore_value => Vec::new(),
         Some(v) => bytes(v),
         None => {
             let mut buf = Vec::new();
@@ -190,7 +294,9 @@ pub async fn put(ctx: &Ctx, args: &PutArgs) -> Result<()> {
             // etcdctl's rule: no value argument and nothing on stdin is a usage error, not
             // a put of an empty value (`put k ""` is that).
             if buf.is_empty() {
-                bail!("put command needs 1 argument and input from stdin or 2 arguments");
+                return Err(Refused::bad_args(
+                    "put command needs 1 argument and input from stdin or 2 arguments",
+                ));
             }
             buf
         }
@@ -309,6 +415,8 @@ mod tests {
             value: None,
             prev_kv: false,
             lease: Some("1f".into()),
+            ignore_value: false,
+            ignore_lease: false,
         };
         let RequestOp::Put(p) = args.op(b"v".to_vec()).expect("op") else {
             panic!("not a put")
@@ -320,5 +428,40 @@ mod tests {
         };
         let err = bad.op(vec![]).expect_err("bad lease");
         assert!(err.to_string().contains("expecting ID in Hex"), "{err}");
+    }
+
+    #[test]
+    fn sort_flags_read_as_etcdctl_reads_them() {
+        let RequestOp::Range(r) =
+            get_op(&["a", "--prefix", "--sort-by", "modify", "--order", "DESCEND"]).expect("op")
+        else {
+            panic!("not a range")
+        };
+        assert_eq!(
+            (r.sort_target, r.sort_order),
+            (SortTarget::Mod, SortOrder::Descend)
+        );
+        // A target alone sorts ascending on the node; ascending by key is key order.
+        let RequestOp::Range(r) = get_op(&["a", "--sort-by", "VALUE"]).expect("op") else {
+            panic!("not a range")
+        };
+        assert_eq!(
+            (r.sort_target, r.sort_order),
+            (SortTarget::Value, SortOrder::None)
+        );
+        let RequestOp::Range(r) = get_op(&["a", "--order", "ascend"]).expect("op") else {
+            panic!("not a range")
+        };
+        assert!(r.is_first_layout(), "{r:?}");
+        for (flag, value, message) in [
+            ("--order", "UP", "bad sort order UP"),
+            ("--sort-by", "SIZE", "bad sort target SIZE"),
+        ] {
+            let err = get_op(&["a", flag, value]).expect_err("a bad sort");
+            let refused = err
+                .downcast_ref::<Refused>()
+                .expect("a refusal with a status");
+            assert_eq!((refused.status, refused.message.as_str()), (4, message));
+        }
     }
 }

@@ -125,7 +125,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", error_line(&e));
-            ExitCode::FAILURE
+            match e.downcast_ref::<kv::Refused>() {
+                Some(refused) => ExitCode::from(refused.status),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -70,7 +70,7 @@ fn ops_are_etcdctl_command_lines() {
             key: b"k".to_vec(),
             value: b"hello world".to_vec(),
             prev_kv: true,
-            lease: 0,
+            ..PutRequest::default()
         })
     );
     assert_eq!(

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use etch_proto::{
     CompactRequest, CompactResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvRequest,
     HashKvResponse, LeaseId, PutRequest, PutResponse, RangeRequest, RangeResponse, Request,
-    Response, Revision, StatusRequest, StatusResponse,
+    Response, Revision, SortOrder, SortTarget, StatusRequest, StatusResponse,
 };
 
 use crate::client::Client;
@@ -223,6 +223,15 @@ impl Client {
     }
 }
 
+/// A sort as sent: ascending by key is key order, the layout every node reads (as etcd's
+/// `clientv3.WithSort` does).
+pub(crate) fn sort_options(target: SortTarget, order: SortOrder) -> (SortTarget, SortOrder) {
+    match (target, order) {
+        (SortTarget::Key, SortOrder::Ascend) => (SortTarget::Key, SortOrder::None),
+        other => other,
+    }
+}
+
 /// A put being built; see [`Client::put`].
 #[must_use = "a request does nothing until you `.await` it"]
 #[derive(Debug)]
@@ -241,6 +250,20 @@ impl Put<'_> {
     /// Attach the key to lease `id` (`0`, the default, for none).
     pub fn lease(mut self, id: LeaseId) -> Self {
         self.req.lease = id;
+        self
+    }
+
+    /// Keep the key's current value and change only its lease (etcd's `ignore_value`):
+    /// give an empty value. The key must exist ("key not found" otherwise).
+    pub fn ignore_value(mut self) -> Self {
+        self.req.ignore_value = true;
+        self
+    }
+
+    /// Keep the key's current lease and change only its value (etcd's `ignore_lease`):
+    /// give no lease. The key must exist ("key not found" otherwise).
+    pub fn ignore_lease(mut self) -> Self {
+        self.req.ignore_lease = true;
         self
     }
 
@@ -307,6 +330,30 @@ impl Get<'_> {
     /// consensus. Default: linearizable.
     pub fn serializable(mut self) -> Self {
         self.req.serializable = true;
+        self
+    }
+
+    /// Return the keys in `order` of `target` (ascending key order by default). Keys that
+    /// tie stay in key order. The limit applies after sorting: the node reads the whole
+    /// range to answer.
+    pub fn sort(mut self, target: SortTarget, order: SortOrder) -> Self {
+        (self.req.sort_target, self.req.sort_order) = sort_options(target, order);
+        self
+    }
+
+    /// Return only keys whose mod revision is in `[min, max]` (`0` for no bound on that
+    /// side). `count` still counts every key in the range, as etcd's does.
+    pub fn mod_revisions(mut self, min: Revision, max: Revision) -> Self {
+        self.req.min_mod_revision = min;
+        self.req.max_mod_revision = max;
+        self
+    }
+
+    /// Return only keys whose create revision is in `[min, max]` (`0` for no bound on
+    /// that side).
+    pub fn create_revisions(mut self, min: Revision, max: Revision) -> Self {
+        self.req.min_create_revision = min;
+        self.req.max_create_revision = max;
         self
     }
 

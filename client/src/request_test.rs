@@ -3,7 +3,7 @@
 use etch_proto::{
     CompactRequest, CompareResult, CompareTarget, DeleteRangeRequest, MemberAddRequest,
     MemberListRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest, RangeRequest,
-    Request, RequestOp, TxnRequest,
+    Request, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 
 use crate::client::tests::certs;
@@ -25,6 +25,16 @@ fn put_options_map_to_the_request() {
             value: b"v".to_vec(),
             lease: 0x1f,
             prev_kv: true,
+            ..PutRequest::default()
+        })
+    );
+    assert_eq!(
+        c.put("k", "").ignore_value().ignore_lease().into_request(),
+        Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            ignore_value: true,
+            ignore_lease: true,
+            ..PutRequest::default()
         })
     );
     assert!(c.put(vec![0u8, 1], b"x".to_vec()).into_request().is_write());
@@ -41,6 +51,9 @@ fn get_options_map_to_the_request() {
         .keys_only()
         .count_only()
         .serializable()
+        .sort(SortTarget::Mod, SortOrder::Descend)
+        .mod_revisions(2, 9)
+        .create_revisions(1, 0)
         .into_request();
     assert_eq!(
         req,
@@ -52,6 +65,12 @@ fn get_options_map_to_the_request() {
             keys_only: true,
             count_only: true,
             serializable: true,
+            sort_order: SortOrder::Descend,
+            sort_target: SortTarget::Mod,
+            min_mod_revision: 2,
+            max_mod_revision: 9,
+            min_create_revision: 1,
+            max_create_revision: 0,
         })
     );
     assert!(!req.is_write());
@@ -127,6 +146,7 @@ fn txn_maps_compares_and_branches() {
             value: b"w".to_vec(),
             lease: 5,
             prev_kv: true,
+            ..PutRequest::default()
         })]
     );
     assert_eq!(
@@ -251,4 +271,42 @@ fn lease_builders_map_to_the_request() {
         Request::LeaseLeases(LeaseLeasesRequest {})
     );
     assert_eq!(c.lease_keep_alive(7).id(), 7);
+}
+
+#[test]
+fn a_nested_txn_op_maps_to_a_nested_request() {
+    let (_dir, c) = client();
+    let req = c
+        .txn()
+        .and_then(
+            TxnOp::txn()
+                .when(Compare::version("b", CompareResult::Equal, 0))
+                .and_then(TxnOp::put("b", "1").ignore_lease())
+                .or_else(TxnOp::get("b").sort(SortTarget::Value, SortOrder::Ascend)),
+        )
+        .into_request();
+    let Request::Txn(outer) = req else {
+        panic!("not a txn")
+    };
+    let [RequestOp::Txn(inner)] = &outer.success[..] else {
+        panic!("not one nested txn: {:?}", outer.success)
+    };
+    assert_eq!(inner.compare.len(), 1);
+    let [RequestOp::Put(p)] = &inner.success[..] else {
+        panic!("not a put: {:?}", inner.success)
+    };
+    assert!(p.ignore_lease && !p.ignore_value);
+    let [RequestOp::Range(r)] = &inner.failure[..] else {
+        panic!("not a range: {:?}", inner.failure)
+    };
+    assert_eq!(
+        (r.sort_target, r.sort_order),
+        (SortTarget::Value, SortOrder::Ascend)
+    );
+    // Txn options on other ops, and other options on a txn, are ignored.
+    assert_eq!(
+        TxnOp::put("k", "v").when(Compare::version("k", CompareResult::Equal, 0)),
+        TxnOp::put("k", "v")
+    );
+    assert_eq!(TxnOp::txn().prev_kv().limit(3), TxnOp::txn());
 }

@@ -5,7 +5,7 @@ use std::future::IntoFuture;
 
 use etch_proto::{
     CompareResult, CompareTarget, DeleteRangeRequest, LeaseId, PutRequest, RangeRequest, Request,
-    RequestOp, Response, Revision, TxnRequest, TxnResponse,
+    RequestOp, Response, Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
 use crate::client::Client;
@@ -114,18 +114,22 @@ impl From<etch_proto::Compare> for Compare {
     }
 }
 
-/// One operation of a transaction branch: a put, a get or a delete, with the options of
-/// [`Client::put`], [`Client::get`] and [`Client::delete`]. An option that does not apply to
-/// the operation (`lease` on a get, say) is ignored.
+/// One operation of a transaction branch: a put, a get, a delete or a nested transaction,
+/// with the options of [`Client::put`], [`Client::get`], [`Client::delete`] and
+/// [`Client::txn`]. An option that does not apply to the operation (`lease` on a get, say)
+/// is ignored.
 ///
 /// # Examples
 ///
 /// ```
-/// use etch_client::TxnOp;
+/// use etch_client::{Compare, CompareResult, TxnOp};
 /// let ops = [
 ///     TxnOp::put("a", "1").prev_kv(),
 ///     TxnOp::get("dir/").prefix().keys_only(),
 ///     TxnOp::delete("old").prev_kv(),
+///     TxnOp::txn()
+///         .when(Compare::version("b", CompareResult::Equal, 0))
+///         .and_then(TxnOp::put("b", "first")),
 /// ];
 /// # let _ = ops;
 /// ```
@@ -158,12 +162,40 @@ impl TxnOp {
         }))
     }
 
+    /// A transaction nested in this branch, run at the same revision; give it conditions
+    /// and branches with [`TxnOp::when`], [`TxnOp::and_then`] and [`TxnOp::or_else`].
+    pub fn txn() -> Self {
+        TxnOp(RequestOp::Txn(TxnRequest::default()))
+    }
+
     fn range(&mut self) -> Option<(&mut Vec<u8>, &mut Vec<u8>)> {
         match &mut self.0 {
             RequestOp::Range(r) => Some((&mut r.key, &mut r.range_end)),
             RequestOp::DeleteRange(d) => Some((&mut d.key, &mut d.range_end)),
-            RequestOp::Put(_) => None,
+            RequestOp::Put(_) | RequestOp::Txn(_) => None,
         }
+    }
+
+    fn with_txn(mut self, f: impl FnOnce(&mut TxnRequest)) -> Self {
+        if let RequestOp::Txn(t) = &mut self.0 {
+            f(t);
+        }
+        self
+    }
+
+    /// Nested txn: conditions for its success branch (see [`Txn::when`]).
+    pub fn when(self, compares: impl IntoIterator<Item = Compare>) -> Self {
+        self.with_txn(|t| t.compare.extend(compares.into_iter().map(|c| c.0)))
+    }
+
+    /// Nested txn: operations run when every condition holds (see [`Txn::and_then`]).
+    pub fn and_then(self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.with_txn(|t| t.success.extend(ops.into_iter().map(|o| o.0)))
+    }
+
+    /// Nested txn: operations run otherwise (see [`Txn::or_else`]).
+    pub fn or_else(self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.with_txn(|t| t.failure.extend(ops.into_iter().map(|o| o.0)))
     }
 
     /// Get/delete: every key starting with the key.
@@ -195,17 +227,31 @@ impl TxnOp {
         match &mut self.0 {
             RequestOp::Put(p) => p.prev_kv = true,
             RequestOp::DeleteRange(d) => d.prev_kv = true,
-            RequestOp::Range(_) => {}
+            RequestOp::Range(_) | RequestOp::Txn(_) => {}
+        }
+        self
+    }
+
+    fn with_put(mut self, f: impl FnOnce(&mut PutRequest)) -> Self {
+        if let RequestOp::Put(p) = &mut self.0 {
+            f(p);
         }
         self
     }
 
     /// Put: attach the key to a lease.
-    pub fn lease(mut self, id: LeaseId) -> Self {
-        if let RequestOp::Put(p) = &mut self.0 {
-            p.lease = id;
-        }
-        self
+    pub fn lease(self, id: LeaseId) -> Self {
+        self.with_put(|p| p.lease = id)
+    }
+
+    /// Put: keep the key's current value (see [`crate::kv::Put::ignore_value`]).
+    pub fn ignore_value(self) -> Self {
+        self.with_put(|p| p.ignore_value = true)
+    }
+
+    /// Put: keep the key's current lease (see [`crate::kv::Put::ignore_lease`]).
+    pub fn ignore_lease(self) -> Self {
+        self.with_put(|p| p.ignore_lease = true)
     }
 
     fn with_range(mut self, f: impl FnOnce(&mut RangeRequest)) -> Self {
@@ -233,6 +279,27 @@ impl TxnOp {
     /// Get: only the count of matching keys.
     pub fn count_only(self) -> Self {
         self.with_range(|r| r.count_only = true)
+    }
+
+    /// Get: the keys in `order` of `target` (see [`crate::kv::Get::sort`]).
+    pub fn sort(self, target: SortTarget, order: SortOrder) -> Self {
+        self.with_range(|r| (r.sort_target, r.sort_order) = crate::kv::sort_options(target, order))
+    }
+
+    /// Get: only keys whose mod revision is in `[min, max]` (`0`: no bound).
+    pub fn mod_revisions(self, min: Revision, max: Revision) -> Self {
+        self.with_range(|r| {
+            r.min_mod_revision = min;
+            r.max_mod_revision = max;
+        })
+    }
+
+    /// Get: only keys whose create revision is in `[min, max]` (`0`: no bound).
+    pub fn create_revisions(self, min: Revision, max: Revision) -> Self {
+        self.with_range(|r| {
+            r.min_create_revision = min;
+            r.max_create_revision = max;
+        })
     }
 
     /// The wire form.

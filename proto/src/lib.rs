@@ -20,6 +20,7 @@ pub mod codes;
 pub mod crl;
 pub mod error;
 pub mod frame;
+pub mod layout;
 pub mod lease;
 pub mod limits;
 pub mod message;

@@ -17,7 +17,8 @@
 use crate::error::Error;
 use crate::lease::LeaseGrantRequest;
 use crate::message::{
-    Compare, CompareTarget, MemberAddRequest, RangeRequest, Request, RequestOp, TxnRequest,
+    Compare, CompareTarget, MemberAddRequest, PutRequest, RangeRequest, Request, RequestOp,
+    TxnRequest,
 };
 use crate::plugin::PluginInstallRequest;
 use crate::watch::WatchCreateRequest;
@@ -35,6 +36,11 @@ pub const MAX_NAME_BYTES: usize = 256;
 
 /// Operations in one txn branch (and compares), at most: etcd's `--max-txn-ops` default.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// How deep txns may nest (a txn in a branch of a txn is depth 2). etcd sets no bound but
+/// its message size; etch sets one so that no request makes a reader, a checker or apply
+/// recurse without bound.
+pub const MAX_TXN_DEPTH: usize = 16;
 
 /// The node's size limits for the requests it admits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +90,7 @@ impl Limits {
         Ok(())
     }
 
+    /// Each txn of a nest against `max_txn_ops`, as etcd checks them.
     fn check_txn_ops(&self, txn: &TxnRequest) -> Result<(), Error> {
         let most = txn
             .compare
@@ -96,8 +103,19 @@ impl Limits {
                 self.max_txn_ops
             )));
         }
-        Ok(())
+        nested(txn).try_for_each(|t| self.check_txn_ops(t))
     }
+}
+
+/// The txns nested directly in `txn`'s branches.
+fn nested(txn: &TxnRequest) -> impl Iterator<Item = &TxnRequest> {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .filter_map(|op| match op {
+            RequestOp::Txn(t) => Some(t),
+            _ => None,
+        })
 }
 
 /// Checks the limits that hold whatever the node's flags (see the module doc). Apply calls
@@ -109,12 +127,12 @@ impl Limits {
 pub fn check_shape(req: &Request) -> Result<(), Error> {
     match req {
         Request::Range(r) => check_range(r),
-        Request::Put(p) => check_key("key", &p.key),
+        Request::Put(p) => check_put(p),
         Request::DeleteRange(d) => {
             check_key("key", &d.key)?;
             check_key("range end", &d.range_end)
         }
-        Request::Txn(t) => check_txn(t),
+        Request::Txn(t) => check_txn(t, 1),
         Request::Watch(w) => check_watch(w),
         Request::LeaseGrant(g) => check_lease_grant(g),
         Request::MemberAdd(m) => check_member_add(m),
@@ -142,12 +160,12 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
                 "a txn that only reads cannot be sent as a once request".into(),
             )),
             // The plain requests' checks.
-            crate::OnceWrite::Put(p) => check_key("key", &p.key),
+            crate::OnceWrite::Put(p) => check_put(p),
             crate::OnceWrite::DeleteRange(d) => {
                 check_key("key", &d.key)?;
                 check_key("range end", &d.range_end)
             }
-            crate::OnceWrite::Txn(t) => check_txn(t),
+            crate::OnceWrite::Txn(t) => check_txn(t, 1),
         },
     }
 }
@@ -207,18 +225,42 @@ fn check_compare(c: &Compare) -> Result<(), Error> {
     check_key("compare range end", &c.range_end)
 }
 
-fn check_txn(t: &TxnRequest) -> Result<(), Error> {
+/// A put's key, and the fields `ignore_value`/`ignore_lease` leave empty (etcd's messages):
+/// the shape check of a put.
+///
+/// # Errors
+///
+/// `InvalidArgument` naming what is wrong.
+pub fn check_put(p: &PutRequest) -> Result<(), Error> {
+    check_key("key", &p.key)?;
+    if p.ignore_value && !p.value.is_empty() {
+        return Err(Error::InvalidArgument("value is provided".into()));
+    }
+    if p.ignore_lease && p.lease != 0 {
+        return Err(Error::InvalidArgument("lease is provided".into()));
+    }
+    Ok(())
+}
+
+/// A txn at nesting `depth` (1 for the outermost).
+fn check_txn(t: &TxnRequest, depth: usize) -> Result<(), Error> {
+    if depth > MAX_TXN_DEPTH {
+        return Err(Error::InvalidArgument(format!(
+            "txns nested more than {MAX_TXN_DEPTH} deep"
+        )));
+    }
     t.compare.iter().try_for_each(check_compare)?;
     t.success
         .iter()
         .chain(&t.failure)
         .try_for_each(|op| match op {
             RequestOp::Range(r) => check_range(r),
-            RequestOp::Put(p) => check_key("key", &p.key),
+            RequestOp::Put(p) => check_put(p),
             RequestOp::DeleteRange(d) => {
                 check_key("key", &d.key)?;
                 check_key("range end", &d.range_end)
             }
+            RequestOp::Txn(t) => check_txn(t, depth + 1),
         })
 }
 
@@ -340,6 +382,7 @@ fn txn_bytes(t: &TxnRequest) -> usize {
             RequestOp::Range(r) => PER_OP + r.key.len() + r.range_end.len(),
             RequestOp::Put(p) => PER_OP + p.key.len() + p.value.len(),
             RequestOp::DeleteRange(d) => PER_OP + d.key.len() + d.range_end.len(),
+            RequestOp::Txn(t) => txn_bytes(t),
         })
         .sum();
     PER_OP + compares + ops

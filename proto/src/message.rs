@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::types::{KeyValue, LeaseId, NodeId, Revision};
 
 /// Everything a client can ask of a node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its wire layout is written out in [`crate::layout`]: a range or a put that uses none of
+/// the fields added since the first release travels in that release's layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Range(RangeRequest),
     Put(PutRequest),
@@ -65,8 +68,8 @@ pub struct OnceRequest {
     pub write: OnceWrite,
 }
 
-/// The writes a client can name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The writes a client can name (wire layout in [`crate::layout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OnceWrite {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
@@ -280,6 +283,85 @@ pub struct RangeRequest {
     pub count_only: bool,
     /// Answer from the local applied state (possibly stale) instead of a linearizable read.
     pub serializable: bool,
+    /// The order of the keys returned; [`SortOrder::None`] is ascending by key, unless
+    /// `sort_target` is not the key, which sorts ascending (as etcd).
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    /// Leave out keys last modified before this revision; `0` for no bound.
+    pub min_mod_revision: Revision,
+    /// Leave out keys last modified after this revision; `0` for no bound.
+    pub max_mod_revision: Revision,
+    /// Leave out keys created before this revision; `0` for no bound.
+    pub min_create_revision: Revision,
+    /// Leave out keys created after this revision; `0` for no bound.
+    pub max_create_revision: Revision,
+}
+
+impl RangeRequest {
+    /// Whether the request uses none of the fields added since the first release (sort and
+    /// revision filters), so that it travels in that release's layout.
+    pub fn is_first_layout(&self) -> bool {
+        self.sort_order == SortOrder::None && self.sort_target == SortTarget::Key && !self.filters()
+    }
+
+    /// Whether any revision filter is set.
+    pub fn filters(&self) -> bool {
+        self.min_mod_revision != 0
+            || self.max_mod_revision != 0
+            || self.min_create_revision != 0
+            || self.max_create_revision != 0
+    }
+
+    /// Whether the keys come in another order than ascending by key.
+    #[allow(clippy::match_like_matches_macro)] // one arm per way of asking for key order
+    pub fn sorts(&self) -> bool {
+        match (self.effective_order(), self.sort_target) {
+            (SortOrder::None, _) | (SortOrder::Ascend, SortTarget::Key) => false,
+            _ => true,
+        }
+    }
+
+    /// The order the keys are returned in: `sort_order`, or ascending when a target other
+    /// than the key is given with no order (as etcd); [`SortOrder::None`] only for key order.
+    pub fn effective_order(&self) -> SortOrder {
+        match (self.sort_order, self.sort_target) {
+            (SortOrder::None, SortTarget::Key) => SortOrder::None,
+            (SortOrder::None, _) => SortOrder::Ascend,
+            (order, _) => order,
+        }
+    }
+
+    /// Whether `kv` passes the revision filters.
+    pub fn admits(&self, kv: &KeyValue) -> bool {
+        let above = |value: Revision, min: Revision| min == 0 || value >= min;
+        let below = |value: Revision, max: Revision| max == 0 || value <= max;
+        above(kv.mod_revision, self.min_mod_revision)
+            && below(kv.mod_revision, self.max_mod_revision)
+            && above(kv.create_revision, self.min_create_revision)
+            && below(kv.create_revision, self.max_create_revision)
+    }
+}
+
+/// etcd's `RangeRequest.SortOrder`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortOrder {
+    /// Key order (ascending by key).
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+/// etcd's `RangeRequest.SortTarget`: what the keys are sorted by. Keys that tie stay in
+/// ascending key order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,6 +384,17 @@ pub struct PutRequest {
     pub lease: LeaseId,
     /// Return the key's previous version.
     pub prev_kv: bool,
+    /// Keep the key's current value (`value` must be empty; the key must exist).
+    pub ignore_value: bool,
+    /// Keep the key's current lease (`lease` must be 0; the key must exist).
+    pub ignore_lease: bool,
+}
+
+impl PutRequest {
+    /// Whether the put uses none of the fields added since the first release.
+    pub fn is_first_layout(&self) -> bool {
+        !self.ignore_value && !self.ignore_lease
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,11 +451,15 @@ pub struct Compare {
     pub target: CompareTarget,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One operation of a txn branch (wire layout in [`crate::layout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestOp {
     Range(RangeRequest),
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
+    /// A txn nested in a branch, run at the same revision as the rest of its txn; at most
+    /// [`crate::limits::MAX_TXN_DEPTH`] levels deep.
+    Txn(TxnRequest),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,6 +467,7 @@ pub enum ResponseOp {
     Range(RangeResponse),
     Put(PutResponse),
     DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
 }
 
 /// If every compare holds, run `success`, else `failure`; all of it at one revision.
@@ -381,12 +479,13 @@ pub struct TxnRequest {
 }
 
 impl TxnRequest {
-    /// True when neither branch writes.
+    /// True when neither branch writes, nested txns included.
     pub fn is_read_only(&self) -> bool {
-        self.success
-            .iter()
-            .chain(&self.failure)
-            .all(|op| matches!(op, RequestOp::Range(_)))
+        self.success.iter().chain(&self.failure).all(|op| match op {
+            RequestOp::Range(_) => true,
+            RequestOp::Txn(txn) => txn.is_read_only(),
+            RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+        })
     }
 }
 

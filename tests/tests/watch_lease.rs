@@ -42,7 +42,7 @@ fn put(key: &[u8], value: &[u8], lease: i64) -> Request {
         key: key.to_vec(),
         value: value.to_vec(),
         lease,
-        prev_kv: false,
+        ..PutRequest::default()
     })
 }
 

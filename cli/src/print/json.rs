@@ -150,6 +150,8 @@ enum OneOf {
     Put(Put),
     #[serde(rename = "ResponseDeleteRange")]
     Delete(Delete),
+    #[serde(rename = "ResponseTxn")]
+    Txn(Box<Txn>),
 }
 
 #[derive(Serialize)]
@@ -291,23 +293,29 @@ pub(super) fn del(w: &mut dyn Write, resp: &DeleteRangeResponse) -> io::Result<(
 }
 
 pub(super) fn txn(w: &mut dyn Write, resp: &TxnResponse) -> io::Result<()> {
-    let responses = resp
-        .responses
-        .iter()
-        .map(|r| Op {
-            response: match r {
-                ResponseOp::Range(r) => OneOf::Range(r.into()),
-                ResponseOp::Put(r) => OneOf::Put(r.into()),
-                ResponseOp::DeleteRange(r) => OneOf::Delete(r.into()),
-            },
-        })
-        .collect();
-    let txn = Txn {
-        header: (&resp.header).into(),
-        succeeded: resp.succeeded,
-        responses,
-    };
-    print(w, &txn)
+    print(w, &Txn::from(resp))
+}
+
+impl From<&TxnResponse> for Txn {
+    fn from(resp: &TxnResponse) -> Self {
+        let responses = resp
+            .responses
+            .iter()
+            .map(|r| Op {
+                response: match r {
+                    ResponseOp::Range(r) => OneOf::Range(r.into()),
+                    ResponseOp::Put(r) => OneOf::Put(r.into()),
+                    ResponseOp::DeleteRange(r) => OneOf::Delete(r.into()),
+                    ResponseOp::Txn(t) => OneOf::Txn(Box::new(t.into())),
+                },
+            })
+            .collect();
+        Txn {
+            header: (&resp.header).into(),
+            succeeded: resp.succeeded,
+            responses,
+        }
+    }
 }
 
 pub(super) fn status(w: &mut dyn Write, statuses: &[EndpointStatus]) -> io::Result<()> {

@@ -50,6 +50,7 @@ pub(super) fn txn(w: &mut dyn Write, p: &Printer, resp: &TxnResponse) -> io::Res
             ResponseOp::Range(r) => get(w, p, r)?,
             ResponseOp::Put(r) => put(w, p, r)?,
             ResponseOp::DeleteRange(r) => del(w, p, r)?,
+            ResponseOp::Txn(t) => txn(w, p, t)?,
         }
     }
     Ok(())

@@ -75,6 +75,7 @@ pub fn authorize(
                     RequestOp::Range(r) => Request::Range(r.clone()),
                     RequestOp::Put(p) => Request::Put(p.clone()),
                     RequestOp::DeleteRange(d) => Request::DeleteRange(d.clone()),
+                    RequestOp::Txn(t) => Request::Txn(t.clone()),
                 };
                 authorize(state, user, &op, lease_keys)?;
             }

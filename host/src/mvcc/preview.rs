@@ -8,7 +8,7 @@
 //! what the preview depended on (the touched keys and ranges, the compares): carried in the
 //! write's [`super::Guard`], they make apply refuse the write if the preview went stale.
 
-use etch_proto::{KeyValue, Request, RequestOp};
+use etch_proto::{KeyValue, Request, RequestOp, TxnRequest};
 
 use super::error::Result;
 use super::guard::Read;
@@ -49,7 +49,9 @@ pub(crate) fn preview(view: &View, req: &Request) -> Outcome<Preview> {
             if let Err(e) = check_lease(view, p.lease)? {
                 return Ok(Err(e));
             }
-            tx.put(p)?;
+            if let Err(e) = tx.put(p)? {
+                return Ok(Err(e));
+            }
             reads.push(Read::observe(view, &p.key, b"")?);
         }
         Request::DeleteRange(d) => {
@@ -60,27 +62,10 @@ pub(crate) fn preview(view: &View, req: &Request) -> Outcome<Preview> {
             reads.push(Read::observe(view, &d.key, &d.range_end)?);
         }
         Request::Txn(t) => {
-            let resp = match txn::execute(&mut tx, t)? {
-                Ok(resp) => resp,
-                Err(e) => return Ok(Err(e)),
-            };
-            for cmp in &t.compare {
-                reads.push(Read::observe(view, &cmp.key, &cmp.range_end)?);
+            if let Err(e) = txn::execute(&mut tx, t)? {
+                return Ok(Err(e));
             }
-            let ops = if resp.succeeded {
-                &t.success
-            } else {
-                &t.failure
-            };
-            for op in ops {
-                match op {
-                    RequestOp::Put(p) => reads.push(Read::observe(view, &p.key, b"")?),
-                    RequestOp::DeleteRange(d) => {
-                        reads.push(Read::observe(view, &d.key, &d.range_end)?)
-                    }
-                    RequestOp::Range(_) => {}
-                }
-            }
+            observe_txn(view, t, &mut reads)?;
         }
         _ => return Ok(Ok(Preview::default())),
     }
@@ -96,4 +81,22 @@ pub(crate) fn preview(view: &View, req: &Request) -> Outcome<Preview> {
         })
         .collect::<Result<_>>()?;
     Ok(Ok(Preview { changes, reads }))
+}
+
+/// Records what a txn's outcome depends on: every compare and every written key or range
+/// of the txn and of the txns nested in it, both branches (more than the branches taken
+/// read: a change there only makes the write be judged again).
+fn observe_txn(view: &View, t: &TxnRequest, reads: &mut Vec<Read>) -> Result<()> {
+    for cmp in &t.compare {
+        reads.push(Read::observe(view, &cmp.key, &cmp.range_end)?);
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match op {
+            RequestOp::Put(p) => reads.push(Read::observe(view, &p.key, b"")?),
+            RequestOp::DeleteRange(d) => reads.push(Read::observe(view, &d.key, &d.range_end)?),
+            RequestOp::Txn(inner) => observe_txn(view, inner, reads)?,
+            RequestOp::Range(_) => {}
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use etch_proto::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    SortOrder, SortTarget, TxnRequest,
 };
 
 pub(crate) type Res<T> = std::result::Result<T, Box<dyn StdError>>;
@@ -107,24 +108,52 @@ pub(crate) fn bytes(s: &str) -> Vec<u8> {
     out
 }
 
+/// A range: `KEY [END] [limit=N] [rev=N] [keys_only=true] [count_only=true]
+/// [sort=TARGET:ORDER] [min_mod=N] [max_mod=N] [min_create=N] [max_create=N]`, TARGET one
+/// of key, version, create, mod, value and ORDER one of none, ascend, descend.
 pub(crate) fn range_req(args: &mut Args) -> Res<RangeRequest> {
-    Ok(RangeRequest {
+    let mut req = RangeRequest {
         key: args.next("key")?,
         range_end: args.next_opt(),
         limit: args.opt("limit")?,
         revision: args.opt("rev")?,
         keys_only: args.opt("keys_only")?,
         count_only: args.opt("count_only")?,
-        serializable: false,
-    })
+        min_mod_revision: args.opt("min_mod")?,
+        max_mod_revision: args.opt("max_mod")?,
+        min_create_revision: args.opt("min_create")?,
+        max_create_revision: args.opt("max_create")?,
+        ..RangeRequest::default()
+    };
+    if let Some(sort) = args.take_all("sort").pop() {
+        let (target, order) = sort.split_once(':').ok_or("sort is TARGET:ORDER")?;
+        req.sort_target = match target {
+            "key" => SortTarget::Key,
+            "version" => SortTarget::Version,
+            "create" => SortTarget::Create,
+            "mod" => SortTarget::Mod,
+            "value" => SortTarget::Value,
+            other => return Err(format!("unknown sort target {other:?}").into()),
+        };
+        req.sort_order = match order {
+            "none" => SortOrder::None,
+            "ascend" => SortOrder::Ascend,
+            "descend" => SortOrder::Descend,
+            other => return Err(format!("unknown sort order {other:?}").into()),
+        };
+    }
+    Ok(req)
 }
 
+/// A put: `KEY VALUE [lease=N] [prev_kv=true] [ignore_value=true] [ignore_lease=true]`.
 pub(crate) fn put_req(args: &mut Args) -> Res<PutRequest> {
     Ok(PutRequest {
         key: args.next("key")?,
         value: args.next("value")?,
         lease: args.opt("lease")?,
         prev_kv: args.opt("prev_kv")?,
+        ignore_value: args.opt("ignore_value")?,
+        ignore_lease: args.opt("ignore_lease")?,
     })
 }
 
@@ -136,7 +165,25 @@ pub(crate) fn delete_req(args: &mut Args) -> Res<DeleteRangeRequest> {
     })
 }
 
+/// A txn op: `put ...`, `range ...`, `delete ...`, or a nested txn (one level in scripts)
+/// `txn if COMPARE | then OP | else OP ...`.
 pub(crate) fn op(s: &str) -> Res<RequestOp> {
+    if let Some(rest) = s.strip_prefix("txn ") {
+        let mut txn = TxnRequest::default();
+        for part in rest.split(" | ") {
+            let part = part.trim();
+            if let Some(c) = part.strip_prefix("if ") {
+                txn.compare.push(compare(c)?);
+            } else if let Some(o) = part.strip_prefix("then ") {
+                txn.success.push(op(o)?);
+            } else if let Some(o) = part.strip_prefix("else ") {
+                txn.failure.push(op(o)?);
+            } else {
+                return Err(format!("nested txn part {part:?} is not if/then/else").into());
+            }
+        }
+        return Ok(RequestOp::Txn(txn));
+    }
     let mut args = Args::from_op(s);
     let name = args.pos.pop_front().ok_or("empty txn op")?;
     let op = match name.as_str() {

@@ -54,7 +54,8 @@ scripts!(
     snapshot,
     reopen,
     history,
-    binary_keys
+    binary_keys,
+    etcd_options
 );
 
 /// Bytes for output: plain when printable, else quoted with `\xNN` escapes.
@@ -134,8 +135,28 @@ pub(crate) fn show_op(out: &mut String, indent: &str, resp: &ResponseOp) -> Res<
                 writeln!(out, "{indent}prev_kv: {}", show_kv(prev))?;
             }
         }
+        ResponseOp::Txn(t) => {
+            writeln!(
+                out,
+                "{indent}succeeded={} rev={}",
+                t.succeeded, t.header.revision
+            )?;
+            for r in &t.responses {
+                writeln!(out, "{indent}  {}:", op_name(r))?;
+                show_op(out, &format!("{indent}    "), r)?;
+            }
+        }
     }
     Ok(())
+}
+
+fn op_name(r: &ResponseOp) -> &'static str {
+    match r {
+        ResponseOp::Range(_) => "range",
+        ResponseOp::Put(_) => "put",
+        ResponseOp::DeleteRange(_) => "delete",
+        ResponseOp::Txn(_) => "txn",
+    }
 }
 
 pub(crate) fn show_txn(out: &mut String, resp: &TxnResponse) -> Res<()> {
@@ -145,12 +166,7 @@ pub(crate) fn show_txn(out: &mut String, resp: &TxnResponse) -> Res<()> {
         resp.succeeded, resp.header.revision
     )?;
     for r in &resp.responses {
-        let name = match r {
-            ResponseOp::Range(_) => "range",
-            ResponseOp::Put(_) => "put",
-            ResponseOp::DeleteRange(_) => "delete",
-        };
-        writeln!(out, "  {name}:")?;
+        writeln!(out, "  {}:", op_name(r))?;
         show_op(out, "    ", r)?;
     }
     Ok(())

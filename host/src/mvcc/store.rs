@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use etch_proto::limits::{check_key, check_shape};
+use etch_proto::limits::{check_key, check_put, check_shape};
 use etch_proto::{
     CompactResponse, Error as ProtoError, KeyValue, PutRequest, RangeRequest, RangeResponse,
     Request, Response, Revision, TxnRequest, TxnResponse,
@@ -537,7 +537,10 @@ fn execute(
             if let Err(e) = lease::check_lease(view, p.lease)? {
                 return Ok(Err(e));
             }
-            let mut resp = tx.put(p)?;
+            let mut resp = match tx.put(p)? {
+                Ok(resp) => resp,
+                Err(e) => return Ok(Err(e)),
+            };
             resp.header.revision = tx.write(batch)?;
             Response::Put(resp)
         }
@@ -619,14 +622,17 @@ fn put_in_run(
     if put.key.is_empty() {
         return Ok(Err(empty_key()));
     }
-    if let Err(e) = check_key("key", &put.key) {
+    if let Err(e) = check_put(put) {
         return Ok(Err(e));
     }
     if let Err(e) = lease::check_lease(view, put.lease)? {
         return Ok(Err(e));
     }
     tx.made_by(guard.map_or("", |g| g.principal.as_str()));
-    let mut resp = tx.put(put)?;
+    let mut resp = match tx.put(put)? {
+        Ok(resp) => resp,
+        Err(e) => return Ok(Err(e)),
+    };
     resp.header.revision = tx.seal();
     Ok(Ok(Response::Put(resp)))
 }

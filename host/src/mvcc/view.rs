@@ -9,7 +9,10 @@
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::sync::Arc;
 
-use etch_proto::{Error as ProtoError, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision};
+use etch_proto::{
+    Error as ProtoError, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, SortOrder,
+    SortTarget,
+};
 use fjall::{Readable, Slice, Snapshot};
 
 use super::error::Result;
@@ -82,10 +85,12 @@ pub fn is_reserved(key: &[u8]) -> bool {
     key.starts_with(RESERVED_PREFIX)
 }
 
-/// Applies `limit`, `keys_only` and `count_only` to a stream of matches, leaving out
-/// etch's own keys. `count` is every
-/// match; only the returned ones are held in memory, and at most `budget` bytes of them
-/// (what is left of it is handed back through `budget`).
+/// Applies the revision filters, the sort, `limit`, `keys_only` and `count_only` to a
+/// stream of matches, leaving out etch's own keys. `count` is every match in the range
+/// (before the filters, as etcd's). Only the returned ones are held in memory — all the
+/// filtered matches when a sort other than key order must see them all before it can pick
+/// the first `limit` — and at most `budget` bytes of them (what is left of it is handed
+/// back through `budget`).
 pub(crate) fn collect_range(
     iter: KvIter<'_>,
     req: &RangeRequest,
@@ -93,6 +98,9 @@ pub(crate) fn collect_range(
     budget: &mut usize,
 ) -> Result<std::result::Result<RangeResponse, ProtoError>> {
     let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0);
+    let sorts = req.sorts();
+    // A sort by value needs the values even when only keys are returned.
+    let clear_values = req.keys_only && !(sorts && req.sort_target == SortTarget::Value);
     let mut resp = RangeResponse::default();
     resp.header.revision = header_revision;
     for kv in iter {
@@ -101,21 +109,19 @@ pub(crate) fn collect_range(
             continue;
         }
         resp.count += 1;
-        if req.count_only {
+        if req.count_only || !req.admits(&kv) {
             continue;
         }
-        if limit.is_some_and(|l| resp.kvs.len() >= l) {
+        if !sorts && limit.is_some_and(|l| resp.kvs.len() >= l) {
             resp.more = true;
             continue;
         }
-        if req.keys_only {
+        if clear_values {
             kv.value.clear();
         }
-        let bytes = kv.key.len() + kv.value.len() + KV_OVERHEAD;
+        let bytes = kv_bytes(&kv);
         let Some(left) = budget.checked_sub(bytes) else {
-            let held: usize = (resp.kvs.iter())
-                .map(|kv| kv.key.len() + kv.value.len() + KV_OVERHEAD)
-                .sum();
+            let held: usize = resp.kvs.iter().map(kv_bytes).sum();
             return Ok(Err(ProtoError::TooLarge {
                 size: (held + bytes) as u64,
                 limit: MAX_RANGE_BYTES as u64,
@@ -124,7 +130,42 @@ pub(crate) fn collect_range(
         *budget = left;
         resp.kvs.push(kv);
     }
+    if sorts {
+        sort(&mut resp.kvs, req.sort_target, req.effective_order());
+        if let Some(l) = limit.filter(|&l| resp.kvs.len() > l) {
+            *budget += resp.kvs.drain(l..).map(|kv| kv_bytes(&kv)).sum::<usize>();
+            resp.more = true;
+        }
+        if req.keys_only {
+            for kv in &mut resp.kvs {
+                *budget += kv.value.len();
+                kv.value = Vec::new();
+            }
+        }
+    }
     Ok(Ok(resp))
+}
+
+/// What `kv` costs against [`MAX_RANGE_BYTES`].
+fn kv_bytes(kv: &KeyValue) -> usize {
+    kv.key.len() + kv.value.len() + KV_OVERHEAD
+}
+
+/// Sorts key-ordered `kvs` by `target`; ties stay in key order.
+fn sort(kvs: &mut [KeyValue], target: SortTarget, order: SortOrder) {
+    kvs.sort_by(|a, b| {
+        let by = match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        match order {
+            SortOrder::Descend => by.reverse(),
+            SortOrder::None | SortOrder::Ascend => by,
+        }
+    });
 }
 
 /// One consistent snapshot of the mvcc state.

@@ -139,9 +139,32 @@ impl<'v> WriteTx<'v> {
         collect_range(iter, req, current, budget)
     }
 
-    /// Puts `req.key` (already checked: key not empty, lease granted).
-    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+    /// Puts `req.key` (already checked: key not empty, lease granted). A put that keeps
+    /// the key's value or lease (`ignore_value`, `ignore_lease`) fails with etcd's "key not
+    /// found" when there is no key to keep them from.
+    pub fn put(
+        &mut self,
+        req: &PutRequest,
+    ) -> Result<std::result::Result<PutResponse, ProtoError>> {
         let prev = self.get(&req.key)?;
+        let keep = req.ignore_value || req.ignore_lease;
+        let (value, lease) = match &prev {
+            None if keep => return Ok(Err(ProtoError::InvalidArgument("key not found".into()))),
+            Some(prev) => (
+                if req.ignore_value {
+                    &prev.value
+                } else {
+                    &req.value
+                },
+                if req.ignore_lease {
+                    prev.lease
+                } else {
+                    req.lease
+                },
+            ),
+            None => (&req.value, req.lease),
+        };
+        let value = value.clone();
         self.note_lease_before(&req.key, prev.as_ref());
         let rev = self.revision + 1;
         let kv = KeyValue {
@@ -149,8 +172,8 @@ impl<'v> WriteTx<'v> {
             create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
             mod_revision: rev,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
-            value: req.value.clone(),
-            lease: req.lease,
+            value,
+            lease,
         };
         self.overlay.insert(req.key.clone(), Some(kv));
         self.touched.push(Touch {
@@ -162,7 +185,7 @@ impl<'v> WriteTx<'v> {
             ..Default::default()
         };
         resp.header.revision = self.current_revision();
-        Ok(resp)
+        Ok(Ok(resp))
     }
 
     /// Deletes every live key in the range, in key order, but etch's own

@@ -392,6 +392,8 @@ fn coalesce(writes: Vec<RequestOp>) -> Vec<RequestOp> {
                 RequestOp::Put(p) => &p.key,
                 RequestOp::DeleteRange(d) => &d.key,
                 RequestOp::Range(r) => &r.key,
+                // Staging makes no nested txn; one would be kept as it is.
+                RequestOp::Txn(_) => return true,
             };
             seen.insert(key.clone())
         })

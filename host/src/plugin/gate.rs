@@ -496,17 +496,22 @@ impl Plugins {
 /// Whether `request` may change a key under `prefix` (judged from the request alone,
 /// before any read).
 pub fn touches(request: &Request, prefix: &[u8]) -> bool {
-    let op_touches = |op: &RequestOp| match op {
-        RequestOp::Put(p) => p.key.starts_with(prefix),
-        RequestOp::DeleteRange(d) => overlaps(&d.key, &d.range_end, prefix),
-        RequestOp::Range(_) => false,
-    };
     match request {
         Request::Put(p) => p.key.starts_with(prefix),
         Request::DeleteRange(d) => overlaps(&d.key, &d.range_end, prefix),
-        Request::Txn(t) => t.success.iter().chain(&t.failure).any(op_touches),
+        Request::Txn(t) => txn_touches(t, prefix),
         _ => false,
     }
+}
+
+/// [`touches`] for a txn: either branch, nested txns included.
+fn txn_touches(t: &etch_proto::TxnRequest, prefix: &[u8]) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match op {
+        RequestOp::Put(p) => p.key.starts_with(prefix),
+        RequestOp::DeleteRange(d) => overlaps(&d.key, &d.range_end, prefix),
+        RequestOp::Range(_) => false,
+        RequestOp::Txn(inner) => txn_touches(inner, prefix),
+    })
 }
 
 /// Whether the range `(key, range_end)` (etcd's conventions) holds a key under `prefix`.

@@ -12,7 +12,7 @@ use etch_proto::lease::{LeaseGrantRequest, LeaseRevokeRequest};
 use etch_proto::limits::MAX_KEY_BYTES;
 use etch_proto::{
     CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, HashKvRequest,
-    PutRequest, RangeRequest, Request, RequestOp, TxnRequest,
+    PutRequest, RangeRequest, Request, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 use openraft::storage::RaftStateMachine;
 use proptest::prelude::*;
@@ -53,12 +53,17 @@ fn lease() -> impl Strategy<Value = i64> {
 }
 
 fn put() -> impl Strategy<Value = PutRequest> {
-    (key(), value(), lease(), any::<bool>()).prop_map(|(key, value, lease, prev_kv)| PutRequest {
-        key,
-        value,
-        lease,
-        prev_kv,
-    })
+    let keep = prop_oneof![4 => Just((false, false)), 1 => (any::<bool>(), any::<bool>())];
+    (key(), value(), lease(), any::<bool>(), keep).prop_map(
+        |(key, value, lease, prev_kv, (ignore_value, ignore_lease))| PutRequest {
+            key,
+            value,
+            lease,
+            prev_kv,
+            ignore_value,
+            ignore_lease,
+        },
+    )
 }
 
 fn delete() -> impl Strategy<Value = DeleteRangeRequest> {
@@ -70,15 +75,40 @@ fn delete() -> impl Strategy<Value = DeleteRangeRequest> {
 }
 
 fn range() -> impl Strategy<Value = RangeRequest> {
-    (key(), range_end(), -2i64..3, -1i64..40).prop_map(|(key, range_end, limit, revision)| {
-        RangeRequest {
-            key,
-            range_end,
-            limit,
-            revision,
-            ..Default::default()
-        }
-    })
+    let order = prop::sample::select(vec![SortOrder::None, SortOrder::Ascend, SortOrder::Descend]);
+    let target = prop::sample::select(vec![
+        SortTarget::Key,
+        SortTarget::Version,
+        SortTarget::Create,
+        SortTarget::Mod,
+        SortTarget::Value,
+    ]);
+    let filters =
+        prop_oneof![3 => Just((0, 0, 0, 0)), 1 => (0i64..40, 0i64..40, 0i64..40, 0i64..40)];
+    (
+        key(),
+        range_end(),
+        -2i64..3,
+        -1i64..40,
+        order,
+        target,
+        filters,
+    )
+        .prop_map(
+            |(key, range_end, limit, revision, sort_order, sort_target, filters)| RangeRequest {
+                key,
+                range_end,
+                limit,
+                revision,
+                sort_order,
+                sort_target,
+                min_mod_revision: filters.0,
+                max_mod_revision: filters.1,
+                min_create_revision: filters.2,
+                max_create_revision: filters.3,
+                ..Default::default()
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = RequestOp> {
@@ -111,8 +141,9 @@ fn compare() -> impl Strategy<Value = Compare> {
     })
 }
 
+/// A txn whose branches may hold nested txns, a few levels deep.
 fn txn() -> impl Strategy<Value = TxnRequest> {
-    (
+    let flat = (
         prop::collection::vec(compare(), 0..3),
         prop::collection::vec(op(), 0..4),
         prop::collection::vec(op(), 0..3),
@@ -121,7 +152,20 @@ fn txn() -> impl Strategy<Value = TxnRequest> {
             compare,
             success,
             failure,
-        })
+        });
+    flat.prop_recursive(3, 12, 3, |inner| {
+        let op = prop_oneof![3 => op(), 1 => inner.prop_map(RequestOp::Txn)];
+        (
+            prop::collection::vec(compare(), 0..3),
+            prop::collection::vec(op.clone(), 0..3),
+            prop::collection::vec(op, 0..3),
+        )
+            .prop_map(|(compare, success, failure)| TxnRequest {
+                compare,
+                success,
+                failure,
+            })
+    })
 }
 
 fn request() -> impl Strategy<Value = Request> {

@@ -10,7 +10,7 @@ use etch_proto::watch::{Event, EventType, WatchCreateRequest, WatchResponse};
 use etch_proto::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Error,
     KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
-    ResponseOp, TxnRequest, TxnResponse,
+    ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 use tonic::{Code, Status};
 
@@ -103,21 +103,21 @@ pub(super) fn kv(kv: KeyValue) -> mvccpb::KeyValue {
 }
 
 pub(super) fn range_request(r: pb::RangeRequest) -> Result<RangeRequest, Status> {
-    use pb::range_request::{SortOrder, SortTarget};
-    // Keys come out in key order: no sort, or ascending, by key, is what etch gives (etcd
-    // sorts ascending by any other target even when no order is given).
-    let natural = r.sort_target == SortTarget::Key as i32
-        && (r.sort_order == SortOrder::None as i32 || r.sort_order == SortOrder::Ascend as i32);
-    if !natural {
-        return Err(unsupported("a range sorted other than by key, ascending"));
-    }
-    if r.min_mod_revision != 0
-        || r.max_mod_revision != 0
-        || r.min_create_revision != 0
-        || r.max_create_revision != 0
-    {
-        return Err(unsupported("min/max mod or create revision filters"));
-    }
+    use pb::range_request::{SortOrder as Order, SortTarget as Target};
+    let sort_order = match Order::try_from(r.sort_order) {
+        Ok(Order::None) => SortOrder::None,
+        Ok(Order::Ascend) => SortOrder::Ascend,
+        Ok(Order::Descend) => SortOrder::Descend,
+        Err(_) => return Err(Status::invalid_argument("etcdserver: invalid sort option")),
+    };
+    let sort_target = match Target::try_from(r.sort_target) {
+        Ok(Target::Key) => SortTarget::Key,
+        Ok(Target::Version) => SortTarget::Version,
+        Ok(Target::Create) => SortTarget::Create,
+        Ok(Target::Mod) => SortTarget::Mod,
+        Ok(Target::Value) => SortTarget::Value,
+        Err(_) => return Err(Status::invalid_argument("etcdserver: invalid sort option")),
+    };
     Ok(RangeRequest {
         key: r.key,
         range_end: r.range_end,
@@ -126,6 +126,12 @@ pub(super) fn range_request(r: pb::RangeRequest) -> Result<RangeRequest, Status>
         keys_only: r.keys_only,
         count_only: r.count_only,
         serializable: r.serializable,
+        sort_order,
+        sort_target,
+        min_mod_revision: r.min_mod_revision,
+        max_mod_revision: r.max_mod_revision,
+        min_create_revision: r.min_create_revision,
+        max_create_revision: r.max_create_revision,
     })
 }
 
@@ -138,16 +144,15 @@ pub(super) fn range_response(r: RangeResponse) -> pb::RangeResponse {
     }
 }
 
-pub(super) fn put_request(r: pb::PutRequest) -> Result<PutRequest, Status> {
-    if r.ignore_value || r.ignore_lease {
-        return Err(unsupported("ignore_value or ignore_lease"));
-    }
-    Ok(PutRequest {
+pub(super) fn put_request(r: pb::PutRequest) -> PutRequest {
+    PutRequest {
         key: r.key,
         value: r.value,
         lease: r.lease,
         prev_kv: r.prev_kv,
-    })
+        ignore_value: r.ignore_value,
+        ignore_lease: r.ignore_lease,
+    }
 }
 
 pub(super) fn put_response(r: PutResponse) -> pb::PutResponse {
@@ -227,9 +232,11 @@ fn request_op(op: pb::RequestOp) -> Result<RequestOp, Status> {
     use pb::request_op::Request as R;
     match op.request {
         Some(R::RequestRange(r)) => Ok(RequestOp::Range(range_request(r)?)),
-        Some(R::RequestPut(p)) => Ok(RequestOp::Put(put_request(p)?)),
+        Some(R::RequestPut(p)) => Ok(RequestOp::Put(put_request(p))),
         Some(R::RequestDeleteRange(d)) => Ok(RequestOp::DeleteRange(delete_request(d))),
-        Some(R::RequestTxn(_)) => Err(unsupported("a txn nested in a txn")),
+        // Nesting is bounded by the protobuf decoder's recursion limit, then by the shape
+        // check (`MAX_TXN_DEPTH`).
+        Some(R::RequestTxn(t)) => Ok(RequestOp::Txn(txn_request(t)?)),
         None => Err(Status::invalid_argument(
             "etcdserver: a txn op with no request",
         )),
@@ -254,6 +261,7 @@ pub(super) fn txn_response(t: TxnResponse) -> pb::TxnResponse {
             ResponseOp::Range(r) => R::ResponseRange(range_response(r)),
             ResponseOp::Put(p) => R::ResponsePut(put_response(p)),
             ResponseOp::DeleteRange(d) => R::ResponseDeleteRange(delete_response(d)),
+            ResponseOp::Txn(t) => R::ResponseTxn(txn_response(t)),
         }),
     };
     pb::TxnResponse {
@@ -325,30 +333,44 @@ mod tests {
     }
 
     #[test]
-    fn fields_etch_does_not_serve_are_refused_not_ignored() {
+    fn sorts_filters_and_nested_txns_are_carried_and_bad_enums_refused() {
         let sorted = pb::RangeRequest {
             sort_order: pb::range_request::SortOrder::Descend as i32,
+            sort_target: pb::range_request::SortTarget::Value as i32,
+            min_mod_revision: 3,
+            max_create_revision: 9,
             ..Default::default()
         };
-        let Err(refused) = range_request(sorted) else {
-            panic!("a descending sort is refused");
+        let r = range_request(sorted).expect("a sorted, filtered range");
+        assert_eq!(
+            (r.sort_order, r.sort_target),
+            (SortOrder::Descend, SortTarget::Value)
+        );
+        assert_eq!((r.min_mod_revision, r.max_create_revision), (3, 9));
+        let bad = pb::RangeRequest {
+            sort_order: 7,
+            ..Default::default()
+        };
+        let Err(refused) = range_request(bad) else {
+            panic!("an unknown sort order is refused");
         };
         assert_eq!(refused.code(), Code::InvalidArgument);
-        let by_key = pb::RangeRequest {
-            sort_order: pb::range_request::SortOrder::Ascend as i32,
-            ..Default::default()
-        };
-        assert!(
-            range_request(by_key).is_ok(),
-            "ascending by key is key order"
-        );
         let nested = pb::TxnRequest {
             success: vec![pb::RequestOp {
                 request: Some(pb::request_op::Request::RequestTxn(Default::default())),
             }],
             ..Default::default()
         };
-        assert!(txn_request(nested).is_err());
+        let t = txn_request(nested).expect("a nested txn");
+        assert_eq!(t.success, [RequestOp::Txn(TxnRequest::default())]);
+        let watch = pb::WatchCreateRequest {
+            fragment: true,
+            ..Default::default()
+        };
+        assert!(
+            watch_create(watch).is_err(),
+            "fragment is refused, not ignored"
+        );
     }
 
     #[test]

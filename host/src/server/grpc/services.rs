@@ -106,7 +106,7 @@ impl pb::kv_server::Kv for Etcd {
 
     async fn put(&self, req: tonic::Request<pb::PutRequest>) -> Answer<pb::PutResponse> {
         let peer = peer(&req)?.clone();
-        let put = convert::put_request(req.into_inner())?;
+        let put = convert::put_request(req.into_inner());
         self.call_as(&peer, Request::Put(put), |r| match r {
             Response::Put(r) => Some(convert::put_response(r)),
             _ => None,
