@@ -42,7 +42,7 @@ pub fn temp_store() -> (tempfile::TempDir, crate::mvcc::Store) {
 
 /// Applies a put of `key` = `value`, as if from the log.
 pub fn put(store: &crate::mvcc::Store, key: &str, value: &str) {
-    let req = etch_proto::Request::Put(etch_proto::PutRequest {
+    let req = etch_proto::Mutation::Put(etch_proto::PutRequest {
         key: key.into(),
         value: value.into(),
         ..Default::default()

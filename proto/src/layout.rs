@@ -296,6 +296,34 @@ impl<'de> Deserialize<'de> for RequestOp {
     }
 }
 
+impl Serialize for Mutation {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Mutation::Put(p) if p.is_first_layout() => RequestOut::Put(put_first(p)),
+            Mutation::Put(p) => RequestOut::Put2(p),
+            Mutation::DeleteRange(d) => RequestOut::DeleteRange(d),
+            Mutation::Txn(t) => RequestOut::Txn(t),
+            Mutation::Compact(c) => RequestOut::Compact(c),
+            Mutation::LeaseGrant(g) => RequestOut::LeaseGrant(g),
+            Mutation::LeaseRevoke(r) => RequestOut::LeaseRevoke(r),
+            Mutation::Auth(a) => RequestOut::Auth(a),
+            Mutation::Alarm(a) => RequestOut::Alarm(a),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mutation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Mutation::from_request(Request::deserialize(deserializer)?).map_err(|request| {
+            serde::de::Error::custom(format_args!(
+                "a log entry holds a {} request, which is not applied through the log",
+                request.method().1
+            ))
+        })
+    }
+}
+
 #[derive(Serialize)]
 enum OnceOut<'a> {
     Put(PutFirstRef<'a>),

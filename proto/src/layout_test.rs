@@ -189,3 +189,26 @@ fn txns_nested_past_the_bound_are_refused_while_read() {
     // The depth count is back to zero: the bound still admits a txn at it.
     postcard::from_bytes::<Request>(&at_bound).expect("the count unwinds after a refusal");
 }
+
+#[test]
+fn log_entries_of_whole_requests_read_as_mutations() {
+    // The writes of the first release's frames are what its log entries hold.
+    for (frame, request) in first_release() {
+        let bytes = unhex(frame);
+        match Mutation::from_request(request) {
+            Ok(mutation) => {
+                let read: Mutation = postcard::from_bytes(&bytes).expect("a logged write reads");
+                assert_eq!(read, mutation, "{frame}");
+                let written = postcard::to_allocvec(&mutation).expect("encode");
+                assert_eq!(hex(&written), frame, "{mutation:?} is logged as it was");
+            }
+            Err(request) => {
+                // (postcard keeps no message of its own for the refusal.)
+                assert!(
+                    postcard::from_bytes::<Mutation>(&bytes).is_err(),
+                    "{request:?} read as a mutation"
+                );
+            }
+        }
+    }
+}

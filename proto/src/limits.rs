@@ -17,8 +17,8 @@
 use crate::error::Error;
 use crate::lease::LeaseGrantRequest;
 use crate::message::{
-    Compare, CompareTarget, MemberAddRequest, PutRequest, RangeRequest, Request, RequestOp,
-    TxnRequest,
+    Compare, CompareTarget, DeleteRangeRequest, MemberAddRequest, Mutation, PutRequest,
+    RangeRequest, Request, RequestOp, TxnRequest,
 };
 use crate::plugin::PluginInstallRequest;
 use crate::watch::WatchCreateRequest;
@@ -128,10 +128,7 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
     match req {
         Request::Range(r) => check_range(r),
         Request::Put(p) => check_put(p),
-        Request::DeleteRange(d) => {
-            check_key("key", &d.key)?;
-            check_key("range end", &d.range_end)
-        }
+        Request::DeleteRange(d) => check_delete(d),
         Request::Txn(t) => check_txn(t, 1),
         Request::Watch(w) => check_watch(w),
         Request::LeaseGrant(g) => check_lease_grant(g),
@@ -161,13 +158,32 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
             )),
             // The plain requests' checks.
             crate::OnceWrite::Put(p) => check_put(p),
-            crate::OnceWrite::DeleteRange(d) => {
-                check_key("key", &d.key)?;
-                check_key("range end", &d.range_end)
-            }
+            crate::OnceWrite::DeleteRange(d) => check_delete(d),
             crate::OnceWrite::Txn(t) => check_txn(t, 1),
         },
     }
+}
+
+/// [`check_shape`] of what a Raft entry carries: apply checks each mutation with it, so
+/// that one no node should have admitted fails the same way everywhere.
+///
+/// # Errors
+///
+/// `InvalidArgument` naming the limit.
+pub fn check_mutation(m: &Mutation) -> Result<(), Error> {
+    match m {
+        Mutation::Put(p) => check_put(p),
+        Mutation::DeleteRange(d) => check_delete(d),
+        Mutation::Txn(t) => check_txn(t, 1),
+        Mutation::LeaseGrant(g) => check_lease_grant(g),
+        Mutation::Auth(a) => check_auth(a),
+        Mutation::Compact(_) | Mutation::LeaseRevoke(_) | Mutation::Alarm(_) => Ok(()),
+    }
+}
+
+fn check_delete(d: &DeleteRangeRequest) -> Result<(), Error> {
+    check_key("key", &d.key)?;
+    check_key("range end", &d.range_end)
 }
 
 /// Refuses user and role names over [`MAX_NAME_BYTES`] and permission keys over
@@ -256,10 +272,7 @@ fn check_txn(t: &TxnRequest, depth: usize) -> Result<(), Error> {
         .try_for_each(|op| match op {
             RequestOp::Range(r) => check_range(r),
             RequestOp::Put(p) => check_put(p),
-            RequestOp::DeleteRange(d) => {
-                check_key("key", &d.key)?;
-                check_key("range end", &d.range_end)
-            }
+            RequestOp::DeleteRange(d) => check_delete(d),
             RequestOp::Txn(t) => check_txn(t, depth + 1),
         })
 }
@@ -323,19 +336,7 @@ pub fn request_bytes(req: &Request) -> usize {
         }
         Request::PluginRemove(r) => PER_OP + r.name.len(),
         Request::PluginReset(r) => PER_OP + r.name.len(),
-        Request::Auth(a) => {
-            let names: usize = a.names().iter().map(|n| n.len()).sum();
-            let keys = match a {
-                crate::auth::AuthRequest::RoleGrantPermission { permission: p, .. } => {
-                    p.key.len() + p.range_end.len()
-                }
-                crate::auth::AuthRequest::RoleRevokePermission { key, range_end, .. } => {
-                    key.len() + range_end.len()
-                }
-                _ => 0,
-            };
-            PER_OP + names + keys
-        }
+        Request::Auth(a) => auth_bytes(a),
         Request::Once(once) => match &once.write {
             crate::OnceWrite::Put(p) => PER_OP + p.key.len() + p.value.len(),
             crate::OnceWrite::DeleteRange(d) => PER_OP + d.key.len() + d.range_end.len(),
@@ -358,6 +359,37 @@ pub fn request_bytes(req: &Request) -> usize {
         | Request::Snapshot(_)
         | Request::MoveLeader(_) => PER_OP,
     }
+}
+
+/// [`request_bytes`] of what a Raft entry carries.
+pub fn mutation_bytes(m: &Mutation) -> usize {
+    const PER_OP: usize = 16;
+    match m {
+        Mutation::Put(p) => PER_OP + p.key.len() + p.value.len(),
+        Mutation::DeleteRange(d) => PER_OP + d.key.len() + d.range_end.len(),
+        Mutation::Txn(t) => txn_bytes(t),
+        Mutation::Auth(a) => auth_bytes(a),
+        Mutation::Compact(_)
+        | Mutation::LeaseGrant(_)
+        | Mutation::LeaseRevoke(_)
+        | Mutation::Alarm(_) => PER_OP,
+    }
+}
+
+/// [`request_bytes`] of a change of users or roles.
+fn auth_bytes(a: &crate::auth::AuthRequest) -> usize {
+    const PER_OP: usize = 16;
+    let names: usize = a.names().iter().map(|n| n.len()).sum();
+    let keys = match a {
+        crate::auth::AuthRequest::RoleGrantPermission { permission: p, .. } => {
+            p.key.len() + p.range_end.len()
+        }
+        crate::auth::AuthRequest::RoleRevokePermission { key, range_end, .. } => {
+            key.len() + range_end.len()
+        }
+        _ => 0,
+    };
+    PER_OP + names + keys
 }
 
 /// [`request_bytes`] of a txn.

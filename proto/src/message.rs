@@ -56,6 +56,84 @@ pub enum Request {
     PluginReset(crate::plugin::PluginResetRequest),
 }
 
+/// A change to the replicated state, as a Raft log entry carries it: the requests that are
+/// applied through the log, and only those. A range, a watch or a status cannot be put in
+/// the log: there is no variant for them.
+///
+/// Its wire layout is these requests' own as a [`Request`] (same variant indices, see
+/// [`crate::layout`]), so that the entries of releases that logged whole requests read as
+/// mutations; an entry holding any other request is refused as malformed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    /// A txn; one that only reads goes through the log too, to be linearizable.
+    Txn(TxnRequest),
+    Compact(CompactRequest),
+    /// A grant, with the id the leader chose.
+    LeaseGrant(crate::lease::LeaseGrantRequest),
+    LeaseRevoke(crate::lease::LeaseRevokeRequest),
+    /// A change of users, roles or the enabled flag (never a read).
+    Auth(crate::auth::AuthRequest),
+    /// Raises or clears an alarm (never a list).
+    Alarm(crate::alarm::AlarmRequest),
+}
+
+impl Mutation {
+    /// `request` as a mutation, or `request` back when it is not applied through the log.
+    ///
+    /// # Errors
+    ///
+    /// `request` is a read, a stream, a membership or plugin request, or a once request.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error hands the request back whole, to be served another way"
+    )]
+    pub fn from_request(request: Request) -> Result<Mutation, Request> {
+        match request {
+            Request::Put(p) => Ok(Mutation::Put(p)),
+            Request::DeleteRange(d) => Ok(Mutation::DeleteRange(d)),
+            Request::Txn(t) => Ok(Mutation::Txn(t)),
+            Request::Compact(c) => Ok(Mutation::Compact(c)),
+            Request::LeaseGrant(g) => Ok(Mutation::LeaseGrant(g)),
+            Request::LeaseRevoke(r) => Ok(Mutation::LeaseRevoke(r)),
+            Request::Auth(a) if a.is_write() => Ok(Mutation::Auth(a)),
+            Request::Alarm(a) if a.action != crate::alarm::AlarmAction::Get => {
+                Ok(Mutation::Alarm(a))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// The mutation as the request a client would send.
+    pub fn into_request(self) -> Request {
+        match self {
+            Mutation::Put(p) => Request::Put(p),
+            Mutation::DeleteRange(d) => Request::DeleteRange(d),
+            Mutation::Txn(t) => Request::Txn(t),
+            Mutation::Compact(c) => Request::Compact(c),
+            Mutation::LeaseGrant(g) => Request::LeaseGrant(g),
+            Mutation::LeaseRevoke(r) => Request::LeaseRevoke(r),
+            Mutation::Auth(a) => Request::Auth(a),
+            Mutation::Alarm(a) => Request::Alarm(a),
+        }
+    }
+
+    /// A short name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mutation::Put(_) => "put",
+            Mutation::DeleteRange(_) => "delete-range",
+            Mutation::Txn(_) => "txn",
+            Mutation::Compact(_) => "compact",
+            Mutation::LeaseGrant(_) => "lease-grant",
+            Mutation::LeaseRevoke(_) => "lease-revoke",
+            Mutation::Auth(_) => "auth",
+            Mutation::Alarm(_) => "alarm",
+        }
+    }
+}
+
 /// A write named by its client (see [`Request::Once`]). An SDK client picks a random
 /// `client` and numbers its writes from 1; the node keeps the outcomes of each client's
 /// newest 1024 writes, and forgets a client not seen for a while. The write is a type of

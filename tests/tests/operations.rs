@@ -502,7 +502,7 @@ async fn the_corruption_check_finds_a_diverged_member() {
             .expect("open the stopped member's database");
         let store = etch_host::mvcc::Store::open(&db).expect("store");
         let applied = store.applied().expect("applied").expect("an applied state");
-        let put = etch_proto::Request::Put(etch_proto::PutRequest {
+        let put = etch_proto::Mutation::Put(etch_proto::PutRequest {
             key: b"diverged".to_vec(),
             value: b"!".to_vec(),
             ..Default::default()

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::PoisonError;
 
 use etch_proto::alarm::{AlarmAction, AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
-use etch_proto::{Error, Request, RequestOp, Response};
+use etch_proto::{Error, Mutation, Request, RequestOp, Response};
 
 use super::error::Result;
 use super::layout::{META_ALARMS, META_APPLIED, Spaces, decode, encode};
@@ -164,9 +164,29 @@ pub(super) fn load(spaces: &Spaces, snapshot: &fjall::Snapshot) -> Result<BTreeS
 pub fn adds_data(req: &Request) -> bool {
     match req {
         Request::Put(_) | Request::LeaseGrant(_) | Request::PluginInstall(_) => true,
-        Request::Txn(t) => {
-            (t.success.iter().chain(&t.failure)).any(|op| matches!(op, RequestOp::Put(_)))
-        }
+        Request::Txn(t) => txn_puts(t),
         _ => false,
     }
+}
+
+/// [`adds_data`] of what a Raft entry carries.
+pub fn mutation_adds_data(m: &Mutation) -> bool {
+    match m {
+        Mutation::Put(_) | Mutation::LeaseGrant(_) => true,
+        Mutation::Txn(t) => txn_puts(t),
+        Mutation::DeleteRange(_)
+        | Mutation::Compact(_)
+        | Mutation::LeaseRevoke(_)
+        | Mutation::Auth(_)
+        | Mutation::Alarm(_) => false,
+    }
+}
+
+/// Whether a branch of `t`, or of a txn nested in it, puts.
+fn txn_puts(t: &etch_proto::TxnRequest) -> bool {
+    (t.success.iter().chain(&t.failure)).any(|op| match op {
+        RequestOp::Put(_) => true,
+        RequestOp::Txn(inner) => txn_puts(inner),
+        RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+    })
 }

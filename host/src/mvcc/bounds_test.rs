@@ -23,7 +23,7 @@ fn store() -> (TempDir, Store) {
 }
 
 fn apply(store: &Store, req: Request) -> Result<Response, ProtoError> {
-    store.apply(&req, b"entry").expect("storage")
+    store.apply_request(&req, b"entry").expect("storage")
 }
 
 /// `n` keys `prefix/NNN` of `len` bytes each, one revision each.

@@ -103,7 +103,7 @@ pub(crate) mod script_parse;
 #[cfg(test)]
 pub(crate) mod script_test;
 
-pub use alarm::adds_data;
+pub use alarm::{adds_data, mutation_adds_data};
 pub use error::{Error, Result};
 pub use guard::{Guard, MAX_GUARD_BYTES, READ_OVERHEAD, Read};
 pub use history::Changes;

@@ -181,7 +181,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use etch_proto::plugin::PluginBinding;
-    use etch_proto::{PutRequest, Request};
+    use etch_proto::{Mutation, PutRequest};
 
     use super::*;
     use crate::mvcc::{Guard, Read};
@@ -209,8 +209,8 @@ mod tests {
             .expect("installed")
     }
 
-    fn put(key: &str) -> Request {
-        Request::Put(PutRequest {
+    fn put(key: &str) -> Mutation {
+        Mutation::Put(PutRequest {
             key: key.into(),
             value: b"v".to_vec(),
             ..Default::default()

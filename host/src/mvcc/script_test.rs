@@ -252,7 +252,7 @@ impl Runner {
     fn apply(&mut self, req: Request) -> Res<Response> {
         self.entries += 1;
         let applied = format!("entry {}", self.entries);
-        Ok(self.store()?.apply(&req, applied.as_bytes())??)
+        Ok(self.store()?.apply_request(&req, applied.as_bytes())??)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Writes named by a request id apply once: a retry answers what the first did, alone, in
 //! a batch of puts and after a snapshot; old and forgotten ids behave as documented.
 
-use etch_proto::{PutRequest, Request, Response};
+use etch_proto::{Mutation, PutRequest, Response};
 
 use super::*;
 use crate::testing::temp_store;
@@ -14,8 +14,8 @@ fn id(client: u64, seq: u64, stamp_ms: u64) -> RequestId {
     }
 }
 
-fn put(key: &str, value: &str) -> Request {
-    Request::Put(PutRequest {
+fn put(key: &str, value: &str) -> Mutation {
+    Mutation::Put(PutRequest {
         key: key.into(),
         value: value.into(),
         ..Default::default()
@@ -63,7 +63,7 @@ fn a_retried_write_answers_what_the_first_did_and_applies_once() {
 #[test]
 fn a_refusal_is_recorded_too() {
     let (_dir, store) = temp_store();
-    let with_lease = Request::Put(PutRequest {
+    let with_lease = Mutation::Put(PutRequest {
         key: "k".into(),
         value: "v".into(),
         lease: 42,

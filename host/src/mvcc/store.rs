@@ -3,10 +3,10 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use etch_proto::limits::{check_key, check_put, check_shape};
+use etch_proto::limits::{check_key, check_mutation, check_put};
 use etch_proto::{
-    CompactResponse, Error as ProtoError, KeyValue, PutRequest, RangeRequest, RangeResponse,
-    Request, Response, Revision, TxnRequest, TxnResponse,
+    CompactResponse, Error as ProtoError, KeyValue, Mutation, PutRequest, RangeRequest,
+    RangeResponse, Response, Revision, TxnRequest, TxnResponse,
 };
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch};
 
@@ -113,18 +113,31 @@ impl Store {
         })
     }
 
-    /// Applies one committed request deterministically and writes its effects, the new
+    /// Applies one committed mutation deterministically and writes its effects, the new
     /// revision and `applied` in one atomic fjall batch (not fsynced: the Raft log is the
     /// durable record). A deterministic failure still records `applied` and leaves the
-    /// revision alone. Put, DeleteRange, Txn, Compact, LeaseGrant and LeaseRevoke are writes;
-    /// a Range is served at the applied state; anything else is not a state-machine request
-    /// (InvalidArgument).
+    /// revision alone.
     ///
     /// # Errors
     ///
     /// A storage failure: the node must stop.
-    pub fn apply(&self, req: &Request, applied: &[u8]) -> Outcome<Response> {
-        self.apply_inner(req, None, None, applied)
+    pub fn apply(&self, req: &Mutation, applied: &[u8]) -> Outcome<Response> {
+        match req {
+            Mutation::Auth(auth) => self.apply_auth(auth, applied),
+            Mutation::Alarm(alarm) => self.apply_alarm(alarm, applied),
+            _ => self.apply_inner(req, None, None, applied),
+        }
+    }
+
+    /// [`Store::apply`] of a request, for tests: panics on one that is not a mutation.
+    #[cfg(test)]
+    pub(crate) fn apply_request(
+        &self,
+        req: &etch_proto::Request,
+        applied: &[u8],
+    ) -> Outcome<Response> {
+        let m = Mutation::from_request(req.clone()).expect("a request applied through the log");
+        self.apply(&m, applied)
     }
 
     /// Like [`Store::apply`] (or [`Store::apply_guarded`] with `guard`) for a write its
@@ -138,7 +151,7 @@ impl Store {
     /// A storage failure: the node must stop.
     pub fn apply_once(
         &self,
-        req: &Request,
+        req: &Mutation,
         guard: Option<&Guard>,
         id: &RequestId,
         applied: &[u8],
@@ -172,13 +185,18 @@ impl Store {
     /// # Errors
     ///
     /// A storage failure: the node must stop.
-    pub fn apply_guarded(&self, req: &Request, guard: &Guard, applied: &[u8]) -> Outcome<Response> {
+    pub fn apply_guarded(
+        &self,
+        req: &Mutation,
+        guard: &Guard,
+        applied: &[u8],
+    ) -> Outcome<Response> {
         self.apply_inner(req, Some(guard), None, applied)
     }
 
     fn apply_inner(
         &self,
-        req: &Request,
+        req: &Mutation,
         guard: Option<&Guard>,
         once: Option<&RequestId>,
         applied: &[u8],
@@ -199,7 +217,7 @@ impl Store {
         let mut batch = spaces.db.batch();
         // A command over the shape limits never reaches fjall (which refuses long keys by
         // panicking): it fails here, the same way on every replica.
-        let shape = check_shape(req).and_then(|()| guard.map_or(Ok(()), check_guard));
+        let shape = check_mutation(req).and_then(|()| guard.map_or(Ok(()), check_guard));
         let mut outcome = match (shape, guard) {
             (Err(e), _) => Ok(Err(e)),
             (Ok(()), Some(guard)) if !guard.holds(&view, self.bindings_version())? => {
@@ -226,7 +244,7 @@ impl Store {
         if let Ok(resp) = &mut outcome {
             let revision = resp.header_mut().revision;
             self.inner.revision.store(revision, Ordering::Release);
-            if let Request::Compact(c) = req {
+            if let Mutation::Compact(c) = req {
                 self.inner.compact.store(c.revision, Ordering::Release);
             }
         }
@@ -523,14 +541,14 @@ pub(crate) fn event_of(view: &View, rev: Revision, touch: Touch) -> Result<Event
 /// Runs one request against `view` as `principal`'s write, adding its writes to `batch`.
 fn execute(
     view: &View,
-    req: &Request,
+    req: &Mutation,
     batch: &mut OwnedWriteBatch,
     principal: &str,
 ) -> Outcome<Response> {
     let mut tx = WriteTx::new(view);
     tx.made_by(principal);
     let resp = match req {
-        Request::Put(p) => {
+        Mutation::Put(p) => {
             if p.key.is_empty() {
                 return Ok(Err(empty_key()));
             }
@@ -544,7 +562,7 @@ fn execute(
             resp.header.revision = tx.write(batch)?;
             Response::Put(resp)
         }
-        Request::DeleteRange(d) => {
+        Mutation::DeleteRange(d) => {
             if d.key.is_empty() {
                 return Ok(Err(empty_key()));
             }
@@ -552,7 +570,7 @@ fn execute(
             resp.header.revision = tx.write(batch)?;
             Response::DeleteRange(resp)
         }
-        Request::Txn(t) => {
+        Mutation::Txn(t) => {
             let mut resp = match txn::execute(&mut tx, t)? {
                 Ok(resp) => resp,
                 Err(e) => return Ok(Err(e)),
@@ -560,7 +578,7 @@ fn execute(
             resp.header.revision = tx.write(batch)?;
             Response::Txn(resp)
         }
-        Request::Compact(c) => {
+        Mutation::Compact(c) => {
             if let Err(e) = compact::compact(view, batch, c.revision)? {
                 return Ok(Err(e));
             }
@@ -568,34 +586,12 @@ fn execute(
             resp.header.revision = view.revision;
             Response::Compact(resp)
         }
-        Request::Range(r) => match view.range(r, super::view::MAX_RANGE_BYTES)? {
-            Ok(resp) => Response::Range(resp),
-            Err(e) => return Ok(Err(e)),
-        },
-        Request::LeaseGrant(g) => return lease::grant(view, batch, g),
-        Request::LeaseRevoke(r) => return lease::revoke(view, batch, r.id),
-        Request::Status(_)
-        | Request::HashKv(_)
-        | Request::MemberList(_)
-        | Request::MemberAdd(_)
-        | Request::MemberPromote(_)
-        | Request::MemberRemove(_)
-        | Request::Watch(_)
-        | Request::LeaseKeepAlive(_)
-        | Request::LeaseTimeToLive(_)
-        | Request::LeaseLeases(_)
-        | Request::PluginInstall(_)
-        | Request::PluginList(_)
-        | Request::PluginRemove(_)
-        | Request::PluginReset(_)
-        | Request::Auth(_)
-        | Request::Alarm(_)
-        | Request::Defragment(_)
-        | Request::Snapshot(_)
-        | Request::MoveLeader(_)
-        | Request::Once(_) => {
+        Mutation::LeaseGrant(g) => return lease::grant(view, batch, g),
+        Mutation::LeaseRevoke(r) => return lease::revoke(view, batch, r.id),
+        // Applied on their own ([`Store::apply`]); never named by a client nor judged.
+        Mutation::Auth(_) | Mutation::Alarm(_) => {
             return Ok(Err(ProtoError::InvalidArgument(
-                "not a key-space request".into(),
+                "a change of users, roles or alarms cannot be named or judged".into(),
             )));
         }
     };

@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use etch_proto::{CompactRequest, Request, Revision};
+use etch_proto::{CompactRequest, Mutation, Revision};
 
 use super::{Checked, Node, Ticks};
 
@@ -71,7 +71,7 @@ pub(super) async fn auto_compact(node: Node, mode: AutoCompaction, interval: Dur
         if target <= store.compact_revision() || target < 1 {
             continue;
         }
-        let compact = Request::Compact(CompactRequest {
+        let compact = Mutation::Compact(CompactRequest {
             revision: target,
             physical: false,
         });

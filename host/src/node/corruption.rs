@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use etch_proto::alarm::{AlarmAction, AlarmRequest, AlarmType};
-use etch_proto::{HashKvResponse, Request};
+use etch_proto::{HashKvResponse, Mutation};
 
 use super::{Checked, Node, Ticks, blocking};
 use crate::raft::wire::{PeerRequest, PeerResponse};
@@ -75,7 +75,7 @@ async fn check_once(node: &Node) -> Result<(), etch_proto::Error> {
             compact_revision = mine.compact_revision,
             "corruption check: the member's key history differs from the leader's; raising CORRUPT"
         );
-        let raise = Request::Alarm(AlarmRequest {
+        let raise = Mutation::Alarm(AlarmRequest {
             action: AlarmAction::Activate,
             member_id: id,
             alarm: AlarmType::Corrupt,

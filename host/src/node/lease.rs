@@ -9,7 +9,7 @@ use etch_proto::lease::{
     LeaseGrantRequest, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeRequest,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use etch_proto::{Error, LeaseId, Request, Response};
+use etch_proto::{Error, LeaseId, Mutation, Response};
 
 use super::route::Checked;
 use super::{Node, blocking, storage};
@@ -26,7 +26,7 @@ impl Node {
         if grant.id == 0 {
             grant.id = self.fresh_lease_id().await?;
         }
-        let response = self.propose(Request::LeaseGrant(grant), checked).await?;
+        let response = self.propose(Mutation::LeaseGrant(grant), checked).await?;
         if let Response::LeaseGrant(granted) = &response {
             self.lessor().grant(granted.id, granted.ttl, Instant::now());
         }
@@ -39,7 +39,7 @@ impl Node {
         checked: Checked,
     ) -> Result<Response, Error> {
         let id = revoke.id;
-        let response = self.propose(Request::LeaseRevoke(revoke), checked).await?;
+        let response = self.propose(Mutation::LeaseRevoke(revoke), checked).await?;
         self.lessor().revoked(id);
         Ok(response)
     }

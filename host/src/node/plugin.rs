@@ -23,7 +23,7 @@ use etch_proto::plugin::{
     FailurePolicy, PluginHook, PluginInfo, PluginInstallRequest, PluginListResponse,
     PluginResetRequest, PluginResetResponse, PluginStatus,
 };
-use etch_proto::{Error, PutRequest, Request, RequestOp, Response, TxnRequest};
+use etch_proto::{Error, Mutation, PutRequest, Request, RequestOp, Response, TxnRequest};
 use sha2::{Digest, Sha256};
 
 use super::Node;
@@ -36,8 +36,8 @@ use crate::raft::{Command, Named};
 const MAX_ATTEMPTS: usize = 5;
 
 impl Node {
-    /// Proposes a state-machine write, through the validator plugins when it changes keys,
-    /// and answers plugin management requests.
+    /// Proposes a put, a delete or a txn (named by its client or not), through the
+    /// validator plugins when it changes keys.
     pub(super) async fn propose_write(
         &self,
         principal: &str,
@@ -58,26 +58,15 @@ impl Node {
         };
         self.check_quota(&request).await?;
         match request {
-            Request::Put(_) | Request::DeleteRange(_) => {
+            // Read through the log, to be linearizable; no validator to ask.
+            Request::Txn(t) if t.is_read_only() && once.is_none() => {
+                self.propose(Mutation::Txn(t), checked).await
+            }
+            request => {
                 refuse_reserved(&request)?;
                 self.judge_and_propose(principal, request, &[], checked, once)
                     .await
             }
-            Request::Txn(ref t) if !t.is_read_only() => {
-                refuse_reserved(&request)?;
-                self.judge_and_propose(principal, request, &[], checked, once)
-                    .await
-            }
-            Request::PluginInstall(install) => {
-                self.plugin_install(principal, install, checked).await
-            }
-            Request::PluginList(_) => self.plugin_list().await,
-            Request::PluginRemove(remove) => {
-                let command = Command::PluginRemove { name: remove.name };
-                self.propose_command(command, checked).await
-            }
-            Request::PluginReset(reset) => self.plugin_reset(reset, checked).await,
-            other => self.propose(other, checked).await,
         }
     }
 
@@ -110,15 +99,21 @@ impl Node {
             guard.reads.extend_from_slice(reads);
             principal.clone_into(&mut guard.principal);
             guard.check_size()?;
+            let Ok(mutation) = Mutation::from_request(request.clone()) else {
+                return Err(Error::Internal(format!(
+                    "a {} cannot be judged and proposed",
+                    request.method().1
+                )));
+            };
             let command = match once {
                 None => Command::Write {
-                    request: request.clone(),
+                    request: mutation,
                     guard,
                 },
                 Some(id) => Command::Once {
                     id,
                     write: Named::Write {
-                        request: request.clone(),
+                        request: mutation,
                         guard,
                     },
                 },
@@ -133,7 +128,7 @@ impl Node {
         }
     }
 
-    async fn plugin_install(
+    pub(super) async fn plugin_install(
         &self,
         principal: &str,
         mut install: PluginInstallRequest,
@@ -188,7 +183,7 @@ impl Node {
     /// key through the normal write path, as the reactor's own commits are. The reactor
     /// loop sees the key move (`node/reactor.rs`), drops its cursor (and a parked state),
     /// and goes on after the new checkpoint.
-    async fn plugin_reset(
+    pub(super) async fn plugin_reset(
         &self,
         reset: PluginResetRequest,
         checked: Checked,
@@ -240,7 +235,7 @@ impl Node {
     }
 
     /// Linearizable, as `member list`: the leader confirms it leads, then answers.
-    async fn plugin_list(&self) -> Result<Response, Error> {
+    pub(super) async fn plugin_list(&self) -> Result<Response, Error> {
         self.confirm_leadership().await?;
         let (bindings_version, records) = self.store().plugin_bindings().map_err(super::storage)?;
         let mut plugins = Vec::with_capacity(records.len());
@@ -287,10 +282,9 @@ impl Node {
 /// Refuses a client put of one of etch's reserved keys (a delete range may cover them: it
 /// skips them, see `mvcc::RESERVED_PREFIX`).
 fn refuse_reserved(request: &Request) -> Result<(), Error> {
-    let reserved_put = |op: &RequestOp| matches!(op, RequestOp::Put(p) if is_reserved(&p.key));
     let refused = match request {
         Request::Put(p) => is_reserved(&p.key),
-        Request::Txn(t) => t.success.iter().chain(&t.failure).any(reserved_put),
+        Request::Txn(t) => puts_reserved(t),
         _ => false,
     };
     if refused {
@@ -299,6 +293,15 @@ fn refuse_reserved(request: &Request) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Whether a branch of `t`, or of a txn nested in it, puts one of etch's own keys.
+fn puts_reserved(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match op {
+        RequestOp::Put(p) => is_reserved(&p.key),
+        RequestOp::Txn(inner) => puts_reserved(inner),
+        RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+    })
 }
 
 /// Compiles the bound components whenever the bindings change, so that a node that becomes

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etch_proto::alarm::{AlarmAction, AlarmRequest, AlarmResponse, AlarmType, DefragmentResponse};
-use etch_proto::{Error, Request, Response};
+use etch_proto::{Error, Mutation, Request, Response};
 
 use super::{Checked, Node, Ticks, blocking};
 use crate::mvcc;
@@ -102,8 +102,8 @@ impl Node {
     }
 
     /// The request that raises `NOSPACE` for this member.
-    fn no_space(&self) -> Request {
-        Request::Alarm(AlarmRequest {
+    fn no_space(&self) -> Mutation {
+        Mutation::Alarm(AlarmRequest {
             action: AlarmAction::Activate,
             member_id: self.id(),
             alarm: AlarmType::NoSpace,
@@ -120,9 +120,13 @@ impl Node {
     /// Raises `NOSPACE` for this member through Raft, from the leader or a follower (whose
     /// request the leader takes as the node's own, with root's rights).
     async fn raise_no_space(&self) -> Result<(), Error> {
-        (self.on_leader(etch_proto::auth::ROOT, self.no_space(), false))
-            .await
-            .map(drop)
+        (self.on_leader(
+            etch_proto::auth::ROOT,
+            self.no_space().into_request(),
+            false,
+        ))
+        .await
+        .map(drop)
     }
 
     /// The raised alarms this node knows (a `Get`), answered by the node asked.

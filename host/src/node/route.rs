@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use etch_proto::{Error, RangeRequest, Request, Response, ResponseHeader, StatusResponse};
+use etch_proto::alarm::AlarmAction;
+use etch_proto::{
+    Error, Mutation, RangeRequest, Request, Response, ResponseHeader, StatusResponse,
+};
 use openraft::error::{ClientWriteError, RaftError};
 
 use super::proposer::{ProposeError, propose_error};
@@ -50,35 +53,37 @@ impl Node {
     async fn answer(&self, principal: &str, request: Request) -> Result<Response, Error> {
         tracing::debug!(principal = ?principal, ?request, "request");
         self.limits().check(&request)?;
-        // What this node serves itself is authorized here, with its own view; everything
-        // else on the leader, with the leader's (a follower's view may lag a grant).
-        let alarm_list = matches!(&request, Request::Alarm(a) if !request_is_write(a));
-        if matches!(
-            request,
-            Request::Status(_) | Request::HashKv(_) | Request::Defragment(_)
-        ) || matches!(&request, Request::Range(r) if r.serializable)
-            || alarm_list
-        {
-            self.authorize(principal, &request)?;
-        }
-        let mut response = match request {
+        let mut response = match place(&request) {
+            // What this node serves itself is authorized here, with its own view; everything
+            // else on the leader, with the leader's (a follower's view may lag a grant).
+            Place::Here => {
+                self.authorize(principal, &request)?;
+                self.serve_here(request).await
+            }
+            Place::Leader => self.on_leader(principal, request, false).await,
+            Place::Stream => Err(Error::InvalidArgument(
+                "a watch or a snapshot is served on its own stream, as its first frame".into(),
+            )),
+        }?;
+        self.fill_header(&mut response);
+        Ok(response)
+    }
+
+    /// Serves a request [`place`] keeps on the node asked.
+    async fn serve_here(&self, request: Request) -> Result<Response, Error> {
+        match request {
             Request::Status(_) => Ok(Response::Status(self.status())),
             Request::Defragment(_) => self.defragment().await,
-            Request::Alarm(alarm) if alarm_list => Ok(self.alarm_list(&alarm)),
+            Request::Alarm(alarm) => Ok(self.alarm_list(&alarm)),
             Request::HashKv(hash) => {
                 let store = self.inner.store.clone();
                 blocking(move || store.hash_kv(hash.revision))
                     .await?
                     .map(Response::HashKv)
             }
-            Request::Watch(_) | Request::Snapshot(_) => Err(Error::InvalidArgument(
-                "a watch or a snapshot is served on its own stream, as its first frame".into(),
-            )),
-            Request::Range(range) if range.serializable => self.read(range).await,
-            request => self.on_leader(principal, request, false).await,
-        }?;
-        self.fill_header(&mut response);
-        Ok(response)
+            Request::Range(range) => self.read(range).await,
+            other => Err(misplaced(&other)),
+        }
     }
 
     /// Answers a request a follower forwarded; it is never forwarded again.
@@ -126,7 +131,8 @@ impl Node {
         }
     }
 
-    /// Serves `request` on this node, the leader, authorized as `checked` says.
+    /// Serves `request` on this node, the leader, authorized as `checked` says: every kind
+    /// of request [`place`] sends to the leader has its arm.
     async fn serve(
         &self,
         principal: &str,
@@ -135,14 +141,22 @@ impl Node {
     ) -> Result<Response, Error> {
         match request {
             Request::Range(range) => self.linearizable_read(range).await,
+            // Judged by the validators, named or not.
+            Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_) | Request::Once(_) => {
+                self.propose_write(principal, request, checked).await
+            }
+            Request::Compact(compact) => self.propose(Mutation::Compact(compact), checked).await,
             Request::MemberAdd(add) => self.member_add(add).await,
             Request::MemberPromote(promote) => self.member_promote(promote.id).await,
             Request::MemberRemove(remove) => self.member_remove(remove.id).await,
+            // Linearizable, as etcd's: a removed or lagging member must not answer from its
+            // stale view.
+            Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
             Request::MoveLeader(m) => self.move_leader(m.target_id).await,
             // Alarms name members: one for a member that does not exist could never be
             // cleared by the member itself, and would let the stored list grow without end.
             Request::Alarm(alarm)
-                if alarm.action == etch_proto::alarm::AlarmAction::Activate
+                if alarm.action == AlarmAction::Activate
                     && self.member(alarm.member_id).is_none() =>
             {
                 Err(Error::InvalidArgument(format!(
@@ -150,9 +164,7 @@ impl Node {
                     alarm.member_id
                 )))
             }
-            // Linearizable, as etcd's: a removed or lagging member must not answer from its
-            // stale view.
-            Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
+            Request::Alarm(alarm) => self.propose(Mutation::Alarm(alarm), checked).await,
             Request::LeaseGrant(grant) => self.lease_grant(grant, checked).await,
             Request::LeaseRevoke(revoke) => self.lease_revoke(revoke, checked).await,
             Request::LeaseKeepAlive(keep) => self.lease_keep_alive(keep.id),
@@ -162,7 +174,23 @@ impl Node {
                 self.confirm_leadership().await?;
                 self.store().auth().answer(&auth).map(Response::Auth)
             }
-            write => self.propose_write(principal, write, checked).await,
+            Request::Auth(auth) => self.propose(Mutation::Auth(auth), checked).await,
+            Request::PluginInstall(install) => {
+                self.check_quota(&Request::PluginInstall(install.clone()))
+                    .await?;
+                self.plugin_install(principal, install, checked).await
+            }
+            Request::PluginList(_) => self.plugin_list().await,
+            Request::PluginRemove(remove) => {
+                let command = Command::PluginRemove { name: remove.name };
+                self.propose_command(command, checked).await
+            }
+            Request::PluginReset(reset) => self.plugin_reset(reset, checked).await,
+            request @ (Request::Status(_)
+            | Request::HashKv(_)
+            | Request::Defragment(_)
+            | Request::Watch(_)
+            | Request::Snapshot(_)) => Err(misplaced(&request)),
         }
     }
 
@@ -243,13 +271,13 @@ impl Node {
         }
     }
 
-    /// Proposes a write through Raft and returns what applying it produced.
+    /// Proposes a mutation through Raft and returns what applying it produced.
     pub(super) async fn propose(
         &self,
-        request: Request,
+        mutation: Mutation,
         checked: Checked,
     ) -> Result<Response, Error> {
-        self.propose_command(Command::Kv(request), checked).await
+        self.propose_command(Command::Kv(mutation), checked).await
     }
 
     /// Proposes any command through Raft (sharing an entry with the writes that arrive with
@@ -572,7 +600,55 @@ fn no_leader() -> Error {
     }
 }
 
-/// Whether an alarm request changes the alarms (through Raft) rather than lists them.
-fn request_is_write(alarm: &etch_proto::alarm::AlarmRequest) -> bool {
-    alarm.action != etch_proto::alarm::AlarmAction::Get
+/// Where a request is served: the one decision, made for every kind of request by
+/// [`place`]; the node's serving code follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// On the node asked, from its own state: no leader, no Raft round.
+    Here,
+    /// On the leader (a follower forwards it there): linearizable reads, membership,
+    /// leases, users and roles, plugins and every write.
+    Leader,
+    /// On a stream of its own, opened by a front with the request as its first frame.
+    Stream,
+}
+
+/// Where `request` is served (see [`Place`]).
+pub(crate) fn place(request: &Request) -> Place {
+    match request {
+        Request::Status(_) | Request::HashKv(_) | Request::Defragment(_) => Place::Here,
+        Request::Range(range) if range.serializable => Place::Here,
+        Request::Alarm(alarm) if alarm.action == AlarmAction::Get => Place::Here,
+        Request::Watch(_) | Request::Snapshot(_) => Place::Stream,
+        Request::Range(_)
+        | Request::Alarm(_)
+        | Request::Put(_)
+        | Request::DeleteRange(_)
+        | Request::Txn(_)
+        | Request::Once(_)
+        | Request::Compact(_)
+        | Request::MemberList(_)
+        | Request::MemberAdd(_)
+        | Request::MemberPromote(_)
+        | Request::MemberRemove(_)
+        | Request::MoveLeader(_)
+        | Request::LeaseGrant(_)
+        | Request::LeaseRevoke(_)
+        | Request::LeaseKeepAlive(_)
+        | Request::LeaseTimeToLive(_)
+        | Request::LeaseLeases(_)
+        | Request::Auth(_)
+        | Request::PluginInstall(_)
+        | Request::PluginList(_)
+        | Request::PluginRemove(_)
+        | Request::PluginReset(_) => Place::Leader,
+    }
+}
+
+/// A request that reached a serving function [`place`] did not send it to: a bug.
+fn misplaced(request: &Request) -> Error {
+    Error::Internal(format!(
+        "{} reached a node function that does not serve it",
+        request.method().1
+    ))
 }

@@ -91,7 +91,7 @@ impl Fixture {
     }
 
     fn apply(&self, req: Request) -> i64 {
-        let outcome = self.store.apply(&req, b"applied").expect("storage");
+        let outcome = self.store.apply_request(&req, b"applied").expect("storage");
         assert!(outcome.is_ok(), "{outcome:?}");
         self.store.revision()
     }

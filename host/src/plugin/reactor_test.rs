@@ -82,7 +82,7 @@ impl Fixture {
             value: b"v".to_vec(),
             ..Default::default()
         });
-        let outcome = self.store.apply(&req, b"applied").expect("storage");
+        let outcome = self.store.apply_request(&req, b"applied").expect("storage");
         assert!(outcome.is_ok(), "{outcome:?}");
         self.store.revision()
     }
@@ -122,7 +122,12 @@ fn a_batch_holds_the_prefix_and_never_the_reactors_own_revisions() {
         ],
         failure: Vec::new(),
     });
-    assert!(f.store.apply(&txn, b"applied").expect("storage").is_ok());
+    assert!(
+        f.store
+            .apply_request(&txn, b"applied")
+            .expect("storage")
+            .is_ok()
+    );
     let last = f.write(b"/in/b");
     let step = f
         .plugins

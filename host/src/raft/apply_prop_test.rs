@@ -11,8 +11,8 @@
 use etch_proto::lease::{LeaseGrantRequest, LeaseRevokeRequest};
 use etch_proto::limits::MAX_KEY_BYTES;
 use etch_proto::{
-    CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, HashKvRequest,
-    PutRequest, RangeRequest, Request, RequestOp, SortOrder, SortTarget, TxnRequest,
+    CompactRequest, Compare, CompareResult, CompareTarget, DeleteRangeRequest, Mutation,
+    PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 use openraft::storage::RaftStateMachine;
 use proptest::prelude::*;
@@ -168,16 +168,17 @@ fn txn() -> impl Strategy<Value = TxnRequest> {
     })
 }
 
-fn request() -> impl Strategy<Value = Request> {
+/// What a log entry may carry (a read cannot be put in the log: `Mutation` has no variant
+/// for one; a read-only txn can).
+fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
-        6 => put().prop_map(Request::Put),
-        2 => delete().prop_map(Request::DeleteRange),
-        3 => txn().prop_map(Request::Txn),
-        1 => range().prop_map(Request::Range),
-        1 => (-5i64..40).prop_map(|revision| Request::Compact(CompactRequest { revision, physical: false })),
-        1 => (any::<i64>(), 0i64..4).prop_map(|(ttl, id)| Request::LeaseGrant(LeaseGrantRequest { ttl, id })),
-        1 => lease().prop_map(|id| Request::LeaseRevoke(LeaseRevokeRequest { id })),
-        1 => Just(Request::HashKv(HashKvRequest { revision: 0 })),
+        6 => put().prop_map(Mutation::Put),
+        2 => delete().prop_map(Mutation::DeleteRange),
+        3 => txn().prop_map(Mutation::Txn),
+        1 => range().prop_map(|r| Mutation::Txn(TxnRequest { success: vec![RequestOp::Range(r)], ..TxnRequest::default() })),
+        1 => (-5i64..40).prop_map(|revision| Mutation::Compact(CompactRequest { revision, physical: false })),
+        1 => (any::<i64>(), 0i64..4).prop_map(|(ttl, id)| Mutation::LeaseGrant(LeaseGrantRequest { ttl, id })),
+        1 => lease().prop_map(|id| Mutation::LeaseRevoke(LeaseRevokeRequest { id })),
     ]
 }
 
@@ -199,20 +200,20 @@ fn guard() -> impl Strategy<Value = Guard> {
 
 fn single() -> impl Strategy<Value = Command> {
     prop_oneof![
-        4 => request().prop_map(Command::Kv),
-        2 => (request(), guard()).prop_map(|(request, guard)| Command::Write { request, guard }),
+        4 => mutation().prop_map(Command::Kv),
+        2 => (mutation(), guard()).prop_map(|(request, guard)| Command::Write { request, guard }),
         1 => lease().prop_map(|id| Command::LeaseExpire { id }),
         // Few clients and sequence numbers, so that retries of one id happen.
         2 => (0u64..3, 1u64..4, 0u64..3, put()).prop_map(|(client, seq, stamp, put)| {
             Command::Once {
                 id: crate::mvcc::RequestId { client, seq, stamp_ms: stamp * 1000 },
-                write: Named::Kv(Request::Put(put)),
+                write: Named::Kv(Mutation::Put(put)),
             }
         }),
         1 => (0u64..3, 1u64..4, delete(), guard()).prop_map(|(client, seq, delete, guard)| {
             Command::Once {
                 id: crate::mvcc::RequestId { client, seq, stamp_ms: 0 },
-                write: Named::Write { request: Request::DeleteRange(delete), guard },
+                write: Named::Write { request: Mutation::DeleteRange(delete), guard },
             }
         }),
         1 => (0u64..4).prop_map(|s| Command::SessionsExpire { before_ms: s * 1000 }),
@@ -232,7 +233,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic_a_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = postcard::from_bytes::<Command>(&bytes);
-        let _ = postcard::from_bytes::<Request>(&bytes);
+        let _ = postcard::from_bytes::<etch_proto::Request>(&bytes);
         let _ = postcard::from_bytes::<super::wire::Envelope>(&bytes);
         let _ = postcard::from_bytes::<super::wire::PeerResponse>(&bytes);
         let _ = postcard::from_bytes::<Result<etch_proto::Response, etch_proto::Error>>(&bytes);

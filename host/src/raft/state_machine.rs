@@ -28,6 +28,7 @@ use super::types::{
 };
 use crate::NodeId;
 use crate::mvcc;
+use etch_proto::Mutation;
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
@@ -233,8 +234,8 @@ impl StateMachine {
     fn apply_command(&self, command: &Command, blob: &[u8]) -> Result<CommandResult> {
         let store = &self.store;
         let adds_data = match command {
-            Command::Kv(req) | Command::Write { request: req, .. } => mvcc::adds_data(req),
-            Command::Once { write, .. } => mvcc::adds_data(write.request()),
+            Command::Kv(req) | Command::Write { request: req, .. } => mvcc::mutation_adds_data(req),
+            Command::Once { write, .. } => mvcc::mutation_adds_data(write.request()),
             Command::PluginInstall(_) => true,
             _ => false,
         };
@@ -245,13 +246,9 @@ impl StateMachine {
                 .map_err(|e| storage_error(true, &e));
         }
         let outcome = match command {
-            Command::Kv(etch_proto::Request::Auth(req)) => store.apply_auth(req, blob),
-            Command::Kv(etch_proto::Request::Alarm(req)) => store.apply_alarm(req, blob),
             Command::Kv(req) => store.apply(req, blob),
             Command::LeaseExpire { id } => store.apply(
-                &etch_proto::Request::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest {
-                    id: *id,
-                }),
+                &Mutation::LeaseRevoke(etch_proto::lease::LeaseRevokeRequest { id: *id }),
                 blob,
             ),
             Command::Write { request, guard } => store.apply_guarded(request, guard, blob),
@@ -297,20 +294,20 @@ impl StateMachine {
 /// reads the put's own key).
 fn plain_put(command: &Command) -> Option<PlainPut<'_>> {
     match command {
-        Command::Kv(etch_proto::Request::Put(put)) => Some((put, None, None)),
+        Command::Kv(Mutation::Put(put)) => Some((put, None, None)),
         Command::Write {
-            request: etch_proto::Request::Put(put),
+            request: Mutation::Put(put),
             guard,
         } if guard.reads.iter().all(mvcc::Read::is_single_key) => Some((put, Some(guard), None)),
         Command::Once {
             id,
-            write: Named::Kv(etch_proto::Request::Put(put)),
+            write: Named::Kv(Mutation::Put(put)),
         } => Some((put, None, Some(id))),
         Command::Once {
             id,
             write:
                 Named::Write {
-                    request: etch_proto::Request::Put(put),
+                    request: Mutation::Put(put),
                     guard,
                 },
         } if guard.reads.iter().all(mvcc::Read::is_single_key) => {
@@ -471,13 +468,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use etch_proto::{PutRequest, RangeRequest, Request, Response};
+    use etch_proto::{PutRequest, RangeRequest, Response};
     use openraft::{CommittedLeaderId, Entry as RaftEntry};
 
     use super::*;
 
     fn put(key: &str, value: &str) -> Command {
-        Command::Kv(Request::Put(PutRequest {
+        Command::Kv(Mutation::Put(PutRequest {
             key: key.into(),
             value: value.into(),
             ..Default::default()
@@ -569,7 +566,7 @@ pub(super) mod tests {
             auth_revision,
             command: Box::new(command),
         };
-        let add = Command::Kv(Request::Auth(AuthRequest::UserAdd {
+        let add = Command::Kv(Mutation::Auth(AuthRequest::UserAdd {
             name: "alice".into(),
         }));
         let results = sm
@@ -683,7 +680,7 @@ pub(super) mod tests {
 
     fn guarded_put(key: &str, bindings_version: u64) -> Command {
         Command::Write {
-            request: Request::Put(PutRequest {
+            request: Mutation::Put(PutRequest {
                 key: key.into(),
                 value: key.into(),
                 prev_kv: true,
@@ -714,7 +711,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn a_batch_applies_exactly_as_its_commands_one_by_one() {
         let leased = |key: &str, lease| {
-            Command::Kv(Request::Put(PutRequest {
+            Command::Kv(Mutation::Put(PutRequest {
                 key: key.into(),
                 value: "v".into(),
                 lease,
@@ -722,7 +719,7 @@ pub(super) mod tests {
             }))
         };
         let commands = vec![
-            Command::Kv(Request::LeaseGrant(etch_proto::lease::LeaseGrantRequest {
+            Command::Kv(Mutation::LeaseGrant(etch_proto::lease::LeaseGrantRequest {
                 ttl: 60,
                 id: 5,
             })),
@@ -733,7 +730,7 @@ pub(super) mod tests {
             put("a", "1"),
             put("b", "1"),
             put("a", "2"),
-            Command::Kv(Request::DeleteRange(etch_proto::DeleteRangeRequest {
+            Command::Kv(Mutation::DeleteRange(etch_proto::DeleteRangeRequest {
                 key: "b".into(),
                 ..Default::default()
             })),
@@ -742,7 +739,7 @@ pub(super) mod tests {
             // A stale bindings version: Conflict, nothing written.
             guarded_put("d", 7),
             // An unknown lease and an empty key fail alone too.
-            Command::Kv(Request::Put(PutRequest {
+            Command::Kv(Mutation::Put(PutRequest {
                 key: "e".into(),
                 lease: 99,
                 ..Default::default()
@@ -756,7 +753,7 @@ pub(super) mod tests {
             put_read_at("a", 1, 11),
             put_read_at("new", 0, 0),
             // Revoking the lease deletes "m" only.
-            Command::Kv(Request::LeaseRevoke(
+            Command::Kv(Mutation::LeaseRevoke(
                 etch_proto::lease::LeaseRevokeRequest { id: 5 },
             )),
             put("z", "1"),

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use etch_proto::limits::request_bytes;
+use etch_proto::Mutation;
+use etch_proto::limits::mutation_bytes;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::SnapshotFile;
@@ -11,9 +12,8 @@ use crate::NodeId;
 /// What a Raft log entry asks the state machine to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A state-machine write: Put, DeleteRange, Txn, Compact, LeaseGrant (with the id the
-    /// leader chose) or LeaseRevoke.
-    Kv(etch_proto::Request),
+    /// A change of the key space, the leases, the users and roles or the alarms.
+    Kv(Mutation),
     /// The leader found lease `id` past its deadline: revoke it (delete its keys at one
     /// revision). Applied exactly like a revoke; a lease already gone is a no-op failure.
     LeaseExpire { id: etch_proto::LeaseId },
@@ -21,7 +21,7 @@ pub enum Command {
     /// nothing `guard` records (bindings version, read set) changed since; otherwise it
     /// fails with `Conflict` and the leader validates it again (see `crate::mvcc::Guard`).
     Write {
-        request: etch_proto::Request,
+        request: Mutation,
         guard: crate::mvcc::Guard,
     },
     /// Stores a plugin component (by sha256) and binds it, replacing a binding of that name.
@@ -56,16 +56,16 @@ pub enum Command {
 /// The write a [`Command::Once`] names: as [`Command::Kv`] or as [`Command::Write`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Named {
-    Kv(etch_proto::Request),
+    Kv(Mutation),
     Write {
-        request: etch_proto::Request,
+        request: Mutation,
         guard: crate::mvcc::Guard,
     },
 }
 
 impl Named {
     /// The write's request.
-    pub fn request(&self) -> &etch_proto::Request {
+    pub fn request(&self) -> &Mutation {
         match self {
             Named::Kv(request) | Named::Write { request, .. } => request,
         }
@@ -89,8 +89,8 @@ impl Command {
     pub fn approx_size(&self) -> usize {
         const OVERHEAD: usize = 64;
         match self {
-            Command::Kv(req) => OVERHEAD + request_bytes(req),
-            Command::Write { request, guard } => OVERHEAD + request_bytes(request) + guard.bytes(),
+            Command::Kv(req) => OVERHEAD + mutation_bytes(req),
+            Command::Write { request, guard } => OVERHEAD + mutation_bytes(request) + guard.bytes(),
             Command::LeaseExpire { .. }
             | Command::PluginRemove { .. }
             | Command::SessionsExpire { .. } => OVERHEAD,
@@ -98,9 +98,9 @@ impl Command {
             Command::Batch(commands) => commands.iter().map(Command::approx_size).sum(),
             Command::Authorized { command, .. } => OVERHEAD + command.approx_size(),
             Command::Once { write, .. } => match write {
-                Named::Kv(req) => 2 * OVERHEAD + request_bytes(req),
+                Named::Kv(req) => 2 * OVERHEAD + mutation_bytes(req),
                 Named::Write { request, guard } => {
-                    2 * OVERHEAD + request_bytes(request) + guard.bytes()
+                    2 * OVERHEAD + mutation_bytes(request) + guard.bytes()
                 }
             },
         }
@@ -110,12 +110,12 @@ impl Command {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::Kv(req) => write!(f, "kv({})", request_kind(req)),
+            Command::Kv(req) => write!(f, "kv({})", req.kind()),
             Command::LeaseExpire { id } => write!(f, "lease-expire({id:x})"),
             Command::Write { request, guard } => write!(
                 f,
                 "write({}, bindings v{}, {} reads)",
-                request_kind(request),
+                request.kind(),
                 guard.bindings_version,
                 guard.reads.len()
             ),
@@ -131,43 +131,10 @@ impl fmt::Display for Command {
                 "once(client {:x} #{}, {})",
                 id.client,
                 id.seq,
-                request_kind(write.request())
+                write.request().kind()
             ),
             Command::SessionsExpire { before_ms } => write!(f, "sessions-expire(<{before_ms})"),
         }
-    }
-}
-
-fn request_kind(req: &etch_proto::Request) -> &'static str {
-    use etch_proto::Request::*;
-    match req {
-        Range(_) => "range",
-        Put(_) => "put",
-        DeleteRange(_) => "delete-range",
-        Txn(_) => "txn",
-        Compact(_) => "compact",
-        Status(_) => "status",
-        MemberList(_) => "member-list",
-        MemberAdd(_) => "member-add",
-        MemberPromote(_) => "member-promote",
-        MemberRemove(_) => "member-remove",
-        Watch(_) => "watch",
-        LeaseGrant(_) => "lease-grant",
-        LeaseRevoke(_) => "lease-revoke",
-        LeaseKeepAlive(_) => "lease-keep-alive",
-        LeaseTimeToLive(_) => "lease-time-to-live",
-        LeaseLeases(_) => "lease-leases",
-        PluginInstall(_) => "plugin-install",
-        PluginList(_) => "plugin-list",
-        PluginRemove(_) => "plugin-remove",
-        PluginReset(_) => "plugin-reset",
-        HashKv(_) => "hash-kv",
-        Auth(_) => "auth",
-        Alarm(_) => "alarm",
-        Defragment(_) => "defragment",
-        Snapshot(_) => "snapshot",
-        MoveLeader(_) => "move-leader",
-        Once(_) => "once",
     }
 }
 

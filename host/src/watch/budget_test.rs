@@ -28,7 +28,7 @@ const ROOMY: Limits = Limits {
 };
 
 fn put(store: &Store, hub: &Hub, key: &str, len: usize) -> Revision {
-    let req = Request::Put(PutRequest {
+    let req = etch_proto::Mutation::Put(PutRequest {
         key: key.as_bytes().to_vec(),
         value: vec![b'v'; len],
         ..Default::default()
@@ -218,7 +218,7 @@ fn a_watch_from_now_starts_after_what_is_applied_not_what_is_published() {
         value: b"unpublished".to_vec(),
         ..Default::default()
     });
-    let _ = store.apply(&req, b"entry").expect("storage");
+    let _ = store.apply_request(&req, b"entry").expect("storage");
     let applied = store.revision();
     assert!(hub.published() < applied);
     let (mut watcher, created) =

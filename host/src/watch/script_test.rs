@@ -89,7 +89,7 @@ impl Runner {
     fn apply(&mut self, req: Request) -> Res<Result<Response, ProtoError>> {
         self.entries += 1;
         let applied = format!("entry {}", self.entries);
-        let outcome = self.store.apply(&req, applied.as_bytes())?;
+        let outcome = self.store.apply_request(&req, applied.as_bytes())?;
         self.hub.publish()?;
         Ok(outcome)
     }
