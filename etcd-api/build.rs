@@ -5,6 +5,7 @@ fn main() -> std::io::Result<()> {
     let files = [
         "etcd/api/etcdserverpb/rpc.proto",
         "etcd/api/mvccpb/kv.proto",
+        "etcd/api/authpb/auth.proto",
     ];
     let descriptors =
         protox::compile(files, ["proto"]).map_err(|e| std::io::Error::other(format!("{e:?}")))?;

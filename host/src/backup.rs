@@ -8,7 +8,11 @@
 //! 3. the mvcc export of one consistent point (`crate::mvcc::Export`: every key-value of
 //!    the key space, its history, leases, plugins, users and roles; self-delimiting, with a
 //!    record count at its end);
-//! 4. the SHA-256 of everything before it (32 bytes), as etcd's snapshot ends in its own.
+//! 4. the SHA-256 of everything before it (32 bytes), as etcd's snapshot ends in its own;
+//! 5. only in a backup streamed through etcd's `Snapshot` RPC (the gRPC front), etcd's
+//!    frame ([`EtcdTrailer`]): zero bytes up to a multiple of 512, then the SHA-256 of all
+//!    before it — etcd's clients check that a snapshot's length is 32 past a multiple of
+//!    512 before they keep it.
 //!
 //! [`verify`] reads a whole file and checks all of it (magic, header, every record, the
 //! count, the hash, nothing after it) before anything trusts it; [`restore`] verifies
@@ -140,7 +144,12 @@ pub fn write(
 ///
 /// `r` failing, or a file that is not a backup, is truncated, malformed or corrupt.
 pub fn verify(r: &mut dyn Read) -> Result<BackupStatus, BackupError> {
-    let mut counted = Counting { inner: r, read: 0 };
+    // Everything read, hashed: what an etcd trailer would record.
+    let mut whole = Hashing::new(r);
+    let mut counted = Counting {
+        inner: &mut whole,
+        read: 0,
+    };
     let mut hashing = Hashing::new(&mut counted);
     let header = read_header(&mut hashing)?;
     let scanned = mvcc::scan(&mut hashing).map_err(|e| stream_error(e, "last record"))?;
@@ -154,17 +163,84 @@ pub fn verify(r: &mut dyn Read) -> Result<BackupStatus, BackupError> {
             found: hex(&found),
         });
     }
-    let mut rest = [0u8; 1];
-    if r.read(&mut rest)? != 0 {
-        return Err(BackupError::Corrupt("bytes follow its hash".into()));
+    let (length, mut so_far) = (r.read, r.inner.hash.clone());
+    let mut rest = Vec::new();
+    // An etcd trailer is at most a sector of padding and a hash; more is not one.
+    (r.by_ref().take((EtcdTrailer::SECTOR + HASH_LEN + 1) as u64)).read_to_end(&mut rest)?;
+    if !rest.is_empty() {
+        check_trailer(length, &mut so_far, &rest)?;
     }
     Ok(BackupStatus {
         header,
         hash: recorded,
         total_keys: scanned.current_keys,
         entries: scanned.entries,
-        total_size: counted.read,
+        total_size: r.read,
     })
+}
+
+/// Checks that `rest`, the bytes after the backup's own hash (`length` bytes in, with
+/// `so_far` the hash of them), is an [`EtcdTrailer`].
+fn check_trailer(length: u64, so_far: &mut Sha256, rest: &[u8]) -> Result<(), BackupError> {
+    let not_a_trailer = || BackupError::Corrupt("bytes follow its hash".into());
+    let Some(padding_len) = rest.len().checked_sub(HASH_LEN) else {
+        return Err(not_a_trailer());
+    };
+    let (padding, recorded) = rest.split_at(padding_len);
+    let sector = EtcdTrailer::SECTOR as u64;
+    if !(length + padding_len as u64).is_multiple_of(sector) || padding.iter().any(|&b| b != 0) {
+        return Err(not_a_trailer());
+    }
+    so_far.update(padding);
+    let found: [u8; HASH_LEN] = so_far.clone().finalize().into();
+    if recorded != found {
+        return Err(BackupError::Corrupt(
+            "the hash etcd's frame ends with does not match the file".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// etcd's frame around a snapshot streamed through its `Snapshot` RPC, computed as the
+/// bytes go by: [`EtcdTrailer::finish`] gives the zero padding up to a multiple of
+/// [`EtcdTrailer::SECTOR`] and the SHA-256 of everything before it, to send last.
+pub struct EtcdTrailer {
+    hash: Sha256,
+    length: u64,
+}
+
+impl EtcdTrailer {
+    /// The block size etcd pads a snapshot to, before its hash.
+    pub const SECTOR: usize = 512;
+
+    pub fn new() -> Self {
+        EtcdTrailer {
+            hash: Sha256::new(),
+            length: 0,
+        }
+    }
+
+    /// Counts and hashes `bytes`, sent before the trailer.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hash.update(bytes);
+        self.length += bytes.len() as u64;
+    }
+
+    /// The padding and the hash that end the stream.
+    pub fn finish(mut self) -> Vec<u8> {
+        let sector = Self::SECTOR as u64;
+        let padding = ((sector - self.length % sector) % sector) as usize;
+        let mut trailer = vec![0u8; padding];
+        self.hash.update(&trailer);
+        trailer.extend_from_slice(&self.hash.finalize());
+        trailer
+    }
+}
+
+impl Default for EtcdTrailer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Verifies the backup file at `path`.
@@ -403,12 +479,12 @@ impl<T: Read> Read for Hashing<T> {
 }
 
 /// Counts the bytes read through it.
-struct Counting<'a> {
-    inner: &'a mut dyn Read,
+struct Counting<'a, R: Read + ?Sized> {
+    inner: &'a mut R,
     read: u64,
 }
 
-impl Read for Counting<'_> {
+impl<R: Read + ?Sized> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;

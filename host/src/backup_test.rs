@@ -145,3 +145,47 @@ fn a_refused_restore_leaves_no_data_dir() {
     let err = restore(&path, &dir.path().join("x"), &elsewhere).expect_err("not a founder");
     assert!(err.to_string().contains("does not name"), "{err}");
 }
+
+#[test]
+fn a_backup_in_etcds_frame_verifies_and_a_damaged_frame_does_not() {
+    let (_dir, file, _) = backup();
+    let mut trailer = EtcdTrailer::new();
+    trailer.update(&file);
+    let mut framed = file.clone();
+    framed.extend_from_slice(&trailer.finish());
+    // etcd's clients keep a snapshot whose length is 32 past a multiple of 512.
+    assert_eq!(framed.len() % EtcdTrailer::SECTOR, 32);
+    let plain = verify(&mut file.as_slice()).expect("the plain backup");
+    let status = verify(&mut framed.as_slice()).expect("the framed backup");
+    assert_eq!((status.header, status.hash), (plain.header, plain.hash));
+    // A byte changed in the padding or in etcd's hash, a byte too many or too few.
+    let last = framed.len() - 1;
+    let first_pad = file.len();
+    for (what, bad) in [
+        ("its hash", {
+            let mut b = framed.clone();
+            b[last] ^= 1;
+            b
+        }),
+        ("its padding", {
+            let mut b = framed.clone();
+            if first_pad < last - 32 {
+                b[first_pad] = 1;
+            } else {
+                b[last - 32] ^= 1;
+            }
+            b
+        }),
+        ("a byte more", {
+            let mut b = framed.clone();
+            b.push(0);
+            b
+        }),
+        ("a byte less", framed[..last].to_vec()),
+    ] {
+        assert!(
+            verify(&mut bad.as_slice()).is_err(),
+            "a frame with {what} changed verified"
+        );
+    }
+}

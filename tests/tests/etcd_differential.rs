@@ -131,6 +131,36 @@ const SCRIPT: &[Step] = &[
     run(&["get", "b", "--rev=3", "-w", "json"]),
     run(&["del", "", "--prefix"]),
     run(&["get", "", "--prefix", "-w", "json"]),
+    // Users and roles (authorization stays as each store has it: off in etcd, on in etch
+    // for the root user the commands run as).
+    run(&["user", "add", "alice", "--no-password"]),
+    run(&["user", "add", "alice", "--no-password"]),
+    run(&["user", "add", "", "--no-password"]),
+    run(&["role", "add", "ops"]),
+    run(&["role", "add", "ops"]),
+    run(&[
+        "role",
+        "grant-permission",
+        "ops",
+        "readwrite",
+        "/app/",
+        "--prefix",
+    ]),
+    run(&["role", "grant-permission", "ops", "read", "/cfg"]),
+    run(&["role", "get", "ops"]),
+    run(&["role", "get", "nope"]),
+    run(&["user", "grant-role", "alice", "ops"]),
+    run(&["user", "grant-role", "alice", "ops"]),
+    run(&["user", "grant-role", "alice", "nope"]),
+    run(&["user", "get", "alice"]),
+    run(&["user", "get", "nobody"]),
+    run(&["role", "revoke-permission", "ops", "/app/", "--prefix"]),
+    run(&["role", "revoke-permission", "ops", "/nothing"]),
+    run(&["user", "revoke-role", "alice", "ops"]),
+    run(&["user", "revoke-role", "alice", "ops"]),
+    run(&["user", "delete", "alice"]),
+    run(&["user", "delete", "alice"]),
+    run(&["role", "delete", "ops"]),
 ];
 
 /// What a run of etcdctl said, made comparable.

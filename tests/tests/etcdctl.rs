@@ -306,3 +306,109 @@ fn etcdctl_leases_and_watches_through_the_grpc_front() {
         "then an empty value line"
     );
 }
+
+#[test]
+fn etcdctl_saves_a_snapshot_etchctl_can_read_and_restore() {
+    let cluster = Cluster::new(3, &[]);
+    for i in 0..20 {
+        etcdctl(
+            &cluster,
+            &["put", &format!("snap/{i:02}"), &"v".repeat(1000)],
+        );
+    }
+    let revision = revision(&cluster);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("etch.snapshot");
+    let file_arg = file.to_str().expect("utf-8 path");
+    // etcdctl asks one member (its rule), over gRPC, and writes what it streams.
+    let save_as = |tls: &TlsFiles, file: &str| {
+        let mut args: Vec<String> = (base_args(&cluster, Some(tls)).into_iter())
+            .filter(|a| !a.starts_with("--endpoints="))
+            .collect();
+        args.push(format!(
+            "--endpoints=https://{}",
+            cluster.nodes[1].endpoint()
+        ));
+        Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(&args)
+            .args(["snapshot", "save", file])
+            .output()
+            .expect("etcdctl snapshot save")
+    };
+    let saved = save_as(&cluster.client_tls("root"), file_arg);
+    assert!(saved.status.success(), "{saved:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&saved.stdout),
+        format!("Snapshot saved at {file_arg}\n")
+    );
+    // The file is an etch backup of the whole state: its status, and a restore of it.
+    let status: serde_json::Value = serde_json::from_str(&etch_tests::ok_stdout(
+        &cluster.etchctl(&["snapshot", "status", file_arg, "-w", "json"]),
+    ))
+    .expect("json");
+    assert_eq!(status["revision"].as_i64(), Some(revision), "{status}");
+    assert!(status["totalKey"].as_u64() >= Some(20), "{status}");
+    let restored = dir.path().join("restored");
+    let out = cluster.etchctl(&[
+        "snapshot",
+        "restore",
+        file_arg,
+        "--data-dir",
+        restored.to_str().expect("utf-8"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // A user who is not root may not take one.
+    let refused = save_as(
+        &cluster.client_tls("alice"),
+        dir.path().join("no").to_str().expect("utf-8"),
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+}
+
+#[test]
+fn etcdctl_manages_users_and_roles_through_the_grpc_front() {
+    let cluster = Cluster::single();
+    let ok = |args: &[&str]| etcdctl(&cluster, args);
+    assert_eq!(
+        ok(&["user", "add", "alice", "--no-password"]),
+        "User alice created\n"
+    );
+    assert_eq!(ok(&["role", "add", "ops"]), "Role ops created\n");
+    assert_eq!(
+        ok(&[
+            "role",
+            "grant-permission",
+            "ops",
+            "readwrite",
+            "/app/",
+            "--prefix"
+        ]),
+        "Role ops updated\n"
+    );
+    assert_eq!(
+        ok(&["user", "grant-role", "alice", "ops"]),
+        "Role ops is granted to user alice\n"
+    );
+    assert_eq!(ok(&["user", "get", "alice"]), "User: alice\nRoles: ops\n");
+    let listed = ok(&["user", "list"]);
+    assert!(
+        listed.contains("alice\n") && listed.contains("root\n"),
+        "{listed}"
+    );
+    // The grant is in force at once: alice writes under /app/ and nowhere else.
+    let alice = cluster.client_tls("alice");
+    let out = etcdctl_as(&cluster, Some(&alice), &["put", "/app/x", "1"], "");
+    assert!(out.status.success(), "{out:?}");
+    let err = etcdctl_fails(&cluster, Some(&alice), &["put", "/other", "1"]);
+    assert!(err.contains("etcdserver: permission denied"), "{err}");
+    // Passwords are refused with a sentence that says why.
+    let err = etcdctl_fails(
+        &cluster,
+        Some(&cluster.client_tls("root")),
+        &["user", "add", "bob:secret"],
+    );
+    assert!(err.contains("etch users have no password"), "{err}");
+}

@@ -276,3 +276,60 @@ async fn watch_ids_are_not_reused_after_a_cancel() {
     assert!(second.created, "{second:?}");
     assert_eq!(second.watch_id, first.watch_id + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_is_the_key_history_hash_and_a_snapshot_streams_to_its_end() {
+    let cluster = Cluster::single();
+    let addr = cluster.nodes[0].endpoint();
+    let root = channel(&addr, &cluster.client_tls("root")).await;
+    for i in 0..50 {
+        put(&root, &format!("k{i}"), &"x".repeat(4000)).await;
+    }
+    let mut maintenance = pb::maintenance_client::MaintenanceClient::new(root.clone());
+    let hash = maintenance
+        .hash(pb::HashRequest {})
+        .await
+        .expect("hash")
+        .into_inner();
+    let hash_kv = maintenance
+        .hash_kv(pb::HashKvRequest { revision: 0 })
+        .await
+        .expect("hash kv")
+        .into_inner();
+    assert_eq!(hash.hash, hash_kv.hash);
+    assert_ne!(hash.hash, 0);
+
+    let mut stream = maintenance
+        .snapshot(pb::SnapshotRequest {})
+        .await
+        .expect("snapshot")
+        .into_inner();
+    let (mut bytes, mut messages, mut last_remaining) = (0usize, 0usize, None);
+    while let Some(piece) = stream.message().await.expect("a snapshot piece") {
+        bytes += piece.blob.len();
+        messages += 1;
+        assert_ne!(
+            last_remaining,
+            Some(0),
+            "nothing follows the piece with 0 bytes left"
+        );
+        last_remaining = Some(piece.remaining_bytes);
+    }
+    assert_eq!(
+        last_remaining,
+        Some(0),
+        "the last piece says nothing remains"
+    );
+    assert!(bytes > 50 * 4000, "{bytes} bytes in {messages} pieces");
+    assert!(messages > 1, "streamed in pieces, not one message");
+
+    // Not root: refused before anything is streamed.
+    let alice = channel(&addr, &cluster.client_tls("alice")).await;
+    let refused = pb::maintenance_client::MaintenanceClient::new(alice)
+        .snapshot(pb::SnapshotRequest {})
+        .await;
+    let Err(status) = refused else {
+        panic!("alice took a snapshot");
+    };
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+}

@@ -111,7 +111,7 @@ impl AuthState {
             AuthRequest::UserAdd { name } => {
                 non_empty("user", name)?;
                 if next.users.insert(name.clone(), BTreeSet::new()).is_some() {
-                    return Err(invalid(format!("user {name:?} already exists")));
+                    return Err(invalid("user name already exists"));
                 }
             }
             AuthRequest::UserDelete { name } => {
@@ -128,13 +128,14 @@ impl AuthState {
                 if role != ROOT {
                     self.role(role)?;
                 }
+                // A role granted again changes nothing and is no error, as in etcd.
                 if !next
                     .users
                     .entry(user.clone())
                     .or_default()
                     .insert(role.clone())
                 {
-                    return Err(invalid(format!("user {user:?} already has role {role:?}")));
+                    return Ok(next);
                 }
             }
             AuthRequest::UserRevokeRole { user, role } => {
@@ -145,15 +146,13 @@ impl AuthState {
                     ));
                 }
                 if !next.users.entry(user.clone()).or_default().remove(role) {
-                    return Err(invalid(format!(
-                        "role {role:?} is not granted to user {user:?}"
-                    )));
+                    return Err(invalid("role is not granted to the user"));
                 }
             }
             AuthRequest::RoleAdd { name } => {
                 non_empty("role", name)?;
                 if next.roles.insert(name.clone(), Vec::new()).is_some() {
-                    return Err(invalid(format!("role {name:?} already exists")));
+                    return Err(invalid("role name already exists"));
                 }
             }
             AuthRequest::RoleDelete { name } => {
@@ -193,10 +192,7 @@ impl AuthState {
                 let before = perms.len();
                 perms.retain(|p| (&p.key, &p.range_end) != (key, range_end));
                 if perms.len() == before {
-                    return Err(invalid(format!(
-                        "role {role:?} has no permission on {}",
-                        check::describe(key, range_end)
-                    )));
+                    return Err(invalid("permission is not granted to the role"));
                 }
             }
             AuthRequest::Status
@@ -214,13 +210,13 @@ impl AuthState {
     fn user(&self, name: &str) -> Result<&BTreeSet<String>, Error> {
         self.users
             .get(name)
-            .ok_or_else(|| invalid(format!("user {name:?} not found")))
+            .ok_or_else(|| invalid("user name not found"))
     }
 
     fn role(&self, name: &str) -> Result<&Vec<Permission>, Error> {
         self.roles
             .get(name)
-            .ok_or_else(|| invalid(format!("role {name:?} not found")))
+            .ok_or_else(|| invalid("role name not found"))
     }
 }
 

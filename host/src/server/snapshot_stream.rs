@@ -15,7 +15,8 @@ use etch_proto::frame;
 use etch_proto::{DEFAULT_MAX_RESPONSE_BYTES, Error, Response};
 use tokio::sync::mpsc;
 
-use crate::node::Node;
+use crate::backup::BackupError;
+use crate::node::{Backup, Node};
 
 /// Bytes of backup per chunk handed to the stream.
 const CHUNK: usize = 64 * 1024;
@@ -45,15 +46,7 @@ pub(super) async fn serve_snapshot(node: Node, principal: Arc<str>, mut send: qu
         return;
     };
     let revision = backup.revision();
-    let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut chunks = Chunks {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-            sent: 0,
-        };
-        backup.write(&mut chunks).map(|_| chunks.sent)
-    });
+    let (mut rx, writer) = write_chunks(backup);
     while let Some(chunk) = rx.recv().await {
         let chunk: Vec<u8> = chunk;
         match tokio::time::timeout(limits.write_timeout, send.write_all(&chunk)).await {
@@ -87,6 +80,29 @@ pub(super) async fn serve_snapshot(node: Node, principal: Arc<str>, mut send: qu
             let _ = send.reset(codes::stream::SNAPSHOT_FAILED.into());
         }
     }
+}
+
+/// Writes `backup` on a blocking thread into a channel of [`CHUNK`]-byte pieces, at most
+/// [`CHUNKS_IN_FLIGHT`] ahead of the reader; the writer stops at its next chunk once the
+/// receiver is dropped. The task answers how many bytes it wrote. Both fronts stream
+/// backups this way.
+pub(super) fn write_chunks(
+    backup: Backup,
+) -> (
+    mpsc::Receiver<Vec<u8>>,
+    tokio::task::JoinHandle<Result<u64, BackupError>>,
+) {
+    let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut chunks = Chunks {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+            sent: 0,
+        };
+        // `backup::write` flushes its writer at the end: the last piece is sent.
+        backup.write(&mut chunks).map(|_| chunks.sent)
+    });
+    (rx, writer)
 }
 
 /// A writer handing [`CHUNK`]-byte pieces to the stream, waiting while it is

@@ -3,8 +3,9 @@
 //! etcd's client libraries work against etch unchanged (docs/etcd-compat.md).
 //!
 //! It is a front and nothing more: every RPC becomes the internal request the QUIC front
-//! would send and goes through [`Node::handle`] (`services.rs`); a watch runs the QUIC
-//! front's driver (`watch.rs`). `convert.rs` translates messages and errors.
+//! would send and goes through [`Node::handle`] (`services.rs`, the Auth service in
+//! `auth.rs`); a watch runs the QUIC front's driver (`watch.rs`), a snapshot the QUIC
+//! front's backup writer. `convert.rs` translates messages and errors.
 //!
 //! A connection is admitted like a QUIC one: a TLS 1.3 handshake within
 //! [`HANDSHAKE_TIMEOUT`] with a client certificate the node's verifier accepts (the
@@ -19,6 +20,7 @@
 //! body is done: a client that does not read its answers is refused new ones
 //! (`ResourceExhausted`) once its budget is spent, instead of pinning answers without end.
 
+mod auth;
 mod convert;
 mod services;
 mod watch;
@@ -225,7 +227,12 @@ pub async fn serve_grpc(listener: TcpListener, node: Node, gate: Arc<ClientGate>
                 .max_encoding_message_size(max_out),
         )
         .add_service(
-            pb::maintenance_server::MaintenanceServer::new(etcd)
+            pb::maintenance_server::MaintenanceServer::new(etcd.clone())
+                .max_decoding_message_size(max_in)
+                .max_encoding_message_size(max_out),
+        )
+        .add_service(
+            pb::auth_server::AuthServer::new(etcd)
                 .max_decoding_message_size(max_in)
                 .max_encoding_message_size(max_out),
         )

@@ -68,7 +68,7 @@ fn unexpected(what: &str) -> Status {
 impl Etcd {
     /// Runs `request` for the principal of `req` and hands the answer to `pick` (`None`:
     /// not the answer the request has).
-    async fn call<T, U: prost::Message>(
+    pub(super) async fn call<T, U: prost::Message>(
         &self,
         req: &tonic::Request<T>,
         request: Request,
@@ -308,6 +308,69 @@ fn member(m: etch_proto::Member) -> pb::Member {
     }
 }
 
+/// Hands the backup's pieces to the stream, each within `deadline`, and etcd's frame after
+/// them ([`crate::backup::EtcdTrailer`], which etcd's clients look for); the last piece
+/// says 0 bytes remain (the others an estimate from the database's size: the backup's
+/// length is known only once written). Answers the bytes sent, or why it stopped.
+async fn send_snapshot(
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+    writer: tokio::task::JoinHandle<Result<u64, crate::backup::BackupError>>,
+    tx: &mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+    estimate: u64,
+    deadline: std::time::Duration,
+) -> Result<u64, &'static str> {
+    let send = |item| async move {
+        match tokio::time::timeout(deadline, tx.send(item)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the client went away"),
+            Err(_) => Err("the client did not read it within the write deadline"),
+        }
+    };
+    let mut sent = 0u64;
+    let mut pending: Option<Vec<u8>> = None;
+    let mut trailer = crate::backup::EtcdTrailer::new();
+    while let Some(chunk) = chunks.recv().await {
+        trailer.update(&chunk);
+        if let Some(blob) = pending.replace(chunk) {
+            sent += blob.len() as u64;
+            let remaining_bytes = estimate.saturating_sub(sent).max(1);
+            send(Ok(pb::SnapshotResponse {
+                remaining_bytes,
+                blob,
+                ..Default::default()
+            }))
+            .await?;
+        }
+    }
+    match writer.await {
+        Ok(Ok(_)) => {
+            let mut blob = pending.unwrap_or_default();
+            blob.extend_from_slice(&trailer.finish());
+            sent += blob.len() as u64;
+            send(Ok(pb::SnapshotResponse {
+                remaining_bytes: 0,
+                blob,
+                ..Default::default()
+            }))
+            .await?;
+            Ok(sent)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "snapshot failed");
+            let _ = send(Err(Status::internal(format!(
+                "etcdserver: snapshot failed: {e}"
+            ))))
+            .await;
+            Err("the backup failed")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "snapshot writer failed");
+            let _ = send(Err(Status::internal("etcdserver: snapshot failed"))).await;
+            Err("the backup writer failed")
+        }
+    }
+}
+
 fn members(list: Vec<etch_proto::Member>) -> Vec<pb::Member> {
     list.into_iter().map(member).collect()
 }
@@ -461,10 +524,19 @@ impl pb::maintenance_server::Maintenance for Etcd {
         .await
     }
 
-    async fn hash(&self, _: tonic::Request<pb::HashRequest>) -> Answer<pb::HashResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: etch has no whole-backend hash: use HashKV",
-        ))
+    /// etch has no backend file to hash as etcd's `Hash` does: it answers the hash of the
+    /// key history at the current revision (`HashKV` at 0), which members at the same
+    /// revision agree on, as `Hash` is used.
+    async fn hash(&self, req: tonic::Request<pb::HashRequest>) -> Answer<pb::HashResponse> {
+        let request = Request::HashKv(etch_proto::HashKvRequest { revision: 0 });
+        self.call(&req, request, |r| match r {
+            Response::HashKv(r) => Some(pb::HashResponse {
+                header: header(&r.header),
+                hash: r.hash,
+            }),
+            _ => None,
+        })
+        .await
     }
 
     async fn hash_kv(&self, req: tonic::Request<pb::HashKvRequest>) -> Answer<pb::HashKvResponse> {
@@ -483,13 +555,29 @@ impl pb::maintenance_server::Maintenance for Etcd {
         .await
     }
 
+    /// Streams a backup of this node's state in etch's format (`etchctl snapshot restore`
+    /// reads it; etcd's tools do not), in pieces of 64 KiB, at most about a megabyte ahead
+    /// of the client; a client that reads none for the write deadline is dropped and the
+    /// backup stops.
     async fn snapshot(
         &self,
-        _: tonic::Request<pb::SnapshotRequest>,
+        req: tonic::Request<pb::SnapshotRequest>,
     ) -> Answer<Self::SnapshotStream> {
-        Err(Status::unimplemented(
-            "etcdserver: etch does not stream snapshots over gRPC yet: use `etchctl snapshot save`",
-        ))
+        let principal = principal(&req)?;
+        let (backup, _) = (self.node.begin_backup(&principal).await).map_err(status)?;
+        let revision = backup.revision();
+        let (chunks, writer) = crate::server::snapshot_stream::write_chunks(backup);
+        let (tx, rx) = mpsc::channel(1);
+        let estimate = self.node.db_size();
+        let deadline = self.node.options().client_limits.write_timeout;
+        tokio::spawn(async move {
+            let sent = send_snapshot(chunks, writer, &tx, estimate, deadline).await;
+            match sent {
+                Ok(bytes) => tracing::info!(?principal, revision, bytes, "snapshot sent"),
+                Err(why) => tracing::info!(?principal, revision, why, "snapshot not sent"),
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn move_leader(
