@@ -333,3 +333,56 @@ async fn hash_is_the_key_history_hash_and_a_snapshot_streams_to_its_end() {
     };
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 }
+
+/// A connection that asks nothing for the idle timeout is closed, whatever its HTTP/2 layer
+/// does meanwhile; one with a request open (a watch) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_and_a_watching_one_is_not() {
+    let cluster = Cluster::single_with(&["--client-idle-timeout", "1000"]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    // HTTP/2's preface and an empty SETTINGS frame, then nothing.
+    let mut idle = dial_tls(&addr, &root).await.expect("a TLS connection");
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("write the preface");
+    assert!(
+        hangs_up(&mut idle).await,
+        "the node closes a connection idle for its idle timeout"
+    );
+
+    // A watch is a request open for as long as it runs: its connection is not idle.
+    let channel = channel(&addr, &root).await;
+    let mut watch = pb::watch_client::WatchClient::new(channel.clone());
+    let (requests, inbound) = tokio::sync::mpsc::channel(4);
+    requests
+        .send(pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                pb::WatchCreateRequest {
+                    key: b"idle/".to_vec(),
+                    range_end: b"idle0".to_vec(),
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .expect("send");
+    let mut events = watch
+        .watch(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = events.message().await.expect("created").expect("a message");
+    assert!(created.created);
+    // Three idle timeouts pass with nothing written under idle/; then a put is seen on
+    // the same stream (timed by a progress of the stream, not a sleep in the test).
+    let quiet = tokio::time::timeout(Duration::from_secs(3), events.message()).await;
+    assert!(quiet.is_err(), "nothing happens on the watch: {quiet:?}");
+    put(&channel, "idle/a", "1").await;
+    let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("the event in time")
+        .expect("the stream still open")
+        .expect("a message");
+    assert_eq!(event.events.len(), 1, "{event:?}");
+}

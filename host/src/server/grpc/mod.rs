@@ -57,11 +57,140 @@ pub(crate) struct Peer {
     pub(crate) budget: Arc<Budget>,
     /// The connection's live watches, over all its streams (`watch.rs`).
     pub(crate) watches: Arc<std::sync::atomic::AtomicUsize>,
+    /// Its requests: how many are open, and when the last began or ended.
+    activity: Arc<Activity>,
+}
+
+/// What decides that a connection is idle: no request open, and none begun or ended for
+/// `--client-idle-timeout` (HTTP/2 pings keep a connection alive, not busy).
+struct Activity {
+    open: std::sync::atomic::AtomicUsize,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            open: std::sync::atomic::AtomicUsize::new(0),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+    }
+
+    /// A request begun: open until the guard (carried by its response body) drops.
+    fn begin(self: &Arc<Self>) -> Open {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.touch();
+        Open(self.clone())
+    }
+
+    /// How long the connection has been idle; `None` while a request is open.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(last.elapsed())
+    }
+
+    /// Returns once the connection has been idle for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        let tick = (timeout / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.idle_for().is_some_and(|idle| idle >= timeout) {
+                return;
+            }
+        }
+    }
+}
+
+/// An open request of a connection ([`Activity::begin`]).
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Counts each request open from its arrival until its response body is done.
+#[derive(Clone)]
+struct Track<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Track<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let open = (req.extensions().get::<Peer>()).map(|peer| peer.activity.begin());
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(match open {
+                Some(open) => {
+                    response.map(|inner| tonic::body::Body::new(TrackedBody { inner, _open: open }))
+                }
+                None => response,
+            })
+        })
+    }
+}
+
+/// A response body that keeps its request open until it is done with.
+struct TrackedBody {
+    inner: tonic::body::Body,
+    _open: Open,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// An admitted connection: the TLS stream, its peer, its admission slot (given back when
-/// the connection ends), and whether its certificate has been refused since it was made
-/// (a revocation, a new CA): then every read and write fails, which ends the connection.
+/// the connection ends), and whether the node has ended it — its certificate refused since
+/// it was made (a revocation, a new CA), or idle for `--client-idle-timeout`: then every
+/// read and write fails, which ends the connection.
 struct Conn {
     io: TlsStream<TcpStream>,
     peer: Peer,
@@ -75,8 +204,8 @@ impl Conn {
     fn check(&self) -> io::Result<()> {
         if self.refused.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "the client certificate is refused since the connection was made",
+                io::ErrorKind::ConnectionAborted,
+                "the node ended the connection (its certificate is refused now, or it was idle)",
             ));
         }
         Ok(())
@@ -203,6 +332,7 @@ pub async fn serve_grpc(listener: TcpListener, node: Node, gate: Arc<ClientGate>
     let mut stopping = node.stopping();
     let served = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(hold_charges))
+        .layer(tower::layer::layer_fn(|inner| Track { inner }))
         .max_concurrent_streams(Some(limits.max_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -301,7 +431,8 @@ async fn accept(
                 }
             };
             // As on the QUIC front: a certificate refused later (revoked, a new CA) ends
-            // the connection; HTTP/2 keep-alive pings wake its reads at least every 10 s.
+            // the connection, and so does a connection idle for the idle timeout; HTTP/2
+            // keep-alive pings wake its reads at least every 10 s.
             let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let chain = (io.get_ref().1.peer_certificates())
                 .map(<[_]>::to_vec)
@@ -309,10 +440,17 @@ async fn accept(
             let flag = refused.clone();
             let tls = node.tls().subscribe();
             let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+            let activity = Arc::new(Activity::new());
+            let watched = activity.clone();
+            let idle_timeout = limits.idle_timeout;
             tokio::spawn(async move {
                 tokio::select! {
                     reason = crate::tls::refused_since(tls, pki::Role::Client, chain) => {
                         tracing::info!(%remote, %reason, "closing a gRPC connection: its certificate is refused now");
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    () = watched.idle(idle_timeout) => {
+                        tracing::debug!(%remote, "closing an idle gRPC connection");
                         flag.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     _ = gone => {}
@@ -326,6 +464,7 @@ async fn accept(
                     principal,
                     budget,
                     watches: Arc::default(),
+                    activity,
                 },
                 _slot: slot,
             };

@@ -205,8 +205,24 @@ impl pb::lease_server::Lease for Etcd {
         let node = self.node.clone();
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
+        let mut stopping = node.stopping();
         tokio::spawn(async move {
-            while let Ok(Some(next)) = inbound.message().await {
+            loop {
+                // A stream ends with its node, as a watch does: shutdown waits for none.
+                let next = tokio::select! {
+                    next = inbound.message() => match next {
+                        Ok(Some(next)) => Some(next),
+                        // The client ended its side, or its stream broke.
+                        Ok(None) | Err(_) => return,
+                    },
+                    _ = stopping.wait_for(|stopping| *stopping) => None,
+                };
+                let Some(next) = next else {
+                    let _ = tx
+                        .send(Err(Status::unavailable("etcdserver: server stopped")))
+                        .await;
+                    return;
+                };
                 let request = Request::LeaseKeepAlive(LeaseKeepAliveRequest { id: next.id });
                 let answer = match node.handle(&principal, request).await {
                     Ok(Response::LeaseKeepAlive(r)) => Ok(pb::LeaseKeepAliveResponse {
