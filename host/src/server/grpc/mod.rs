@@ -15,7 +15,9 @@
 //! endpoint ([`ClientGate`]). HTTP/2 bounds
 //! the rest: concurrent streams per connection (`--max-streams-per-connection`), message
 //! sizes (`--max-request-bytes` in, the response limit out), keep-alive pings that drop a
-//! dead peer. An answer is charged to its connection's byte budget (and the node's, as on
+//! dead peer; a unary request must arrive and be answered within the read deadline plus
+//! the request timeout, and a connection with no request for `--client-idle-timeout` is
+//! closed. An answer is charged to its connection's byte budget (and the node's, as on
 //! the QUIC front) before it is sent, and the charge is held by its HTTP/2 body until the
 //! body is done: a client that does not read its answers is refused new ones
 //! (`ResourceExhausted`) once its budget is spent, instead of pinning answers without end.
@@ -334,6 +336,10 @@ pub async fn serve_grpc(listener: TcpListener, node: Node, gate: Arc<ClientGate>
         .layer(tower::util::MapResponseLayer::new(hold_charges))
         .layer(tower::layer::layer_fn(|inner| Track { inner }))
         .max_concurrent_streams(Some(limits.max_streams))
+        // A unary request must arrive whole and be answered within the read deadline plus
+        // the node's own request timeout (a slow sender's body is not waited on for ever);
+        // a stream's handler returns at once and is not bound by it.
+        .timeout(limits.read_timeout + node.options().request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(
