@@ -48,9 +48,11 @@ case $TARGET in
     eps=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
     ;;
   etch)
-    (cd "$root" && cargo build --release --quiet -p etch-host -p etch-cli --bins)
-    etchd=${CARGO_TARGET_DIR_ETCH:-$root/target}/release/etchd
-    etchctl=${CARGO_TARGET_DIR_ETCH:-$root/target}/release/etchctl
+    # etch's own target directory, not the load generator's.
+    etch_target=${CARGO_TARGET_DIR_ETCH:-$root/target}
+    (cd "$root" && CARGO_TARGET_DIR=$etch_target cargo build --release --quiet -p etch-host -p etch-cli --bins)
+    etchd=$etch_target/release/etchd
+    etchctl=$etch_target/release/etchctl
     "$etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3 --clients root >/dev/null
     cluster="n1=127.0.0.1:12380,n2=127.0.0.1:22380,n3=127.0.0.1:32380"
     for i in 1 2 3; do

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# etch's two fronts on one 3-node cluster: the same workloads through the QUIC front
+# (etch-bench, etch's SDK) and through the gRPC front (etcdbench, the etcd client), against
+# the leader only and (gRPC put100) against every member, with the CPU the three nodes
+# spent on each run (from /proc, in ms). Needs release etchd, etchctl and etch-bench
+# (scripts/bench-suite builds them) and etcdbench (run.sh builds it).
+#
+#   bench/etcd-baseline/fronts.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+bench=${CARGO_TARGET_DIR:-/tmp/etcd-baseline-target}/release/etcdbench
+bin=${CARGO_TARGET_DIR_ETCH:-$root/target}/release
+dir=$(mktemp -d /tmp/etch-fronts.XXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+"$bin/etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3 --clients root >/dev/null
+cluster="n1=127.0.0.1:12380,n2=127.0.0.1:22380,n3=127.0.0.1:32380"
+for i in 1 2 3; do
+  RUST_LOG=error "$bin/etchd" --name n$i --data-dir "$dir/n$i" \
+    --listen-client 127.0.0.1:${i}2379 --listen-peer 127.0.0.1:${i}2380 \
+    --initial-cluster "$cluster" --ca "$dir/certs/ca.crt" \
+    --cert "$dir/certs/n$i.crt" --key "$dir/certs/n$i.key" >"$dir/n$i.log" 2>&1 &
+  pids+=($!)
+done
+tls=(--cacert "$dir/certs/ca.crt" --cert "$dir/certs/root.crt" --key "$dir/certs/root.key")
+all=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
+for _ in $(seq 100); do
+  "$bin/etchctl" --endpoints $all "${tls[@]}" endpoint health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+leader=$("$bin/etchctl" --endpoints $all "${tls[@]}" endpoint status -w json | python3 -c '
+import json, sys
+print([s["Endpoint"] for s in json.load(sys.stdin) if s["Status"]["header"]["member_id"] == s["Status"]["leader"]][0])')
+"$bin/etchctl" --endpoints $leader "${tls[@]}" put k v >/dev/null
+ticks() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+measure() {
+  local name=$1; shift
+  local a b out
+  a=$(ticks)
+  out=$("$@" 2>&1 | grep -E 'Requests/sec|qps=' | tr -s ' \t\n' ' ')
+  b=$(ticks)
+  echo "$name: nodes_cpu_ms=$(( (b - a) * 1000 / $(getconf CLK_TCK) )) $out"
+}
+echo "leader $leader"
+measure quic-put100 "$bin/etch-bench" --endpoints $leader "${tls[@]}" put --conns 10 --clients 100 --total 50000 --key-space-size 10000 --sequential-keys
+measure grpc-put100 "$bench" --endpoints https://$leader "${tls[@]}" --op put --conns 10 --clients 100 --total 50000
+measure grpc-put100-all "$bench" --endpoints https://${all//,/,https://} "${tls[@]}" --op put --conns 10 --clients 100 --total 50000
+measure quic-getl "$bin/etch-bench" --endpoints $leader "${tls[@]}" range k --conns 10 --clients 100 --total 50000
+measure grpc-getl "$bench" --endpoints https://$leader "${tls[@]}" --op get-lin --conns 10 --clients 100 --total 50000
+measure quic-gets "$bin/etch-bench" --endpoints $leader "${tls[@]}" range k --consistency s --conns 10 --clients 100 --total 50000
+measure grpc-gets "$bench" --endpoints https://$leader "${tls[@]}" --op get-ser --conns 10 --clients 100 --total 50000
+measure quic-put1 "$bin/etch-bench" --endpoints $leader "${tls[@]}" put --total 2000 --key-space-size 10000 --sequential-keys
+measure grpc-put1 "$bench" --endpoints https://$leader "${tls[@]}" --op put --conns 1 --clients 1 --total 2000
