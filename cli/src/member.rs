@@ -1,4 +1,4 @@
-//! `member list|add|promote|remove`: etcdctl's membership verbs.
+//! `member list|add|promote|remove|update`: etcdctl's membership verbs.
 //!
 //! etch members have one peer and one client address each, `host:port` without a scheme;
 //! `--peer-urls` accepts etcdctl's URL form and keeps only the address. Member IDs are
@@ -24,6 +24,19 @@ pub enum MemberCommand {
     Promote(IdArgs),
     /// Remove a member from the cluster.
     Remove(IdArgs),
+    /// Move a member's peer endpoint (start the member listening there).
+    Update(UpdateArgs),
+}
+
+/// `member update ID --peer-urls HOST:PORT`.
+#[derive(Args, Clone, Debug)]
+pub struct UpdateArgs {
+    /// The member's ID, in hex as `member list` prints it.
+    pub id: String,
+    /// The member's new peer address, required (host:port; a scheme such as https:// is
+    /// ignored).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer_urls: Option<String>,
 }
 
 /// `member add NAME --peer-urls HOST:PORT [--learner]`.
@@ -73,9 +86,14 @@ pub struct IdArgs {
 
 impl IdArgs {
     pub fn id(&self) -> Result<NodeId> {
-        NodeId::from_str_radix(&self.id, 16)
-            .with_context(|| format!("bad member ID arg ({}), expecting ID in Hex", self.id))
+        member_id(&self.id)
     }
+}
+
+/// A member ID as etcdctl reads one: hex.
+fn member_id(id: &str) -> Result<NodeId> {
+    NodeId::from_str_radix(id, 16)
+        .with_context(|| format!("bad member ID arg ({id}), expecting ID in Hex"))
 }
 
 pub async fn run(ctx: &Context, cmd: &MemberCommand) -> Result<()> {
@@ -104,6 +122,16 @@ pub async fn run(ctx: &Context, cmd: &MemberCommand) -> Result<()> {
             let id = args.id()?;
             let resp = ctx.client()?.member_remove(id).await?;
             ctx.print(|p, w| p.member_remove(w, id, &resp))
+        }
+        MemberCommand::Update(args) => {
+            let id = member_id(&args.id)?;
+            let Some(url) = args.peer_urls.as_deref().filter(|u| !u.trim().is_empty()) else {
+                bail!("member peer urls not provided");
+            };
+            let resp = (ctx.client()?)
+                .member_update(id, etch_host::node::strip_scheme(url.trim()))
+                .await?;
+            ctx.print(|p, w| p.member_update(w, id, &resp))
         }
     }
 }

@@ -87,7 +87,7 @@ pub use kv::{Compact, Delete, Get, Put, ResponseFuture};
 pub use lease::{LeaseGrant, LeaseLeases, LeaseRevoke, LeaseTimeToLive};
 pub use lease_keep_alive::{KeepAliveHandle, KeepAliveStatus, LeaseKeepAlive};
 pub use maintenance::SnapshotSaved;
-pub use member::{MemberAdd, MemberList, MemberPromote, MemberRemove};
+pub use member::{MemberAdd, MemberList, MemberPromote, MemberRemove, MemberUpdate};
 pub use options::ClientOptions;
 pub use plugin::{PluginInstall, PluginList, PluginRemove, PluginReset};
 pub use txn::{Compare, Txn, TxnOp};

@@ -8,7 +8,7 @@ use std::future::IntoFuture;
 
 use etch_proto::{
     MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
-    MemberPromoteRequest, MemberRemoveRequest, NodeId, Request, Response,
+    MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest, NodeId, Request, Response,
 };
 
 use crate::client::Client;
@@ -102,6 +102,46 @@ impl Client {
         }
     }
 }
+
+impl Client {
+    /// Moves member `id`'s peer endpoint to `peer_addr` (host:port): start the member
+    /// listening there. Its name, ID and certificate stay.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// client.member_update(0x8e9e05c52164694d, "10.0.0.7:2380").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn member_update(&self, id: NodeId, peer_addr: impl Into<String>) -> MemberUpdate<'_> {
+        MemberUpdate {
+            client: self,
+            req: MemberUpdateRequest {
+                id,
+                peer_addr: peer_addr.into(),
+            },
+        }
+    }
+}
+
+/// A member update being built; see [`Client::member_update`]. Answers with the members
+/// after the change.
+#[must_use = "a request does nothing until you `.await` it"]
+#[derive(Debug)]
+pub struct MemberUpdate<'a> {
+    client: &'a Client,
+    req: MemberUpdateRequest,
+}
+
+impl MemberUpdate<'_> {
+    /// The wire request this builder sends.
+    pub fn into_request(self) -> Request {
+        Request::MemberUpdate(self.req)
+    }
+}
+request_future!(MemberUpdate, MemberUpdate, MemberListResponse);
 
 /// A member list being built; see [`Client::member_list`].
 #[must_use = "a request does nothing until you `.await` it"]

@@ -107,6 +107,7 @@ enum RequestOut<'a> {
     PluginReset(&'a crate::plugin::PluginResetRequest),
     Range2(&'a RangeRequest),
     Put2(&'a PutRequest),
+    MemberUpdate(&'a MemberUpdateRequest),
 }
 
 /// [`Request`] as read (see [`RequestOut`]).
@@ -141,6 +142,7 @@ enum RequestIn {
     PluginReset(crate::plugin::PluginResetRequest),
     Range2(RangeRequest),
     Put2(PutRequest),
+    MemberUpdate(MemberUpdateRequest),
 }
 
 impl Serialize for Request {
@@ -175,6 +177,7 @@ impl Serialize for Request {
             Request::MoveLeader(r) => RequestOut::MoveLeader(r),
             Request::Once(r) => RequestOut::Once(r),
             Request::PluginReset(r) => RequestOut::PluginReset(r),
+            Request::MemberUpdate(r) => RequestOut::MemberUpdate(r),
         };
         out.serialize(serializer)
     }
@@ -212,6 +215,7 @@ impl<'de> Deserialize<'de> for Request {
             RequestIn::MoveLeader(r) => Request::MoveLeader(r),
             RequestIn::Once(r) => Request::Once(r),
             RequestIn::PluginReset(r) => Request::PluginReset(r),
+            RequestIn::MemberUpdate(r) => Request::MemberUpdate(r),
         })
     }
 }

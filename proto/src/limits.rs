@@ -133,6 +133,7 @@ pub fn check_shape(req: &Request) -> Result<(), Error> {
         Request::Watch(w) => check_watch(w),
         Request::LeaseGrant(g) => check_lease_grant(g),
         Request::MemberAdd(m) => check_member_add(m),
+        Request::MemberUpdate(m) => check_name("peer address", &m.peer_addr),
         Request::PluginInstall(p) => check_plugin_install(p),
         Request::PluginRemove(r) => check_name("plugin name", &r.name),
         Request::PluginReset(r) => check_name("plugin name", &r.name),
@@ -325,6 +326,7 @@ pub fn request_bytes(req: &Request) -> usize {
         Request::Txn(t) => txn_bytes(t),
         Request::Watch(w) => PER_OP + w.key.len() + w.range_end.len(),
         Request::MemberAdd(m) => PER_OP + m.name.len() + m.peer_addr.len(),
+        Request::MemberUpdate(m) => PER_OP + m.peer_addr.len(),
         Request::PluginInstall(p) => {
             let config: usize = p
                 .binding

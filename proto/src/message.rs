@@ -54,6 +54,8 @@ pub enum Request {
     Once(OnceRequest),
     /// Moves a reactor's checkpoint (root only): see [`crate::plugin::PluginResetRequest`].
     PluginReset(crate::plugin::PluginResetRequest),
+    /// Changes where a member's peer endpoint listens (etcd's `MemberUpdate`).
+    MemberUpdate(MemberUpdateRequest),
 }
 
 /// A change to the replicated state, as a Raft log entry carries it: the requests that are
@@ -213,7 +215,8 @@ impl Request {
             | Request::Compact(_)
             | Request::MemberAdd(_)
             | Request::MemberPromote(_)
-            | Request::MemberRemove(_) => true,
+            | Request::MemberRemove(_)
+            | Request::MemberUpdate(_) => true,
             Request::Txn(txn) => !txn.is_read_only(),
             Request::Auth(auth) => auth.is_write(),
             Request::Once(_) => true,
@@ -241,6 +244,7 @@ impl Request {
             Request::MemberAdd(_) => (CLUSTER, "MemberAdd"),
             Request::MemberPromote(_) => (CLUSTER, "MemberPromote"),
             Request::MemberRemove(_) => (CLUSTER, "MemberRemove"),
+            Request::MemberUpdate(_) => (CLUSTER, "MemberUpdate"),
             Request::Watch(_) => ("etcdserverpb.Watch", "Watch"),
             Request::LeaseGrant(_) => (LEASE, "LeaseGrant"),
             Request::LeaseRevoke(_) => (LEASE, "LeaseRevoke"),
@@ -294,6 +298,7 @@ pub enum Response {
     Snapshot(crate::alarm::SnapshotResponse),
     MoveLeader(crate::alarm::MoveLeaderResponse),
     PluginReset(crate::plugin::PluginResetResponse),
+    MemberUpdate(MemberListResponse),
 }
 
 impl Response {
@@ -306,9 +311,10 @@ impl Response {
             Response::Txn(r) => &mut r.header,
             Response::Compact(r) => &mut r.header,
             Response::Status(r) => &mut r.header,
-            Response::MemberList(r) | Response::MemberPromote(r) | Response::MemberRemove(r) => {
-                &mut r.header
-            }
+            Response::MemberList(r)
+            | Response::MemberPromote(r)
+            | Response::MemberRemove(r)
+            | Response::MemberUpdate(r) => &mut r.header,
             Response::MemberAdd(r) => &mut r.header,
             Response::Watch(r) => &mut r.header,
             Response::LeaseGrant(r) => &mut r.header,
@@ -676,4 +682,12 @@ pub struct MemberPromoteRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRemoveRequest {
     pub id: NodeId,
+}
+
+/// Moves member `id`'s peer endpoint to `peer_addr` (host:port). The member keeps its name,
+/// id and certificate; it must be started listening there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberUpdateRequest {
+    pub id: NodeId,
+    pub peer_addr: String,
 }

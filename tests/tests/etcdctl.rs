@@ -412,3 +412,75 @@ fn etcdctl_manages_users_and_roles_through_the_grpc_front() {
     );
     assert!(err.contains("etch users have no password"), "{err}");
 }
+
+#[test]
+fn etcdctl_moves_a_members_peer_endpoint() {
+    let mut cluster = Cluster::new(3, &[]);
+    let members = etcdctl(&cluster, &["member", "list", "-w", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&members).expect("json");
+    let moved = (json["members"].as_array().expect("members").iter())
+        .find(|m| m["name"] == "n3")
+        .expect("n3 listed")["ID"]
+        .as_u64()
+        .expect("an id");
+    let port = etch_tests::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let updated = etcdctl(
+        &cluster,
+        &[
+            "member",
+            "update",
+            &format!("{moved:x}"),
+            &format!("--peer-urls={url}"),
+        ],
+    );
+    assert!(
+        updated.starts_with(&format!("Member {moved:16x} updated in cluster ")),
+        "{updated}"
+    );
+    let listed = etcdctl(&cluster, &["member", "list"]);
+    assert!(listed.contains(&url), "{listed}");
+    // n3 starts listening there, and takes the writes made since.
+    cluster.nodes[2].kill();
+    cluster.nodes[2].peer_port = port;
+    assert_eq!(etcdctl(&cluster, &["put", "after-move", "1"]), "OK\n");
+    cluster.restart(2);
+    let n3 = format!("--endpoints=https://{}", cluster.nodes[2].endpoint());
+    etch_tests::wait_for("n3 to take a write", Duration::from_secs(30), || {
+        let mut args: Vec<String> = (base_args(&cluster, Some(&cluster.client_tls("root")))
+            .into_iter())
+        .filter(|a| !a.starts_with("--endpoints="))
+        .collect();
+        args.push(n3.clone());
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(&args)
+            .args(["get", "after-move", "--consistency=s", "--print-value-only"])
+            .output()
+            .expect("etcdctl get");
+        (out.stdout == b"1\n").then_some(())
+    });
+    // A member that does not exist, and more than one URL, are refused.
+    let err = etcdctl_fails(
+        &cluster,
+        Some(&cluster.client_tls("root")),
+        &[
+            "member",
+            "update",
+            "1234",
+            "--peer-urls=https://127.0.0.1:1",
+        ],
+    );
+    assert!(err.contains("not found"), "{err}");
+    let err = etcdctl_fails(
+        &cluster,
+        Some(&cluster.client_tls("root")),
+        &[
+            "member",
+            "update",
+            &format!("{moved:x}"),
+            "--peer-urls=https://a:1,https://b:2",
+        ],
+    );
+    assert!(err.contains("one peer URL"), "{err}");
+}

@@ -210,6 +210,18 @@ impl Printer {
         }
     }
 
+    pub fn member_update(
+        &self,
+        w: &mut dyn Write,
+        id: NodeId,
+        resp: &MemberListResponse,
+    ) -> io::Result<()> {
+        match self.format {
+            Format::Json => json::member_list(w, resp),
+            Format::Simple | Format::Table => simple::member_changed(w, id, "updated in", resp),
+        }
+    }
+
     /// One watch response, as it arrives.
     pub fn watch(&self, w: &mut dyn Write, resp: &WatchResponse) -> io::Result<()> {
         watch::progress(w, resp)?;

@@ -106,9 +106,10 @@ pub fn authorize(
         | Request::MemberList(_)
         | Request::Auth(AuthRequest::Status) => Ok(()),
         Request::Compact(_) => root_only("compact"),
-        Request::MemberAdd(_) | Request::MemberPromote(_) | Request::MemberRemove(_) => {
-            root_only("change the membership")
-        }
+        Request::MemberAdd(_)
+        | Request::MemberPromote(_)
+        | Request::MemberRemove(_)
+        | Request::MemberUpdate(_) => root_only("change the membership"),
         Request::PluginInstall(_) => root_only("install plugins"),
         Request::PluginList(_) => root_only("list plugins"),
         Request::PluginRemove(_) => root_only("remove plugins"),

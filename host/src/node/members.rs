@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use etch_proto::{Error, MemberAddRequest, MemberAddResponse, MemberListResponse, Response};
+use etch_proto::{
+    Error, MemberAddRequest, MemberAddResponse, MemberListResponse, MemberUpdateRequest, Response,
+};
 use openraft::ChangeMembers;
 
 use super::Node;
@@ -88,6 +90,34 @@ impl Node {
             member,
             members,
         }))
+    }
+
+    /// Moves a member's peer endpoint: its entry in the membership is replaced with the new
+    /// address (its name, id and certificate stay), through a joint membership change as
+    /// any other. Peers connect to the new address from then on.
+    pub(super) async fn member_update(
+        &self,
+        update: MemberUpdateRequest,
+    ) -> Result<Response, Error> {
+        let Some(old) = self.member(update.id) else {
+            return Err(Error::InvalidArgument(format!(
+                "member {:x} not found",
+                update.id
+            )));
+        };
+        // etcd's clients send URLs; a member's peer address is host:port.
+        let peer_addr = super::strip_scheme(&update.peer_addr);
+        if !peer_addr.contains(':') {
+            return Err(Error::InvalidArgument(format!(
+                "member update needs a peer address as host:port, not {:?}",
+                update.peer_addr
+            )));
+        }
+        let member = Member { peer_addr, ..old };
+        tracing::info!(%member, "updating member");
+        let nodes = std::collections::BTreeMap::from([(update.id, member)]);
+        self.change(ChangeMembers::SetNodes(nodes)).await?;
+        Ok(Response::MemberUpdate(self.member_list().await))
     }
 
     pub(super) async fn member_promote(&self, id: NodeId) -> Result<Response, Error> {

@@ -149,6 +149,7 @@ impl Node {
             Request::MemberAdd(add) => self.member_add(add).await,
             Request::MemberPromote(promote) => self.member_promote(promote.id).await,
             Request::MemberRemove(remove) => self.member_remove(remove.id).await,
+            Request::MemberUpdate(update) => self.member_update(update).await,
             // Linearizable, as etcd's: a removed or lagging member must not answer from its
             // stale view.
             Request::MemberList(_) => Ok(Response::MemberList(self.member_list().await)),
@@ -631,6 +632,7 @@ pub(crate) fn place(request: &Request) -> Place {
         | Request::MemberAdd(_)
         | Request::MemberPromote(_)
         | Request::MemberRemove(_)
+        | Request::MemberUpdate(_)
         | Request::MoveLeader(_)
         | Request::LeaseGrant(_)
         | Request::LeaseRevoke(_)

@@ -421,13 +421,30 @@ impl pb::cluster_server::Cluster for Etcd {
         .await
     }
 
+    /// An etch member has one peer address: the request must name one.
     async fn member_update(
         &self,
-        _: tonic::Request<pb::MemberUpdateRequest>,
+        req: tonic::Request<pb::MemberUpdateRequest>,
     ) -> Answer<pb::MemberUpdateResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: etch does not change a member's peer URLs: remove it and add it again",
-        ))
+        let r = req.get_ref();
+        let [url] = &r.peer_ur_ls[..] else {
+            return Err(Status::invalid_argument(format!(
+                "etcdserver: an etch member has one peer URL, got {}",
+                r.peer_ur_ls.len()
+            )));
+        };
+        let update = etch_proto::MemberUpdateRequest {
+            id: r.id,
+            peer_addr: url.clone(),
+        };
+        self.call(&req, Request::MemberUpdate(update), |r| match r {
+            Response::MemberUpdate(r) => Some(pb::MemberUpdateResponse {
+                header: header(&r.header),
+                members: members(r.members),
+            }),
+            _ => None,
+        })
+        .await
     }
 
     async fn member_list(
