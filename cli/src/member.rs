@@ -10,6 +10,7 @@ use etch_client::NodeId;
 use etch_client::proto::MemberAddRequest;
 
 use crate::context::Context;
+use crate::print::MemberChange;
 
 /// `member ...`.
 #[derive(Subcommand, Clone, Debug)]
@@ -116,12 +117,12 @@ pub async fn run(ctx: &Context, cmd: &MemberCommand) -> Result<()> {
         MemberCommand::Promote(args) => {
             let id = args.id()?;
             let resp = ctx.client()?.member_promote(id).await?;
-            ctx.print(|p, w| p.member_promote(w, id, &resp))
+            ctx.print(|p, w| p.member_changed(w, id, MemberChange::Promoted, &resp))
         }
         MemberCommand::Remove(args) => {
             let id = args.id()?;
             let resp = ctx.client()?.member_remove(id).await?;
-            ctx.print(|p, w| p.member_remove(w, id, &resp))
+            ctx.print(|p, w| p.member_changed(w, id, MemberChange::Removed, &resp))
         }
         MemberCommand::Update(args) => {
             let id = member_id(&args.id)?;
@@ -131,7 +132,7 @@ pub async fn run(ctx: &Context, cmd: &MemberCommand) -> Result<()> {
             let resp = (ctx.client()?)
                 .member_update(id, etch_host::node::strip_scheme(url.trim()))
                 .await?;
-            ctx.print(|p, w| p.member_update(w, id, &resp))
+            ctx.print(|p, w| p.member_changed(w, id, MemberChange::Updated, &resp))
         }
     }
 }

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use etch_proto::{Member, MemberAddResponse, MemberListResponse, ResponseHeader};
 
-use super::{Format, Printer};
+use super::{Format, MemberChange, Printer};
 
 fn printer(format: Format) -> Printer {
     Printer {
@@ -178,11 +178,11 @@ fn promote_and_remove_name_the_member_and_cluster() {
     for format in [Format::Simple, Format::Table] {
         let p = printer(format);
         assert_eq!(
-            printed(|w| p.member_promote(w, 0x91bc3c398fb3c146, &list())),
+            printed(|w| p.member_changed(w, 0x91bc3c398fb3c146, MemberChange::Promoted, &list())),
             "Member 91bc3c398fb3c146 promoted in cluster 2d8e0a1f5b3c4e7a\n"
         );
         assert_eq!(
-            printed(|w| p.member_remove(w, 0x91bc3c398fb3c146, &list())),
+            printed(|w| p.member_changed(w, 0x91bc3c398fb3c146, MemberChange::Removed, &list())),
             "Member 91bc3c398fb3c146 removed from cluster 2d8e0a1f5b3c4e7a\n"
         );
     }
@@ -195,10 +195,11 @@ fn promote_and_remove_name_the_member_and_cluster() {
         members: vec![],
     };
     assert_eq!(
-        printed(|w| printer(Format::Simple).member_remove(w, 0x1f, &short)),
+        printed(|w| printer(Format::Simple).member_changed(w, 0x1f, MemberChange::Removed, &short)),
         "Member               1f removed from cluster              abc\n"
     );
-    let json = printed(|w| printer(Format::Json).member_remove(w, 0x1f, &list()));
+    let json =
+        printed(|w| printer(Format::Json).member_changed(w, 0x1f, MemberChange::Removed, &list()));
     assert_eq!(
         json,
         printed(|w| printer(Format::Json).member_list(w, &list())),

@@ -89,6 +89,24 @@ pub struct Printer {
     pub value_only: bool,
 }
 
+/// What `member promote|remove|update` did, as etcdctl words it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    Promoted,
+    Removed,
+    Updated,
+}
+
+impl MemberChange {
+    fn words(self) -> &'static str {
+        match self {
+            MemberChange::Promoted => "promoted in",
+            MemberChange::Removed => "removed from",
+            MemberChange::Updated => "updated in",
+        }
+    }
+}
+
 impl Printer {
     /// An `auth`, `user` or `role` command's answer; table mode falls back to simple.
     pub fn auth(
@@ -184,41 +202,18 @@ impl Printer {
         }
     }
 
-    /// `id` is the member promoted, as given on the command line.
-    pub fn member_promote(
+    /// A member promoted, removed or updated: `id` as given on the command line, and the
+    /// members after the change.
+    pub fn member_changed(
         &self,
         w: &mut dyn Write,
         id: NodeId,
+        change: MemberChange,
         resp: &MemberListResponse,
     ) -> io::Result<()> {
         match self.format {
             Format::Json => json::member_list(w, resp),
-            Format::Simple | Format::Table => simple::member_changed(w, id, "promoted in", resp),
-        }
-    }
-
-    /// `id` is the member removed, as given on the command line.
-    pub fn member_remove(
-        &self,
-        w: &mut dyn Write,
-        id: NodeId,
-        resp: &MemberListResponse,
-    ) -> io::Result<()> {
-        match self.format {
-            Format::Json => json::member_list(w, resp),
-            Format::Simple | Format::Table => simple::member_changed(w, id, "removed from", resp),
-        }
-    }
-
-    pub fn member_update(
-        &self,
-        w: &mut dyn Write,
-        id: NodeId,
-        resp: &MemberListResponse,
-    ) -> io::Result<()> {
-        match self.format {
-            Format::Json => json::member_list(w, resp),
-            Format::Simple | Format::Table => simple::member_changed(w, id, "updated in", resp),
+            Format::Simple | Format::Table => simple::member_changed(w, id, change.words(), resp),
         }
     }
 

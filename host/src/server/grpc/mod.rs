@@ -155,37 +155,11 @@ where
             let response = answer.await?;
             Ok(match open {
                 Some(open) => {
-                    response.map(|inner| tonic::body::Body::new(TrackedBody { inner, _open: open }))
+                    response.map(|inner| tonic::body::Body::new(KeepBody { inner, _kept: open }))
                 }
                 None => response,
             })
         })
-    }
-}
-
-/// A response body that keeps its request open until it is done with.
-struct TrackedBody {
-    inner: tonic::body::Body,
-    _open: Open,
-}
-
-impl http_body::Body for TrackedBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -229,15 +203,16 @@ pub(crate) struct Held {
     pub(crate) _charge: Arc<Charge>,
 }
 
-/// A response body that keeps its answer's charge until the body is done with (sent, or
-/// dropped with its stream): what bounds the answers a client that does not read can pin
-/// in the node's memory.
-struct HeldBody {
+/// A response body that keeps `T` until the body is done with (sent, or dropped with its
+/// stream): an answer's charge ([`Held`]), what bounds the answers a client that does not
+/// read can pin in the node's memory; a request's place among its connection's open ones
+/// ([`Open`]).
+struct KeepBody<T> {
     inner: tonic::body::Body,
-    _held: Held,
+    _kept: T,
 }
 
-impl http_body::Body for HeldBody {
+impl<T: Unpin> http_body::Body for KeepBody<T> {
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
@@ -261,9 +236,9 @@ impl http_body::Body for HeldBody {
 fn hold_charges(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
     let (mut parts, body) = response.into_parts();
     let body = match parts.extensions.remove::<Held>() {
-        Some(held) => tonic::body::Body::new(HeldBody {
+        Some(held) => tonic::body::Body::new(KeepBody {
             inner: body,
-            _held: held,
+            _kept: held,
         }),
         None => body,
     };
