@@ -160,7 +160,7 @@ fn changes_refuse_what_etcd_refuses_and_advance_the_revision() {
         AuthRequest::UserAdd {
             name: "alice".into(),
         },
-        "already exists",
+        "user name already exists",
     );
     refused(
         AuthRequest::UserAdd {
@@ -172,7 +172,7 @@ fn changes_refuse_what_etcd_refuses_and_advance_the_revision() {
         AuthRequest::UserDelete {
             name: "carol".into(),
         },
-        "user \"carol\" not found",
+        "user name not found",
     );
     refused(
         AuthRequest::UserDelete {
@@ -192,7 +192,7 @@ fn changes_refuse_what_etcd_refuses_and_advance_the_revision() {
             user: "alice".into(),
             role: "ops".into(),
         },
-        "role \"ops\" not found",
+        "role name not found",
     );
     refused(
         AuthRequest::RoleDelete {
@@ -206,8 +206,16 @@ fn changes_refuse_what_etcd_refuses_and_advance_the_revision() {
             key: b"/nope".to_vec(),
             range_end: Vec::new(),
         },
-        "no permission on \"/nope\"",
+        "permission is not granted to the role",
     );
+    // A role granted again is no error, and changes nothing (etcd's rule).
+    let again = s
+        .change(&AuthRequest::UserGrantRole {
+            user: "alice".into(),
+            role: "app".into(),
+        })
+        .expect("granted again");
+    assert_eq!(again, s, "a role granted again changes nothing");
     let before = s.revision;
     let next = s
         .change(&AuthRequest::RoleRevokePermission {
