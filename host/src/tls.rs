@@ -47,6 +47,9 @@ pub struct Loaded {
     identity: Identity,
     client: Arc<dyn ClientCertVerifier>,
     node: Arc<dyn ClientCertVerifier>,
+    /// The gRPC front's TLS server config (clients, HTTP/2), built once per load: a
+    /// handshake only clones it.
+    grpc: Arc<rustls::ServerConfig>,
 }
 
 impl Loaded {
@@ -60,12 +63,18 @@ impl Loaded {
         Ok(Loaded {
             client: identity.verifier(Role::Client)?,
             node: identity.verifier(Role::Node)?,
+            grpc: Arc::new(identity.server_config(Role::Client, b"h2")?),
             identity,
         })
     }
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The TLS server config of the gRPC front (client certificates, ALPN `h2`).
+    pub fn grpc_server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.grpc.clone()
     }
 
     /// `Err(reason)` when the certificate chain `chain` of an open connection would be

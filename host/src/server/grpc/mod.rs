@@ -459,14 +459,8 @@ async fn handshake_tls(
     node: &Node,
     tcp: TcpStream,
 ) -> anyhow::Result<(TlsStream<TcpStream>, Arc<str>)> {
-    let config = node
-        .tls()
-        .current()
-        .identity()
-        .server_config(pki::Role::Client, b"h2")?;
-    let io = tokio_rustls::TlsAcceptor::from(Arc::new(config))
-        .accept(tcp)
-        .await?;
+    let config = node.tls().current().grpc_server_config();
+    let io = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
     let (_, session) = io.get_ref();
     let chain = session
         .peer_certificates()
