@@ -386,3 +386,99 @@ async fn an_idle_connection_is_closed_and_a_watching_one_is_not() {
         .expect("a message");
     assert_eq!(event.events.len(), 1, "{event:?}");
 }
+
+/// An HTTP/2 frame: its header (length, type, flags, stream) and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("a small frame");
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A header as HPACK's "literal without indexing, new name", no Huffman (names and values
+/// under 127 bytes).
+fn hpack_literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0, u8::try_from(name.len()).expect("short")];
+    out.extend_from_slice(name.as_bytes());
+    out.push(u8::try_from(value.len()).expect("short"));
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// A client that starts a request and sends its body a trickle at a time, never finishing
+/// it: the node answers the stream with an error once the read deadline plus the request
+/// timeout have passed, instead of waiting for the body for ever. (Without the deadline the
+/// stream stayed open until HTTP/2's keep-alive gave up on the client, 20 s later.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_never_finishes_is_cut_off() {
+    let cluster =
+        Cluster::single_with(&["--client-read-timeout", "500", "--request-timeout", "1000"]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    let mut io = dial_tls(&addr, &root).await.expect("a TLS connection");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":path", "/etcdserverpb.KV/Range"),
+        (":authority", "etch"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        headers.extend(hpack_literal(name, value));
+    }
+    hello.extend(h2_frame(0x1, 0x4, 1, &headers)); // HEADERS, END_HEADERS
+    // A gRPC message that says it is 100 bytes long; 2 of them are sent.
+    hello.extend(h2_frame(0x0, 0, 1, &[0, 0, 0, 0, 100, 0x0a, 0x01]));
+    io.write_all(&hello)
+        .await
+        .expect("write the request's start");
+
+    // Read the node's frames until stream 1 is answered (trailers carrying a grpc-status,
+    // or a reset), a byte more of the body every 200 ms meanwhile.
+    let answered = async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                read = io.read(&mut buf) => {
+                    let n = read.expect("read");
+                    assert_ne!(n, 0, "the node closed the connection instead of answering");
+                    got.extend_from_slice(&buf[..n]);
+                    let mut at = 0;
+                    while got.len() >= at + 9 {
+                        let len = usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+                        let (kind, flags) = (got[at + 3], got[at + 4]);
+                        let stream = u32::from_be_bytes([got[at + 5], got[at + 6], got[at + 7], got[at + 8]]) & 0x7fff_ffff;
+                        if got.len() < at + 9 + len {
+                            break;
+                        }
+                        // HEADERS ending the stream (trailers), or RST_STREAM.
+                        if stream == 1 && ((kind == 0x1 && flags & 0x1 != 0) || kind == 0x3) {
+                            return kind;
+                        }
+                        at += 9 + len;
+                    }
+                }
+                _ = tick.tick() => {
+                    let _ = io.write_all(&h2_frame(0x0, 0, 1, &[0x61])).await;
+                }
+            }
+        }
+    };
+    // The deadline is 1.5 s here; HTTP/2's own keep-alive would end the connection only
+    // after 10 s of unanswered pings and more, so 8 s tells the two apart.
+    let kind = tokio::time::timeout(Duration::from_secs(8), answered)
+        .await
+        .expect("the node answered the trickling stream within 8 s");
+    assert!(kind == 0x1 || kind == 0x3, "frame type {kind}");
+    // And serves the next client.
+    let channel = channel(&addr, &root).await;
+    let resp = put(&channel, "after-trickle", "ok").await;
+    assert!(resp.header.expect("header").revision > 1);
+}
