@@ -641,6 +641,24 @@ impl Cluster {
     }
 }
 
+/// Runs Debian's `etcdctl` (package etcd-client, v3 API; scripts/test installs it) with
+/// `args`, `stdin` on its standard input; what it said.
+pub fn etcdctl_output<A: AsRef<std::ffi::OsStr>>(args: &[A], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl (Debian's etcd-client; scripts/test installs it)");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("etcdctl output")
+}
+
 /// The etchctl command as the holder of `tls` against `endpoints`, for a test to run or spawn.
 pub fn etchctl_command<A: AsRef<std::ffi::OsStr>>(
     endpoints: &str,

@@ -210,21 +210,10 @@ fn mask_ids(json: &mut serde_json::Value) {
 }
 
 fn etcdctl(endpoint_args: &[String], step: &Step) -> Output {
-    use std::io::Write;
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(endpoint_args)
-        .args(["--dial-timeout=5s", "--command-timeout=10s"])
-        .args(step.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etcdctl (Debian's etcd-client; scripts/test installs it)");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(step.stdin.as_bytes()).expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("etcdctl output")
+    let mut args = endpoint_args.to_vec();
+    args.extend(["--dial-timeout=5s".into(), "--command-timeout=10s".into()]);
+    args.extend(step.args.iter().map(|a| (*a).to_owned()));
+    etch_tests::etcdctl_output(&args, step.stdin)
 }
 
 /// A single-member etcd on loopback ports, in a temporary directory; killed on drop.

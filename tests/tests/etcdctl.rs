@@ -14,8 +14,21 @@ fn base_args(cluster: &Cluster, tls: Option<&TlsFiles>) -> Vec<String> {
     let endpoints: Vec<String> = (cluster.nodes.iter())
         .map(|n| format!("https://{}", n.endpoint()))
         .collect();
+    args_to(cluster, &endpoints.join(","), tls)
+}
+
+/// etcdctl's arguments to reach node `i` of `cluster` alone as the holder of `tls`.
+fn node_args(cluster: &Cluster, i: usize, tls: Option<&TlsFiles>) -> Vec<String> {
+    args_to(
+        cluster,
+        &format!("https://{}", cluster.nodes[i].endpoint()),
+        tls,
+    )
+}
+
+fn args_to(cluster: &Cluster, endpoints: &str, tls: Option<&TlsFiles>) -> Vec<String> {
     let mut args = vec![
-        format!("--endpoints={}", endpoints.join(",")),
+        format!("--endpoints={endpoints}"),
         "--dial-timeout=5s".into(),
         "--command-timeout=10s".into(),
     ];
@@ -28,21 +41,15 @@ fn base_args(cluster: &Cluster, tls: Option<&TlsFiles>) -> Vec<String> {
     args
 }
 
+/// etcdctl with `base` arguments, then `args`.
+fn etcdctl_with(base: Vec<String>, args: &[&str], stdin: &str) -> Output {
+    let mut all = base;
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    etch_tests::etcdctl_output(&all, stdin)
+}
+
 fn etcdctl_as(cluster: &Cluster, tls: Option<&TlsFiles>, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(base_args(cluster, tls))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("etcdctl (Debian's etcd-client; scripts/test installs it)");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("etcdctl output")
+    etcdctl_with(base_args(cluster, tls), args, stdin)
 }
 
 fn etcdctl(cluster: &Cluster, args: &[&str]) -> String {
@@ -322,19 +329,11 @@ fn etcdctl_saves_a_snapshot_etchctl_can_read_and_restore() {
     let file_arg = file.to_str().expect("utf-8 path");
     // etcdctl asks one member (its rule), over gRPC, and writes what it streams.
     let save_as = |tls: &TlsFiles, file: &str| {
-        let mut args: Vec<String> = (base_args(&cluster, Some(tls)).into_iter())
-            .filter(|a| !a.starts_with("--endpoints="))
-            .collect();
-        args.push(format!(
-            "--endpoints=https://{}",
-            cluster.nodes[1].endpoint()
-        ));
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(&args)
-            .args(["snapshot", "save", file])
-            .output()
-            .expect("etcdctl snapshot save")
+        etcdctl_with(
+            node_args(&cluster, 1, Some(tls)),
+            &["snapshot", "save", file],
+            "",
+        )
     };
     let saved = save_as(&cluster.client_tls("root"), file_arg);
     assert!(saved.status.success(), "{saved:?}");
@@ -450,20 +449,10 @@ fn etcdctl_moves_a_members_peer_endpoint() {
         out.status.success().then_some(())
     });
     cluster.restart(2);
-    let n3 = format!("--endpoints=https://{}", cluster.nodes[2].endpoint());
     etch_tests::wait_for("n3 to take a write", Duration::from_secs(30), || {
-        let mut args: Vec<String> = (base_args(&cluster, Some(&cluster.client_tls("root")))
-            .into_iter())
-        .filter(|a| !a.starts_with("--endpoints="))
-        .collect();
-        args.push(n3.clone());
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(&args)
-            .args(["get", "after-move", "--consistency=s", "--print-value-only"])
-            .output()
-            .expect("etcdctl get");
-        (out.stdout == b"1\n").then_some(())
+        let n3 = node_args(&cluster, 2, Some(&cluster.client_tls("root")));
+        let args = ["get", "after-move", "--consistency=s", "--print-value-only"];
+        (etcdctl_with(n3, &args, "").stdout == b"1\n").then_some(())
     });
     // A member that does not exist, and more than one URL, are refused.
     let err = etcdctl_fails(

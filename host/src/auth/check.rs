@@ -10,7 +10,7 @@
 //!   change or listing of users and roles: root only.
 
 use etch_proto::auth::{AuthRequest, ROOT};
-use etch_proto::{Error, LeaseId, Request, RequestOp};
+use etch_proto::{DeleteRangeRequest, Error, LeaseId, PutRequest, Request, RequestOp, TxnRequest};
 
 use super::AuthState;
 use super::range::{Interval, covers};
@@ -52,35 +52,9 @@ pub fn authorize(
     match request {
         Request::Range(r) => need(Access::Read, &r.key, &r.range_end),
         Request::Watch(w) => need(Access::Read, &w.key, &w.range_end),
-        Request::Put(p) => {
-            need(Access::Write, &p.key, &[])?;
-            if p.prev_kv {
-                need(Access::Read, &p.key, &[])?;
-            }
-            Ok(())
-        }
-        Request::DeleteRange(d) => {
-            need(Access::Write, &d.key, &d.range_end)?;
-            if d.prev_kv {
-                need(Access::Read, &d.key, &d.range_end)?;
-            }
-            Ok(())
-        }
-        Request::Txn(t) => {
-            for c in &t.compare {
-                need(Access::Read, &c.key, &c.range_end)?;
-            }
-            for op in t.success.iter().chain(&t.failure) {
-                let op = match op {
-                    RequestOp::Range(r) => Request::Range(r.clone()),
-                    RequestOp::Put(p) => Request::Put(p.clone()),
-                    RequestOp::DeleteRange(d) => Request::DeleteRange(d.clone()),
-                    RequestOp::Txn(t) => Request::Txn(t.clone()),
-                };
-                authorize(state, user, &op, lease_keys)?;
-            }
-            Ok(())
-        }
+        Request::Put(p) => put_needs(&need, p),
+        Request::DeleteRange(d) => delete_needs(&need, d),
+        Request::Txn(t) => txn_needs(&need, t),
         Request::LeaseRevoke(r) => {
             for key in lease_keys(r.id)? {
                 if !may(Access::Write, &key, &[]) {
@@ -126,6 +100,44 @@ pub fn authorize(
 }
 
 /// Whether `user`'s roles grant `access` on all of `[key, range_end)`.
+/// What checks a key or range against the user's rights (`authorize`'s `need`).
+type Need<'a> = dyn Fn(Access, &[u8], &[u8]) -> Result<(), Error> + 'a;
+
+/// A put writes its key, and reads it with `prev_kv`.
+fn put_needs(need: &Need<'_>, p: &PutRequest) -> Result<(), Error> {
+    need(Access::Write, &p.key, &[])?;
+    if p.prev_kv {
+        need(Access::Read, &p.key, &[])?;
+    }
+    Ok(())
+}
+
+/// A delete writes its range, and reads it with `prev_kv`.
+fn delete_needs(need: &Need<'_>, d: &DeleteRangeRequest) -> Result<(), Error> {
+    need(Access::Write, &d.key, &d.range_end)?;
+    if d.prev_kv {
+        need(Access::Read, &d.key, &d.range_end)?;
+    }
+    Ok(())
+}
+
+/// A txn reads what it compares, and needs what every op of both branches needs, nested
+/// txns included (checked in place, nothing copied).
+fn txn_needs(need: &Need<'_>, t: &TxnRequest) -> Result<(), Error> {
+    for c in &t.compare {
+        need(Access::Read, &c.key, &c.range_end)?;
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match op {
+            RequestOp::Range(r) => need(Access::Read, &r.key, &r.range_end)?,
+            RequestOp::Put(p) => put_needs(need, p)?,
+            RequestOp::DeleteRange(d) => delete_needs(need, d)?,
+            RequestOp::Txn(inner) => txn_needs(need, inner)?,
+        }
+    }
+    Ok(())
+}
+
 fn permits(state: &AuthState, user: &str, access: Access, key: &[u8], end: &[u8]) -> bool {
     let Some(wanted) = Interval::new(key, end) else {
         return true; // an empty range touches nothing

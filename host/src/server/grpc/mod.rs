@@ -67,22 +67,24 @@ pub(crate) struct Peer {
 /// `--client-idle-timeout` (HTTP/2 pings keep a connection alive, not busy).
 struct Activity {
     open: std::sync::atomic::AtomicUsize,
-    last: std::sync::Mutex<std::time::Instant>,
+    /// When the connection was made; `last_ms` counts from it (atomics, not a lock, on
+    /// every request's way in and out).
+    born: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
         Activity {
             open: std::sync::atomic::AtomicUsize::new(0),
-            last: std::sync::Mutex::new(std::time::Instant::now()),
+            born: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     fn touch(&self) {
-        *self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A request begun: open until the guard (carried by its response body) drops.
@@ -97,11 +99,8 @@ impl Activity {
         if self.open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             return None;
         }
-        let last = *self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(last.elapsed())
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        Some(self.born.elapsed().saturating_sub(last))
     }
 
     /// Returns once the connection has been idle for `timeout`.
