@@ -658,7 +658,9 @@ pub struct MemberListResponse {
 }
 
 /// Adds a member (a voter, or a learner that does not vote until promoted). The new node is
-/// then started with `--initial-cluster-state existing`.
+/// then started with `--initial-cluster-state existing`. With no `name` (etcd's `MemberAdd`
+/// carries none), the new node must be running already: the leader learns its name from
+/// the certificate of the node that answers at `peer_addr`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddRequest {
     pub name: String,

@@ -563,19 +563,11 @@ impl Cluster {
         }
     }
 
-    /// Adds a new node `name` as a learner (`etchctl member add --learner`), starts it with
-    /// the current members as its existing cluster, and appends it to `nodes`; returns
-    /// what `member add` printed.
-    pub fn add_learner(&mut self, name: &str) -> String {
+    /// A node `name` that is not a member yet, set to join this cluster: started with the
+    /// current members and itself as `--initial-cluster` and `--initial-cluster-state
+    /// existing`, it waits to be reached by the leader.
+    pub fn joining_node(&self, name: &str) -> Etchd {
         let mut node = self.extra_node(name, &[]);
-        let added = ok_stdout(&self.etchctl(&[
-            "member",
-            "add",
-            name,
-            "--peer-urls",
-            &node.peer_endpoint(),
-            "--learner",
-        ]));
         let mut initial: Vec<String> = (self.nodes.iter())
             .map(|n| format!("{}=127.0.0.1:{}", n.name, n.peer_port))
             .collect();
@@ -586,6 +578,22 @@ impl Cluster {
             "--initial-cluster-state".into(),
             "existing".into(),
         ];
+        node
+    }
+
+    /// Adds a new node `name` as a learner (`etchctl member add --learner`), starts it with
+    /// the current members as its existing cluster, and appends it to `nodes`; returns
+    /// what `member add` printed.
+    pub fn add_learner(&mut self, name: &str) -> String {
+        let mut node = self.joining_node(name);
+        let added = ok_stdout(&self.etchctl(&[
+            "member",
+            "add",
+            name,
+            "--peer-urls",
+            &node.peer_endpoint(),
+            "--learner",
+        ]));
         node.start_serving(&self.client_tls("root"));
         self.nodes.push(node);
         added

@@ -478,3 +478,51 @@ fn etcdctl_moves_a_members_peer_endpoint() {
     );
     assert!(err.contains("one peer URL"), "{err}");
 }
+
+#[test]
+fn etcdctl_adds_a_member_that_is_running_at_its_peer_url() {
+    let mut cluster = Cluster::new(3, &[]);
+    let root = cluster.client_tls("root");
+    // etcd's request carries no name, and etch takes it from the certificate of the node
+    // at the URL: with nothing there, the refusal says what to do.
+    let nobody = format!("--peer-urls=https://127.0.0.1:{}", etch_tests::free_port());
+    let err = etcdctl_fails(&cluster, Some(&root), &["member", "add", "n4", &nobody]);
+    assert!(
+        err.contains("must be running") && err.contains("etchctl member add NAME"),
+        "{err}"
+    );
+    // Started first, the new node waits to be reached; etcdctl then adds it.
+    let mut n4 = cluster.joining_node("n4");
+    n4.start_serving(&root);
+    let url = format!("--peer-urls=https://{}", n4.peer_endpoint());
+    let added = etcdctl(&cluster, &["member", "add", "n4", &url]);
+    let id = etch_host::node_id("n4");
+    assert!(
+        added.starts_with(&format!("Member {id:16x} added to cluster ")),
+        "{added}"
+    );
+    assert!(added.contains("ETCD_NAME=\"n4\""), "{added}");
+    cluster.nodes.push(n4);
+    // A voter under its certificate's name, taking the writes.
+    let listed = etcdctl(&cluster, &["member", "list"]);
+    assert!(
+        listed.contains(&format!(
+            "{id:x}, started, n4, https://{}",
+            cluster.nodes[3].peer_endpoint()
+        )),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("false\n") && !listed.contains("true\n"),
+        "{listed}"
+    );
+    etcdctl(&cluster, &["put", "after-add", "1"]);
+    etch_tests::wait_for("n4 to take a write", Duration::from_secs(30), || {
+        let n4 = node_args(&cluster, 3, Some(&root));
+        let args = ["get", "after-add", "--consistency=s", "--print-value-only"];
+        (etcdctl_with(n4, &args, "").stdout == b"1\n").then_some(())
+    });
+    // The same node again is refused.
+    let err = etcdctl_fails(&cluster, Some(&root), &["member", "add", "n4", &url]);
+    assert!(err.contains("already exists"), "{err}");
+}

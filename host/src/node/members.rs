@@ -50,21 +50,28 @@ impl Node {
     }
 
     pub(super) async fn member_add(&self, add: MemberAddRequest) -> Result<Response, Error> {
-        if add.name.is_empty() || add.peer_addr.is_empty() {
-            return Err(Error::InvalidArgument(
-                "member add needs a name and a peer address".into(),
-            ));
+        // etcd's clients send URLs; a member's peer address is host:port.
+        let peer_addr = super::strip_scheme(&add.peer_addr);
+        if !peer_addr.contains(':') {
+            return Err(Error::InvalidArgument(format!(
+                "member add needs a peer address as host:port, not {:?}",
+                add.peer_addr
+            )));
         }
-        let id = node_id(&add.name);
+        let name = if add.name.is_empty() {
+            self.name_at(&peer_addr).await?
+        } else {
+            add.name
+        };
+        let id = node_id(&name);
         if self.member(id).is_some() {
             return Err(Error::InvalidArgument(format!(
-                "member {} ({id:x}) already exists",
-                add.name
+                "member {name} ({id:x}) already exists"
             )));
         }
         let member = Member {
-            name: add.name.clone(),
-            peer_addr: add.peer_addr.clone(),
+            name,
+            peer_addr,
             client_addr: String::new(),
         };
         tracing::info!(%member, learner = add.is_learner, "adding member");
@@ -90,6 +97,21 @@ impl Node {
             member,
             members,
         }))
+    }
+
+    /// The name of the node running at `peer_addr`, from its certificate: a member added
+    /// by address alone (etcd's `MemberAdd`) must be started before it is added.
+    async fn name_at(&self, peer_addr: &str) -> Result<String, Error> {
+        let asked = self.peers().node_name_at(peer_addr);
+        let answer = tokio::time::timeout(self.options().request_timeout, asked).await;
+        let reason = match answer {
+            Ok(Ok(name)) => return Ok(name),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no handshake with {peer_addr} in time"),
+        };
+        Err(Error::InvalidArgument(format!(
+            "a member added without a name must be running: etch takes its name from its node certificate, and {reason}; start it first with --initial-cluster-state existing, or name it: etchctl member add NAME --peer-urls {peer_addr}"
+        )))
     }
 
     /// Moves a member's peer endpoint: its entry in the membership is replaced with the new

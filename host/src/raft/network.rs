@@ -163,6 +163,19 @@ impl Peers {
         Ok(conn)
     }
 
+    /// The name of the node that answers at `addr`, as its certificate says (the handshake
+    /// verified it against the CA as a node certificate): how a member added by address
+    /// alone (etcd's `MemberAdd` carries no name) gets the name its id derives from.
+    pub async fn node_name_at(&self, addr: &str) -> Result<String, PeerError> {
+        let conn = self.connection(addr).await?;
+        let name = (crate::tls::peer_chain(&conn))
+            .and_then(|chain| etch_proto::pki::node_name(chain.first()?).ok().flatten());
+        name.ok_or_else(|| PeerError::Refused {
+            addr: addr.to_owned(),
+            reason: "its certificate names no node".into(),
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, quinn::Connection>> {
         // A panic while holding this lock cannot leave the map inconsistent: keep going.
         self.connections.lock().unwrap_or_else(|e| e.into_inner())

@@ -393,15 +393,33 @@ fn members(list: Vec<etch_proto::Member>) -> Vec<pb::Member> {
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for Etcd {
-    /// etcd names a new member only when it starts; etch needs its name now (its id is
-    /// derived from it), which etcd's request does not carry.
+    /// etcd names a new member only when it starts; etch derives the id from the name, so
+    /// the node must be running at the URL already: its certificate names it.
     async fn member_add(
         &self,
-        _: tonic::Request<pb::MemberAddRequest>,
+        req: tonic::Request<pb::MemberAddRequest>,
     ) -> Answer<pb::MemberAddResponse> {
-        Err(Status::unimplemented(
-            "etcdserver: etch needs the new member's name: add it with `etchctl member add NAME --peer-urls URL`",
-        ))
+        let r = req.get_ref();
+        let [url] = &r.peer_ur_ls[..] else {
+            return Err(Status::invalid_argument(format!(
+                "etcdserver: an etch member has one peer URL, got {}",
+                r.peer_ur_ls.len()
+            )));
+        };
+        let add = etch_proto::MemberAddRequest {
+            name: String::new(),
+            peer_addr: url.clone(),
+            is_learner: r.is_learner,
+        };
+        self.call(&req, Request::MemberAdd(add), |r| match r {
+            Response::MemberAdd(r) => Some(pb::MemberAddResponse {
+                header: header(&r.header),
+                member: Some(member(r.member)),
+                members: members(r.members),
+            }),
+            _ => None,
+        })
+        .await
     }
 
     async fn member_remove(
