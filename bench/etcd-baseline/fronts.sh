@@ -16,9 +16,14 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 "$bin/etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3 --clients root >/dev/null
+# PIN=1: the nodes on CPU 0, the load generators on CPU 1, so that a client's own cost does
+# not take CPU from the nodes (what the fronts can serve, rather than what this machine
+# can run of client and server together).
+node_pin=() client_pin=()
+if [ "${PIN:-0}" = 1 ]; then node_pin=(taskset -c 0) client_pin=(taskset -c 1); fi
 cluster="n1=127.0.0.1:12380,n2=127.0.0.1:22380,n3=127.0.0.1:32380"
 for i in 1 2 3; do
-  RUST_LOG=error "$bin/etchd" --name n$i --data-dir "$dir/n$i" \
+  RUST_LOG=error ${node_pin[@]+"${node_pin[@]}"} "$bin/etchd" --name n$i --data-dir "$dir/n$i" \
     --listen-client 127.0.0.1:${i}2379 --listen-peer 127.0.0.1:${i}2380 \
     --initial-cluster "$cluster" --ca "$dir/certs/ca.crt" \
     --cert "$dir/certs/n$i.crt" --key "$dir/certs/n$i.key" >"$dir/n$i.log" 2>&1 &
@@ -39,7 +44,7 @@ measure() {
   local name=$1; shift
   local a b out
   a=$(ticks)
-  out=$("$@" 2>&1 | grep -E 'Requests/sec|qps=' | tr -s ' \t\n' ' ')
+  out=$(${client_pin[@]+"${client_pin[@]}"} "$@" 2>&1 | grep -E 'Requests/sec|qps=' | tr -s ' \t\n' ' ')
   b=$(ticks)
   echo "$name: nodes_cpu_ms=$(( (b - a) * 1000 / $(getconf CLK_TCK) )) $out"
 }

@@ -23,6 +23,7 @@
 //! (`ResourceExhausted`) once its budget is spent, instead of pinning answers without end.
 
 mod auth;
+mod batched;
 mod convert;
 mod services;
 mod watch;
@@ -167,7 +168,7 @@ where
 /// it was made (a revocation, a new CA), or idle for `--client-idle-timeout`: then every
 /// read and write fails, which ends the connection.
 struct Conn {
-    io: TlsStream<TcpStream>,
+    io: batched::Batched<TlsStream<TcpStream>>,
     peer: Peer,
     _slot: Slot,
     refused: Arc<std::sync::atomic::AtomicBool>,
@@ -439,7 +440,7 @@ async fn accept(
             let conn = Conn {
                 refused,
                 _alive: alive,
-                io,
+                io: batched::Batched::new(io),
                 peer: Peer {
                     principal,
                     budget,
