@@ -13,6 +13,9 @@
 #   put100  put, 10 connections, 100 clients, 50000 requests
 #   getl    linearizable get of one key, 10 connections, 100 clients, 50000 requests
 #   gets    serializable get of one key, 10 connections, 100 clients, 50000 requests
+#   range   linearizable ranges of 10000 keys (limit 10000) with 256-byte values, 10
+#           connections, 10 clients, 500 requests; the keys (numbers from 90000000) are
+#           written first, as `etch-bench suite` does
 #   grow    300000 sequential puts of new keys with 1 KiB values, 10 connections, 100
 #           clients, in three chunks of 100000 (grow1..grow3), as `etch-bench suite` runs it
 # SCALE multiplies the request counts (e.g. SCALE=0.01 for a smoke run).
@@ -20,7 +23,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 TARGET=${TARGET:-etcd}
-WORKLOADS=${WORKLOADS:-"put1 put100 getl gets grow"}
+WORKLOADS=${WORKLOADS:-"put1 put100 getl gets range grow"}
 SCALE=${SCALE:-1}
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
 install() { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
@@ -80,6 +83,13 @@ for w in $WORKLOADS; do
     put100) run put100 --op put --conns 10 --clients 100 --total "$(scaled 50000)" ;;
     getl)   run getl --op get-lin --conns 10 --clients 100 --total "$(scaled 50000)" ;;
     gets)   run gets --op get-ser --conns 10 --clients 100 --total "$(scaled 50000)" ;;
+    range)
+      keys=$(scaled 10000)
+      "$bench" --endpoints $eps "${tls[@]}" --op put --conns 10 --clients 10 --total "$keys" \
+        --key-offset 90000000 --key-space 100000000 >/dev/null
+      run range --op range --conns 10 --clients 10 --total "$(scaled 500)" --limit "$keys" \
+        --key-offset 90000000
+      ;;
     grow)
       chunk=$(scaled 100000)
       for c in 0 1 2; do

@@ -51,7 +51,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put1,put100,put100v,getl,gets,watch1000,grow"
+        default_value = "put1,put100,put100v,getl,gets,range,watch1000,grow"
     )]
     pub workloads: Vec<String>,
     /// The json-schema plugin put100v binds [default: target/plugins/json-schema.wasm, next
@@ -76,6 +76,12 @@ const GROW: &str = "grow";
 const GROW_CHUNKS: u64 = 3;
 const GROW_CHUNK: u64 = 100_000;
 const GROW_VAL_SIZE: usize = 1024;
+
+/// The range workload: linearizable ranges of [`RANGE_KEYS`] keys (with that limit) over
+/// keys of its own, numbered from [`RANGE_FIRST`] and written before it starts.
+const RANGE: &str = "range";
+const RANGE_KEYS: u64 = 10_000;
+const RANGE_FIRST: u64 = 90_000_000;
 
 /// Bytes in each node's data directory, by node name.
 type Disk = BTreeMap<String, u64>;
@@ -111,9 +117,58 @@ async fn watch(args: &SuiteArgs, options: &ClientOptions) -> Result<Report> {
     Ok(report)
 }
 
+/// The keys [`RANGE`] reads (and writes first), numbered from [`RANGE_FIRST`], and how many:
+/// [`RANGE_KEYS`] at scale 1.
+fn range_keys(scale: f64) -> (Keys, u64) {
+    let keys = Keys {
+        size: KEY_SIZE,
+        // Key number i is RANGE_FIRST + i (Keys::number is (offset + i) % space).
+        space: u64::MAX,
+        sequential: true,
+        offset: RANGE_FIRST,
+    };
+    (keys, ((RANGE_KEYS as f64 * scale).round() as u64).max(1))
+}
+
+/// Writes what workload `name` reads: the one key of a get, every key of [`RANGE`].
+async fn seed(clients: &[Client], name: &str, op: &Op, scale: f64) -> Result<()> {
+    if let Op::Range { key, end, .. } = op
+        && end.is_empty()
+    {
+        clients[0]
+            .put(key.clone(), vec![b'v'; VAL_SIZE])
+            .await
+            .context("writing the key the gets read")?;
+    }
+    if name != RANGE {
+        return Ok(());
+    }
+    let (keys, count) = range_keys(scale);
+    let load = Load {
+        conns: clients.len(),
+        clients: 100,
+        total: count,
+        rate: 0.0,
+    };
+    let workload = Workload {
+        name: "seed".into(),
+        op: Op::Put {
+            keys,
+            value: vec![b'v'; VAL_SIZE],
+        },
+        params: json!({}),
+    };
+    let report = load::run(clients, &load, workload, "seed").await?;
+    let errors: u64 = report.errors.values().sum();
+    if errors > 0 {
+        bail!("{errors} of the puts that write the range's keys failed");
+    }
+    Ok(())
+}
+
 /// One standard workload: (conns, clients, total, op, whether the json-schema validator is
 /// bound).
-fn standard(name: &str) -> Result<(usize, usize, u64, Op, bool)> {
+fn standard(name: &str, scale: f64) -> Result<(usize, usize, u64, Op, bool)> {
     let keys = Keys {
         size: KEY_SIZE,
         space: KEY_SPACE,
@@ -140,9 +195,19 @@ fn standard(name: &str) -> Result<(usize, usize, u64, Op, bool)> {
         "put100v" => (10, 100, 50_000, put_json, true),
         "getl" => (10, 100, 50_000, get(false), false),
         "gets" => (10, 100, 50_000, get(true), false),
+        RANGE => {
+            let (keys, count) = range_keys(scale);
+            let range = Op::Range {
+                key: keys.key(0),
+                end: keys.key(count),
+                limit: count as i64,
+                serializable: false,
+            };
+            (10, 10, 500, range, false)
+        }
         other => {
             bail!(
-                "unknown workload {other:?} (known: put1, put100, put100v, getl, gets, {WATCH}, {GROW})"
+                "unknown workload {other:?} (known: put1, put100, put100v, getl, gets, {RANGE}, {WATCH}, {GROW})"
             )
         }
     })
@@ -164,7 +229,7 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
     // Unknown names and a missing plugin fail before a cluster is started.
     let mut validator = None;
     for name in args.workloads.iter().filter(|n| *n != WATCH && *n != GROW) {
-        if standard(name)?.4 && validator.is_none() {
+        if standard(name, args.scale)?.4 && validator.is_none() {
             validator = Some(json_schema(&args)?);
         }
     }
@@ -299,7 +364,7 @@ async fn run_workloads(
             );
             continue;
         }
-        let (conns, clients, total, op, validated) = standard(name)?;
+        let (conns, clients, total, op, validated) = standard(name, args.scale)?;
         let total = ((total as f64 * args.scale).round() as u64).max(1);
         let load = Load {
             conns,
@@ -311,12 +376,7 @@ async fn run_workloads(
         for _ in 0..conns {
             clients.push(Client::connect(options.clone()).await?);
         }
-        if let Op::Range { key, .. } = &op {
-            clients[0]
-                .put(key.clone(), vec![b'v'; VAL_SIZE])
-                .await
-                .context("writing the key the gets read")?;
-        }
+        seed(&clients, name, &op, args.scale).await?;
         let params = json!({"conns": conns, "clients": load.clients, "total": total,
             "key_size": KEY_SIZE, "val_size": VAL_SIZE, "key_space_size": KEY_SPACE});
         let workload = Workload {

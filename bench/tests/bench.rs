@@ -220,6 +220,7 @@ fn suite_starts_a_cluster_and_reports_every_workload() {
             "put100v",
             "getl",
             "gets",
+            "range",
             "watch1000",
             "grow1",
             "grow2",

@@ -16,6 +16,9 @@ enum Op {
     Put,
     GetLin,
     GetSer,
+    /// A linearizable range of `--limit` keys from key number `--key-offset` (written
+    /// before, by a put run with the same offset).
+    Range,
 }
 
 #[derive(Parser, Debug)]
@@ -44,6 +47,9 @@ struct Args {
     /// The first key number (the grow workload's later chunks write new keys).
     #[arg(long, default_value_t = 0)]
     key_offset: usize,
+    /// The keys a range reads (its limit).
+    #[arg(long, default_value_t = 10000)]
+    limit: usize,
     /// The CA that signed the servers' certificates (turns TLS on).
     #[arg(long, requires_all = ["cert", "key"])]
     cacert: Option<std::path::PathBuf>,
@@ -89,6 +95,7 @@ async fn main() {
         let mut cl = conns[c % a.conns].clone();
         let hist = hist.clone();
         let (op, ks, vs, space, offset) = (a.op, a.key_size, a.val_size, a.key_space, a.key_offset);
+        let limit = a.limit;
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3).expect("histogram");
             let val = vec![b'v'; vs];
@@ -105,6 +112,13 @@ async fn main() {
                     Op::GetSer => {
                         let opts = GetOptions::new().with_serializable();
                         cl.get(key(0, ks), Some(opts)).await.expect("get");
+                    }
+                    Op::Range => {
+                        let opts = GetOptions::new()
+                            .with_range(key(offset + limit, ks))
+                            .with_limit(limit as i64);
+                        let got = cl.get(key(offset, ks), Some(opts)).await.expect("range");
+                        assert_eq!(got.kvs().len(), limit, "the range's keys are written");
                     }
                 }
                 local
