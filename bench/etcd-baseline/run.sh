@@ -18,12 +18,16 @@
 #           written first, as `etch-bench suite` does
 #   grow    300000 sequential puts of new keys with 1 KiB values, 10 connections, 100
 #           clients, in three chunks of 100000 (grow1..grow3), as `etch-bench suite` runs it
+#   catchup a fourth member added to the cluster as it stands (after grow, its data set):
+#           `member add` (etcdctl for etcd, etchctl for etch, which must name the member),
+#           the node started with --initial-cluster-state existing, timed until a
+#           serializable get on it answers at the revision the cluster had before the add
 # SCALE multiplies the request counts (e.g. SCALE=0.01 for a smoke run).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 TARGET=${TARGET:-etcd}
-WORKLOADS=${WORKLOADS:-"put1 put100 getl gets range grow"}
+WORKLOADS=${WORKLOADS:-"put1 put100 getl gets range grow catchup"}
 SCALE=${SCALE:-1}
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
 install() { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
@@ -56,7 +60,7 @@ case $TARGET in
     (cd "$root" && CARGO_TARGET_DIR=$etch_target cargo build --release --quiet -p etch-host -p etch-cli --bins)
     etchd=$etch_target/release/etchd
     etchctl=$etch_target/release/etchctl
-    "$etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3 --clients root >/dev/null
+    "$etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3,n4 --clients root >/dev/null
     cluster="n1=127.0.0.1:12380,n2=127.0.0.1:22380,n3=127.0.0.1:32380"
     for i in 1 2 3; do
       RUST_LOG=error "$etchd" --name n$i --data-dir "$dir/n$i" \
@@ -77,6 +81,44 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 run() { echo "$1: $("$bench" --endpoints $eps "${tls[@]}" "${@:2}")"; }
+# The revision a serializable get on endpoint $1 answers at (0 if it does not answer).
+revision_at() {
+  ETCDCTL_API=3 etcdctl --endpoints="$1" "${ctl_tls[@]}" get probe --consistency="${2:-s}" -w json 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["header"]["revision"])' 2>/dev/null || echo 0
+}
+catch_up() {
+  local rev start new
+  rev=$(revision_at "$eps" l)
+  start=$(date +%s.%N)
+  case $TARGET in
+    etcd)
+      # etcd refuses a member add until every member has been connected for 5 s (a young
+      # cluster): the clock starts at the attempt that is accepted.
+      until start=$(date +%s.%N)
+        ETCDCTL_API=3 etcdctl --endpoints=$eps member add n4 --peer-urls=http://127.0.0.1:42380 >/dev/null 2>&1; do
+        sleep 0.5
+      done
+      etcd --name n4 --data-dir "$dir/n4" \
+        --listen-peer-urls http://127.0.0.1:42380 --initial-advertise-peer-urls http://127.0.0.1:42380 \
+        --listen-client-urls http://127.0.0.1:42379 --advertise-client-urls http://127.0.0.1:42379 \
+        --initial-cluster "$cluster,n4=http://127.0.0.1:42380" --initial-cluster-state existing \
+        --logger zap --log-level error >"$dir/n4.log" 2>&1 &
+      pids+=($!)
+      new=http://127.0.0.1:42379
+      ;;
+    etch)
+      "$etchctl" --endpoints "${eps//https:\/\//}" "${ctl_tls[@]}" member add n4 --peer-urls 127.0.0.1:42380 >/dev/null
+      RUST_LOG=error "$etchd" --name n4 --data-dir "$dir/n4" \
+        --listen-client 127.0.0.1:42379 --listen-peer 127.0.0.1:42380 \
+        --initial-cluster "$cluster,n4=127.0.0.1:42380" --initial-cluster-state existing \
+        --ca "$dir/certs/ca.crt" --cert "$dir/certs/n4.crt" --key "$dir/certs/n4.key" >"$dir/n4.log" 2>&1 &
+      pids+=($!)
+      new=https://127.0.0.1:42379
+      ;;
+  esac
+  until [ "$(revision_at $new)" -ge "$rev" ]; do sleep 0.05; done
+  echo "catchup: revision=$rev secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')"
+}
 for w in $WORKLOADS; do
   case $w in
     put1)   run put1 --op put --conns 1 --clients 1 --total "$(scaled 2000)" ;;
@@ -97,6 +139,7 @@ for w in $WORKLOADS; do
           --key-space $((3 * chunk)) --key-offset $((c * chunk))
       done
       ;;
+    catchup) catch_up ;;
     *) echo "unknown workload $w" >&2; exit 2 ;;
   esac
 done

@@ -16,6 +16,7 @@ use etch_proto::pki::{InitOptions, init_dir};
 pub struct Node {
     pub name: String,
     pub client_addr: String,
+    peer_port: u16,
     data_dir: PathBuf,
     log: PathBuf,
     child: Child,
@@ -47,6 +48,18 @@ impl Node {
         walk(&self.data_dir)
     }
 
+    /// Fails, with the tail of its log, if the process has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            bail!(
+                "{} exited with {status}; log tail:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -58,6 +71,8 @@ impl Node {
 pub struct LocalCluster {
     pub nodes: Vec<Node>,
     pub certs: PathBuf,
+    etchd: PathBuf,
+    dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -78,60 +93,101 @@ impl LocalCluster {
         };
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let certs = dir.join("certs");
+        // One certificate more, for the node the catch-up workload adds.
+        let mut certified = names.clone();
+        certified.push(spare_name(n));
         let opts = InitOptions {
-            nodes: names.clone(),
+            nodes: certified,
             clients: vec!["root".into()],
             hosts: vec!["127.0.0.1".into(), "localhost".into()],
         };
         init_dir(&certs, &opts).context("generating certificates")?;
         let ports = free_ports(2 * n)?;
-        let initial = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| format!("{name}=127.0.0.1:{}", ports[2 * i + 1]))
+        let peers: Vec<(String, u16, u16)> = (names.iter().enumerate())
+            .map(|(i, name)| (name.clone(), ports[2 * i], ports[2 * i + 1]))
+            .collect();
+        let initial = (peers.iter())
+            .map(|(name, _, peer)| format!("{name}=127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut nodes = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let client_addr = format!("127.0.0.1:{}", ports[2 * i]);
-            let log = dir.join(format!("{name}.log"));
-            let data_dir = dir.join(name);
-            let child = Command::new(etchd)
-                .args(["--name", name, "--listen-client", &client_addr])
-                .arg("--listen-peer")
-                .arg(format!("127.0.0.1:{}", ports[2 * i + 1]))
-                .args(["--initial-cluster", &initial])
-                .arg("--data-dir")
-                .arg(&data_dir)
-                .arg("--ca")
-                .arg(certs.join("ca.crt"))
-                .arg("--cert")
-                .arg(certs.join(format!("{name}.crt")))
-                .arg("--key")
-                .arg(certs.join(format!("{name}.key")))
-                .env(
-                    "RUST_LOG",
-                    std::env::var("ETCH_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).context("creating a node log")?)
-                .spawn()
-                .with_context(|| format!("starting {}", etchd.display()))?;
-            nodes.push(Node {
-                name: name.clone(),
-                client_addr,
-                data_dir,
-                log,
-                child,
-            });
-        }
         let mut cluster = LocalCluster {
-            nodes,
+            nodes: Vec::new(),
             certs,
+            etchd: etchd.to_owned(),
+            dir,
             _dir: temp,
         };
+        for (name, client, peer) in peers {
+            let node = cluster.spawn(&name, client, peer, &initial, "new")?;
+            cluster.nodes.push(node);
+        }
         cluster.await_ready().await?;
         Ok(cluster)
+    }
+
+    /// Starts etchd `name` on the given ports with `--initial-cluster initial` and
+    /// `--initial-cluster-state state`.
+    fn spawn(
+        &self,
+        name: &str,
+        client: u16,
+        peer: u16,
+        initial: &str,
+        state: &str,
+    ) -> Result<Node> {
+        let client_addr = format!("127.0.0.1:{client}");
+        let log = self.dir.join(format!("{name}.log"));
+        let data_dir = self.dir.join(name);
+        let child = Command::new(&self.etchd)
+            .args(["--name", name, "--listen-client", &client_addr])
+            .arg("--listen-peer")
+            .arg(format!("127.0.0.1:{peer}"))
+            .args(["--initial-cluster", initial])
+            .args(["--initial-cluster-state", state])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--ca")
+            .arg(self.certs.join("ca.crt"))
+            .arg("--cert")
+            .arg(self.certs.join(format!("{name}.crt")))
+            .arg("--key")
+            .arg(self.certs.join(format!("{name}.key")))
+            .env(
+                "RUST_LOG",
+                std::env::var("ETCH_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).context("creating a node log")?)
+            .spawn()
+            .with_context(|| format!("starting {}", self.etchd.display()))?;
+        Ok(Node {
+            name: name.to_owned(),
+            client_addr,
+            peer_port: peer,
+            data_dir,
+            log,
+            child,
+        })
+    }
+
+    /// Adds a node to the cluster as etcd's operators do: `member add` (a voter) through
+    /// `client`, then the node started with `--initial-cluster-state existing`. Returns its
+    /// index in `nodes`.
+    pub async fn add_node(&mut self, client: &Client) -> Result<usize> {
+        let name = spare_name(self.nodes.len());
+        let ports = free_ports(2)?;
+        let peer_addr = format!("127.0.0.1:{}", ports[1]);
+        client
+            .member_add(name.clone(), peer_addr.clone())
+            .await
+            .with_context(|| format!("adding member {name}"))?;
+        let mut initial: Vec<String> = (self.nodes.iter())
+            .map(|n| format!("{}=127.0.0.1:{}", n.name, n.peer_port))
+            .collect();
+        initial.push(format!("{name}={peer_addr}"));
+        let node = self.spawn(&name, ports[0], ports[1], &initial.join(","), "existing")?;
+        self.nodes.push(node);
+        Ok(self.nodes.len() - 1)
     }
 
     /// The client endpoints, `127.0.0.1:PORT` each.
@@ -151,13 +207,7 @@ impl LocalCluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             for node in &mut self.nodes {
-                if let Ok(Some(status)) = node.child.try_wait() {
-                    bail!(
-                        "{} exited with {status} during start-up; log tail:\n{}",
-                        node.name,
-                        node.log_tail()
-                    );
-                }
+                node.check_running().context("during start-up")?;
             }
             match client.get("probe").await {
                 Ok(_) => return Ok(()),
@@ -193,6 +243,11 @@ impl Drop for LocalCluster {
             let _ = node.child.wait();
         }
     }
+}
+
+/// The name of the node after the first `n`.
+fn spare_name(n: usize) -> String {
+    format!("n{}", n + 1)
 }
 
 /// `n` distinct loopback UDP ports that were free a moment ago (all bound at once, so they

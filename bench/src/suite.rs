@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -51,7 +52,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "put1,put100,put100v,getl,gets,range,watch1000,grow"
+        default_value = "put1,put100,put100v,getl,gets,range,watch1000,grow,catchup"
     )]
     pub workloads: Vec<String>,
     /// The json-schema plugin put100v binds [default: target/plugins/json-schema.wasm, next
@@ -83,6 +84,13 @@ const RANGE: &str = "range";
 const RANGE_KEYS: u64 = 10_000;
 const RANGE_FIRST: u64 = 90_000_000;
 
+/// The catch-up workload: a member added to the cluster as it stands (after [`GROW`], its
+/// data set), timed from `member add` until it is a voter that has applied the revision
+/// the cluster had when it was added.
+const CATCHUP: &str = "catchup";
+/// How long a new member may take to catch up before the workload gives up.
+const CATCHUP_LIMIT: Duration = Duration::from_secs(600);
+
 /// Bytes in each node's data directory, by node name.
 type Disk = BTreeMap<String, u64>;
 
@@ -92,6 +100,8 @@ struct Runs {
     reports: Vec<(String, Report)>,
     rss_after_put: Rss,
     disk_after_grow: Option<Disk>,
+    /// How long [`CATCHUP`]'s new member took, and the revision it caught up to.
+    catch_up: Option<(Duration, i64)>,
 }
 
 /// Runs [`WATCH`] (500 puts at scale 1); its table row counts watchers as clients and
@@ -228,14 +238,14 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
     }
     // Unknown names and a missing plugin fail before a cluster is started.
     let mut validator = None;
-    for name in args.workloads.iter().filter(|n| *n != WATCH && *n != GROW) {
+    for name in (args.workloads.iter()).filter(|n| ![WATCH, GROW, CATCHUP].contains(&n.as_str())) {
         if standard(name, args.scale)?.4 && validator.is_none() {
             validator = Some(json_schema(&args)?);
         }
     }
-    let cluster = LocalCluster::start(&etchd, args.nodes.max(1), args.dir.clone()).await?;
+    let mut cluster = LocalCluster::start(&etchd, args.nodes.max(1), args.dir.clone()).await?;
     let options = ClientOptions::new(cluster.endpoints(), cluster.tls());
-    let result = run_workloads(&args, &cluster, &options, validator.as_ref()).await;
+    let result = run_workloads(&args, &mut cluster, &options, validator.as_ref()).await;
     let rss_end = rss(&cluster);
     cluster.stop();
     let runs = result?;
@@ -251,6 +261,8 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
             "rss_kib_after_put": runs.rss_after_put,
             "rss_kib_end": rss_end,
             "disk_bytes_after_grow": runs.disk_after_grow,
+            "catch_up": runs.catch_up.map(|(took, revision)| json!({
+                "secs": took.as_secs_f64(), "revision": revision})),
         });
         println!("{out}");
     } else {
@@ -293,6 +305,38 @@ fn json_schema(args: &SuiteArgs) -> Result<Validator> {
         );
     }
     Validator::new(&file, &[format!("schema={SCHEMA}")])
+}
+
+/// Runs [`CATCHUP`] on `cluster`: adds a member and waits until it has applied the
+/// revision the cluster had (read linearizably) before the add.
+async fn catch_up(cluster: &mut LocalCluster, options: &ClientOptions) -> Result<(Duration, i64)> {
+    let client = Client::connect(options.clone()).await?;
+    let target = client.get("probe").await?.header.revision;
+    let started = Instant::now();
+    let new = cluster.add_node(&client).await?;
+    let alone = ClientOptions::new(vec![cluster.nodes[new].client_addr.clone()], cluster.tls())
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(2));
+    let probe = Client::new(alone).context("a client of the new member")?;
+    loop {
+        cluster.nodes[new].check_running()?;
+        if let Ok(got) = probe.get("probe").serializable().await
+            && got.header.revision >= target
+        {
+            break;
+        }
+        if started.elapsed() > CATCHUP_LIMIT {
+            bail!("the new member did not reach revision {target} in {CATCHUP_LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    eprintln!(
+        "{CATCHUP}: {} caught up to revision {target} in {:.2} s",
+        cluster.nodes[new].name,
+        took.as_secs_f64()
+    );
+    Ok((took, target))
 }
 
 /// Runs [`GROW`]: each chunk writes the keys after the last one's, as its own report.
@@ -343,14 +387,19 @@ async fn grow(args: &SuiteArgs, options: &ClientOptions) -> Result<Vec<(String, 
 
 async fn run_workloads(
     args: &SuiteArgs,
-    cluster: &LocalCluster,
+    cluster: &mut LocalCluster,
     options: &ClientOptions,
     validator: Option<&Validator>,
 ) -> Result<Runs> {
     let mut reports = Vec::new();
     let mut rss_after_put = Rss::new();
     let mut disk_after_grow = None;
+    let mut catch_up_took = None;
     for name in &args.workloads {
+        if name == CATCHUP {
+            catch_up_took = Some(catch_up(cluster, options).await?);
+            continue;
+        }
         if name == WATCH {
             reports.push((name.clone(), watch(args, options).await?));
             continue;
@@ -409,6 +458,7 @@ async fn run_workloads(
         reports,
         rss_after_put,
         disk_after_grow,
+        catch_up: catch_up_took,
     })
 }
 
@@ -461,6 +511,12 @@ fn table(runs: &Runs, rss_end: &Rss) -> String {
             .map(|(n, bytes)| format!("{n} {:.1} MiB", *bytes as f64 / (1024.0 * 1024.0)))
             .collect();
         out.push_str(&format!("etchd disk after {GROW}: {}\n", list.join(", ")));
+    }
+    if let Some((took, revision)) = runs.catch_up {
+        out.push_str(&format!(
+            "{CATCHUP}: a new member caught up to revision {revision} in {:.2} s\n",
+            took.as_secs_f64()
+        ));
     }
     out
 }

@@ -242,6 +242,16 @@ fn suite_starts_a_cluster_and_reports_every_workload() {
             .all(|bytes| bytes.as_u64().is_some_and(|b| b > 0)),
         "{report}"
     );
+    // The catch-up member reached the revision the cluster had when it was added.
+    let catch_up = &report["catch_up"];
+    assert!(
+        catch_up["secs"].as_f64().is_some_and(|s| s > 0.0),
+        "{report}"
+    );
+    assert!(
+        catch_up["revision"].as_i64().is_some_and(|r| r > 1),
+        "{report}"
+    );
     let rss = report["rss_kib_after_put"].as_object().expect("rss");
     assert_eq!(rss.len(), 3, "{report}");
     assert!(
