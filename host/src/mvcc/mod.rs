@@ -122,11 +122,21 @@ pub use view::{RESERVED_PREFIX, is_reserved};
 /// # Errors
 ///
 /// fjall cannot open it (another process holds it, or it is damaged).
+///
+/// The journals are capped at fjall's least, 64 MiB (its default is 512 MiB): a journal can
+/// go only once every keyspace has flushed what it holds of it, and a keyspace written
+/// rarely (leases, auth, meta) would otherwise pin every journal written since, up to the
+/// cap: after 300,000 puts of 1 KiB, half a gigabyte of journals beside 300 MB of data.
+/// Past the cap fjall flushes the keyspaces that pin the oldest journal.
 pub fn open_database(path: &std::path::Path) -> Result<fjall::Database> {
     Ok(fjall::Database::builder(path)
         .cache_size(8 * 1024 * 1024)
+        .max_journaling_size(MAX_JOURNALS)
         .worker_threads(crate::FJALL_WORKERS)
         .open()?)
 }
+
+/// The most bytes of journal a node's database keeps (fjall's minimum).
+pub const MAX_JOURNALS: u64 = 64 * 1024 * 1024;
 pub use store::{Event, Outcome, Store};
 pub(crate) use view::View;
