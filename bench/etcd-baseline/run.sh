@@ -22,7 +22,8 @@
 #           `member add` (etcdctl for etcd, etchctl for etch, which must name the member),
 #           the node started with --initial-cluster-state existing, timed until a
 #           serializable get on it answers at the revision the cluster had before the add
-# SCALE multiplies the request counts (e.g. SCALE=0.01 for a smoke run).
+# SCALE multiplies the request counts (e.g. SCALE=0.01 for a smoke run); OUT=FILE appends
+# each result to FILE as a JSON line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -80,7 +81,13 @@ for _ in $(seq 100); do
   ETCDCTL_API=3 etcdctl --endpoints=$eps "${ctl_tls[@]}" endpoint health >/dev/null 2>&1 && break
   sleep 0.2
 done
-run() { echo "$1: $("$bench" --endpoints $eps "${tls[@]}" "${@:2}")"; }
+# OUT=FILE: each workload's result is also appended to FILE as a JSON line (what
+# `etch-bench suite --baseline FILE --plot` draws beside etch's).
+run() {
+  local json=()
+  [ -n "${OUT:-}" ] && json=(--json-out "$OUT" --name "$1")
+  echo "$1: $("$bench" --endpoints $eps "${tls[@]}" "${@:2}" ${json[@]+"${json[@]}"})"
+}
 # The revision a serializable get on endpoint $1 answers at (0 if it does not answer).
 revision_at() {
   ETCDCTL_API=3 etcdctl --endpoints="$1" "${ctl_tls[@]}" get probe --consistency="${2:-s}" -w json 2>/dev/null |

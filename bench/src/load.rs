@@ -36,6 +36,42 @@ pub struct Load {
 struct Measured {
     latencies: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    timeline: Timeline,
+}
+
+/// The width of a [`Timeline`]'s buckets.
+pub const BUCKET: Duration = Duration::from_millis(100);
+
+/// Requests answered (successfully) in each [`BUCKET`] since the start of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline(pub Vec<u64>);
+
+impl Timeline {
+    fn record(&mut self, since_start: Duration) {
+        let i = usize::try_from(since_start.as_millis() / BUCKET.as_millis()).unwrap_or(usize::MAX);
+        // A run of hours at most: the buckets of an hour are 36,000.
+        if i < 36_000 {
+            if self.0.len() <= i {
+                self.0.resize(i + 1, 0);
+            }
+            self.0[i] += 1;
+        }
+    }
+
+    fn add(&mut self, other: &Timeline) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine += theirs;
+        }
+    }
+
+    /// Requests per second in each bucket.
+    pub fn rates(&self) -> Vec<f64> {
+        let per = 1.0 / BUCKET.as_secs_f64();
+        self.0.iter().map(|n| *n as f64 * per).collect()
+    }
 }
 
 /// Latencies are recorded in microseconds, up to an hour, to 3 significant digits.
@@ -60,6 +96,7 @@ pub async fn run(conns: &[Client], load: &Load, workload: Workload, label: &str)
             let mut measured = Measured {
                 latencies: histogram()?,
                 errors: BTreeMap::new(),
+                timeline: Timeline::default(),
             };
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -75,6 +112,7 @@ pub async fn run(conns: &[Client], load: &Load, workload: Workload, label: &str)
                     Ok(()) => {
                         let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                         measured.latencies.saturating_record(micros.max(1));
+                        measured.timeline.record(start.elapsed());
                     }
                     Err(e) => *measured.errors.entry(e.to_string()).or_default() += 1,
                 }
@@ -85,11 +123,13 @@ pub async fn run(conns: &[Client], load: &Load, workload: Workload, label: &str)
     }
     let mut latencies = histogram()?;
     let mut errors = BTreeMap::new();
+    let mut timeline = Timeline::default();
     while let Some(joined) = tasks.join_next().await {
         let measured = joined.context("a client task panicked")??;
         latencies
             .add(&measured.latencies)
             .context("merging latency histograms")?;
+        timeline.add(&measured.timeline);
         for (message, n) in measured.errors {
             *errors.entry(message).or_default() += n;
         }
@@ -102,6 +142,7 @@ pub async fn run(conns: &[Client], load: &Load, workload: Workload, label: &str)
         latencies,
         errors,
         duration,
+        timeline,
     })
 }
 

@@ -12,6 +12,7 @@
 mod cluster;
 mod hostile;
 mod load;
+mod plot;
 mod report;
 mod suite;
 mod validator;

@@ -22,6 +22,8 @@ pub struct Report {
     pub latencies: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
     pub duration: Duration,
+    /// Requests answered per [`crate::load::BUCKET`] of the run.
+    pub timeline: crate::load::Timeline,
 }
 
 /// The machine-readable form (`--json`).
@@ -35,6 +37,9 @@ pub struct Json {
     pub rps: f64,
     pub latency_ms: BTreeMap<String, f64>,
     pub error_messages: BTreeMap<String, u64>,
+    /// Requests per second in each `bucket_s` of the run.
+    pub timeline_rps: Vec<f64>,
+    pub bucket_s: f64,
 }
 
 impl Report {
@@ -82,6 +87,8 @@ impl Report {
             rps: self.rps(),
             latency_ms,
             error_messages: self.errors.clone(),
+            timeline_rps: self.timeline.rates(),
+            bucket_s: crate::load::BUCKET.as_secs_f64(),
         }
     }
 
@@ -169,6 +176,7 @@ mod tests {
             latencies,
             errors: BTreeMap::from([("timed out".to_owned(), 2)]),
             duration: Duration::from_secs(2),
+            timeline: crate::load::Timeline(vec![5, 0, 3]),
         };
         let text = report.summary();
         for needle in [
@@ -188,5 +196,8 @@ mod tests {
         assert_eq!(json["requests"], 1000);
         assert_eq!(json["errors"], 2);
         assert!(json["latency_ms"]["p99_9"].as_f64().is_some(), "{json}");
+        // Requests per second in each 100 ms bucket.
+        assert_eq!(json["timeline_rps"], serde_json::json!([50.0, 0.0, 30.0]));
+        assert_eq!(json["bucket_s"], 0.1);
     }
 }

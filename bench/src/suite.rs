@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::LocalCluster;
 use crate::load::{self, Load};
+use crate::plot::{self, Series};
 use crate::report::Report;
 use crate::validator::{Validator, json_value};
 use crate::watch::WatchLatencyArgs;
@@ -62,6 +63,14 @@ pub struct SuiteArgs {
     /// Multiplies every workload's request count (e.g. 0.01 for a smoke run).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// Draws each workload's throughput over the run and its latency percentiles into
+    /// this SVG file, beside the etcd baseline's when `--baseline` is given.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// The etcd baseline to draw beside etch: the JSON lines of
+    /// `OUT=FILE bench/etcd-baseline/run.sh` (scripts/bench-suite with ETCD=1 writes them).
+    #[arg(long, value_name = "FILE", requires = "plot")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// The schema put100v's validator checks every value against (the values are
@@ -243,12 +252,24 @@ pub async fn run(args: SuiteArgs, json: bool) -> Result<()> {
             validator = Some(json_schema(&args)?);
         }
     }
+    // A bad baseline fails before the runs, not after them.
+    let baseline = match &args.baseline {
+        Some(file) => plot::read_baseline(file)?,
+        None => Vec::new(),
+    };
     let mut cluster = LocalCluster::start(&etchd, args.nodes.max(1), args.dir.clone()).await?;
     let options = ClientOptions::new(cluster.endpoints(), cluster.tls());
     let result = run_workloads(&args, &mut cluster, &options, validator.as_ref()).await;
     let rss_end = rss(&cluster);
     cluster.stop();
     let runs = result?;
+    if let Some(path) = &args.plot {
+        let etch: Vec<Series> = (runs.reports.iter())
+            .map(|(n, r)| Series::of(n, r))
+            .collect();
+        plot::draw(path, &etch, &baseline)?;
+        eprintln!("plot: {}", path.display());
+    }
     if json {
         let out = json!({
             "etchd": etchd,

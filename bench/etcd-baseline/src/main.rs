@@ -58,7 +58,18 @@ struct Args {
     cert: Option<std::path::PathBuf>,
     #[arg(long)]
     key: Option<std::path::PathBuf>,
+    /// Also append the result as one JSON line to this file, named `--name`: the
+    /// throughput in each 100 ms and the latency percentiles (what `etch-bench suite
+    /// --baseline` reads to draw etcd beside etch).
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+    /// The workload's name in the JSON line.
+    #[arg(long, default_value = "run")]
+    name: String,
 }
+
+/// The width of the throughput buckets, in milliseconds.
+const BUCKET_MS: u128 = 100;
 
 fn options(a: &Args) -> Option<ConnectOptions> {
     let (ca, cert, key) = (a.cacert.as_ref()?, a.cert.as_ref()?, a.key.as_ref()?);
@@ -98,6 +109,7 @@ async fn main() {
         let limit = a.limit;
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3).expect("histogram");
+            let mut timeline: Vec<u64> = Vec::new();
             let val = vec![b'v'; vs];
             for i in 0..per {
                 let t = Instant::now();
@@ -124,12 +136,25 @@ async fn main() {
                 local
                     .record(t.elapsed().as_micros() as u64)
                     .expect("record");
+                let bucket = (start.elapsed().as_millis() / BUCKET_MS) as usize;
+                if timeline.len() <= bucket {
+                    timeline.resize(bucket + 1, 0);
+                }
+                timeline[bucket] += 1;
             }
             hist.lock().await.add(local).expect("merge");
+            timeline
         }));
     }
+    let mut timeline: Vec<u64> = Vec::new();
     for t in tasks {
-        t.await.expect("client task");
+        let part = t.await.expect("client task");
+        if timeline.len() < part.len() {
+            timeline.resize(part.len(), 0);
+        }
+        for (total, n) in timeline.iter_mut().zip(part) {
+            *total += n;
+        }
     }
     let el = start.elapsed();
     let h = hist.lock().await;
@@ -146,6 +171,24 @@ async fn main() {
         h.value_at_quantile(0.99) as f64 / 1000.0,
         h.max() as f64 / 1000.0
     );
+    if let Some(path) = &a.json_out {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let line = serde_json::json!({
+            "name": a.name,
+            "requests": n,
+            "rps": n as f64 / el.as_secs_f64(),
+            "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999)},
+            "bucket_s": BUCKET_MS as f64 / 1000.0,
+            "timeline_rps": timeline.iter().map(|n| *n as f64 * 1000.0 / BUCKET_MS as f64).collect::<Vec<_>>(),
+        });
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        writeln!(file, "{line}").expect("writing the JSON line");
+    }
 }
 
 fn key(i: usize, size: usize) -> Vec<u8> {
