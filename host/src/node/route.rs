@@ -36,11 +36,7 @@ const VOUCHED_FOR: Duration = Duration::from_secs(30);
 const REFUSED_FOR: Duration = Duration::from_secs(1);
 
 /// The most bytes of answer a range is built with before it needs a large-range permit.
-/// At most one per blocking thread is being built at a time (16: 64 MiB in all); 4 MiB
-/// keeps a range of 10,000 keys of 256 bytes (2.7 MB) to one pass: at 1 MiB it was read
-/// twice, the second time under a permit (range workload: 86 -> 93 ranges/s, a tenth less
-/// CPU).
-pub(super) const SMALL_RANGE_BYTES: usize = 4 << 20;
+pub(super) const SMALL_RANGE_BYTES: usize = 1 << 20;
 /// How many ranges with answers over [`SMALL_RANGE_BYTES`] a node builds at once.
 pub(super) const LARGE_RANGES: usize = 2;
 /// The most bytes of answer a one-key read is built with on the task that asked for it
