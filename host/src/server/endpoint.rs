@@ -300,7 +300,10 @@ impl Stream {
                 return;
             }
         };
-        match tokio::time::timeout(limits.write_timeout, self.send.write_all(&bytes)).await {
+        // Handed to QUIC as it is (`write_chunk`), not copied into its send buffer; quinn
+        // still takes it only as fast as the client's flow control allows.
+        let write = self.send.write_chunk(bytes::Bytes::from(bytes));
+        match tokio::time::timeout(limits.write_timeout, write).await {
             Ok(Ok(())) => {
                 let _ = self.send.finish();
             }

@@ -267,7 +267,7 @@ async fn write(
     let answer: Result<Response, Error> = Ok(response);
     let bytes = frame::encode(&answer, DEFAULT_MAX_RESPONSE_BYTES)?;
     drop(answer);
-    send.write_all(&bytes)
+    send.write_chunk(bytes::Bytes::from(bytes))
         .await
         .map_err(|e| frame::FrameError::Io(e.into()))
 }
