@@ -106,8 +106,35 @@ pub fn draw(path: &Path, etch: &[Series], etcd: &[Series]) -> Result<()> {
 type Panel<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type Run = (&'static str, Option<Series>, RGBColor);
 
+/// At most this many points per throughput line: longer runs are drawn with buckets merged
+/// (averaged), so that a run of a minute reads as a line rather than as noise.
+const MAX_POINTS: usize = 120;
+
+/// `s`'s throughput as (seconds, requests/s) points, adjacent buckets averaged down to at
+/// most [`MAX_POINTS`].
+fn points(s: &Series) -> Vec<(f64, f64)> {
+    let merge = s.rates.len().div_ceil(MAX_POINTS).max(1);
+    (s.rates.chunks(merge).enumerate())
+        .map(|(i, chunk)| {
+            let width = chunk.len() as f64 * s.bucket_s;
+            let at = (i * merge) as f64 * s.bucket_s + width / 2.0;
+            (at, chunk.iter().sum::<f64>() / chunk.len() as f64)
+        })
+        .collect()
+}
+
 fn throughput(panel: &Panel<'_>, name: &str, runs: &[Run]) -> Result<()> {
     let drawn = runs.iter().filter_map(|(_, s, _)| s.as_ref());
+    if drawn.clone().all(|s| s.rates.is_empty()) {
+        // watch1000: its puts are paced; what it measures is the latency.
+        panel
+            .titled(
+                &format!("{name}: paced load, no throughput series"),
+                ("sans-serif", 15),
+            )
+            .map_err(plotting)?;
+        return Ok(());
+    }
     let (mut secs, mut top) = (0.1f64, 1.0f64);
     for s in drawn {
         secs = secs.max(s.rates.len() as f64 * s.bucket_s);
@@ -131,11 +158,8 @@ fn throughput(panel: &Panel<'_>, name: &str, runs: &[Run]) -> Result<()> {
         .map_err(plotting)?;
     for (label, series, color) in runs {
         let Some(s) = series else { continue };
-        let points = (s.rates.iter().enumerate())
-            .map(|(i, r)| ((i as f64 + 0.5) * s.bucket_s, *r))
-            .collect::<Vec<_>>();
         chart
-            .draw_series(LineSeries::new(points, color))
+            .draw_series(LineSeries::new(points(s), color))
             .map_err(plotting)?
             .label(*label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
@@ -214,6 +238,19 @@ mod tests {
             rates: vec![100.0 * scale, 250.0 * scale, 180.0 * scale],
             latency_ms: [1.0 * scale, 2.0 * scale, 4.0 * scale, 9.0 * scale],
         }
+    }
+
+    #[test]
+    fn long_runs_are_drawn_with_merged_buckets() {
+        let mut long = series("grow1", 1.0);
+        long.rates = vec![10.0; 2 * MAX_POINTS + 1];
+        long.rates[0] = 40.0;
+        let drawn = points(&long);
+        assert!(drawn.len() <= MAX_POINTS, "{} points", drawn.len());
+        // Three buckets a point: the first averages 40, 10 and 10, centred on 0.15 s.
+        assert!((drawn[0].0 - 0.15).abs() < 1e-9, "{:?}", drawn[0]);
+        assert_eq!(drawn[0].1, 20.0);
+        assert_eq!(points(&series("put1", 1.0)).len(), 3);
     }
 
     #[test]
