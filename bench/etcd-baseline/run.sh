@@ -56,11 +56,16 @@ case $TARGET in
     eps=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
     ;;
   etch)
-    # etch's own target directory, not the load generator's.
-    etch_target=${CARGO_TARGET_DIR_ETCH:-$root/target}
-    (cd "$root" && CARGO_TARGET_DIR=$etch_target cargo build --release --quiet -p etch-host -p etch-cli --bins)
-    etchd=$etch_target/release/etchd
-    etchctl=$etch_target/release/etchctl
+    # etch's own target directory, not the load generator's; ETCH_BIN=DIR runs the etchd
+    # and etchctl in DIR as they are (an A/B of two builds).
+    if [ -n "${ETCH_BIN:-}" ]; then
+      etchd=$ETCH_BIN/etchd etchctl=$ETCH_BIN/etchctl
+    else
+      etch_target=${CARGO_TARGET_DIR_ETCH:-$root/target}
+      (cd "$root" && CARGO_TARGET_DIR=$etch_target cargo build --release --quiet -p etch-host -p etch-cli --bins)
+      etchd=$etch_target/release/etchd
+      etchctl=$etch_target/release/etchctl
+    fi
     "$etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3,n4 --clients root >/dev/null
     cluster="n1=127.0.0.1:12380,n2=127.0.0.1:22380,n3=127.0.0.1:32380"
     for i in 1 2 3; do

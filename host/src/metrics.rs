@@ -33,6 +33,7 @@ pub const REQUESTS_HANDLED: &str = "grpc_server_handled_total";
 pub const REQUEST_SECONDS: &str = "grpc_server_handling_seconds";
 pub const RSS: &str = "process_resident_memory_bytes";
 pub const DISK_FREE: &str = "etch_disk_free_bytes";
+pub const FORWARDED: &str = "etch_server_forwarded_requests_total";
 pub const PLUGIN_CALLS: &str = "etch_plugin_calls_total";
 pub const PLUGIN_FAILURES: &str = "etch_plugin_failures_total";
 pub const PLUGIN_FUEL: &str = "etch_plugin_fuel_consumed_total";
@@ -150,6 +151,10 @@ pub fn describe() {
         "Failed plugin calls, by binding and cause (trap, fuel, deadline, memory, ...)."
     );
     describe_counter!(PLUGIN_FUEL, "Fuel consumed by plugin calls, by binding.");
+    describe_counter!(
+        FORWARDED,
+        "Requests followers handed to this node, the leader, by gRPC service and method."
+    );
     describe_histogram!(
         PLUGIN_SECONDS,
         Unit::Seconds,
@@ -198,6 +203,12 @@ pub fn kind(request: &Request) -> &'static str {
 pub fn labels(request: &Request) -> (&'static str, &'static str, &'static str) {
     let (service, method) = request.method();
     (kind(request), service, method)
+}
+
+/// Counts a request a follower forwarded to this node.
+pub fn forwarded(request: &Request) {
+    let (service, method) = request.method();
+    metrics::counter!(FORWARDED, "grpc_service" => service, "grpc_method" => method).increment(1);
 }
 
 /// Records one plugin call: `outcome` is allowed, denied or failed (with its cause).

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use etch_tests::{Cluster, free_port, http_get, ok_stdout, wait_for};
+use etch_tests::{Cluster, etchctl_with, free_port, http_get, ok_stdout, wait_for};
 use prometheus_parse::{Sample, Scrape, Value};
 
 /// Scrapes `/metrics` at `addr` and parses it.
@@ -160,6 +160,52 @@ async fn metrics_and_health_are_served_with_etcds_names() {
         (200, "ok".to_owned())
     );
     assert_eq!(http_get(&addr, "/nothing").expect("404").0, 404);
+}
+
+/// A follower answers linearizable reads from its own state once the leader has given it
+/// a read index (etcd's ReadIndex), instead of forwarding them: the leader counts the
+/// writes followers forward, and no read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_linearizable_reads_after_a_read_index() {
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut cluster = Cluster::prepare(3, &[]);
+    for (node, addr) in cluster.nodes.iter_mut().zip(&addrs) {
+        node.extra_args
+            .extend(["--listen-metrics".to_owned(), addr.clone()]);
+    }
+    cluster.start();
+    let leader = cluster.leader_index();
+    let follower = (leader + 1) % 3;
+    let tls = cluster.client_tls("root");
+    let at_follower = cluster.nodes[follower].endpoint();
+    for i in 0..5 {
+        // Written through the follower (forwarded), read back through it at once.
+        let key = format!("read-index-{i}");
+        let put = etchctl_with(&at_follower, &tls, &["put", &key, &i.to_string()]);
+        assert_eq!(ok_stdout(&put), "OK\n");
+        let got = etchctl_with(&at_follower, &tls, &["get", &key, "--print-value-only"]);
+        assert_eq!(ok_stdout(&got), format!("{i}\n"));
+    }
+    let samples = scrape(&addrs[leader]);
+    let forwarded = |method: &str| {
+        value(
+            &samples,
+            "etch_server_forwarded_requests_total",
+            &[("grpc_method", method)],
+        )
+    };
+    assert!(
+        forwarded("Put").is_some_and(|n| n >= 5.0),
+        "{:?}",
+        forwarded("Put")
+    );
+    assert_eq!(
+        forwarded("Range"),
+        None,
+        "linearizable reads were forwarded"
+    );
 }
 
 /// Peers' round trips are measured per peer; a member that loses its quorum answers

@@ -248,6 +248,9 @@ struct Inner {
     leader_contact: Mutex<Option<(NodeId, Instant)>>,
     /// Batches the leadership confirmations of linearizable reads.
     read_index: read_index::ReadIndex,
+    /// A follower's read-index rounds: each asks the leader once for every linearizable
+    /// read waiting on this node.
+    follower_reads: read_index::ReadIndex,
     proposer: proposer::Proposer,
     /// Ranges whose answers are larger than [`route::SMALL_RANGE_BYTES`] are built one
     /// [`route::LARGE_RANGES`] at a time (see [`Node::read`]).
@@ -415,7 +418,10 @@ impl Node {
         );
 
         let node = Node {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                follower_reads: read_index::ReadIndex::with_round(route::follower_round(
+                    me.clone(),
+                )),
                 id,
                 options,
                 raft,

@@ -9,7 +9,7 @@ use etch_proto::{
 use openraft::error::{ClientWriteError, RaftError};
 
 use super::proposer::{ProposeError, propose_error};
-use super::read_index::Confirmation;
+use super::read_index::{self, Confirmation};
 use super::{Node, blocking, storage};
 use crate::NodeId;
 use crate::raft::network::PeerError;
@@ -64,6 +64,10 @@ impl Node {
                 self.serve_here(request).await
             }
             Place::Leader => self.on_leader(principal, request, false).await,
+            Place::ReadIndex => match self.read_on_follower(principal, &request).await {
+                Some(answer) => answer,
+                None => self.on_leader(principal, request, false).await,
+            },
             Place::Stream => Err(Error::InvalidArgument(
                 "a watch or a snapshot is served on its own stream, as its first frame".into(),
             )),
@@ -95,6 +99,7 @@ impl Node {
         principal: &str,
         request: Request,
     ) -> Result<Response, Error> {
+        crate::metrics::forwarded(&request);
         // A follower checked it too, but a peer's word is not taken for it.
         self.limits().check(&request)?;
         let mut response = self.on_leader(principal, request, true).await?;
@@ -328,6 +333,44 @@ impl Node {
         self.read(range).await
     }
 
+    /// A linearizable read served by a follower from its own state: the leader gives a read
+    /// index (one request for every read waiting here, [`read_index`]), this node waits
+    /// until it has applied as far, then authorizes and reads as for a serializable read —
+    /// by then its view of users and roles is at least the leader's. `None` when the read
+    /// is to be served on the leader instead: this node leads (or knows no leader), or the
+    /// leader gave no read index.
+    async fn read_on_follower(
+        &self,
+        principal: &str,
+        request: &Request,
+    ) -> Option<Result<Response, Error>> {
+        let Request::Range(range) = request else {
+            return None;
+        };
+        let leader = self.raft().metrics().borrow().current_leader;
+        if leader.is_none_or(|leader| leader == self.id()) {
+            return None;
+        }
+        match self.inner.follower_reads.confirm().await {
+            Confirmation::Confirmed => {}
+            Confirmation::Timeout => return Some(Err(Error::Timeout)),
+            Confirmation::NotLeader(_) | Confirmation::Unavailable(_) | Confirmation::Forward => {
+                return None;
+            }
+        }
+        Some(match self.authorize(principal, request) {
+            Ok(_) => self.read(range.clone()).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Answers a follower's `ReadIndex`: leadership confirmed with a quorum after the
+    /// request arrived, the index this leader has applied (at least the read index).
+    pub(crate) async fn read_index_for_follower(&self) -> Result<u64, Error> {
+        self.confirm_leadership().await?;
+        Ok((self.raft().metrics().borrow().last_applied).map_or(0, |applied| applied.index))
+    }
+
     /// Confirms leadership with a quorum (read index) and waits until the local state
     /// machine has applied up to it: local reads after this are linearizable.
     pub(super) async fn confirm_leadership(&self) -> Result<(), Error> {
@@ -337,6 +380,10 @@ impl Node {
             Confirmation::NotLeader(leader) => Err(self.not_leader(leader).await),
             Confirmation::Unavailable(reason) => Err(Error::Unavailable { reason }),
             Confirmation::Timeout => Err(Error::Timeout),
+            // Only a follower's rounds answer this.
+            Confirmation::Forward => Err(Error::Internal(
+                "a leader's read-index round cannot forward".into(),
+            )),
         }
     }
 
@@ -626,6 +673,9 @@ pub(crate) enum Place {
     /// On the leader (a follower forwards it there): linearizable reads, membership,
     /// leases, users and roles, plugins and every write.
     Leader,
+    /// On the node asked once the leader has given it a read index (a linearizable read):
+    /// on the leader itself when it is asked, or when it gives none.
+    ReadIndex,
     /// On a stream of its own, opened by a front with the request as its first frame.
     Stream,
 }
@@ -635,10 +685,10 @@ pub(crate) fn place(request: &Request) -> Place {
     match request {
         Request::Status(_) | Request::HashKv(_) | Request::Defragment(_) => Place::Here,
         Request::Range(range) if range.serializable => Place::Here,
+        Request::Range(_) => Place::ReadIndex,
         Request::Alarm(alarm) if alarm.action == AlarmAction::Get => Place::Here,
         Request::Watch(_) | Request::Snapshot(_) => Place::Stream,
-        Request::Range(_)
-        | Request::Alarm(_)
+        Request::Alarm(_)
         | Request::Put(_)
         | Request::DeleteRange(_)
         | Request::Txn(_)
@@ -669,4 +719,52 @@ fn misplaced(request: &Request) -> Error {
         "{} reached a node function that does not serve it",
         request.method().1
     ))
+}
+
+/// A follower's read-index round ([`read_index::ReadIndex::with_round`]) for the node `me`:
+/// asks the leader for a read index and waits until this node has applied as far. Any
+/// answer but an index (an earlier release's leader, a leader that stepped down, one that
+/// cannot be reached) sends the round's reads to the leader, as before follower reads.
+pub(super) fn follower_round(me: std::sync::Weak<super::Inner>) -> read_index::Round {
+    Box::new(move || {
+        let me = me.clone();
+        Box::pin(async move {
+            let Some(inner) = me.upgrade() else {
+                return Confirmation::Unavailable("node shutting down".into());
+            };
+            Node { inner }.read_index_from_leader().await
+        })
+    })
+}
+
+impl Node {
+    async fn read_index_from_leader(&self) -> Confirmation {
+        let leader = self.raft().metrics().borrow().current_leader;
+        let Some(leader) = leader.filter(|leader| *leader != self.id()) else {
+            return Confirmation::Forward;
+        };
+        let Some(member) = self.member(leader) else {
+            return Confirmation::Forward;
+        };
+        let timeout = self.options().request_timeout;
+        let answer = (self.peers())
+            .call(leader, &member.peer_addr, PeerRequest::ReadIndex, timeout)
+            .await;
+        let index = match answer {
+            Ok(PeerResponse::ReadIndex(Ok(index))) => index,
+            Err(PeerError::Timeout { .. }) => return Confirmation::Timeout,
+            other => {
+                tracing::debug!(?other, "no read index from the leader: its reads go to it");
+                return Confirmation::Forward;
+            }
+        };
+        let applied = (self.raft().wait(Some(timeout)))
+            .applied_index_at_least(Some(index), "the leader's read index")
+            .await;
+        match applied {
+            Ok(_) => Confirmation::Confirmed,
+            Err(openraft::metrics::WaitError::Timeout(..)) => Confirmation::Timeout,
+            Err(e) => Confirmation::Unavailable(e.to_string()),
+        }
+    }
 }

@@ -76,6 +76,11 @@ pub enum PeerRequest {
         after_ms: u64,
         for_ms: u64,
     },
+    /// From a follower, for the linearizable reads waiting on it: confirm leadership with a
+    /// quorum and answer the index the leader has applied (the follower reads once it has
+    /// applied as far). Appended last: a leader of an earlier release refuses it as
+    /// malformed, and the follower forwards its reads instead.
+    ReadIndex,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,4 +102,6 @@ pub enum PeerResponse {
     Held,
     /// Whether the receiver leads now.
     Campaigned(bool),
+    /// The applied index a follower must reach before it reads (`PeerRequest::ReadIndex`).
+    ReadIndex(Result<u64, etch_proto::Error>),
 }

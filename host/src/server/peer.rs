@@ -209,6 +209,7 @@ async fn answer(
                 Err(reason) => PeerResponse::Refused(reason),
             }
         }
+        PeerRequest::ReadIndex => PeerResponse::ReadIndex(node.read_index_for_follower().await),
         PeerRequest::HashKv { revision } => {
             let store = node.store().clone();
             PeerResponse::HashKv(
