@@ -164,12 +164,7 @@ fn throughput(panel: &Panel<'_>, name: &str, runs: &[Run]) -> Result<()> {
             .label(*label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()
-        .map_err(plotting)
+    legend(&mut chart)
 }
 
 fn latency(panel: &Panel<'_>, name: &str, runs: &[Run]) -> Result<()> {
@@ -215,6 +210,17 @@ fn latency(panel: &Panel<'_>, name: &str, runs: &[Run]) -> Result<()> {
             )
             .map_err(plotting)?;
     }
+    legend(&mut chart)
+}
+
+/// Draws the legend of `chart`'s labelled series.
+fn legend<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+) -> Result<()>
+where
+    X: Ranged,
+    Y: Ranged,
+{
     chart
         .configure_series_labels()
         .border_style(BLACK)

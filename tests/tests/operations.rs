@@ -162,11 +162,8 @@ async fn metrics_and_health_are_served_with_etcds_names() {
     assert_eq!(http_get(&addr, "/nothing").expect("404").0, 404);
 }
 
-/// A follower answers linearizable reads from its own state once the leader has given it
-/// a read index (etcd's ReadIndex), instead of forwarding them: the leader counts the
-/// writes followers forward, and no read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_serves_linearizable_reads_after_a_read_index() {
+/// A started 3-node cluster whose nodes serve metrics, and those addresses.
+fn cluster_with_metrics() -> (Cluster, Vec<String>) {
     let addrs: Vec<String> = (0..3)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
@@ -176,6 +173,15 @@ async fn a_follower_serves_linearizable_reads_after_a_read_index() {
             .extend(["--listen-metrics".to_owned(), addr.clone()]);
     }
     cluster.start();
+    (cluster, addrs)
+}
+
+/// A follower answers linearizable reads from its own state once the leader has given it
+/// a read index (etcd's ReadIndex), instead of forwarding them: the leader counts the
+/// writes followers forward, and no read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_linearizable_reads_after_a_read_index() {
+    let (mut cluster, addrs) = cluster_with_metrics();
     let leader = cluster.leader_index();
     let follower = (leader + 1) % 3;
     let tls = cluster.client_tls("root");
@@ -213,15 +219,7 @@ async fn a_follower_serves_linearizable_reads_after_a_read_index() {
 /// others return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_are_timed_and_health_follows_the_quorum() {
-    let addrs: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
-    let mut cluster = Cluster::prepare(3, &[]);
-    for (node, addr) in cluster.nodes.iter_mut().zip(&addrs) {
-        node.extra_args
-            .extend(["--listen-metrics".to_owned(), addr.clone()]);
-    }
-    cluster.start();
+    let (mut cluster, addrs) = cluster_with_metrics();
     let leader = cluster.leader_index();
     let samples = wait_for("heartbeats timed", Duration::from_secs(20), || {
         let samples = scrape(&addrs[leader]);
