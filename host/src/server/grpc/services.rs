@@ -387,6 +387,17 @@ async fn send_snapshot(
     }
 }
 
+/// The one peer URL of a member request: an etch member has exactly one peer address.
+fn one_peer_url(urls: &[String]) -> Result<&String, Status> {
+    match urls {
+        [url] => Ok(url),
+        _ => Err(Status::invalid_argument(format!(
+            "etcdserver: an etch member has one peer URL, got {}",
+            urls.len()
+        ))),
+    }
+}
+
 fn members(list: Vec<etch_proto::Member>) -> Vec<pb::Member> {
     list.into_iter().map(member).collect()
 }
@@ -400,12 +411,7 @@ impl pb::cluster_server::Cluster for Etcd {
         req: tonic::Request<pb::MemberAddRequest>,
     ) -> Answer<pb::MemberAddResponse> {
         let r = req.get_ref();
-        let [url] = &r.peer_ur_ls[..] else {
-            return Err(Status::invalid_argument(format!(
-                "etcdserver: an etch member has one peer URL, got {}",
-                r.peer_ur_ls.len()
-            )));
-        };
+        let url = one_peer_url(&r.peer_ur_ls)?;
         let add = etch_proto::MemberAddRequest {
             name: String::new(),
             peer_addr: url.clone(),
@@ -445,12 +451,7 @@ impl pb::cluster_server::Cluster for Etcd {
         req: tonic::Request<pb::MemberUpdateRequest>,
     ) -> Answer<pb::MemberUpdateResponse> {
         let r = req.get_ref();
-        let [url] = &r.peer_ur_ls[..] else {
-            return Err(Status::invalid_argument(format!(
-                "etcdserver: an etch member has one peer URL, got {}",
-                r.peer_ur_ls.len()
-            )));
-        };
+        let url = one_peer_url(&r.peer_ur_ls)?;
         let update = etch_proto::MemberUpdateRequest {
             id: r.id,
             peer_addr: url.clone(),
