@@ -21,6 +21,18 @@ use crate::{NodeId, node_id};
 /// entries, so an absolute bound could refuse it forever.
 const PROMOTE_READY_PERCENT: u64 = 90;
 
+/// The peer address `member <verb>` was given, as `host:port`: etcd's clients send URLs
+/// (`https://host:port`), a member's peer address has no scheme.
+fn peer_address(verb: &str, given: &str) -> Result<String, Error> {
+    let addr = super::strip_scheme(given);
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr),
+        _ => Err(Error::InvalidArgument(format!(
+            "member {verb} needs a peer address as host:port, not {given:?}"
+        ))),
+    }
+}
+
 impl Node {
     /// The membership, with every member's client address (asked of members whose address
     /// the membership does not record; a member that does not answer shows none).
@@ -50,14 +62,7 @@ impl Node {
     }
 
     pub(super) async fn member_add(&self, add: MemberAddRequest) -> Result<Response, Error> {
-        // etcd's clients send URLs; a member's peer address is host:port.
-        let peer_addr = super::strip_scheme(&add.peer_addr);
-        if !peer_addr.contains(':') {
-            return Err(Error::InvalidArgument(format!(
-                "member add needs a peer address as host:port, not {:?}",
-                add.peer_addr
-            )));
-        }
+        let peer_addr = peer_address("add", &add.peer_addr)?;
         let name = if add.name.is_empty() {
             self.name_at(&peer_addr).await?
         } else {
@@ -127,14 +132,7 @@ impl Node {
                 update.id
             )));
         };
-        // etcd's clients send URLs; a member's peer address is host:port.
-        let peer_addr = super::strip_scheme(&update.peer_addr);
-        if !peer_addr.contains(':') {
-            return Err(Error::InvalidArgument(format!(
-                "member update needs a peer address as host:port, not {:?}",
-                update.peer_addr
-            )));
-        }
+        let peer_addr = peer_address("update", &update.peer_addr)?;
         let member = Member { peer_addr, ..old };
         tracing::info!(%member, "updating member");
         let nodes = std::collections::BTreeMap::from([(update.id, member)]);
@@ -205,6 +203,38 @@ impl Node {
             Err(_) => Err(Error::Timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(self.write_error(e).await),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_address_is_host_and_port_with_or_without_a_url_scheme() {
+        for (given, addr) in [
+            ("127.0.0.1:2380", "127.0.0.1:2380"),
+            ("https://n4.example:2380/", "n4.example:2380"),
+            ("[::1]:2380", "[::1]:2380"),
+        ] {
+            assert_eq!(peer_address("add", given).expect(given), addr);
+        }
+        for given in [
+            "",
+            "https://",
+            "n4.example",
+            "https://n4:",
+            ":2380",
+            "h:99999",
+            "h:port",
+        ] {
+            let err = peer_address("add", given).expect_err(given);
+            assert!(
+                err.to_string()
+                    .contains("member add needs a peer address as host:port"),
+                "{given:?}: {err}"
+            );
         }
     }
 }

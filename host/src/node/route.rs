@@ -406,7 +406,7 @@ impl Node {
             match store.range_within(&range, INLINE_READ_BYTES) {
                 Ok(Err(Error::TooLarge { .. })) => {}
                 Ok(answer) => return answer.map(Response::Range),
-                Err(e) => return Err(super::storage(e)),
+                Err(e) => return Err(storage(e)),
             }
         }
         let small = {
