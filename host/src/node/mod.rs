@@ -311,9 +311,13 @@ impl Node {
         tokio::task::spawn_blocking(move || warming.0.warm(&warming.1))
             .await
             .context("compiling plugins")?;
+        let backlog = Arc::new(crate::raft::backlog::ApplyBacklog::new(
+            options.election_timeout / 2,
+        ));
         let state_machine = StateMachine::open(store.clone(), snapshots.clone())
             .context("opening the state machine")?
-            .compiling_plugins(plugins.clone());
+            .compiling_plugins(plugins.clone())
+            .reporting_to(backlog.clone());
         let last_log = (openraft::storage::RaftLogStorage::get_log_state(&mut log.clone()).await)
             .context("reading the Raft log's state")?
             .last_log_id;
@@ -380,9 +384,15 @@ impl Node {
         let network = Network {
             peers: peers.clone(),
         };
-        let raft = Raft::new(id, Arc::new(config), network, log.clone(), state_machine)
-            .await
-            .context("starting Raft")?;
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            network,
+            log.clone().with_apply_backlog(backlog),
+            state_machine,
+        )
+        .await
+        .context("starting Raft")?;
         let read_index = read_index::ReadIndex::start(raft.clone(), options.request_timeout);
         let proposer = proposer::Proposer::start(raft.clone(), options.request_timeout);
 

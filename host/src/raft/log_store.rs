@@ -29,6 +29,7 @@ use openraft::{OptionalSend, RaftLogReader, StorageError, Vote};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::oneshot;
 
+use super::backlog::ApplyBacklog;
 use super::snapshot::SnapshotDir;
 use super::storage_error;
 use super::types::{Entry, LogId, TypeConfig};
@@ -48,6 +49,9 @@ type Done = oneshot::Sender<Result<()>>;
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
+    /// Set on the instance openraft's core reads for apply with (never on the readers it
+    /// replicates with): those reads wait while the apply backlog is full.
+    backlog: Option<Arc<ApplyBacklog>>,
 }
 
 struct Shared {
@@ -109,7 +113,19 @@ impl LogStore {
             .name("etch-log-writer".into())
             .spawn(move || write_loop(&for_writer, &queue))
             .map_err(fjall::Error::Io)?;
-        Ok(LogStore { shared })
+        Ok(LogStore {
+            shared,
+            backlog: None,
+        })
+    }
+
+    /// This store, its reads counted in (and waiting for room in) `backlog`: the instance
+    /// to hand openraft, whose core reads committed entries for apply through it.
+    pub fn with_apply_backlog(self, backlog: Arc<ApplyBacklog>) -> Self {
+        LogStore {
+            backlog: Some(backlog),
+            ..self
+        }
     }
 
     /// The log's database, for [`crate::verify::database`].
@@ -285,6 +301,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>> {
+        if let Some(backlog) = &self.backlog {
+            backlog.room().await;
+        }
         // Pending first: an entry leaves `pending` only after it is written, so reading in
         // this order never misses one.
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
@@ -298,13 +317,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
             bounds.1.map(u64::to_be_bytes),
         );
         let mut entries = BTreeMap::new();
+        let mut bytes = 0;
         for guard in self.shared.log.range(key_bounds) {
             let value = guard.value().map_err(|e| storage_error(false, &e))?;
+            bytes += value.len();
             let entry: Entry =
                 postcard::from_bytes(&value).map_err(|e| storage_error(false, &e))?;
             entries.insert(entry.log_id.index, entry);
         }
+        if self.backlog.is_some() {
+            bytes += pending
+                .iter()
+                .map(|e| postcard::experimental::serialized_size(e).unwrap_or(0))
+                .sum::<usize>();
+        }
         entries.extend(pending.into_iter().map(|e| (e.log_id.index, e)));
+        if let (Some(backlog), Some(&last)) = (&self.backlog, entries.keys().next_back()) {
+            backlog.read(last, bytes);
+        }
         Ok(entries.into_values().collect())
     }
 }
@@ -325,7 +355,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
+        // Replication reads never wait for this member's apply.
+        LogStore {
+            shared: self.shared.clone(),
+            backlog: None,
+        }
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {

@@ -20,6 +20,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageError};
 use serde::{Deserialize, Serialize};
 
+use super::backlog::ApplyBacklog;
 use super::snapshot::{SnapshotDir, SnapshotFile};
 use super::storage_error;
 use super::types::{
@@ -87,6 +88,8 @@ pub struct StateMachine {
     on_apply: Arc<tokio::sync::watch::Sender<i64>>,
     /// Compiles plugins ahead of their bindings (none in storage-only tests).
     plugins: Option<crate::plugin::Plugins>,
+    /// Told what is applied, so that the log's reads for apply can wait for room.
+    backlog: Option<Arc<ApplyBacklog>>,
 }
 
 impl StateMachine {
@@ -106,6 +109,7 @@ impl StateMachine {
             applied,
             on_apply,
             plugins: None,
+            backlog: None,
         })
     }
 
@@ -127,6 +131,19 @@ impl StateMachine {
         }
         tracing::info!(%applied, ?last_log, "the applied state is past the log's end: writing a snapshot of it");
         self.write_snapshot().map(drop)
+    }
+
+    /// Reports every applied batch to `backlog` (see [`super::backlog`]).
+    pub fn reporting_to(mut self, backlog: Arc<ApplyBacklog>) -> Self {
+        self.backlog = Some(backlog);
+        self
+    }
+
+    /// Tells the backlog that everything up to the applied state is applied.
+    fn report_applied(&self) {
+        if let (Some(backlog), Some(applied)) = (&self.backlog, self.applied.log_id) {
+            backlog.applied(applied.index);
+        }
     }
 
     /// Compiles installed plugins with `plugins` before their bindings take effect.
@@ -352,6 +369,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             results.push(self.apply_one(entry)?);
         }
+        self.report_applied();
         self.on_apply.send_replace(self.store.revision());
         tracing::trace!(
             entries = results.len(),
@@ -394,6 +412,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .keep(&snapshot, meta)
             .map_err(|e| storage_error(true, &e))?;
         self.applied = applied;
+        self.report_applied();
         if let Some(plugins) = &self.plugins {
             let (plugins, store) = (plugins.clone(), self.store.clone());
             if let Err(e) = tokio::task::spawn_blocking(move || plugins.warm(&store)).await {
@@ -587,6 +606,21 @@ pub(super) mod tests {
         assert!(matches!(results[4][0], Err(etch_proto::Error::Internal(_))));
         assert_eq!(node.get("a").value, b"3");
         assert_eq!(node.store.auth().revision, rev + 1);
+    }
+
+    #[tokio::test]
+    async fn applying_entries_frees_their_room_in_the_apply_backlog() {
+        let node = Node::new();
+        let backlog = Arc::new(ApplyBacklog::new(std::time::Duration::ZERO));
+        let mut sm = node.state_machine().reporting_to(backlog.clone());
+        backlog.read(2, 100);
+        backlog.read(3, 50);
+        sm.apply([entry(1, put("a", "1")), entry(2, put("b", "2"))])
+            .await
+            .expect("apply");
+        assert_eq!(backlog.bytes(), 50, "entry 3 is not applied yet");
+        sm.apply([entry(3, put("c", "3"))]).await.expect("apply");
+        assert_eq!(backlog.bytes(), 0);
     }
 
     #[tokio::test]
