@@ -50,6 +50,8 @@ pub struct Loaded {
     /// The gRPC front's TLS server config (clients, HTTP/2), built once per load: a
     /// handshake only clones it.
     grpc: Arc<rustls::ServerConfig>,
+    /// The HTTPS metrics listener's (no client certificate, HTTP/1.1), likewise.
+    metrics: Arc<rustls::ServerConfig>,
 }
 
 impl Loaded {
@@ -64,6 +66,7 @@ impl Loaded {
             client: identity.verifier(Role::Client)?,
             node: identity.verifier(Role::Node)?,
             grpc: Arc::new(identity.server_config(Role::Client, b"h2")?),
+            metrics: Arc::new(identity.server_config_without_client_auth()?),
             identity,
         })
     }
@@ -75,6 +78,12 @@ impl Loaded {
     /// The TLS server config of the gRPC front (client certificates, ALPN `h2`).
     pub fn grpc_server_config(&self) -> Arc<rustls::ServerConfig> {
         self.grpc.clone()
+    }
+
+    /// The TLS server config of the HTTPS metrics listener (the node's certificate, no
+    /// client certificate asked).
+    pub fn metrics_server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.metrics.clone()
     }
 
     /// `Err(reason)` when the certificate chain `chain` of an open connection would be

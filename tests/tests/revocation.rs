@@ -380,6 +380,36 @@ fn reload(cluster: &Cluster, i: usize) {
     });
 }
 
+/// The certificate the HTTPS metrics listener at `addr` shows a client trusting `ca`.
+fn metrics_cert(addr: &str, ca: &Path) -> Vec<u8> {
+    let config = etch_tests::raw_tls_anonymous(ca, b"http/1.1");
+    let server = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server).expect("tls");
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).expect("handshake");
+    }
+    conn.peer_certificates().expect("the node's chain")[0].to_vec()
+}
+
+/// The HTTPS metrics listener serves the certificate a reload put in force, as the client
+/// and peer ports do, without a restart.
+#[test]
+fn the_metrics_listener_serves_a_reloaded_certificate() {
+    let addr = format!("127.0.0.1:{}", etch_tests::free_port());
+    let cluster = Cluster::single_with(&["--listen-metrics", &format!("https://{addr}")]);
+    let dir = cluster.certs.dir.clone();
+    let name = cluster.nodes[0].name.clone();
+    let old = metrics_cert(&addr, &dir.join("ca.crt"));
+    let ca = Authority::load(&dir.join("ca.crt"), &dir.join("ca.key")).expect("ca");
+    let new = reissue_node(&ca, &dir, &name);
+    assert_ne!(old, new);
+    reload(&cluster, 0);
+    assert_eq!(metrics_cert(&addr, &dir.join("ca.crt")), new);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_certificates_and_the_ca_rotate_with_the_cluster_serving() {
     let cluster = Cluster::new(3, &[]);

@@ -5,7 +5,6 @@
 //! scrapers and probes rarely have one).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -51,12 +50,13 @@ struct Served {
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the listener until the process ends; over TLS when `tls` is given.
+/// Serves the listener until the process ends; over TLS when `https`, with the node's TLS
+/// material in force at each handshake (a SIGHUP's new certificate included).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Node,
     metrics: PrometheusHandle,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    https: bool,
 ) {
     let upkeep = metrics.clone();
     tokio::spawn(async move {
@@ -71,14 +71,16 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .with_state(Served { node, metrics });
-    let Some(tls) = tls else {
+        .with_state(Served {
+            node: node.clone(),
+            metrics,
+        });
+    if !https {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the metrics listener stopped");
         }
         return;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    }
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -89,7 +91,9 @@ pub async fn serve(
                 continue;
             }
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(node.tls().current().metrics_server_config());
+        let app = app.clone();
         tokio::spawn(async move {
             let Ok(Ok(stream)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await

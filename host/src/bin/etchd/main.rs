@@ -160,24 +160,14 @@ async fn run() -> anyhow::Result<()> {
     options.auto_compaction_interval = config.auto_compaction_interval;
 
     let metrics = match config.listen_metrics {
-        Some((addr, https)) => {
-            let tls = match https {
-                true => Some(std::sync::Arc::new(
-                    etch_proto::pki::Identity::load(&options.tls)
-                        .and_then(|id| id.server_config_without_client_auth())
-                        .context("TLS for the metrics listener")?,
-                )),
-                false => None,
-            };
-            Some((http::install_recorder()?, http::bind(addr).await?, tls))
-        }
+        Some((addr, https)) => Some((http::install_recorder()?, http::bind(addr).await?, https)),
         None => None,
     };
     let node = Node::start(options).await?;
-    if let Some((handle, listener, tls)) = metrics {
+    if let Some((handle, listener, https)) = metrics {
         let addr = listener.local_addr()?;
-        let scheme = if tls.is_some() { "HTTPS" } else { "HTTP" };
-        tokio::spawn(http::serve(listener, node.clone(), handle, tls));
+        let scheme = if https { "HTTPS" } else { "HTTP" };
+        tokio::spawn(http::serve(listener, node.clone(), handle, https));
         tracing::info!(%addr, "serving metrics and health over {scheme}");
     }
     tracing::info!(name = %config.name, id = format_args!("{:x}", node.id()), client = %node.client_addr(), "etchd is serving");
