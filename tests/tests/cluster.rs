@@ -305,7 +305,14 @@ fn a_learner_joins_is_promoted_and_a_member_is_removed() {
     ok_stdout(&cluster.etchctl(&["member", "remove", &gone_id]));
     let list = ok_stdout(&cluster.etchctl(&["member", "list"]));
     assert_eq!(list.lines().count(), 3, "three members left:\n{list}");
-    cluster.nodes[gone].kill();
+    // The removed member learns it from the others and stops by itself, as etcd's does.
+    let status = cluster.nodes[gone].wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "the removed member exited with {status}");
+    let log = cluster.nodes[gone].log_text();
+    assert!(
+        log.contains("this member was removed from the cluster"),
+        "{log}"
+    );
     let endpoint = cluster.nodes[leader].endpoint();
     let tls = cluster.client_tls("root");
     assert_eq!(

@@ -42,7 +42,7 @@ fn vote(candidate: u64) -> PeerRequest {
 
 fn refused(answer: &PeerResponse, why: &str) {
     match answer {
-        PeerResponse::Refused(reason) => {
+        PeerResponse::Refused(reason) | PeerResponse::NotAMember(reason) => {
             assert!(reason.contains(why), "refused for {reason:?}, not {why:?}")
         }
         other => panic!("a forged request was served: {other:?}"),
@@ -155,7 +155,7 @@ async fn a_removed_member_is_refused_from_the_moment_its_removal_applies() {
                 let answer = tokio::task::block_in_place(|| {
                     tokio::runtime::Handle::current().block_on(send(&addr, &gone_files, &envelope))
                 });
-                matches!(&answer, PeerResponse::Refused(_)).then_some(answer)
+                matches!(&answer, PeerResponse::NotAMember(_)).then_some(answer)
             },
         );
         refused(&answer, "is not a member of this cluster");

@@ -14,6 +14,8 @@ use openraft::ChangeMembers;
 
 use super::Node;
 use crate::raft::Member;
+use crate::raft::network::PeerError;
+use crate::raft::wire::PeerRequest;
 use crate::{NodeId, node_id};
 
 /// A learner may be promoted once it has acknowledged this share of the leader's log (in
@@ -203,6 +205,80 @@ impl Node {
             Err(_) => Err(Error::Timeout),
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(self.write_error(e).await),
+        }
+    }
+}
+
+/// How often a node that may have been removed asks the voters it knows about itself.
+const REMOVAL_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a majority of those voters must go on refusing it before it stops.
+const REMOVED_AFTER: std::time::Duration = std::time::Duration::from_secs(4);
+
+impl Node {
+    /// Resolves, with the reason, once this node has been removed from its cluster: a
+    /// majority of the other voters it knows refuse it as no member (`NotAMember`), and
+    /// go on refusing it for [`REMOVED_AFTER`]. etcd's removed member stops itself; one
+    /// left running campaigns for ever, refused by every member, and answers serializable
+    /// reads from data that no longer changes.
+    ///
+    /// It asks only while in doubt: when its own membership no longer lists it (it applied
+    /// its removal), or when it knows no leader (the removal never reached it, and the
+    /// leader stopped sending). A member asking while an election runs, or a learner
+    /// replaying an old membership, is admitted and answered; a peer that cannot be
+    /// reached counts for nothing.
+    pub async fn removed(&self) -> String {
+        let mut tick = tokio::time::interval(REMOVAL_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refused_since = None;
+        loop {
+            tick.tick().await;
+            let others: Vec<(NodeId, Member)> = {
+                let metrics = self.raft().metrics();
+                let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                let listed = membership.get_node(&self.id()).is_some();
+                let in_doubt = !listed || m.current_leader.is_none();
+                if !in_doubt {
+                    refused_since = None;
+                    continue;
+                }
+                membership
+                    .voter_ids()
+                    .filter(|v| *v != self.id())
+                    .filter_map(|v| Some((v, membership.get_node(&v)?.clone())))
+                    .collect()
+            };
+            if others.is_empty() {
+                continue;
+            }
+            let asks = others.iter().map(|(voter, member)| {
+                let request = PeerRequest::IsMember { id: self.id() };
+                let timeout = std::time::Duration::from_secs(1);
+                self.peers()
+                    .call(*voter, &member.peer_addr, request, timeout)
+            });
+            let answers = futures::future::join_all(asks).await;
+            let refusing: Vec<&str> = (others.iter().zip(&answers))
+                .filter_map(|((_, member), answer)| match answer {
+                    Err(PeerError::Refused {
+                        not_a_member: true, ..
+                    }) => Some(member.name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if refusing.len() <= others.len() / 2 {
+                refused_since = None;
+                continue;
+            }
+            let since = *refused_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= REMOVED_AFTER {
+                return format!(
+                    "{} of the {} other voters ({}) refuse it as no member of the cluster",
+                    refusing.len(),
+                    others.len(),
+                    refusing.join(", ")
+                );
+            }
         }
     }
 }

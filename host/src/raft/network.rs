@@ -43,7 +43,12 @@ pub enum PeerError {
     #[error("peer at {addr} did not answer within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
     #[error("peer at {addr} refused: {reason}")]
-    Refused { addr: String, reason: String },
+    Refused {
+        addr: String,
+        reason: String,
+        /// The peer does not count this node a member of its cluster.
+        not_a_member: bool,
+    },
     #[error("peer exchange with {addr} broke: {reason}")]
     Broken { addr: String, reason: String },
     /// The peer certainly never received the request (its receipt was never acknowledged).
@@ -173,6 +178,7 @@ impl Peers {
         name.ok_or_else(|| PeerError::Refused {
             addr: addr.to_owned(),
             reason: "its certificate names no node".into(),
+            not_a_member: false,
         })
     }
 
@@ -375,6 +381,12 @@ impl Peers {
             Ok(Some(PeerResponse::Refused(reason))) => Err(PeerError::Refused {
                 addr: addr.to_owned(),
                 reason,
+                not_a_member: false,
+            }),
+            Ok(Some(PeerResponse::NotAMember(reason))) => Err(PeerError::Refused {
+                addr: addr.to_owned(),
+                reason,
+                not_a_member: true,
             }),
             Ok(Some(response)) => Ok(response),
             Ok(None) => Err(self.broken(addr, FrameError::Closed)),

@@ -104,4 +104,8 @@ pub enum PeerResponse {
     Campaigned(bool),
     /// The applied index a follower must reach before it reads (`PeerRequest::ReadIndex`).
     ReadIndex(Result<u64, etch_proto::Error>),
+    /// The receiver does not count the sender a member of its cluster (it never was, or
+    /// was removed); the reason names it. Appended last: a node of an earlier release
+    /// cannot decode it, and treats the answer as a broken exchange.
+    NotAMember(String),
 }

@@ -97,9 +97,11 @@ async fn serve_stream(
         }
     };
     let response = match admit(&node, &peer, &envelope).await {
-        Err(reason) => {
-            tracing::warn!(peer = %peer.name.escape_debug(), from = format_args!("{:x}", envelope.from), %reason, "refused a peer request");
-            PeerResponse::Refused(reason)
+        Err(refusal) => {
+            if let PeerResponse::Refused(reason) | PeerResponse::NotAMember(reason) = &refusal {
+                tracing::warn!(peer = %peer.name.escape_debug(), from = format_args!("{:x}", envelope.from), %reason, "refused a peer request");
+            }
+            refusal
         }
         Ok(()) => answer(&node, envelope.from, envelope.body, &mut recv).await,
     };
@@ -111,39 +113,41 @@ async fn serve_stream(
 /// this cluster. A CA-signed certificate of a node that is not a member — never was, or was
 /// removed — can neither vote, append, forward nor read: it could otherwise depose the
 /// leader with one vote or commit entries of its own.
-async fn admit(node: &Node, peer: &Peer, envelope: &Envelope) -> Result<(), String> {
+/// The refusal is the answer to send: `NotAMember` when the sender is no member, which a
+/// removed node counts to learn that it was removed (`Node::removed`).
+async fn admit(node: &Node, peer: &Peer, envelope: &Envelope) -> Result<(), PeerResponse> {
     if envelope.from != peer.id {
-        return Err(format!(
+        return Err(PeerResponse::Refused(format!(
             "the request names sender {:x}, but the certificate is node {:?} ({:x})",
             envelope.from, peer.name, peer.id
-        ));
+        )));
     }
     if envelope.to != node.id() {
-        return Err(format!(
+        return Err(PeerResponse::Refused(format!(
             "this is node {:x} ({}), not {:x}",
             node.id(),
             node.options().name,
             envelope.to
-        ));
+        )));
     }
     let ours = node.peers().cluster_id();
     let theirs = envelope.cluster_id;
     if ours != 0 && theirs != 0 && ours != theirs {
-        return Err(format!(
+        return Err(PeerResponse::Refused(format!(
             "cluster id mismatch: this node is in cluster {ours:x}, the request is from {theirs:x}"
-        ));
+        )));
     }
     if !node.admits_peer(peer.id).await {
-        return Err(format!(
+        return Err(PeerResponse::NotAMember(format!(
             "node {:?} ({:x}) is not a member of this cluster",
             peer.name, peer.id
-        ));
+        )));
     }
     // A joining node learns the cluster id from the first member that reaches it.
     if ours == 0 && theirs != 0 {
         node.adopt_cluster_id(theirs)
             .await
-            .map_err(|e| format!("cannot record the cluster id: {e}"))?;
+            .map_err(|e| PeerResponse::Refused(format!("cannot record the cluster id: {e}")))?;
     }
     Ok(())
 }

@@ -191,6 +191,13 @@ async fn run() -> anyhow::Result<()> {
             tracing::info!("shutting down");
             node.shutdown().await
         }
+        reason = node.removed() => {
+            // As etcd: a removed member stops, and exits 0 (a supervisor that restarts
+            // failures leaves it stopped). Its data directory holds a membership without
+            // it, so started again on it, it stops again.
+            tracing::warn!(%reason, "this member was removed from the cluster: stopping; to bring it back, `etchctl member add` it and start it on an empty data directory");
+            node.shutdown().await
+        }
         reason = node.failed() => {
             // Fail-stop, as etcd does on a failed fsync: whatever the disk did to the write
             // in flight, this process acknowledges nothing more. On restart the node
