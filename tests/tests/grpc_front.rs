@@ -482,3 +482,95 @@ async fn a_request_body_that_never_finishes_is_cut_off() {
     let resp = put(&channel, "after-trickle", "ok").await;
     assert!(resp.header.expect("header").revision > 1);
 }
+
+/// A client that opens many watches with `prev_kv` on one stream, reads the answers that
+/// they were created and then stops reading, while large values are written: its watches
+/// wait for delivery permits before copying their events, so what it pins stays bounded,
+/// and another client is served meanwhile. Before, each of the 500 watches held a built
+/// response: 30 puts of 1 MB pinned 507 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
+    let cluster = Cluster::new(1, &[]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    let pid = cluster.nodes[0].pid().expect("running");
+    let writer = channel(&addr, &root).await;
+    let stalled = channel(&addr, &root).await;
+    let mut watch = pb::watch_client::WatchClient::new(stalled);
+    let (requests, inbound) = tokio::sync::mpsc::channel(1024);
+    let mut responses = watch
+        .watch(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .expect("a watch stream")
+        .into_inner();
+    let watches = 500;
+    for _ in 0..watches {
+        let create = pb::WatchCreateRequest {
+            key: b"big/".to_vec(),
+            range_end: b"big0".to_vec(),
+            prev_kv: true,
+            ..Default::default()
+        };
+        requests
+            .send(pb::WatchRequest {
+                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+            })
+            .await
+            .expect("create");
+    }
+    for _ in 0..watches {
+        let created = tokio::time::timeout(Duration::from_secs(20), responses.message())
+            .await
+            .expect("created within 20 s")
+            .expect("the stream is open")
+            .expect("a response");
+        assert!(created.created, "{created:?}");
+    }
+    // From here on the client reads nothing.
+    let before = etch_tests::rss_mib(pid);
+    let value = "v".repeat(1_000_000);
+    let mut first = 0;
+    for i in 0..30 {
+        let put = put(&writer, &format!("big/{:02}", i % 10), &value).await;
+        let revision = put.header.expect("header").revision;
+        if first == 0 {
+            first = revision;
+        }
+    }
+    // Another client watches the same keys from the first put and reads every event: the
+    // node has dealt all of them out to its watchers by then.
+    let mut reader = pb::watch_client::WatchClient::new(channel(&addr, &root).await);
+    let create = pb::WatchCreateRequest {
+        key: b"big/".to_vec(),
+        range_end: b"big0".to_vec(),
+        start_revision: first,
+        ..Default::default()
+    };
+    let (asks, asked) = tokio::sync::mpsc::channel(1);
+    asks.send(pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    })
+    .await
+    .expect("create");
+    let mut events = reader
+        .watch(tokio_stream::wrappers::ReceiverStream::new(asked))
+        .await
+        .expect("another client's watch")
+        .into_inner();
+    let mut seen = 0;
+    while seen < 30 {
+        let resp = tokio::time::timeout(Duration::from_secs(20), events.message())
+            .await
+            .expect("events within 20 s")
+            .expect("the stream is open")
+            .expect("a response");
+        seen += resp.events.len();
+    }
+    let after = etch_tests::rss_mib(pid);
+    assert!(
+        after < before + 200,
+        "the stalled watches pin {} MiB (before {before} MiB)",
+        after.saturating_sub(before)
+    );
+    drop(responses);
+}

@@ -24,6 +24,14 @@ use crate::watch::{Step, Watcher};
 /// Where a watch's responses go: the QUIC stream of the watch, or one gRPC watch stream
 /// shared by many watches (`grpc/watch.rs`). A send that fails ends the watch.
 pub(crate) trait WatchSink: Send {
+    /// Waits for room to build one more response, before the watch takes its next events
+    /// (and copies them): a front whose client does not read holds the watch here, and the
+    /// hub sends it back to history once its queue is full.
+    fn ready(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
+    /// Nothing was built after [`WatchSink::ready`]: the room it took goes back.
+    fn idle(&mut self) {}
     /// Sends one response; `Err` when the client is gone.
     fn send(
         &mut self,
@@ -118,6 +126,7 @@ pub(crate) async fn drive(
     let mut sent_since_tick = false;
     loop {
         loop {
+            sink.ready().await;
             let step = if watcher.is_live() {
                 watcher.step()
             } else {
@@ -138,7 +147,10 @@ pub(crate) async fn drive(
                 }
             };
             match step {
-                Ok(Step::Idle) => break,
+                Ok(Step::Idle) => {
+                    sink.idle();
+                    break;
+                }
                 Ok(Step::Send(resp)) => {
                     let canceled = resp.canceled;
                     if sink.send(resp).await.is_err() || canceled {

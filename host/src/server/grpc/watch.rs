@@ -5,9 +5,12 @@
 //!
 //! Bounds: a connection holds at most [`MAX_WATCHES`] live watches, over all its streams
 //! (a create past it is answered canceled); a canceled watch counts until its task has
-//! ended. Responses wait in a small channel per stream, so a client that does not read
-//! holds its watchers up, and the hub sends them back to history once their queues are
-//! full, as for a QUIC watch. Ids are never reused on a stream.
+//! ended. A watch builds a response (a copy of its events) only holding one of its
+//! connection's [`DELIVERIES`] permits, given back when tonic takes the response off the
+//! stream's channel: a client that does not read holds its watchers up before they copy
+//! anything, and the hub sends them back to history once their queues are full, as for a
+//! QUIC watch. (Without the permits, 500 watches with `prev_kv` on a stalled stream each
+//! held a built response: 1 MB puts pinned 507 MiB.) Ids are never reused on a stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use etch_etcd_api::etcdserverpb as pb;
 use etch_proto::Error;
 use etch_proto::watch::{WatchControl, WatchResponse};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
@@ -29,10 +33,18 @@ use crate::server::watch_stream::{Gone, OpenStream, WatchSink, drive};
 /// Live watches one connection may hold.
 pub(super) const MAX_WATCHES: usize = 1024;
 
+/// Responses a connection's watches may have built and not yet handed to HTTP/2.
+pub(super) const DELIVERIES: usize = 16;
+
 /// etcd's watch id for a create refused before it became a watch.
 const NO_WATCH: i64 = -1;
 
-type Responses = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+/// A response, with the delivery permit it was built under (none for the stream's own
+/// refusals), released when tonic takes it.
+type Responses = mpsc::Sender<(
+    Result<pb::WatchResponse, Status>,
+    Option<OwnedSemaphorePermit>,
+)>;
 
 #[tonic::async_trait]
 impl pb::watch_server::Watch for Etcd {
@@ -43,9 +55,10 @@ impl pb::watch_server::Watch for Etcd {
         req: tonic::Request<Streaming<pb::WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
         let peer = peer(&req)?.clone();
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(DELIVERIES);
         tokio::spawn(serve(self.node.clone(), peer, req.into_inner(), tx));
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+        let responses = ReceiverStream::new(rx).map(|(response, _delivered)| response);
+        Ok(tonic::Response::new(Box::pin(responses)))
     }
 }
 
@@ -81,11 +94,13 @@ async fn serve(node: Node, peer: Peer, mut inbound: Streaming<pb::WatchRequest>,
                 let request = match (refusal, convert::watch_create(create)) {
                     (None, Ok(request)) => request,
                     (Some(reason), _) => {
-                        let _ = tx.send(Ok(refused(&node, reason))).await;
+                        let _ = tx.send((Ok(refused(&node, reason)), None)).await;
                         continue;
                     }
                     (None, Err(e)) => {
-                        let _ = tx.send(Ok(refused(&node, e.message().to_owned()))).await;
+                        let _ = tx
+                            .send((Ok(refused(&node, e.message().to_owned())), None))
+                            .await;
                         continue;
                     }
                 };
@@ -96,6 +111,8 @@ async fn serve(node: Node, peer: Peer, mut inbound: Streaming<pb::WatchRequest>,
                     id,
                     node: node.clone(),
                     tx: tx.clone(),
+                    deliveries: peer.watch_deliveries.clone(),
+                    room: None,
                     controls: Some(controls),
                     created: false,
                 };
@@ -156,6 +173,9 @@ struct Sink {
     id: i64,
     node: Node,
     tx: Responses,
+    /// The connection's delivery permits ([`DELIVERIES`]), and the one this watch holds.
+    deliveries: Arc<Semaphore>,
+    room: Option<OwnedSemaphorePermit>,
     controls: Option<mpsc::Receiver<WatchControl>>,
     /// Whether the `created` response went out: etcd's clients pair every other response
     /// with a watch they saw created.
@@ -165,11 +185,31 @@ struct Sink {
 impl Sink {
     async fn deliver(&mut self, resp: pb::WatchResponse) -> Result<(), Gone> {
         self.created |= resp.created;
-        self.tx.send(Ok(resp)).await.map_err(|_| Gone)
+        let room = match self.room.take() {
+            Some(room) => room,
+            None => self
+                .deliveries
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| Gone)?,
+        };
+        self.tx.send((Ok(resp), Some(room))).await.map_err(|_| Gone)
     }
 }
 
 impl WatchSink for Sink {
+    async fn ready(&mut self) {
+        if self.room.is_none() {
+            // The semaphore is never closed.
+            self.room = self.deliveries.clone().acquire_owned().await.ok();
+        }
+    }
+
+    fn idle(&mut self) {
+        self.room = None;
+    }
+
     async fn send(&mut self, resp: WatchResponse) -> Result<(), Gone> {
         if !self.created && !resp.created {
             // A watch canceled at once (its start revision was compacted): created first,
