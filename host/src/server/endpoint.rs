@@ -147,6 +147,7 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Clien
         shared.buffers.clone(),
         limits.buffer_bytes,
     ));
+    let deliveries = Arc::new(tokio::sync::Semaphore::new(super::watch_stream::DELIVERIES));
     let activity = Activity::new();
     let refused = tls::refused_since(node.tls().subscribe(), pki::Role::Client, chain);
     tokio::pin!(refused);
@@ -164,6 +165,7 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Clien
                         node: node.clone(),
                         principal: principal.clone(),
                         budget: budget.clone(),
+                        deliveries: deliveries.clone(),
                         _open: activity.open(),
                     };
                     tokio::spawn(stream.serve());
@@ -197,6 +199,8 @@ struct Stream {
     node: Node,
     principal: Arc<str>,
     budget: Arc<Budget>,
+    /// The connection's watch delivery permits (`watch_stream::DELIVERIES`).
+    deliveries: Arc<tokio::sync::Semaphore>,
     /// Keeps the connection from counting as idle while the stream lives.
     _open: OpenStream,
 }
@@ -237,10 +241,12 @@ impl Stream {
                     recv,
                     node,
                     principal,
+                    deliveries,
                     _open,
                     ..
                 } = self;
-                super::watch_stream::serve_watch(node, principal, watch, send, recv).await;
+                super::watch_stream::serve_watch(node, principal, watch, send, recv, deliveries)
+                    .await;
                 return;
             }
             Request::Snapshot(_) => {

@@ -60,7 +60,8 @@ pub(crate) struct Peer {
     pub(crate) budget: Arc<Budget>,
     /// The connection's live watches, over all its streams (`watch.rs`).
     pub(crate) watches: Arc<std::sync::atomic::AtomicUsize>,
-    /// Permits to build a watch response, over all its streams (`watch::DELIVERIES`).
+    /// Permits to build a watch response, over all its streams
+    /// (`watch_stream::DELIVERIES`).
     pub(crate) watch_deliveries: Arc<tokio::sync::Semaphore>,
     /// Its requests: how many are open, and when the last began or ended.
     activity: Arc<Activity>,
@@ -447,7 +448,9 @@ async fn accept(
                     principal,
                     budget,
                     watches: Arc::default(),
-                    watch_deliveries: Arc::new(tokio::sync::Semaphore::new(watch::DELIVERIES)),
+                    watch_deliveries: Arc::new(tokio::sync::Semaphore::new(
+                        crate::server::watch_stream::DELIVERIES,
+                    )),
                     activity,
                 },
                 _slot: slot,

@@ -5,12 +5,9 @@
 //!
 //! Bounds: a connection holds at most [`MAX_WATCHES`] live watches, over all its streams
 //! (a create past it is answered canceled); a canceled watch counts until its task has
-//! ended. A watch builds a response (a copy of its events) only holding one of its
-//! connection's [`DELIVERIES`] permits, given back when tonic takes the response off the
-//! stream's channel: a client that does not read holds its watchers up before they copy
-//! anything, and the hub sends them back to history once their queues are full, as for a
-//! QUIC watch. (Without the permits, 500 watches with `prev_kv` on a stalled stream each
-//! held a built response: 1 MB puts pinned 507 MiB.) Ids are never reused on a stream.
+//! ended. A watch builds a response only holding one of its connection's [`DELIVERIES`]
+//! permits, given back when tonic takes the response off the stream's channel (as a QUIC
+//! watch gives it back once QUIC has the response). Ids are never reused on a stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,13 +25,10 @@ use super::convert::{self, status};
 use super::services::{Etcd, Stream, peer};
 use super::{Peer, own_header as header};
 use crate::node::Node;
-use crate::server::watch_stream::{Gone, OpenStream, WatchSink, drive};
+use crate::server::watch_stream::{DELIVERIES, Gone, OpenStream, WatchSink, drive};
 
 /// Live watches one connection may hold.
 pub(super) const MAX_WATCHES: usize = 1024;
-
-/// Responses a connection's watches may have built and not yet handed to HTTP/2.
-pub(super) const DELIVERIES: usize = 16;
 
 /// etcd's watch id for a create refused before it became a watch.
 const NO_WATCH: i64 = -1;
