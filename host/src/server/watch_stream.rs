@@ -74,6 +74,41 @@ impl Drop for OpenStream {
 /// `prev_kv` pinned 507 MiB under 30 puts of 1 MB.
 pub(crate) const DELIVERIES: usize = 16;
 
+/// One watch's claim on its connection's [`DELIVERIES`] permits.
+pub(crate) struct Room {
+    deliveries: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl Room {
+    pub(crate) fn new(deliveries: Arc<Semaphore>) -> Self {
+        Room {
+            deliveries,
+            held: None,
+        }
+    }
+
+    /// Waits for a permit, unless one is held already.
+    pub(crate) async fn wait(&mut self) {
+        if self.held.is_none() {
+            // The semaphore is never closed.
+            self.held = self.deliveries.clone().acquire_owned().await.ok();
+        }
+    }
+
+    /// Gives the held permit back.
+    pub(crate) fn release(&mut self) {
+        self.held = None;
+    }
+
+    /// The held permit, or a new one once there is room; to be dropped when the transport
+    /// has the response.
+    pub(crate) async fn take(&mut self) -> Result<OwnedSemaphorePermit, Gone> {
+        self.wait().await;
+        self.held.take().ok_or(Gone)
+    }
+}
+
 /// The client of a watch is gone (its stream or connection closed).
 #[derive(Debug)]
 pub(crate) struct Gone;
@@ -90,8 +125,7 @@ pub(super) async fn serve_watch(
 ) {
     let _open = OpenStream::count();
     let mut sink = QuicSink {
-        deliveries,
-        room: None,
+        room: Room::new(deliveries),
         node: node.clone(),
         send,
         recv: Some(recv),
@@ -220,9 +254,7 @@ pub(crate) async fn drive(
 /// A watch's own QUIC stream: `Result<Response::Watch, Error>` frames out, control frames
 /// in (read once the watch is created).
 struct QuicSink {
-    /// The connection's delivery permits ([`DELIVERIES`]), and the one this watch holds.
-    deliveries: Arc<Semaphore>,
-    room: Option<OwnedSemaphorePermit>,
+    room: Room,
     node: Node,
     send: quinn::SendStream,
     recv: Option<quinn::RecvStream>,
@@ -230,26 +262,15 @@ struct QuicSink {
 
 impl WatchSink for QuicSink {
     async fn ready(&mut self) {
-        if self.room.is_none() {
-            // The semaphore is never closed.
-            self.room = self.deliveries.clone().acquire_owned().await.ok();
-        }
+        self.room.wait().await;
     }
 
     fn idle(&mut self) {
-        self.room = None;
+        self.room.release();
     }
 
     async fn send(&mut self, resp: WatchResponse) -> Result<(), Gone> {
-        let room = match self.room.take() {
-            Some(room) => room,
-            None => self
-                .deliveries
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Gone)?,
-        };
+        let room = self.room.take().await?;
         let written = write(&self.node, &mut self.send, resp).await;
         // Handed to QUIC's send buffer (bounded by the connection's window): room again.
         drop(room);

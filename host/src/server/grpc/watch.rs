@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use etch_etcd_api::etcdserverpb as pb;
 use etch_proto::Error;
 use etch_proto::watch::{WatchControl, WatchResponse};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -25,7 +25,7 @@ use super::convert::{self, status};
 use super::services::{Etcd, Stream, peer};
 use super::{Peer, own_header as header};
 use crate::node::Node;
-use crate::server::watch_stream::{DELIVERIES, Gone, OpenStream, WatchSink, drive};
+use crate::server::watch_stream::{DELIVERIES, Gone, OpenStream, Room, WatchSink, drive};
 
 /// Live watches one connection may hold.
 pub(super) const MAX_WATCHES: usize = 1024;
@@ -105,8 +105,7 @@ async fn serve(node: Node, peer: Peer, mut inbound: Streaming<pb::WatchRequest>,
                     id,
                     node: node.clone(),
                     tx: tx.clone(),
-                    deliveries: peer.watch_deliveries.clone(),
-                    room: None,
+                    room: Room::new(peer.watch_deliveries.clone()),
                     controls: Some(controls),
                     created: false,
                 };
@@ -167,9 +166,8 @@ struct Sink {
     id: i64,
     node: Node,
     tx: Responses,
-    /// The connection's delivery permits ([`DELIVERIES`]), and the one this watch holds.
-    deliveries: Arc<Semaphore>,
-    room: Option<OwnedSemaphorePermit>,
+    /// Its claim on the connection's delivery permits ([`DELIVERIES`]).
+    room: Room,
     controls: Option<mpsc::Receiver<WatchControl>>,
     /// Whether the `created` response went out: etcd's clients pair every other response
     /// with a watch they saw created.
@@ -179,29 +177,18 @@ struct Sink {
 impl Sink {
     async fn deliver(&mut self, resp: pb::WatchResponse) -> Result<(), Gone> {
         self.created |= resp.created;
-        let room = match self.room.take() {
-            Some(room) => room,
-            None => self
-                .deliveries
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| Gone)?,
-        };
+        let room = self.room.take().await?;
         self.tx.send((Ok(resp), Some(room))).await.map_err(|_| Gone)
     }
 }
 
 impl WatchSink for Sink {
     async fn ready(&mut self) {
-        if self.room.is_none() {
-            // The semaphore is never closed.
-            self.room = self.deliveries.clone().acquire_owned().await.ok();
-        }
+        self.room.wait().await;
     }
 
     fn idle(&mut self) {
-        self.room = None;
+        self.room.release();
     }
 
     async fn send(&mut self, resp: WatchResponse) -> Result<(), Gone> {
