@@ -485,7 +485,8 @@ async fn a_request_body_that_never_finishes_is_cut_off() {
 
 /// A client that opens many watches with `prev_kv` on one stream, reads the answers that
 /// they were created and then stops reading, while large values are written: its watches
-/// wait for delivery permits before copying their events, so what it pins stays bounded,
+/// wait for room in their connection's delivery bytes before copying their events, so what
+/// it pins stays bounded,
 /// and another client is served meanwhile. Before, each of the 500 watches held a built
 /// response: 30 puts of 1 MB pinned 507 MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,7 +170,8 @@ async fn stalled_watchers_with_large_values_keep_memory_bounded_and_lose_nothing
 
 /// Many stalled watch streams on one connection: each would hold the frame it is writing
 /// (2 MiB with `prev_kv`), but a connection's watches build and write at most
-/// `watch_stream::DELIVERIES` frames at once, the rest waiting before they copy anything.
+/// `watch_stream::DELIVERY_BYTES` of frames at once, the rest waiting before they copy
+/// anything.
 /// Before, 200 such streams pinned 228 MiB under 30 puts of 1 MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_stalled_watch_streams_of_one_connection_pin_a_bounded_amount() {
@@ -225,5 +226,54 @@ async fn many_stalled_watch_streams_of_one_connection_pin_a_bounded_amount() {
         after.saturating_sub(before) / 1024,
         before / 1024
     );
+    drop(stalled);
+}
+
+/// A connection's stalled watch streams do not hold up its other watches while what they
+/// hold is small: 20 streams left unread, each with more 64 KiB values than its window
+/// takes, and another watch of the same connection still gets its event at once. (With a
+/// count of 16 responses per connection instead of bytes, the 20 blocked writes held them
+/// all and that watch waited for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streams_of_small_values_do_not_hold_up_the_connections_other_watches() {
+    let cluster = Cluster::single();
+    let client = cluster.root_client();
+    let tls = raw_tls(&cluster.client_tls("root"), ALPN_CLIENT);
+    let conn = quic_dial(&cluster.nodes[0].endpoint(), tls)
+        .await
+        .expect("dial the node");
+    let open = |key: &'static [u8], end: &'static [u8]| {
+        let conn = conn.clone();
+        async move {
+            let (mut send, mut recv) = conn.open_bi().await.expect("open a stream");
+            let watch = Request::Watch(WatchCreateRequest {
+                key: key.to_vec(),
+                range_end: end.to_vec(),
+                ..Default::default()
+            });
+            let bytes = frame::encode(&watch, DEFAULT_MAX_REQUEST_BYTES).expect("encode");
+            send.write_all(&bytes).await.expect("send the watch");
+            assert!(next_response(&mut recv).await.created);
+            (send, recv)
+        }
+    };
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(open(b"mid/", b"mid0").await);
+    }
+    let mut other = open(b"other", b"").await;
+    // 40 values of 64 KiB: 2.5 MiB for each stalled stream, past its window.
+    for i in 0..40 {
+        client
+            .put(format!("mid/{i}"), vec![b'm'; 64 * 1024])
+            .await
+            .expect("the node accepts the put");
+    }
+    client.put("other", "seen").await.expect("put other");
+    let resp = tokio::time::timeout(Duration::from_secs(20), next_response(&mut other.1))
+        .await
+        .expect("the other watch gets its event within 20 s");
+    assert_eq!(resp.events.len(), 1);
+    assert_eq!(resp.events[0].kv.value, b"seen");
     drop(stalled);
 }

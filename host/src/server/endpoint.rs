@@ -147,7 +147,7 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Clien
         shared.buffers.clone(),
         limits.buffer_bytes,
     ));
-    let deliveries = Arc::new(tokio::sync::Semaphore::new(super::watch_stream::DELIVERIES));
+    let deliveries = super::watch_stream::delivery_bytes();
     let activity = Activity::new();
     let refused = tls::refused_since(node.tls().subscribe(), pki::Role::Client, chain);
     tokio::pin!(refused);
@@ -199,7 +199,7 @@ struct Stream {
     node: Node,
     principal: Arc<str>,
     budget: Arc<Budget>,
-    /// The connection's watch delivery permits (`watch_stream::DELIVERIES`).
+    /// The connection's watch delivery bytes (`watch_stream::DELIVERY_BYTES`).
     deliveries: Arc<tokio::sync::Semaphore>,
     /// Keeps the connection from counting as idle while the stream lives.
     _open: OpenStream,

@@ -11,9 +11,9 @@
 //! client does not read (quinn buffers no more than the client's stream window). Meanwhile
 //! the watcher's live queue fills up to its byte budget, and the hub then empties it and
 //! sends the watcher back to history (`crate::watch`), so a stalled stream holds its budget
-//! at most, plus the one frame being written. That frame is built and written holding one
-//! of the connection's [`DELIVERIES`] permits, so a connection's many stalled streams hold
-//! at most that many frames between them.
+//! at most, plus the one frame being written. That frame is built and written holding a
+//! reservation of the connection's [`DELIVERY_BYTES`], so a connection's many stalled
+//! streams hold at most that much between them.
 
 use std::sync::Arc;
 
@@ -28,10 +28,11 @@ use crate::watch::{Step, Watcher};
 /// Where a watch's responses go: the QUIC stream of the watch, or one gRPC watch stream
 /// shared by many watches (`grpc/watch.rs`). A send that fails ends the watch.
 pub(crate) trait WatchSink: Send {
-    /// Waits for room to build one more response, before the watch takes its next events
-    /// (and copies them): a front whose client does not read holds the watch here, and the
-    /// hub sends it back to history once its queue is full.
-    fn ready(&mut self) -> impl std::future::Future<Output = ()> + Send {
+    /// Waits for room to build a response of about `bytes`, before the watch takes its next
+    /// events (and copies them): a front whose client does not read holds the watch here,
+    /// and the hub sends it back to history once its queue is full.
+    fn ready(&mut self, bytes: usize) -> impl std::future::Future<Output = ()> + Send {
+        let _ = bytes;
         async {}
     }
     /// Nothing was built after [`WatchSink::ready`]: the room it took goes back.
@@ -65,16 +66,24 @@ impl Drop for OpenStream {
     }
 }
 
-/// Responses the watches of one client connection may have built and not yet handed to
-/// the transport (QUIC's send buffer, HTTP/2's stream), over both fronts: a watch takes a
-/// permit before it copies its next events out of the hub and gives it back once the
-/// response is handed over, so a client that stops reading holds its watches before they
-/// copy anything, and the hub sends them back to history once their queues fill. Without
-/// them each watch of a stalled connection held one built response: 500 gRPC watches with
-/// `prev_kv` pinned 507 MiB under 30 puts of 1 MB.
-pub(crate) const DELIVERIES: usize = 16;
+/// Bytes of watch responses the watches of one client connection may have built and not
+/// yet handed to the transport (QUIC's send buffer, HTTP/2's stream), over both fronts. A
+/// watch reserves the size of its next events before it copies them out of the hub and
+/// gives the reservation back once the response is handed over, so a client that stops
+/// reading holds its watches before they copy anything once this much is waiting, and the
+/// hub sends them back to history when their queues fill. Sized in bytes, not responses,
+/// so that watches of small values never wait on each other: a connection's streams stall
+/// one another only when what they hold reaches this. Without it each watch of a stalled
+/// connection held one built response: 500 gRPC watches with `prev_kv` pinned 507 MiB
+/// under 30 puts of 1 MB, 200 QUIC watch streams 228 MiB.
+pub(crate) const DELIVERY_BYTES: usize = 16 * 1024 * 1024;
 
-/// One watch's claim on its connection's [`DELIVERIES`] permits.
+/// A connection's [`DELIVERY_BYTES`], shared by its watches.
+pub(crate) fn delivery_bytes() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(DELIVERY_BYTES))
+}
+
+/// One watch's reservation of its connection's [`DELIVERY_BYTES`].
 pub(crate) struct Room {
     deliveries: Arc<Semaphore>,
     held: Option<OwnedSemaphorePermit>,
@@ -88,23 +97,25 @@ impl Room {
         }
     }
 
-    /// Waits for a permit, unless one is held already.
-    pub(crate) async fn wait(&mut self) {
+    /// Waits to reserve `bytes` (at least one, at most all of it), unless a reservation is
+    /// held already.
+    pub(crate) async fn wait(&mut self, bytes: usize) {
         if self.held.is_none() {
+            let n = bytes.clamp(1, DELIVERY_BYTES) as u32;
             // The semaphore is never closed.
-            self.held = self.deliveries.clone().acquire_owned().await.ok();
+            self.held = self.deliveries.clone().acquire_many_owned(n).await.ok();
         }
     }
 
-    /// Gives the held permit back.
+    /// Gives the reservation back.
     pub(crate) fn release(&mut self) {
         self.held = None;
     }
 
-    /// The held permit, or a new one once there is room; to be dropped when the transport
-    /// has the response.
+    /// The reservation held, or a small one for a response built without one (created,
+    /// canceled); to be dropped when the transport has the response.
     pub(crate) async fn take(&mut self) -> Result<OwnedSemaphorePermit, Gone> {
-        self.wait().await;
+        self.wait(1).await;
         self.held.take().ok_or(Gone)
     }
 }
@@ -176,7 +187,7 @@ pub(crate) async fn drive(
     let mut sent_since_tick = false;
     loop {
         loop {
-            sink.ready().await;
+            sink.ready(watcher.next_bytes()).await;
             let step = if watcher.is_live() {
                 watcher.step()
             } else {
@@ -261,8 +272,8 @@ struct QuicSink {
 }
 
 impl WatchSink for QuicSink {
-    async fn ready(&mut self) {
-        self.room.wait().await;
+    async fn ready(&mut self, bytes: usize) {
+        self.room.wait(bytes).await;
     }
 
     fn idle(&mut self) {

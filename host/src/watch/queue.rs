@@ -205,6 +205,11 @@ impl Queue {
         }
     }
 
+    /// The bytes of the batch [`Queue::try_pop`] would take next (0 when empty).
+    pub(super) fn front_bytes(&self) -> usize {
+        self.lock().batches.front().map_or(0, Batch::bytes)
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.lock().batches.is_empty()
     }

@@ -60,8 +60,8 @@ pub(crate) struct Peer {
     pub(crate) budget: Arc<Budget>,
     /// The connection's live watches, over all its streams (`watch.rs`).
     pub(crate) watches: Arc<std::sync::atomic::AtomicUsize>,
-    /// Permits to build a watch response, over all its streams
-    /// (`watch_stream::DELIVERIES`).
+    /// Bytes of watch responses it may have built and not sent, over all its streams
+    /// (`watch_stream::DELIVERY_BYTES`).
     pub(crate) watch_deliveries: Arc<tokio::sync::Semaphore>,
     /// Its requests: how many are open, and when the last began or ended.
     activity: Arc<Activity>,
@@ -448,9 +448,7 @@ async fn accept(
                     principal,
                     budget,
                     watches: Arc::default(),
-                    watch_deliveries: Arc::new(tokio::sync::Semaphore::new(
-                        crate::server::watch_stream::DELIVERIES,
-                    )),
+                    watch_deliveries: crate::server::watch_stream::delivery_bytes(),
                     activity,
                 },
                 _slot: slot,

@@ -5,9 +5,10 @@
 //!
 //! Bounds: a connection holds at most [`MAX_WATCHES`] live watches, over all its streams
 //! (a create past it is answered canceled); a canceled watch counts until its task has
-//! ended. A watch builds a response only holding one of its connection's [`DELIVERIES`]
-//! permits, given back when tonic takes the response off the stream's channel (as a QUIC
-//! watch gives it back once QUIC has the response). Ids are never reused on a stream.
+//! ended. A watch builds a response only holding a reservation of its connection's
+//! `DELIVERY_BYTES`, given back when tonic takes the response off the stream's channel (as
+//! a QUIC watch gives it back once QUIC has the response). Ids are never reused on a
+//! stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use super::convert::{self, status};
 use super::services::{Etcd, Stream, peer};
 use super::{Peer, own_header as header};
 use crate::node::Node;
-use crate::server::watch_stream::{DELIVERIES, Gone, OpenStream, Room, WatchSink, drive};
+use crate::server::watch_stream::{Gone, OpenStream, Room, WatchSink, drive};
 
 /// Live watches one connection may hold.
 pub(super) const MAX_WATCHES: usize = 1024;
@@ -33,7 +34,10 @@ pub(super) const MAX_WATCHES: usize = 1024;
 /// etcd's watch id for a create refused before it became a watch.
 const NO_WATCH: i64 = -1;
 
-/// A response, with the delivery permit it was built under (none for the stream's own
+/// Responses waiting in one stream's channel for tonic to take them.
+const RESPONSES: usize = 16;
+
+/// A response, with the delivery reservation it was built under (none for the stream's own
 /// refusals), released when tonic takes it.
 type Responses = mpsc::Sender<(
     Result<pb::WatchResponse, Status>,
@@ -49,7 +53,7 @@ impl pb::watch_server::Watch for Etcd {
         req: tonic::Request<Streaming<pb::WatchRequest>>,
     ) -> Result<tonic::Response<Self::WatchStream>, Status> {
         let peer = peer(&req)?.clone();
-        let (tx, rx) = mpsc::channel(DELIVERIES);
+        let (tx, rx) = mpsc::channel(RESPONSES);
         tokio::spawn(serve(self.node.clone(), peer, req.into_inner(), tx));
         let responses = ReceiverStream::new(rx).map(|(response, _delivered)| response);
         Ok(tonic::Response::new(Box::pin(responses)))
@@ -166,7 +170,7 @@ struct Sink {
     id: i64,
     node: Node,
     tx: Responses,
-    /// Its claim on the connection's delivery permits ([`DELIVERIES`]).
+    /// Its reservation of the connection's delivery bytes.
     room: Room,
     controls: Option<mpsc::Receiver<WatchControl>>,
     /// Whether the `created` response went out: etcd's clients pair every other response
@@ -183,8 +187,8 @@ impl Sink {
 }
 
 impl WatchSink for Sink {
-    async fn ready(&mut self) {
-        self.room.wait().await;
+    async fn ready(&mut self, bytes: usize) {
+        self.room.wait(bytes).await;
     }
 
     fn idle(&mut self) {
