@@ -41,6 +41,31 @@ async fn put(channel: &Channel, key: &str, value: &str) -> pb::PutResponse {
     .into_inner()
 }
 
+/// Opens a watch stream on `channel`: the sender of its requests (holding `buffer` of them)
+/// and its responses.
+async fn watch_stream(
+    channel: Channel,
+    buffer: usize,
+) -> (
+    tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    tonic::Streaming<pb::WatchResponse>,
+) {
+    let (requests, inbound) = tokio::sync::mpsc::channel(buffer);
+    let responses = pb::watch_client::WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .expect("a watch stream")
+        .into_inner();
+    (requests, responses)
+}
+
+/// The request that creates `create` on a watch stream.
+fn create_request(create: pb::WatchCreateRequest) -> pb::WatchRequest {
+    pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_holds_a_bounded_number_of_watches_and_serves_on() {
     let cluster = Cluster::new(1, &[]);
@@ -496,14 +521,7 @@ async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
     let addr = cluster.nodes[0].endpoint();
     let pid = cluster.nodes[0].pid().expect("running");
     let writer = channel(&addr, &root).await;
-    let stalled = channel(&addr, &root).await;
-    let mut watch = pb::watch_client::WatchClient::new(stalled);
-    let (requests, inbound) = tokio::sync::mpsc::channel(1024);
-    let mut responses = watch
-        .watch(tokio_stream::wrappers::ReceiverStream::new(inbound))
-        .await
-        .expect("a watch stream")
-        .into_inner();
+    let (requests, mut responses) = watch_stream(channel(&addr, &root).await, 1024).await;
     let watches = 500;
     for _ in 0..watches {
         let create = pb::WatchCreateRequest {
@@ -512,12 +530,7 @@ async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
             prev_kv: true,
             ..Default::default()
         };
-        requests
-            .send(pb::WatchRequest {
-                request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-            })
-            .await
-            .expect("create");
+        requests.send(create_request(create)).await.expect("create");
     }
     for _ in 0..watches {
         let created = tokio::time::timeout(Duration::from_secs(20), responses.message())
@@ -540,24 +553,14 @@ async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
     }
     // Another client watches the same keys from the first put and reads every event: the
     // node has dealt all of them out to its watchers by then.
-    let mut reader = pb::watch_client::WatchClient::new(channel(&addr, &root).await);
+    let (asks, mut events) = watch_stream(channel(&addr, &root).await, 1).await;
     let create = pb::WatchCreateRequest {
         key: b"big/".to_vec(),
         range_end: b"big0".to_vec(),
         start_revision: first,
         ..Default::default()
     };
-    let (asks, asked) = tokio::sync::mpsc::channel(1);
-    asks.send(pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-    })
-    .await
-    .expect("create");
-    let mut events = reader
-        .watch(tokio_stream::wrappers::ReceiverStream::new(asked))
-        .await
-        .expect("another client's watch")
-        .into_inner();
+    asks.send(create_request(create)).await.expect("create");
     let mut seen = 0;
     while seen < 30 {
         let resp = tokio::time::timeout(Duration::from_secs(20), events.message())

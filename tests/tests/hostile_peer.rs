@@ -155,7 +155,10 @@ async fn a_removed_member_is_refused_from_the_moment_its_removal_applies() {
                 let answer = tokio::task::block_in_place(|| {
                     tokio::runtime::Handle::current().block_on(send(&addr, &gone_files, &envelope))
                 });
-                matches!(&answer, PeerResponse::NotAMember(_)).then_some(answer)
+                match answer {
+                    refusal @ PeerResponse::NotAMember(_) => Some(refusal),
+                    _ => None,
+                }
             },
         );
         refused(&answer, "is not a member of this cluster");
