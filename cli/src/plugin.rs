@@ -88,7 +88,8 @@ pub struct InstallArgs {
     /// Fuel per call (about one unit per WebAssembly instruction) [default: 50000000].
     #[arg(long)]
     pub fuel: Option<u64>,
-    /// Wall-clock deadline per call, in milliseconds [default: 200].
+    /// Deadline per call, in milliseconds of the call's CPU time [default: 200]; a call
+    /// starved of CPU also ends after ten times as long in wall time.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
     /// Memory cap per call, in MiB [default: 32].

@@ -147,7 +147,8 @@ impl PluginInstall<'_> {
         self
     }
 
-    /// Wall-clock deadline per call (whole milliseconds).
+    /// Deadline per call, in whole milliseconds of the call's CPU time (a call starved of
+    /// CPU also ends after ten times as long in wall time).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.req.binding.limits.timeout_ms = timeout.as_millis().max(1) as u64;
         self

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use etch_proto::limits::MAX_KEY_BYTES;
 use etch_proto::plugin::{PluginBinding, PluginLimits};
@@ -28,7 +29,7 @@ use wasmtime::{Store, Trap};
 use super::budget::{Budget, Exceeded, RECORD_OVERHEAD};
 use super::error::PluginError;
 use super::log_gate::{self, Admit, LogGate, MAX_LOG_LINE};
-use super::runtime::{Runtime, TICK};
+use super::runtime::{self, Cancel, Runtime};
 use super::validator::v1::etch::plugin::{config, kv, log, types};
 use super::validator::v2::etch::plugin as v2;
 use crate::mvcc::{MAX_GUARD_BYTES, READ_OVERHEAD, Read, View};
@@ -64,6 +65,9 @@ pub struct Ctx {
     logs: Option<Arc<LogGate>>,
     /// The call slot held while the call runs (see [`Runtime::slot`]).
     slot: Option<super::runtime::Slot>,
+    /// The CPU time the call had used when it reached its wall-clock ceiling, if it did
+    /// (see [`super::runtime::arm`]).
+    pub(super) starved: Option<Duration>,
 }
 
 impl Ctx {
@@ -86,6 +90,7 @@ impl Ctx {
             stage_limits: etch_proto::limits::Limits::default(),
             logs: None,
             slot: None,
+            starved: None,
         }
     }
 
@@ -136,20 +141,26 @@ impl Ctx {
     }
 }
 
-/// A fresh store for one call under `limits`: fuel, an epoch deadline, the memory budget.
+/// A fresh store for one call under `limits`: fuel, the deadline (until `cancel`led), the
+/// memory budget.
 pub(super) fn store(
     runtime: &Runtime,
     ctx: Ctx,
     limits: &PluginLimits,
+    cancel: &Cancel,
 ) -> wasmtime::Result<Store<Ctx>> {
     let mut ctx = ctx;
     ctx.logs = Some(runtime.log_gate());
     ctx.slot = Some(runtime.slot());
     let mut store = Store::new(runtime.engine(), ctx);
     store.limiter(|ctx| &mut ctx.budget);
-    let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1) + 1;
-    store.set_epoch_deadline(ticks);
     store.set_fuel(limits.fuel)?;
+    runtime::arm(
+        &mut store,
+        runtime.cpu_clock(),
+        limits.timeout_ms,
+        cancel.clone(),
+    );
     Ok(store)
 }
 
@@ -173,7 +184,14 @@ pub(super) fn failure(ctx: &Ctx, limits: &PluginLimits, e: &wasmtime::Error) -> 
     } else {
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => PluginError::OutOfFuel,
-            Some(Trap::Interrupt) => PluginError::Deadline(limits.timeout_ms),
+            Some(Trap::Interrupt) => match ctx.starved {
+                Some(cpu) => PluginError::Starved {
+                    timeout_ms: limits.timeout_ms,
+                    cpu_ms: cpu.as_millis(),
+                    wall_ms: u128::from(limits.timeout_ms) * u128::from(runtime::WALL_FACTOR),
+                },
+                None => PluginError::Deadline(limits.timeout_ms),
+            },
             Some(trap) => PluginError::Trap(trap.to_string()),
             None => PluginError::Trap(log_gate::truncate(format!("{e:#}"), MAX_MESSAGE)),
         }

@@ -13,9 +13,19 @@ pub enum PluginError {
     /// The plugin used up its fuel (it computes too much, or loops).
     #[error("out of fuel")]
     OutOfFuel,
-    /// The plugin ran past its wall-clock deadline.
+    /// The plugin used up its deadline: CPU time of its call.
     #[error("deadline of {0} ms exceeded")]
     Deadline(u64),
+    /// The call had not used up its deadline when its wall-clock ceiling (a multiple of the
+    /// deadline) passed: the node left plugin calls too little CPU.
+    #[error(
+        "deadline of {timeout_ms} ms not reached in {wall_ms} ms (the call had {cpu_ms} ms of CPU): the node is too busy to run plugins"
+    )]
+    Starved {
+        timeout_ms: u64,
+        cpu_ms: u128,
+        wall_ms: u128,
+    },
     /// The plugin tried to grow its memory past the binding's cap.
     #[error("memory cap of {0} MiB exceeded")]
     Memory(u32),
@@ -71,7 +81,7 @@ impl PluginError {
             PluginError::Invalid(_) => "invalid",
             PluginError::Missing(_) => "missing",
             PluginError::OutOfFuel => "fuel",
-            PluginError::Deadline(_) => "deadline",
+            PluginError::Deadline(_) | PluginError::Starved { .. } => "deadline",
             PluginError::Memory(_) => "memory",
             PluginError::HostMemory(_) => "host_memory",
             PluginError::InvalidArgument(_) => "invalid_argument",

@@ -89,8 +89,23 @@ impl Plugins {
     ///
     /// The engine or its threads cannot be started.
     pub fn with_maxima(maxima: Maxima, queue_wait: Duration) -> anyhow::Result<Plugins> {
+        Plugins::with_runtime(Runtime::new()?, maxima, queue_wait)
+    }
+
+    /// A default gate whose call deadlines count `cpu_clock` (tests).
+    #[cfg(test)]
+    pub(super) fn with_cpu_clock(cpu_clock: super::runtime::CpuClock) -> anyhow::Result<Plugins> {
+        let runtime = Runtime::with_cpu_clock(cpu_clock)?;
+        Plugins::with_runtime(runtime, Maxima::default(), Duration::from_secs(5))
+    }
+
+    fn with_runtime(
+        runtime: Runtime,
+        maxima: Maxima,
+        queue_wait: Duration,
+    ) -> anyhow::Result<Plugins> {
         Ok(Plugins {
-            runtime: Runtime::new()?,
+            runtime,
             stats: Arc::default(),
             validators: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
             maxima,

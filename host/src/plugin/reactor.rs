@@ -23,7 +23,7 @@ use super::budget::RECORD_OVERHEAD;
 use super::ctx::{self, Ctx, MAX_MESSAGE};
 use super::error::PluginError;
 use super::log_gate::truncate;
-use super::runtime::{self, Cancel, Runtime};
+use super::runtime::{Cancel, Runtime};
 use crate::mvcc::Read;
 
 /// Bindings of `etch:plugin@0.1.0`'s reactor world.
@@ -98,9 +98,8 @@ pub fn call(
     cancel: &Cancel,
     events: &[Event],
 ) -> Result<Outcome, PluginError> {
-    let mut store =
-        ctx::store(runtime, ctx, limits).map_err(|e| PluginError::Host(format!("{e:#}")))?;
-    runtime::arm(&mut store, limits.timeout_ms, cancel.clone());
+    let mut store = ctx::store(runtime, ctx, limits, cancel)
+        .map_err(|e| PluginError::Host(format!("{e:#}")))?;
     let result = match pre {
         Pre::V1(pre) => pre
             .instantiate(&mut store)

@@ -13,8 +13,9 @@
 //! - **epoch interruption**: a dedicated OS thread advances the engine's epoch every
 //!   [`TICK`] (a tokio task would not do: on a busy runtime it never runs while the guest
 //!   spins — STACK.md; the thread holds only a weak reference and ends with the engine).
-//!   On every tick a running call looks at its wall-clock deadline and at its [`Cancel`]
-//!   flags ([`arm`]): a call is interrupted when its deadline passes, when its binding is
+//!   On every tick a running call looks at its deadline (CPU time of its thread, with a
+//!   wall-clock ceiling) and at its [`Cancel`] flags ([`arm`]): a call is interrupted when
+//!   its deadline passes, when its binding is
 //!   removed or replaced, or when the node stops, within a tick of it;
 //! - the **pooling allocator**: instances, memories and tables come from preallocated slots,
 //!   so a fresh instance per call costs microseconds. Its slots bound how many instances
@@ -76,7 +77,12 @@ struct Inner {
     cache: Mutex<HashMap<(Vec<u8>, PluginHook), Compiled>>,
     /// The per-binding rate limit of plugin log lines.
     log_gate: Arc<LogGate>,
+    /// The CPU time of the calling thread, which call deadlines count ([`arm`]).
+    cpu_clock: CpuClock,
 }
+
+/// A clock of the CPU time the calling thread has used.
+pub(super) type CpuClock = fn() -> Duration;
 
 /// The count of free call slots.
 struct Slots {
@@ -121,6 +127,12 @@ impl Runtime {
     ///
     /// The engine configuration is refused (e.g. the pool cannot be reserved).
     pub fn new() -> anyhow::Result<Runtime> {
+        Runtime::with_cpu_clock(thread_cpu)
+    }
+
+    /// [`Runtime::new`] whose call deadlines count `cpu_clock` (tests: a thread that never
+    /// gets a CPU).
+    pub(super) fn with_cpu_clock(cpu_clock: CpuClock) -> anyhow::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_SLOTS)
             .total_core_instances(POOL_SLOTS * 2)
@@ -179,8 +191,14 @@ impl Runtime {
                 reactors,
                 cache: Mutex::new(HashMap::new()),
                 log_gate: Arc::default(),
+                cpu_clock,
             }),
         })
+    }
+
+    /// The clock call deadlines count.
+    pub(super) fn cpu_clock(&self) -> CpuClock {
+        self.inner.cpu_clock
     }
 
     pub fn engine(&self) -> &Engine {
@@ -304,29 +322,54 @@ impl Cancel {
     }
 }
 
-/// Arms `store`'s call with its wall-clock deadline and `cancel`: on every epoch tick the
-/// call goes on only while neither has happened. The deadline traps as an interrupt
-/// (`PluginError::Deadline`); a cancellation traps with an error the caller maps through
-/// [`Cancel::reason`].
+/// How many times its CPU deadline a call may last in wall time: a call that has not used
+/// up its CPU deadline by then fails as well ([`PluginError::Starved`]).
+pub const WALL_FACTOR: u32 = 10;
+
+/// Arms `store`'s call with its deadline and `cancel`: on every epoch tick the call goes on
+/// only while none of them has happened. The deadline is **CPU time** of the call's thread:
+/// plugin threads run `SCHED_IDLE` (`executor.rs`), so on a node whose own work, or another
+/// process, keeps the CPUs busy a call waits for a CPU, and a wall-clock deadline failed
+/// writes whose validator had done almost nothing (seen in CI: a JSON-schema check refused
+/// with "deadline of 200 ms exceeded" on a machine busy with other tests). A call still
+/// ends after [`WALL_FACTOR`] times its deadline in wall time, so a starved call cannot
+/// hold its write for ever. Both trap as an interrupt; [`Ctx::starved`] tells them apart. A
+/// cancellation traps with an error the caller maps through [`Cancel::reason`].
 ///
-/// Each tick the call also yields its CPU (`sched_yield`). Plugin threads are `SCHED_IDLE`
-/// (`executor.rs`), yet on the 2-core VMs measured a node or client thread that became
-/// runnable behind a spinning call still waited for the scheduler tick, 4–9 ms, which set
-/// the p99 of reads outside a looping validator's prefix at 5–15× their baseline; yielding
-/// every tick bounds that wait by [`TICK`] (BENCHMARKS.md, "Fairness").
-pub(super) fn arm<T>(store: &mut Store<T>, timeout_ms: u64, cancel: Cancel) {
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+/// Each tick the call also yields its CPU (`sched_yield`). Plugin threads are `SCHED_IDLE`,
+/// yet on the 2-core VMs measured a node or client thread that became runnable behind a
+/// spinning call still waited for the scheduler tick, 4–9 ms, which set the p99 of reads
+/// outside a looping validator's prefix at 5–15× their baseline; yielding every tick bounds
+/// that wait by [`TICK`] (BENCHMARKS.md, "Fairness").
+pub(super) fn arm(store: &mut Store<Ctx>, clock: CpuClock, timeout_ms: u64, cancel: Cancel) {
+    let cpu = Duration::from_millis(timeout_ms);
+    let started = clock();
+    let ceiling = Instant::now() + cpu.saturating_mul(WALL_FACTOR);
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(move |mut store| {
         if let Some(reason) = cancel.reason() {
             return Err(wasmtime::Error::msg(reason));
         }
-        if Instant::now() >= deadline {
+        let used = clock().saturating_sub(started);
+        if used >= cpu {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        if Instant::now() >= ceiling {
+            store.data_mut().starved = Some(used);
             return Ok(UpdateDeadline::Interrupt);
         }
         std::thread::yield_now();
         Ok(UpdateDeadline::Continue(1))
     });
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// What to do with bytes that are WebAssembly but no component: a core module, as a plain

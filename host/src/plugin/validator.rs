@@ -5,7 +5,7 @@ use etch_proto::plugin::PluginLimits;
 
 use super::ctx::{self, Ctx};
 use super::error::PluginError;
-use super::runtime::{self, Cancel, Runtime};
+use super::runtime::{Cancel, Runtime};
 use crate::mvcc::Read;
 
 /// Bindings of `etch:plugin@0.1.0`'s validator world. Its `types` are the types of every
@@ -51,11 +51,10 @@ pub fn call(
     cancel: &Cancel,
     request: &Request,
 ) -> (Result<Verdict, PluginError>, Vec<Read>) {
-    let mut store = match ctx::store(runtime, ctx, limits) {
+    let mut store = match ctx::store(runtime, ctx, limits, cancel) {
         Ok(store) => store,
         Err(e) => return (Err(PluginError::Host(format!("{e:#}"))), Vec::new()),
     };
-    runtime::arm(&mut store, limits.timeout_ms, cancel.clone());
     let result = match pre {
         Pre::V1(pre) => pre
             .instantiate(&mut store)
