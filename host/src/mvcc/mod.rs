@@ -87,6 +87,7 @@ mod history;
 mod keycode;
 mod layout;
 mod lease;
+mod memtables;
 mod plugins;
 mod preview;
 mod sessions;

@@ -299,6 +299,12 @@ impl Store {
     }
 
     /// The view a writer starts from; the caller holds the write lock.
+    /// Rotates the memtables a long compaction left growing; `true` while so many wait for
+    /// a flush that the applier should wait before it writes again (`super::memtables`).
+    pub fn memtables_behind(&self) -> bool {
+        super::memtables::relieve(&self.spaces().all(), super::memtables::CEILING)
+    }
+
     pub(crate) fn writer_view(&self, spaces: &Arc<Spaces>) -> View {
         View::open_known(spaces, self.revision(), self.compact_revision())
     }

@@ -31,6 +31,9 @@ use crate::NodeId;
 use crate::mvcc;
 use etch_proto::Mutation;
 
+/// How long apply waits between looks at fjall's flushes while they are behind.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
 /// What the state machine records beside the data, as one opaque blob in the MVCC meta.
@@ -368,6 +371,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             results.push(self.apply_one(entry)?);
+            // fjall's one worker may be compacting while this applies as fast as it can
+            // (a member catching up): wait for its flushes rather than grow the memtables
+            // (`mvcc::memtables`), without holding a runtime thread.
+            while self.store.memtables_behind() {
+                tokio::time::sleep(FLUSH_WAIT).await;
+            }
         }
         self.report_applied();
         self.on_apply.send_replace(self.store.revision());
