@@ -33,6 +33,8 @@ use etch_proto::Mutation;
 
 /// How long apply waits between looks at fjall's flushes while they are behind.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// The longest apply waits for fjall's flushes before one entry (see `apply`).
+const MAX_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
 
@@ -373,8 +375,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             results.push(self.apply_one(entry)?);
             // fjall's one worker may be compacting while this applies as fast as it can
             // (a member catching up): wait for its flushes rather than grow the memtables
-            // (`mvcc::memtables`), without holding a runtime thread.
+            // (`mvcc::memtables`), without holding a runtime thread. A flush that never
+            // comes (a failing disk) is not waited for past MAX_FLUSH_WAIT: the next write
+            // then meets fjall's own stall or its error, as it would without this.
+            let waiting = std::time::Instant::now();
             while self.store.memtables_behind() {
+                if waiting.elapsed() > MAX_FLUSH_WAIT {
+                    tracing::warn!(
+                        waited_ms = waiting.elapsed().as_millis() as u64,
+                        "storage flushes are behind; applying on"
+                    );
+                    break;
+                }
                 tokio::time::sleep(FLUSH_WAIT).await;
             }
         }
