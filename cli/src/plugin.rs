@@ -89,7 +89,8 @@ pub struct InstallArgs {
     #[arg(long)]
     pub fuel: Option<u64>,
     /// Deadline per call, in milliseconds of the call's CPU time [default: 200]; a call
-    /// starved of CPU also ends after ten times as long in wall time.
+    /// starved of CPU also ends after ten times as long in wall time (at most 2.5 s, or the
+    /// deadline if longer).
     #[arg(long)]
     pub timeout_ms: Option<u64>,
     /// Memory cap per call, in MiB [default: 32].

@@ -148,7 +148,7 @@ impl PluginInstall<'_> {
     }
 
     /// Deadline per call, in whole milliseconds of the call's CPU time (a call starved of
-    /// CPU also ends after ten times as long in wall time).
+    /// CPU also ends after ten times as long in wall time, at most 2.5 s or the deadline).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.req.binding.limits.timeout_ms = timeout.as_millis().max(1) as u64;
         self

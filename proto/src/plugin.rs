@@ -62,7 +62,8 @@ pub enum FailurePolicy {
 pub struct PluginLimits {
     /// WebAssembly fuel (about one unit per instruction) [default: 50,000,000].
     pub fuel: u64,
-    /// Wall-clock deadline of one call, in milliseconds [default: 200].
+    /// Deadline of one call, in milliseconds of its CPU time [default: 200] (a call starved
+    /// of CPU also ends after ten times as long in wall time, at most 2.5 s or the deadline).
     pub timeout_ms: u64,
     /// Largest linear memory, in MiB [default: 32].
     pub memory_mb: u32,

@@ -298,13 +298,13 @@ impl Store {
         Ok(answers)
     }
 
-    /// The view a writer starts from; the caller holds the write lock.
-    /// Rotates the memtables a long compaction left growing; `true` while so many wait for
-    /// a flush that the applier should wait before it writes again (`super::memtables`).
+    /// Whether fjall's worker is so far behind with the memtables (a long compaction) that
+    /// the applier should wait before it writes again (`super::memtables`).
     pub fn memtables_behind(&self) -> bool {
-        super::memtables::relieve(&self.spaces().all(), super::memtables::CEILING)
+        super::memtables::behind(&self.spaces().all(), super::memtables::CEILING)
     }
 
+    /// The view a writer starts from; the caller holds the write lock.
     pub(crate) fn writer_view(&self, spaces: &Arc<Spaces>) -> View {
         View::open_known(spaces, self.revision(), self.compact_revision())
     }

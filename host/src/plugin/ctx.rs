@@ -188,7 +188,7 @@ pub(super) fn failure(ctx: &Ctx, limits: &PluginLimits, e: &wasmtime::Error) -> 
                 Some(cpu) => PluginError::Starved {
                     timeout_ms: limits.timeout_ms,
                     cpu_ms: cpu.as_millis(),
-                    wall_ms: u128::from(limits.timeout_ms) * u128::from(runtime::WALL_FACTOR),
+                    wall_ms: runtime::wall_ceiling(limits.timeout_ms).as_millis(),
                 },
                 None => PluginError::Deadline(limits.timeout_ms),
             },

@@ -264,7 +264,7 @@ fn a_call_starved_of_cpu_ends_at_its_wall_clock_ceiling_and_says_so() {
         memory_mb: 4,
     };
     f.bind("spin", LOOP, limits);
-    f.bind("slow", SLOW_ALLOW, limits);
+    f.bind("ok", ALLOW, limits);
     let started = Instant::now();
     let failure = failed(f.put("spin"));
     let starved = PluginError::Starved {
@@ -278,9 +278,19 @@ fn a_call_starved_of_cpu_ends_at_its_wall_clock_ceiling_and_says_so() {
         failure.ends_with("the node is too busy to run plugins"),
         "{failure}"
     );
-    // Work that takes longer than the deadline in wall time but, by its thread's clock, no
-    // CPU is allowed.
-    f.put("slow").expect("allowed");
+    f.put("ok").expect("a call that finishes is not starved");
+}
+
+/// The wall-clock ceiling: ten times the deadline, at most 2.5 s (a client would otherwise
+/// get a timeout rather than the plugin's failure), never less than the deadline.
+#[test]
+fn the_wall_clock_ceiling_is_ten_times_the_deadline_within_its_cap() {
+    use super::runtime::wall_ceiling;
+    assert_eq!(wall_ceiling(30), Duration::from_millis(300));
+    assert_eq!(wall_ceiling(200), Duration::from_millis(2000));
+    assert_eq!(wall_ceiling(1000), Duration::from_millis(2500));
+    assert_eq!(wall_ceiling(5000), Duration::from_millis(5000));
+    assert_eq!(wall_ceiling(u64::MAX), Duration::from_millis(u64::MAX));
 }
 
 #[test]

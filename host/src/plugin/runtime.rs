@@ -322,9 +322,20 @@ impl Cancel {
     }
 }
 
-/// How many times its CPU deadline a call may last in wall time: a call that has not used
-/// up its CPU deadline by then fails as well ([`PluginError::Starved`]).
+/// How many times its CPU deadline a call may last in wall time, up to [`WALL_CAP`]: a call
+/// that has not used up its CPU deadline by then fails as well ([`PluginError::Starved`]).
 pub const WALL_FACTOR: u32 = 10;
+/// The longest a call may last in wall time beyond its CPU deadline's own length: past the
+/// node's default request timeout (5 s) a client would get an ambiguous timeout instead of
+/// the plugin's failure, so a starved call ends by half of it.
+pub const WALL_CAP: Duration = Duration::from_millis(2500);
+
+/// The wall-clock ceiling of a call whose deadline is `timeout_ms` of CPU time: ten times
+/// it, at most [`WALL_CAP`], never less than the deadline itself.
+pub fn wall_ceiling(timeout_ms: u64) -> Duration {
+    let deadline = Duration::from_millis(timeout_ms);
+    deadline.max(deadline.saturating_mul(WALL_FACTOR).min(WALL_CAP))
+}
 
 /// Arms `store`'s call with its deadline and `cancel`: on every epoch tick the call goes on
 /// only while none of them has happened. The deadline is **CPU time** of the call's thread:
@@ -332,8 +343,8 @@ pub const WALL_FACTOR: u32 = 10;
 /// process, keeps the CPUs busy a call waits for a CPU, and a wall-clock deadline failed
 /// writes whose validator had done almost nothing (seen in CI: a JSON-schema check refused
 /// with "deadline of 200 ms exceeded" on a machine busy with other tests). A call still
-/// ends after [`WALL_FACTOR`] times its deadline in wall time, so a starved call cannot
-/// hold its write for ever. Both trap as an interrupt; [`Ctx::starved`] tells them apart. A
+/// ends after [`wall_ceiling`] in wall time, so a starved call cannot hold its write for
+/// ever. Both trap as an interrupt; [`Ctx::starved`] tells them apart. A
 /// cancellation traps with an error the caller maps through [`Cancel::reason`].
 ///
 /// Each tick the call also yields its CPU (`sched_yield`). Plugin threads are `SCHED_IDLE`,
@@ -344,7 +355,7 @@ pub const WALL_FACTOR: u32 = 10;
 pub(super) fn arm(store: &mut Store<Ctx>, clock: CpuClock, timeout_ms: u64, cancel: Cancel) {
     let cpu = Duration::from_millis(timeout_ms);
     let started = clock();
-    let ceiling = Instant::now() + cpu.saturating_mul(WALL_FACTOR);
+    let ceiling = Instant::now() + wall_ceiling(timeout_ms);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |mut store| {
         if let Some(reason) = cancel.reason() {

@@ -33,7 +33,7 @@ use etch_proto::Mutation;
 
 /// How long apply waits between looks at fjall's flushes while they are behind.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
-/// The longest apply waits for fjall's flushes before one entry (see `apply`).
+/// The longest apply waits for fjall's worker at once (see `StateMachine::wait_for_flushes`).
 const MAX_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Result<T> = std::result::Result<T, StorageError<NodeId>>;
@@ -95,6 +95,9 @@ pub struct StateMachine {
     plugins: Option<crate::plugin::Plugins>,
     /// Told what is applied, so that the log's reads for apply can wait for room.
     backlog: Option<Arc<ApplyBacklog>>,
+    /// A wait for fjall's flushes ran out and they have not caught up since
+    /// ([`StateMachine::wait_for_flushes`]).
+    flush_wait_expired: bool,
 }
 
 impl StateMachine {
@@ -115,6 +118,7 @@ impl StateMachine {
             on_apply,
             plugins: None,
             backlog: None,
+            flush_wait_expired: false,
         })
     }
 
@@ -373,22 +377,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             results.push(self.apply_one(entry)?);
-            // fjall's one worker may be compacting while this applies as fast as it can
-            // (a member catching up): wait for its flushes rather than grow the memtables
-            // (`mvcc::memtables`), without holding a runtime thread. A flush that never
-            // comes (a failing disk) is not waited for past MAX_FLUSH_WAIT: the next write
-            // then meets fjall's own stall or its error, as it would without this.
-            let waiting = std::time::Instant::now();
-            while self.store.memtables_behind() {
-                if waiting.elapsed() > MAX_FLUSH_WAIT {
-                    tracing::warn!(
-                        waited_ms = waiting.elapsed().as_millis() as u64,
-                        "storage flushes are behind; applying on"
-                    );
-                    break;
-                }
-                tokio::time::sleep(FLUSH_WAIT).await;
-            }
+            self.wait_for_flushes().await;
         }
         self.report_applied();
         self.on_apply.send_replace(self.store.revision());
@@ -461,6 +450,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 impl StateMachine {
+    /// Waits while fjall's one worker, busy with a compaction, has let the memtables grow
+    /// past their bound (a member catching up applies as fast as it reads its log;
+    /// `mvcc::memtables`), without holding a runtime thread. A wait that reaches
+    /// [`MAX_FLUSH_WAIT`] ends, and apply then goes on without waiting until the worker has
+    /// caught up again: a compaction longer than that (or a flush that never comes, on a
+    /// failing disk) costs one wait, not one per entry, and the writes meet fjall's own
+    /// stall or error as before.
+    async fn wait_for_flushes(&mut self) {
+        if !self.store.memtables_behind() {
+            self.flush_wait_expired = false;
+            return;
+        }
+        if self.flush_wait_expired {
+            return;
+        }
+        let waiting = std::time::Instant::now();
+        while self.store.memtables_behind() {
+            if waiting.elapsed() >= MAX_FLUSH_WAIT {
+                tracing::warn!(
+                    waited_ms = waiting.elapsed().as_millis() as u64,
+                    "storage flushes are behind (a long compaction?); applying on"
+                );
+                self.flush_wait_expired = true;
+                return;
+            }
+            tokio::time::sleep(FLUSH_WAIT).await;
+        }
+    }
+
     fn write_snapshot(&self) -> Result<Snapshot<TypeConfig>> {
         let last = self.applied.log_id;
         let meta = SnapshotMeta {
