@@ -15,7 +15,10 @@
 //! was tried: fjall's rotation then sends the worker a flush with a blocking send on its
 //! bounded queue, which writers fill with rotation requests while the worker compacts, so
 //! the applier blocked a runtime thread, and the worker, whose own sends go to the same
-//! queue, could block on itself for good (found in review).
+//! queue, could block on itself for good (found in review). [`Pacer`] decides how long
+//! a writer waits.
+
+use std::time::{Duration, Instant};
 
 use fjall::{AbstractTree, Keyspace};
 
@@ -36,6 +39,54 @@ pub fn behind(keyspaces: &[&Keyspace], ceiling: u64) -> bool {
             || keyspace.tree.active_memtable().size() > ceiling
     })
 }
+
+/// When a writer waits for fjall's worker: while the keyspaces are [`behind`], at most
+/// `max` at once, and after a wait that ran out not again until they have caught up, so
+/// that a long compaction (or a flush that never comes) costs one wait, not one per write.
+/// The applier waits asynchronously (`raft::state_machine`); a snapshot's import, which
+/// holds its thread anyway, with [`Pacer::pace`].
+pub struct Pacer {
+    max: Duration,
+    expired: bool,
+}
+
+impl Pacer {
+    pub fn new(max: Duration) -> Pacer {
+        Pacer {
+            max,
+            expired: false,
+        }
+    }
+
+    /// Whether the writer should start waiting, given whether it is `behind` now.
+    pub fn should_wait(&mut self, behind: bool) -> bool {
+        if !behind {
+            self.expired = false;
+        }
+        behind && !self.expired
+    }
+
+    /// Whether a wait that began at `started` has run out; it is then not repeated until
+    /// the keyspaces have caught up.
+    pub fn ran_out(&mut self, started: Instant) -> bool {
+        self.expired |= started.elapsed() >= self.max;
+        self.expired
+    }
+
+    /// Waits, blocking the thread, while `keyspaces` are behind.
+    pub fn pace(&mut self, keyspaces: &[&Keyspace]) {
+        if !self.should_wait(behind(keyspaces, CEILING)) {
+            return;
+        }
+        let started = Instant::now();
+        while behind(keyspaces, CEILING) && !self.ran_out(started) {
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// How often a waiting writer looks again.
+pub const POLL: Duration = Duration::from_millis(5);
 
 #[cfg(test)]
 mod tests {
@@ -82,6 +133,39 @@ mod tests {
         assert_eq!(
             grown.get(3u32.to_be_bytes()).expect("get").map(|v| v.len()),
             Some(value.len())
+        );
+    }
+
+    /// A pacer whose wait runs out does not wait again until the keyspace has caught up,
+    /// then waits again: a long compaction costs an import one wait, not one per batch.
+    #[test]
+    fn a_pacer_waits_once_per_stretch_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = fjall::Database::builder(dir.path()).open().expect("db");
+        let keyspace = db
+            .keyspace("grown", || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(1 << 30)
+            })
+            .expect("keyspace");
+        let value = vec![7u8; 64 * 1024];
+        for i in 0..80u32 {
+            keyspace
+                .insert(i.to_be_bytes(), value.as_slice())
+                .expect("insert");
+        }
+        let mut pacer = Pacer::new(Duration::from_millis(20));
+        assert!(behind(&[&keyspace], CEILING), "5 MiB never rotated");
+        pacer.pace(&[&keyspace]);
+        assert!(pacer.expired, "the wait ran out");
+        pacer.pace(&[&keyspace]);
+        assert!(pacer.expired, "and is not repeated while still behind");
+        keyspace
+            .rotate_memtable_and_wait()
+            .expect("rotate and flush");
+        pacer.pace(&[&keyspace]);
+        assert!(
+            !pacer.expired,
+            "caught up: the next stretch behind is waited for again"
         );
     }
 }

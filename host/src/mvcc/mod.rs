@@ -87,7 +87,7 @@ mod history;
 mod keycode;
 mod layout;
 mod lease;
-mod memtables;
+pub(crate) mod memtables;
 mod plugins;
 mod preview;
 mod sessions;

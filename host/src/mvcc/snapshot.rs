@@ -31,6 +31,8 @@ const FORMAT_UNSEALED: u32 = 1;
 const MAX_RECORD: usize = 64 << 20;
 /// Import commits a batch once it holds this many bytes.
 const BATCH_BYTES: usize = 4 << 20;
+/// The longest an import waits at once for fjall's worker (`super::memtables::Pacer`).
+const IMPORT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Record<'a> {
@@ -210,12 +212,16 @@ impl Store {
         let next = Spaces::open(db, generation)?;
         let all = next.all();
         let (mut batch, mut bytes) = (db.batch(), 0);
+        // Paced as apply is, so that a long compaction does not let the memtables grow
+        // with the whole snapshot (`super::memtables`).
+        let mut pacer = super::memtables::Pacer::new(IMPORT_FLUSH_WAIT);
         read_records(r, |space, key, value| {
             batch.insert(all[space], key, value);
             bytes += key.len() + value.len();
             if bytes >= BATCH_BYTES {
                 std::mem::replace(&mut batch, db.batch()).commit()?;
                 bytes = 0;
+                pacer.pace(&all);
             }
             Ok(())
         })?;

@@ -31,8 +31,6 @@ use crate::NodeId;
 use crate::mvcc;
 use etch_proto::Mutation;
 
-/// How long apply waits between looks at fjall's flushes while they are behind.
-const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 /// The longest apply waits for fjall's worker at once (see `StateMachine::wait_for_flushes`).
 const MAX_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -95,9 +93,8 @@ pub struct StateMachine {
     plugins: Option<crate::plugin::Plugins>,
     /// Told what is applied, so that the log's reads for apply can wait for room.
     backlog: Option<Arc<ApplyBacklog>>,
-    /// A wait for fjall's flushes ran out and they have not caught up since
-    /// ([`StateMachine::wait_for_flushes`]).
-    flush_wait_expired: bool,
+    /// When apply waits for fjall's flushes ([`StateMachine::wait_for_flushes`]).
+    pacer: mvcc::memtables::Pacer,
 }
 
 impl StateMachine {
@@ -118,7 +115,7 @@ impl StateMachine {
             on_apply,
             plugins: None,
             backlog: None,
-            flush_wait_expired: false,
+            pacer: mvcc::memtables::Pacer::new(MAX_FLUSH_WAIT),
         })
     }
 
@@ -451,31 +448,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl StateMachine {
     /// Waits while fjall's one worker, busy with a compaction, has let the memtables grow
-    /// past their bound (a member catching up applies as fast as it reads its log;
-    /// `mvcc::memtables`), without holding a runtime thread. A wait that reaches
-    /// [`MAX_FLUSH_WAIT`] ends, and apply then goes on without waiting until the worker has
-    /// caught up again: a compaction longer than that (or a flush that never comes, on a
-    /// failing disk) costs one wait, not one per entry, and the writes meet fjall's own
-    /// stall or error as before.
+    /// past their bound (a member catching up applies as fast as it reads its log), without
+    /// holding a runtime thread; at most [`MAX_FLUSH_WAIT`] at once (`mvcc::memtables`).
     async fn wait_for_flushes(&mut self) {
-        if !self.store.memtables_behind() {
-            self.flush_wait_expired = false;
+        if !self.pacer.should_wait(self.store.memtables_behind()) {
             return;
         }
-        if self.flush_wait_expired {
-            return;
-        }
-        let waiting = std::time::Instant::now();
+        let started = std::time::Instant::now();
         while self.store.memtables_behind() {
-            if waiting.elapsed() >= MAX_FLUSH_WAIT {
+            if self.pacer.ran_out(started) {
                 tracing::warn!(
-                    waited_ms = waiting.elapsed().as_millis() as u64,
+                    waited_ms = started.elapsed().as_millis() as u64,
                     "storage flushes are behind (a long compaction?); applying on"
                 );
-                self.flush_wait_expired = true;
                 return;
             }
-            tokio::time::sleep(FLUSH_WAIT).await;
+            tokio::time::sleep(mvcc::memtables::POLL).await;
         }
     }
 
