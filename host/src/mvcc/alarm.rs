@@ -53,7 +53,7 @@ impl Store {
             AlarmAction::Activate if req.alarm == AlarmType::None => {
                 let mut batch = spaces.db.batch();
                 batch.insert(&spaces.meta, META_APPLIED, applied);
-                batch.commit()?;
+                super::gate::commit(batch)?;
                 return Ok(Err(Error::InvalidArgument("raise which alarm?".into())));
             }
             AlarmAction::Activate => alarms.insert(member),
@@ -64,7 +64,7 @@ impl Store {
             batch.insert(&spaces.meta, META_ALARMS, encode(&alarms)?);
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
-        batch.commit()?;
+        super::gate::commit(batch)?;
         let mut resp = AlarmResponse::default();
         resp.header.revision = self.revision();
         resp.alarms = match req.action {
@@ -123,7 +123,7 @@ impl Store {
         let spaces = self.spaces();
         let mut batch = spaces.db.batch();
         batch.remove(&spaces.meta, META_ALARMS);
-        batch.commit()?;
+        super::gate::commit(batch)?;
         self.alarm_cell()
             .write()
             .unwrap_or_else(PoisonError::into_inner)

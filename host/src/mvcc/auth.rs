@@ -41,7 +41,7 @@ impl Store {
             batch.insert(&spaces.meta, META_AUTH, encode(next)?);
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
-        batch.commit()?;
+        super::gate::commit(batch)?;
         Ok(outcome.map(|next| {
             let revision = next.revision;
             self.set_auth(Arc::new(next));

@@ -81,6 +81,7 @@ mod alarm;
 mod auth;
 mod compact;
 mod error;
+mod gate;
 mod guard;
 mod hash;
 mod history;

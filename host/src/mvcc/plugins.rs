@@ -81,7 +81,7 @@ impl Store {
             version = Some(next);
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
-        batch.commit()?;
+        super::gate::commit(batch)?;
         if let Some(version) = version {
             self.set_bindings_version(version);
         }

@@ -175,7 +175,7 @@ impl Store {
     /// Opens a consistent point of the whole mvcc state, to be written out.
     pub fn begin_export(&self) -> Export {
         let spaces = self.spaces();
-        let snap = spaces.db.snapshot();
+        let snap = super::gate::snapshot(&spaces.db);
         Export { spaces, snap }
     }
 
@@ -219,7 +219,7 @@ impl Store {
             batch.insert(all[space], key, value);
             bytes += key.len() + value.len();
             if bytes >= BATCH_BYTES {
-                std::mem::replace(&mut batch, db.batch()).commit()?;
+                super::gate::commit(std::mem::replace(&mut batch, db.batch()))?;
                 bytes = 0;
                 pacer.pace(&all);
             }
@@ -227,7 +227,7 @@ impl Store {
         })?;
         batch.insert(&next.meta, META_APPLIED, applied);
         batch.insert(self.root(), ROOT_GENERATION, encode(&generation)?);
-        batch.commit()?;
+        super::gate::commit(batch)?;
         // The Raft log behind the snapshot is purged after this returns: the new state must
         // be on disk first.
         db.persist(fjall::PersistMode::SyncAll)?;

@@ -92,7 +92,7 @@ impl Store {
             Spaces::delete_generation(db, previous)?;
         }
         let spaces = Spaces::open(db, generation)?;
-        let snapshot = db.snapshot();
+        let snapshot = super::gate::snapshot(db);
         let (revision, compact) = spaces.counters(&snapshot)?;
         let bindings = bindings_version(&spaces, &snapshot)?;
         let auth = super::auth::load(&spaces, &snapshot)?;
@@ -173,7 +173,7 @@ impl Store {
         let forgotten = super::sessions::expire(spaces, &mut batch, before_ms)?;
         batch.insert(&spaces.meta, META_APPLIED, applied);
         crate::failpoint::check("apply-write")?;
-        batch.commit()?;
+        super::gate::commit(batch)?;
         Ok(forgotten)
     }
 
@@ -210,7 +210,7 @@ impl Store {
             let mut batch = spaces.db.batch();
             batch.insert(&spaces.meta, META_APPLIED, applied);
             crate::failpoint::check("apply-write")?;
-            batch.commit()?;
+            super::gate::commit(batch)?;
             return Ok(found);
         }
         let view = self.writer_view(spaces);
@@ -240,7 +240,7 @@ impl Store {
         }
         batch.insert(&spaces.meta, META_APPLIED, applied);
         crate::failpoint::check("apply-write")?;
-        batch.commit()?;
+        super::gate::commit(batch)?;
         if let Ok(resp) = &mut outcome {
             let revision = resp.header_mut().revision;
             self.inner.revision.store(revision, Ordering::Release);
@@ -293,7 +293,7 @@ impl Store {
         sessions.write(&mut batch)?;
         batch.insert(&spaces.meta, META_APPLIED, applied);
         crate::failpoint::check("apply-write")?;
-        batch.commit()?;
+        super::gate::commit(batch)?;
         self.inner.revision.store(revision, Ordering::Release);
         Ok(answers)
     }
@@ -339,7 +339,7 @@ impl Store {
         let mut batch = spaces.db.batch();
         batch.insert(&spaces.meta, META_APPLIED, applied);
         crate::failpoint::check("apply-write")?;
-        Ok(batch.commit()?)
+        Ok(super::gate::commit(batch)?)
     }
 
     /// The blob last given to [`Store::apply`], [`Store::set_applied`] or [`Store::import`].
@@ -453,7 +453,7 @@ impl Store {
     /// Reloads the in-memory counters from storage (after an import).
     pub(crate) fn reload_counters(&self) -> Result<()> {
         let spaces = self.spaces();
-        let snapshot = spaces.db.snapshot();
+        let snapshot = super::gate::snapshot(&spaces.db);
         let (revision, compact) = spaces.counters(&snapshot)?;
         self.inner.revision.store(revision, Ordering::Release);
         self.inner.compact.store(compact, Ordering::Release);

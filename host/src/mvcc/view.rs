@@ -180,7 +180,7 @@ pub(crate) struct View {
 
 impl View {
     pub fn open(spaces: &Arc<Spaces>) -> Result<View> {
-        let snap = spaces.db.snapshot();
+        let snap = super::gate::snapshot(&spaces.db);
         let (revision, compact) = spaces.counters(&snap)?;
         Ok(View {
             spaces: spaces.clone(),
@@ -193,7 +193,7 @@ impl View {
     /// A snapshot whose counters the caller already knows: the store's writer, which holds
     /// the write lock, so nothing can move them between its last commit and this snapshot.
     pub(crate) fn open_known(spaces: &Arc<Spaces>, revision: Revision, compact: Revision) -> View {
-        let snap = spaces.db.snapshot();
+        let snap = super::gate::snapshot(&spaces.db);
         View {
             spaces: spaces.clone(),
             snap,
