@@ -18,7 +18,7 @@ use fjall::{OwnedWriteBatch, Readable};
 
 use super::error::Result;
 use super::keycode::{decode_rev, encode_rev, key_prefix, version_key};
-use super::layout::{History, META_COMPACT, Version, decode, encode};
+use super::layout::{History, META_COMPACT, VersionRecord, decode, encode};
 use super::view::View;
 
 /// Adds the compaction at `rev` to `batch`, or says why it cannot be done.
@@ -58,7 +58,7 @@ pub(crate) fn compact(
         while let Some(item) = versions.next() {
             let (raw_key, raw) = item.into_inner()?;
             let newest = versions.peek().is_none();
-            if !newest || decode::<Option<Version>>(&raw)?.is_none() {
+            if !newest || decode::<VersionRecord>(&raw)? == VersionRecord::Deleted {
                 batch.remove(&spaces.versions, raw_key);
             }
         }

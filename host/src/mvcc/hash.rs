@@ -10,6 +10,7 @@ use etch_proto::{HashKvResponse, Revision};
 use fjall::Readable;
 
 use super::keycode::decode_version_key;
+use super::layout::encode;
 use super::store::{Outcome, Store};
 use super::view::read_revision;
 
@@ -28,10 +29,15 @@ impl Store {
         };
         let mut hasher = crc32fast::Hasher::new();
         for item in view.snapshot().iter(&view.spaces().versions) {
-            let (key, value) = item.into_inner()?;
-            if decode_version_key(&key)?.1 <= rev {
-                hasher.update(&key);
-                hasher.update(&value);
+            let (raw_key, raw) = item.into_inner()?;
+            let (key, at) = decode_version_key(&raw_key)?;
+            if at <= rev {
+                // What the record stands for, in the form stores kept before values were
+                // stored once (`Option<Version>`): members that store a version whole or as
+                // the live marker hash alike.
+                let version = view.read_version(&key, at, &raw)?;
+                hasher.update(&raw_key);
+                hasher.update(&encode(&version)?);
             }
         }
         let mut resp = HashKvResponse {

@@ -14,8 +14,7 @@ use etch_proto::{KeyValue, Revision};
 use fjall::Readable;
 
 use super::error::Result;
-use super::keycode::{key_prefix, version_key};
-use super::layout::{Version, decode};
+use super::keycode::{decode_version_key, key_prefix, version_key};
 use super::store::{Outcome, Store, event_of, touches_in};
 use super::view::View;
 
@@ -112,7 +111,10 @@ impl View {
         else {
             return Ok(None);
         };
-        let (_, raw) = item.into_inner()?;
-        Ok(decode::<Option<Version>>(&raw)?.map(|v| v.into_kv(key.to_vec())))
+        let (raw_key, raw) = item.into_inner()?;
+        let (_, at) = decode_version_key(&raw_key)?;
+        Ok(self
+            .read_version(key, at, &raw)?
+            .map(|v| v.into_kv(key.to_vec())))
     }
 }

@@ -3,7 +3,7 @@
 //! | keyspace      | key                                   | value                              |
 //! |---------------|---------------------------------------|------------------------------------|
 //! | `kv_current`  | user key                              | [`Version`]: the live version      |
-//! | `kv_versions` | [`keycode::version_key`]`(key, rev)`  | `Option<Version>`; `None` = delete |
+//! | `kv_versions` | [`keycode::version_key`]`(key, rev)`  | [`VersionRecord`]: a version, a delete, or the live version's marker |
 //! | `kv_history`  | [`keycode::encode_rev`]`(rev)`        | [`History`]: keys in sub-rev order, who |
 //! | `kv_meta`     | [`META_REVISION`] / [`META_COMPACT`] / [`META_APPLIED`] | postcard `i64` / opaque |
 //! | `lease`       | [`keycode::encode_rev`]`(lease id)`   | [`Lease`]: the granted TTL         |
@@ -18,12 +18,19 @@
 //!
 //! Every value is postcard-encoded, except the opaque `applied` blob and the components,
 //! which are stored as given.
+//!
+//! **A value is stored once.** The live version of a key is whole in `kv_current`; its
+//! `kv_versions` record is [`VersionRecord::Live`], a marker without the value. The write
+//! that replaces or deletes the key rewrites that record whole ([`VersionRecord::Full`])
+//! in the same batch, so within one snapshot a `Live` record at `(key, rev)` always
+//! finds `kv_current[key]` at `mod_revision == rev`. Stores written before this kept every
+//! version whole; their records read the same.
 
 use etch_proto::{KeyValue, LeaseId, Revision};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, Readable};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::error::Result;
+use super::error::{Error, Result};
 #[cfg(doc)]
 use super::keycode;
 
@@ -204,6 +211,66 @@ impl Version {
             version: self.version,
             value: self.value,
             lease: self.lease,
+        }
+    }
+}
+
+/// A `kv_versions` record. Its postcard form extends the `Option<Version>` written before
+/// values were stored once: `Deleted` is `None`'s byte and `Full` is `Some`'s, so those
+/// records read as they were.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum VersionRecord {
+    /// The key was deleted at this revision.
+    Deleted,
+    /// A version, whole: one that was replaced or deleted since (or any version of a store
+    /// written before the `Live` marker).
+    Full(Version),
+    /// The key's live version: whole in `kv_current`, under `mod_revision` = this record's
+    /// revision.
+    Live,
+}
+
+impl VersionRecord {
+    /// The record of `state` at `rev`, where `live` says whether it is still the key's
+    /// live version after the batch that writes it.
+    pub fn of(state: Option<&KeyValue>, live: bool) -> VersionRecord {
+        match state {
+            None => VersionRecord::Deleted,
+            Some(_) if live => VersionRecord::Live,
+            Some(kv) => VersionRecord::Full(Version::from_kv(kv)),
+        }
+    }
+}
+
+/// The version the `kv_versions` record `raw` of `key` at `rev` stands for (`None`: a
+/// delete), as `r` sees it: a live record's version is read from `kv_current`, where it
+/// must be, at `rev`.
+pub(crate) fn read_version(
+    r: &impl Readable,
+    current: &Keyspace,
+    key: &[u8],
+    rev: Revision,
+    raw: &[u8],
+) -> Result<Option<Version>> {
+    match decode::<VersionRecord>(raw)? {
+        VersionRecord::Deleted => Ok(None),
+        VersionRecord::Full(version) => Ok(Some(version)),
+        VersionRecord::Live => {
+            let live = match r.get(current, key)? {
+                Some(raw) => decode::<Version>(&raw)?,
+                None => {
+                    return Err(Error::Corrupt(format!(
+                        "the live version of {key:02x?} at {rev} is not in kv_current"
+                    )));
+                }
+            };
+            if live.mod_revision != rev {
+                return Err(Error::Corrupt(format!(
+                    "the live version of {key:02x?} at {rev} is at {} in kv_current",
+                    live.mod_revision
+                )));
+            }
+            Ok(Some(live))
         }
     }
 }

@@ -104,6 +104,8 @@ mod bounds_test;
 pub(crate) mod script_parse;
 #[cfg(test)]
 pub(crate) mod script_test;
+#[cfg(test)]
+mod values_test;
 
 pub use alarm::{adds_data, mutation_adds_data};
 pub use error::{Error, Result};

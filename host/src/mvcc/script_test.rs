@@ -30,7 +30,7 @@ use fjall::{Database, Readable};
 use tempfile::TempDir;
 
 use super::keycode::{decode_rev, decode_version_key};
-use super::layout::{History, Version, decode};
+use super::layout::{History, Version, decode, read_version};
 use super::script_parse::{Args, Res, compare, delete_req, op, put_req, range_req};
 use super::store::Store;
 
@@ -185,7 +185,7 @@ fn dump(store: &Store) -> Res<String> {
     for item in snap.iter(&spaces.versions) {
         let (raw_key, raw) = item.into_inner()?;
         let (key, rev) = decode_version_key(&raw_key)?;
-        match decode::<Option<Version>>(&raw)? {
+        match read_version(&snap, &spaces.current, &key, rev, &raw)? {
             Some(v) => writeln!(
                 out,
                 "version {}@{rev} {}",

@@ -13,11 +13,11 @@ use etch_proto::{
     Error as ProtoError, KeyRange, KeyValue, RangeRequest, RangeResponse, Revision, SortOrder,
     SortTarget,
 };
-use fjall::{Readable, Slice, Snapshot};
+use fjall::{Keyspace, Readable, Slice, Snapshot};
 
 use super::error::Result;
 use super::keycode::{decode_version_key, key_prefix, version_key};
-use super::layout::{Spaces, Version, decode};
+use super::layout::{Spaces, Version, decode, read_version};
 
 /// A stream of key-values in ascending key order.
 pub(crate) type KvIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + 'a>;
@@ -277,6 +277,8 @@ impl View {
             inner,
             rev,
             group: None,
+            snap: self.snap.clone(),
+            current: self.spaces.current.clone(),
         })
     }
 
@@ -287,24 +289,37 @@ impl View {
             .snap
             .get(&self.spaces.versions, version_key(key, rev))?
         {
-            Some(raw) => Ok(Some(decode(&raw)?)),
+            Some(raw) => Ok(Some(self.read_version(key, rev, &raw)?)),
             None => Ok(None),
         }
     }
+
+    /// The version the `kv_versions` record `raw` of `key` at `rev` stands for (`None`: a
+    /// delete); a live version's value is read from `kv_current` in this snapshot.
+    pub fn read_version(&self, key: &[u8], rev: Revision, raw: &[u8]) -> Result<Option<Version>> {
+        read_version(&self.snap, &self.spaces.current, key, rev, raw)
+    }
 }
+
+/// A `kv_versions` record as read: its revision and its raw value.
+type RawVersion = (Revision, Slice);
 
 /// Walks `kv_versions` in `(key, revision)` order and yields, per key, the newest version at
 /// or below `rev` unless it is a deletion.
 struct AtRevision {
     inner: fjall::Iter,
     rev: Revision,
-    /// The key being grouped and the raw record of its best version so far.
-    group: Option<(Vec<u8>, Option<Slice>)>,
+    /// The key being grouped and the revision and raw record of its best version so far.
+    group: Option<(Vec<u8>, Option<RawVersion>)>,
+    /// Where a live version's value is read (the snapshot `inner` walks).
+    snap: Snapshot,
+    current: Keyspace,
 }
 
 impl AtRevision {
-    fn emit(key: Vec<u8>, best: Option<Slice>) -> Option<Result<KeyValue>> {
-        match decode::<Option<Version>>(&best?) {
+    fn emit(&self, key: Vec<u8>, best: Option<RawVersion>) -> Option<Result<KeyValue>> {
+        let (rev, raw) = best?;
+        match read_version(&self.snap, &self.current, &key, rev, &raw) {
             Ok(Some(version)) => Some(Ok(version.into_kv(key))),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
@@ -319,7 +334,7 @@ impl Iterator for AtRevision {
         loop {
             let Some(guard) = self.inner.next() else {
                 let (key, best) = self.group.take()?;
-                return Self::emit(key, best);
+                return self.emit(key, best);
             };
             let (raw_key, raw) = match guard.into_inner() {
                 Ok(pair) => pair,
@@ -329,7 +344,7 @@ impl Iterator for AtRevision {
                 Ok(decoded) => decoded,
                 Err(e) => return Some(Err(e)),
             };
-            let candidate = (rev <= self.rev).then_some(raw);
+            let candidate = (rev <= self.rev).then_some((rev, raw));
             match &mut self.group {
                 Some((current, best)) if *current == key => {
                     if candidate.is_some() {
@@ -338,7 +353,7 @@ impl Iterator for AtRevision {
                 }
                 _ => {
                     if let Some((done, best)) = self.group.replace((key, candidate))
-                        && let Some(item) = Self::emit(done, best)
+                        && let Some(item) = self.emit(done, best)
                     {
                         return Some(item);
                     }

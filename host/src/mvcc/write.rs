@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, btree_map};
 use std::iter::Peekable;
 
 use etch_proto::{
-    DeleteRangeRequest, DeleteRangeResponse, Error as ProtoError, KeyRange, KeyValue, LeaseId,
-    PutRequest, PutResponse, RangeRequest, RangeResponse, Revision,
+    DeleteRangeRequest, DeleteRangeResponse, Error as ProtoError, KeyRange, KeyValue, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Revision,
 };
 use fjall::OwnedWriteBatch;
 
 use super::error::Result;
 use super::keycode::{encode_rev, version_key};
-use super::layout::{History, META_REVISION, Touch, Version, encode, lease_key};
+use super::layout::{History, META_REVISION, Touch, Version, VersionRecord, encode, lease_key};
 use super::view::{KvIter, View, bounds, collect_range, read_revision};
 
 /// The pending writes of one entry on top of a [`View`].
@@ -41,8 +41,10 @@ pub(crate) struct WriteTx<'v> {
     sealed: Vec<(Revision, History, Vec<Option<KeyValue>>)>,
     /// Whose write the open revision is (recorded in its history).
     principal: String,
-    /// The lease each written key had before this transaction, where it had one.
-    leases_before: BTreeMap<Vec<u8>, LeaseId>,
+    /// The live version each written key had before this transaction, where it had one:
+    /// its `kv_versions` record is written whole again (its value leaves `kv_current`), and
+    /// `lease_keys` follows its lease.
+    before: BTreeMap<Vec<u8>, KeyValue>,
 }
 
 impl<'v> WriteTx<'v> {
@@ -53,7 +55,7 @@ impl<'v> WriteTx<'v> {
             touched: Vec::new(),
             revision: view.revision,
             sealed: Vec::new(),
-            leases_before: BTreeMap::new(),
+            before: BTreeMap::new(),
             principal: String::new(),
         }
     }
@@ -165,7 +167,6 @@ impl<'v> WriteTx<'v> {
             None => (&req.value, req.lease),
         };
         let value = value.clone();
-        self.note_lease_before(&req.key, prev.as_ref());
         let rev = self.revision + 1;
         let kv = KeyValue {
             key: req.key.clone(),
@@ -175,15 +176,18 @@ impl<'v> WriteTx<'v> {
             value,
             lease,
         };
+        let mut resp = PutResponse {
+            prev_kv: prev.clone().filter(|_| req.prev_kv),
+            ..Default::default()
+        };
+        if let Some(prev) = prev {
+            self.note_before(prev);
+        }
         self.overlay.insert(req.key.clone(), Some(kv));
         self.touched.push(Touch {
             key: req.key.clone(),
             deleted: false,
         });
-        let mut resp = PutResponse {
-            prev_kv: prev.filter(|_| req.prev_kv),
-            ..Default::default()
-        };
         resp.header.revision = self.current_revision();
         Ok(Ok(resp))
     }
@@ -199,29 +203,30 @@ impl<'v> WriteTx<'v> {
                     .map_or(true, |kv| !super::view::is_reserved(&kv.key))
             })
             .collect::<Result<_>>()?;
-        for kv in &deleted {
-            self.note_lease_before(&kv.key, Some(kv));
-            self.overlay.insert(kv.key.clone(), None);
-            self.touched.push(Touch {
-                key: kv.key.clone(),
-                deleted: true,
-            });
-        }
         let mut resp = DeleteRangeResponse {
             deleted: deleted.len() as i64,
-            prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
+            prev_kvs: if req.prev_kv {
+                deleted.clone()
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         };
+        for kv in deleted {
+            let key = kv.key.clone();
+            self.note_before(kv);
+            self.overlay.insert(key.clone(), None);
+            self.touched.push(Touch { key, deleted: true });
+        }
         resp.header.revision = self.current_revision();
         Ok(resp)
     }
 
-    /// Remembers the lease of `key` before this transaction, on its first write.
-    fn note_lease_before(&mut self, key: &[u8], state: Option<&KeyValue>) {
-        if let Some(kv) = state.filter(|kv| kv.lease != 0)
-            && !self.overlay.contains_key(key)
-        {
-            self.leases_before.insert(key.to_vec(), kv.lease);
+    /// Remembers `live`, the version of its key before this transaction, on the key's
+    /// first write (call it before recording the write).
+    fn note_before(&mut self, live: KeyValue) {
+        if !self.overlay.contains_key(&live.key) {
+            self.before.insert(live.key.clone(), live);
         }
     }
 
@@ -244,19 +249,32 @@ impl<'v> WriteTx<'v> {
         let spaces = self.view.spaces();
         for (rev, history, states) in &self.sealed {
             for (touch, state) in history.touches.iter().zip(states) {
-                let record = state.as_ref().map(Version::from_kv);
+                // The version that stays live is whole in `kv_current` only.
+                let live = self
+                    .overlay
+                    .get(&touch.key)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|now| now.mod_revision == *rev);
                 batch.insert(
                     &spaces.versions,
                     version_key(&touch.key, *rev),
-                    encode(&record)?,
+                    encode(&VersionRecord::of(state.as_ref(), live))?,
                 );
             }
             batch.insert(&spaces.history, encode_rev(*rev), encode(history)?);
         }
+        // The versions this entry replaced or deleted are history now: whole again.
+        for (key, was) in &self.before {
+            batch.insert(
+                &spaces.versions,
+                version_key(key, was.mod_revision),
+                encode(&VersionRecord::Full(Version::from_kv(was)))?,
+            );
+        }
         for (key, state) in self.overlay {
             // Keep `lease_keys` in step with the keys' leases: detach from the old lease,
             // attach to the new one.
-            let before = self.leases_before.get(&key).copied().unwrap_or(0);
+            let before = self.before.get(&key).map_or(0, |was| was.lease);
             let after = state.as_ref().map_or(0, |kv| kv.lease);
             if before != after {
                 if before != 0 {
