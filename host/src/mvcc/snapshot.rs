@@ -76,6 +76,17 @@ impl Export {
         self.spaces.counters(&self.snap)
     }
 
+    /// Makes the database durable as it is now, this point included: a Raft snapshot's
+    /// state is on disk before the log behind it may be purged (the state machine writes
+    /// no fsync of its own; the log is its record until then).
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub fn persist(&self) -> Result<()> {
+        Ok(self.spaces.db.persist(fjall::PersistMode::SyncAll)?)
+    }
+
     /// Writes every record of the mvcc keyspaces at this point into `w`.
     ///
     /// # Errors

@@ -120,6 +120,8 @@ pub struct SnapshotDir {
     /// The last log id of the current snapshot, once its file is in place and the state it
     /// holds is on disk (see [`SnapshotDir::covering`]).
     durable: Arc<tokio::sync::watch::Sender<Option<LogId>>>,
+    /// Held while a snapshot becomes current: a build writes beside apply and installs.
+    keeping: Arc<std::sync::Mutex<()>>,
 }
 
 impl SnapshotDir {
@@ -135,6 +137,7 @@ impl SnapshotDir {
         let snapshots = SnapshotDir {
             dir: dir.to_owned(),
             durable: Arc::new(tokio::sync::watch::Sender::new(None)),
+            keeping: Arc::default(),
         };
         if let Some(current) = snapshots.current()? {
             let (meta, _) = current.open()?;
@@ -221,8 +224,27 @@ impl SnapshotDir {
     }
 
     /// Makes `file` (written or received) the current snapshot under its final name and
-    /// removes every other snapshot.
+    /// removes every other snapshot; unless the current one is newer (a build that began
+    /// before a newer snapshot was installed), which then stays, and `file` goes.
     pub fn keep(&self, file: &SnapshotFile, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
+        let _one = self
+            .keeping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let newer = *self.durable.borrow();
+        if newer.is_some_and(|newer| meta.last_log_id.is_none_or(|l| l < newer))
+            && let Some(current) = self.current()?
+        {
+            tracing::info!(
+                dropped = ?meta.last_log_id,
+                current = ?newer,
+                "a newer snapshot is in place: dropping the one just written"
+            );
+            if file.path != current.path {
+                fs::remove_file(&file.path)?;
+            }
+            return Ok(current);
+        }
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let path = self
             .dir

@@ -136,7 +136,7 @@ impl StateMachine {
             return Ok(());
         }
         tracing::info!(%applied, ?last_log, "the applied state is past the log's end: writing a snapshot of it");
-        self.write_snapshot().map(drop)
+        self.snapshot_builder().write().map(drop)
     }
 
     /// Reports every applied batch to `backlog` (see [`super::backlog`]).
@@ -389,10 +389,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Building runs beside later applies, so capture the data now, in apply order.
-        SnapshotBuilder {
-            built: self.write_snapshot(),
-        }
+        self.snapshot_builder()
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>> {
@@ -469,7 +466,11 @@ impl StateMachine {
         }
     }
 
-    fn write_snapshot(&self) -> Result<Snapshot<TypeConfig>> {
+    /// A builder of a snapshot of the state as applied now. It holds a fjall snapshot of
+    /// this point, taken in apply order (cheap), and writes it out when openraft builds it,
+    /// on a blocking thread beside later applies: a node with a large state no longer
+    /// stops applying for as long as its snapshot takes to write.
+    fn snapshot_builder(&self) -> SnapshotBuilder {
         let last = self.applied.log_id;
         let meta = SnapshotMeta {
             last_log_id: last,
@@ -484,33 +485,49 @@ impl StateMachine {
                     .unwrap_or(0)
             ),
         };
-        let store = &self.store;
+        SnapshotBuilder {
+            meta,
+            export: Arc::new(self.store.begin_export()),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+}
+
+/// A snapshot of one applied point, to be written out (see
+/// [`StateMachine::snapshot_builder`]).
+#[derive(Clone)]
+pub struct SnapshotBuilder {
+    meta: SnapshotMeta,
+    export: Arc<mvcc::Export>,
+    snapshots: SnapshotDir,
+}
+
+impl SnapshotBuilder {
+    /// Writes the snapshot file and makes it the current one. The database is made durable
+    /// first, at or past this point, so that the log behind the snapshot is never purged
+    /// while the state it holds could still be lost with the machine.
+    fn write(&self) -> Result<Snapshot<TypeConfig>> {
+        self.export.persist().map_err(|e| storage_error(true, &e))?;
         let file = self
             .snapshots
-            .write(&meta, |w| store.export(w).map_err(io::Error::other))
+            .write(&self.meta, |w| {
+                self.export.write(w).map_err(io::Error::other)
+            })
             .map_err(|e| storage_error(true, &e))?;
-        tracing::info!(snapshot = %meta.snapshot_id, "built snapshot");
+        tracing::info!(snapshot = %self.meta.snapshot_id, "built snapshot");
         Ok(Snapshot {
-            meta,
+            meta: self.meta.clone(),
             snapshot: Box::new(file),
         })
     }
 }
 
-/// Hands openraft the snapshot captured when the builder was made.
-pub struct SnapshotBuilder {
-    built: Result<Snapshot<TypeConfig>>,
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        std::mem::replace(
-            &mut self.built,
-            Err(storage_error(
-                false,
-                &io::Error::other("snapshot already taken"),
-            )),
-        )
+        let builder = self.clone();
+        tokio::task::spawn_blocking(move || builder.write())
+            .await
+            .map_err(|e| storage_error(true, &io::Error::other(e)))?
     }
 }
 
@@ -674,6 +691,49 @@ pub(super) mod tests {
         let sm = node.state_machine();
         sm.cover_applied(None)
             .expect("an empty log, covered already");
+    }
+
+    /// A snapshot is written beside later applies: it holds the state its builder was made
+    /// at, and a build that ends after a newer snapshot is in place leaves that one current.
+    #[tokio::test]
+    async fn a_snapshot_holds_the_state_its_builder_saw_and_never_replaces_a_newer_one() {
+        let node = Node::new();
+        let mut sm = node.state_machine();
+        sm.apply([entry(1, put("a", "1"))]).await.expect("apply");
+        let (mut first, mut stale) = (
+            sm.get_snapshot_builder().await,
+            sm.get_snapshot_builder().await,
+        );
+        sm.apply([entry(2, put("a", "2"))]).await.expect("apply");
+        let mut second = sm.get_snapshot_builder().await;
+        sm.apply([entry(3, put("a", "3"))]).await.expect("apply");
+
+        let first = first.build_snapshot().await.expect("build");
+        assert_eq!(first.meta.last_log_id.map(|l| l.index), Some(1));
+        let elsewhere = Node::new();
+        let copy = elsewhere.snapshots.temp_path();
+        std::fs::copy(&first.snapshot.path, &copy).expect("copy");
+        elsewhere
+            .state_machine()
+            .install_snapshot(&first.meta, Box::new(SnapshotFile { path: copy }))
+            .await
+            .expect("install");
+        assert_eq!(elsewhere.get("a").value, b"1", "the state at entry 1");
+
+        let second = second.build_snapshot().await.expect("build");
+        assert_eq!(second.meta.last_log_id.map(|l| l.index), Some(2));
+        let stale = stale.build_snapshot().await.expect("build");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(2));
+        assert_eq!(stale.snapshot.path, current.snapshot.path);
+        let files = std::fs::read_dir(node._dir.path().join("snap"))
+            .expect("dir")
+            .count();
+        assert_eq!(files, 1, "only the current snapshot is kept");
     }
 
     #[tokio::test]
