@@ -262,6 +262,42 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
     );
 }
 
+/// The log is snapshotted and purged by bytes as well as entries: with the entry counts
+/// far off, 4 MB of writes past a 1 MiB limit leave a follower that was down behind a
+/// purged log, and it catches up by snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_past_its_byte_limit_is_snapshotted_and_purged() {
+    let mut cluster = Cluster::new(3, &["--snapshot-log-bytes", "1048576"]);
+    let leader = cluster.leader_index();
+    let lagging = (leader + 1) % 3;
+    cluster.nodes[lagging].kill();
+    let client = cluster.root_client();
+    let value = "v".repeat(100 * 1024);
+    for i in 0..40 {
+        client
+            .put(format!("k{i:03}"), value.clone())
+            .await
+            .expect("put while a follower is down");
+    }
+    wait_for(
+        "the leader to snapshot and purge by bytes",
+        Duration::from_secs(30),
+        || {
+            let log = cluster.nodes[leader].log_text();
+            (log.contains("built snapshot") && log.contains("purging the Raft log")).then_some(())
+        },
+    );
+    cluster.restart_serving(lagging);
+    await_value(&cluster, lagging, "k039", &value);
+    assert!(
+        cluster.nodes[lagging]
+            .log_text()
+            .contains("installing snapshot"),
+        "the lagging node caught up by snapshot; its log:\n{}",
+        cluster.nodes[lagging].log_text()
+    );
+}
+
 #[test]
 fn a_learner_joins_is_promoted_and_a_member_is_removed() {
     let mut cluster = Cluster::new(3, &[]);

@@ -114,6 +114,9 @@ pub struct NodeOptions {
     /// Entries kept in the log behind a snapshot for followers to catch up from [default:
     /// 5000, etcd's]. Fewer means a follower that falls that far behind gets a snapshot.
     pub snapshot_catchup_entries: u64,
+    /// Bytes of applied log past the last snapshot that call for the next one, and the
+    /// most log kept behind a snapshot (`crate::raft::log_bytes`).
+    pub snapshot_log_bytes: u64,
     /// How often a watch created with `progress_notify` gets a progress notification when
     /// nothing else was sent to it [default: 10 minutes, etcd's].
     pub watch_progress_interval: Duration,
@@ -180,6 +183,7 @@ impl NodeOptions {
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5000,
+            snapshot_log_bytes: 64 * 1024 * 1024,
             watch_progress_interval: Duration::from_secs(600),
             watch_queue_len: 128,
             watch_queue_bytes: 16 << 20,
@@ -393,6 +397,12 @@ impl Node {
         )
         .await
         .context("starting Raft")?;
+        tokio::spawn(crate::raft::log_bytes::enforce(
+            raft.clone(),
+            log.clone(),
+            snapshots.clone(),
+            options.snapshot_log_bytes,
+        ));
         let read_index = read_index::ReadIndex::start(raft.clone(), options.request_timeout);
         let proposer = proposer::Proposer::start(raft.clone(), options.request_timeout);
 

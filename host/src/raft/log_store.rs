@@ -30,6 +30,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::oneshot;
 
 use super::backlog::ApplyBacklog;
+use super::log_bytes::LogBytes;
 use super::snapshot::SnapshotDir;
 use super::storage_error;
 use super::types::{Entry, LogId, TypeConfig};
@@ -65,6 +66,8 @@ struct Shared {
     writer: mpsc::Sender<Op>,
     /// Purges stop at this directory's durable snapshot.
     snapshots: SnapshotDir,
+    /// The size of every entry in the log (see [`super::log_bytes`]).
+    bytes: Mutex<LogBytes>,
 }
 
 /// What the writer thread is asked to do, in order.
@@ -98,6 +101,17 @@ impl LogStore {
             .open()?;
         let log = db.keyspace("raft_log", crate::keyspace_options)?;
         let meta = db.keyspace("raft_meta", crate::keyspace_options)?;
+        let mut bytes = LogBytes::default();
+        for guard in log.iter() {
+            let (key, value) = guard.into_inner()?;
+            let index: [u8; 8] = (*key).try_into().map_err(|_| {
+                fjall::Error::Io(std::io::Error::other(format!(
+                    "a Raft log key of {} bytes",
+                    key.len()
+                )))
+            })?;
+            bytes.appended(u64::from_be_bytes(index), value.len() as u64);
+        }
         let (writer, queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             db,
@@ -107,6 +121,7 @@ impl LogStore {
             next_append: AtomicU64::new(1),
             writer,
             snapshots,
+            bytes: Mutex::new(bytes),
         });
         let for_writer = shared.clone();
         std::thread::Builder::new()
@@ -126,6 +141,12 @@ impl LogStore {
             backlog: Some(backlog),
             ..self
         }
+    }
+
+    /// The size of every entry in the log.
+    pub fn bytes(&self) -> MutexGuard<'_, LogBytes> {
+        // Every change to the map is whole: a panic elsewhere cannot leave it inconsistent.
+        self.shared.bytes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The log's database, for [`crate::verify::database`].
@@ -390,8 +411,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut encoded = Vec::new();
         {
             let mut pending = self.pending();
+            let mut sizes = self.bytes();
             for entry in entries {
                 let bytes = postcard::to_allocvec(&entry).map_err(|e| storage_error(true, &e))?;
+                sizes.appended(entry.log_id.index, bytes.len() as u64);
                 encoded.push((entry.log_id.index, bytes));
                 pending.insert(entry.log_id.index, (tag, entry));
             }
@@ -407,6 +430,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<()> {
         tracing::debug!(%log_id, "truncating the Raft log");
         self.pending().retain(|index, _| *index < log_id.index);
+        self.bytes().truncated(log_id.index);
         self.remove(Bound::Included(log_id.index), Bound::Unbounded)
             .await
     }
@@ -426,9 +450,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 )),
             ));
         }
-        tracing::debug!(%log_id, "purging the Raft log");
+        tracing::info!(%log_id, "purging the Raft log");
         // Record the purge point first: a crash in between leaves entries below it, harmless.
         self.write_meta(PURGED, &log_id, false).await?;
+        self.bytes().purged(log_id.index);
         self.remove(Bound::Unbounded, Bound::Included(log_id.index))
             .await
     }

@@ -9,6 +9,7 @@
 //! The pieces, one file each:
 //! - [`types`]: the openraft type configuration (`TypeConfig`), [`Command`] and [`Member`].
 //! - [`backlog`]: the bound on committed entries read for apply and not applied yet.
+//! - [`log_bytes`]: the log counted in bytes: snapshots and purges by its size.
 //! - [`log_store`]: the Raft log and vote in fjall keyspaces `raft_log` and `raft_meta`.
 //!   An append is persisted with `PersistMode::SyncData` before openraft is told it is
 //!   flushed; openraft batches appends, so many proposals share one fsync.
@@ -27,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backlog;
+pub mod log_bytes;
 pub mod log_store;
 pub mod network;
 pub mod snapshot;

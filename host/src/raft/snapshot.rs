@@ -162,6 +162,19 @@ impl SnapshotDir {
             .is_ok_and(|waited| waited.is_ok())
     }
 
+    /// The last log index of the current snapshot, once its file is in place.
+    pub fn durable_index(&self) -> Option<u64> {
+        self.durable.borrow().map(|l| l.index)
+    }
+
+    /// The size of the current snapshot's file (0 without one).
+    pub fn current_len(&self) -> u64 {
+        let current = self.current().ok().flatten();
+        current
+            .and_then(|file| fs::metadata(&file.path).ok())
+            .map_or(0, |m| m.len())
+    }
+
     /// A fresh temporary path in this directory, for a snapshot being written or received.
     pub fn temp_path(&self) -> PathBuf {
         use std::sync::atomic::{AtomicU64, Ordering};

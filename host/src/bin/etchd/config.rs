@@ -104,6 +104,13 @@ pub struct Args {
     /// --experimental-snapshot-catchup-entries.
     #[arg(long, env = "ETCH_SNAPSHOT_CATCHUP_ENTRIES")]
     pub snapshot_catchup_entries: Option<u64>,
+    /// Bytes of log that also call for a snapshot, and the most log kept behind one
+    /// [default: 67108864, 64 MiB]. etch batches many writes into one entry, so entries
+    /// alone do not bound the log on disk: a snapshot is taken once the entries applied
+    /// since the last one hold this much (or as much as that snapshot, if it is larger),
+    /// and the log behind a snapshot is purged down to this much.
+    #[arg(long, env = "ETCH_SNAPSHOT_LOG_BYTES")]
+    pub snapshot_log_bytes: Option<u64>,
     /// Period of progress notifications on idle watches that ask for them, in milliseconds
     /// [default: 600000, etcd's ten minutes].
     #[arg(long, env = "ETCH_WATCH_PROGRESS_NOTIFY_INTERVAL")]
@@ -235,6 +242,7 @@ struct FileConfig {
     election_timeout: Option<u64>,
     snapshot_count: Option<u64>,
     snapshot_catchup_entries: Option<u64>,
+    snapshot_log_bytes: Option<u64>,
     watch_progress_notify_interval: Option<u64>,
     watch_queue_bytes: Option<usize>,
     watch_node_bytes: Option<usize>,
@@ -292,6 +300,7 @@ pub struct Config {
     pub election_timeout: Duration,
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
+    pub snapshot_log_bytes: u64,
     pub watch_progress_notify_interval: Duration,
     pub watch_queue_bytes: usize,
     pub watch_node_bytes: usize,
@@ -413,6 +422,10 @@ impl Config {
                 .snapshot_catchup_entries
                 .or(file.snapshot_catchup_entries)
                 .unwrap_or(5000),
+            snapshot_log_bytes: args
+                .snapshot_log_bytes
+                .or(file.snapshot_log_bytes)
+                .unwrap_or(64 * 1024 * 1024),
             watch_progress_notify_interval: ms(args
                 .watch_progress_notify_interval
                 .or(file.watch_progress_notify_interval)
@@ -538,6 +551,9 @@ impl Config {
         }
         if self.snapshot_count == 0 {
             bail!("--snapshot-count must be at least 1");
+        }
+        if self.snapshot_log_bytes < 1024 * 1024 {
+            bail!("--snapshot-log-bytes must be at least 1048576 (1 MiB)");
         }
         let limits = &self.client_limits;
         if limits.read_timeout < Duration::from_millis(100)

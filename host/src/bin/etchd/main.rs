@@ -148,6 +148,7 @@ async fn run() -> anyhow::Result<()> {
     options.election_timeout = config.election_timeout;
     options.snapshot_count = config.snapshot_count;
     options.snapshot_catchup_entries = config.snapshot_catchup_entries;
+    options.snapshot_log_bytes = config.snapshot_log_bytes;
     options.watch_progress_interval = config.watch_progress_notify_interval;
     options.watch_queue_bytes = config.watch_queue_bytes;
     options.watch_node_bytes = config.watch_node_bytes;
