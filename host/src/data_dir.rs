@@ -32,7 +32,11 @@ use std::path::Path;
 /// - 2: snapshot files checksummed (a magic, the meta's CRC-32, a sealed export). Format 1
 ///   directories are migrated by rewriting the record alone: this etch reads format-1
 ///   snapshot files, and the next snapshot it takes is of format 2.
-pub const FORMAT: u32 = 2;
+/// - 3: a value stored once: a key's live version is whole in `kv_current` only, with a
+///   marker in `kv_versions` that format 2 does not know (`mvcc::layout::VersionRecord`).
+///   Format 2 directories are migrated by rewriting the record alone: their records (every
+///   version whole) are read as they are.
+pub const FORMAT: u32 = 3;
 /// The record's file name, in the data directory.
 pub const FORMAT_FILE: &str = "FORMAT";
 const TITLE: &str = "etch data directory";
@@ -203,7 +207,7 @@ mod tests {
             Err(e @ Error::Newer { .. }) => {
                 let text = e.to_string();
                 assert!(
-                    text.contains("format 2") && text.contains("restore a backup"),
+                    text.contains(&format!("format {FORMAT}")) && text.contains("restore a backup"),
                     "{text}"
                 );
             }

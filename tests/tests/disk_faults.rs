@@ -279,8 +279,22 @@ fn kvs(node: &Embedded) -> Vec<(String, String)> {
 /// to do, and the directory serves again once its record is good.
 #[test]
 fn a_data_dir_of_the_previous_release_opens_and_a_newer_or_damaged_one_is_refused() {
+    opens_and_is_migrated("data-dir-format1.tar.gz", false);
+}
+
+/// A data directory of format 2 (`tests/fixtures/data-dir-format2.tar.gz`: the same keys,
+/// every version stored whole) opens and reads as it was, also at older revisions, and
+/// writes on it keep the history right.
+#[test]
+fn a_data_dir_of_format_2_reads_as_it_was_and_writes_on() {
+    opens_and_is_migrated("data-dir-format2.tar.gz", true);
+}
+
+fn opens_and_is_migrated(fixture: &str, has_record: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data-dir-format1.tar.gz");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(fixture);
     let untar = std::process::Command::new("tar")
         .arg("-xzf")
         .arg(&fixture)
@@ -296,7 +310,7 @@ fn a_data_dir_of_the_previous_release_opens_and_a_newer_or_damaged_one_is_refuse
         log: dir.path().join("etchd.log"),
     };
     let record = node.data.join(etch_host::data_dir::FORMAT_FILE);
-    assert!(!record.exists(), "the fixture predates format records");
+    assert_eq!(record.exists(), has_record, "the fixture's format record");
 
     let (child, json) = node.start();
     assert_eq!(
@@ -315,10 +329,26 @@ fn a_data_dir_of_the_previous_release_opens_and_a_newer_or_damaged_one_is_refuse
     );
     let put = node.etchctl(&["put", "fixture/d", "after the upgrade"]);
     assert!(put.status.success(), "{put:?}");
+    // The key's history: its last version before the upgrade, at 7, and the newest.
+    let put = node.etchctl(&["put", "fixture/a", "a4"]);
+    assert!(put.status.success(), "{put:?}");
+    let at = |rev: &str| {
+        etch_tests::ok_stdout(&node.etchctl(&[
+            "get",
+            "fixture/a",
+            "--rev",
+            rev,
+            "--print-value-only",
+        ]))
+    };
+    assert_eq!(
+        (at("7"), at("8"), at("10")),
+        ("a3\n".into(), "a3\n".into(), "a4\n".into())
+    );
     stop(child);
     let text = std::fs::read_to_string(&record).expect("the record was written");
     assert!(
-        text.contains("format: 2"),
+        text.contains(&format!("format: {}", etch_host::data_dir::FORMAT)),
         "migrated to the current format: {text}"
     );
 
@@ -336,7 +366,7 @@ fn a_data_dir_of_the_previous_release_opens_and_a_newer_or_damaged_one_is_refuse
     std::fs::write(&record, text).expect("the good record");
     let (child, json) = node.start();
     assert_eq!(json["count"], 4, "{json}");
-    assert_eq!(json["header"]["revision"], 9);
+    assert_eq!(json["header"]["revision"], 10);
     stop(child);
 }
 
