@@ -113,6 +113,40 @@ impl SnapshotFile {
     }
 }
 
+/// A file written to disk as it goes: every [`Paced::EVERY`] bytes it waits for what it
+/// wrote to reach the disk. A snapshot of a large state written whole and then synced
+/// at once put hundreds of megabytes in front of the Raft log's next fsync, and every
+/// write waited behind them (the suite's grow: puts of 200–280 ms while a snapshot was
+/// written, under 60 ms otherwise).
+struct Paced {
+    file: File,
+    unsynced: usize,
+}
+
+impl Paced {
+    const EVERY: usize = 8 * 1024 * 1024;
+
+    fn new(file: File) -> Self {
+        Paced { file, unsynced: 0 }
+    }
+}
+
+impl Write for Paced {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n;
+        if self.unsynced >= Self::EVERY {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The directory holding a node's snapshots.
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
@@ -191,10 +225,10 @@ impl SnapshotDir {
         body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<SnapshotFile> {
         let tmp = self.temp_path();
-        let mut w = BufWriter::new(File::create(&tmp)?);
+        let mut w = BufWriter::new(Paced::new(File::create(&tmp)?));
         w.write_all(&header(meta)?)?;
         body(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
+        let file = w.into_inner().map_err(|e| e.into_error())?.file;
         file.sync_data()?;
         self.keep(&SnapshotFile { path: tmp }, meta)
     }
