@@ -168,6 +168,8 @@ pub fn run(test: &str, seed: u64, faults: &[Fault]) -> Figures {
     let snapshot_count = *rng.pick(&["64", "1000", "100000"]);
     // Few entries kept behind a snapshot send a lagging member a snapshot more often.
     let catchup = *rng.pick(&["64", "5000"]);
+    // At its floor the byte limit snapshots and purges a busy scenario's log by bytes.
+    let log_bytes = *rng.pick(&["1048576", "67108864"]);
     let mut fc = FaultCluster::start(
         NODES,
         &[
@@ -175,6 +177,8 @@ pub fn run(test: &str, seed: u64, faults: &[Fault]) -> Figures {
             snapshot_count,
             "--snapshot-catchup-entries",
             catchup,
+            "--snapshot-log-bytes",
+            log_bytes,
         ],
     );
     let result = catch_unwind(AssertUnwindSafe(|| scenario(&mut fc, &mut rng, faults)));
@@ -190,7 +194,7 @@ pub fn run(test: &str, seed: u64, faults: &[Fault]) -> Figures {
     }
     panic!(
         "fault scenario {test} failed: {why}\n seed {seed}, faults {faults:?}, --snapshot-count \
-         {snapshot_count} --snapshot-catchup-entries {catchup}\n replay: {SEED_VAR}={seed} cargo nextest run -p etch-tests --test \
+         {snapshot_count} --snapshot-catchup-entries {catchup} --snapshot-log-bytes {log_bytes}\n replay: {SEED_VAR}={seed} cargo nextest run -p etch-tests --test \
          faults {test}\n node logs: {}",
         logs.display()
     );
