@@ -43,8 +43,8 @@ pub fn behind(keyspaces: &[&Keyspace], ceiling: u64) -> bool {
 /// When a writer waits for fjall's worker: while the keyspaces are [`behind`], at most
 /// `max` at once, and after a wait that ran out not again until they have caught up, so
 /// that a long compaction (or a flush that never comes) costs one wait, not one per write.
-/// The applier waits asynchronously (`raft::state_machine`); a snapshot's import, which
-/// holds its thread anyway, with [`Pacer::pace`].
+/// The applier waits asynchronously (`raft::state_machine`); a snapshot's import ingests
+/// its records into tables, past the memtables, and never waits.
 pub struct Pacer {
     max: Duration,
     expired: bool,
@@ -71,17 +71,6 @@ impl Pacer {
     pub fn ran_out(&mut self, started: Instant) -> bool {
         self.expired |= started.elapsed() >= self.max;
         self.expired
-    }
-
-    /// Waits, blocking the thread, while `keyspaces` are behind.
-    pub fn pace(&mut self, keyspaces: &[&Keyspace]) {
-        if !self.should_wait(behind(keyspaces, CEILING)) {
-            return;
-        }
-        let started = Instant::now();
-        while behind(keyspaces, CEILING) && !self.ran_out(started) {
-            std::thread::sleep(POLL);
-        }
     }
 }
 
@@ -137,7 +126,7 @@ mod tests {
     }
 
     /// A pacer whose wait runs out does not wait again until the keyspace has caught up,
-    /// then waits again: a long compaction costs an import one wait, not one per batch.
+    /// then waits again: a long compaction costs apply one wait, not one per entry.
     #[test]
     fn a_pacer_waits_once_per_stretch_behind() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -153,18 +142,25 @@ mod tests {
                 .insert(i.to_be_bytes(), value.as_slice())
                 .expect("insert");
         }
-        let mut pacer = Pacer::new(Duration::from_millis(20));
-        assert!(behind(&[&keyspace], CEILING), "5 MiB never rotated");
-        pacer.pace(&[&keyspace]);
-        assert!(pacer.expired, "the wait ran out");
-        pacer.pace(&[&keyspace]);
-        assert!(pacer.expired, "and is not repeated while still behind");
+        let max = Duration::from_millis(20);
+        let mut pacer = Pacer::new(max);
+        let behind_now = || behind(&[&keyspace], CEILING);
+        assert!(behind_now(), "5 MiB never rotated");
+        assert!(pacer.should_wait(behind_now()));
+        let long_ago = Instant::now()
+            .checked_sub(max * 2)
+            .expect("an instant before");
+        assert!(pacer.ran_out(long_ago), "the wait ran out");
+        assert!(
+            !pacer.should_wait(behind_now()),
+            "and is not repeated while still behind"
+        );
         keyspace
             .rotate_memtable_and_wait()
             .expect("rotate and flush");
-        pacer.pace(&[&keyspace]);
+        assert!(!pacer.should_wait(behind_now()), "caught up");
         assert!(
-            !pacer.expired,
+            pacer.should_wait(true),
             "caught up: the next stretch behind is waited for again"
         );
     }

@@ -29,10 +29,6 @@ const FORMAT: u32 = 2;
 const FORMAT_UNSEALED: u32 = 1;
 /// Largest record accepted on import (a key is at most 64 KiB; values are far below this).
 const MAX_RECORD: usize = 64 << 20;
-/// Import commits a batch once it holds this many bytes.
-const BATCH_BYTES: usize = 4 << 20;
-/// The longest an import waits at once for fjall's worker (`super::memtables::Pacer`).
-const IMPORT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Record<'a> {
@@ -222,20 +218,41 @@ impl Store {
         Spaces::delete_generation(db, generation)?;
         let next = Spaces::open(db, generation)?;
         let all = next.all();
-        let (mut batch, mut bytes) = (db.batch(), 0);
-        // Paced as apply is, so that a long compaction does not let the memtables grow
-        // with the whole snapshot (`super::memtables`).
-        let mut pacer = super::memtables::Pacer::new(IMPORT_FLUSH_WAIT);
+        // Each keyspace's records, in key order as exported, are ingested: written
+        // straight into tables, past the journal and the memtables (a catching-up member
+        // wrote each record twice, and paced its memtables, before). Ingestion requires
+        // keys in ascending order, and asserts it: a stream out of order is refused first.
+        let (mut ingesting, mut space_now) = (None, None::<usize>);
+        let mut last_key = Vec::new();
         read_records(r, |space, key, value| {
-            batch.insert(all[space], key, value);
-            bytes += key.len() + value.len();
-            if bytes >= BATCH_BYTES {
-                super::gate::commit(std::mem::replace(&mut batch, db.batch()))?;
-                bytes = 0;
-                pacer.pace(&all);
+            if space_now == Some(space) && key <= last_key.as_slice() {
+                return Err(Error::Corrupt(format!(
+                    "snapshot keys out of order in keyspace {space}"
+                )));
+            }
+            if space_now != Some(space) {
+                if space_now.is_some_and(|now| now > space) {
+                    return Err(Error::Corrupt(format!(
+                        "snapshot keyspace {space} after a later one"
+                    )));
+                }
+                let next = all[space].start_ingestion()?;
+                if let Some(done) = std::mem::replace(&mut ingesting, Some(next)) {
+                    done.finish()?;
+                }
+                space_now = Some(space);
+            }
+            last_key.clear();
+            last_key.extend_from_slice(key);
+            if let Some(ingestion) = ingesting.as_mut() {
+                ingestion.write(key, value)?;
             }
             Ok(())
         })?;
+        if let Some(done) = ingesting {
+            done.finish()?;
+        }
+        let mut batch = db.batch();
         batch.insert(&next.meta, META_APPLIED, applied);
         batch.insert(self.root(), ROOT_GENERATION, encode(&generation)?);
         super::gate::commit(batch)?;

@@ -246,12 +246,27 @@ impl SnapshotDir {
     where
         R: tokio::io::AsyncRead + Unpin,
     {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let tmp = self.temp_path();
         let received = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
             file.write_all(&header(meta)?).await?;
-            let got = tokio::io::copy(body, &mut file).await?;
+            // Synced as it arrives, as a snapshot written here is (see `Paced`).
+            let (mut got, mut unsynced) = (0u64, 0usize);
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = body.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&buf[..n]).await?;
+                got += n as u64;
+                unsynced += n;
+                if unsynced >= Paced::EVERY {
+                    file.sync_data().await?;
+                    unsynced = 0;
+                }
+            }
             if got != body_len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
