@@ -237,7 +237,7 @@ impl Store {
                     )));
                 }
                 let next = all[space].start_ingestion()?;
-                if let Some(done) = std::mem::replace(&mut ingesting, Some(next)) {
+                if let Some(done) = ingesting.replace(next) {
                     done.finish()?;
                 }
                 space_now = Some(space);
