@@ -63,6 +63,9 @@ impl LogBytes {
 
 /// How often [`enforce`] looks.
 const EVERY: Duration = Duration::from_secs(1);
+/// How long [`enforce`] waits before asking again for a snapshot that did not come (one
+/// skipped for want of disk space: see `StateMachine`'s builder).
+const RETRY: Duration = Duration::from_secs(30);
 
 /// Snapshots and purges by bytes for as long as Raft runs (see the module docs).
 pub async fn enforce(
@@ -73,6 +76,8 @@ pub async fn enforce(
 ) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The last request for a snapshot: when, and the snapshot then current.
+    let mut asked: Option<(std::time::Instant, Option<u64>)> = None;
     loop {
         tick.tick().await;
         let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
@@ -86,8 +91,10 @@ pub async fn enforce(
             )
         };
         let snapshot_len = snapshots.current_len();
-        let stopped = if past >= limit.max(snapshot_len) {
+        let waiting = asked.is_some_and(|(at, then)| then == snapshot && at.elapsed() < RETRY);
+        let stopped = if past >= limit.max(snapshot_len) && !waiting {
             tracing::debug!(past, snapshot_len, "snapshot by log bytes");
+            asked = Some((std::time::Instant::now(), snapshot));
             raft.trigger().snapshot().await.is_err()
         } else {
             false

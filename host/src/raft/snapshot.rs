@@ -218,18 +218,25 @@ impl SnapshotDir {
             .join(format!("incoming-{}-{n}.tmp", std::process::id()))
     }
 
-    /// Writes a new snapshot: the header for `meta`, then whatever `body` writes.
+    /// Writes a new snapshot: the header for `meta`, then whatever `body` writes. A write
+    /// that fails removes what it wrote (a disk that filled up gets its room back).
     pub fn write(
         &self,
         meta: &SnapshotMeta,
         body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> io::Result<SnapshotFile> {
         let tmp = self.temp_path();
-        let mut w = BufWriter::new(Paced::new(File::create(&tmp)?));
-        w.write_all(&header(meta)?)?;
-        body(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?.file;
-        file.sync_data()?;
+        let written = (|| {
+            let mut w = BufWriter::new(Paced::new(File::create(&tmp)?));
+            w.write_all(&header(meta)?)?;
+            body(&mut w)?;
+            let file = w.into_inner().map_err(|e| e.into_error())?.file;
+            file.sync_data()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         self.keep(&SnapshotFile { path: tmp }, meta)
     }
 

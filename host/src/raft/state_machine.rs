@@ -507,27 +507,75 @@ impl SnapshotBuilder {
     /// first, at or past this point, so that the log behind the snapshot is never purged
     /// while the state it holds could still be lost with the machine.
     fn write(&self) -> Result<Snapshot<TypeConfig>> {
-        self.export.persist().map_err(|e| storage_error(true, &e))?;
-        let file = self
-            .snapshots
-            .write(&self.meta, |w| {
-                self.export.write(w).map_err(io::Error::other)
-            })
-            .map_err(|e| storage_error(true, &e))?;
+        self.persist()?;
+        let file = self.write_file().map_err(|e| storage_error(true, &e))?;
+        Ok(self.built(file))
+    }
+
+    fn persist(&self) -> Result<()> {
+        self.export.persist().map_err(|e| storage_error(true, &e))
+    }
+
+    fn built(&self, file: SnapshotFile) -> Snapshot<TypeConfig> {
         tracing::info!(snapshot = %self.meta.snapshot_id, "built snapshot");
-        Ok(Snapshot {
+        Snapshot {
             meta: self.meta.clone(),
             snapshot: Box::new(file),
+        }
+    }
+
+    fn write_file(&self) -> io::Result<SnapshotFile> {
+        self.snapshots.write(&self.meta, |w| {
+            self.export.write(w).map_err(|e| match e {
+                mvcc::Error::Io(e) => e,
+                other => io::Error::other(other),
+            })
+        })
+    }
+
+    /// What openraft is told when a snapshot did not fit on the disk: the current snapshot,
+    /// or none at all (an empty meta), which openraft takes as nothing newer.
+    fn not_built(&self) -> Result<Snapshot<TypeConfig>> {
+        let read_err = |e: io::Error| storage_error(false, &e);
+        if let Some(file) = self.snapshots.current().map_err(read_err)? {
+            let (meta, _) = file.open().map_err(read_err)?;
+            return Ok(Snapshot {
+                meta,
+                snapshot: Box::new(file),
+            });
+        }
+        Ok(Snapshot {
+            meta: SnapshotMeta::default(),
+            snapshot: Box::new(SnapshotFile {
+                path: self.snapshots.temp_path(),
+            }),
         })
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Writes the snapshot beside apply. One that does not fit on the disk is skipped, not
+    /// fatal: the log stays unpurged behind the last snapshot, and the node serves until a
+    /// write it must make (its log) fails. Before, a snapshot by bytes taken on a nearly
+    /// full disk stopped a node that had just been given room again (disk_faults test).
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
         let builder = self.clone();
-        tokio::task::spawn_blocking(move || builder.write())
-            .await
-            .map_err(|e| storage_error(true, &io::Error::other(e)))?
+        tokio::task::spawn_blocking(move || {
+            builder.persist()?;
+            match builder.write_file() {
+                Ok(file) => Ok(builder.built(file)),
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    tracing::error!(
+                        error = %e,
+                        "no room on the disk for a snapshot: skipped; the Raft log is kept until one fits"
+                    );
+                    builder.not_built()
+                }
+                Err(e) => Err(storage_error(true, &e)),
+            }
+        })
+        .await
+        .map_err(|e| storage_error(true, &io::Error::other(e)))?
     }
 }
 
