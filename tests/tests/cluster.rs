@@ -253,12 +253,15 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
         local_value(&cluster, lagging, "k000").as_deref(),
         Some("v0")
     );
+    assert_caught_up_by_snapshot(&cluster, lagging);
+}
+
+/// Node `lagging` caught up by installing a snapshot, as its log says.
+fn assert_caught_up_by_snapshot(cluster: &Cluster, lagging: usize) {
+    let log = cluster.nodes[lagging].log_text();
     assert!(
-        cluster.nodes[lagging]
-            .log_text()
-            .contains("installing snapshot"),
-        "the lagging node caught up by snapshot; its log:\n{}",
-        cluster.nodes[lagging].log_text()
+        log.contains("installing snapshot"),
+        "the lagging node caught up by snapshot; its log:\n{log}"
     );
 }
 
@@ -289,13 +292,7 @@ async fn a_log_past_its_byte_limit_is_snapshotted_and_purged() {
     );
     cluster.restart_serving(lagging);
     await_value(&cluster, lagging, "k039", &value);
-    assert!(
-        cluster.nodes[lagging]
-            .log_text()
-            .contains("installing snapshot"),
-        "the lagging node caught up by snapshot; its log:\n{}",
-        cluster.nodes[lagging].log_text()
-    );
+    assert_caught_up_by_snapshot(&cluster, lagging);
 }
 
 #[test]
