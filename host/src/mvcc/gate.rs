@@ -10,7 +10,9 @@
 //! revision counter in `kv_meta`). Every commit of the node database therefore holds this
 //! gate exclusively, and every snapshot opens under it shared: a snapshot then sees a batch
 //! whole or not at all. A commit holds it for its journal write and memtable inserts (and
-//! fjall's own stall, rare with `super::memtables`); a snapshot for an atomic load. The
+//! fjall's own stall, rare with `super::memtables`); a snapshot for an atomic load. A
+//! snapshot's import ingests tables instead of committing batches, and fjall's ingestion
+//! takes the journal lock itself, so it needs no gate. The
 //! test below forces the race: without the gate it fails within half a second.
 
 use std::sync::{PoisonError, RwLock};

@@ -177,7 +177,8 @@ impl<'v> WriteTx<'v> {
             lease,
         };
         let mut resp = PutResponse {
-            prev_kv: prev.clone().filter(|_| req.prev_kv),
+            // Copied only when asked for: the old value goes on to `before` either way.
+            prev_kv: if req.prev_kv { prev.clone() } else { None },
             ..Default::default()
         };
         if let Some(prev) = prev {

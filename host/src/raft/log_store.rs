@@ -105,10 +105,13 @@ impl LogStore {
         for guard in log.iter() {
             let (key, value) = guard.into_inner()?;
             let index: [u8; 8] = (*key).try_into().map_err(|_| {
-                fjall::Error::Io(std::io::Error::other(format!(
-                    "a Raft log key of {} bytes",
-                    key.len()
-                )))
+                fjall::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the Raft log is damaged: a key of {} bytes where every key is an 8-byte index; rebuild this member from its peers (docs/operations.md, \"Corruption\")",
+                        key.len()
+                    ),
+                ))
             })?;
             bytes.appended(u64::from_be_bytes(index), value.len() as u64);
         }

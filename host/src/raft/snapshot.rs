@@ -113,31 +113,39 @@ impl SnapshotFile {
     }
 }
 
-/// A file written to disk as it goes: every [`Paced::EVERY`] bytes it waits for what it
-/// wrote to reach the disk. A snapshot of a large state written whole and then synced
-/// at once put hundreds of megabytes in front of the Raft log's next fsync, and every
-/// write waited behind them (the suite's grow: puts of 200–280 ms while a snapshot was
-/// written, under 60 ms otherwise).
-struct Paced {
-    file: File,
-    unsynced: usize,
+/// A snapshot file is synced every this many bytes as it is written or received. A snapshot
+/// of a large state written whole and then synced at once put hundreds of megabytes in
+/// front of the Raft log's next fsync, and every write waited behind them (the suite's
+/// grow: puts of 200–280 ms while a snapshot was written, under 60 ms otherwise).
+const SYNC_EVERY: usize = 8 * 1024 * 1024;
+
+/// Bytes written since the last sync.
+#[derive(Default)]
+struct Unsynced(usize);
+
+impl Unsynced {
+    /// Counts `n` more bytes; `true` when the file should be synced now.
+    fn wrote(&mut self, n: usize) -> bool {
+        self.0 += n;
+        let due = self.0 >= SYNC_EVERY;
+        if due {
+            self.0 = 0;
+        }
+        due
+    }
 }
 
-impl Paced {
-    const EVERY: usize = 8 * 1024 * 1024;
-
-    fn new(file: File) -> Self {
-        Paced { file, unsynced: 0 }
-    }
+/// A file synced every [`SYNC_EVERY`] bytes as it is written.
+struct Paced {
+    file: File,
+    unsynced: Unsynced,
 }
 
 impl Write for Paced {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.unsynced += n;
-        if self.unsynced >= Self::EVERY {
+        if self.unsynced.wrote(n) {
             self.file.sync_data()?;
-            self.unsynced = 0;
         }
         Ok(n)
     }
@@ -173,8 +181,7 @@ impl SnapshotDir {
             durable: Arc::new(tokio::sync::watch::Sender::new(None)),
             keeping: Arc::default(),
         };
-        if let Some(current) = snapshots.current()? {
-            let (meta, _) = current.open()?;
+        if let Some((meta, _)) = snapshots.current_with_meta()? {
             snapshots.durable.send_replace(meta.last_log_id);
         }
         Ok(snapshots)
@@ -199,6 +206,19 @@ impl SnapshotDir {
     /// The last log index of the current snapshot, once its file is in place.
     pub fn durable_index(&self) -> Option<u64> {
         self.durable.borrow().map(|l| l.index)
+    }
+
+    /// The current snapshot as openraft sees it: its meta and its file.
+    ///
+    /// # Errors
+    ///
+    /// I/O, or a damaged header.
+    pub fn current_with_meta(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
+        let Some(file) = self.current()? else {
+            return Ok(None);
+        };
+        let (meta, _) = file.open()?;
+        Ok(Some((meta, file)))
     }
 
     /// The size of the current snapshot's file (0 without one).
@@ -227,7 +247,11 @@ impl SnapshotDir {
     ) -> io::Result<SnapshotFile> {
         let tmp = self.temp_path();
         let written = (|| {
-            let mut w = BufWriter::new(Paced::new(File::create(&tmp)?));
+            let file = File::create(&tmp)?;
+            let mut w = BufWriter::new(Paced {
+                file,
+                unsynced: Unsynced::default(),
+            });
             w.write_all(&header(meta)?)?;
             body(&mut w)?;
             let file = w.into_inner().map_err(|e| e.into_error())?.file;
@@ -242,8 +266,9 @@ impl SnapshotDir {
 
     /// Receives a snapshot body from a peer into a temporary file, writing the header for
     /// `meta` in front of it. The file becomes current only when it is installed.
-    /// The body must be exactly `body_len` bytes: a short one (a sender that gave up) is
-    /// an error, and the partial file is removed.
+    /// The body must be exactly `body_len` bytes: a short one (a sender that gave up) or a
+    /// longer one (read no further than one byte past it) is an error, and the partial file
+    /// is removed.
     pub async fn receive<R>(
         &self,
         meta: &SnapshotMeta,
@@ -258,8 +283,9 @@ impl SnapshotDir {
         let received = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
             file.write_all(&header(meta)?).await?;
-            // Synced as it arrives, as a snapshot written here is (see `Paced`).
-            let (mut got, mut unsynced) = (0u64, 0usize);
+            // Synced as it arrives, as a snapshot written here is (`SYNC_EVERY`).
+            let mut body = body.take(body_len.saturating_add(1));
+            let (mut got, mut unsynced) = (0u64, Unsynced::default());
             let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let n = body.read(&mut buf).await?;
@@ -268,16 +294,20 @@ impl SnapshotDir {
                 }
                 file.write_all(&buf[..n]).await?;
                 got += n as u64;
-                unsynced += n;
-                if unsynced >= Paced::EVERY {
+                if unsynced.wrote(n) {
                     file.sync_data().await?;
-                    unsynced = 0;
                 }
             }
-            if got != body_len {
+            if got < body_len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("snapshot body cut short: {got} of {body_len} bytes"),
+                ));
+            }
+            if got > body_len {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot body longer than the {body_len} bytes announced"),
                 ));
             }
             file.sync_data().await?;
@@ -351,5 +381,42 @@ impl SnapshotDir {
             }
         }
         Ok(newest.map(|path| SnapshotFile { path }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> SnapshotMeta {
+        SnapshotMeta::default()
+    }
+
+    /// A peer's body is exactly as long as it announced: a short one or a longer one is
+    /// refused, and nothing of it stays in the directory (a peer streaming for ever fills
+    /// no disk: reading stops one byte past the announced length).
+    #[tokio::test]
+    async fn a_body_longer_or_shorter_than_announced_is_refused_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
+        let files = || std::fs::read_dir(dir.path()).expect("dir").count();
+        let body = vec![7u8; 1000];
+        let longer = snapshots.receive(&meta(), 999, &mut body.as_slice()).await;
+        let Err(e) = longer else {
+            panic!("a longer body was received");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        let shorter = snapshots.receive(&meta(), 1001, &mut body.as_slice()).await;
+        let Err(e) = shorter else {
+            panic!("a shorter body was received");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        assert_eq!(files(), 0, "partial files left behind");
+        let exact = snapshots.receive(&meta(), 1000, &mut body.as_slice()).await;
+        let file = exact.expect("the announced length is received");
+        assert_eq!(
+            file.body_start().expect("header") + 1000,
+            std::fs::metadata(&file.path).expect("meta").len()
+        );
     }
 }

@@ -430,18 +430,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        let Some(file) = self
-            .snapshots
-            .current()
-            .map_err(|e| storage_error(false, &e))?
-        else {
-            return Ok(None);
-        };
-        let (meta, _) = file.open().map_err(|e| storage_error(false, &e))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+        current_snapshot(&self.snapshots)
     }
 }
 
@@ -493,6 +482,17 @@ impl StateMachine {
     }
 }
 
+/// The snapshot on disk, as openraft takes it.
+fn current_snapshot(snapshots: &SnapshotDir) -> Result<Option<Snapshot<TypeConfig>>> {
+    let current = snapshots
+        .current_with_meta()
+        .map_err(|e| storage_error(false, &e))?;
+    Ok(current.map(|(meta, file)| Snapshot {
+        meta,
+        snapshot: Box::new(file),
+    }))
+}
+
 /// A snapshot of one applied point, to be written out (see
 /// [`StateMachine::snapshot_builder`]).
 #[derive(Clone)]
@@ -536,20 +536,14 @@ impl SnapshotBuilder {
     /// What openraft is told when a snapshot did not fit on the disk: the current snapshot,
     /// or none at all (an empty meta), which openraft takes as nothing newer.
     fn not_built(&self) -> Result<Snapshot<TypeConfig>> {
-        let read_err = |e: io::Error| storage_error(false, &e);
-        if let Some(file) = self.snapshots.current().map_err(read_err)? {
-            let (meta, _) = file.open().map_err(read_err)?;
-            return Ok(Snapshot {
-                meta,
-                snapshot: Box::new(file),
-            });
-        }
-        Ok(Snapshot {
-            meta: SnapshotMeta::default(),
-            snapshot: Box::new(SnapshotFile {
-                path: self.snapshots.temp_path(),
+        Ok(
+            current_snapshot(&self.snapshots)?.unwrap_or_else(|| Snapshot {
+                meta: SnapshotMeta::default(),
+                snapshot: Box::new(SnapshotFile {
+                    path: self.snapshots.temp_path(),
+                }),
             }),
-        })
+        )
     }
 }
 
