@@ -6,10 +6,13 @@ use crate::types::{Request, Verdict};
 
 /// Decides whether a write may commit.
 ///
-/// A validator is a type, not a value: every call runs in a fresh WebAssembly instance, so
-/// nothing survives from one call to the next. Everything it may know comes in the
-/// [`Request`] (the whole write, each key's previous version, the principal) and through
-/// [`Host`] (the binding's config, read-only reads at the request's revision, a log).
+/// A validator is a type, not a value. A node runs its calls in instances it keeps between
+/// calls of the same binding (a fresh one after a call fails or a binding changes), so what
+/// [`init`](Self::init) derives from the configuration is parsed once, but nothing may be
+/// carried from one call to the next: which instance serves a call is the node's choice.
+/// Everything a call may know comes in the [`Request`] (the whole write, each key's previous
+/// version, the principal) and through [`Host`] (the binding's config, read-only reads at
+/// the request's revision, a log).
 ///
 /// A validator must be a function of what it is given: the node records the reads it makes
 /// and refuses the write with `Conflict` if they changed before it commits. It must also be

@@ -112,7 +112,7 @@ pub use error::{Error, Result};
 pub use guard::{Guard, MAX_GUARD_BYTES, READ_OVERHEAD, Read};
 pub use history::Changes;
 pub(crate) use layout::BindingRecord;
-pub(crate) use plugins::{bindings_in, hex};
+pub(crate) use plugins::{bindings_in, bindings_version_in, hex};
 pub(crate) use preview::preview;
 pub use preview::{Change, Preview};
 pub use sessions::{EXPIRE_BATCH, RequestId, WINDOW as SESSION_WINDOW};

@@ -91,14 +91,19 @@ impl Store {
 
 /// The bindings version and every binding as `view` sees them, in name order.
 pub(crate) fn bindings_in(view: &View) -> Result<(u64, Vec<BindingRecord>)> {
+    let version = bindings_version_in(view)?;
     let spaces = view.spaces();
-    let version = bindings_version(spaces, view.snapshot())?;
     let mut records = Vec::new();
     for item in view.snapshot().iter(&spaces.plugin_bindings) {
         let (_, raw) = item.into_inner()?;
         records.push(decode::<BindingRecord>(&raw)?);
     }
     Ok((version, records))
+}
+
+/// The bindings version `view` sees (it moves with every install and removal).
+pub(crate) fn bindings_version_in(view: &View) -> Result<u64> {
+    bindings_version(view.spaces(), view.snapshot())
 }
 
 fn install(

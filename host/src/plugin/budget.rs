@@ -49,6 +49,20 @@ impl Budget {
         }
     }
 
+    /// The budget of the next call on the same instance: its linear memory stays granted
+    /// (a kept instance keeps its memory), nothing is held, nothing exceeded.
+    pub(super) fn next_call(&self) -> Budget {
+        Budget {
+            linear: self.linear,
+            ..Budget::new(self.cap)
+        }
+    }
+
+    /// Bytes of linear memory granted so far.
+    pub(super) fn linear(&self) -> usize {
+        self.linear
+    }
+
     /// Why the call went over its cap, if it did.
     pub(super) fn exceeded(&self) -> Option<&Exceeded> {
         self.exceeded.as_ref()

@@ -41,7 +41,8 @@ pub struct Ctx {
     pub(super) plugin: String,
     /// The binding's prefix (the `binding` import of 0.2.0).
     prefix: Vec<u8>,
-    view: Arc<View>,
+    /// The snapshot the call reads; none while the instance waits between calls.
+    view: Option<Arc<View>>,
     config: Vec<(String, String)>,
     pub(super) reads: Vec<Read>,
     /// Bytes of the read set, as [`crate::mvcc::Guard::bytes`] counts them.
@@ -77,12 +78,23 @@ impl Ctx {
         Ctx {
             plugin: binding.name.clone(),
             prefix: binding.prefix.clone(),
-            view,
+            view: Some(view),
             config: binding.config.clone(),
+            ..Ctx::idle(Budget::new((memory_mb as usize) << 20))
+        }
+    }
+
+    /// The state of an instance between calls: no snapshot, nothing held but `budget`.
+    fn idle(budget: Budget) -> Ctx {
+        Ctx {
+            plugin: String::new(),
+            prefix: Vec::new(),
+            view: None,
+            config: Vec::new(),
             reads: Vec::new(),
             read_bytes: 0,
             read_index: HashMap::new(),
-            budget: Budget::new((memory_mb as usize) << 20),
+            budget,
             host_error: None,
             refused: None,
             staged: Vec::new(),
@@ -91,6 +103,14 @@ impl Ctx {
             logs: None,
             slot: None,
             starved: None,
+        }
+    }
+
+    /// The snapshot the call reads.
+    fn view(&mut self) -> wasmtime::Result<Arc<View>> {
+        match &self.view {
+            Some(view) => Ok(view.clone()),
+            None => Err(self.host_failed("no snapshot to read: the instance is not in a call")),
         }
     }
 
@@ -149,19 +169,58 @@ pub(super) fn store(
     limits: &PluginLimits,
     cancel: &Cancel,
 ) -> wasmtime::Result<Store<Ctx>> {
-    let mut ctx = ctx;
-    ctx.logs = Some(runtime.log_gate());
-    ctx.slot = Some(runtime.slot());
     let mut store = Store::new(runtime.engine(), ctx);
     store.limiter(|ctx| &mut ctx.budget);
+    begin(runtime, &mut store, limits, cancel)?;
+    Ok(store)
+}
+
+/// Readies a kept instance's `store` for a call with `ctx`: what the instance's memory
+/// already holds stays counted in its budget ([`Budget::next_call`]); fuel, deadline and
+/// everything else are the new call's.
+pub(super) fn reuse(
+    runtime: &Runtime,
+    store: &mut Store<Ctx>,
+    ctx: Ctx,
+    limits: &PluginLimits,
+    cancel: &Cancel,
+) -> wasmtime::Result<()> {
+    let budget = store.data().budget.next_call();
+    *store.data_mut() = Ctx { budget, ..ctx };
+    begin(runtime, store, limits, cancel)
+}
+
+/// Ends a call on an instance that is kept: returns the call's state (its reads; its slot,
+/// freed when it is dropped) and leaves the instance holding no snapshot.
+pub(super) fn park(store: &mut Store<Ctx>) -> Ctx {
+    let budget = store.data().budget.next_call();
+    std::mem::replace(store.data_mut(), Ctx::idle(budget))
+}
+
+/// Bytes of linear memory the instance in `store` holds.
+pub(super) fn linear_bytes(store: &Store<Ctx>) -> usize {
+    store.data().budget.linear()
+}
+
+/// Readies `store` for one call: a call slot (waited for), the log gate, the call's fuel
+/// and its deadline.
+fn begin(
+    runtime: &Runtime,
+    store: &mut Store<Ctx>,
+    limits: &PluginLimits,
+    cancel: &Cancel,
+) -> wasmtime::Result<()> {
+    let ctx = store.data_mut();
+    ctx.logs = Some(runtime.log_gate());
+    ctx.slot = Some(runtime.slot());
     store.set_fuel(limits.fuel)?;
     runtime::arm(
-        &mut store,
+        store,
         runtime.cpu_clock(),
         limits.timeout_ms,
         cancel.clone(),
     );
-    Ok(store)
+    Ok(())
 }
 
 /// Why a call failed, from the error it returned and what its context saw.
@@ -298,7 +357,7 @@ impl config::Host for Ctx {
 impl kv::Host for Ctx {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<KeyValue>> {
         self.check_key("kv.get", "key", &key)?;
-        let kv = match self.view.get(&key) {
+        let kv = match self.view()?.get(&key) {
             Ok(kv) => kv,
             Err(e) => return Err(self.host_failed(e)),
         };
@@ -336,7 +395,8 @@ impl kv::Host for Ctx {
         };
         let mut out = Vec::new();
         let mut bytes = 0;
-        for kv in (self.view.scan(&KeyRange::new(&read.key, &read.range_end))).take(limit) {
+        let view = self.view()?;
+        for kv in (view.scan(&KeyRange::new(&read.key, &read.range_end))).take(limit) {
             let kv = match kv {
                 Ok(kv) => kv,
                 Err(e) => return Err(self.host_failed(e)),

@@ -218,6 +218,13 @@ impl State {
         None
     }
 
+    /// Whether a queued job could run now (its lane has a thread to spare).
+    fn runnable(&self) -> bool {
+        (self.order.iter())
+            .filter_map(|name| self.lanes.get(name))
+            .any(|lane| lane.running < LANE_SLOTS && !lane.jobs.is_empty())
+    }
+
     /// A job of `name` ended.
     fn finished(&mut self, name: &str) {
         if let Some(lane) = self.lanes.get_mut(name) {
@@ -298,16 +305,22 @@ fn work(shared: &Shared) {
                 .unwrap_or_else(PoisonError::into_inner);
             continue;
         };
+        // Jobs this thread cannot take now may run on another: pass the wake-up on. (Waking
+        // every idle thread after each job woke seven threads per call for nothing, at
+        // thousands of calls a second.)
+        let more = state.runnable();
         drop(state);
+        if more {
+            shared.work.notify_one();
+        }
         let run = queued_at.elapsed() <= shared.queue_wait;
         // A panic is a bug, but it must cost one answer, not a plugin thread.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(run))).is_err() {
             tracing::error!(lane, "a plugin job panicked");
         }
         state = shared.lock();
+        // A lane at its share may now take another thread: this one, as it loops.
         state.finished(&lane);
-        // A lane at its share may now take another thread: wake every idle one.
-        shared.work.notify_all();
     }
 }
 

@@ -32,8 +32,9 @@ use sha2::{Digest, Sha256};
 use super::ctx::{self, Ctx};
 use super::error::PluginError;
 use super::executor::Executor;
+use super::idle::Idle;
 use super::maxima::Maxima;
-use super::runtime::{Cancel, Compiled, Runtime};
+use super::runtime::{CALL_SLOTS, Cancel, Compiled, Runtime};
 use super::validator::{self, Op, OpKind, Verdict};
 use crate::mvcc::{self, BindingRecord, Guard, Store, View, hex};
 
@@ -70,6 +71,9 @@ pub struct Plugins {
     cancels: Arc<Mutex<Cancels>>,
     /// Set when the node stops: every call ends.
     stopping: Arc<AtomicBool>,
+    /// Validator instances kept between calls (`validator::call`), as many as calls may
+    /// run at once, so kept and running instances never fill the pool.
+    idle: Arc<Idle<validator::Warm>>,
 }
 
 impl Plugins {
@@ -112,6 +116,7 @@ impl Plugins {
             executor: Arc::new(Executor::start(queue_wait)?),
             cancels: Arc::default(),
             stopping: Arc::default(),
+            idle: Arc::new(Idle::new(CALL_SLOTS)),
         })
     }
 
@@ -241,29 +246,9 @@ impl Plugins {
     /// A storage failure.
     pub fn unbound(&self, store: &Store, request: &Request) -> Result<Option<Guard>, ProtoError> {
         let storage = |e: mvcc::Error| ProtoError::Internal(format!("storage: {e}"));
-        let current = store.bindings_version();
-        let cached = {
-            let cached = self
-                .validators
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            (cached.0, cached.1.clone())
-        };
-        let (version, validators) = if cached.0 == current {
-            cached
-        } else {
-            let (version, records) = store.plugin_bindings().map_err(storage)?;
-            let records: Arc<Vec<BindingRecord>> = Arc::new(
-                (records.into_iter())
-                    .filter(|b| b.binding.hook == PluginHook::Validate)
-                    .collect(),
-            );
-            *self
-                .validators
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = (version, records.clone());
-            (version, records)
-        };
+        let (version, validators) = self
+            .validators(store.bindings_version(), || store.plugin_bindings())
+            .map_err(storage)?;
         if validators
             .iter()
             .any(|b| touches(request, &b.binding.prefix))
@@ -275,6 +260,31 @@ impl Plugins {
             reads: Vec::new(),
             principal: String::new(),
         }))
+    }
+
+    /// The validator bindings of bindings version `current`: cached, or those `read` gives
+    /// (with the version they are of), which are then cached.
+    fn validators(
+        &self,
+        current: u64,
+        read: impl FnOnce() -> mvcc::Result<(u64, Vec<BindingRecord>)>,
+    ) -> mvcc::Result<(u64, Arc<Vec<BindingRecord>>)> {
+        let cached = {
+            let cached = (self.validators.lock()).unwrap_or_else(PoisonError::into_inner);
+            (cached.0, cached.1.clone())
+        };
+        if cached.0 == current {
+            return Ok(cached);
+        }
+        let (version, records) = read()?;
+        let records: Arc<Vec<BindingRecord>> = Arc::new(
+            (records.into_iter())
+                .filter(|b| b.binding.hook == PluginHook::Validate)
+                .collect(),
+        );
+        *(self.validators.lock()).unwrap_or_else(PoisonError::into_inner) =
+            (version, records.clone());
+        Ok((version, records))
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -292,12 +302,12 @@ impl Plugins {
     ) -> Result<Guard, ProtoError> {
         let storage = |e: mvcc::Error| ProtoError::Internal(format!("storage: {e}"));
         let view = store.view().map_err(storage)?;
-        let (version, bindings) = mvcc::bindings_in(&view).map_err(storage)?;
-        let bound: Vec<&BindingRecord> = bindings
-            .iter()
-            .filter(|b| {
-                b.binding.hook == PluginHook::Validate && touches(request, &b.binding.prefix)
-            })
+        let current = mvcc::bindings_version_in(&view).map_err(storage)?;
+        let (version, validators) = self
+            .validators(current, || mvcc::bindings_in(&view))
+            .map_err(storage)?;
+        let bound: Vec<&BindingRecord> = (validators.iter())
+            .filter(|b| touches(request, &b.binding.prefix))
             .collect();
         let mut guard = Guard {
             bindings_version: version,
@@ -356,7 +366,9 @@ impl Plugins {
             let ctx = Ctx::new(binding, view.clone(), limits.memory_mb);
             Ok(validator::call(
                 &self.runtime,
+                &self.idle,
                 &pre,
+                record,
                 ctx,
                 &limits,
                 &self.cancel_of(record),
@@ -459,6 +471,8 @@ impl Plugins {
             return;
         };
         self.cancel_changed(&bindings);
+        self.idle
+            .retain(|warm| bindings.iter().any(|b| warm.serves(b)));
         let keep: Vec<&[u8]> = bindings.iter().map(|b| b.sha256.as_slice()).collect();
         self.runtime.retain(&keep);
         for record in &bindings {

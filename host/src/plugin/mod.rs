@@ -22,7 +22,9 @@
 //! leads, proposing each batch's staged writes together with the reactor's checkpoint
 //! ([`checkpoint_key`]) as one conditional transaction.
 //!
-//! Each call runs in a fresh instance from a per-node engine (`runtime.rs`: pooling
+//! Each call runs in an instance from a per-node engine (a reactor's always fresh; a
+//! validator's kept between calls of its binding when the component exports `init`:
+//! `validator.rs`, `idle.rs`) (`runtime.rs`: pooling
 //! allocator, fuel, epoch deadline from a dedicated thread, memory cap per store;
 //! `ctx.rs`: the call's state and shared imports; `budget.rs`: one memory cap for the
 //! guest's memory and what the host holds for it; `log_gate.rs`: plugin log lines cut and
@@ -39,6 +41,7 @@ mod ctx;
 mod error;
 mod executor;
 mod gate;
+mod idle;
 mod log_gate;
 mod maxima;
 mod react;
@@ -66,3 +69,5 @@ mod hostmem_test;
 mod limits_test;
 #[cfg(test)]
 mod reactor_test;
+#[cfg(test)]
+mod reuse_test;

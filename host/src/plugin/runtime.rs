@@ -18,7 +18,8 @@
 //!   its deadline passes, when its binding is
 //!   removed or replaced, or when the node stops, within a tick of it;
 //! - the **pooling allocator**: instances, memories and tables come from preallocated slots,
-//!   so a fresh instance per call costs microseconds. Its slots bound how many instances
+//!   so a fresh instance costs microseconds (validator instances are also kept between
+//!   calls: `idle.rs`, at most [`CALL_SLOTS`] of them). Its slots bound how many instances
 //!   can live at once ([`POOL_SLOTS`]; a component may hold several core instances) and how
 //!   large a memory can ever be ([`MAX_MEMORY_MB`]); each binding's own memory cap is
 //!   enforced per store by a limiter (see `ctx.rs`). Calls wait for one of [`CALL_SLOTS`]

@@ -10,8 +10,14 @@
 //! the prefix (in a txn that also touches it) are left alone. A missing or malformed
 //! schema refuses every put with code `config`, so a typo never lets bad data in. The
 //! schema subset is in [`schema`].
+//!
+//! The schema is parsed once per instance, in `init`: a node reuses an instance for many
+//! calls, and parsing it on every call cost more than checking the value.
 
 pub mod schema;
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use etch_plugin::{Host, Level, OpKind, Request, Validator, Verdict};
 
@@ -20,7 +26,34 @@ use crate::schema::Schema;
 /// The validator.
 pub struct JsonSchema;
 
+/// The binding's schema as `init` parsed it, or why it is unusable. Thread-local rather than
+/// a `OnceLock`: the native test harness runs `init` before every write and tests run on
+/// their own threads; in the plugin there is one thread and `init` runs once.
+type Parsed = Result<Rc<Schema>, String>;
+
+thread_local! {
+    static SCHEMA: RefCell<Option<Parsed>> = const { RefCell::new(None) };
+}
+
+/// The schema a setting gives, or the reason every put is refused.
+fn parse(setting: Option<&str>) -> Parsed {
+    match setting.map(Schema::parse) {
+        Some(Ok(schema)) => Ok(Rc::new(schema)),
+        Some(Err(e)) => Err(format!("the binding's schema is invalid: {e}")),
+        None => Err("the binding has no `schema` setting".into()),
+    }
+}
+
 impl Validator for JsonSchema {
+    fn init(_host: &dyn Host, config: &[(String, String)]) -> Result<(), String> {
+        let setting = config.iter().find(|(k, _)| k == "schema");
+        let parsed = parse(setting.map(|(_, v)| v.as_str()));
+        SCHEMA.with(|schema| *schema.borrow_mut() = Some(parsed));
+        // A bad schema is not an `init` failure: deletes still pass, and puts are refused
+        // with code `config`, which tells the client more than a failed call.
+        Ok(())
+    }
+
     fn validate(host: &dyn Host, request: &Request) -> Verdict {
         let mut puts = request
             .ops_in_prefix()
@@ -29,12 +62,11 @@ impl Validator for JsonSchema {
         if puts.peek().is_none() {
             return Verdict::Allow;
         }
-        let schema = match host.config("schema").as_deref().map(Schema::parse) {
-            Some(Ok(schema)) => schema,
-            Some(Err(e)) => {
-                return Verdict::deny("config", format!("the binding's schema is invalid: {e}"));
-            }
-            None => return Verdict::deny("config", "the binding has no `schema` setting"),
+        let parsed = SCHEMA.with(|schema| schema.borrow().clone());
+        let parsed = parsed.unwrap_or_else(|| parse(host.config("schema").as_deref()));
+        let schema = match parsed {
+            Ok(schema) => schema,
+            Err(e) => return Verdict::deny("config", e),
         };
         for op in puts {
             let value: serde_json::Value = match serde_json::from_slice(&op.value) {
