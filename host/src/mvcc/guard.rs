@@ -77,6 +77,19 @@ impl Read {
         Ok(read)
     }
 
+    /// The fingerprint of the single key `key` whose live version is `live`: what
+    /// [`Read::observe`] finds for it, without reading it again.
+    pub(crate) fn of_key(key: &[u8], live: Option<&etch_proto::KeyValue>) -> Read {
+        let mut read = Read {
+            key: key.to_vec(),
+            ..Read::default()
+        };
+        if let Some(kv) = live {
+            read.note(kv.mod_revision);
+        }
+        read
+    }
+
     /// Whether this is the fingerprint of one key (no range), which a writer can check
     /// against that key's state alone ([`Read::matches`]).
     pub fn is_single_key(&self) -> bool {

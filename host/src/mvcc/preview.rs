@@ -52,7 +52,8 @@ pub(crate) fn preview(view: &View, req: &Request) -> Outcome<Preview> {
             if let Err(e) = tx.put(p)? {
                 return Ok(Err(e));
             }
-            reads.push(Read::observe(view, &p.key, b"")?);
+            // The put read the key's live version; it is in `before` if there was one.
+            reads.push(Read::of_key(&p.key, tx.before(&p.key)));
         }
         Request::DeleteRange(d) => {
             if d.key.is_empty() {
@@ -72,14 +73,13 @@ pub(crate) fn preview(view: &View, req: &Request) -> Outcome<Preview> {
     let changes = tx
         .changes()
         .into_iter()
-        .map(|(key, after)| {
-            Ok(Change {
-                prev: view.get(&key)?,
-                value: after.map(|kv| kv.value),
-                key,
-            })
+        .map(|(key, after)| Change {
+            // Every changed key was read by the write: its live version then is `before`.
+            prev: tx.before(&key).cloned(),
+            value: after.map(|kv| kv.value),
+            key,
         })
-        .collect::<Result<_>>()?;
+        .collect();
     Ok(Ok(Preview { changes, reads }))
 }
 
@@ -99,4 +99,79 @@ fn observe_txn(view: &View, t: &TxnRequest, reads: &mut Vec<Read>) -> Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use etch_proto::{DeleteRangeRequest, PutRequest, TxnRequest};
+
+    use super::*;
+    use crate::testing::{put, temp_store};
+
+    fn put_op(key: &str, value: &str) -> RequestOp {
+        RequestOp::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn each_change_carries_the_version_the_view_holds_and_a_put_its_fingerprint() {
+        let (_dir, store) = temp_store();
+        for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("c2", "4")] {
+            put(&store, k, v);
+        }
+        put(&store, "a", "5");
+        let view = store.view().expect("view");
+
+        for key in ["a", "new"] {
+            let Ok(Ok(preview)) = preview(
+                &view,
+                &Request::Put(PutRequest {
+                    key: key.into(),
+                    value: b"x".to_vec(),
+                    ..Default::default()
+                }),
+            ) else {
+                panic!("a put previews");
+            };
+            let observed = Read::observe(&view, key.as_bytes(), b"").expect("observe");
+            assert_eq!(preview.reads, [observed], "{key}");
+            assert_eq!(preview.changes.len(), 1);
+            assert_eq!(
+                preview.changes[0].prev,
+                view.get(key.as_bytes()).expect("get")
+            );
+        }
+
+        let txn = Request::Txn(TxnRequest {
+            success: vec![
+                put_op("a", "6"),
+                put_op("new", "7"),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"b".to_vec(),
+                    ..Default::default()
+                }),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"c".to_vec(),
+                    range_end: b"d".to_vec(),
+                    ..Default::default()
+                }),
+            ],
+            ..Default::default()
+        });
+        let Ok(Ok(preview)) = preview(&view, &txn) else {
+            panic!("the txn previews");
+        };
+        let keys: Vec<&[u8]> = (preview.changes.iter()).map(|c| c.key.as_slice()).collect();
+        assert_eq!(keys, [&b"a"[..], b"new", b"b", b"c", b"c2"]);
+        for change in &preview.changes {
+            assert_eq!(change.prev, view.get(&change.key).expect("get"));
+        }
+        let values: Vec<Option<&[u8]>> = (preview.changes.iter())
+            .map(|c| c.value.as_deref())
+            .collect();
+        assert_eq!(values, [Some(&b"6"[..]), Some(b"7"), None, None, None]);
+    }
 }

@@ -231,6 +231,11 @@ impl<'v> WriteTx<'v> {
         }
     }
 
+    /// The live version `key` had before this transaction, if it was written and had one.
+    pub fn before(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.before.get(key)
+    }
+
     /// The keys written so far in sub-revision order, each with its state after this entry
     /// (`None` = deleted).
     pub fn changes(&self) -> Vec<(Vec<u8>, Option<KeyValue>)> {
