@@ -616,22 +616,32 @@ fn put_in_run(
     if let Some(Err(e)) = guard.map(check_guard) {
         return Ok(Err(e));
     }
-    if let Some(guard) = guard
-        && !guard.holds_for_keys(bindings, |key| tx.get(key))?
-    {
-        return Ok(Err(ProtoError::Conflict));
-    }
     if put.key.is_empty() {
         return Ok(Err(empty_key()));
     }
+    // Before any read: storage refuses keys past its limit.
     if let Err(e) = check_put(put) {
         return Ok(Err(e));
+    }
+    // The key's live version, read once for the guard (whose one read is usually this
+    // key) and the put.
+    let live = tx.get(&put.key)?;
+    if let Some(guard) = guard
+        && !guard.holds_for_keys(bindings, |key| {
+            if key == put.key.as_slice() {
+                Ok(live.clone())
+            } else {
+                tx.get(key)
+            }
+        })?
+    {
+        return Ok(Err(ProtoError::Conflict));
     }
     if let Err(e) = lease::check_lease(view, put.lease)? {
         return Ok(Err(e));
     }
     tx.made_by(guard.map_or("", |g| g.principal.as_str()));
-    let mut resp = match tx.put(put)? {
+    let mut resp = match tx.put_over(put, live) {
         Ok(resp) => resp,
         Err(e) => return Ok(Err(e)),
     };

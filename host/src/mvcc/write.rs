@@ -149,9 +149,19 @@ impl<'v> WriteTx<'v> {
         req: &PutRequest,
     ) -> Result<std::result::Result<PutResponse, ProtoError>> {
         let prev = self.get(&req.key)?;
+        Ok(self.put_over(req, prev))
+    }
+
+    /// [`WriteTx::put`] of a key whose live version the caller has just read
+    /// (`prev` = [`WriteTx::get`] of `req.key`, with no write in between): one read fewer.
+    pub fn put_over(
+        &mut self,
+        req: &PutRequest,
+        prev: Option<KeyValue>,
+    ) -> std::result::Result<PutResponse, ProtoError> {
         let keep = req.ignore_value || req.ignore_lease;
         let (value, lease) = match &prev {
-            None if keep => return Ok(Err(ProtoError::InvalidArgument("key not found".into()))),
+            None if keep => return Err(ProtoError::InvalidArgument("key not found".into())),
             Some(prev) => (
                 if req.ignore_value {
                     &prev.value
@@ -190,7 +200,7 @@ impl<'v> WriteTx<'v> {
             deleted: false,
         });
         resp.header.revision = self.current_revision();
-        Ok(Ok(resp))
+        Ok(resp)
     }
 
     /// Deletes every live key in the range, in key order, but etch's own
