@@ -29,7 +29,7 @@ use wasmtime::{Store, Trap};
 use super::budget::{Budget, Exceeded, RECORD_OVERHEAD};
 use super::error::PluginError;
 use super::log_gate::{self, Admit, LogGate, MAX_LOG_LINE};
-use super::runtime::{self, Cancel, Runtime};
+use super::runtime::{self, Cancel, Runtime, Slot};
 use super::validator::v1::etch::plugin::{config, kv, log, types};
 use super::validator::v2::etch::plugin as v2;
 use crate::mvcc::{MAX_GUARD_BYTES, READ_OVERHEAD, Read, View};
@@ -65,7 +65,7 @@ pub struct Ctx {
     /// The node's log gate (set with the store).
     logs: Option<Arc<LogGate>>,
     /// The call slot held while the call runs (see [`Runtime::slot`]).
-    slot: Option<super::runtime::Slot>,
+    slot: Option<Slot>,
     /// The CPU time the call had used when it reached its wall-clock ceiling, if it did
     /// (see [`super::runtime::arm`]).
     pub(super) starved: Option<Duration>,
@@ -168,10 +168,11 @@ pub(super) fn store(
     ctx: Ctx,
     limits: &PluginLimits,
     cancel: &Cancel,
+    slot: Slot,
 ) -> wasmtime::Result<Store<Ctx>> {
     let mut store = Store::new(runtime.engine(), ctx);
     store.limiter(|ctx| &mut ctx.budget);
-    begin(runtime, &mut store, limits, cancel)?;
+    begin(runtime, &mut store, limits, cancel, slot)?;
     Ok(store)
 }
 
@@ -184,10 +185,11 @@ pub(super) fn reuse(
     ctx: Ctx,
     limits: &PluginLimits,
     cancel: &Cancel,
+    slot: Slot,
 ) -> wasmtime::Result<()> {
     let budget = store.data().budget.next_call();
     *store.data_mut() = Ctx { budget, ..ctx };
-    begin(runtime, store, limits, cancel)
+    begin(runtime, store, limits, cancel, slot)
 }
 
 /// Ends a call on an instance that is kept: returns the call's state (its reads; its slot,
@@ -202,17 +204,18 @@ pub(super) fn linear_bytes(store: &Store<Ctx>) -> usize {
     store.data().budget.linear()
 }
 
-/// Readies `store` for one call: a call slot (waited for), the log gate, the call's fuel
-/// and its deadline.
+/// Readies `store` for one call: the call slot it holds (see [`Runtime::slot`]), the log
+/// gate, the call's fuel and its deadline.
 fn begin(
     runtime: &Runtime,
     store: &mut Store<Ctx>,
     limits: &PluginLimits,
     cancel: &Cancel,
+    slot: Slot,
 ) -> wasmtime::Result<()> {
     let ctx = store.data_mut();
     ctx.logs = Some(runtime.log_gate());
-    ctx.slot = Some(runtime.slot());
+    ctx.slot = Some(slot);
     store.set_fuel(limits.fuel)?;
     runtime::arm(
         store,

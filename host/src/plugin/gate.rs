@@ -17,7 +17,8 @@
 //! Containment: every call runs under its binding's limits clamped to the node's
 //! [`Maxima`]; the node's async code runs judgements and reactor steps on the plugin
 //! [`Executor`] ([`Plugins::judge_on_executor`], never tokio's blocking pool), in the lane of
-//! the bindings they call; and each call carries a [`Cancel`] that [`Plugins::warm`] sets
+//! the bindings they call, but for a judgement whose validators stay within the quick caps
+//! (`quick.rs`), run where the request is; and each call carries a [`Cancel`] that [`Plugins::warm`] sets
 //! when its binding is removed or replaced, and [`Plugins::stop`] when the node stops.
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use super::error::PluginError;
 use super::executor::Executor;
 use super::idle::Idle;
 use super::maxima::Maxima;
+use super::quick::{self, Stop};
 use super::runtime::{CALL_SLOTS, Cancel, Compiled, Runtime};
 use super::validator::{self, Op, OpKind, Verdict};
 use crate::mvcc::{self, BindingRecord, Guard, Store, View, hex};
@@ -50,6 +52,28 @@ pub struct Stats {
     pub stalled: bool,
     /// Whether the reactor is parked by its `Park` policy (on this leader).
     pub parked: bool,
+}
+
+/// Where a judgement runs: on a plugin thread under the bindings' limits, or on the task
+/// that asked under the quick caps (`quick.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Thread,
+    Quick,
+}
+
+/// Why a judgement ended without a guard: the answer for the client, or a quick judgement
+/// that must run on the plugin threads.
+#[derive(Debug)]
+enum Halt {
+    Answer(ProtoError),
+    Quick(Stop),
+}
+
+impl From<ProtoError> for Halt {
+    fn from(e: ProtoError) -> Halt {
+        Halt::Answer(e)
+    }
 }
 
 /// Per binding name: the cancel flag of its calls, and the binding it was made for.
@@ -71,6 +95,8 @@ pub struct Plugins {
     cancels: Arc<Mutex<Cancels>>,
     /// Set when the node stops: every call ends.
     stopping: Arc<AtomicBool>,
+    /// Lanes judged on the plugin threads only for now (`quick.rs`).
+    slow_lanes: Arc<quick::Lanes>,
     /// Validator instances kept between calls (`validator::call`), as many as calls may
     /// run at once, so kept and running instances never fill the pool.
     idle: Arc<Idle<validator::Warm>>,
@@ -117,6 +143,7 @@ impl Plugins {
             cancels: Arc::default(),
             stopping: Arc::default(),
             idle: Arc::new(Idle::new(CALL_SLOTS)),
+            slow_lanes: Arc::default(),
         })
     }
 
@@ -131,9 +158,10 @@ impl Plugins {
         self.executor.stop();
     }
 
-    /// Judges `request` as [`Plugins::judge`] does, on the plugin executor in the lane of
-    /// the validators it touches. A judgement that cannot get a thread is `PluginFailed`
-    /// (not run) without waiting.
+    /// Judges `request` as [`Plugins::judge`] does: on the asking task when its validators
+    /// are quick (`quick.rs`), else on the plugin executor in the lane of the validators it
+    /// touches. A judgement that cannot get a thread is `PluginFailed` (not run) without
+    /// waiting.
     ///
     /// # Errors
     ///
@@ -145,6 +173,20 @@ impl Plugins {
         request: &Request,
     ) -> Result<Guard, ProtoError> {
         let lane = self.lane(request);
+        if self.slow_lanes.allows(&lane, Instant::now()) {
+            match self.judge_in(store, principal, request, Mode::Quick) {
+                Ok(guard) => return Ok(guard),
+                Err(Halt::Answer(e)) => return Err(e),
+                Err(Halt::Quick(Stop::Overran)) => {
+                    tracing::debug!(
+                        lane,
+                        "validators outgrew the quick caps: judged on the plugin threads for a while"
+                    );
+                    self.slow_lanes.overran(&lane, Instant::now());
+                }
+                Err(Halt::Quick(Stop::Busy)) => {}
+            }
+        }
         let (plugins, store) = (self.clone(), store.clone());
         let (principal, request) = (principal.to_owned(), request.clone());
         self.executor
@@ -225,6 +267,12 @@ impl Plugins {
         });
     }
 
+    /// Stops the plugin threads alone: judgements that need them are refused (tests).
+    #[cfg(test)]
+    pub(super) fn stop_threads(&self) {
+        self.executor.stop();
+    }
+
     /// Whether a call of binding `name` has run or is running (tests wait for one).
     #[cfg(test)]
     pub(super) fn has_cancel(&self, name: &str) -> bool {
@@ -300,6 +348,25 @@ impl Plugins {
         principal: &str,
         request: &Request,
     ) -> Result<Guard, ProtoError> {
+        match self.judge_in(store, principal, request, Mode::Thread) {
+            Ok(guard) => Ok(guard),
+            Err(Halt::Answer(e)) => Err(e),
+            // On the plugin threads a call waits for its slot and runs under its own
+            // limits: no stop of a quick judgement applies.
+            Err(Halt::Quick(stop)) => Err(ProtoError::Internal(format!(
+                "a judgement on a plugin thread stopped as a quick one: {stop:?}"
+            ))),
+        }
+    }
+
+    /// [`Plugins::judge`] in `mode`.
+    fn judge_in(
+        &self,
+        store: &Store,
+        principal: &str,
+        request: &Request,
+        mode: Mode,
+    ) -> Result<Guard, Halt> {
         let storage = |e: mvcc::Error| ProtoError::Internal(format!("storage: {e}"));
         let view = store.view().map_err(storage)?;
         let current = mvcc::bindings_version_in(&view).map_err(storage)?;
@@ -341,7 +408,7 @@ impl Plugins {
         let view = Arc::new(view);
         for record in bound {
             wit.prefix.clone_from(&record.binding.prefix);
-            self.run_one(store, &view, record, &wit, &mut guard)?;
+            self.run_one(store, &view, record, &wit, &mut guard, mode)?;
         }
         Ok(guard)
     }
@@ -354,15 +421,23 @@ impl Plugins {
         record: &BindingRecord,
         request: &validator::Request,
         guard: &mut Guard,
-    ) -> Result<(), ProtoError> {
+        mode: Mode,
+    ) -> Result<(), Halt> {
         let binding = &record.binding;
         let name = binding.name.as_str();
         let started = Instant::now();
+        let own = self.limits_of(record);
+        let (limits, slot) = match mode {
+            Mode::Thread => (own, self.runtime.slot()),
+            Mode::Quick => match self.runtime.try_slot() {
+                Some(slot) => (quick::capped(&own), slot),
+                None => return Err(Halt::Quick(Stop::Busy)),
+            },
+        };
         let outcome = self.compiled(store, record).and_then(|compiled| {
             let Compiled::Validator(pre) = compiled else {
                 return Err(PluginError::Invalid("not a validator".into()));
             };
-            let limits = self.limits_of(record);
             let ctx = Ctx::new(binding, view.clone(), limits.memory_mb);
             Ok(validator::call(
                 &self.runtime,
@@ -372,6 +447,7 @@ impl Plugins {
                 ctx,
                 &limits,
                 &self.cancel_of(record),
+                slot,
                 request,
             ))
         });
@@ -379,6 +455,13 @@ impl Plugins {
             Ok((verdict, reads)) => (verdict, reads),
             Err(e) => (Err(e), Vec::new()),
         };
+        if mode == Mode::Quick
+            && let Err(e) = &verdict
+            && quick::outgrew(&own, e)
+        {
+            // Not this binding's failure: judged again on the plugin threads.
+            return Err(Halt::Quick(Stop::Overran));
+        }
         guard.reads.extend(reads);
         let audit = binding.mode == PluginMode::Audit;
         let mut stats = self.stats();
@@ -399,11 +482,11 @@ impl Plugins {
                     tracing::warn!(plugin = name, code = %denial.code, reason = %denial.reason, "audit: plugin would reject this write");
                     return Ok(());
                 }
-                Err(ProtoError::PluginRejected {
+                Err(Halt::Answer(ProtoError::PluginRejected {
                     plugin: name.to_owned(),
                     code: denial.code,
                     reason: denial.reason,
-                })
+                }))
             }
             Err(e) => {
                 stats.failures += 1;
@@ -411,10 +494,10 @@ impl Plugins {
                 if audit || binding.on_error == FailurePolicy::FailOpen {
                     return Ok(());
                 }
-                Err(ProtoError::PluginFailed {
+                Err(Halt::Answer(ProtoError::PluginFailed {
                     plugin: name.to_owned(),
                     cause: e.to_string(),
-                })
+                }))
             }
         }
     }

@@ -41,12 +41,12 @@ pub(super) fn encode_component(wat: &str, world: &str) -> Vec<u8> {
     etch_plugin_encode::wat::component(wat, world).expect("component")
 }
 
-const ALLOW: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
+pub(super) const ALLOW: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
 const DENY: &str = "(i32.store8 (i32.const 16) (i32.const 1))
     (i32.store (i32.const 20) (i32.const 100)) (i32.store (i32.const 24) (i32.const 4))
     (i32.store (i32.const 28) (i32.const 200)) (i32.store (i32.const 32) (i32.const 9))
     (i32.const 16)";
-const LOOP: &str = "(loop $l (br $l)) (unreachable)";
+pub(super) const LOOP: &str = "(loop $l (br $l)) (unreachable)";
 /// Counts down from 2^25 (tens of milliseconds), then allows: calls that overlap.
 const SLOW_ALLOW: &str = "(local $n i32) (local.set $n (i32.const 33554432))
     (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1)))
@@ -79,7 +79,7 @@ impl Fixture {
     }
 
     /// Binds a plugin with `body` on `/p/<name>/`.
-    fn bind(&self, name: &str, body: &str, limits: PluginLimits) -> PluginBinding {
+    pub(super) fn bind(&self, name: &str, body: &str, limits: PluginLimits) -> PluginBinding {
         self.bind_with(
             name,
             body,
@@ -118,7 +118,7 @@ impl Fixture {
         binding
     }
 
-    fn put(&self, name: &str) -> Result<crate::mvcc::Guard, ProtoError> {
+    pub(super) fn put(&self, name: &str) -> Result<crate::mvcc::Guard, ProtoError> {
         let req = Request::Put(PutRequest {
             key: format!("/p/{name}/k").into_bytes(),
             value: b"v".to_vec(),

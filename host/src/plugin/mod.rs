@@ -44,6 +44,7 @@ mod gate;
 mod idle;
 mod log_gate;
 mod maxima;
+mod quick;
 mod react;
 mod reactor;
 mod runtime;
@@ -67,6 +68,8 @@ mod contract_test;
 mod hostmem_test;
 #[cfg(test)]
 mod limits_test;
+#[cfg(test)]
+mod quick_test;
 #[cfg(test)]
 mod reactor_test;
 #[cfg(test)]

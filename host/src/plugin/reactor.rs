@@ -98,7 +98,7 @@ pub fn call(
     cancel: &Cancel,
     events: &[Event],
 ) -> Result<Outcome, PluginError> {
-    let mut store = ctx::store(runtime, ctx, limits, cancel)
+    let mut store = ctx::store(runtime, ctx, limits, cancel, runtime.slot())
         .map_err(|e| PluginError::Host(format!("{e:#}")))?;
     let result = match pre {
         Pre::V1(pre) => pre

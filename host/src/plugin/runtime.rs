@@ -227,6 +227,19 @@ impl Runtime {
         }
     }
 
+    /// One of the [`CALL_SLOTS`] if one is free now, without waiting.
+    pub(super) fn try_slot(&self) -> Option<Slot> {
+        let slots = &self.inner.slots;
+        let mut free = slots.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if *free == 0 {
+            return None;
+        }
+        *free -= 1;
+        Some(Slot {
+            slots: slots.clone(),
+        })
+    }
+
     /// The compiled component `sha256` for `hook`, compiling `bytes()` on a miss.
     /// Compiling takes tens of milliseconds: call it off the async runtime.
     ///

@@ -6,7 +6,7 @@ use etch_proto::plugin::PluginLimits;
 use super::ctx::{self, Ctx};
 use super::error::PluginError;
 use super::idle::Idle;
-use super::runtime::{Cancel, Runtime};
+use super::runtime::{Cancel, Runtime, Slot};
 use crate::mvcc::{BindingRecord, Read};
 
 /// Bindings of `etch:plugin@0.1.0`'s validator world. Its `types` are the types of every
@@ -82,7 +82,7 @@ impl World {
 pub const MAX_KEPT_MEMORY: usize = 4 << 20;
 
 /// Runs `pre`'s `validate` for binding `record` on `request` under `limits` (already clamped
-/// to the node's maxima) until done or `cancel`led. Returns the verdict and the reads the
+/// to the node's maxima), holding `slot`, until done or `cancel`led. Returns the verdict and the reads the
 /// plugin made.
 ///
 /// The call runs in an instance of the same binding kept in `idle` if there is one, else in
@@ -102,15 +102,16 @@ pub fn call(
     ctx: Ctx,
     limits: &PluginLimits,
     cancel: &Cancel,
+    slot: Slot,
     request: &Request,
 ) -> (Result<Verdict, PluginError>, Vec<Read>) {
     let kept = idle.take(|warm| warm.serves(record));
     let (mut store, world) = match kept {
-        Some(mut warm) => match ctx::reuse(runtime, &mut warm.store, ctx, limits, cancel) {
+        Some(mut warm) => match ctx::reuse(runtime, &mut warm.store, ctx, limits, cancel, slot) {
             Ok(()) => (warm.store, Ok(warm.world)),
             Err(e) => return (Err(PluginError::Host(format!("{e:#}"))), Vec::new()),
         },
-        None => match ctx::store(runtime, ctx, limits, cancel) {
+        None => match ctx::store(runtime, ctx, limits, cancel, slot) {
             Ok(mut store) => {
                 let mut world = instantiate(&mut store, pre);
                 if let Err(e) = &world

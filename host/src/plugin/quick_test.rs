@@ -1,0 +1,86 @@
+//! Judgements on the asking task (`quick.rs`): a quick validator is judged there, without a
+//! plugin thread; one that outgrows the quick caps is judged again on the plugin threads
+//! under its own limits, uncounted the first time, and its lane stays there for a while.
+
+use etch_proto::plugin::PluginLimits;
+use etch_proto::{Error as ProtoError, PutRequest, Request};
+
+use super::limits_test::{ALLOW, Fixture, LOOP};
+
+fn put(name: &str) -> Request {
+    Request::Put(PutRequest {
+        key: format!("/p/{name}/k").into_bytes(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_quick_validator_is_judged_on_the_asking_task() {
+    let f = Fixture::new();
+    f.bind("fast", ALLOW, PluginLimits::default());
+    // With no plugin thread left, only a judgement on the asking task can answer.
+    f.plugins.stop_threads();
+    let guard = (f.plugins)
+        .judge_on_executor(&f.store, "alice", &put("fast"))
+        .await
+        .expect("allowed on the asking task");
+    assert_eq!(guard.reads.len(), 1, "the put's fingerprint");
+    assert_eq!(f.plugins.stats_of("fast").calls, 1);
+}
+
+#[tokio::test]
+async fn a_call_that_outgrows_the_caps_is_judged_again_on_a_plugin_thread_under_its_own_limits() {
+    let f = Fixture::new();
+    // More fuel than the loop can burn in its 20 ms: it ends at its own deadline.
+    let limits = PluginLimits {
+        fuel: 1_000_000_000,
+        timeout_ms: 20,
+        ..PluginLimits::default()
+    };
+    f.bind("loop", LOOP, limits);
+    let Err(ProtoError::PluginFailed { cause, .. }) = (f.plugins)
+        .judge_on_executor(&f.store, "alice", &put("loop"))
+        .await
+    else {
+        panic!("a loop fails");
+    };
+    // Its own deadline (or its wall-clock ceiling) ended it, not the quick caps: it ran
+    // again on a plugin thread.
+    assert!(cause.starts_with("deadline of 20 ms"), "{cause}");
+    assert_eq!(
+        f.plugins.stats_of("loop").calls,
+        1,
+        "the quick try is not counted"
+    );
+
+    // The lane now goes to the plugin threads at once: with none left, it is refused.
+    f.plugins.stop_threads();
+    let Err(ProtoError::PluginFailed { cause, .. }) = (f.plugins)
+        .judge_on_executor(&f.store, "alice", &put("loop"))
+        .await
+    else {
+        panic!("refused");
+    };
+    assert!(cause.contains("stopping"), "{cause}");
+    assert_eq!(f.plugins.stats_of("loop").calls, 1);
+}
+
+#[tokio::test]
+async fn a_validator_whose_own_limits_are_under_the_caps_fails_on_its_own_terms_at_once() {
+    let f = Fixture::new();
+    let limits = PluginLimits {
+        fuel: 10_000,
+        ..PluginLimits::default()
+    };
+    f.bind("small", LOOP, limits);
+    f.plugins.stop_threads();
+    let Err(ProtoError::PluginFailed { cause, .. }) = (f.plugins)
+        .judge_on_executor(&f.store, "alice", &put("small"))
+        .await
+    else {
+        panic!("a loop fails");
+    };
+    assert!(cause.contains("fuel"), "{cause}");
+    assert_eq!(f.plugins.stats_of("small").calls, 1);
+}
