@@ -66,6 +66,13 @@ pub enum Error {
 /// # Errors
 ///
 /// A newer or damaged record, or an I/O failure.
+/// Bytes an unprivileged process may still write on the filesystem holding `dir`; `None`
+/// when the filesystem cannot tell.
+pub fn disk_free(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
 pub fn check_or_init(dir: &Path) -> Result<(), Error> {
     let path = dir.join(FORMAT_FILE);
     let io_err = |source| Error::Io {

@@ -43,7 +43,8 @@ pub(super) async fn measure_db_size(node: Node) {
     while ticks.next().await.is_some() {
         let measured = node.clone();
         let sizes = tokio::task::spawn_blocking(move || {
-            (measured.db_size(), disk_free(&measured.options().data_dir))
+            let free = crate::data_dir::disk_free(&measured.options().data_dir);
+            (measured.db_size(), free)
         });
         let Ok((size, free)) = sizes.await else {
             continue;
@@ -62,12 +63,6 @@ pub(super) async fn measure_db_size(node: Node) {
             }
         }
     }
-}
-
-/// Bytes an unprivileged process may still write on the filesystem holding `dir`.
-fn disk_free(dir: &std::path::Path) -> Option<u64> {
-    let stat = rustix::fs::statvfs(dir).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 impl Node {

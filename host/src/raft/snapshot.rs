@@ -155,6 +155,9 @@ impl Write for Paced {
     }
 }
 
+/// Free space a received snapshot must leave beyond its file and its copy in the database.
+pub const RECEIVE_RESERVE: u64 = 64 << 20;
+
 /// The directory holding a node's snapshots.
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
@@ -265,7 +268,9 @@ impl SnapshotDir {
     }
 
     /// Receives a snapshot body from a peer into a temporary file, writing the header for
-    /// `meta` in front of it. The file becomes current only when it is installed.
+    /// `meta` in front of it. The file becomes current only when it is installed. A body
+    /// announced larger than the disk can take is refused before anything is written
+    /// ([`SnapshotDir::check_room`]).
     /// The body must be exactly `body_len` bytes: a short one (a sender that gave up) or a
     /// longer one (read no further than one byte past it) is an error, and the partial file
     /// is removed.
@@ -279,6 +284,7 @@ impl SnapshotDir {
         R: tokio::io::AsyncRead + Unpin,
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.check_room(body_len)?;
         let tmp = self.temp_path();
         let received = async {
             let mut file = tokio::fs::File::create(&tmp).await?;
@@ -320,6 +326,30 @@ impl SnapshotDir {
                 Err(e)
             }
         }
+    }
+
+    /// Refuses a received snapshot of `body_len` bytes whose file and ingested copy would not
+    /// fit on the disk beside [`RECEIVE_RESERVE`]: written anyway, it would fill the disk
+    /// the node's log and database need (a peer may announce any length). A filesystem
+    /// that cannot tell its free space is not refused.
+    fn check_room(&self, body_len: u64) -> io::Result<()> {
+        let Some(free) = crate::data_dir::disk_free(&self.dir) else {
+            return Ok(());
+        };
+        let need = body_len.saturating_mul(2).saturating_add(RECEIVE_RESERVE);
+        if need <= free {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "a snapshot of {body_len} bytes needs {need} bytes free (its file, its copy in \
+                 the database and a {} MiB reserve), and {} has {free}: free space or give \
+                 this member a larger disk; the leader sends it again",
+                RECEIVE_RESERVE >> 20,
+                self.dir.display()
+            ),
+        ))
     }
 
     /// Makes `file` (written or received) the current snapshot under its final name and
@@ -418,5 +448,24 @@ mod tests {
             file.body_start().expect("header") + 1000,
             std::fs::metadata(&file.path).expect("meta").len()
         );
+    }
+
+    /// A peer may announce any length: one the disk cannot take is refused before a byte
+    /// is read or written (it would otherwise fill the disk the log needs), and says why.
+    #[tokio::test]
+    async fn a_body_announced_larger_than_the_disk_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
+        let free = crate::data_dir::disk_free(dir.path()).expect("statvfs");
+        let mut body: &[u8] = &[7u8; 1000];
+        for announced in [free, u64::MAX] {
+            let Err(e) = snapshots.receive(&meta(), announced, &mut body).await else {
+                panic!("{announced} bytes were accepted on a disk with {free} free");
+            };
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+            assert!(e.to_string().contains("larger disk"), "{e}");
+        }
+        assert_eq!(body.len(), 1000, "nothing read");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 }
