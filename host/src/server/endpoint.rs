@@ -148,6 +148,7 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Clien
         limits.buffer_bytes,
     ));
     let deliveries = super::watch_stream::delivery_bytes();
+    let burst = super::burst::Burst::start();
     let activity = Activity::new();
     let refused = tls::refused_since(node.tls().subscribe(), pki::Role::Client, chain);
     tokio::pin!(refused);
@@ -166,6 +167,7 @@ async fn serve_connection(conn: quinn::Connection, node: Node, shared: Arc<Clien
                         principal: principal.clone(),
                         budget: budget.clone(),
                         deliveries: deliveries.clone(),
+                        burst: burst.clone(),
                         _open: activity.open(),
                     };
                     tokio::spawn(stream.serve());
@@ -201,6 +203,8 @@ struct Stream {
     budget: Arc<Budget>,
     /// The connection's watch delivery bytes (`watch_stream::DELIVERY_BYTES`).
     deliveries: Arc<tokio::sync::Semaphore>,
+    /// The connection's watch writes, made together (`burst.rs`).
+    burst: super::burst::Burst,
     /// Keeps the connection from counting as idle while the stream lives.
     _open: OpenStream,
 }
@@ -242,11 +246,14 @@ impl Stream {
                     node,
                     principal,
                     deliveries,
+                    burst,
                     _open,
                     ..
                 } = self;
-                super::watch_stream::serve_watch(node, principal, watch, send, recv, deliveries)
-                    .await;
+                super::watch_stream::serve_watch(
+                    node, principal, watch, send, recv, deliveries, burst,
+                )
+                .await;
                 return;
             }
             Request::Snapshot(_) => {

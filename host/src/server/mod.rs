@@ -18,6 +18,7 @@
 mod activity;
 mod admission;
 mod budget;
+mod burst;
 mod endpoint;
 mod grpc;
 mod keep_alive;

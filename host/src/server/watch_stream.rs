@@ -22,6 +22,7 @@ use etch_proto::watch::{WatchControl, WatchCreateRequest, WatchResponse};
 use etch_proto::{DEFAULT_MAX_RESPONSE_BYTES, Error, Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::burst::Burst;
 use crate::node::Node;
 use crate::watch::{Step, Watcher};
 
@@ -133,16 +134,20 @@ pub(super) async fn serve_watch(
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     deliveries: Arc<Semaphore>,
+    burst: Burst,
 ) {
     let _open = OpenStream::count();
     let mut sink = QuicSink {
         room: Room::new(deliveries),
         node: node.clone(),
-        send,
+        send: Some(send),
         recv: Some(recv),
+        burst,
     };
     drive(node, &principal, req, &mut sink).await;
-    let _ = sink.send.finish();
+    if let Some(mut send) = sink.send.take() {
+        let _ = send.finish();
+    }
 }
 
 /// Runs one watch for `principal` into `sink` until it is canceled (by a control or by
@@ -267,8 +272,10 @@ pub(crate) async fn drive(
 struct QuicSink {
     room: Room,
     node: Node,
-    send: quinn::SendStream,
+    /// The stream; away while the connection's burst task tries a write on it.
+    send: Option<quinn::SendStream>,
     recv: Option<quinn::RecvStream>,
+    burst: Burst,
 }
 
 impl WatchSink for QuicSink {
@@ -282,15 +289,28 @@ impl WatchSink for QuicSink {
 
     async fn send(&mut self, resp: WatchResponse) -> Result<(), Gone> {
         let room = self.room.take().await?;
-        let written = write(&self.node, &mut self.send, resp).await;
+        let bytes = encode(&self.node, resp).map_err(|_| Gone)?;
+        // Tried with the connection's other responses (`burst.rs`); what the stream had no
+        // room for is written here, waiting for the client to read.
+        let stream = self.send.take().ok_or(Gone)?;
+        let tried = self.burst.write(stream, bytes).await.ok_or(Gone)?;
+        let send = self.send.insert(tried.send);
+        if tried.failed {
+            return Err(Gone);
+        }
+        if let Some(rest) = tried.rest {
+            send.write_chunk(rest).await.map_err(|_| Gone)?;
+        }
         // Handed to QUIC's send buffer (bounded by the connection's window): room again.
         drop(room);
-        written.map_err(|_| Gone)
+        Ok(())
     }
 
     async fn fail(&mut self, error: Error) {
         let failure: Result<Response, Error> = Err(error);
-        let _ = frame::write(&mut self.send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
+        if let Some(send) = self.send.as_mut() {
+            let _ = frame::write(send, &failure, DEFAULT_MAX_RESPONSE_BYTES).await;
+        }
     }
 
     fn controls(&mut self) -> mpsc::Receiver<WatchControl> {
@@ -339,19 +359,11 @@ fn read_controls(
     rx
 }
 
-/// Writes one response. The response is encoded and dropped before the write, so while
-/// the client holds the write back the stream keeps one copy of it (the frame), not two.
-async fn write(
-    node: &Node,
-    send: &mut quinn::SendStream,
-    resp: WatchResponse,
-) -> Result<(), frame::FrameError> {
+/// One response as a frame. The response is dropped once encoded, so while the client
+/// holds the write back the stream keeps one copy of it (the frame), not two.
+fn encode(node: &Node, resp: WatchResponse) -> Result<bytes::Bytes, frame::FrameError> {
     let mut response = Response::Watch(resp);
     node.fill_header(&mut response);
     let answer: Result<Response, Error> = Ok(response);
-    let bytes = frame::encode(&answer, DEFAULT_MAX_RESPONSE_BYTES)?;
-    drop(answer);
-    send.write_chunk(bytes::Bytes::from(bytes))
-        .await
-        .map_err(|e| frame::FrameError::Io(e.into()))
+    Ok(frame::encode(&answer, DEFAULT_MAX_RESPONSE_BYTES)?.into())
 }
