@@ -128,7 +128,7 @@ impl Fixture {
     }
 }
 
-fn failed(result: Result<crate::mvcc::Guard, ProtoError>) -> String {
+pub(super) fn failed(result: Result<crate::mvcc::Guard, ProtoError>) -> String {
     match result {
         Err(ProtoError::PluginFailed { cause, .. }) => cause,
         other => panic!("expected PluginFailed, got {other:?}"),

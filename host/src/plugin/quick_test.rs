@@ -5,14 +5,16 @@
 use etch_proto::plugin::PluginLimits;
 use etch_proto::{Error as ProtoError, PutRequest, Request};
 
-use super::limits_test::{ALLOW, Fixture, LOOP};
+use super::limits_test::{ALLOW, Fixture, LOOP, failed};
 
-fn put(name: &str) -> Request {
-    Request::Put(PutRequest {
+/// A put under `name`'s prefix judged as the node judges it.
+async fn judge(f: &Fixture, name: &str) -> Result<crate::mvcc::Guard, ProtoError> {
+    let put = Request::Put(PutRequest {
         key: format!("/p/{name}/k").into_bytes(),
         value: b"v".to_vec(),
         ..Default::default()
-    })
+    });
+    f.plugins.judge_on_executor(&f.store, "alice", &put).await
 }
 
 #[tokio::test]
@@ -21,10 +23,7 @@ async fn a_quick_validator_is_judged_on_the_asking_task() {
     f.bind("fast", ALLOW, PluginLimits::default());
     // With no plugin thread left, only a judgement on the asking task can answer.
     f.plugins.stop_threads();
-    let guard = (f.plugins)
-        .judge_on_executor(&f.store, "alice", &put("fast"))
-        .await
-        .expect("allowed on the asking task");
+    let guard = judge(&f, "fast").await.expect("allowed on the asking task");
     assert_eq!(guard.reads.len(), 1, "the put's fingerprint");
     assert_eq!(f.plugins.stats_of("fast").calls, 1);
 }
@@ -39,12 +38,7 @@ async fn a_call_that_outgrows_the_caps_is_judged_again_on_a_plugin_thread_under_
         ..PluginLimits::default()
     };
     f.bind("loop", LOOP, limits);
-    let Err(ProtoError::PluginFailed { cause, .. }) = (f.plugins)
-        .judge_on_executor(&f.store, "alice", &put("loop"))
-        .await
-    else {
-        panic!("a loop fails");
-    };
+    let cause = failed(judge(&f, "loop").await);
     // Its own deadline (or its wall-clock ceiling) ended it, not the quick caps: it ran
     // again on a plugin thread.
     assert!(cause.starts_with("deadline of 20 ms"), "{cause}");
@@ -56,12 +50,7 @@ async fn a_call_that_outgrows_the_caps_is_judged_again_on_a_plugin_thread_under_
 
     // The lane now goes to the plugin threads at once: with none left, it is refused.
     f.plugins.stop_threads();
-    let Err(ProtoError::PluginFailed { cause, .. }) = (f.plugins)
-        .judge_on_executor(&f.store, "alice", &put("loop"))
-        .await
-    else {
-        panic!("refused");
-    };
+    let cause = failed(judge(&f, "loop").await);
     assert!(cause.contains("stopping"), "{cause}");
     assert_eq!(f.plugins.stats_of("loop").calls, 1);
 }
@@ -75,12 +64,7 @@ async fn a_validator_whose_own_limits_are_under_the_caps_fails_on_its_own_terms_
     };
     f.bind("small", LOOP, limits);
     f.plugins.stop_threads();
-    let Err(ProtoError::PluginFailed { cause, .. }) = (f.plugins)
-        .judge_on_executor(&f.store, "alice", &put("small"))
-        .await
-    else {
-        panic!("a loop fails");
-    };
+    let cause = failed(judge(&f, "small").await);
     assert!(cause.contains("fuel"), "{cause}");
     assert_eq!(f.plugins.stats_of("small").calls, 1);
 }
