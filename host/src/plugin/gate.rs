@@ -429,6 +429,10 @@ impl Plugins {
         let own = self.limits_of(record);
         let (limits, slot) = match mode {
             Mode::Thread => (own, self.runtime.slot()),
+            // Compiling takes tens of milliseconds: never on the asking task.
+            Mode::Quick if !self.runtime.is_compiled(&record.sha256, binding.hook) => {
+                return Err(Halt::Quick(Stop::Busy));
+            }
             Mode::Quick => match self.runtime.try_slot() {
                 Some(slot) => (quick::capped(&own), slot),
                 None => return Err(Halt::Quick(Stop::Busy)),

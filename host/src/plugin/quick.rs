@@ -10,8 +10,9 @@
 //! limits would have let it go on) is abandoned — uncounted, its reads dropped — and the
 //! whole judgement runs again on the plugin threads under the binding's own limits; its
 //! lane is then judged there only for [`BACKOFF`], so a validator that loops costs the
-//! asking task at most one capped call per lane every [`BACKOFF`]. No free slot means the
-//! plugin threads as well, without backing off. Validators are functions of their input
+//! asking task at most one capped call per lane every [`BACKOFF`]. No free slot, or a
+//! component not compiled yet (compiling takes tens of milliseconds), means the plugin
+//! threads as well, without backing off. Validators are functions of their input
 //! (`guest-sdk`), so judging again gives the answer the first try would have.
 
 use std::collections::HashMap;
@@ -35,7 +36,7 @@ pub const BACKOFF: Duration = Duration::from_secs(10);
 pub(super) enum Stop {
     /// A call outgrew the quick caps: back off the lane.
     Overran,
-    /// No call slot was free.
+    /// No call slot was free, or the component is not compiled yet.
     Busy,
 }
 

@@ -23,6 +23,11 @@ async fn a_quick_validator_is_judged_on_the_asking_task() {
     f.bind("fast", ALLOW, PluginLimits::default());
     // With no plugin thread left, only a judgement on the asking task can answer.
     f.plugins.stop_threads();
+    // Not compiled yet: compiling takes too long for the asking task, so it is not judged
+    // there (and the plugin threads are gone).
+    let cause = failed(judge(&f, "fast").await);
+    assert!(cause.contains("stopping"), "{cause}");
+    f.plugins.warm(&f.store);
     let guard = judge(&f, "fast").await.expect("allowed on the asking task");
     assert_eq!(guard.reads.len(), 1, "the put's fingerprint");
     assert_eq!(f.plugins.stats_of("fast").calls, 1);
@@ -38,6 +43,7 @@ async fn a_call_that_outgrows_the_caps_is_judged_again_on_a_plugin_thread_under_
         ..PluginLimits::default()
     };
     f.bind("loop", LOOP, limits);
+    f.plugins.warm(&f.store);
     let cause = failed(judge(&f, "loop").await);
     // Its own deadline (or its wall-clock ceiling) ended it, not the quick caps: it ran
     // again on a plugin thread.
@@ -63,6 +69,7 @@ async fn a_validator_whose_own_limits_are_under_the_caps_fails_on_its_own_terms_
         ..PluginLimits::default()
     };
     f.bind("small", LOOP, limits);
+    f.plugins.warm(&f.store);
     f.plugins.stop_threads();
     let cause = failed(judge(&f, "small").await);
     assert!(cause.contains("fuel"), "{cause}");
