@@ -69,6 +69,8 @@ pub struct Ctx {
     /// The CPU time the call had used when it reached its wall-clock ceiling, if it did
     /// (see [`super::runtime::arm`]).
     pub(super) starved: Option<Duration>,
+    /// Wall time spent in `kv` reads of storage (a starved call says if they took it).
+    storage: Duration,
 }
 
 impl Ctx {
@@ -103,6 +105,7 @@ impl Ctx {
             logs: None,
             slot: None,
             starved: None,
+            storage: Duration::ZERO,
         }
     }
 
@@ -251,6 +254,7 @@ pub(super) fn failure(ctx: &Ctx, limits: &PluginLimits, e: &wasmtime::Error) -> 
                     timeout_ms: limits.timeout_ms,
                     cpu_ms: cpu.as_millis(),
                     wall_ms: runtime::wall_ceiling(limits.timeout_ms).as_millis(),
+                    storage_ms: ctx.storage.as_millis(),
                 },
                 None => PluginError::Deadline(limits.timeout_ms),
             },
@@ -360,7 +364,11 @@ impl config::Host for Ctx {
 impl kv::Host for Ctx {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<KeyValue>> {
         self.check_key("kv.get", "key", &key)?;
-        let kv = match self.view()?.get(&key) {
+        let view = self.view()?;
+        let started = std::time::Instant::now();
+        let kv = view.get(&key);
+        self.storage += started.elapsed();
+        let kv = match kv {
             Ok(kv) => kv,
             Err(e) => return Err(self.host_failed(e)),
         };
@@ -399,6 +407,7 @@ impl kv::Host for Ctx {
         let mut out = Vec::new();
         let mut bytes = 0;
         let view = self.view()?;
+        let started = std::time::Instant::now();
         for kv in (view.scan(&KeyRange::new(&read.key, &read.range_end))).take(limit) {
             let kv = match kv {
                 Ok(kv) => kv,
@@ -409,6 +418,7 @@ impl kv::Host for Ctx {
             read.note(kv.mod_revision);
             out.push(kv);
         }
+        self.storage += started.elapsed();
         // Cut short by the limit, the answer rests only on the keys up to the last one
         // returned: the fingerprint covers `[key, last]`, so writes past it (which could
         // not change the answer) do not conflict with the write.

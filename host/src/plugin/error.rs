@@ -17,14 +17,18 @@ pub enum PluginError {
     #[error("deadline of {0} ms exceeded")]
     Deadline(u64),
     /// The call had not used up its deadline when its wall-clock ceiling (a multiple of the
-    /// deadline) passed: the node left plugin calls too little CPU.
+    /// deadline) passed: the node left plugin calls too little CPU, or the plugin's reads
+    /// waited on a slow disk ([`starved_cause`]).
     #[error(
-        "deadline of {timeout_ms} ms not reached in {wall_ms} ms (the call had {cpu_ms} ms of CPU): the node is too busy to run plugins"
+        "deadline of {timeout_ms} ms not reached in {wall_ms} ms (the call had {cpu_ms} ms of CPU and spent {storage_ms} ms in storage reads): {}",
+        starved_cause(*.storage_ms, *.wall_ms)
     )]
     Starved {
         timeout_ms: u64,
         cpu_ms: u128,
         wall_ms: u128,
+        /// Wall time the call spent in its `kv` reads.
+        storage_ms: u128,
     },
     /// The plugin tried to grow its memory past the binding's cap.
     #[error("memory cap of {0} MiB exceeded")]
@@ -97,4 +101,41 @@ impl PluginError {
     }
 }
 
+/// Why a call reached its wall-clock ceiling before its CPU deadline: its storage reads,
+/// when they took half of that time or more (a slow or saturated disk: a thread waiting on
+/// the disk uses no CPU), else a node too busy to give plugin calls the CPU.
+pub fn starved_cause(storage_ms: u128, wall_ms: u128) -> &'static str {
+    if storage_ms > 0 && storage_ms.saturating_mul(2) >= wall_ms {
+        "the node's storage is too slow for this plugin's reads"
+    } else {
+        "the node is too busy to run plugins"
+    }
+}
+
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_starved_call_blames_storage_only_when_its_reads_took_half_its_time() {
+        let starved = |storage_ms| PluginError::Starved {
+            timeout_ms: 200,
+            cpu_ms: 3,
+            wall_ms: 2000,
+            storage_ms,
+        };
+        assert_eq!(
+            starved(1200).to_string(),
+            "deadline of 200 ms not reached in 2000 ms (the call had 3 ms of CPU and spent \
+             1200 ms in storage reads): the node's storage is too slow for this plugin's reads"
+        );
+        assert!(
+            starved(999)
+                .to_string()
+                .ends_with("the node is too busy to run plugins")
+        );
+        assert!(starved(0).to_string().ends_with("too busy to run plugins"));
+    }
+}

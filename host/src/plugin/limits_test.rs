@@ -271,6 +271,7 @@ fn a_call_starved_of_cpu_ends_at_its_wall_clock_ceiling_and_says_so() {
         timeout_ms: 30,
         cpu_ms: 0,
         wall_ms: 300,
+        storage_ms: 0,
     };
     assert_eq!(failure, starved.to_string());
     assert!(started.elapsed() >= Duration::from_millis(300), "{failure}");
