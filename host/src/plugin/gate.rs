@@ -174,7 +174,22 @@ impl Plugins {
     ) -> Result<Guard, ProtoError> {
         let lane = self.lane(request);
         if self.slow_lanes.allows(&lane, Instant::now()) {
-            match self.judge_in(store, principal, request, Mode::Quick) {
+            let clock = self.runtime.cpu_clock();
+            let (cpu, wall) = (clock(), Instant::now());
+            let judged = self.judge_in(store, principal, request, Mode::Quick);
+            let (cpu, wall) = (clock().saturating_sub(cpu), wall.elapsed());
+            // Answered, but slow: a validator that keeps under the caps yet takes a
+            // millisecond a call would hold the request tasks. A few are forgiven (an
+            // instance's first call pays for making it and touching its memory).
+            if quick::too_slow(cpu, wall) && self.slow_lanes.slow(&lane, Instant::now()) {
+                tracing::debug!(
+                    lane,
+                    ?cpu,
+                    ?wall,
+                    "quick judgements took too long: judged on the plugin threads for a while"
+                );
+            }
+            match judged {
                 Ok(guard) => return Ok(guard),
                 Err(Halt::Answer(e)) => return Err(e),
                 Err(Halt::Quick(Stop::Overran)) => {

@@ -68,7 +68,7 @@ impl Fixture {
         Fixture::with(Plugins::new().expect("engine"))
     }
 
-    fn with(plugins: Plugins) -> Fixture {
+    pub(super) fn with(plugins: Plugins) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = fjall::Database::builder(dir.path()).open().expect("db");
         Fixture {

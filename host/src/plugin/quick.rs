@@ -10,7 +10,10 @@
 //! limits would have let it go on) is abandoned — uncounted, its reads dropped — and the
 //! whole judgement runs again on the plugin threads under the binding's own limits; its
 //! lane is then judged there only for [`BACKOFF`], so a validator that loops costs the
-//! asking task at most one capped call per lane every [`BACKOFF`]. No free slot, or a
+//! asking task at most one capped call per lane every [`BACKOFF`]. So do judgements that
+//! stay within the caps but take more than [`SLOW_CPU`] (or [`SLOW_WALL`]), past the
+//! [`SLOW_FORGIVEN`] first ones: a validator that spends a millisecond on every call would
+//! otherwise hold the request tasks, at the node's priority, for as long as writes come. No free slot, or a
 //! component not compiled yet (compiling takes tens of milliseconds), means the plugin
 //! threads as well, without backing off. Validators are functions of their input
 //! (`guest-sdk`), so judging again gives the answer the first try would have.
@@ -28,8 +31,20 @@ use super::error::PluginError;
 pub const QUICK_TIMEOUT_MS: u64 = 2;
 /// Fuel a call judged on the asking task may burn (about a millisecond of WebAssembly).
 pub const QUICK_FUEL: u64 = 2_000_000;
-/// How long a lane whose call outgrew the caps is judged on the plugin threads only.
+/// How long a lane whose call outgrew the caps, or whose judgement was [`too_slow`], is
+/// judged on the plugin threads only.
 pub const BACKOFF: Duration = Duration::from_secs(10);
+/// CPU time past which a judgement on the asking task, though within the caps, sends its
+/// lane to the plugin threads: a json-schema judgement takes about 10 µs.
+pub const SLOW_CPU: Duration = Duration::from_micros(500);
+/// Wall time past which the same happens (its reads waited on the disk, say).
+pub const SLOW_WALL: Duration = Duration::from_millis(20);
+
+/// Whether a judgement that took `cpu` of the asking thread's CPU and `wall` in all was too
+/// slow to run there again soon.
+pub(super) fn too_slow(cpu: Duration, wall: Duration) -> bool {
+    cpu > SLOW_CPU || wall > SLOW_WALL
+}
 
 /// Why a judgement on the asking task stopped: it must run on the plugin threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +55,17 @@ pub(super) enum Stop {
     Busy,
 }
 
-/// The lanes whose calls outgrew the caps lately, and until when they are not tried quick.
+/// Slow quick judgements a lane is forgiven within [`BACKOFF`] before it goes to the plugin
+/// threads: as many as instances may be made at once (each instance's first call pays for
+/// making it and touching its memory: 0.6–0.8 ms for json-schema, then ~10 µs a call).
+pub const SLOW_FORGIVEN: usize = super::runtime::CALL_SLOTS;
+
+/// The lanes whose calls outgrew the caps lately, and until when they are not tried quick;
+/// and when each lane's recent slow judgements happened.
 #[derive(Debug, Default)]
 pub(super) struct Lanes {
     slow: Mutex<HashMap<String, Instant>>,
+    strikes: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
 impl Lanes {
@@ -66,6 +88,25 @@ impl Lanes {
         // Lanes are the bound validators' names: few, but drop the expired ones anyway.
         slow.retain(|_, until| now < *until);
         slow.insert(lane.to_owned(), now + BACKOFF);
+    }
+
+    /// A quick judgement of `lane` was [`too_slow`] at `now`; `true` when that was one more
+    /// than [`SLOW_FORGIVEN`] within [`BACKOFF`], and the lane now goes to the plugin threads.
+    pub(super) fn slow(&self, lane: &str, now: Instant) -> bool {
+        let mut strikes = (self.strikes.lock()).unwrap_or_else(PoisonError::into_inner);
+        strikes.retain(|_, at| {
+            at.retain(|&t| now.duration_since(t) < BACKOFF);
+            !at.is_empty()
+        });
+        let at = strikes.entry(lane.to_owned()).or_default();
+        at.push(now);
+        if at.len() <= SLOW_FORGIVEN {
+            return false;
+        }
+        strikes.remove(lane);
+        drop(strikes);
+        self.overran(lane, now);
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -123,5 +164,21 @@ mod tests {
         // A binding whose own fuel is under the cap failed on its own terms.
         let small = PluginLimits { fuel: 1000, ..own };
         assert!(!outgrew(&small, &PluginError::OutOfFuel));
+
+        for i in 0..=SLOW_FORGIVEN {
+            let sent = lanes.slow("c", t0 + Duration::from_millis(i as u64));
+            assert_eq!(sent, i == SLOW_FORGIVEN, "strike {i}");
+        }
+        assert!(!lanes.allows("c", t0 + BACKOFF / 2));
+        // Strikes older than the backoff are forgotten.
+        lanes.slow("d", t0);
+        for i in 0..SLOW_FORGIVEN {
+            assert!(!lanes.slow("d", t0 + BACKOFF + Duration::from_millis(i as u64)));
+        }
+
+        let us = Duration::from_micros;
+        assert!(!too_slow(us(10), us(300)));
+        assert!(too_slow(SLOW_CPU + us(1), us(600)));
+        assert!(too_slow(us(10), SLOW_WALL + us(1)));
     }
 }

@@ -5,15 +5,23 @@
 use etch_proto::plugin::PluginLimits;
 use etch_proto::{Error as ProtoError, PutRequest, Request};
 
-use super::limits_test::{ALLOW, Fixture, LOOP, failed};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-/// A put under `name`'s prefix judged as the node judges it.
+use super::Plugins;
+use super::limits_test::{ALLOW, Fixture, LOOP, failed};
+use super::quick::SLOW_FORGIVEN;
+
+/// A put under `name`'s prefix judged as the node judges it (`node/plugin.rs`): the bound
+/// validators looked up first, which also names the judgement's lane.
 async fn judge(f: &Fixture, name: &str) -> Result<crate::mvcc::Guard, ProtoError> {
     let put = Request::Put(PutRequest {
         key: format!("/p/{name}/k").into_bytes(),
         value: b"v".to_vec(),
         ..Default::default()
     });
+    let unbound = f.plugins.unbound(&f.store, &put).expect("storage");
+    assert!(unbound.is_none(), "a validator is bound to {name}");
     f.plugins.judge_on_executor(&f.store, "alice", &put).await
 }
 
@@ -74,4 +82,31 @@ async fn a_validator_whose_own_limits_are_under_the_caps_fails_on_its_own_terms_
     let cause = failed(judge(&f, "small").await);
     assert!(cause.contains("fuel"), "{cause}");
     assert_eq!(f.plugins.stats_of("small").calls, 1);
+}
+
+/// A CPU clock a millisecond further on at every reading: any judgement "takes" more than
+/// [`super::quick::SLOW_CPU`].
+fn ticking() -> Duration {
+    static MS: AtomicU64 = AtomicU64::new(0);
+    Duration::from_millis(MS.fetch_add(1, Ordering::Relaxed))
+}
+
+#[tokio::test]
+async fn a_judgement_within_the_caps_but_slow_sends_its_lane_to_the_plugin_threads() {
+    let f = Fixture::with(Plugins::with_cpu_clock(ticking).expect("engine"));
+    f.bind("slowish", ALLOW, PluginLimits::default());
+    f.plugins.warm(&f.store);
+    // The first slow ones are forgiven, and judged where they arrive: with no plugin
+    // thread left, they are still answered.
+    f.plugins.stop_threads();
+    for _ in 0..=SLOW_FORGIVEN {
+        judge(&f, "slowish").await.expect("answered");
+    }
+    assert_eq!(
+        f.plugins.stats_of("slowish").calls,
+        SLOW_FORGIVEN as u64 + 1
+    );
+    // One too many: its lane now goes to the plugin threads, and with none left, refused.
+    let cause = failed(judge(&f, "slowish").await);
+    assert!(cause.contains("stopping"), "{cause}");
 }
