@@ -217,9 +217,18 @@ impl SnapshotDir {
     ///
     /// I/O, or a damaged header.
     pub fn current_with_meta(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
+        // Not while a newer snapshot replaces it: `keep` removes the older file, and a read
+        // between the listing and the open failed with ENOENT, which openraft takes for a
+        // broken disk and stops the node (found by the fault soak).
+        let _one = self
+            .keeping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(file) = self.current()? else {
             return Ok(None);
         };
+        #[cfg(test)]
+        tests::between_listing_and_open();
         let (meta, _) = file.open()?;
         Ok(Some((meta, file)))
     }
@@ -467,5 +476,65 @@ mod tests {
         }
         assert_eq!(body.len(), 1000, "nothing read");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    /// Held by the test below between `current_with_meta`'s listing and its open.
+    static BETWEEN: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
+        std::sync::Mutex::new(None);
+
+    /// Waits, when the test below asks, until it says go.
+    pub(super) fn between_listing_and_open() {
+        let waiting = BETWEEN.lock().expect("lock").take();
+        if let Some(go) = waiting {
+            let _ = go.recv_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+
+    /// The current snapshot is read while a newer one replaces it, as openraft asks for it
+    /// to send to a follower while a build completes: the reader between its listing and
+    /// its open, the newer snapshot kept meanwhile. Without the lock the older file was
+    /// gone by the open (`ENOENT`, taken by openraft for a broken disk: the soak saw the
+    /// node stop).
+    #[test]
+    fn the_current_snapshot_is_never_missing_while_a_newer_one_replaces_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
+        let meta_at = |i: u64| SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
+            snapshot_id: format!("s{i}"),
+            ..SnapshotMeta::default()
+        };
+        snapshots
+            .write(&meta_at(1), |w| w.write_all(b"body"))
+            .expect("first");
+        let (go, wait) = std::sync::mpsc::channel();
+        *BETWEEN.lock().expect("lock") = Some(wait);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| snapshots.current_with_meta());
+            // Once the reader is between its listing and its open (it took the receiver).
+            while BETWEEN.lock().expect("lock").is_some() {
+                std::thread::yield_now();
+            }
+            let (done, written) = std::sync::mpsc::channel();
+            let (dir, newer) = (&snapshots, meta_at(2));
+            let writer = scope.spawn(move || {
+                let kept = dir.write(&newer, |w| w.write_all(b"body"));
+                let _ = done.send(());
+                kept
+            });
+            // The writer replaces the file, unless it waits for the reader (then this gives
+            // up after a while and lets the reader go first).
+            let _ = written.recv_timeout(std::time::Duration::from_millis(200));
+            go.send(()).expect("the reader waits");
+            let (meta, _) = (reader.join().expect("reader"))
+                .expect("the current snapshot reads")
+                .expect("there is one");
+            assert_eq!(meta.snapshot_id, "s1");
+            writer.join().expect("writer").expect("newer kept");
+        });
+        let (meta, _) = (snapshots.current_with_meta())
+            .expect("reads")
+            .expect("one");
+        assert_eq!(meta.snapshot_id, "s2");
     }
 }
