@@ -76,6 +76,20 @@ impl From<ProtoError> for Halt {
     }
 }
 
+/// One validator call of a judgement, counted once the judgement is answered: a quick
+/// judgement stopped to run again on the plugin threads counts its calls there.
+struct Tally {
+    name: String,
+    outcome: &'static str,
+    cause: Option<&'static str>,
+    took: Duration,
+}
+
+/// A call's outcomes, as metrics name them.
+const ALLOWED: &str = "allowed";
+const DENIED: &str = "denied";
+const FAILED: &str = "failed";
+
 /// Per binding name: the cancel flag of its calls, and the binding it was made for.
 type Cancels = HashMap<String, (BindingRecord, Arc<AtomicBool>)>;
 
@@ -172,7 +186,7 @@ impl Plugins {
         principal: &str,
         request: &Request,
     ) -> Result<Guard, ProtoError> {
-        let lane = self.lane(request);
+        let lane = self.lane(store, request)?;
         if self.slow_lanes.allows(&lane, Instant::now()) {
             let clock = self.runtime.cpu_clock();
             let (cpu, wall) = (clock(), Instant::now());
@@ -234,17 +248,16 @@ impl Plugins {
     }
 
     /// The executor lane of a write: the names of the validators bound to what it may
-    /// change, from the bindings [`Plugins::unbound`] cached.
-    fn lane(&self, request: &Request) -> String {
-        let validators = (self.validators.lock())
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .clone();
+    /// change, in the store's current bindings.
+    fn lane(&self, store: &Store, request: &Request) -> Result<String, ProtoError> {
+        let (_, validators) = self
+            .validators(store.bindings_version(), || store.plugin_bindings())
+            .map_err(|e| ProtoError::Internal(format!("storage: {e}")))?;
         let names: Vec<&str> = (validators.iter())
             .filter(|b| touches(request, &b.binding.prefix))
             .map(|b| b.binding.name.as_str())
             .collect();
-        names.join(",")
+        Ok(names.join(","))
     }
 
     /// The limits a call of `record` runs under: its own, clamped to the node's maxima.
@@ -421,11 +434,45 @@ impl Plugins {
                 .collect(),
         };
         let view = Arc::new(view);
+        let mut tallies = Vec::with_capacity(bound.len());
+        let mut judged = Ok(());
         for record in bound {
             wit.prefix.clone_from(&record.binding.prefix);
-            self.run_one(store, &view, record, &wit, &mut guard, mode)?;
+            judged = self.run_one(store, &view, record, &wit, mode, (&mut guard, &mut tallies));
+            if judged.is_err() {
+                break;
+            }
         }
-        Ok(guard)
+        match judged {
+            // Judged again on the plugin threads, where the calls made here run again and
+            // are counted then.
+            Err(Halt::Quick(stop)) => Err(Halt::Quick(stop)),
+            judged => {
+                self.count_judged(tallies);
+                judged.map(|()| guard)
+            }
+        }
+    }
+
+    /// Counts the calls of a judgement that is answered (`plugin list`, metrics).
+    fn count_judged(&self, tallies: Vec<Tally>) {
+        let mut stats = self.stats();
+        for tally in tallies {
+            crate::metrics::plugin_call(
+                &tally.name,
+                "validate",
+                tally.outcome,
+                tally.cause,
+                tally.took,
+            );
+            let stats = stats.entry(tally.name).or_default();
+            stats.calls += 1;
+            match tally.outcome {
+                DENIED => stats.denials += 1,
+                FAILED => stats.failures += 1,
+                _ => {}
+            }
+        }
     }
 
     /// Runs one binding's validator and applies its mode and failure policy.
@@ -435,8 +482,8 @@ impl Plugins {
         view: &Arc<View>,
         record: &BindingRecord,
         request: &validator::Request,
-        guard: &mut Guard,
         mode: Mode,
+        (guard, tallies): (&mut Guard, &mut Vec<Tally>),
     ) -> Result<(), Halt> {
         let binding = &record.binding;
         let name = binding.name.as_str();
@@ -483,20 +530,21 @@ impl Plugins {
         }
         guard.reads.extend(reads);
         let audit = binding.mode == PluginMode::Audit;
-        let mut stats = self.stats();
-        let stats = stats.entry(name.to_owned()).or_default();
-        stats.calls += 1;
         tracing::debug!(plugin = name, elapsed = ?started.elapsed(), ?verdict, "validated");
         let (outcome, cause) = match &verdict {
-            Ok(Verdict::Allow) => ("allowed", None),
-            Ok(Verdict::Deny(_)) => ("denied", None),
-            Err(e) => ("failed", Some(e.cause())),
+            Ok(Verdict::Allow) => (ALLOWED, None),
+            Ok(Verdict::Deny(_)) => (DENIED, None),
+            Err(e) => (FAILED, Some(e.cause())),
         };
-        crate::metrics::plugin_call(name, "validate", outcome, cause, started.elapsed());
+        tallies.push(Tally {
+            name: name.to_owned(),
+            outcome,
+            cause,
+            took: started.elapsed(),
+        });
         match verdict {
             Ok(Verdict::Allow) => Ok(()),
             Ok(Verdict::Deny(denial)) => {
-                stats.denials += 1;
                 if audit {
                     tracing::warn!(plugin = name, code = %denial.code, reason = %denial.reason, "audit: plugin would reject this write");
                     return Ok(());
@@ -508,7 +556,6 @@ impl Plugins {
                 }))
             }
             Err(e) => {
-                stats.failures += 1;
                 tracing::warn!(plugin = name, error = %e, "plugin failed");
                 if audit || binding.on_error == FailurePolicy::FailOpen {
                     return Ok(());

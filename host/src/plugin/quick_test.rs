@@ -3,7 +3,7 @@
 //! under its own limits, uncounted the first time, and its lane stays there for a while.
 
 use etch_proto::plugin::PluginLimits;
-use etch_proto::{Error as ProtoError, PutRequest, Request};
+use etch_proto::{Error as ProtoError, PutRequest, Request, RequestOp, TxnRequest};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -45,12 +45,7 @@ async fn a_quick_validator_is_judged_on_the_asking_task() {
 async fn a_call_that_outgrows_the_caps_is_judged_again_on_a_plugin_thread_under_its_own_limits() {
     let f = Fixture::new();
     // More fuel than the loop can burn in its 20 ms: it ends at its own deadline.
-    let limits = PluginLimits {
-        fuel: 1_000_000_000,
-        timeout_ms: 20,
-        ..PluginLimits::default()
-    };
-    f.bind("loop", LOOP, limits);
+    f.bind("loop", LOOP, outgrowing());
     f.plugins.warm(&f.store);
     let cause = failed(judge(&f, "loop").await);
     // Its own deadline (or its wall-clock ceiling) ended it, not the quick caps: it ran
@@ -82,6 +77,72 @@ async fn a_validator_whose_own_limits_are_under_the_caps_fails_on_its_own_terms_
     let cause = failed(judge(&f, "small").await);
     assert!(cause.contains("fuel"), "{cause}");
     assert_eq!(f.plugins.stats_of("small").calls, 1);
+}
+
+/// Limits under which [`LOOP`] outgrows the quick caps and ends at its own 20 ms deadline.
+fn outgrowing() -> PluginLimits {
+    PluginLimits {
+        fuel: 1_000_000_000,
+        timeout_ms: 20,
+        ..PluginLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_judgement_names_its_lane_from_the_store_without_a_lookup_first() {
+    let f = Fixture::new();
+    f.bind("loop", LOOP, outgrowing());
+    f.plugins.warm(&f.store);
+    f.plugins.stop_threads();
+    let put = Request::Put(PutRequest {
+        key: b"/p/loop/k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    });
+    // Judged without `unbound` first: it outgrows the caps on the asking task, and the
+    // plugin threads refuse its lane, which is named after the validator, not left empty.
+    for _ in 0..2 {
+        match f.plugins.judge_on_executor(&f.store, "alice", &put).await {
+            Err(ProtoError::PluginFailed { plugin, cause }) => {
+                assert_eq!(plugin, "loop", "{cause}");
+                assert!(cause.contains("stopping"), "{cause}");
+            }
+            other => panic!("expected the loop's lane refused, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn calls_before_an_overrun_are_counted_once_when_judged_again() {
+    let f = Fixture::new();
+    f.bind("aa", ALLOW, PluginLimits::default());
+    f.bind("bb", LOOP, outgrowing());
+    f.plugins.warm(&f.store);
+    let put = |name: &str| {
+        RequestOp::Put(PutRequest {
+            key: format!("/p/{name}/k").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+    };
+    let txn = Request::Txn(TxnRequest {
+        success: vec![put("aa"), put("bb")],
+        ..Default::default()
+    });
+    assert!(
+        f.plugins
+            .unbound(&f.store, &txn)
+            .expect("storage")
+            .is_none()
+    );
+    // `aa` allows on the asking task, `bb` outgrows the caps there: the whole judgement
+    // runs again on a plugin thread, where `aa` allows again and `bb` fails on its own
+    // deadline. Each ran once as far as anyone counting is concerned.
+    let cause = failed(f.plugins.judge_on_executor(&f.store, "alice", &txn).await);
+    assert!(cause.starts_with("deadline of 20 ms"), "{cause}");
+    let (aa, bb) = (f.plugins.stats_of("aa"), f.plugins.stats_of("bb"));
+    assert_eq!((aa.calls, aa.denials, aa.failures), (1, 0, 0), "{aa:?}");
+    assert_eq!((bb.calls, bb.denials, bb.failures), (1, 0, 1), "{bb:?}");
 }
 
 /// A CPU clock a millisecond further on at every reading: any judgement "takes" more than
