@@ -23,8 +23,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// jemalloc rather than the system's malloc: a node's work is many small, short-lived
 /// allocations on a few threads (request and answer frames, HTTP/2 and QUIC state,
 /// fjall's bookkeeping), where glibc's malloc and free took about 12 % of a node's CPU.
-/// Measured in BENCHMARKS.md ("Round five: the allocator"): put100 11–41 % faster, the
-/// nodes' CPU per request 10–25 % lower on both fronts, the same or less memory.
+/// Measured in BENCHMARKS.md ("Round five: the allocator"): put100 11–41 % faster in the suite, the
+/// nodes' CPU per request 5–20 % lower on both fronts, the same or less memory.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
