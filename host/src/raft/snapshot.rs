@@ -21,6 +21,22 @@ use super::types::{LogId, SnapshotMeta};
 #[derive(Debug)]
 pub struct SnapshotFile {
     pub path: PathBuf,
+    /// For the current snapshot handed out ([`SnapshotDir::current_with_meta`]): `path` is
+    /// a link of its own to the file, removed with this, so that a newer snapshot kept
+    /// meanwhile (which removes the older file) does not take the file from a send.
+    _link: Option<Link>,
+}
+
+/// A hard link of a snapshot file, removed when dropped.
+#[derive(Debug)]
+struct Link(PathBuf);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "cannot remove a snapshot link");
+        }
+    }
 }
 
 /// The first bytes of a snapshot file with a checksummed header.
@@ -45,6 +61,11 @@ fn header(meta: &SnapshotMeta) -> io::Result<Vec<u8>> {
 }
 
 impl SnapshotFile {
+    /// The snapshot file at `path`.
+    pub fn at(path: PathBuf) -> Self {
+        SnapshotFile { path, _link: None }
+    }
+
     /// Opens the file positioned after the header, returning the meta and a reader of the
     /// MVCC export that follows it.
     ///
@@ -229,6 +250,22 @@ impl SnapshotDir {
         };
         #[cfg(test)]
         tests::between_listing_and_open();
+        // A link of its own: a send streams the file long after this returns, and a newer
+        // snapshot kept meanwhile removes the file's own name. Named as a temporary file,
+        // so that one left by a crash is removed when the directory is opened.
+        let link = self.temp_path_named("sending");
+        let file = match fs::hard_link(&file.path, &link) {
+            Ok(()) => SnapshotFile {
+                path: link.clone(),
+                _link: Some(Link(link)),
+            },
+            // A filesystem without hard links: the file by its own name, as a send that
+            // finds it gone fails and openraft sends the newer one.
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot link the current snapshot");
+                file
+            }
+        };
         let (meta, _) = file.open()?;
         Ok(Some((meta, file)))
     }
@@ -243,11 +280,16 @@ impl SnapshotDir {
 
     /// A fresh temporary path in this directory, for a snapshot being written or received.
     pub fn temp_path(&self) -> PathBuf {
+        self.temp_path_named("incoming")
+    }
+
+    /// A fresh temporary path in this directory whose name starts with `what`.
+    fn temp_path_named(&self, what: &str) -> PathBuf {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         self.dir
-            .join(format!("incoming-{}-{n}.tmp", std::process::id()))
+            .join(format!("{what}-{}-{n}.tmp", std::process::id()))
     }
 
     /// Writes a new snapshot: the header for `meta`, then whatever `body` writes. A write
@@ -273,7 +315,7 @@ impl SnapshotDir {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        self.keep(&SnapshotFile { path: tmp }, meta)
+        self.keep(&SnapshotFile::at(tmp), meta)
     }
 
     /// Receives a snapshot body from a peer into a temporary file, writing the header for
@@ -329,7 +371,7 @@ impl SnapshotDir {
             Ok::<_, io::Error>(())
         };
         match received.await {
-            Ok(()) => Ok(SnapshotFile { path: tmp }),
+            Ok(()) => Ok(SnapshotFile::at(tmp)),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Err(e)
@@ -405,7 +447,7 @@ impl SnapshotDir {
                 fs::remove_file(&other)?;
             }
         }
-        Ok(SnapshotFile { path })
+        Ok(SnapshotFile::at(path))
     }
 
     /// The newest snapshot, if any.
@@ -419,7 +461,7 @@ impl SnapshotDir {
                 newest = Some(path);
             }
         }
-        Ok(newest.map(|path| SnapshotFile { path }))
+        Ok(newest.map(SnapshotFile::at))
     }
 }
 
@@ -476,6 +518,55 @@ mod tests {
         }
         assert_eq!(body.len(), 1000, "nothing read");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    /// openraft takes the current snapshot to send it, and streams it later: a newer
+    /// snapshot kept meanwhile removes the older file, which the send still reads in full
+    /// (it used to reopen the file by its name, fail, and have openraft send again). Its
+    /// link goes with it.
+    #[test]
+    fn a_snapshot_handed_out_for_sending_outlives_a_newer_one_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
+        let meta_at = |i: u64| SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
+            snapshot_id: format!("s{i}"),
+            ..SnapshotMeta::default()
+        };
+        snapshots
+            .write(&meta_at(1), |w| w.write_all(b"first body"))
+            .expect("first");
+        let (meta, sending) = (snapshots.current_with_meta())
+            .expect("reads")
+            .expect("one");
+        assert_eq!(meta.snapshot_id, "s1");
+        snapshots
+            .write(&meta_at(2), |w| w.write_all(b"second body"))
+            .expect("newer kept");
+        let names = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = (fs::read_dir(dir).expect("dir"))
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let snaps = names(dir.path());
+        assert_eq!(
+            snaps.iter().filter(|n| n.ends_with(".snap")).count(),
+            1,
+            "{snaps:?}"
+        );
+        // What the send streams: the older snapshot, whole.
+        let (meta, mut body) = sending.open().expect("the older file still reads");
+        assert_eq!(meta.snapshot_id, "s1");
+        let mut bytes = Vec::new();
+        body.read_to_end(&mut bytes).expect("body");
+        assert_eq!(bytes, b"first body");
+        drop(body);
+        drop(sending);
+        let left = names(dir.path());
+        assert_eq!(left.len(), 1, "only the newer snapshot: {left:?}");
+        assert!(left[0].ends_with("-s2.snap"), "{left:?}");
     }
 
     /// Held by the test below between `current_with_meta`'s listing and its open.

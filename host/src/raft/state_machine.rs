@@ -393,9 +393,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>> {
-        Ok(Box::new(SnapshotFile {
-            path: self.snapshots.temp_path(),
-        }))
+        Ok(Box::new(SnapshotFile::at(self.snapshots.temp_path())))
     }
 
     async fn install_snapshot(
@@ -539,9 +537,7 @@ impl SnapshotBuilder {
         Ok(
             current_snapshot(&self.snapshots)?.unwrap_or_else(|| Snapshot {
                 meta: SnapshotMeta::default(),
-                snapshot: Box::new(SnapshotFile {
-                    path: self.snapshots.temp_path(),
-                }),
+                snapshot: Box::new(SnapshotFile::at(self.snapshots.temp_path())),
             }),
         )
     }
@@ -757,7 +753,7 @@ pub(super) mod tests {
         std::fs::copy(&first.snapshot.path, &copy).expect("copy");
         elsewhere
             .state_machine()
-            .install_snapshot(&first.meta, Box::new(SnapshotFile { path: copy }))
+            .install_snapshot(&first.meta, Box::new(SnapshotFile::at(copy)))
             .await
             .expect("install");
         assert_eq!(elsewhere.get("a").value, b"1", "the state at entry 1");
@@ -771,11 +767,17 @@ pub(super) mod tests {
             .expect("read")
             .expect("a snapshot");
         assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(2));
-        assert_eq!(stale.snapshot.path, current.snapshot.path);
-        let files = std::fs::read_dir(node._dir.path().join("snap"))
+        // The current snapshot is handed out under a link of its own, gone with it.
+        drop(current);
+        let files: Vec<_> = std::fs::read_dir(node._dir.path().join("snap"))
             .expect("dir")
-            .count();
-        assert_eq!(files, 1, "only the current snapshot is kept");
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(
+            files,
+            vec![stale.snapshot.path.clone()],
+            "only the current snapshot is kept"
+        );
     }
 
     #[tokio::test]
