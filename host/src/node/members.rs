@@ -39,12 +39,25 @@ impl Node {
     /// The membership, with every member's client address (asked of members whose address
     /// the membership does not record; a member that does not answer shows none).
     pub(super) async fn member_list(&self) -> MemberListResponse {
+        self.member_list_but(None).await
+    }
+
+    /// [`Node::member_list`], without asking member `unstarted` for its client address: a
+    /// member just added by name is started after the add answers (etcd's order), so
+    /// asking it only waited out the ask's timeout, a second added to every `member add`
+    /// and to the time a new member takes to catch up.
+    async fn member_list_but(&self, unstarted: Option<NodeId>) -> MemberListResponse {
         let metrics = self.raft().metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
         let nodes: Vec<(NodeId, Member)> =
             membership.nodes().map(|(id, m)| (*id, m.clone())).collect();
-        let lookups = nodes.iter().map(|(id, _)| self.client_addr_of(*id));
+        let lookups = nodes.iter().map(|(id, _)| async move {
+            if Some(*id) == unstarted {
+                return None;
+            }
+            self.client_addr_of(*id).await
+        });
         let client_addrs = futures::future::join_all(lookups).await;
         let members = nodes
             .into_iter()
@@ -65,10 +78,11 @@ impl Node {
 
     pub(super) async fn member_add(&self, add: MemberAddRequest) -> Result<Response, Error> {
         let peer_addr = peer_address("add", &add.peer_addr)?;
-        let name = if add.name.is_empty() {
-            self.name_at(&peer_addr).await?
+        // Named, it is started after this answers; unnamed, it had to be running already.
+        let (name, started) = if add.name.is_empty() {
+            (self.name_at(&peer_addr).await?, true)
         } else {
-            add.name
+            (add.name, false)
         };
         let id = node_id(&name);
         if self.member(id).is_some() {
@@ -93,7 +107,7 @@ impl Node {
             let voters = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
             self.change(voters).await?;
         }
-        let members = self.member_list().await.members;
+        let members = (self.member_list_but((!started).then_some(id)).await).members;
         let member = members
             .iter()
             .find(|m| m.id == id)

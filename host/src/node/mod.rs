@@ -754,9 +754,20 @@ fn founding_cluster_id(options: &NodeOptions) -> u64 {
 
 /// Peer connections notice a dead peer within seconds: keep-alives every 500 ms, and a
 /// connection silent for 3 s is closed (a request on it fails instead of hanging).
+///
+/// A handshake assumes a round trip of [`PEER_INITIAL_RTT`] until it has measured one,
+/// not QUIC's 333 ms: a handshake whose first packet found no one listening (a member
+/// added and not started yet, or restarting) is tried again after three times that, and
+/// the leader's appends to the member wait on it. At 333 ms a new member sat a second
+/// idle after it started before the leader reached it.
+/// The round trip a peer handshake assumes before it has measured one: a cluster's members
+/// are a few milliseconds apart at most; a longer path costs a handshake packet sent twice.
+const PEER_INITIAL_RTT: Duration = Duration::from_millis(50);
+
 fn peer_transport() -> anyhow::Result<Arc<quinn::TransportConfig>> {
     let mut transport = quinn::TransportConfig::default();
     transport
+        .initial_rtt(PEER_INITIAL_RTT)
         .max_concurrent_bidi_streams(4096u32.into())
         .max_concurrent_uni_streams(0u32.into())
         .max_idle_timeout(Some(Duration::from_secs(3).try_into()?))
