@@ -752,6 +752,10 @@ fn founding_cluster_id(options: &NodeOptions) -> u64 {
     ))
 }
 
+/// The round trip a peer handshake assumes before it has measured one: a cluster's members
+/// are a few milliseconds apart at most; a longer path costs a handshake packet sent twice.
+const PEER_INITIAL_RTT: Duration = Duration::from_millis(50);
+
 /// Peer connections notice a dead peer within seconds: keep-alives every 500 ms, and a
 /// connection silent for 3 s is closed (a request on it fails instead of hanging).
 ///
@@ -760,10 +764,6 @@ fn founding_cluster_id(options: &NodeOptions) -> u64 {
 /// added and not started yet, or restarting) is tried again after three times that, and
 /// the leader's appends to the member wait on it. At 333 ms a new member sat a second
 /// idle after it started before the leader reached it.
-/// The round trip a peer handshake assumes before it has measured one: a cluster's members
-/// are a few milliseconds apart at most; a longer path costs a handshake packet sent twice.
-const PEER_INITIAL_RTT: Duration = Duration::from_millis(50);
-
 fn peer_transport() -> anyhow::Result<Arc<quinn::TransportConfig>> {
     let mut transport = quinn::TransportConfig::default();
     transport

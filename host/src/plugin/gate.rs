@@ -67,7 +67,8 @@ enum Mode {
 #[derive(Debug)]
 enum Halt {
     Answer(ProtoError),
-    Quick(Stop),
+    /// With the calls made before it stopped (filled in by `judge_in`).
+    Quick(Stop, Vec<Tally>),
 }
 
 impl From<ProtoError> for Halt {
@@ -78,6 +79,7 @@ impl From<ProtoError> for Halt {
 
 /// One validator call of a judgement, counted once the judgement is answered: a quick
 /// judgement stopped to run again on the plugin threads counts its calls there.
+#[derive(Debug)]
 struct Tally {
     name: String,
     outcome: &'static str,
@@ -187,6 +189,8 @@ impl Plugins {
         request: &Request,
     ) -> Result<Guard, ProtoError> {
         let lane = self.lane(store, request)?;
+        // Calls of a quick try that stopped, counted only if nothing judges it again.
+        let mut ran = Vec::new();
         if self.slow_lanes.allows(&lane, Instant::now()) {
             let clock = self.runtime.cpu_clock();
             let (cpu, wall) = (clock(), Instant::now());
@@ -206,25 +210,34 @@ impl Plugins {
             match judged {
                 Ok(guard) => return Ok(guard),
                 Err(Halt::Answer(e)) => return Err(e),
-                Err(Halt::Quick(Stop::Overran)) => {
+                Err(Halt::Quick(Stop::Overran, tallies)) => {
                     tracing::debug!(
                         lane,
                         "validators outgrew the quick caps: judged on the plugin threads for a while"
                     );
                     self.slow_lanes.overran(&lane, Instant::now());
+                    ran = tallies;
                 }
-                Err(Halt::Quick(Stop::Busy)) => {}
+                Err(Halt::Quick(Stop::Busy, tallies)) => ran = tallies,
             }
         }
         let (plugins, store) = (self.clone(), store.clone());
         let (principal, request) = (principal.to_owned(), request.clone());
-        self.executor
+        let judged = (self.executor)
             .run(&lane, move || plugins.judge(&store, &principal, &request))
-            .await
-            .map_err(|refused| ProtoError::PluginFailed {
-                plugin: lane,
-                cause: PluginError::NotRun(refused).to_string(),
-            })?
+            .await;
+        match judged {
+            // Judged again there: the calls made here are counted with the new ones.
+            Ok(judged) => judged,
+            // Not judged again: the calls that ran here are all there is to count.
+            Err(refused) => {
+                self.count_judged(ran);
+                Err(ProtoError::PluginFailed {
+                    plugin: lane,
+                    cause: PluginError::NotRun(refused).to_string(),
+                })
+            }
+        }
     }
 
     /// Runs [`Plugins::react`] on the plugin executor, in the reactor's own lane.
@@ -381,7 +394,7 @@ impl Plugins {
             Err(Halt::Answer(e)) => Err(e),
             // On the plugin threads a call waits for its slot and runs under its own
             // limits: no stop of a quick judgement applies.
-            Err(Halt::Quick(stop)) => Err(ProtoError::Internal(format!(
+            Err(Halt::Quick(stop, _)) => Err(ProtoError::Internal(format!(
                 "a judgement on a plugin thread stopped as a quick one: {stop:?}"
             ))),
         }
@@ -446,7 +459,7 @@ impl Plugins {
         match judged {
             // Judged again on the plugin threads, where the calls made here run again and
             // are counted then.
-            Err(Halt::Quick(stop)) => Err(Halt::Quick(stop)),
+            Err(Halt::Quick(stop, _)) => Err(Halt::Quick(stop, tallies)),
             judged => {
                 self.count_judged(tallies);
                 judged.map(|()| guard)
@@ -456,8 +469,7 @@ impl Plugins {
 
     /// Counts the calls of a judgement that is answered (`plugin list`, metrics).
     fn count_judged(&self, tallies: Vec<Tally>) {
-        let mut stats = self.stats();
-        for tally in tallies {
+        for tally in &tallies {
             crate::metrics::plugin_call(
                 &tally.name,
                 "validate",
@@ -465,6 +477,9 @@ impl Plugins {
                 tally.cause,
                 tally.took,
             );
+        }
+        let mut stats = self.stats();
+        for tally in tallies {
             let stats = stats.entry(tally.name).or_default();
             stats.calls += 1;
             match tally.outcome {
@@ -493,11 +508,11 @@ impl Plugins {
             Mode::Thread => (own, self.runtime.slot()),
             // Compiling takes tens of milliseconds: never on the asking task.
             Mode::Quick if !self.runtime.is_compiled(&record.sha256, binding.hook) => {
-                return Err(Halt::Quick(Stop::Busy));
+                return Err(Halt::Quick(Stop::Busy, Vec::new()));
             }
             Mode::Quick => match self.runtime.try_slot() {
                 Some(slot) => (quick::capped(&own), slot),
-                None => return Err(Halt::Quick(Stop::Busy)),
+                None => return Err(Halt::Quick(Stop::Busy, Vec::new())),
             },
         };
         let outcome = self.compiled(store, record).and_then(|compiled| {
@@ -526,7 +541,7 @@ impl Plugins {
             && quick::outgrew(&own, e)
         {
             // Not this binding's failure: judged again on the plugin threads.
-            return Err(Halt::Quick(Stop::Overran));
+            return Err(Halt::Quick(Stop::Overran, Vec::new()));
         }
         guard.reads.extend(reads);
         let audit = binding.mode == PluginMode::Audit;

@@ -112,8 +112,9 @@ async fn a_judgement_names_its_lane_from_the_store_without_a_lookup_first() {
     }
 }
 
-#[tokio::test]
-async fn calls_before_an_overrun_are_counted_once_when_judged_again() {
+/// A txn that puts under `aa` (which allows) and `bb` (a loop that outgrows the quick
+/// caps): `aa` is judged first, then `bb` stops the quick try.
+fn two_validators() -> (Fixture, Request) {
     let f = Fixture::new();
     f.bind("aa", ALLOW, PluginLimits::default());
     f.bind("bb", LOOP, outgrowing());
@@ -135,6 +136,23 @@ async fn calls_before_an_overrun_are_counted_once_when_judged_again() {
             .expect("storage")
             .is_none()
     );
+    (f, txn)
+}
+
+/// Expects `judged` refused by the stopped plugin threads, in lane `aa,bb`.
+fn refused_in_both_lanes(judged: Result<crate::mvcc::Guard, ProtoError>) {
+    match judged {
+        Err(ProtoError::PluginFailed { plugin, cause }) => {
+            assert_eq!(plugin, "aa,bb", "{cause}");
+            assert!(cause.contains("stopping"), "{cause}");
+        }
+        other => panic!("expected the lane refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn calls_before_an_overrun_are_counted_once_when_judged_again() {
+    let (f, txn) = two_validators();
     // `aa` allows on the asking task, `bb` outgrows the caps there: the whole judgement
     // runs again on a plugin thread, where `aa` allows again and `bb` fails on its own
     // deadline. Each ran once as far as anyone counting is concerned.
@@ -143,6 +161,22 @@ async fn calls_before_an_overrun_are_counted_once_when_judged_again() {
     let (aa, bb) = (f.plugins.stats_of("aa"), f.plugins.stats_of("bb"));
     assert_eq!((aa.calls, aa.denials, aa.failures), (1, 0, 0), "{aa:?}");
     assert_eq!((bb.calls, bb.denials, bb.failures), (1, 0, 1), "{bb:?}");
+    // The quick try did overrun: the lane now goes to the plugin threads at once, and
+    // with none left it is refused without a call.
+    f.plugins.stop_threads();
+    refused_in_both_lanes(f.plugins.judge_on_executor(&f.store, "alice", &txn).await);
+    assert_eq!(f.plugins.stats_of("aa").calls, 1);
+}
+
+#[tokio::test]
+async fn calls_before_an_overrun_are_counted_when_the_plugin_threads_refuse_the_rest() {
+    let (f, txn) = two_validators();
+    f.plugins.stop_threads();
+    // `aa` ran on the asking task before `bb` stopped the try; nothing runs it again.
+    refused_in_both_lanes(f.plugins.judge_on_executor(&f.store, "alice", &txn).await);
+    let (aa, bb) = (f.plugins.stats_of("aa"), f.plugins.stats_of("bb"));
+    assert_eq!((aa.calls, aa.denials, aa.failures), (1, 0, 0), "{aa:?}");
+    assert_eq!(bb.calls, 0, "an abandoned call is not the plugin's: {bb:?}");
 }
 
 /// A CPU clock a millisecond further on at every reading: any judgement "takes" more than
