@@ -520,22 +520,32 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 
+    /// The meta of a snapshot at index `i`, named `s<i>`.
+    fn meta_at(i: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
+            snapshot_id: format!("s{i}"),
+            ..SnapshotMeta::default()
+        }
+    }
+
+    /// A snapshot directory holding one snapshot, `s1`, whose body is `body`.
+    fn one_snapshot(body: &[u8]) -> (tempfile::TempDir, SnapshotDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
+        snapshots
+            .write(&meta_at(1), |w| w.write_all(body))
+            .expect("first");
+        (dir, snapshots)
+    }
+
     /// openraft takes the current snapshot to send it, and streams it later: a newer
     /// snapshot kept meanwhile removes the older file, which the send still reads in full
     /// (it used to reopen the file by its name, fail, and have openraft send again). Its
     /// link goes with it.
     #[test]
     fn a_snapshot_handed_out_for_sending_outlives_a_newer_one_and_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
-        let meta_at = |i: u64| SnapshotMeta {
-            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
-            snapshot_id: format!("s{i}"),
-            ..SnapshotMeta::default()
-        };
-        snapshots
-            .write(&meta_at(1), |w| w.write_all(b"first body"))
-            .expect("first");
+        let (dir, snapshots) = one_snapshot(b"first body");
         let (meta, sending) = (snapshots.current_with_meta())
             .expect("reads")
             .expect("one");
@@ -588,16 +598,7 @@ mod tests {
     /// node stop).
     #[test]
     fn the_current_snapshot_is_never_missing_while_a_newer_one_replaces_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
-        let meta_at = |i: u64| SnapshotMeta {
-            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
-            snapshot_id: format!("s{i}"),
-            ..SnapshotMeta::default()
-        };
-        snapshots
-            .write(&meta_at(1), |w| w.write_all(b"body"))
-            .expect("first");
+        let (_dir, snapshots) = one_snapshot(b"body");
         let (go, wait) = std::sync::mpsc::channel();
         *BETWEEN.lock().expect("lock") = Some(wait);
         std::thread::scope(|scope| {
