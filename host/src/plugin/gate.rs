@@ -67,8 +67,7 @@ enum Mode {
 #[derive(Debug)]
 enum Halt {
     Answer(ProtoError),
-    /// With the calls made before it stopped (filled in by `judge_in`).
-    Quick(Stop, Vec<Tally>),
+    Quick(Stop),
 }
 
 impl From<ProtoError> for Halt {
@@ -194,7 +193,7 @@ impl Plugins {
         if self.slow_lanes.allows(&lane, Instant::now()) {
             let clock = self.runtime.cpu_clock();
             let (cpu, wall) = (clock(), Instant::now());
-            let judged = self.judge_in(store, principal, request, Mode::Quick);
+            let judged = self.judge_in(store, principal, request, Mode::Quick, &mut ran);
             let (cpu, wall) = (clock().saturating_sub(cpu), wall.elapsed());
             // Answered, but slow: a validator that keeps under the caps yet takes a
             // millisecond a call would hold the request tasks. A few are forgiven (an
@@ -210,15 +209,14 @@ impl Plugins {
             match judged {
                 Ok(guard) => return Ok(guard),
                 Err(Halt::Answer(e)) => return Err(e),
-                Err(Halt::Quick(Stop::Overran, tallies)) => {
+                Err(Halt::Quick(Stop::Overran)) => {
                     tracing::debug!(
                         lane,
                         "validators outgrew the quick caps: judged on the plugin threads for a while"
                     );
                     self.slow_lanes.overran(&lane, Instant::now());
-                    ran = tallies;
                 }
-                Err(Halt::Quick(Stop::Busy, tallies)) => ran = tallies,
+                Err(Halt::Quick(Stop::Busy)) => {}
             }
         }
         let (plugins, store) = (self.clone(), store.clone());
@@ -389,24 +387,27 @@ impl Plugins {
         principal: &str,
         request: &Request,
     ) -> Result<Guard, ProtoError> {
-        match self.judge_in(store, principal, request, Mode::Thread) {
+        match self.judge_in(store, principal, request, Mode::Thread, &mut Vec::new()) {
             Ok(guard) => Ok(guard),
             Err(Halt::Answer(e)) => Err(e),
             // On the plugin threads a call waits for its slot and runs under its own
             // limits: no stop of a quick judgement applies.
-            Err(Halt::Quick(stop, _)) => Err(ProtoError::Internal(format!(
+            Err(Halt::Quick(stop)) => Err(ProtoError::Internal(format!(
                 "a judgement on a plugin thread stopped as a quick one: {stop:?}"
             ))),
         }
     }
 
-    /// [`Plugins::judge`] in `mode`.
+    /// [`Plugins::judge`] in `mode`. The calls of a judgement that is answered are counted;
+    /// those of a quick one that stopped are left in `ran`, for the caller to count only if
+    /// nothing judges the write again.
     fn judge_in(
         &self,
         store: &Store,
         principal: &str,
         request: &Request,
         mode: Mode,
+        ran: &mut Vec<Tally>,
     ) -> Result<Guard, Halt> {
         let storage = |e: mvcc::Error| ProtoError::Internal(format!("storage: {e}"));
         let view = store.view().map_err(storage)?;
@@ -447,24 +448,15 @@ impl Plugins {
                 .collect(),
         };
         let view = Arc::new(view);
-        let mut tallies = Vec::with_capacity(bound.len());
-        let mut judged = Ok(());
-        for record in bound {
+        let judged = (bound.into_iter()).try_for_each(|record| {
             wit.prefix.clone_from(&record.binding.prefix);
-            judged = self.run_one(store, &view, record, &wit, mode, (&mut guard, &mut tallies));
-            if judged.is_err() {
-                break;
-            }
+            self.run_one(store, &view, record, &wit, mode, (&mut guard, &mut *ran))
+        });
+        if let Err(Halt::Quick(stop)) = judged {
+            return Err(Halt::Quick(stop));
         }
-        match judged {
-            // Judged again on the plugin threads, where the calls made here run again and
-            // are counted then.
-            Err(Halt::Quick(stop, _)) => Err(Halt::Quick(stop, tallies)),
-            judged => {
-                self.count_judged(tallies);
-                judged.map(|()| guard)
-            }
-        }
+        self.count_judged(std::mem::take(ran));
+        judged.map(|()| guard)
     }
 
     /// Counts the calls of a judgement that is answered (`plugin list`, metrics).
@@ -508,11 +500,11 @@ impl Plugins {
             Mode::Thread => (own, self.runtime.slot()),
             // Compiling takes tens of milliseconds: never on the asking task.
             Mode::Quick if !self.runtime.is_compiled(&record.sha256, binding.hook) => {
-                return Err(Halt::Quick(Stop::Busy, Vec::new()));
+                return Err(Halt::Quick(Stop::Busy));
             }
             Mode::Quick => match self.runtime.try_slot() {
                 Some(slot) => (quick::capped(&own), slot),
-                None => return Err(Halt::Quick(Stop::Busy, Vec::new())),
+                None => return Err(Halt::Quick(Stop::Busy)),
             },
         };
         let outcome = self.compiled(store, record).and_then(|compiled| {
@@ -541,7 +533,7 @@ impl Plugins {
             && quick::outgrew(&own, e)
         {
             // Not this binding's failure: judged again on the plugin threads.
-            return Err(Halt::Quick(Stop::Overran, Vec::new()));
+            return Err(Halt::Quick(Stop::Overran));
         }
         guard.reads.extend(reads);
         let audit = binding.mode == PluginMode::Audit;

@@ -205,8 +205,9 @@ impl SnapshotDir {
             durable: Arc::new(tokio::sync::watch::Sender::new(None)),
             keeping: Arc::default(),
         };
-        if let Some((meta, _)) = snapshots.current_with_meta()? {
-            snapshots.durable.send_replace(meta.last_log_id);
+        // Only its meta: nothing replaces it yet, and nothing sends it (no link needed).
+        if let Some(file) = snapshots.current()? {
+            snapshots.durable.send_replace(file.open()?.0.last_log_id);
         }
         Ok(snapshots)
     }

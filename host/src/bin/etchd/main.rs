@@ -23,8 +23,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// jemalloc rather than the system's malloc: a node's work is many small, short-lived
 /// allocations on a few threads (request and answer frames, HTTP/2 and QUIC state,
 /// fjall's bookkeeping), where glibc's malloc and free took about 12 % of a node's CPU.
-/// Measured in BENCHMARKS.md ("Round five: the allocator"): put100 11–41 % faster in the suite, the
-/// nodes' CPU per request 5–20 % lower on both fronts, the same or less memory.
+/// Measured in BENCHMARKS.md ("Round five: the allocator"): put100 11–41 % faster in the
+/// suite, the nodes' CPU per request 5–20 % lower on both fronts, the same or less memory.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -44,28 +44,27 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-/// jemalloc's options (its environment variable; the crate's symbols are prefixed) that
-/// etchd runs with unless the caller set them: a background thread returns freed memory
-/// to the system a quarter of a second after a burst, even while the node is idle (at
-/// jemalloc's defaults, 10 s and only when the allocating threads run again). Against a
-/// client that never reads 200 range answers of 4 MB (`hostile_client`), a node peaks at
-/// 165–169 MiB and holds 77 MiB after it (glibc's malloc with a fixed mmap threshold: 124
-/// and 57 MiB); mimalloc, as fast, held 160–170 MiB after it.
-const ALLOCATOR_OPTIONS: [(&str, &str); 1] = [(
-    "_RJEM_MALLOC_CONF",
-    "background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0",
-)];
+/// The environment variable jemalloc reads its options from (the crate's symbols are
+/// prefixed, and so is the variable).
+const MALLOC_CONF_VAR: &str = "_RJEM_MALLOC_CONF";
 
-/// Re-executes etchd (same pid, same arguments) with [`ALLOCATOR_OPTIONS`] in its
-/// environment, unless each is set already. jemalloc reads its options from the
-/// environment when it starts, and setting one in-process would need `unsafe`, hence the
-/// exec. Where exec is refused etchd carries on with jemalloc's defaults.
+/// jemalloc's options etchd runs with unless the caller set [`MALLOC_CONF_VAR`]: a
+/// background thread returns freed memory to the system a quarter of a second after a
+/// burst, even while the node is idle (at jemalloc's defaults, 10 s and only when the
+/// allocating threads run again). Against a client that never reads 200 range answers of
+/// 4 MB (`hostile_client`), a node peaks at 165–169 MiB and holds 77 MiB after it (glibc's
+/// malloc with a fixed mmap threshold: 124 and 57 MiB); mimalloc, as fast, held 160–170 MiB
+/// after it.
+const MALLOC_CONF: &str = "background_thread:true,dirty_decay_ms:250,muzzy_decay_ms:0";
+
+/// Re-executes etchd (same pid, same arguments) with [`MALLOC_CONF`] in its environment,
+/// unless [`MALLOC_CONF_VAR`] is set already (so the new process never re-executes).
+/// jemalloc reads its options from the environment when it starts, and setting them
+/// in-process would need `unsafe`, hence the exec. Where exec is refused etchd carries on
+/// with jemalloc's defaults.
 fn set_allocator_options() {
     use std::os::unix::process::CommandExt;
-    let missing: Vec<_> = (ALLOCATOR_OPTIONS.iter())
-        .filter(|(name, _)| std::env::var_os(name).is_none())
-        .collect();
-    if missing.is_empty() {
+    if std::env::var_os(MALLOC_CONF_VAR).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -73,7 +72,7 @@ fn set_allocator_options() {
     };
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .envs(missing.iter().map(|(name, value)| (name, value)))
+        .env(MALLOC_CONF_VAR, MALLOC_CONF)
         .exec();
     // `exec` returns only when it failed; the node still runs, with more memory kept.
     eprintln!("etchd: cannot re-execute with jemalloc's options set: {err}");
