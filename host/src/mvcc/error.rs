@@ -21,3 +21,30 @@ pub enum Error {
 
 /// The result of a storage operation of the MVCC store.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Whether this is damaged data (a checksum that does not match, a block or record that
+    /// does not decode), not I/O, a lock or a poisoned database: what makes a member's data
+    /// untrustworthy, to be rebuilt from its peers.
+    pub fn is_damage(&self) -> bool {
+        use fjall::LsmError;
+        match self {
+            Error::Codec(_) | Error::Corrupt(_) => true,
+            Error::Storage(e) => match e {
+                fjall::Error::Storage(
+                    LsmError::ChecksumMismatch { .. }
+                    | LsmError::Decompress(_)
+                    | LsmError::InvalidTag(_)
+                    | LsmError::InvalidTrailer
+                    | LsmError::InvalidHeader(_)
+                    | LsmError::Utf8(_),
+                )
+                | fjall::Error::Decompress(_)
+                | fjall::Error::InvalidTrailer
+                | fjall::Error::InvalidTag(_) => true,
+                _ => false,
+            },
+            Error::Io(_) => false,
+        }
+    }
+}

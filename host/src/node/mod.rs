@@ -284,23 +284,23 @@ impl Node {
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating data dir {}", options.data_dir.display()))?;
         crate::data_dir::check_or_init(&options.data_dir)?;
-        let db = mvcc::open_database(&options.data_dir.join("db")).with_context(|| {
-            format!(
-                "opening the database in {} (is another etchd using it?)",
-                options.data_dir.display()
-            )
+        let db_dir = options.data_dir.join("db");
+        let db = mvcc::open_database(&db_dir).map_err(|e| {
+            if e.is_damage() {
+                anyhow::anyhow!(
+                    "{} is damaged ({e}): this member's data cannot be trusted; rebuild it from its peers (docs/operations.md, \"Corruption\")",
+                    db_dir.display()
+                )
+            } else {
+                anyhow::Error::new(e).context(format!(
+                    "opening the database in {} (is another etchd using it?)",
+                    options.data_dir.display()
+                ))
+            }
         })?;
         let store = mvcc::Store::open(&db).context("opening the key space")?;
         let snapshots =
             SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
-        if let Some(file) = snapshots.current().context("listing snapshots")? {
-            file.verify().map_err(|e| {
-                anyhow::anyhow!(
-                    "{} is damaged ({e}): this member's data cannot be trusted; rebuild it from its peers (docs/operations.md, \"Corruption\")",
-                    file.path.display()
-                )
-            })?;
-        }
         let log = LogStore::open(&options.data_dir.join("raft"), snapshots.clone())
             .context("opening the Raft log")?;
         verify_storage(&options.data_dir, &db, log.database()).await?;
@@ -318,16 +318,14 @@ impl Node {
         let backlog = Arc::new(crate::raft::backlog::ApplyBacklog::new(
             options.election_timeout / 2,
         ));
-        let state_machine = StateMachine::open(store.clone(), snapshots.clone())
+        let mut state_machine = StateMachine::open(store.clone(), snapshots.clone())
             .context("opening the state machine")?
             .compiling_plugins(plugins.clone())
             .reporting_to(backlog.clone());
-        let last_log = (openraft::storage::RaftLogStorage::get_log_state(&mut log.clone()).await)
-            .context("reading the Raft log's state")?
-            .last_log_id;
         state_machine
-            .cover_applied(last_log)
-            .context("writing a snapshot of the applied state")?;
+            .settle(&mut log.clone())
+            .await
+            .context("readying the state machine")?;
         let hub = Hub::new(
             store.clone(),
             crate::watch::Limits {

@@ -5,10 +5,10 @@
 //! 100,000 entries (etcd's `--snapshot-count`) can be gigabytes of log on disk before the
 //! first snapshot, and the 5,000 entries kept behind it hundreds of megabytes. [`LogBytes`]
 //! knows the size of every entry in the log, and [`enforce`] asks for a snapshot once the
-//! applied entries past the last one hold `limit` bytes (or as much as the snapshot itself,
-//! if that is more: a large state is not rewritten for every `limit` of log), and purges
-//! behind the snapshot so that at most `limit` bytes of log stay there for followers to
-//! catch up from. The entry counts still apply as well.
+//! applied entries past the last one hold `limit` bytes (a snapshot is an fsync of the
+//! database, see `raft::snapshot`), and purges behind the snapshot so that at most `limit`
+//! bytes of log stay there for followers to catch up from. The entry counts still apply as
+//! well.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -103,8 +103,8 @@ impl LogBytes {
 
 /// How often [`enforce`] looks.
 const EVERY: Duration = Duration::from_secs(1);
-/// How long [`enforce`] waits before asking again for a snapshot that did not come (one
-/// skipped for want of disk space: see `StateMachine`'s builder).
+/// How long [`enforce`] waits before asking again for a snapshot that did not come
+/// (openraft builds one at a time, and ignores a request while one is being built).
 const RETRY: Duration = Duration::from_secs(30);
 
 /// Snapshots and purges by bytes for as long as Raft runs (see the module docs).
@@ -134,8 +134,7 @@ pub async fn enforce(
             )
         };
         let waiting = asked.is_some_and(|(at, then)| then == snapshot && at.elapsed() < RETRY);
-        // The snapshot file's size is read only when the log alone would call for one.
-        if past >= limit && !waiting && past >= snapshots.current_len() {
+        if past >= limit && !waiting {
             tracing::debug!(past, "snapshot by log bytes");
             asked = Some((std::time::Instant::now(), snapshot));
             if raft.trigger().snapshot().await.is_err() {

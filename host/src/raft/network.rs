@@ -326,21 +326,29 @@ impl Peers {
         vote: Vote<NodeId>,
         snapshot: &Snapshot<TypeConfig>,
     ) -> Result<PeerResponse, PeerError> {
+        // Written out before the exchange's timeout starts: the state's size is not the
+        // peer's fault.
+        let file = (snapshot.snapshot.file_to_send(&snapshot.meta).await).map_err(|e| {
+            PeerError::NotDelivered {
+                addr: addr.to_owned(),
+                reason: format!("the snapshot could not be written out to send: {e}"),
+            }
+        })?;
         let exchange = async {
             let conn = self.connection(addr).await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.broken(addr, e))?;
-            let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
+            let mut open = tokio::fs::File::open(&file.path)
                 .await
                 .map_err(|e| self.broken(addr, e))?;
-            let file_len = file
+            let file_len = open
                 .metadata()
                 .await
                 .map_err(|e| self.broken(addr, e))?
                 .len();
             // Skip the file's own header (its checksum checked): the receiver writes its
             // own from the envelope.
-            let start = (snapshot.snapshot.body_start()).map_err(|e| self.broken(addr, e))?;
-            file.seek(SeekFrom::Start(start))
+            let start = file.body_start().map_err(|e| self.broken(addr, e))?;
+            open.seek(SeekFrom::Start(start))
                 .await
                 .map_err(|e| self.broken(addr, e))?;
             let body_len = file_len.saturating_sub(start);
@@ -358,7 +366,7 @@ impl Peers {
             frame::write(&mut send, &envelope, MAX_PEER_FRAME)
                 .await
                 .map_err(|e| self.broken(addr, e))?;
-            tokio::io::copy(&mut file, &mut send)
+            tokio::io::copy(&mut open, &mut send)
                 .await
                 .map_err(|e| self.broken(addr, e))?;
             send.finish().map_err(|e| self.broken(addr, e))?;

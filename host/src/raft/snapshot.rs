@@ -1,40 +1,129 @@
-//! Snapshot files.
+//! Snapshots: the state machine's database is the snapshot.
 //!
-//! A snapshot is one file in `<data-dir>/snapshots`: the magic `ETCHSNP2`, a 4-byte
-//! big-endian length, the postcard [`SnapshotMeta`] (last included log id, membership, id)
-//! and its CRC-32, then the MVCC export stream (sealed with a CRC-32 of its own, see
-//! `mvcc::snapshot`). Files of the release before start with the length (no magic, no
-//! checksum of the meta) and are still read. [`SnapshotFile::verify`] reads a whole file
-//! and checks both checksums: a node does so for its snapshot when it starts.
-//! Files are written under a temporary name and renamed into place, so a crash never leaves a
-//! half snapshot that looks whole. Only the newest snapshot is kept.
+//! A Raft snapshot of etch is the database itself, so no copy of the state is kept beside
+//! it. Building one (openraft's policy, or `log_bytes` by bytes) makes the database durable
+//! at or past the applied point and records that point as the one the log may be purged
+//! behind ([`SnapshotDir::covering`]): an fsync, not a rewrite of the state. A snapshot
+//! asked for to catch a follower up is the state applied at that moment (a fjall
+//! snapshot: a consistent view, taken in apply order at no cost), written out under a
+//! temporary name only when it is sent ([`Outgoing`]) and removed after, so a new member
+//! has nothing to replay but what was committed while it was sent. A snapshot received
+//! from a peer goes to a temporary file ([`SnapshotDir::receive`]), is imported into the
+//! database, and the file is removed.
+//!
+//! A snapshot file is the magic `ETCHSNP2`, a 4-byte big-endian length, the postcard
+//! [`SnapshotMeta`] (last included log id, membership, id) and its CRC-32, then the MVCC
+//! export stream (sealed with a CRC-32 of its own, see `mvcc::snapshot`); files of releases
+//! before start with the length (no magic, no checksum of the meta) and are still read.
+//! Those releases also kept their newest snapshot as a `.snap` file in this directory; the
+//! database always holds that file's state or a later one (it was made durable before the
+//! file was written, and a received one was imported first), so such a file is removed
+//! when the directory is opened.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use super::types::{LogId, SnapshotMeta};
+use crate::mvcc;
 
-/// A snapshot on disk; what openraft moves around as `SnapshotData`.
+/// What openraft moves around as `SnapshotData`.
+#[derive(Debug)]
+pub enum SnapshotData {
+    /// This node's state at a point, written out when it is sent.
+    Local(Outgoing),
+    /// A file received from a peer, to be installed.
+    File(SnapshotFile),
+}
+
+impl SnapshotData {
+    /// The file to stream to a peer: this node's state written out under a temporary name
+    /// (on a blocking thread), or the file itself.
+    ///
+    /// # Errors
+    ///
+    /// The state could not be read or written out.
+    pub async fn file_to_send(&self, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
+        match self {
+            SnapshotData::Local(state) => {
+                let (state, meta) = (state.clone(), meta.clone());
+                tokio::task::spawn_blocking(move || state.write(&meta))
+                    .await
+                    .map_err(io::Error::other)?
+            }
+            SnapshotData::File(file) => Ok(SnapshotFile::at(file.path.clone())),
+        }
+    }
+}
+
+/// This node's state at one applied point, held as a consistent view of its database
+/// until it is written out to be sent (see the module docs).
+#[derive(Clone)]
+pub struct Outgoing {
+    state: Arc<mvcc::Export>,
+    dir: SnapshotDir,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("dir", &self.dir.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outgoing {
+    pub fn new(state: Arc<mvcc::Export>, dir: SnapshotDir) -> Self {
+        Outgoing { state, dir }
+    }
+
+    /// Makes the database durable as it is now, this point included.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure.
+    pub fn persist(&self) -> mvcc::Result<()> {
+        self.state.persist()
+    }
+
+    /// Writes the state out as a snapshot file for `meta`, under a temporary name removed
+    /// with the file. Not synced: it is read back at once, and gone after.
+    ///
+    /// # Errors
+    ///
+    /// I/O, or a storage failure reading the state (a write that fails removes its file).
+    pub fn write(&self, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
+        let file = SnapshotFile::temporary(self.dir.temp_path_named("sending"));
+        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&file.path)?);
+        w.write_all(&header(meta)?)?;
+        self.state.write(&mut w).map_err(|e| match e {
+            mvcc::Error::Io(e) => e,
+            other => io::Error::other(other),
+        })?;
+        w.into_inner().map_err(|e| e.into_error())?;
+        Ok(file)
+    }
+}
+
+/// A snapshot file: received from a peer, or this node's state written out to be sent.
 #[derive(Debug)]
 pub struct SnapshotFile {
     pub path: PathBuf,
-    /// For the current snapshot handed out ([`SnapshotDir::current_with_meta`]): `path` is
-    /// a link of its own to the file, removed with this, so that a newer snapshot kept
-    /// meanwhile (which removes the older file) does not take the file from a send.
-    _link: Option<Link>,
+    /// Set for a file under a temporary name of the snapshot directory: removed with this.
+    _temporary: Option<Temporary>,
 }
 
-/// A hard link of a snapshot file, removed when dropped.
+/// A temporary file, removed when dropped.
 #[derive(Debug)]
-struct Link(PathBuf);
+struct Temporary(PathBuf);
 
-impl Drop for Link {
+impl Drop for Temporary {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_file(&self.0) {
-            tracing::warn!(path = %self.0.display(), error = %e, "cannot remove a snapshot link");
+        if let Err(e) = fs::remove_file(&self.0)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %e, "cannot remove a snapshot file");
         }
     }
 }
@@ -63,7 +152,18 @@ fn header(meta: &SnapshotMeta) -> io::Result<Vec<u8>> {
 impl SnapshotFile {
     /// The snapshot file at `path`.
     pub fn at(path: PathBuf) -> Self {
-        SnapshotFile { path, _link: None }
+        SnapshotFile {
+            path,
+            _temporary: None,
+        }
+    }
+
+    /// A file under a temporary name, removed with this.
+    fn temporary(path: PathBuf) -> Self {
+        SnapshotFile {
+            _temporary: Some(Temporary(path.clone())),
+            path,
+        }
     }
 
     /// Opens the file positioned after the header, returning the meta and a reader of the
@@ -134,92 +234,70 @@ impl SnapshotFile {
     }
 }
 
-/// A snapshot file is synced every this many bytes as it is written or received. A snapshot
-/// of a large state written whole and then synced at once put hundreds of megabytes in
-/// front of the Raft log's next fsync, and every write waited behind them (the suite's
-/// grow: puts of 200–280 ms while a snapshot was written, under 60 ms otherwise).
-const SYNC_EVERY: usize = 8 * 1024 * 1024;
-
-/// Bytes written since the last sync.
-#[derive(Default)]
-struct Unsynced(usize);
-
-impl Unsynced {
-    /// Counts `n` more bytes; `true` when the file should be synced now.
-    fn wrote(&mut self, n: usize) -> bool {
-        self.0 += n;
-        let due = self.0 >= SYNC_EVERY;
-        if due {
-            self.0 = 0;
-        }
-        due
-    }
-}
-
-/// A file synced every [`SYNC_EVERY`] bytes as it is written.
-struct Paced {
-    file: File,
-    unsynced: Unsynced,
-}
-
-impl Write for Paced {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        if self.unsynced.wrote(n) {
-            self.file.sync_data()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
 /// Free space a received snapshot must leave beyond its file and its copy in the database.
 pub const RECEIVE_RESERVE: u64 = 64 << 20;
 
-/// The directory holding a node's snapshots.
+/// The directory of a node's snapshot files while they are sent or received, and the point
+/// up to which its database is durable as a snapshot.
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
     dir: PathBuf,
-    /// The last log id of the current snapshot, once its file is in place and the state it
-    /// holds is on disk (see [`SnapshotDir::covering`]).
+    /// The last log id of the newest snapshot: the state applied up to it is durable in the
+    /// database (see [`SnapshotDir::covering`]).
     durable: Arc<tokio::sync::watch::Sender<Option<LogId>>>,
-    /// Held while a snapshot becomes current: a build writes beside apply and installs.
-    keeping: Arc<std::sync::Mutex<()>>,
 }
 
 impl SnapshotDir {
+    /// Opens the directory, removing what an interrupted send or reception left, and the
+    /// snapshot file an older release kept (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// I/O.
     pub fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        // Leftovers of interrupted writes or receptions.
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
+            let Some(extension) = path.extension() else {
+                continue;
+            };
+            if extension == "snap" {
+                tracing::info!(
+                    path = %path.display(),
+                    "removing the snapshot file of an older release: the database holds its state"
+                );
+            }
+            if extension == "tmp" || extension == "snap" {
                 fs::remove_file(&path)?;
             }
         }
-        let snapshots = SnapshotDir {
+        Ok(SnapshotDir {
             dir: dir.to_owned(),
             durable: Arc::new(tokio::sync::watch::Sender::new(None)),
-            keeping: Arc::default(),
-        };
-        // Only its meta: nothing replaces it yet, and nothing sends it (no link needed).
-        if let Some(file) = snapshots.current()? {
-            snapshots.durable.send_replace(file.open()?.0.last_log_id);
-        }
-        Ok(snapshots)
+        })
     }
 
-    /// Waits until the snapshot on disk covers `index`, for up to `timeout`; `false` if it
+    /// Records that the database is durable with the state applied up to `log_id`: the
+    /// newest snapshot, the log may be purged behind it. An older point changes nothing.
+    pub fn made_durable(&self, log_id: Option<LogId>) {
+        self.durable.send_if_modified(|durable| {
+            let newer = log_id.is_some_and(|l| durable.is_none_or(|d| l > d));
+            if newer {
+                *durable = log_id;
+            }
+            newer
+        });
+    }
+
+    /// Waits until the newest snapshot covers `index`, for up to `timeout`; `false` if it
     /// did not.
     ///
-    /// The log may be purged only behind a snapshot on disk. openraft 0.9 purges the log
-    /// behind a received snapshot (awaiting the purge in its core task) while the state
-    /// machine is still installing it: a node killed in between restarted with its log
-    /// purged past its snapshot, which openraft refuses, and purging only up to the old
-    /// snapshot instead left a gap in the log. So `LogStore::purge` waits here first.
+    /// The log may be purged only behind a snapshot the database holds durably. openraft
+    /// 0.9 purges the log behind a received snapshot (awaiting the purge in its core task)
+    /// while the state machine is still installing it: a node killed in between restarted
+    /// with its log purged past its state, which openraft refuses, and purging only up to
+    /// the old snapshot instead left a gap in the log. So `LogStore::purge` waits here
+    /// first.
     pub async fn covering(&self, index: u64, timeout: std::time::Duration) -> bool {
         let mut rx = self.durable.subscribe();
         let covered = rx.wait_for(|d| d.is_some_and(|d| d.index >= index));
@@ -228,63 +306,17 @@ impl SnapshotDir {
             .is_ok_and(|waited| waited.is_ok())
     }
 
-    /// The last log index of the current snapshot, once its file is in place.
+    /// The last log index of the newest snapshot.
     pub fn durable_index(&self) -> Option<u64> {
         self.durable.borrow().map(|l| l.index)
     }
 
-    /// The current snapshot as openraft sees it: its meta and its file.
-    ///
-    /// # Errors
-    ///
-    /// I/O, or a damaged header.
-    pub fn current_with_meta(&self) -> io::Result<Option<(SnapshotMeta, SnapshotFile)>> {
-        // Not while a newer snapshot replaces it: `keep` removes the older file, and a read
-        // between the listing and the open failed with ENOENT, which openraft takes for a
-        // broken disk and stops the node (found by the fault soak).
-        let _one = self
-            .keeping
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(file) = self.current()? else {
-            return Ok(None);
-        };
-        #[cfg(test)]
-        tests::between_listing_and_open();
-        // A link of its own: a send streams the file long after this returns, and a newer
-        // snapshot kept meanwhile removes the file's own name. Named as a temporary file,
-        // so that one left by a crash is removed when the directory is opened.
-        let link = self.temp_path_named("sending");
-        let file = match fs::hard_link(&file.path, &link) {
-            Ok(()) => SnapshotFile {
-                path: link.clone(),
-                _link: Some(Link(link)),
-            },
-            // A filesystem without hard links: the file by its own name, as a send that
-            // finds it gone fails and openraft sends the newer one.
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot link the current snapshot");
-                file
-            }
-        };
-        let (meta, _) = file.open()?;
-        Ok(Some((meta, file)))
-    }
-
-    /// The size of the current snapshot's file (0 without one).
-    pub fn current_len(&self) -> u64 {
-        let current = self.current().ok().flatten();
-        current
-            .and_then(|file| fs::metadata(&file.path).ok())
-            .map_or(0, |m| m.len())
-    }
-
-    /// A fresh temporary path in this directory, for a snapshot being written or received.
+    /// A fresh temporary file name in this directory, for a snapshot being received.
     pub fn temp_path(&self) -> PathBuf {
         self.temp_path_named("incoming")
     }
 
-    /// A fresh temporary path in this directory whose name starts with `what`.
+    /// A fresh temporary file name in this directory, starting with `what`.
     fn temp_path_named(&self, what: &str) -> PathBuf {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -293,39 +325,13 @@ impl SnapshotDir {
             .join(format!("{what}-{}-{n}.tmp", std::process::id()))
     }
 
-    /// Writes a new snapshot: the header for `meta`, then whatever `body` writes. A write
-    /// that fails removes what it wrote (a disk that filled up gets its room back).
-    pub fn write(
-        &self,
-        meta: &SnapshotMeta,
-        body: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<SnapshotFile> {
-        let tmp = self.temp_path();
-        let written = (|| {
-            let file = File::create(&tmp)?;
-            let mut w = BufWriter::new(Paced {
-                file,
-                unsynced: Unsynced::default(),
-            });
-            w.write_all(&header(meta)?)?;
-            body(&mut w)?;
-            let file = w.into_inner().map_err(|e| e.into_error())?.file;
-            file.sync_data()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        self.keep(&SnapshotFile::at(tmp), meta)
-    }
-
-    /// Receives a snapshot body from a peer into a temporary file, writing the header for
-    /// `meta` in front of it. The file becomes current only when it is installed. A body
-    /// announced larger than the disk can take is refused before anything is written
-    /// ([`SnapshotDir::check_room`]).
-    /// The body must be exactly `body_len` bytes: a short one (a sender that gave up) or a
-    /// longer one (read no further than one byte past it) is an error, and the partial file
-    /// is removed.
+    /// Receives a snapshot body from a peer into a temporary file (removed with the file
+    /// returned), writing the header for `meta` in front of it. A body announced larger
+    /// than the disk can take is refused before anything is written
+    /// ([`SnapshotDir::check_room`]). The body must be exactly `body_len` bytes: a short one
+    /// (a sender that gave up) or a longer one (read no further than one byte past it) is
+    /// an error, and the partial file is removed. Not synced: the import that follows makes
+    /// the database durable, and a crash before leaves nothing to read it back for.
     pub async fn receive<R>(
         &self,
         meta: &SnapshotMeta,
@@ -337,47 +343,34 @@ impl SnapshotDir {
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         self.check_room(body_len)?;
-        let tmp = self.temp_path();
-        let received = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            file.write_all(&header(meta)?).await?;
-            // Synced as it arrives, as a snapshot written here is (`SYNC_EVERY`).
-            let mut body = body.take(body_len.saturating_add(1));
-            let (mut got, mut unsynced) = (0u64, Unsynced::default());
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = body.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&buf[..n]).await?;
-                got += n as u64;
-                if unsynced.wrote(n) {
-                    file.sync_data().await?;
-                }
+        let file = SnapshotFile::temporary(self.temp_path());
+        let mut out = tokio::fs::File::create(&file.path).await?;
+        out.write_all(&header(meta)?).await?;
+        // In large writes: each write of a `tokio::fs::File` is a trip to a blocking thread.
+        let mut body = body.take(body_len.saturating_add(1));
+        let (mut got, mut buf) = (0u64, vec![0u8; 256 * 1024]);
+        loop {
+            let n = body.read(&mut buf).await?;
+            if n == 0 {
+                break;
             }
-            if got < body_len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("snapshot body cut short: {got} of {body_len} bytes"),
-                ));
-            }
-            if got > body_len {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("snapshot body longer than the {body_len} bytes announced"),
-                ));
-            }
-            file.sync_data().await?;
-            Ok::<_, io::Error>(())
-        };
-        match received.await {
-            Ok(()) => Ok(SnapshotFile::at(tmp)),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
+            out.write_all(&buf[..n]).await?;
+            got += n as u64;
         }
+        out.flush().await?;
+        if got < body_len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("snapshot body cut short: {got} of {body_len} bytes"),
+            ));
+        }
+        if got > body_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot body longer than the {body_len} bytes announced"),
+            ));
+        }
+        Ok(file)
     }
 
     /// Refuses a received snapshot of `body_len` bytes whose file and ingested copy would not
@@ -403,67 +396,6 @@ impl SnapshotDir {
             ),
         ))
     }
-
-    /// Makes `file` (written or received) the current snapshot under its final name and
-    /// removes every other snapshot; unless the current one is newer (a build that began
-    /// before a newer snapshot was installed), which then stays, and `file` goes.
-    pub fn keep(&self, file: &SnapshotFile, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
-        let _one = self
-            .keeping
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let newer = *self.durable.borrow();
-        if newer.is_some_and(|newer| meta.last_log_id.is_none_or(|l| l < newer))
-            && let Some(current) = self.current()?
-        {
-            tracing::info!(
-                dropped = ?meta.last_log_id,
-                current = ?newer,
-                "a newer snapshot is in place: dropping the one just written"
-            );
-            if file.path != current.path {
-                fs::remove_file(&file.path)?;
-            }
-            return Ok(current);
-        }
-        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        let path = self
-            .dir
-            .join(format!("{index:020}-{}.snap", meta.snapshot_id));
-        if file.path != path {
-            fs::rename(&file.path, &path)?;
-            // The rename must survive a machine crash before the log behind it is purged.
-            File::open(&self.dir)?.sync_all()?;
-        }
-        self.durable.send_if_modified(|durable| {
-            let newer = durable.is_none_or(|d| meta.last_log_id.is_some_and(|l| l > d));
-            if newer {
-                *durable = meta.last_log_id;
-            }
-            newer
-        });
-        for entry in fs::read_dir(&self.dir)? {
-            let other = entry?.path();
-            if other != path && other.extension().is_some_and(|e| e == "snap") {
-                fs::remove_file(&other)?;
-            }
-        }
-        Ok(SnapshotFile::at(path))
-    }
-
-    /// The newest snapshot, if any.
-    pub fn current(&self) -> io::Result<Option<SnapshotFile>> {
-        let mut newest: Option<PathBuf> = None;
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "snap")
-                && newest.as_ref().is_none_or(|n| path > *n)
-            {
-                newest = Some(path);
-            }
-        }
-        Ok(newest.map(SnapshotFile::at))
-    }
 }
 
 #[cfg(test)]
@@ -472,6 +404,13 @@ mod tests {
 
     fn meta() -> SnapshotMeta {
         SnapshotMeta::default()
+    }
+
+    fn at(index: u64) -> Option<LogId> {
+        Some(LogId::new(
+            openraft::CommittedLeaderId::new(1, 1),
+            index,
+        ))
     }
 
     /// A peer's body is exactly as long as it announced: a short one or a longer one is
@@ -500,6 +439,13 @@ mod tests {
             file.body_start().expect("header") + 1000,
             std::fs::metadata(&file.path).expect("meta").len()
         );
+        let (_, mut read) = file.open().expect("opens");
+        let mut back = Vec::new();
+        read.read_to_end(&mut back).expect("reads");
+        assert_eq!(back, body);
+        drop(read);
+        drop(file);
+        assert_eq!(files(), 0, "a received file outlived its install");
     }
 
     /// A peer may announce any length: one the disk cannot take is refused before a byte
@@ -521,113 +467,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 
-    /// The meta of a snapshot at index `i`, named `s<i>`.
-    fn meta_at(i: u64) -> SnapshotMeta {
-        SnapshotMeta {
-            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
-            snapshot_id: format!("s{i}"),
-            ..SnapshotMeta::default()
+    /// Opening the directory removes what a crash left (a file being sent or received) and
+    /// an older release's snapshot file, and nothing else.
+    #[test]
+    fn leftovers_and_an_older_releases_snapshot_file_are_removed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["incoming-1-0.tmp", "00000000000000000007-1-7-0.snap", "notes"] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
         }
+        let snapshots = SnapshotDir::open(dir.path()).expect("dir");
+        let left: Vec<_> = (std::fs::read_dir(dir.path()).expect("dir"))
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["notes"]);
+        assert_eq!(snapshots.durable_index(), None, "no snapshot until one is made");
     }
 
-    /// A snapshot directory holding one snapshot, `s1`, whose body is `body`.
-    fn one_snapshot(body: &[u8]) -> (tempfile::TempDir, SnapshotDir) {
+    /// The durable point only moves forward, and `covering` answers from it: what the log's
+    /// purge waits for.
+    #[tokio::test]
+    async fn the_durable_point_only_moves_forward_and_covers_what_is_behind_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let snapshots = SnapshotDir::open(dir.path()).expect("dir");
-        snapshots
-            .write(&meta_at(1), |w| w.write_all(body))
-            .expect("first");
-        (dir, snapshots)
-    }
-
-    /// openraft takes the current snapshot to send it, and streams it later: a newer
-    /// snapshot kept meanwhile removes the older file, which the send still reads in full
-    /// (it used to reopen the file by its name, fail, and have openraft send again). Its
-    /// link goes with it.
-    #[test]
-    fn a_snapshot_handed_out_for_sending_outlives_a_newer_one_and_leaves_nothing() {
-        let (dir, snapshots) = one_snapshot(b"first body");
-        let (meta, sending) = (snapshots.current_with_meta())
-            .expect("reads")
-            .expect("one");
-        assert_eq!(meta.snapshot_id, "s1");
-        snapshots
-            .write(&meta_at(2), |w| w.write_all(b"second body"))
-            .expect("newer kept");
-        let names = |dir: &Path| -> Vec<String> {
-            let mut names: Vec<String> = (fs::read_dir(dir).expect("dir"))
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            names
-        };
-        let snaps = names(dir.path());
-        assert_eq!(
-            snaps.iter().filter(|n| n.ends_with(".snap")).count(),
-            1,
-            "{snaps:?}"
-        );
-        // What the send streams: the older snapshot, whole.
-        let (meta, mut body) = sending.open().expect("the older file still reads");
-        assert_eq!(meta.snapshot_id, "s1");
-        let mut bytes = Vec::new();
-        body.read_to_end(&mut bytes).expect("body");
-        assert_eq!(bytes, b"first body");
-        drop(body);
-        drop(sending);
-        let left = names(dir.path());
-        assert_eq!(left.len(), 1, "only the newer snapshot: {left:?}");
-        assert!(left[0].ends_with("-s2.snap"), "{left:?}");
-    }
-
-    /// Held by the test below between `current_with_meta`'s listing and its open.
-    static BETWEEN: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>> =
-        std::sync::Mutex::new(None);
-
-    /// Waits, when the test below asks, until it says go.
-    pub(super) fn between_listing_and_open() {
-        let waiting = BETWEEN.lock().expect("lock").take();
-        if let Some(go) = waiting {
-            let _ = go.recv_timeout(std::time::Duration::from_secs(5));
-        }
-    }
-
-    /// The current snapshot is read while a newer one replaces it, as openraft asks for it
-    /// to send to a follower while a build completes: the reader between its listing and
-    /// its open, the newer snapshot kept meanwhile. Without the lock the older file was
-    /// gone by the open (`ENOENT`, taken by openraft for a broken disk: the soak saw the
-    /// node stop).
-    #[test]
-    fn the_current_snapshot_is_never_missing_while_a_newer_one_replaces_it() {
-        let (_dir, snapshots) = one_snapshot(b"body");
-        let (go, wait) = std::sync::mpsc::channel();
-        *BETWEEN.lock().expect("lock") = Some(wait);
-        std::thread::scope(|scope| {
-            let reader = scope.spawn(|| snapshots.current_with_meta());
-            // Once the reader is between its listing and its open (it took the receiver).
-            while BETWEEN.lock().expect("lock").is_some() {
-                std::thread::yield_now();
-            }
-            let (done, written) = std::sync::mpsc::channel();
-            let (dir, newer) = (&snapshots, meta_at(2));
-            let writer = scope.spawn(move || {
-                let kept = dir.write(&newer, |w| w.write_all(b"body"));
-                let _ = done.send(());
-                kept
-            });
-            // The writer replaces the file, unless it waits for the reader (then this gives
-            // up after a while and lets the reader go first).
-            let _ = written.recv_timeout(std::time::Duration::from_millis(200));
-            go.send(()).expect("the reader waits");
-            let (meta, _) = (reader.join().expect("reader"))
-                .expect("the current snapshot reads")
-                .expect("there is one");
-            assert_eq!(meta.snapshot_id, "s1");
-            writer.join().expect("writer").expect("newer kept");
-        });
-        let (meta, _) = (snapshots.current_with_meta())
-            .expect("reads")
-            .expect("one");
-        assert_eq!(meta.snapshot_id, "s2");
+        let covers = |index| snapshots.covering(index, std::time::Duration::ZERO);
+        assert!(!covers(1).await);
+        snapshots.made_durable(at(5));
+        snapshots.made_durable(at(3));
+        snapshots.made_durable(None);
+        assert_eq!(snapshots.durable_index(), Some(5));
+        assert!(covers(5).await && covers(1).await);
+        assert!(!covers(6).await);
+        let later = snapshots.covering(9, std::time::Duration::from_secs(10));
+        let (covered, ()) = tokio::join!(later, async { snapshots.made_durable(at(9)) });
+        assert!(covered, "a waiting purge goes on once the point passes it");
     }
 }

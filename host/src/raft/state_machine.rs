@@ -21,7 +21,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageError};
 use serde::{Deserialize, Serialize};
 
 use super::backlog::ApplyBacklog;
-use super::snapshot::{SnapshotDir, SnapshotFile};
+use super::snapshot::{Outgoing, SnapshotData, SnapshotDir, SnapshotFile};
 use super::storage_error;
 use super::types::{
     Applied, Command, CommandResult, Entry, LogId, Named, SnapshotMeta, StoredMembership,
@@ -119,24 +119,40 @@ impl StateMachine {
         })
     }
 
-    /// Writes a snapshot of the applied state if the Raft log ends before it (`last_log`):
-    /// a node killed between importing a snapshot and keeping its file has applied entries
-    /// that neither its log nor any snapshot on disk holds, and openraft's first act at
-    /// startup, purging the log up to the applied state, would wait for a snapshot that
-    /// never comes (soak seed 13159862368466355055: the node never served again).
+    /// Readies the state before Raft starts. An entry a crash left applied part-way is
+    /// finished first, from the log (a snapshot sent of the state between two of its
+    /// commands would be the state at no entry). Then the database is made durable and the
+    /// applied point recorded as the newest snapshot, so that the log behind it may be
+    /// purged: openraft's first act at startup when the applied state is past the log's end
+    /// (a node killed after importing a snapshot and before purging its log; soak seed
+    /// 13159862368466355055 once left such a node waiting for ever).
     ///
     /// # Errors
     ///
-    /// The snapshot could not be written.
-    pub fn cover_applied(&self, last_log: Option<LogId>) -> Result<()> {
-        let Some(applied) = self.applied.log_id else {
-            return Ok(());
-        };
-        if last_log.is_some_and(|last| last.index >= applied.index) {
-            return Ok(());
+    /// The log or the database failed, or the entry is not in the log.
+    pub async fn settle<L>(&mut self, log: &mut L) -> Result<()>
+    where
+        L: openraft::storage::RaftLogReader<TypeConfig>,
+    {
+        if let Some((log_id, done)) = self.applied.partial {
+            let entries = log.try_get_log_entries(log_id.index..=log_id.index).await?;
+            let Some(entry) = entries.into_iter().find(|e| e.log_id == log_id) else {
+                return Err(storage_error(
+                    false,
+                    &io::Error::other(format!(
+                        "entry {log_id}, {done} of whose commands were applied before the node stopped, is not in the Raft log"
+                    )),
+                ));
+            };
+            tracing::info!(%log_id, done, "finishing an entry applied part-way before the node stopped");
+            self.apply([entry]).await?;
         }
-        tracing::info!(%applied, ?last_log, "the applied state is past the log's end: writing a snapshot of it");
-        self.snapshot_builder().write().map(drop)
+        self.store
+            .begin_export()
+            .persist()
+            .map_err(|e| storage_error(true, &e))?;
+        self.snapshots.made_durable(self.applied.log_id);
+        Ok(())
     }
 
     /// Reports every applied batch to `backlog` (see [`super::backlog`]).
@@ -392,18 +408,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshot_builder()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>> {
-        Ok(Box::new(SnapshotFile::at(self.snapshots.temp_path())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>> {
+        // Only for snapshots sent in chunks, which etch never does (`full_snapshot`).
+        Ok(Box::new(SnapshotData::File(SnapshotFile::at(
+            self.snapshots.temp_path(),
+        ))))
     }
 
+    /// Imports a snapshot received from a peer into the database (which makes it durable)
+    /// and makes it the newest snapshot; its file is removed after.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<SnapshotFile>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<()> {
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installing snapshot");
+        let SnapshotData::File(file) = *snapshot else {
+            return Err(storage_error(
+                false,
+                &io::Error::other("only a snapshot received from a peer is installed"),
+            ));
+        };
         let read_err = |e: io::Error| storage_error(false, &e);
-        let (_, mut body) = snapshot.open().map_err(read_err)?;
+        let (_, mut body) = file.open().map_err(read_err)?;
         let applied = AppliedState {
             log_id: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -412,9 +439,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store
             .import(&mut body, &applied.encode()?)
             .map_err(|e| storage_error(true, &e))?;
-        self.snapshots
-            .keep(&snapshot, meta)
-            .map_err(|e| storage_error(true, &e))?;
+        drop((body, file));
+        self.snapshots.made_durable(meta.last_log_id);
         self.applied = applied;
         self.report_applied();
         if let Some(plugins) = &self.plugins {
@@ -427,8 +453,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The state applied now, to be sent to a follower (see `raft::snapshot`): newer than
+    /// the last snapshot built, which openraft 0.9 accepts, and what spares a new member
+    /// replaying the log since that snapshot.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>> {
-        current_snapshot(&self.snapshots)
+        if self.applied.log_id.is_none() {
+            return Ok(None);
+        }
+        let state = Outgoing::new(Arc::new(self.store.begin_export()), self.snapshots.clone());
+        Ok(Some(Snapshot {
+            meta: self.snapshot_meta(),
+            snapshot: Box::new(SnapshotData::Local(state)),
+        }))
     }
 }
 
@@ -453,13 +489,10 @@ impl StateMachine {
         }
     }
 
-    /// A builder of a snapshot of the state as applied now. It holds a fjall snapshot of
-    /// this point, taken in apply order (cheap), and writes it out when openraft builds it,
-    /// on a blocking thread beside later applies: a node with a large state no longer
-    /// stops applying for as long as its snapshot takes to write.
-    fn snapshot_builder(&self) -> SnapshotBuilder {
+    /// The meta of a snapshot of the state as applied now.
+    fn snapshot_meta(&self) -> SnapshotMeta {
         let last = self.applied.log_id;
-        let meta = SnapshotMeta {
+        SnapshotMeta {
             last_log_id: last,
             last_membership: self.applied.membership.clone(),
             snapshot_id: format!(
@@ -471,101 +504,44 @@ impl StateMachine {
                     .map(|d| d.as_millis())
                     .unwrap_or(0)
             ),
-        };
+        }
+    }
+
+    /// A builder of a snapshot of the state as applied now: a consistent view of the
+    /// database, taken in apply order (cheap), made durable when openraft builds it.
+    fn snapshot_builder(&self) -> SnapshotBuilder {
         SnapshotBuilder {
-            meta,
-            export: Arc::new(self.store.begin_export()),
+            meta: self.snapshot_meta(),
+            state: Outgoing::new(Arc::new(self.store.begin_export()), self.snapshots.clone()),
             snapshots: self.snapshots.clone(),
         }
     }
 }
 
-/// The snapshot on disk, as openraft takes it.
-fn current_snapshot(snapshots: &SnapshotDir) -> Result<Option<Snapshot<TypeConfig>>> {
-    let current = snapshots
-        .current_with_meta()
-        .map_err(|e| storage_error(false, &e))?;
-    Ok(current.map(|(meta, file)| Snapshot {
-        meta,
-        snapshot: Box::new(file),
-    }))
-}
-
-/// A snapshot of one applied point, to be written out (see
-/// [`StateMachine::snapshot_builder`]).
-#[derive(Clone)]
+/// A snapshot of one applied point (see [`StateMachine::snapshot_builder`]).
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
-    export: Arc<mvcc::Export>,
+    state: Outgoing,
     snapshots: SnapshotDir,
 }
 
-impl SnapshotBuilder {
-    /// Writes the snapshot file and makes it the current one. The database is made durable
-    /// first, at or past this point, so that the log behind the snapshot is never purged
-    /// while the state it holds could still be lost with the machine.
-    fn write(&self) -> Result<Snapshot<TypeConfig>> {
-        self.persist()?;
-        let file = self.write_file().map_err(|e| storage_error(true, &e))?;
-        Ok(self.built(file))
-    }
-
-    fn persist(&self) -> Result<()> {
-        self.export.persist().map_err(|e| storage_error(true, &e))
-    }
-
-    fn built(&self, file: SnapshotFile) -> Snapshot<TypeConfig> {
-        tracing::info!(snapshot = %self.meta.snapshot_id, "built snapshot");
-        Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(file),
-        }
-    }
-
-    fn write_file(&self) -> io::Result<SnapshotFile> {
-        self.snapshots.write(&self.meta, |w| {
-            self.export.write(w).map_err(|e| match e {
-                mvcc::Error::Io(e) => e,
-                other => io::Error::other(other),
-            })
-        })
-    }
-
-    /// What openraft is told when a snapshot did not fit on the disk: the current snapshot,
-    /// or none at all (an empty meta), which openraft takes as nothing newer.
-    fn not_built(&self) -> Result<Snapshot<TypeConfig>> {
-        Ok(
-            current_snapshot(&self.snapshots)?.unwrap_or_else(|| Snapshot {
-                meta: SnapshotMeta::default(),
-                snapshot: Box::new(SnapshotFile::at(self.snapshots.temp_path())),
-            }),
-        )
-    }
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    /// Writes the snapshot beside apply. One that does not fit on the disk is skipped, not
-    /// fatal: the log stays unpurged behind the last snapshot, and the node serves until a
-    /// write it must make (its log) fails. Before, a snapshot by bytes taken on a nearly
-    /// full disk stopped a node that had just been given room again (disk_faults test).
+    /// Makes the database durable at or past this point, on a blocking thread beside later
+    /// applies, and records the point as the newest snapshot: the log behind it may be
+    /// purged, as the state it holds is never lost with the machine. Nothing is written
+    /// out (the database is the snapshot).
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let builder = self.clone();
-        tokio::task::spawn_blocking(move || {
-            builder.persist()?;
-            match builder.write_file() {
-                Ok(file) => Ok(builder.built(file)),
-                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
-                    tracing::error!(
-                        error = %e,
-                        "no room on the disk for a snapshot: skipped; the Raft log is kept until one fits"
-                    );
-                    builder.not_built()
-                }
-                Err(e) => Err(storage_error(true, &e)),
-            }
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.persist())
+            .await
+            .map_err(|e| storage_error(true, &io::Error::other(e)))?
+            .map_err(|e| storage_error(true, &e))?;
+        self.snapshots.made_durable(self.meta.last_log_id);
+        tracing::info!(snapshot = %self.meta.snapshot_id, "built snapshot");
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(SnapshotData::Local(self.state.clone())),
         })
-        .await
-        .map_err(|e| storage_error(true, &io::Error::other(e)))?
     }
 }
 
@@ -707,77 +683,129 @@ pub(super) mod tests {
         assert_eq!(backlog.bytes(), 0);
     }
 
+    /// A Raft log holding `entries`, for [`StateMachine::settle`].
+    struct Entries(Vec<Entry>);
+
+    impl openraft::storage::RaftLogReader<TypeConfig> for Entries {
+        async fn try_get_log_entries<R>(&mut self, range: R) -> Result<Vec<Entry>>
+        where
+            R: std::ops::RangeBounds<u64> + Clone + std::fmt::Debug + Send,
+        {
+            Ok(self
+                .0
+                .iter()
+                .filter(|e| range.contains(&e.log_id.index))
+                .cloned()
+                .collect())
+        }
+    }
+
+    /// Before Raft starts the applied state is the newest snapshot (the log may be purged
+    /// behind it at once: openraft does so when the applied state is past the log's end).
     #[tokio::test]
-    async fn an_applied_state_past_the_logs_end_gets_a_snapshot_before_raft_starts() {
+    async fn settling_makes_the_applied_state_the_newest_snapshot() {
         let node = Node::new();
         let mut sm = node.state_machine();
+        sm.settle(&mut Entries(Vec::new()))
+            .await
+            .expect("nothing applied");
+        assert_eq!(node.snapshots.durable_index(), None);
         sm.apply([entry(1, put("a", "1")), entry(2, put("b", "2"))])
             .await
             .expect("apply");
-        let at = |index| Some(entry(index, put("x", "")).log_id);
-        let covered = || node.snapshots.covering(2, std::time::Duration::ZERO);
-        // The log holds what was applied: nothing to write.
-        let sm = node.state_machine();
-        sm.cover_applied(at(2)).expect("nothing to do");
-        assert!(!covered().await);
-        // The log ends before it (a snapshot imported, the node killed before keeping it).
-        sm.cover_applied(at(1)).expect("snapshot");
-        assert!(
-            covered().await,
-            "a snapshot on disk covers the applied state"
-        );
-        let sm = node.state_machine();
-        sm.cover_applied(None)
-            .expect("an empty log, covered already");
+        assert_eq!(node.snapshots.durable_index(), None, "not before it is built");
+        let mut sm = node.state_machine();
+        sm.settle(&mut Entries(Vec::new())).await.expect("settle");
+        assert_eq!(node.snapshots.durable_index(), Some(2));
     }
 
-    /// A snapshot is written beside later applies: it holds the state its builder was made
-    /// at, and a build that ends after a newer snapshot is in place leaves that one current.
+    /// An entry applied part-way when the node stopped is finished from the log before Raft
+    /// starts, each command once: a snapshot of the state between two of its commands
+    /// would be the state at no entry. One the log no longer holds is an error that says so.
     #[tokio::test]
-    async fn a_snapshot_holds_the_state_its_builder_saw_and_never_replaces_a_newer_one() {
+    async fn settling_finishes_an_entry_applied_part_way_from_the_log() {
+        let node = Node::new();
+        let mut sm = node.state_machine();
+        sm.apply([entry(1, put("x", "0"))]).await.expect("apply");
+        let batch = vec![put("a", "1"), put("b", "2"), put("c", "3")];
+        let partial = AppliedState {
+            log_id: sm.applied.log_id,
+            membership: sm.applied.membership.clone(),
+            partial: Some((entry(2, put("", "")).log_id, 1)),
+        };
+        sm.apply_command(&batch[0], &partial.encode().expect("encode"))
+            .expect("apply the first")
+            .expect("a put");
+        drop(sm);
+
+        let mut sm = node.state_machine();
+        let Err(e) = sm.settle(&mut Entries(Vec::new())).await else {
+            panic!("settled without the entry");
+        };
+        assert!(e.to_string().contains("not in the Raft log"), "{e}");
+        let mut log = Entries(vec![
+            entry(1, put("x", "0")),
+            entry(2, Command::Batch(batch)),
+        ]);
+        sm.settle(&mut log).await.expect("settle");
+        assert_eq!(sm.applied.partial, None);
+        assert_eq!(node.snapshots.durable_index(), Some(2));
+        assert_eq!(
+            (node.get("a").version, node.get("c").mod_revision),
+            (1, 5),
+            "each command applied once"
+        );
+    }
+
+    /// The snapshot handed out to send is the state applied when it was asked for, whatever
+    /// is applied after; written out, it installs on another node as that state, and no
+    /// file stays on either. A snapshot built writes no file.
+    #[tokio::test]
+    async fn a_snapshot_sent_is_the_state_applied_when_asked_and_leaves_no_file() {
         let node = Node::new();
         let mut sm = node.state_machine();
         sm.apply([entry(1, put("a", "1"))]).await.expect("apply");
-        let (mut first, mut stale) = (
-            sm.get_snapshot_builder().await,
-            sm.get_snapshot_builder().await,
-        );
-        sm.apply([entry(2, put("a", "2"))]).await.expect("apply");
-        let mut second = sm.get_snapshot_builder().await;
-        sm.apply([entry(3, put("a", "3"))]).await.expect("apply");
-
-        let first = first.build_snapshot().await.expect("build");
-        assert_eq!(first.meta.last_log_id.map(|l| l.index), Some(1));
-        let elsewhere = Node::new();
-        let copy = elsewhere.snapshots.temp_path();
-        std::fs::copy(&first.snapshot.path, &copy).expect("copy");
-        elsewhere
-            .state_machine()
-            .install_snapshot(&first.meta, Box::new(SnapshotFile::at(copy)))
-            .await
-            .expect("install");
-        assert_eq!(elsewhere.get("a").value, b"1", "the state at entry 1");
-
-        let second = second.build_snapshot().await.expect("build");
-        assert_eq!(second.meta.last_log_id.map(|l| l.index), Some(2));
-        let stale = stale.build_snapshot().await.expect("build");
-        let current = sm
+        let first = sm
             .get_current_snapshot()
             .await
             .expect("read")
             .expect("a snapshot");
-        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(2));
-        // The current snapshot is handed out under a link of its own, gone with it.
-        drop(current);
-        let files: Vec<_> = std::fs::read_dir(node._dir.path().join("snap"))
+        assert_eq!(first.meta.last_log_id.map(|l| l.index), Some(1));
+        sm.apply([entry(2, put("a", "2"))]).await.expect("apply");
+        let mut builder = sm.get_snapshot_builder().await;
+        sm.apply([entry(3, put("a", "3"))]).await.expect("apply");
+        let built = builder.build_snapshot().await.expect("build");
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+        assert_eq!(node.snapshots.durable_index(), Some(2));
+
+        let file = (first.snapshot.file_to_send(&first.meta).await).expect("written out");
+        let path = file.path.clone();
+        let elsewhere = Node::new();
+        let copy = elsewhere.snapshots.temp_path();
+        std::fs::copy(&path, &copy).expect("copy");
+        drop(file);
+        assert!(!path.exists(), "the file written to send outlived the send");
+        elsewhere
+            .state_machine()
+            .install_snapshot(
+                &first.meta,
+                Box::new(SnapshotData::File(SnapshotFile::at(copy))),
+            )
+            .await
+            .expect("install");
+        assert_eq!(elsewhere.get("a").value, b"1", "the state at entry 1");
+        assert_eq!(elsewhere.snapshots.durable_index(), Some(1));
+
+        let now = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        assert_eq!(now.meta.last_log_id.map(|l| l.index), Some(3));
+        let files = std::fs::read_dir(node._dir.path().join("snap"))
             .expect("dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        assert_eq!(
-            files,
-            vec![stale.snapshot.path.clone()],
-            "only the current snapshot is kept"
-        );
+            .count();
+        assert_eq!(files, 0, "a snapshot wrote a file of its own");
     }
 
     #[tokio::test]

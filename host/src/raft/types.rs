@@ -6,7 +6,7 @@ use etch_proto::Mutation;
 use etch_proto::limits::mutation_bytes;
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::SnapshotFile;
+use super::snapshot::SnapshotData;
 use crate::NodeId;
 
 /// What a Raft log entry asks the state machine to do.
@@ -173,7 +173,7 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = NodeId,
         Node = Member,
-        SnapshotData = SnapshotFile,
+        SnapshotData = SnapshotData,
 );
 
 /// The Raft handle of a node.

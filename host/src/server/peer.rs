@@ -14,6 +14,7 @@ use openraft::Snapshot;
 use rustls::pki_types::CertificateDer;
 
 use crate::node::Node;
+use crate::raft::snapshot::SnapshotData;
 use crate::raft::wire::{Envelope, MAX_PEER_FRAME, PeerRequest, PeerResponse};
 use crate::tls;
 use crate::{NodeId, node_id};
@@ -191,7 +192,7 @@ async fn answer(
             };
             let snapshot = Snapshot {
                 meta,
-                snapshot: Box::new(file),
+                snapshot: Box::new(SnapshotData::File(file)),
             };
             PeerResponse::Snapshot(node.raft().install_full_snapshot(vote, snapshot).await)
         }
