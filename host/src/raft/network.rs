@@ -366,7 +366,10 @@ impl Peers {
             frame::write(&mut send, &envelope, MAX_PEER_FRAME)
                 .await
                 .map_err(|e| self.broken(addr, e))?;
-            tokio::io::copy(&mut open, &mut send)
+            // In large reads: each read of a `tokio::fs::File` is a trip to a blocking
+            // thread, and `copy`'s own buffer is 8 KiB.
+            let mut open = tokio::io::BufReader::with_capacity(SNAPSHOT_CHUNK, open);
+            tokio::io::copy_buf(&mut open, &mut send)
                 .await
                 .map_err(|e| self.broken(addr, e))?;
             send.finish().map_err(|e| self.broken(addr, e))?;
@@ -410,6 +413,9 @@ impl Peers {
         }
     }
 }
+
+/// How much of a snapshot file is read at once to be sent.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// Makes a [`PeerClient`] per replication target.
 #[derive(Clone, Debug)]

@@ -48,9 +48,14 @@ impl SnapshotData {
         match self {
             SnapshotData::Local(state) => {
                 let (state, meta) = (state.clone(), meta.clone());
-                tokio::task::spawn_blocking(move || state.write(&meta))
-                    .await
-                    .map_err(io::Error::other)?
+                tokio::task::spawn_blocking(move || {
+                    let started = std::time::Instant::now();
+                    let file = state.write(&meta)?;
+                    log_done("snapshot written out to send", &meta, &file, started);
+                    Ok(file)
+                })
+                .await
+                .map_err(io::Error::other)?
             }
             SnapshotData::File(file) => Ok(SnapshotFile::at(file.path.clone())),
         }
@@ -104,6 +109,17 @@ impl Outgoing {
         w.into_inner().map_err(|e| e.into_error())?;
         Ok(file)
     }
+}
+
+/// Logs how long a snapshot took to write out or receive, and its size.
+fn log_done(what: &str, meta: &SnapshotMeta, file: &SnapshotFile, started: std::time::Instant) {
+    let bytes = fs::metadata(&file.path).map_or(0, |m| m.len());
+    tracing::info!(
+        snapshot = %meta.snapshot_id,
+        mib = bytes >> 20,
+        ms = started.elapsed().as_millis() as u64,
+        "{what}"
+    );
 }
 
 /// A snapshot file: received from a peer, or this node's state written out to be sent.
@@ -342,11 +358,15 @@ impl SnapshotDir {
         R: tokio::io::AsyncRead + Unpin,
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = std::time::Instant::now();
         self.check_room(body_len)?;
         let file = SnapshotFile::temporary(self.temp_path());
-        let mut out = tokio::fs::File::create(&file.path).await?;
-        out.write_all(&header(meta)?).await?;
         // In large writes: each write of a `tokio::fs::File` is a trip to a blocking thread.
+        let mut out = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::create(&file.path).await?,
+        );
+        out.write_all(&header(meta)?).await?;
         let mut body = body.take(body_len.saturating_add(1));
         let (mut got, mut buf) = (0u64, vec![0u8; 256 * 1024]);
         loop {
@@ -370,6 +390,7 @@ impl SnapshotDir {
                 format!("snapshot body longer than the {body_len} bytes announced"),
             ));
         }
+        log_done("snapshot received", meta, &file, started);
         Ok(file)
     }
 

@@ -423,6 +423,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<SnapshotData>,
     ) -> Result<()> {
         tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installing snapshot");
+        let started = std::time::Instant::now();
         let SnapshotData::File(file) = *snapshot else {
             return Err(storage_error(
                 false,
@@ -441,6 +442,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| storage_error(true, &e))?;
         drop((body, file));
         self.snapshots.made_durable(meta.last_log_id);
+        tracing::info!(snapshot = %meta.snapshot_id, ms = started.elapsed().as_millis() as u64, "installed snapshot");
         self.applied = applied;
         self.report_applied();
         if let Some(plugins) = &self.plugins {
