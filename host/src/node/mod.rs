@@ -299,8 +299,9 @@ impl Node {
             }
         })?;
         let store = mvcc::Store::open(&db).context("opening the key space")?;
-        let snapshots =
-            SnapshotDir::open(&options.data_dir.join("snapshots")).context("opening snapshots")?;
+        let snapshots = SnapshotDir::open(&options.data_dir.join("snapshots"))
+            .context("opening snapshots")?
+            .keeping_free(options.disk_free_reserve_bytes);
         let log = LogStore::open(&options.data_dir.join("raft"), snapshots.clone())
             .context("opening the Raft log")?;
         verify_storage(&options.data_dir, &db, log.database()).await?;

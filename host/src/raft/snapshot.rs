@@ -97,10 +97,18 @@ impl Outgoing {
     ///
     /// # Errors
     ///
-    /// I/O, or a storage failure reading the state (a write that fails removes its file).
+    /// I/O, a storage failure reading the state, or a disk it would leave with less free
+    /// space than the directory keeps (`StorageFull`, checked every [`ROOM_EVERY`] bytes):
+    /// a write that fails removes its file.
     pub fn write(&self, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
         let file = SnapshotFile::temporary(self.dir.temp_path_named("sending"));
-        let mut w = BufWriter::with_capacity(256 * 1024, File::create(&file.path)?);
+        let out = Roomy {
+            file: File::create(&file.path)?,
+            dir: &self.dir,
+            // Looked at before the first byte.
+            unchecked: ROOM_EVERY,
+        };
+        let mut w = BufWriter::with_capacity(256 * 1024, out);
         w.write_all(&header(meta)?)?;
         self.state.write(&mut w).map_err(|e| match e {
             mvcc::Error::Io(e) => e,
@@ -108,6 +116,35 @@ impl Outgoing {
         })?;
         w.into_inner().map_err(|e| e.into_error())?;
         Ok(file)
+    }
+}
+
+/// How many bytes a snapshot being written out to send may grow by between two looks at
+/// the free space.
+const ROOM_EVERY: u64 = 8 << 20;
+
+/// A snapshot file being written out to send, stopped short of the free space its directory
+/// keeps: a large state written out on a nearly full disk would otherwise raise NOSPACE for
+/// the whole cluster, or fill the disk the log needs.
+struct Roomy<'a> {
+    file: File,
+    dir: &'a SnapshotDir,
+    unchecked: u64,
+}
+
+impl Write for Roomy<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.unchecked >= ROOM_EVERY {
+            self.unchecked = 0;
+            self.dir.check_free(ROOM_EVERY)?;
+        }
+        let n = self.file.write(buf)?;
+        self.unchecked += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -261,6 +298,8 @@ pub struct SnapshotDir {
     /// The last log id of the newest snapshot: the state applied up to it is durable in the
     /// database (see [`SnapshotDir::covering`]).
     durable: Arc<tokio::sync::watch::Sender<Option<LogId>>>,
+    /// Free space a snapshot written out to be sent must leave on the filesystem.
+    keep_free: u64,
 }
 
 impl SnapshotDir {
@@ -290,7 +329,16 @@ impl SnapshotDir {
         Ok(SnapshotDir {
             dir: dir.to_owned(),
             durable: Arc::new(tokio::sync::watch::Sender::new(None)),
+            keep_free: RECEIVE_RESERVE,
         })
+    }
+
+    /// Makes a snapshot written out to be sent leave at least `bytes` free (the node's
+    /// `--disk-free-reserve-bytes`: below it, the member raises NOSPACE for the cluster)
+    /// besides [`RECEIVE_RESERVE`].
+    pub fn keeping_free(mut self, bytes: u64) -> Self {
+        self.keep_free = bytes.saturating_add(RECEIVE_RESERVE);
+        self
     }
 
     /// Records that the database is durable with the state applied up to `log_id`: the
@@ -394,6 +442,27 @@ impl SnapshotDir {
         Ok(file)
     }
 
+    /// Refuses to write `more` bytes of a snapshot to send when the filesystem would be left
+    /// with less free space than this directory keeps. A filesystem that cannot tell its
+    /// free space is not refused.
+    fn check_free(&self, more: u64) -> io::Result<()> {
+        let Some(free) = crate::data_dir::disk_free(&self.dir) else {
+            return Ok(());
+        };
+        if free >= more.saturating_add(self.keep_free) {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "writing out a snapshot to send would leave less than {} MiB free in {} ({} MiB now): free space or give this member a larger disk; the follower is sent it again",
+                self.keep_free >> 20,
+                self.dir.display(),
+                free >> 20
+            ),
+        ))
+    }
+
     /// Refuses a received snapshot of `body_len` bytes whose file and ingested copy would not
     /// fit on the disk beside [`RECEIVE_RESERVE`]: written anyway, it would fill the disk
     /// the node's log and database need (a peer may announce any length). A filesystem
@@ -428,10 +497,7 @@ mod tests {
     }
 
     fn at(index: u64) -> Option<LogId> {
-        Some(LogId::new(
-            openraft::CommittedLeaderId::new(1, 1),
-            index,
-        ))
+        Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), index))
     }
 
     /// A peer's body is exactly as long as it announced: a short one or a longer one is
@@ -493,7 +559,11 @@ mod tests {
     #[test]
     fn leftovers_and_an_older_releases_snapshot_file_are_removed_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["incoming-1-0.tmp", "00000000000000000007-1-7-0.snap", "notes"] {
+        for name in [
+            "incoming-1-0.tmp",
+            "00000000000000000007-1-7-0.snap",
+            "notes",
+        ] {
             std::fs::write(dir.path().join(name), b"x").expect("write");
         }
         let snapshots = SnapshotDir::open(dir.path()).expect("dir");
@@ -501,7 +571,11 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(left, ["notes"]);
-        assert_eq!(snapshots.durable_index(), None, "no snapshot until one is made");
+        assert_eq!(
+            snapshots.durable_index(),
+            None,
+            "no snapshot until one is made"
+        );
     }
 
     /// The durable point only moves forward, and `covering` answers from it: what the log's

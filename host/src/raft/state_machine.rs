@@ -715,7 +715,11 @@ pub(super) mod tests {
         sm.apply([entry(1, put("a", "1")), entry(2, put("b", "2"))])
             .await
             .expect("apply");
-        assert_eq!(node.snapshots.durable_index(), None, "not before it is built");
+        assert_eq!(
+            node.snapshots.durable_index(),
+            None,
+            "not before it is built"
+        );
         let mut sm = node.state_machine();
         sm.settle(&mut Entries(Vec::new())).await.expect("settle");
         assert_eq!(node.snapshots.durable_index(), Some(2));
@@ -808,6 +812,31 @@ pub(super) mod tests {
             .expect("dir")
             .count();
         assert_eq!(files, 0, "a snapshot wrote a file of its own");
+    }
+
+    /// A snapshot to send is not written out on a disk it would leave with less free space
+    /// than the node keeps (it would raise NOSPACE for the cluster, or starve the log): the
+    /// send fails with a reason, and nothing is left behind.
+    #[tokio::test]
+    async fn a_snapshot_is_not_written_out_past_the_free_space_kept() {
+        let node = Node::new();
+        let snapshots = node.snapshots.clone().keeping_free(u64::MAX / 4);
+        let mut sm = StateMachine::open(node.store.clone(), snapshots).expect("open");
+        sm.apply([entry(1, put("a", "1"))]).await.expect("apply");
+        let snapshot = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("a snapshot");
+        let Err(e) = snapshot.snapshot.file_to_send(&snapshot.meta).await else {
+            panic!("written out on a disk without the room kept");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert!(e.to_string().contains("larger disk"), "{e}");
+        let files = std::fs::read_dir(node._dir.path().join("snap"))
+            .expect("dir")
+            .count();
+        assert_eq!(files, 0, "a partial file was left");
     }
 
     #[tokio::test]

@@ -106,9 +106,9 @@ pub struct Args {
     pub snapshot_catchup_entries: Option<u64>,
     /// Bytes of log that also call for a snapshot, and the most log kept behind one
     /// [default: 67108864, 64 MiB]. etch batches many writes into one entry, so entries
-    /// alone do not bound the log on disk: a snapshot is taken once the entries applied
-    /// since the last one hold this much (or as much as that snapshot, if it is larger),
-    /// and the log behind a snapshot is purged down to this much.
+    /// alone do not bound the log on disk: a snapshot (the database made durable) is taken
+    /// once the entries applied since the last one hold this much, and the log behind a
+    /// snapshot is purged down to this much.
     #[arg(long, env = "ETCH_SNAPSHOT_LOG_BYTES")]
     pub snapshot_log_bytes: Option<u64>,
     /// Period of progress notifications on idle watches that ask for them, in milliseconds
