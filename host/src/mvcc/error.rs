@@ -27,24 +27,74 @@ impl Error {
     /// does not decode), not I/O, a lock or a poisoned database: what makes a member's data
     /// untrustworthy, to be rebuilt from its peers.
     pub fn is_damage(&self) -> bool {
-        use fjall::LsmError;
         match self {
             Error::Codec(_) | Error::Corrupt(_) => true,
-            Error::Storage(e) => match e {
-                fjall::Error::Storage(
-                    LsmError::ChecksumMismatch { .. }
-                    | LsmError::Decompress(_)
-                    | LsmError::InvalidTag(_)
-                    | LsmError::InvalidTrailer
-                    | LsmError::InvalidHeader(_)
-                    | LsmError::Utf8(_),
-                )
-                | fjall::Error::Decompress(_)
-                | fjall::Error::InvalidTrailer
-                | fjall::Error::InvalidTag(_) => true,
-                _ => false,
-            },
+            Error::Storage(e) => fjall_damage(e),
             Error::Io(_) => false,
+        }
+    }
+}
+
+/// Whether a fjall failure is damaged data; every failure fjall 3.1 has is listed.
+fn fjall_damage(e: &fjall::Error) -> bool {
+    match e {
+        fjall::Error::Storage(e) => lsm_damage(e),
+        fjall::Error::Decompress(_)
+        | fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_)
+        | fjall::Error::JournalRecovery(_)
+        | fjall::Error::Unrecoverable => true,
+        fjall::Error::Io(_)
+        | fjall::Error::InvalidVersion(_)
+        | fjall::Error::Poisoned
+        | fjall::Error::KeyspaceDeleted
+        | fjall::Error::Locked => false,
+        // fjall may add failures; not known to be damage.
+        _ => false,
+    }
+}
+
+fn lsm_damage(e: &fjall::LsmError) -> bool {
+    use fjall::LsmError;
+    match e {
+        LsmError::ChecksumMismatch { .. }
+        | LsmError::Decompress(_)
+        | LsmError::InvalidTag(_)
+        | LsmError::InvalidTrailer
+        | LsmError::InvalidHeader(_)
+        | LsmError::Utf8(_)
+        | LsmError::Unrecoverable => true,
+        LsmError::Io(_) | LsmError::InvalidVersion(_) => false,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Damage is told from the failures a rebuild would not mend (a lock, I/O, a poisoned
+    /// database): the message at start says which.
+    #[test]
+    fn damaged_data_is_told_from_other_failures() {
+        let damaged = [
+            Error::Storage(fjall::Error::Unrecoverable),
+            Error::Storage(fjall::Error::InvalidTrailer),
+            Error::Storage(fjall::Error::Storage(fjall::LsmError::Unrecoverable)),
+            Error::Storage(fjall::Error::Storage(fjall::LsmError::InvalidTrailer)),
+            Error::Corrupt("a version key".into()),
+        ];
+        for e in damaged {
+            assert!(e.is_damage(), "{e}");
+        }
+        let not = [
+            Error::Storage(fjall::Error::Locked),
+            Error::Storage(fjall::Error::Poisoned),
+            Error::Storage(fjall::Error::Io(std::io::Error::other("EIO"))),
+            Error::Io(std::io::Error::other("EIO")),
+        ];
+        for e in not {
+            assert!(!e.is_damage(), "{e}");
         }
     }
 }

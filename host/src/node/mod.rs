@@ -327,6 +327,10 @@ impl Node {
             .settle(&mut log.clone())
             .await
             .context("readying the state machine")?;
+        let (applied, _) = (openraft::storage::RaftStateMachine::applied_state(&mut state_machine)
+            .await)
+            .context("reading the applied state")?;
+        snapshots.remove_older_releases_file(applied)?;
         let hub = Hub::new(
             store.clone(),
             crate::watch::Limits {

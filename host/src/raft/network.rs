@@ -67,6 +67,9 @@ pub struct Peers {
     /// Whether each peer answered its last exchange, so that a peer lost or found is
     /// logged once per change, not once per attempt.
     reachable: Mutex<HashMap<NodeId, bool>>,
+    /// One snapshot is written out and sent at a time: with several followers to catch up,
+    /// the disk holds one copy of the state for sends, not one per follower.
+    snapshot_sends: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Peers {
@@ -91,6 +94,7 @@ impl Peers {
             cluster_id: AtomicU64::new(cluster_id),
             connections: Mutex::new(HashMap::new()),
             reachable: Mutex::new(HashMap::new()),
+            snapshot_sends: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -326,16 +330,19 @@ impl Peers {
         vote: Vote<NodeId>,
         snapshot: &Snapshot<TypeConfig>,
     ) -> Result<PeerResponse, PeerError> {
+        let not_written = |e: String| PeerError::NotDelivered {
+            addr: addr.to_owned(),
+            reason: format!("the snapshot could not be written out to send: {e}"),
+        };
+        let _one = (self.snapshot_sends.acquire().await).map_err(|e| not_written(e.to_string()))?;
+        // The peer is reached first: a state written out for a peer that is down would be
+        // written out again at every retry.
+        let conn = self.connection(addr).await?;
         // Written out before the exchange's timeout starts: the state's size is not the
         // peer's fault.
-        let file = (snapshot.snapshot.file_to_send(&snapshot.meta).await).map_err(|e| {
-            PeerError::NotDelivered {
-                addr: addr.to_owned(),
-                reason: format!("the snapshot could not be written out to send: {e}"),
-            }
-        })?;
+        let file = (snapshot.snapshot.file_to_send(&snapshot.meta).await)
+            .map_err(|e| not_written(e.to_string()))?;
         let exchange = async {
-            let conn = self.connection(addr).await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.broken(addr, e))?;
             let mut open = tokio::fs::File::open(&file.path)
                 .await
@@ -417,6 +424,10 @@ impl Peers {
 /// How much of a snapshot file is read at once to be sent.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
+/// How long after a failed snapshot send to a peer the next one waits: each writes out the
+/// whole state.
+const SNAPSHOT_RETRY_WAIT: Duration = Duration::from_secs(5);
+
 /// Makes a [`PeerClient`] per replication target.
 #[derive(Clone, Debug)]
 pub struct Network {
@@ -436,6 +447,8 @@ pub struct PeerClient {
     /// The last entry an exchange that openraft stopped waiting for delivered, under the
     /// leader's vote it was sent with.
     delivered: Option<(Vote<NodeId>, LogId<NodeId>)>,
+    /// When the last snapshot sent to this peer failed after it was written out.
+    snapshot_failed: Option<std::time::Instant>,
 }
 
 /// An AppendEntries exchange on its own task (see [`APPEND_GRACE`]).
@@ -547,6 +560,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             budget: AppendBudget::default(),
             exchange: None,
             delivered: None,
+            snapshot_failed: None,
         }
     }
 }
@@ -714,12 +728,28 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        tokio::pin!(cancel);
+        if let Some(wait) = self
+            .snapshot_failed
+            .and_then(|at| SNAPSHOT_RETRY_WAIT.checked_sub(at.elapsed()))
+        {
+            tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
         let send = self
             .peers
             .send_snapshot(self.target, &self.addr, vote, &snapshot);
         let answer = tokio::select! {
-            closed = cancel => return Err(StreamingError::Closed(closed)),
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
             answer = send => answer,
+        };
+        // A state written out and not installed (refused for want of room, timed out, cut
+        // off) is not written out again at once: openraft retries every half second.
+        self.snapshot_failed = match &answer {
+            Ok(PeerResponse::Snapshot(Ok(_))) | Err(PeerError::Unreachable { .. }) => None,
+            _ => Some(std::time::Instant::now()),
         };
         match answer {
             Ok(PeerResponse::Snapshot(Ok(r))) => Ok(r),

@@ -18,7 +18,8 @@
 //! Those releases also kept their newest snapshot as a `.snap` file in this directory; the
 //! database always holds that file's state or a later one (it was made durable before the
 //! file was written, and a received one was imported first), so such a file is removed
-//! when the directory is opened.
+//! once the database is verified and found to hold it
+//! ([`SnapshotDir::remove_older_releases_file`]).
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -39,18 +40,22 @@ pub enum SnapshotData {
 
 impl SnapshotData {
     /// The file to stream to a peer: this node's state written out under a temporary name
-    /// (on a blocking thread), or the file itself.
+    /// (on a blocking thread), or the file itself. Dropping the future stops the write at
+    /// its next look at the free space and removes what it wrote (openraft drops a send
+    /// when replication to the peer ends, as on a change of leader).
     ///
     /// # Errors
     ///
-    /// The state could not be read or written out.
+    /// The state could not be read or written out, or was written out already.
     pub async fn file_to_send(&self, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
         match self {
             SnapshotData::Local(state) => {
                 let (state, meta) = (state.clone(), meta.clone());
+                let given_up = GivenUp::default();
+                let watched = given_up.0.clone();
                 tokio::task::spawn_blocking(move || {
                     let started = std::time::Instant::now();
-                    let file = state.write(&meta)?;
+                    let file = state.write(&meta, &watched)?;
                     log_done("snapshot written out to send", &meta, &file, started);
                     Ok(file)
                 })
@@ -62,12 +67,26 @@ impl SnapshotData {
     }
 }
 
+/// Set when dropped: tells a write-out that nobody waits for it any more.
+#[derive(Default)]
+struct GivenUp(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for GivenUp {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// This node's state at one applied point, held as a consistent view of its database
-/// until it is written out to be sent (see the module docs).
+/// until it is written out to be sent (see the module docs). The view is let go once
+/// written out: held through the send and the peer's install (up to minutes), it kept
+/// compactions from dropping the versions written meanwhile.
 #[derive(Clone)]
 pub struct Outgoing {
-    state: Arc<mvcc::Export>,
+    state: Arc<std::sync::Mutex<Option<Arc<mvcc::Export>>>>,
     dir: SnapshotDir,
+    /// Why this state must not be sent, if it must not.
+    unsendable: Option<String>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -80,37 +99,57 @@ impl std::fmt::Debug for Outgoing {
 
 impl Outgoing {
     pub fn new(state: Arc<mvcc::Export>, dir: SnapshotDir) -> Self {
-        Outgoing { state, dir }
+        Outgoing {
+            state: Arc::new(std::sync::Mutex::new(Some(state))),
+            dir,
+            unsendable: None,
+        }
     }
 
-    /// Makes the database durable as it is now, this point included.
-    ///
-    /// # Errors
-    ///
-    /// A storage failure.
-    pub fn persist(&self) -> mvcc::Result<()> {
-        self.state.persist()
+    /// A state that is not the state at any entry: its meta may be read (openraft does at
+    /// start), but a send of it fails with `why`.
+    pub fn unsendable(dir: SnapshotDir, why: String) -> Self {
+        Outgoing {
+            state: Arc::default(),
+            dir,
+            unsendable: Some(why),
+        }
     }
 
     /// Writes the state out as a snapshot file for `meta`, under a temporary name removed
-    /// with the file. Not synced: it is read back at once, and gone after.
+    /// with the file, and lets the database's view go. Not synced: it is read back at
+    /// once, and gone after.
     ///
     /// # Errors
     ///
-    /// I/O, a storage failure reading the state, or a disk it would leave with less free
-    /// space than the directory keeps (`StorageFull`, checked every [`ROOM_EVERY`] bytes):
-    /// a write that fails removes its file.
-    pub fn write(&self, meta: &SnapshotMeta) -> io::Result<SnapshotFile> {
+    /// I/O, a storage failure reading the state, a disk it would leave with less free space
+    /// than the directory keeps (`StorageFull`, looked at every [`ROOM_EVERY`] bytes), a
+    /// write given up, or a state written out already: a write that fails removes its file.
+    fn write(
+        &self,
+        meta: &SnapshotMeta,
+        given_up: &std::sync::atomic::AtomicBool,
+    ) -> io::Result<SnapshotFile> {
+        if let Some(why) = &self.unsendable {
+            return Err(io::Error::other(why.clone()));
+        }
+        let taken = (self.state.lock())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(state) = taken else {
+            return Err(io::Error::other("this snapshot was written out already"));
+        };
         let file = SnapshotFile::temporary(self.dir.temp_path_named("sending"));
         let out = Roomy {
             file: File::create(&file.path)?,
             dir: &self.dir,
+            given_up,
             // Looked at before the first byte.
             unchecked: ROOM_EVERY,
         };
         let mut w = BufWriter::with_capacity(256 * 1024, out);
         w.write_all(&header(meta)?)?;
-        self.state.write(&mut w).map_err(|e| match e {
+        state.write(&mut w).map_err(|e| match e {
             mvcc::Error::Io(e) => e,
             other => io::Error::other(other),
         })?;
@@ -120,23 +159,28 @@ impl Outgoing {
 }
 
 /// How many bytes a snapshot being written out to send may grow by between two looks at
-/// the free space.
+/// the free space (and at whether it is still wanted).
 const ROOM_EVERY: u64 = 8 << 20;
 
 /// A snapshot file being written out to send, stopped short of the free space its directory
-/// keeps: a large state written out on a nearly full disk would otherwise raise NOSPACE for
-/// the whole cluster, or fill the disk the log needs.
+/// keeps (a large state written out on a nearly full disk would otherwise raise NOSPACE for
+/// the whole cluster, or fill the disk the log needs), and as soon as nobody waits for it.
 struct Roomy<'a> {
     file: File,
     dir: &'a SnapshotDir,
+    given_up: &'a std::sync::atomic::AtomicBool,
     unchecked: u64,
 }
 
 impl Write for Roomy<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.unchecked >= ROOM_EVERY {
-            self.unchecked = 0;
+            if self.given_up.load(std::sync::atomic::Ordering::Relaxed) {
+                // Not `Interrupted`, which `write_all` retries.
+                return Err(io::Error::other("the snapshot's send was given up"));
+            }
             self.dir.check_free(ROOM_EVERY)?;
+            self.unchecked = 0;
         }
         let n = self.file.write(buf)?;
         self.unchecked += n as u64;
@@ -303,8 +347,7 @@ pub struct SnapshotDir {
 }
 
 impl SnapshotDir {
-    /// Opens the directory, removing what an interrupted send or reception left, and the
-    /// snapshot file an older release kept (see the module docs).
+    /// Opens the directory, removing what an interrupted send or reception left.
     ///
     /// # Errors
     ///
@@ -313,16 +356,7 @@ impl SnapshotDir {
         fs::create_dir_all(dir)?;
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            let Some(extension) = path.extension() else {
-                continue;
-            };
-            if extension == "snap" {
-                tracing::info!(
-                    path = %path.display(),
-                    "removing the snapshot file of an older release: the database holds its state"
-                );
-            }
-            if extension == "tmp" || extension == "snap" {
+            if path.extension().is_some_and(|e| e == "tmp") {
                 fs::remove_file(&path)?;
             }
         }
@@ -339,6 +373,43 @@ impl SnapshotDir {
     pub fn keeping_free(mut self, bytes: u64) -> Self {
         self.keep_free = bytes.saturating_add(RECEIVE_RESERVE);
         self
+    }
+
+    /// Removes the snapshot file an older release kept (see the module docs), once the
+    /// database, verified, holds its state or a later one (`applied`).
+    ///
+    /// # Errors
+    ///
+    /// I/O; a file whose header is damaged, or that holds a state past the database's
+    /// (which no release wrote: the database lost data), is refused with its path and kept.
+    pub fn remove_older_releases_file(&self, applied: Option<LogId>) -> io::Result<()> {
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "snap") {
+                continue;
+            }
+            let refused = |why: String| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: {why}: this member's data cannot be trusted; rebuild it from its peers (docs/operations.md, \"Corruption\")",
+                        path.display()
+                    ),
+                )
+            };
+            let (meta, _) = SnapshotFile::at(path.clone())
+                .open()
+                .map_err(|e| refused(format!("the snapshot file is damaged ({e})")))?;
+            if meta.last_log_id > applied {
+                return Err(refused(format!(
+                    "the snapshot file holds the state up to {:?}, past the database's {applied:?}",
+                    meta.last_log_id
+                )));
+            }
+            tracing::info!(path = %path.display(), "removing the snapshot file of an older release: the database holds its state");
+            fs::remove_file(&path)?;
+        }
+        Ok(())
     }
 
     /// Records that the database is durable with the state applied up to `log_id`: the
@@ -554,28 +625,58 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
 
-    /// Opening the directory removes what a crash left (a file being sent or received) and
-    /// an older release's snapshot file, and nothing else.
+    /// Opening the directory removes what a crash left (a file being sent or received). An
+    /// older release's snapshot file is removed once the database holds its state or a
+    /// later one; one past the database, or damaged, is refused and kept.
     #[test]
-    fn leftovers_and_an_older_releases_snapshot_file_are_removed_at_open() {
+    fn leftovers_go_at_open_and_an_older_releases_file_once_the_database_covers_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in [
-            "incoming-1-0.tmp",
-            "00000000000000000007-1-7-0.snap",
-            "notes",
-        ] {
+        let old = dir.path().join("00000000000000000007-s7.snap");
+        let mut file = header(&meta_at(7)).expect("header");
+        file.extend_from_slice(b"body");
+        std::fs::write(&old, &file).expect("write");
+        for name in ["incoming-1-0.tmp", "notes"] {
             std::fs::write(dir.path().join(name), b"x").expect("write");
         }
+        let names = || -> Vec<String> {
+            let mut names: Vec<String> = (std::fs::read_dir(dir.path()).expect("dir"))
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
         let snapshots = SnapshotDir::open(dir.path()).expect("dir");
-        let left: Vec<_> = (std::fs::read_dir(dir.path()).expect("dir"))
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(left, ["notes"]);
+        assert_eq!(names(), ["00000000000000000007-s7.snap", "notes"]);
         assert_eq!(
             snapshots.durable_index(),
             None,
             "no snapshot until one is made"
         );
+
+        let Err(e) = snapshots.remove_older_releases_file(at(6)) else {
+            panic!("a snapshot file past the database was removed");
+        };
+        assert!(e.to_string().contains("past the database"), "{e}");
+        std::fs::write(&old, &file[..6]).expect("cut");
+        let Err(e) = snapshots.remove_older_releases_file(at(9)) else {
+            panic!("a damaged snapshot file was removed");
+        };
+        assert!(e.to_string().contains("is damaged"), "{e}");
+        assert_eq!(names().len(), 2, "both refusals kept the file");
+        std::fs::write(&old, &file).expect("whole again");
+        snapshots
+            .remove_older_releases_file(at(7))
+            .expect("the database holds its state");
+        assert_eq!(names(), ["notes"]);
+    }
+
+    /// The meta of a snapshot at index `i`, named `s<i>`.
+    fn meta_at(i: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: at(i),
+            snapshot_id: format!("s{i}"),
+            ..SnapshotMeta::default()
+        }
     }
 
     /// The durable point only moves forward, and `covering` answers from it: what the log's

@@ -129,23 +129,29 @@ impl StateMachine {
     ///
     /// # Errors
     ///
-    /// The log or the database failed, or the entry is not in the log.
+    /// The log or the database failed.
     pub async fn settle<L>(&mut self, log: &mut L) -> Result<()>
     where
         L: openraft::storage::RaftLogReader<TypeConfig>,
     {
         if let Some((log_id, done)) = self.applied.partial {
             let entries = log.try_get_log_entries(log_id.index..=log_id.index).await?;
-            let Some(entry) = entries.into_iter().find(|e| e.log_id == log_id) else {
-                return Err(storage_error(
-                    false,
-                    &io::Error::other(format!(
-                        "entry {log_id}, {done} of whose commands were applied before the node stopped, is not in the Raft log"
-                    )),
-                ));
-            };
-            tracing::info!(%log_id, done, "finishing an entry applied part-way before the node stopped");
-            self.apply([entry]).await?;
+            match entries.into_iter().find(|e| e.log_id == log_id) {
+                Some(entry) => {
+                    tracing::info!(%log_id, done, "finishing an entry applied part-way before the node stopped");
+                    self.apply([entry]).await?;
+                }
+                // A follower applies what the leader committed before its own log's fsync,
+                // so its state can hold part of an entry its log lost with the machine. The
+                // leader sends the entry again, and apply skips what is done; until then
+                // this node cannot lead (its log lacks a committed entry), so it sends no
+                // snapshot of the state between two commands (see `get_current_snapshot`).
+                None => tracing::warn!(
+                    %log_id,
+                    done,
+                    "an entry applied part-way before the node stopped is not in its log: waiting for the leader to send it again"
+                ),
+            }
         }
         self.store
             .begin_export()
@@ -462,7 +468,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if self.applied.log_id.is_none() {
             return Ok(None);
         }
-        let state = Outgoing::new(Arc::new(self.store.begin_export()), self.snapshots.clone());
+        let state = match self.applied.partial {
+            // Never sent: the state between two commands of an entry is the state at no
+            // entry. Only a node whose log lacks the entry gets here (see `settle`), and it
+            // cannot lead; openraft reads the meta at start.
+            Some((log_id, done)) => Outgoing::unsendable(
+                self.snapshots.clone(),
+                format!(
+                    "no snapshot is sent while entry {log_id} is applied part-way ({done} commands)"
+                ),
+            ),
+            None => Outgoing::new(Arc::new(self.store.begin_export()), self.snapshots.clone()),
+        };
         Ok(Some(Snapshot {
             meta: self.snapshot_meta(),
             snapshot: Box::new(SnapshotData::Local(state)),
@@ -514,7 +531,7 @@ impl StateMachine {
     fn snapshot_builder(&self) -> SnapshotBuilder {
         SnapshotBuilder {
             meta: self.snapshot_meta(),
-            state: Outgoing::new(Arc::new(self.store.begin_export()), self.snapshots.clone()),
+            state: Arc::new(self.store.begin_export()),
             snapshots: self.snapshots.clone(),
         }
     }
@@ -523,7 +540,7 @@ impl StateMachine {
 /// A snapshot of one applied point (see [`StateMachine::snapshot_builder`]).
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
-    state: Outgoing,
+    state: Arc<mvcc::Export>,
     snapshots: SnapshotDir,
 }
 
@@ -542,7 +559,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tracing::info!(snapshot = %self.meta.snapshot_id, "built snapshot");
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Box::new(SnapshotData::Local(self.state.clone())),
+            snapshot: Box::new(SnapshotData::Local(Outgoing::new(
+                self.state.clone(),
+                self.snapshots.clone(),
+            ))),
         })
     }
 }
@@ -727,7 +747,8 @@ pub(super) mod tests {
 
     /// An entry applied part-way when the node stopped is finished from the log before Raft
     /// starts, each command once: a snapshot of the state between two of its commands
-    /// would be the state at no entry. One the log no longer holds is an error that says so.
+    /// would be the state at no entry. One the log no longer holds (a follower applies
+    /// before its own fsync) waits for the leader, and no snapshot is handed out meanwhile.
     #[tokio::test]
     async fn settling_finishes_an_entry_applied_part_way_from_the_log() {
         let node = Node::new();
@@ -744,11 +765,26 @@ pub(super) mod tests {
             .expect("a put");
         drop(sm);
 
+        // Not in the log (lost with the machine before its fsync): the node starts, applies
+        // nothing, and hands out no snapshot of the state between two commands.
         let mut sm = node.state_machine();
-        let Err(e) = sm.settle(&mut Entries(Vec::new())).await else {
-            panic!("settled without the entry");
+        sm.settle(&mut Entries(Vec::new()))
+            .await
+            .expect("starts without the entry");
+        assert_eq!(
+            node.snapshots.durable_index(),
+            Some(1),
+            "the last whole entry"
+        );
+        let snapshot = (sm.get_current_snapshot().await)
+            .expect("its meta reads, as openraft does at start")
+            .expect("a snapshot");
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(1));
+        let Err(e) = snapshot.snapshot.file_to_send(&snapshot.meta).await else {
+            panic!("a snapshot of an entry applied part-way was written out");
         };
-        assert!(e.to_string().contains("not in the Raft log"), "{e}");
+        assert!(e.to_string().contains("part-way"), "{e}");
+        let mut sm = node.state_machine();
         let mut log = Entries(vec![
             entry(1, put("x", "0")),
             entry(2, Command::Batch(batch)),
