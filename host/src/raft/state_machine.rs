@@ -751,19 +751,7 @@ pub(super) mod tests {
     /// before its own fsync) waits for the leader, and no snapshot is handed out meanwhile.
     #[tokio::test]
     async fn settling_finishes_an_entry_applied_part_way_from_the_log() {
-        let node = Node::new();
-        let mut sm = node.state_machine();
-        sm.apply([entry(1, put("x", "0"))]).await.expect("apply");
-        let batch = vec![put("a", "1"), put("b", "2"), put("c", "3")];
-        let partial = AppliedState {
-            log_id: sm.applied.log_id,
-            membership: sm.applied.membership.clone(),
-            partial: Some((entry(2, put("", "")).log_id, 1)),
-        };
-        sm.apply_command(&batch[0], &partial.encode().expect("encode"))
-            .expect("apply the first")
-            .expect("a put");
-        drop(sm);
+        let (node, batch) = cut_short_after_one_command().await;
 
         // Not in the log (lost with the machine before its fsync): the node starts, applies
         // nothing, and hands out no snapshot of the state between two commands.
@@ -895,12 +883,12 @@ pub(super) mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_batch_cut_short_by_a_crash_resumes_where_it_stopped() {
+    /// A node that applied entry 1 whole and the first of entry 2's three puts (`batch`),
+    /// then "crashed": its applied state says entry 2 is part-way.
+    async fn cut_short_after_one_command() -> (Node, Vec<Command>) {
         let node = Node::new();
         let mut sm = node.state_machine();
         sm.apply([entry(1, put("x", "0"))]).await.expect("apply");
-        // Apply the first command of entry 2 as the batch does, then "crash".
         let batch = vec![put("a", "1"), put("b", "2"), put("c", "3")];
         let partial = AppliedState {
             log_id: sm.applied.log_id,
@@ -910,7 +898,12 @@ pub(super) mod tests {
         sm.apply_command(&batch[0], &partial.encode().expect("encode"))
             .expect("apply the first")
             .expect("a put");
-        drop(sm);
+        (node, batch)
+    }
+
+    #[tokio::test]
+    async fn a_batch_cut_short_by_a_crash_resumes_where_it_stopped() {
+        let (node, batch) = cut_short_after_one_command().await;
 
         let mut sm = node.state_machine();
         // openraft re-applies the entry after the last one fully applied.
