@@ -30,7 +30,8 @@ pub struct Args {
     /// Human-readable name of this member [default: default].
     #[arg(long, env = "ETCH_NAME")]
     pub name: Option<String>,
-    /// Directory for the database, snapshots and (embedded default) certificates [default: ./etch-data].
+    /// Directory for the database, the Raft log, snapshots being sent or received and (embedded
+    /// default) certificates [default: ./etch-data].
     #[arg(long, env = "ETCH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address of the client endpoint (QUIC, UDP) [default: 127.0.0.1:7379].
