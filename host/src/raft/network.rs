@@ -334,7 +334,13 @@ impl Peers {
             addr: addr.to_owned(),
             reason: format!("the snapshot could not be written out to send: {e}"),
         };
-        let _one = (self.snapshot_sends.acquire().await).map_err(|e| not_written(e.to_string()))?;
+        let turn = snapshot_turn(&self.snapshot_sends).await;
+        if turn.is_none() {
+            tracing::warn!(
+                to,
+                "another snapshot send has held the disk's copy for {SNAPSHOT_TURN_WAIT:?}: writing this one out beside it"
+            );
+        }
         // The peer is reached first: a state written out for a peer that is down would be
         // written out again at every retry.
         let conn = self.connection(addr).await?;
@@ -342,7 +348,7 @@ impl Peers {
         // peer's fault.
         let file = (snapshot.snapshot.file_to_send(&snapshot.meta).await)
             .map_err(|e| not_written(e.to_string()))?;
-        let exchange = async {
+        let exchange = async move {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| self.broken(addr, e))?;
             let mut open = tokio::fs::File::open(&file.path)
                 .await
@@ -380,6 +386,9 @@ impl Peers {
                 .await
                 .map_err(|e| self.broken(addr, e))?;
             send.finish().map_err(|e| self.broken(addr, e))?;
+            // The copy on disk and the turn go once the body is sent: the peer's install
+            // may take long, and the next follower need not wait for it.
+            drop((open, file, turn));
             self.answer(addr, &mut recv).await
         };
         tokio::time::timeout(SNAPSHOT_TIMEOUT, exchange)
@@ -423,6 +432,20 @@ impl Peers {
 
 /// How much of a snapshot file is read at once to be sent.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// The longest a snapshot send waits for the one before it (see [`snapshot_turn`]).
+const SNAPSHOT_TURN_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for this node's turn to write out and send a snapshot (one copy of the state on
+/// the disk for sends at a time), for at most [`SNAPSHOT_TURN_WAIT`]: `None` past it, so a
+/// send that a slow or stalled peer holds up does not hold up the snapshots of the others
+/// (the free-space check still bounds what two copies take).
+async fn snapshot_turn(sends: &tokio::sync::Semaphore) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    tokio::time::timeout(SNAPSHOT_TURN_WAIT, sends.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
 
 /// How long after a failed snapshot send to a peer the next one waits: each writes out the
 /// whole state.
@@ -766,5 +789,25 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             ) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A send keeps its turn while its peer is slow: the next one waits for it, but no
+    /// longer than [`SNAPSHOT_TURN_WAIT`], and takes a free turn at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_send_held_up_by_a_slow_peer_holds_up_the_next_for_a_bounded_time() {
+        let sends = tokio::sync::Semaphore::new(1);
+        let held = snapshot_turn(&sends).await.expect("the first send's turn");
+        let started = tokio::time::Instant::now();
+        assert!(snapshot_turn(&sends).await.is_none(), "the turn is taken");
+        assert_eq!(started.elapsed(), SNAPSHOT_TURN_WAIT);
+        drop(held);
+        let started = tokio::time::Instant::now();
+        assert!(snapshot_turn(&sends).await.is_some(), "a free turn");
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
