@@ -314,21 +314,6 @@ impl SnapshotFile {
         let (_, mut r) = self.open()?;
         r.stream_position()
     }
-
-    /// Reads the whole file: the header's checksum, every record of the export and its
-    /// seal, and nothing after it.
-    ///
-    /// # Errors
-    ///
-    /// I/O, or a damaged or truncated file (`InvalidData`, saying what is wrong).
-    pub fn verify(&self) -> io::Result<SnapshotMeta> {
-        let (meta, mut r) = self.open()?;
-        crate::mvcc::scan(&mut r).map_err(|e| damaged(e.to_string()))?;
-        if r.read(&mut [0u8; 1])? != 0 {
-            return Err(damaged("bytes after the end of the snapshot".into()));
-        }
-        Ok(meta)
-    }
 }
 
 /// Free space a received snapshot must leave beyond its file and its copy in the database.

@@ -616,6 +616,13 @@ pub(super) mod tests {
             StateMachine::open(self.store.clone(), self.snapshots.clone()).expect("open")
         }
 
+        /// How many files the snapshot directory holds.
+        fn snapshot_files(&self) -> usize {
+            std::fs::read_dir(self._dir.path().join("snap"))
+                .expect("dir")
+                .count()
+        }
+
         fn get(&self, key: &str) -> etch_proto::KeyValue {
             let range = RangeRequest {
                 key: key.into(),
@@ -703,6 +710,13 @@ pub(super) mod tests {
         assert_eq!(backlog.bytes(), 50, "entry 3 is not applied yet");
         sm.apply([entry(3, put("c", "3"))]).await.expect("apply");
         assert_eq!(backlog.bytes(), 0);
+    }
+
+    /// The snapshot `sm` hands out now.
+    async fn current(sm: &mut StateMachine) -> Snapshot<TypeConfig> {
+        (sm.get_current_snapshot().await)
+            .expect("read")
+            .expect("a snapshot")
     }
 
     /// A Raft log holding `entries`, for [`StateMachine::settle`].
@@ -795,11 +809,7 @@ pub(super) mod tests {
         let node = Node::new();
         let mut sm = node.state_machine();
         sm.apply([entry(1, put("a", "1"))]).await.expect("apply");
-        let first = sm
-            .get_current_snapshot()
-            .await
-            .expect("read")
-            .expect("a snapshot");
+        let first = current(&mut sm).await;
         assert_eq!(first.meta.last_log_id.map(|l| l.index), Some(1));
         sm.apply([entry(2, put("a", "2"))]).await.expect("apply");
         let mut builder = sm.get_snapshot_builder().await;
@@ -826,15 +836,9 @@ pub(super) mod tests {
         assert_eq!(elsewhere.get("a").value, b"1", "the state at entry 1");
         assert_eq!(elsewhere.snapshots.durable_index(), Some(1));
 
-        let now = sm
-            .get_current_snapshot()
-            .await
-            .expect("read")
-            .expect("a snapshot");
+        let now = current(&mut sm).await;
         assert_eq!(now.meta.last_log_id.map(|l| l.index), Some(3));
-        let files = std::fs::read_dir(node._dir.path().join("snap"))
-            .expect("dir")
-            .count();
+        let files = node.snapshot_files();
         assert_eq!(files, 0, "a snapshot wrote a file of its own");
     }
 
@@ -847,19 +851,13 @@ pub(super) mod tests {
         let snapshots = node.snapshots.clone().keeping_free(u64::MAX / 4);
         let mut sm = StateMachine::open(node.store.clone(), snapshots).expect("open");
         sm.apply([entry(1, put("a", "1"))]).await.expect("apply");
-        let snapshot = sm
-            .get_current_snapshot()
-            .await
-            .expect("read")
-            .expect("a snapshot");
+        let snapshot = current(&mut sm).await;
         let Err(e) = snapshot.snapshot.file_to_send(&snapshot.meta).await else {
             panic!("written out on a disk without the room kept");
         };
         assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
         assert!(e.to_string().contains("larger disk"), "{e}");
-        let files = std::fs::read_dir(node._dir.path().join("snap"))
-            .expect("dir")
-            .count();
+        let files = node.snapshot_files();
         assert_eq!(files, 0, "a partial file was left");
     }
 
