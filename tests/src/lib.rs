@@ -815,6 +815,27 @@ pub fn rss_mib(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// The resident set size of process `pid` in MiB once it is under `bound_mib`, or its lowest
+/// reading within `patience`. What an attack pins stays resident while the attack lasts;
+/// what the work around it freed goes back to the kernel only when the allocator purges it
+/// (jemalloc's decay, which a loaded machine can delay by seconds), and is not held.
+///
+/// # Panics
+///
+/// The process is gone.
+pub async fn settled_rss_mib(pid: u32, bound_mib: u64, patience: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut lowest = u64::MAX;
+    loop {
+        tick.tick().await;
+        lowest = lowest.min(rss_mib(pid));
+        if lowest < bound_mib || tokio::time::Instant::now() >= deadline {
+            return lowest;
+        }
+    }
+}
+
 /// A TLS config for a raw QUIC connection that presents the client (or node) certificate in
 /// `files`, trusts `files.ca` and speaks `alpn`.
 pub fn raw_tls(files: &TlsFiles, alpn: &[u8]) -> rustls::ClientConfig {

@@ -228,7 +228,8 @@ async fn a_client_that_never_reads_its_answers_pins_a_bounded_amount() {
         assert!(status.message().contains("has not read"), "{status}");
         refused += 1;
     }
-    let after = etch_tests::rss_mib(cluster.nodes[0].pid().expect("running"));
+    let pid = cluster.nodes[0].pid().expect("running");
+    let after = etch_tests::settled_rss_mib(pid, before + 200, Duration::from_secs(15)).await;
     assert!(
         after < before + 200,
         "the stalled client pins {} MiB (before {before} MiB)",
@@ -570,7 +571,7 @@ async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
             .expect("a response");
         seen += resp.events.len();
     }
-    let after = etch_tests::rss_mib(pid);
+    let after = etch_tests::settled_rss_mib(pid, before + 200, Duration::from_secs(15)).await;
     assert!(
         after < before + 200,
         "the stalled watches pin {} MiB (before {before} MiB)",
