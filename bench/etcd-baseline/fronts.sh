@@ -38,23 +38,29 @@ done
 leader=$("$bin/etchctl" --endpoints $all "${tls[@]}" endpoint status -w json | python3 -c '
 import json, sys
 print([s["Endpoint"] for s in json.load(sys.stdin) if s["Status"]["header"]["member_id"] == s["Status"]["leader"]][0])')
-"$bin/etchctl" --endpoints $leader "${tls[@]}" put k v >/dev/null
+# The key the gets read, as etcdbench writes it before its gets (8 bytes, a 256-byte value):
+# both fronts answer the same bytes.
+"$bin/etchctl" --endpoints $leader "${tls[@]}" put 00000000 "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null
 ticks() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+# Each run: the CPU the three nodes spent and the CPU the load generator spent (user and
+# system, ms), then the generator's throughput line.
 measure() {
   local name=$1; shift
-  local a b out
+  local a b out client
   a=$(ticks)
-  out=$(${client_pin[@]+"${client_pin[@]}"} "$@" 2>&1 | grep -E 'Requests/sec|qps=' | tr -s ' \t\n' ' ')
+  { TIMEFORMAT='%3U %3S'; time ${client_pin[@]+"${client_pin[@]}"} "$@" >"$dir/out" 2>&1; } 2>"$dir/time"
   b=$(ticks)
-  echo "$name: nodes_cpu_ms=$(( (b - a) * 1000 / $(getconf CLK_TCK) )) $out"
+  out=$(grep -E 'Requests/sec|qps=' "$dir/out" | tr -s ' \t\n' ' ')
+  client=$(awk '{printf "%d", ($1 + $2) * 1000}' "$dir/time")
+  echo "$name: nodes_cpu_ms=$(( (b - a) * 1000 / $(getconf CLK_TCK) )) client_cpu_ms=$client $out"
 }
 echo "leader $leader"
 measure quic-put100 "$bin/etch-bench" --endpoints $leader "${tls[@]}" put --conns 10 --clients 100 --total 50000 --key-space-size 10000 --sequential-keys
 measure grpc-put100 "$bench" --endpoints https://$leader "${tls[@]}" --op put --conns 10 --clients 100 --total 50000
 measure grpc-put100-all "$bench" --endpoints https://${all//,/,https://} "${tls[@]}" --op put --conns 10 --clients 100 --total 50000
-measure quic-getl "$bin/etch-bench" --endpoints $leader "${tls[@]}" range k --conns 10 --clients 100 --total 50000
+measure quic-getl "$bin/etch-bench" --endpoints $leader "${tls[@]}" range 00000000 --conns 10 --clients 100 --total 50000
 measure grpc-getl "$bench" --endpoints https://$leader "${tls[@]}" --op get-lin --conns 10 --clients 100 --total 50000
-measure quic-gets "$bin/etch-bench" --endpoints $leader "${tls[@]}" range k --consistency s --conns 10 --clients 100 --total 50000
+measure quic-gets "$bin/etch-bench" --endpoints $leader "${tls[@]}" range 00000000 --consistency s --conns 10 --clients 100 --total 50000
 measure grpc-gets "$bench" --endpoints https://$leader "${tls[@]}" --op get-ser --conns 10 --clients 100 --total 50000
 measure quic-put1 "$bin/etch-bench" --endpoints $leader "${tls[@]}" put --total 2000 --key-space-size 10000 --sequential-keys
 measure grpc-put1 "$bench" --endpoints https://$leader "${tls[@]}" --op put --conns 1 --clients 1 --total 2000

@@ -92,8 +92,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Batched<IO> {
         Poll::Ready(Ok(total))
     }
 
+    /// Not vectored, on purpose: h2 then copies DATA payloads up to 1 KiB into its own
+    /// buffer, where with vectored writes it chains any payload over 256 bytes and flushes
+    /// the connection before it encodes the next frame — a flush (a TLS record and a
+    /// `writev`) for about every answer of a few hundred bytes.
     fn is_write_vectored(&self) -> bool {
-        true
+        false
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
