@@ -119,9 +119,119 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Batched<IO> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
     use futures::FutureExt;
     use tokio::io::AsyncWriteExt;
+
+    /// A stream that counts the writes that reach it.
+    struct Counted<IO> {
+        io: IO,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, data))?;
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Twenty answers of a few hundred bytes, made at once on one HTTP/2 connection,
+    /// reach the socket in a couple of writes. (With vectored writes h2 flushed before
+    /// each DATA frame over 256 bytes: one write, one TLS record, per answer.)
+    #[tokio::test]
+    async fn answers_made_together_leave_in_few_writes() {
+        const ANSWERS: usize = 20;
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = Counted {
+            io: near,
+            writes: writes.clone(),
+        };
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(Batched::new(counted))
+                .await
+                .expect("server handshake");
+            let mut pending = Vec::new();
+            while pending.len() < ANSWERS {
+                let (_, respond) = conn
+                    .accept()
+                    .await
+                    .expect("a request")
+                    .expect("a valid request");
+                pending.push(respond);
+            }
+            let before = writes.load(Ordering::Relaxed);
+            for mut respond in pending {
+                let response = http::Response::new(());
+                let mut body = respond.send_response(response, false).expect("headers");
+                body.send_data(bytes::Bytes::from(vec![7u8; 312]), false)
+                    .expect("data");
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                body.send_trailers(trailers).expect("trailers");
+            }
+            // Drive the connection until the client has read every answer and gone.
+            while conn.accept().await.is_some() {}
+            writes.load(Ordering::Relaxed) - before
+        });
+        let (client, conn) = h2::client::handshake(far).await.expect("client handshake");
+        let driver = tokio::spawn(conn);
+        let mut client = client.ready().await.expect("ready");
+        let mut answers = Vec::new();
+        for _ in 0..ANSWERS {
+            let request = http::Request::post("http://etch/x")
+                .body(())
+                .expect("request");
+            let (answer, _) = client.send_request(request, true).expect("send");
+            answers.push(answer);
+        }
+        for answer in answers {
+            let mut body = answer.await.expect("answer").into_body();
+            let mut got = 0;
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.expect("chunk");
+                got += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            assert_eq!(got, 312);
+            body.trailers()
+                .await
+                .expect("trailers")
+                .expect("some trailers");
+        }
+        drop(client);
+        driver.abort();
+        let writes = server.await.expect("server");
+        eprintln!("{ANSWERS} answers in {writes} writes");
+        assert!(writes <= 3, "{ANSWERS} answers took {writes} writes");
+    }
 
     #[tokio::test]
     async fn small_writes_wait_for_the_flush_and_large_ones_go_through() {
