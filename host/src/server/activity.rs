@@ -1,19 +1,23 @@
-//! What a connection is doing: how many streams it has open and when it last did anything,
-//! so that a connection kept up only by QUIC keep-alives can be told apart and closed.
+//! What a connection is doing: how many requests or streams it has open and when the last
+//! one ended, so that a connection kept up only by keep-alives (QUIC's, HTTP/2's pings)
+//! can be told apart and closed. Both client fronts use it, per connection.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::time::{Duration, Instant};
 
-/// Open streams and the time of the last request or stream end on one connection.
+/// Open requests or streams, and when the last one ended, on one connection. Atomics, not
+/// a lock: every request passes here on its way in and out.
 #[derive(Debug)]
 pub(super) struct Activity {
     open: AtomicUsize,
-    last: Mutex<Instant>,
+    /// When the connection was made; `last_ms` counts from it.
+    born: Instant,
+    last_ms: AtomicU64,
 }
 
-/// One open stream; it counts as activity when it starts and when it ends.
+/// One open request or stream, open until dropped.
 #[derive(Debug)]
 pub(super) struct OpenStream {
     activity: Arc<Activity>,
@@ -23,39 +27,52 @@ impl Activity {
     pub(super) fn new() -> Arc<Self> {
         Arc::new(Activity {
             open: AtomicUsize::new(0),
-            last: Mutex::new(Instant::now()),
+            born: Instant::now(),
+            last_ms: AtomicU64::new(0),
         })
     }
 
-    fn touch(&self) {
-        // An `Instant` is written whole; a poisoned lock still holds a valid one.
-        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-    }
-
-    /// Records a new stream, open until the returned guard is dropped.
+    /// Records a new request or stream, open until the returned guard is dropped. (Only
+    /// its end is timed: while it is open the connection is not idle, and it ends after
+    /// it began.)
     pub(super) fn open(self: &Arc<Self>) -> OpenStream {
         self.open.fetch_add(1, Ordering::SeqCst);
-        self.touch();
         OpenStream {
             activity: self.clone(),
         }
     }
 
     /// When the connection becomes idle for `timeout` if nothing happens before; `None`
-    /// while a stream is open (a watch may be silent for hours, and is not idle).
+    /// while a request or stream is open (a watch may be silent for hours, and is not idle).
     pub(super) fn idle_at(&self, timeout: Duration) -> Option<Instant> {
         if self.open.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        let last = *self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        Some(last + timeout)
+        let last = Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+        Some(self.born + last + timeout)
+    }
+
+    /// Returns once the connection has been idle for `timeout`.
+    pub(super) async fn idle(&self, timeout: Duration) {
+        loop {
+            // While something is open, look again a timeout later.
+            let wake = self
+                .idle_at(timeout)
+                .unwrap_or_else(|| Instant::now() + timeout);
+            tokio::time::sleep_until(wake).await;
+            if self.idle_at(timeout).is_some_and(|at| at <= Instant::now()) {
+                return;
+            }
+        }
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.activity.touch();
-        self.activity.open.fetch_sub(1, Ordering::SeqCst);
+        let activity = &self.activity;
+        let ms = u64::try_from(activity.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.last_ms.fetch_max(ms, Ordering::SeqCst);
+        activity.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -63,15 +80,39 @@ impl Drop for OpenStream {
 mod tests {
     use super::*;
 
-    #[test]
-    fn idle_only_without_open_streams_and_counted_from_the_last_end() {
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_without_open_streams_and_counted_from_the_last_end() {
         let activity = Activity::new();
         let timeout = Duration::from_secs(60);
-        let first = activity.idle_at(timeout).expect("no stream open");
+        let first = activity.idle_at(timeout).expect("nothing open");
+        assert_eq!(first, activity.born + timeout);
         let stream = activity.open();
         assert_eq!(activity.idle_at(timeout), None);
+        tokio::time::advance(Duration::from_secs(5)).await;
         drop(stream);
         let after = activity.idle_at(timeout).expect("closed again");
-        assert!(after >= first);
+        assert_eq!(after, activity.born + Duration::from_secs(5) + timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_returns_a_timeout_after_the_last_end_and_never_while_open() {
+        let activity = Activity::new();
+        let timeout = Duration::from_secs(60);
+        let stream = activity.open();
+        let started = Instant::now();
+        let waiting = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.idle(timeout).await }
+        });
+        // Open for three timeouts: not idle.
+        tokio::time::advance(timeout * 3).await;
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "idle while a stream was open");
+        drop(stream);
+        waiting.await.expect("the idle wait");
+        assert!(
+            started.elapsed() >= timeout * 4,
+            "idle a timeout after the end"
+        );
     }
 }

@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::activity::Activity;
 use super::admission::Slot;
 use super::budget::{Budget, Charge};
 use super::endpoint::ClientGate;
@@ -63,72 +64,8 @@ pub(crate) struct Peer {
     /// Bytes of watch responses it may have built and not sent, over all its streams
     /// (`watch_stream::DELIVERY_BYTES`).
     pub(crate) watch_deliveries: Arc<tokio::sync::Semaphore>,
-    /// Its requests: how many are open, and when the last began or ended.
+    /// Its requests: how many are open, and when the last ended.
     activity: Arc<Activity>,
-}
-
-/// What decides that a connection is idle: no request open, and none begun or ended for
-/// `--client-idle-timeout` (HTTP/2 pings keep a connection alive, not busy).
-struct Activity {
-    open: std::sync::atomic::AtomicUsize,
-    /// When the connection was made; `last_ms` counts from it (atomics, not a lock, on
-    /// every request's way in and out).
-    born: std::time::Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            open: std::sync::atomic::AtomicUsize::new(0),
-            born: std::time::Instant::now(),
-            last_ms: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// A request begun: open until the guard (carried by its response body) drops.
-    fn begin(self: &Arc<Self>) -> Open {
-        self.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.touch();
-        Open(self.clone())
-    }
-
-    /// How long the connection has been idle; `None` while a request is open.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.open.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
-        Some(self.born.elapsed().saturating_sub(last))
-    }
-
-    /// Returns once the connection has been idle for `timeout`.
-    async fn idle(&self, timeout: Duration) {
-        let tick = (timeout / 4).max(Duration::from_millis(100));
-        loop {
-            tokio::time::sleep(tick).await;
-            if self.idle_for().is_some_and(|idle| idle >= timeout) {
-                return;
-            }
-        }
-    }
-}
-
-/// An open request of a connection ([`Activity::begin`]).
-struct Open(Arc<Activity>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0
-            .open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.touch();
-    }
 }
 
 /// Counts each request open from its arrival until its response body is done.
@@ -152,7 +89,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let open = (req.extensions().get::<Peer>()).map(|peer| peer.activity.begin());
+        let open = (req.extensions().get::<Peer>()).map(|peer| peer.activity.open());
         let answer = self.inner.call(req);
         Box::pin(async move {
             let response = answer.await?;
@@ -209,7 +146,7 @@ pub(crate) struct Held {
 /// A response body that keeps `T` until the body is done with (sent, or dropped with its
 /// stream): an answer's charge ([`Held`]), what bounds the answers a client that does not
 /// read can pin in the node's memory; a request's place among its connection's open ones
-/// ([`Open`]).
+/// ([`OpenStream`](super::activity::OpenStream)).
 struct KeepBody<T> {
     inner: tonic::body::Body,
     _kept: T,
@@ -424,7 +361,7 @@ async fn accept(
             let flag = refused.clone();
             let tls = node.tls().subscribe();
             let (alive, gone) = tokio::sync::oneshot::channel::<()>();
-            let activity = Arc::new(Activity::new());
+            let activity = Activity::new();
             let watched = activity.clone();
             let idle_timeout = limits.idle_timeout;
             tokio::spawn(async move {
