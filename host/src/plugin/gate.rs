@@ -84,6 +84,18 @@ struct Tally {
     outcome: &'static str,
     cause: Option<&'static str>,
     took: Duration,
+    /// What the call has to tell the operator, said with the count: a quick try that
+    /// stopped and runs again says it once, in the judgement that answers.
+    said: Option<Said>,
+}
+
+/// A call's warning for the node's log.
+#[derive(Debug)]
+enum Said {
+    /// An audit binding would have rejected the write.
+    WouldReject { code: String, reason: String },
+    /// The call failed.
+    Failed(String),
 }
 
 /// A call's outcomes, as metrics name them.
@@ -470,6 +482,22 @@ impl Plugins {
                 tally.took,
             );
         }
+        for tally in &tallies {
+            match &tally.said {
+                Some(Said::WouldReject { code, reason }) => {
+                    tracing::warn!(
+                        plugin = tally.name,
+                        code,
+                        reason,
+                        "audit: plugin would reject this write"
+                    );
+                }
+                Some(Said::Failed(error)) => {
+                    tracing::warn!(plugin = tally.name, error, "plugin failed");
+                }
+                None => {}
+            }
+        }
         let mut stats = self.stats();
         for tally in tallies {
             let stats = stats.entry(tally.name).or_default();
@@ -543,17 +571,25 @@ impl Plugins {
             Ok(Verdict::Deny(_)) => (DENIED, None),
             Err(e) => (FAILED, Some(e.cause())),
         };
+        let said = match &verdict {
+            Ok(Verdict::Allow) => None,
+            Ok(Verdict::Deny(denial)) => audit.then(|| Said::WouldReject {
+                code: denial.code.to_string(),
+                reason: denial.reason.to_string(),
+            }),
+            Err(e) => Some(Said::Failed(e.to_string())),
+        };
         tallies.push(Tally {
             name: name.to_owned(),
             outcome,
             cause,
             took: started.elapsed(),
+            said,
         });
         match verdict {
             Ok(Verdict::Allow) => Ok(()),
             Ok(Verdict::Deny(denial)) => {
                 if audit {
-                    tracing::warn!(plugin = name, code = %denial.code, reason = %denial.reason, "audit: plugin would reject this write");
                     return Ok(());
                 }
                 Err(Halt::Answer(ProtoError::PluginRejected {
@@ -563,7 +599,6 @@ impl Plugins {
                 }))
             }
             Err(e) => {
-                tracing::warn!(plugin = name, error = %e, "plugin failed");
                 if audit || binding.on_error == FailurePolicy::FailOpen {
                     return Ok(());
                 }

@@ -42,7 +42,7 @@ pub(super) fn encode_component(wat: &str, world: &str) -> Vec<u8> {
 }
 
 pub(super) const ALLOW: &str = "(i32.store8 (i32.const 16) (i32.const 0)) (i32.const 16)";
-const DENY: &str = "(i32.store8 (i32.const 16) (i32.const 1))
+pub(super) const DENY: &str = "(i32.store8 (i32.const 16) (i32.const 1))
     (i32.store (i32.const 20) (i32.const 100)) (i32.store (i32.const 24) (i32.const 4))
     (i32.store (i32.const 28) (i32.const 200)) (i32.store (i32.const 32) (i32.const 9))
     (i32.const 16)";
@@ -89,7 +89,7 @@ impl Fixture {
         )
     }
 
-    fn bind_with(
+    pub(super) fn bind_with(
         &self,
         name: &str,
         body: &str,

@@ -205,3 +205,93 @@ async fn a_judgement_within_the_caps_but_slow_sends_its_lane_to_the_plugin_threa
     let cause = failed(judge(&f, "slowish").await);
     assert!(cause.contains("stopping"), "{cause}");
 }
+
+/// What `tracing` writes on the thread that installed it, kept for reading.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> usize {
+        let bytes = self.0.lock().expect("the log buffer").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("the log buffer")
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answers() {
+    use etch_proto::plugin::{FailurePolicy, PluginMode};
+    let f = Fixture::new();
+    f.bind_with(
+        "aa",
+        super::limits_test::DENY,
+        PluginLimits::default(),
+        PluginMode::Audit,
+        FailurePolicy::FailClosed,
+    );
+    f.bind("bb", LOOP, outgrowing());
+    f.plugins.warm(&f.store);
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    // This thread's log: the judgements on the asking task, not the plugin threads'.
+    let _on = tracing::subscriber::set_default(subscriber);
+    const WOULD_REJECT: &str = "audit: plugin would reject this write";
+
+    // `aa` alone is answered on the asking task, which says so once.
+    judge(&f, "aa")
+        .await
+        .expect("an audit binding lets the write through");
+    assert_eq!(captured.lines_with(WOULD_REJECT), 1);
+
+    // A txn under both: `aa` would reject on the asking task, then `bb` outgrows the
+    // caps there and the judgement runs again on a plugin thread, which says it. The
+    // asking task says nothing more (before, it warned for `aa`, and the thread again).
+    let txn = Request::Txn(TxnRequest {
+        success: ["aa", "bb"]
+            .map(|name| {
+                RequestOp::Put(PutRequest {
+                    key: format!("/p/{name}/k").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })
+            })
+            .to_vec(),
+        ..Default::default()
+    });
+    let cause = failed(f.plugins.judge_on_executor(&f.store, "alice", &txn).await);
+    assert!(cause.starts_with("deadline of 20 ms"), "{cause}");
+    assert_eq!(captured.lines_with(WOULD_REJECT), 1);
+    assert_eq!(captured.lines_with("plugin failed"), 0);
+    assert_eq!(
+        f.plugins.stats_of("aa").calls,
+        2,
+        "once alone, once in the txn"
+    );
+}
