@@ -175,6 +175,54 @@ async fn bytes_that_are_not_grpc_end_that_connection_only() {
     assert!(resp.header.expect("header").revision > 1);
 }
 
+/// Headers past HTTP/2's header list limit (16 KiB, the SETTINGS the node sends): a request
+/// carrying 64 KiB of metadata is refused by the node, not decoded into its memory, and 200
+/// requests on one connection each carrying headers just under the limit are all answered;
+/// the node serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused_and_large_ones_do_not_stop_the_node() {
+    let cluster = Cluster::new(1, &[]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    let channel = channel(&addr, &root).await;
+    put(&channel, "k", "v").await;
+    let range = |pad: usize| {
+        let mut request = tonic::Request::new(pb::RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        });
+        let value = "p".repeat(pad).parse().expect("an ASCII metadata value");
+        request.metadata_mut().insert("x-pad", value);
+        request
+    };
+
+    let mut kv = pb::kv_client::KvClient::new(channel.clone());
+    let refused = tokio::time::timeout(Duration::from_secs(20), kv.range(range(64 * 1024)))
+        .await
+        .expect("an answer within 20 s, not a hang");
+    // The node ends that connection (h2's GOAWAY, ENHANCE_YOUR_CALM); the channel dials
+    // again for the requests below.
+    let status = refused.expect_err("64 KiB of headers accepted");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let mut kv = pb::kv_client::KvClient::new(channel.clone());
+        let request = range(12 * 1024);
+        calls.spawn(async move { kv.range(request).await });
+    }
+    while let Some(call) = calls.join_next().await {
+        let answer = call
+            .expect("the call task")
+            .expect("a range with 12 KiB of headers");
+        assert_eq!(answer.into_inner().kvs.len(), 1);
+    }
+
+    let other = etch_tests::grpc::channel(&addr, &root).await;
+    let resp = put(&other, "after", "ok").await;
+    assert!(resp.header.expect("header").revision > 1);
+}
+
 /// A client that asks for large answers and never reads them (its HTTP/2 stream windows
 /// are 0, so the node cannot send a byte of them): the answers it pins are bounded by its
 /// connection's budget (the response limit, 64 MiB), the requests past it are refused at
