@@ -815,6 +815,11 @@ pub fn rss_mib(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// How long a memory-bound test waits for the resident set to settle. Such a test runs its
+/// node with a write deadline far past it (`--client-write-timeout 60000`): the deadline
+/// would free what the attack pins, and the bound must hold while the attack still pins it.
+pub const RSS_SETTLE: Duration = Duration::from_secs(8);
+
 /// The resident set size of process `pid` in MiB once it is under `bound_mib`, or its lowest
 /// reading within `patience`. What an attack pins stays resident while the attack lasts;
 /// what the work around it freed goes back to the kernel only when the allocator purges it

@@ -200,14 +200,15 @@ async fn oversized_headers_are_refused_and_large_ones_do_not_stop_the_node() {
     let refused = tokio::time::timeout(Duration::from_secs(20), kv.range(range(64 * 1024)))
         .await
         .expect("an answer within 20 s, not a hang");
-    // The node ends that connection (h2's GOAWAY, ENHANCE_YOUR_CALM); the channel dials
-    // again for the requests below.
+    // The node ends that connection (h2's GOAWAY, ENHANCE_YOUR_CALM).
     let status = refused.expect_err("64 KiB of headers accepted");
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
 
+    // A connection of its own, not the one the node just ended.
+    let large = etch_tests::grpc::channel(&addr, &root).await;
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..200 {
-        let mut kv = pb::kv_client::KvClient::new(channel.clone());
+        let mut kv = pb::kv_client::KvClient::new(large.clone());
         let request = range(12 * 1024);
         calls.spawn(async move { kv.range(request).await });
     }
@@ -230,7 +231,7 @@ async fn oversized_headers_are_refused_and_large_ones_do_not_stop_the_node() {
 /// budget, 120 answers of 6 MB each stayed in the node's memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_answers_pins_a_bounded_amount() {
-    let cluster = Cluster::new(1, &[]);
+    let cluster = Cluster::new(1, &["--client-write-timeout", "60000"]);
     let root = cluster.client_tls("root");
     let addr = cluster.nodes[0].endpoint();
     let writer = channel(&addr, &root).await;
@@ -277,7 +278,7 @@ async fn a_client_that_never_reads_its_answers_pins_a_bounded_amount() {
         refused += 1;
     }
     let pid = cluster.nodes[0].pid().expect("running");
-    let after = etch_tests::settled_rss_mib(pid, before + 200, Duration::from_secs(15)).await;
+    let after = etch_tests::settled_rss_mib(pid, before + 200, etch_tests::RSS_SETTLE).await;
     assert!(
         after < before + 200,
         "the stalled client pins {} MiB (before {before} MiB)",
@@ -565,7 +566,7 @@ async fn a_request_body_that_never_finishes_is_cut_off() {
 /// response: 30 puts of 1 MB pinned 507 MiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
-    let cluster = Cluster::new(1, &[]);
+    let cluster = Cluster::new(1, &["--client-write-timeout", "60000"]);
     let root = cluster.client_tls("root");
     let addr = cluster.nodes[0].endpoint();
     let pid = cluster.nodes[0].pid().expect("running");
@@ -619,7 +620,7 @@ async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
             .expect("a response");
         seen += resp.events.len();
     }
-    let after = etch_tests::settled_rss_mib(pid, before + 200, Duration::from_secs(15)).await;
+    let after = etch_tests::settled_rss_mib(pid, before + 200, etch_tests::RSS_SETTLE).await;
     assert!(
         after < before + 200,
         "the stalled watches pin {} MiB (before {before} MiB)",

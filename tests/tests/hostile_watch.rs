@@ -176,7 +176,7 @@ async fn stalled_watchers_with_large_values_keep_memory_bounded_and_lose_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_stalled_watch_streams_of_one_connection_pin_a_bounded_amount() {
     const STREAMS: usize = 200;
-    let cluster = Cluster::single();
+    let cluster = Cluster::single_with(&["--client-write-timeout", "60000"]);
     let pid = cluster.nodes[0].pid().expect("the node runs");
     let client = cluster.root_client();
     let tls = raw_tls(&cluster.client_tls("root"), ALPN_CLIENT);
@@ -220,7 +220,7 @@ async fn many_stalled_watch_streams_of_one_connection_pin_a_bounded_amount() {
     }
     let at_once = memory_kib(pid).1 / 1024;
     let before = before / 1024;
-    let settled = settled_rss_mib(pid, before + 200, Duration::from_secs(15)).await;
+    let settled = settled_rss_mib(pid, before + 200, etch_tests::RSS_SETTLE).await;
     eprintln!(
         "{STREAMS} stalled streams: RSS {before} MiB before, {at_once} MiB once the events \
          were out, {settled} MiB settled"

@@ -89,6 +89,22 @@ struct Tally {
     said: Option<Said>,
 }
 
+/// The calls of a quick judgement that stopped: counted, and their warnings logged, when
+/// dropped, unless cleared because the judgement ran again and counted its own. (A request
+/// whose asker goes away while it waits for the plugin threads is not judged again.)
+struct Unjudged<'a> {
+    plugins: &'a Plugins,
+    ran: Vec<Tally>,
+}
+
+impl Drop for Unjudged<'_> {
+    fn drop(&mut self) {
+        if !self.ran.is_empty() {
+            self.plugins.count_judged(std::mem::take(&mut self.ran));
+        }
+    }
+}
+
 /// A call's warning for the node's log.
 #[derive(Debug)]
 enum Said {
@@ -201,11 +217,14 @@ impl Plugins {
     ) -> Result<Guard, ProtoError> {
         let lane = self.lane(store, request)?;
         // Calls of a quick try that stopped, counted only if nothing judges it again.
-        let mut ran = Vec::new();
+        let mut ran = Unjudged {
+            plugins: self,
+            ran: Vec::new(),
+        };
         if self.slow_lanes.allows(&lane, Instant::now()) {
             let clock = self.runtime.cpu_clock();
             let (cpu, wall) = (clock(), Instant::now());
-            let judged = self.judge_in(store, principal, request, Mode::Quick, &mut ran);
+            let judged = self.judge_in(store, principal, request, Mode::Quick, &mut ran.ran);
             let (cpu, wall) = (clock().saturating_sub(cpu), wall.elapsed());
             // Answered, but slow: a validator that keeps under the caps yet takes a
             // millisecond a call would hold the request tasks. A few are forgiven (an
@@ -238,10 +257,14 @@ impl Plugins {
             .await;
         match judged {
             // Judged again there: the calls made here are counted with the new ones.
-            Ok(judged) => judged,
-            // Not judged again: the calls that ran here are all there is to count.
+            Ok(judged) => {
+                ran.ran.clear();
+                judged
+            }
+            // Not judged again: the calls that ran here are all there is to count (when
+            // `ran` drops, as when the asker is gone before the plugin threads answer).
             Err(refused) => {
-                self.count_judged(ran);
+                drop(ran);
                 Err(ProtoError::PluginFailed {
                     plugin: lane,
                     cause: PluginError::NotRun(refused).to_string(),

@@ -258,6 +258,7 @@ async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answer
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
         .with_ansi(false)
         .finish();
     // This thread's log: the judgements on the asking task, not the plugin threads'.
@@ -287,6 +288,8 @@ async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answer
     });
     let cause = failed(f.plugins.judge_on_executor(&f.store, "alice", &txn).await);
     assert!(cause.starts_with("deadline of 20 ms"), "{cause}");
+    // The quick try did run here, and stopped at `bb`.
+    assert_eq!(captured.lines_with("outgrew the quick caps"), 1);
     assert_eq!(captured.lines_with(WOULD_REJECT), 1);
     assert_eq!(captured.lines_with("plugin failed"), 0);
     assert_eq!(

@@ -49,16 +49,21 @@ impl Activity {
             return None;
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+        // One that opened meanwhile was not timed when it opened: look again.
+        if self.open.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
         Some(self.born + last + timeout)
     }
 
     /// Returns once the connection has been idle for `timeout`.
     pub(super) async fn idle(&self, timeout: Duration) {
         loop {
-            // While something is open, look again a timeout later.
+            // While something is open, look again a timeout later (at least 100 ms: a
+            // zero timeout must not spin).
             let wake = self
                 .idle_at(timeout)
-                .unwrap_or_else(|| Instant::now() + timeout);
+                .unwrap_or_else(|| Instant::now() + timeout.max(Duration::from_millis(100)));
             tokio::time::sleep_until(wake).await;
             if self.idle_at(timeout).is_some_and(|at| at <= Instant::now()) {
                 return;

@@ -4,7 +4,7 @@
 //! HTTP/2 flushes its connection each time it has written what it had, which under many
 //! concurrent small answers is once or twice per answer (its headers and data, then its
 //! trailers): a TLS record and a `writev` each. [`Batched`] keeps what is written in a
-//! buffer of at most [`LIMIT`] bytes and, when asked to flush a small buffer, puts the
+//! buffer of at most [`CAP`] bytes and, when asked to flush a small buffer, puts the
 //! flush off once (the connection's task is woken and goes to the back of the run queue),
 //! so that the answers other streams finish meanwhile go out with it. A flush is never put
 //! off twice in a row, so it costs at most one turn of the scheduler.
@@ -15,9 +15,14 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most bytes kept before they are written through; a write this large or larger
-/// goes straight to the stream. One TLS record's worth.
+/// A write this large or larger goes straight to the stream when nothing is kept. One TLS
+/// record's worth, and h2's default frame size.
 pub(super) const LIMIT: usize = 16 * 1024;
+
+/// The most bytes kept. What is kept and a large write that follows it are kept together up
+/// to this: h2 copies the head of a large DATA frame (its header and up to 1 KiB) and
+/// hands over the rest, and the frame then leaves in one write, not two.
+pub(super) const CAP: usize = 2 * LIMIT;
 
 pub(super) struct Batched<IO> {
     io: IO,
@@ -80,10 +85,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Batched<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if self.buf.len() + total > LIMIT {
+        if self.buf.len() + total > CAP {
             ready!(self.poll_drain(cx))?;
         }
-        if total >= LIMIT {
+        if self.buf.is_empty() && total >= LIMIT {
             return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         }
         for b in bufs {
@@ -162,12 +167,10 @@ mod tests {
         }
     }
 
-    /// Twenty answers of a few hundred bytes, made at once on one HTTP/2 connection,
-    /// reach the socket in a couple of writes. (With vectored writes h2 flushed before
-    /// each DATA frame over 256 bytes: one write, one TLS record, per answer.)
-    #[tokio::test]
-    async fn answers_made_together_leave_in_few_writes() {
-        const ANSWERS: usize = 20;
+    /// How many writes reach the socket for `answers` answers of `size` bytes each, made at
+    /// once on one HTTP/2 connection through a [`Batched`] buffer (from the first answer's
+    /// headers to the last answer's trailers).
+    async fn writes_for(answers: usize, size: usize) -> usize {
         let (near, far) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
         let counted = Counted {
@@ -179,7 +182,7 @@ mod tests {
                 .await
                 .expect("server handshake");
             let mut pending = Vec::new();
-            while pending.len() < ANSWERS {
+            while pending.len() < answers {
                 let (_, respond) = conn
                     .accept()
                     .await
@@ -191,7 +194,8 @@ mod tests {
             for mut respond in pending {
                 let response = http::Response::new(());
                 let mut body = respond.send_response(response, false).expect("headers");
-                body.send_data(bytes::Bytes::from(vec![7u8; 312]), false)
+                body.reserve_capacity(size);
+                body.send_data(bytes::Bytes::from(vec![7u8; size]), false)
                     .expect("data");
                 let mut trailers = http::HeaderMap::new();
                 trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -201,18 +205,23 @@ mod tests {
             while conn.accept().await.is_some() {}
             writes.load(Ordering::Relaxed) - before
         });
-        let (client, conn) = h2::client::handshake(far).await.expect("client handshake");
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(1 << 24)
+            .handshake::<_, bytes::Bytes>(far)
+            .await
+            .expect("client handshake");
         let driver = tokio::spawn(conn);
         let mut client = client.ready().await.expect("ready");
-        let mut answers = Vec::new();
-        for _ in 0..ANSWERS {
+        let mut pending = Vec::new();
+        for _ in 0..answers {
             let request = http::Request::post("http://etch/x")
                 .body(())
                 .expect("request");
             let (answer, _) = client.send_request(request, true).expect("send");
-            answers.push(answer);
+            pending.push(answer);
         }
-        for answer in answers {
+        for answer in pending {
             let mut body = answer.await.expect("answer").into_body();
             let mut got = 0;
             while let Some(chunk) = body.data().await {
@@ -220,7 +229,7 @@ mod tests {
                 got += chunk.len();
                 let _ = body.flow_control().release_capacity(chunk.len());
             }
-            assert_eq!(got, 312);
+            assert_eq!(got, size);
             body.trailers()
                 .await
                 .expect("trailers")
@@ -228,9 +237,28 @@ mod tests {
         }
         drop(client);
         driver.abort();
-        let writes = server.await.expect("server");
-        eprintln!("{ANSWERS} answers in {writes} writes");
-        assert!(writes <= 3, "{ANSWERS} answers took {writes} writes");
+        server.await.expect("server")
+    }
+
+    /// Twenty answers of a few hundred bytes, made at once, reach the socket in a couple
+    /// of writes. (With vectored writes h2 flushed before each DATA frame over 256 bytes:
+    /// one write, one TLS record, per answer; 11 writes here.)
+    #[tokio::test]
+    async fn answers_made_together_leave_in_few_writes() {
+        let writes = writes_for(20, 312).await;
+        assert!(writes <= 3, "20 answers of 312 bytes took {writes} writes");
+    }
+
+    /// A large answer leaves a frame (16 KiB) a write. (With at most 16 KiB kept, the head
+    /// of each frame that h2 copied went out in a write of its own: two per frame.)
+    #[tokio::test]
+    async fn a_large_answer_leaves_a_frame_a_write() {
+        let frames = 4 * 3;
+        let writes = writes_for(4, 3 * LIMIT).await;
+        assert!(
+            writes <= frames + 2,
+            "4 answers of 48 KiB ({frames} frames) took {writes} writes"
+        );
     }
 
     #[tokio::test]
@@ -248,15 +276,35 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(&got, b"abcdef");
-        // A write of LIMIT bytes or more is not kept; what was kept goes first.
-        batched.write_all(b"x").await.expect("write");
+        // A write of LIMIT bytes or more with nothing kept goes straight through.
         let big = vec![7u8; LIMIT + 1];
         batched.write_all(&big).await.expect("write");
+        let mut got = vec![0u8; LIMIT + 1];
+        tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
+            .await
+            .expect("read");
+        assert!(got.iter().all(|b| *b == 7));
+        // After kept bytes it is kept with them, up to CAP, and both leave at the flush.
+        batched.write_all(b"x").await.expect("write");
+        batched.write_all(&big).await.expect("write");
         let mut got = vec![0u8; LIMIT + 2];
+        let early = tokio::io::AsyncReadExt::read(&mut far, &mut got).now_or_never();
+        assert!(early.is_none(), "bytes left before the flush: {early:?}");
+        batched.flush().await.expect("flush");
         tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
             .await
             .expect("read");
         assert_eq!(got[0], b'x');
         assert!(got[1..].iter().all(|b| *b == 7));
+        // Past CAP, what was kept goes first.
+        batched.write_all(b"y").await.expect("write");
+        let bigger = vec![8u8; CAP];
+        batched.write_all(&bigger).await.expect("write");
+        let mut got = vec![0u8; CAP + 1];
+        tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
+            .await
+            .expect("read");
+        assert_eq!(got[0], b'y');
+        assert!(got[1..].iter().all(|b| *b == 8));
     }
 }
