@@ -210,7 +210,21 @@ async fn a_judgement_within_the_caps_but_slow_sends_its_lane_to_the_plugin_threa
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+const WOULD_REJECT: &str = "audit: plugin would reject this write";
+
 impl Captured {
+    /// Captures this thread's log, at debug and above, until the guard drops: the
+    /// judgements on the asking task, not the plugin threads'.
+    fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
     fn lines_with(&self, needle: &str) -> usize {
         let bytes = self.0.lock().expect("the log buffer").clone();
         String::from_utf8_lossy(&bytes)
@@ -242,8 +256,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-#[tokio::test]
-async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answers() {
+/// `aa`, an audit binding that would reject every write, and `bb`, a loop that outgrows
+/// the quick caps; and a txn that puts under both.
+fn audit_then_overrun() -> (Fixture, Request) {
     use etch_proto::plugin::{FailurePolicy, PluginMode};
     let f = Fixture::new();
     f.bind_with(
@@ -255,25 +270,6 @@ async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answer
     );
     f.bind("bb", LOOP, outgrowing());
     f.plugins.warm(&f.store);
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    // This thread's log: the judgements on the asking task, not the plugin threads'.
-    let _on = tracing::subscriber::set_default(subscriber);
-    const WOULD_REJECT: &str = "audit: plugin would reject this write";
-
-    // `aa` alone is answered on the asking task, which says so once.
-    judge(&f, "aa")
-        .await
-        .expect("an audit binding lets the write through");
-    assert_eq!(captured.lines_with(WOULD_REJECT), 1);
-
-    // A txn under both: `aa` would reject on the asking task, then `bb` outgrows the
-    // caps there and the judgement runs again on a plugin thread, which says it. The
-    // asking task says nothing more (before, it warned for `aa`, and the thread again).
     let txn = Request::Txn(TxnRequest {
         success: ["aa", "bb"]
             .map(|name| {
@@ -286,6 +282,23 @@ async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answer
             .to_vec(),
         ..Default::default()
     });
+    (f, txn)
+}
+
+#[tokio::test]
+async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answers() {
+    let (f, txn) = audit_then_overrun();
+    let (captured, _on) = Captured::install();
+
+    // `aa` alone is answered on the asking task, which says so once.
+    judge(&f, "aa")
+        .await
+        .expect("an audit binding lets the write through");
+    assert_eq!(captured.lines_with(WOULD_REJECT), 1);
+
+    // A txn under both: `aa` would reject on the asking task, then `bb` outgrows the
+    // caps there and the judgement runs again on a plugin thread, which says it. The
+    // asking task says nothing more (before, it warned for `aa`, and the thread again).
     let cause = failed(f.plugins.judge_on_executor(&f.store, "alice", &txn).await);
     assert!(cause.starts_with("deadline of 20 ms"), "{cause}");
     // The quick try did run here, and stopped at `bb`.
@@ -297,4 +310,21 @@ async fn a_quick_try_that_stops_leaves_its_warnings_to_the_judgement_that_answer
         2,
         "once alone, once in the txn"
     );
+}
+
+#[tokio::test]
+async fn a_quick_try_whose_asker_leaves_still_says_what_it_saw() {
+    let (f, txn) = audit_then_overrun();
+    let (captured, _on) = Captured::install();
+    // The asker gives up while the judgement waits for (or runs on) the plugin threads,
+    // as a client's reset or deadline does: `aa` would reject, and that is logged here
+    // once; nothing judges the write again for this asker. (Before, it was lost.)
+    let judged = tokio::time::timeout(
+        std::time::Duration::from_millis(1),
+        f.plugins.judge_on_executor(&f.store, "alice", &txn),
+    )
+    .await;
+    assert!(judged.is_err(), "answered within 1 ms: {judged:?}");
+    assert_eq!(captured.lines_with("outgrew the quick caps"), 1);
+    assert_eq!(captured.lines_with(WOULD_REJECT), 1);
 }
