@@ -11,6 +11,11 @@
 //! handshake is done, so nothing waits on that dial and a leader that cannot be reached
 //! costs nothing.
 //!
+//! The endpoints dialled are the configured ones until [`Client::sync`] (etcd's `Sync`, or
+//! every `auto_sync_interval`) replaces them with the voting members' client addresses, so
+//! that a long-lived client follows membership changes instead of trying removed members
+//! for ever.
+//!
 //! Watches and keep-alives hold a stream open; `open_stream` starts one with the same
 //! retry rules as a read, and the stream keeps its connection alive after the client has
 //! moved to another.
@@ -117,7 +122,9 @@ impl Session {
 struct State {
     live: Option<Live>,
     leader: Option<Endpoint>,
-    /// Index into `endpoints` of the next endpoint to try first.
+    /// The endpoints dialled: those configured, until [`Client::sync`] learns the members.
+    known: Vec<Endpoint>,
+    /// Index into `known` of the next endpoint to try first.
     next: usize,
     /// A leader hint being dialled in the background.
     dialling: Option<Endpoint>,
@@ -210,21 +217,71 @@ impl Client {
         }
         let identity = Identity::load(&opts.tls)?;
         let transport = Arc::new(Transport::new(&identity, opts.keep_alive)?);
-        Ok(Client {
+        let state = State {
+            known: endpoints.clone(),
+            ..State::default()
+        };
+        let client = Client {
             inner: Arc::new(Inner {
                 endpoints,
                 opts,
                 transport,
-                state: Default::default(),
+                state: tokio::sync::Mutex::new(state),
                 session: Session::new(),
             }),
             timeout: None,
-        })
+        };
+        if let Some(interval) = client.inner.opts.auto_sync_interval
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(auto_sync(Arc::downgrade(&client.inner), interval));
+        }
+        Ok(client)
     }
 
     /// The configured endpoints.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.inner.endpoints
+    }
+
+    /// The endpoints this client dials: the configured ones, or the members' client
+    /// addresses once [`Client::sync`] has learned them.
+    pub async fn known_endpoints(&self) -> Vec<Endpoint> {
+        self.inner.state.lock().await.known.clone()
+    }
+
+    /// Learns the cluster's voting members and dials their client addresses from now on
+    /// (etcd's `Sync`): members added since the client was made are reached, and removed
+    /// ones are no longer tried. Members not heard from yet (no client address) and
+    /// learners are left out; if that leaves none, the endpoints stay as they were. Runs
+    /// every [`ClientOptions::auto_sync_interval`] when that is set.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::member_list`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: etch_client::Client) -> etch_client::Result<()> {
+    /// let endpoints = client.sync().await?;
+    /// println!("dialling {} members", endpoints.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn sync(&self) -> Result<Vec<Endpoint>> {
+        let members = self.member_list().await?.members;
+        let learned: Vec<Endpoint> = (members.iter())
+            .filter(|m| !m.is_learner && !m.client_addr.is_empty())
+            .filter_map(|m| m.client_addr.parse().ok())
+            .collect();
+        let mut state = self.inner.state.lock().await;
+        if !learned.is_empty() && learned != state.known {
+            tracing::debug!(endpoints = ?learned, "learned the cluster's members");
+            state.known = learned;
+            state.next = 0;
+        }
+        Ok(state.known.clone())
     }
 
     /// The leader this client was last redirected to, if any.
@@ -387,10 +444,10 @@ impl Inner {
             tracing::debug!(endpoint = %live.endpoint, "connection closed; reconnecting");
         }
         state.live = None;
-        let n = self.endpoints.len();
+        let n = state.known.len();
         let mut order: Vec<Endpoint> = state.leader.iter().cloned().collect();
         for i in 0..n {
-            let endpoint = &self.endpoints[(state.next + i) % n];
+            let endpoint = &state.known[(state.next + i) % n];
             if !order.contains(endpoint) {
                 order.push(endpoint.clone());
             }
@@ -574,18 +631,38 @@ impl Inner {
     /// After a retryable server error, moves on to the next endpoint (when there are others):
     /// the node may be cut off from the majority.
     pub(crate) async fn rotate(&self, live: &Live) {
-        if self.endpoints.len() < 2 {
+        let mut state = self.state.lock().await;
+        if state.known.len() < 2 {
             return;
         }
-        let mut state = self.state.lock().await;
         if state.leader.as_ref() == Some(&live.endpoint) {
             state.leader = None;
         }
-        if let Some(i) = self.endpoints.iter().position(|e| *e == live.endpoint) {
-            state.next = (i + 1) % self.endpoints.len();
+        if let Some(i) = state.known.iter().position(|e| *e == live.endpoint) {
+            state.next = (i + 1) % state.known.len();
         }
         if state.live.as_ref().map(|l| l.conn.stable_id()) == Some(live.conn.stable_id()) {
             state.live = None;
+        }
+    }
+}
+
+/// Learns the members every `interval` while the client lives ([`Client::sync`]).
+async fn auto_sync(inner: std::sync::Weak<Inner>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let client = Client {
+            inner,
+            timeout: None,
+        };
+        if let Err(e) = client.sync().await {
+            tracing::debug!(error = %e, "could not learn the cluster's members");
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct ClientOptions {
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) exactly_once: bool,
     pub(crate) max_attempts: u32,
+    pub(crate) auto_sync_interval: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -62,6 +63,7 @@ impl ClientOptions {
             keep_alive: Some(Self::DEFAULT_KEEP_ALIVE),
             exactly_once: true,
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            auto_sync_interval: None,
         }
     }
 
@@ -120,6 +122,17 @@ impl ClientOptions {
     /// giving up earlier would leave it unknown. Default: 10.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// How often the client learns the cluster's members again ([`Client::sync`]), so that
+    /// it reaches members added since and stops trying removed ones; `None` keeps the
+    /// endpoints as given (etcd's `AutoSyncInterval`, off by default there too). Default:
+    /// `None`.
+    ///
+    /// [`Client::sync`]: crate::Client::sync
+    pub fn auto_sync_interval(mut self, interval: Option<Duration>) -> Self {
+        self.auto_sync_interval = interval;
         self
     }
 

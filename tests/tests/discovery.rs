@@ -220,3 +220,74 @@ fn an_idle_watch_asking_for_progress_gets_periodic_notifications() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// A client given one member's address learns the others — by asking (`Client::sync`,
+/// etcd's `Sync`) or on its own (`auto_sync_interval`) — and goes on when that member is
+/// gone. A client that never learned them has nothing else to dial and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_given_one_member_learns_the_others_and_outlives_it() {
+    let mut cluster = Cluster::new(3, &[]);
+    let tls = cluster.client_tls("root");
+    let first = cluster.nodes[0].endpoint();
+    let options = || {
+        ClientOptions::new([first.clone()], tls.clone()).request_timeout(Duration::from_secs(10))
+    };
+    let by_hand = Client::connect(options())
+        .await
+        .expect("connect to one member");
+    let on_its_own =
+        Client::connect(options().auto_sync_interval(Some(Duration::from_millis(200))))
+            .await
+            .expect("connect to one member");
+    let stuck = Client::connect(options().request_timeout(Duration::from_secs(3)))
+        .await
+        .expect("connect to one member");
+    let mut members: Vec<etch_client::Endpoint> = (cluster.nodes.iter())
+        .map(|n| n.endpoint().parse().expect("an endpoint"))
+        .collect();
+    members.sort_by_key(ToString::to_string);
+    let sorted = |mut endpoints: Vec<etch_client::Endpoint>| {
+        endpoints.sort_by_key(ToString::to_string);
+        endpoints
+    };
+
+    // A member's client address is known once it has been heard from.
+    let learned = etch_tests::wait_for_async(
+        "every member's address",
+        Duration::from_secs(20),
+        || async {
+            let learned = sorted(by_hand.sync().await.expect("sync"));
+            (learned == members).then_some(learned)
+        },
+    )
+    .await;
+    assert_eq!(sorted(by_hand.known_endpoints().await), learned);
+    assert_eq!(
+        by_hand.endpoints().len(),
+        1,
+        "the configured endpoints stay as given"
+    );
+    etch_tests::wait_for_async(
+        "the auto-sync to learn them",
+        Duration::from_secs(20),
+        || async { (sorted(on_its_own.known_endpoints().await) == members).then_some(()) },
+    )
+    .await;
+    assert_eq!(stuck.known_endpoints().await.len(), 1);
+
+    cluster.nodes[0].kill();
+    by_hand
+        .put("k", "by hand")
+        .await
+        .expect("another member serves the client that synced");
+    on_its_own
+        .put("k", "on its own")
+        .await
+        .expect("another member serves the auto-synced client");
+    let got = by_hand.get("k").await.expect("get");
+    assert_eq!(got.kvs[0].value, b"on its own");
+    assert!(
+        stuck.put("k", "stuck").await.is_err(),
+        "a client that knows only the killed member has nothing to dial"
+    );
+}
