@@ -231,10 +231,17 @@ impl Client {
             }),
             timeout: None,
         };
-        if let Some(interval) = client.inner.opts.auto_sync_interval
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(auto_sync(Arc::downgrade(&client.inner), interval));
+        if let Some(interval) = client.inner.opts.auto_sync_interval {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(auto_sync(Arc::downgrade(&client.inner), interval));
+                }
+                Err(_) => tracing::warn!(
+                    "auto_sync_interval is set but the client was made outside a tokio \
+                     runtime: it will not learn the members on its own (make it inside \
+                     the runtime, or call Client::sync)"
+                ),
+            }
         }
         Ok(client)
     }
@@ -270,11 +277,7 @@ impl Client {
     /// # }
     /// ```
     pub async fn sync(&self) -> Result<Vec<Endpoint>> {
-        let members = self.member_list().await?.members;
-        let learned: Vec<Endpoint> = (members.iter())
-            .filter(|m| !m.is_learner && !m.client_addr.is_empty())
-            .filter_map(|m| m.client_addr.parse().ok())
-            .collect();
+        let learned = to_dial(&self.member_list().await?.members);
         let mut state = self.inner.state.lock().await;
         if !learned.is_empty() && learned != state.known {
             tracing::debug!(endpoints = ?learned, "learned the cluster's members");
@@ -647,6 +650,17 @@ impl Inner {
     }
 }
 
+/// The client addresses of the voting members, each once, in the order listed: members
+/// not heard from yet (no address), learners and addresses that do not parse are left out.
+fn to_dial(members: &[etch_proto::Member]) -> Vec<Endpoint> {
+    let mut seen = std::collections::HashSet::new();
+    (members.iter())
+        .filter(|m| !m.is_learner)
+        .filter_map(|m| m.client_addr.parse::<Endpoint>().ok())
+        .filter(|endpoint| seen.insert(endpoint.clone()))
+        .collect()
+}
+
 /// Learns the members every `interval` while the client lives ([`Client::sync`]).
 async fn auto_sync(inner: std::sync::Weak<Inner>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
@@ -682,6 +696,35 @@ pub(crate) mod tests {
         init_dir(dir.path(), &opts).expect("init");
         let files = TlsFiles::in_dir(dir.path(), "root");
         (dir, files)
+    }
+
+    #[test]
+    fn a_sync_dials_voting_members_once_each_and_skips_what_it_cannot_dial() {
+        let member = |name: &str, client_addr: &str, is_learner: bool| etch_proto::Member {
+            id: 1,
+            name: name.into(),
+            peer_addr: "10.0.0.1:7380".into(),
+            client_addr: client_addr.into(),
+            is_learner,
+        };
+        let members = [
+            member("n1", "10.0.0.1:7379", false),
+            member("n2", "", false),
+            member("n3", "10.0.0.3:7379", true),
+            member("n4", "not an address", false),
+            member("n5", "10.0.0.5:99999", false),
+            member("n6", &"x".repeat(100_000), false),
+            member("n7", "10.0.0.1:7379", false),
+            member("n8", "[::1]:7379", false),
+        ];
+        assert_eq!(
+            to_dial(&members),
+            [Endpoint::new("10.0.0.1", 7379), Endpoint::new("::1", 7379)]
+        );
+        assert!(to_dial(&[]).is_empty());
+        // Ten thousand members naming the same address are one endpoint.
+        let many = vec![member("n", "10.0.0.9:7379", false); 10_000];
+        assert_eq!(to_dial(&many), [Endpoint::new("10.0.0.9", 7379)]);
     }
 
     #[test]

@@ -127,8 +127,10 @@ impl ClientOptions {
 
     /// How often the client learns the cluster's members again ([`Client::sync`]), so that
     /// it reaches members added since and stops trying removed ones; `None` keeps the
-    /// endpoints as given (etcd's `AutoSyncInterval`, off by default there too). Default:
-    /// `None`.
+    /// endpoints as given (etcd's `AutoSyncInterval`, off by default there too). The task
+    /// runs on the tokio runtime the client is made in, and ends when the client is
+    /// dropped; a client made outside a runtime warns and does not sync on its own.
+    /// Default: `None`.
     ///
     /// [`Client::sync`]: crate::Client::sync
     pub fn auto_sync_interval(mut self, interval: Option<Duration>) -> Self {

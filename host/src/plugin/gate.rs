@@ -494,7 +494,8 @@ impl Plugins {
         judged.map(|()| guard)
     }
 
-    /// Counts the calls of a judgement that is answered (`plugin list`, metrics).
+    /// Counts the calls of a judgement that is answered (`plugin list`, metrics) and logs
+    /// what they have to say.
     fn count_judged(&self, tallies: Vec<Tally>) {
         for tally in &tallies {
             crate::metrics::plugin_call(
@@ -504,8 +505,6 @@ impl Plugins {
                 tally.cause,
                 tally.took,
             );
-        }
-        for tally in &tallies {
             match &tally.said {
                 Some(Said::WouldReject { code, reason }) => {
                     tracing::warn!(
