@@ -13,14 +13,40 @@ bench=${CARGO_TARGET_DIR:-/tmp/etcd-baseline-target}/release/etcdbench
 bin=${CARGO_TARGET_DIR_ETCH:-$root/target}/release
 dir=$(mktemp -d /tmp/etch-fronts.XXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+  if [ -n "${group:-}" ]; then rmdir "$group" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
 "$bin/etchctl" certs init --dir "$dir/certs" --nodes n1,n2,n3 --clients root >/dev/null
 # PIN=1: the nodes on CPU 0, the load generators on CPU 1, so that a client's own cost does
 # not take CPU from the nodes (what the fronts can serve, rather than what this machine
 # can run of client and server together).
+#
+# QUOTA=P (implies PIN=1): the nodes also share P % of CPU 0 (a cgroup's CPU quota; needs
+# root and a writable cgroup cpu controller). With P low enough that every load generator
+# sends faster than the nodes can answer, each run measures the front's own throughput:
+# what the node can serve through it, not what the client can send.
 node_pin=() client_pin=()
-if [ "${PIN:-0}" = 1 ]; then node_pin=(taskset -c 0) client_pin=(taskset -c 1); fi
+if [ "${PIN:-0}" = 1 ] || [ -n "${QUOTA:-}" ]; then node_pin=(taskset -c 0) client_pin=(taskset -c 1); fi
+group=
+if [ -n "${QUOTA:-}" ]; then
+  if [ -d /sys/fs/cgroup/cpu ] && [ -w /sys/fs/cgroup/cpu ]; then
+    group=/sys/fs/cgroup/cpu/etch-fronts.$$
+    mkdir "$group"
+    echo 100000 >"$group/cpu.cfs_period_us"
+    echo $((QUOTA * 1000)) >"$group/cpu.cfs_quota_us"
+  elif [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then
+    group=/sys/fs/cgroup/etch-fronts.$$
+    mkdir "$group"
+    echo "$((QUOTA * 1000)) 100000" >"$group/cpu.max"
+  else
+    echo "QUOTA needs a writable cgroup cpu controller (run as root)" >&2
+    exit 2
+  fi
+fi
 cluster="n1=127.0.0.1:12380,n2=127.0.0.1:22380,n3=127.0.0.1:32380"
 for i in 1 2 3; do
   RUST_LOG=error ${node_pin[@]+"${node_pin[@]}"} "$bin/etchd" --name n$i --data-dir "$dir/n$i" \
@@ -28,6 +54,7 @@ for i in 1 2 3; do
     --initial-cluster "$cluster" --ca "$dir/certs/ca.crt" \
     --cert "$dir/certs/n$i.crt" --key "$dir/certs/n$i.key" >"$dir/n$i.log" 2>&1 &
   pids+=($!)
+  if [ -n "$group" ]; then echo $! >"$group/cgroup.procs"; fi
 done
 tls=(--cacert "$dir/certs/ca.crt" --cert "$dir/certs/root.crt" --key "$dir/certs/root.key")
 all=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379

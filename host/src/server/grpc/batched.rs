@@ -5,12 +5,16 @@
 //! concurrent small answers is once or twice per answer (its headers and data, then its
 //! trailers): a TLS record and a `writev` each. [`Batched`] keeps what is written in a
 //! buffer of at most [`CAP`] bytes and, when asked to flush a small buffer, puts the
-//! flush off once (the connection's task is woken and goes to the back of the run queue),
-//! so that the answers other streams finish meanwhile go out with it. A flush is never put
-//! off twice in a row, so it costs at most one turn of the scheduler.
+//! flush off to the next turn of the connection's task ([`Turns`]): the task is woken and
+//! goes to the back of the run queue, so that every answer made in this turn (on the task
+//! itself, or by the streams' own tasks meanwhile) goes out with it. A flush is put off by
+//! one turn at most, so it costs at most one turn of the scheduler.
 
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,22 +28,45 @@ pub(super) const LIMIT: usize = 16 * 1024;
 /// hands over the rest, and the frame then leaves in one write, not two.
 pub(super) const CAP: usize = 2 * LIMIT;
 
+/// How many times a connection's task has been polled: its turns on the scheduler.
+#[derive(Debug, Default)]
+pub(super) struct Turns(AtomicU64);
+
+impl Turns {
+    /// Runs `work`, counting each time it is polled as a turn.
+    pub(super) async fn count<F: Future>(&self, work: F) -> F::Output {
+        let mut work = pin!(work);
+        poll_fn(|cx| {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 pub(super) struct Batched<IO> {
     io: IO,
     buf: Vec<u8>,
     /// How much of `buf` has been written.
     sent: usize,
-    /// Whether the pending flush was put off once already.
-    held: bool,
+    /// The turns of the task that writes through it.
+    turns: Arc<Turns>,
+    /// The turn in which the pending flush was put off.
+    held: Option<u64>,
 }
 
 impl<IO> Batched<IO> {
-    pub(super) fn new(io: IO) -> Self {
+    pub(super) fn new(io: IO, turns: Arc<Turns>) -> Self {
         Batched {
             io,
             buf: Vec::new(),
             sent: 0,
-            held: false,
+            turns,
+            held: None,
         }
     }
 }
@@ -106,13 +133,21 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Batched<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.held && self.sent < self.buf.len() && self.buf.len() < LIMIT / 2 {
-            self.held = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        if self.sent < self.buf.len() && self.buf.len() < LIMIT / 2 {
+            let turn = self.turns.now();
+            match self.held {
+                None => {
+                    self.held = Some(turn);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                // Already woken for the next turn.
+                Some(held) if held == turn => return Poll::Pending,
+                Some(_) => {}
+            }
         }
         ready!(self.poll_drain(cx))?;
-        self.held = false;
+        self.held = None;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
@@ -167,6 +202,40 @@ mod tests {
         }
     }
 
+    /// The server side of [`writes_for`]: takes `answers` requests, answers them all at
+    /// once, and counts the writes from the first answer's headers on.
+    async fn serve(
+        io: Batched<Counted<tokio::io::DuplexStream>>,
+        answers: usize,
+        size: usize,
+        writes: Arc<AtomicUsize>,
+    ) -> usize {
+        let mut conn = h2::server::handshake(io).await.expect("server handshake");
+        let mut pending = Vec::new();
+        while pending.len() < answers {
+            let (_, respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            pending.push(respond);
+        }
+        let before = writes.load(Ordering::Relaxed);
+        for mut respond in pending {
+            let response = http::Response::new(());
+            let mut body = respond.send_response(response, false).expect("headers");
+            body.reserve_capacity(size);
+            body.send_data(bytes::Bytes::from(vec![7u8; size]), false)
+                .expect("data");
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            body.send_trailers(trailers).expect("trailers");
+        }
+        // Drive the connection until the client has read every answer and gone.
+        while conn.accept().await.is_some() {}
+        writes.load(Ordering::Relaxed) - before
+    }
+
     /// How many writes reach the socket for `answers` answers of `size` bytes each, made at
     /// once on one HTTP/2 connection through a [`Batched`] buffer (from the first answer's
     /// headers to the last answer's trailers).
@@ -177,33 +246,10 @@ mod tests {
             io: near,
             writes: writes.clone(),
         };
+        let turns = Arc::new(Turns::default());
         let server = tokio::spawn(async move {
-            let mut conn = h2::server::handshake(Batched::new(counted))
-                .await
-                .expect("server handshake");
-            let mut pending = Vec::new();
-            while pending.len() < answers {
-                let (_, respond) = conn
-                    .accept()
-                    .await
-                    .expect("a request")
-                    .expect("a valid request");
-                pending.push(respond);
-            }
-            let before = writes.load(Ordering::Relaxed);
-            for mut respond in pending {
-                let response = http::Response::new(());
-                let mut body = respond.send_response(response, false).expect("headers");
-                body.reserve_capacity(size);
-                body.send_data(bytes::Bytes::from(vec![7u8; size]), false)
-                    .expect("data");
-                let mut trailers = http::HeaderMap::new();
-                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                body.send_trailers(trailers).expect("trailers");
-            }
-            // Drive the connection until the client has read every answer and gone.
-            while conn.accept().await.is_some() {}
-            writes.load(Ordering::Relaxed) - before
+            let batched = Batched::new(counted, turns.clone());
+            turns.count(serve(batched, answers, size, writes)).await
         });
         let (client, conn) = h2::client::Builder::new()
             .initial_window_size(1 << 20)
@@ -264,14 +310,15 @@ mod tests {
     #[tokio::test]
     async fn small_writes_wait_for_the_flush_and_large_ones_go_through() {
         let (mut far, near) = tokio::io::duplex(4 * LIMIT);
-        let mut batched = Batched::new(near);
+        let turns = Arc::new(Turns::default());
+        let mut batched = Batched::new(near, turns.clone());
         batched.write_all(b"abc").await.expect("write");
         batched.write_all(b"def").await.expect("write");
         // Nothing reached the other end before the flush.
         let mut got = vec![0u8; 6];
         let early = tokio::io::AsyncReadExt::read(&mut far, &mut got).now_or_never();
         assert!(early.is_none(), "bytes left before the flush: {early:?}");
-        batched.flush().await.expect("flush");
+        turns.count(batched.flush()).await.expect("flush");
         tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
             .await
             .expect("read");
@@ -290,7 +337,7 @@ mod tests {
         let mut got = vec![0u8; LIMIT + 2];
         let early = tokio::io::AsyncReadExt::read(&mut far, &mut got).now_or_never();
         assert!(early.is_none(), "bytes left before the flush: {early:?}");
-        batched.flush().await.expect("flush");
+        turns.count(batched.flush()).await.expect("flush");
         tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
             .await
             .expect("read");

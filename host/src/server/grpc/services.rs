@@ -47,17 +47,24 @@ fn charged<T, U: prost::Message>(req: &tonic::Request<T>, message: U) -> Answer<
 
 /// [`charged`], to `peer`'s budget.
 fn charged_to<U: prost::Message>(peer: &Peer, message: U) -> Answer<U> {
+    let held = charge(peer, &message)?;
+    let mut response = tonic::Response::new(message);
+    response.extensions_mut().insert(held);
+    Ok(response)
+}
+
+/// The charge of `message` on `peer`'s budget; refused when the connection holds too many
+/// answers it has not read.
+fn charge<U: prost::Message>(peer: &Peer, message: &U) -> Result<Held, Status> {
     let bytes = message.encoded_len() + 5;
     let charge = peer.budget.try_reserve(bytes).ok_or_else(|| {
         Status::resource_exhausted(format!(
             "etcdserver: no room for an answer of {bytes} bytes: this connection holds too many answers it has not read"
         ))
     })?;
-    let mut response = tonic::Response::new(message);
-    response.extensions_mut().insert(Held {
+    Ok(Held {
         _charge: Arc::new(charge),
-    });
-    Ok(response)
+    })
 }
 
 /// The node answered a request with the answer of another kind (never expected).
@@ -90,18 +97,34 @@ impl Etcd {
         let message = pick(response).ok_or_else(|| unexpected("another kind"))?;
         charged_to(peer, message)
     }
+
+    /// A `KV/Range` for `peer`, and its answer's charge on the connection's budget: what
+    /// tonic's route and the front's own unary path (`unary.rs`) both answer.
+    pub(super) async fn range_as(
+        &self,
+        peer: &Peer,
+        req: pb::RangeRequest,
+    ) -> Result<(pb::RangeResponse, Held), Status> {
+        let range = convert::range_request(req)?;
+        let response = (self.node.handle(&peer.principal, Request::Range(range)).await)
+            .map_err(status)?;
+        let Response::Range(response) = response else {
+            return Err(unexpected("another kind"));
+        };
+        let message = convert::range_response(response);
+        let held = charge(peer, &message)?;
+        Ok((message, held))
+    }
 }
 
 #[tonic::async_trait]
 impl pb::kv_server::Kv for Etcd {
     async fn range(&self, req: tonic::Request<pb::RangeRequest>) -> Answer<pb::RangeResponse> {
         let peer = peer(&req)?.clone();
-        let range = convert::range_request(req.into_inner())?;
-        self.call_as(&peer, Request::Range(range), |r| match r {
-            Response::Range(r) => Some(convert::range_response(r)),
-            _ => None,
-        })
-        .await
+        let (message, held) = self.range_as(&peer, req.into_inner()).await?;
+        let mut response = tonic::Response::new(message);
+        response.extensions_mut().insert(held);
+        Ok(response)
     }
 
     async fn put(&self, req: tonic::Request<pb::PutRequest>) -> Answer<pb::PutResponse> {
