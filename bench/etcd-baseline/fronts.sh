@@ -5,7 +5,7 @@
 # spent on each run (from /proc, in ms). Needs release etchd, etchctl and etch-bench
 # (scripts/bench-suite builds them) and etcdbench (run.sh builds it).
 #
-#   bench/etcd-baseline/fronts.sh
+#   bench/etcd-baseline/fronts.sh        (READS=N: requests per read run, 50000 by default)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -85,9 +85,9 @@ echo "leader $leader"
 measure quic-put100 "$bin/etch-bench" --endpoints $leader "${tls[@]}" put --conns 10 --clients 100 --total 50000 --key-space-size 10000 --sequential-keys
 measure grpc-put100 "$bench" --endpoints https://$leader "${tls[@]}" --op put --conns 10 --clients 100 --total 50000
 measure grpc-put100-all "$bench" --endpoints https://${all//,/,https://} "${tls[@]}" --op put --conns 10 --clients 100 --total 50000
-measure quic-getl "$bin/etch-bench" --endpoints $leader "${tls[@]}" range 00000000 --conns 10 --clients 100 --total 50000
-measure grpc-getl "$bench" --endpoints https://$leader "${tls[@]}" --op get-lin --conns 10 --clients 100 --total 50000
-measure quic-gets "$bin/etch-bench" --endpoints $leader "${tls[@]}" range 00000000 --consistency s --conns 10 --clients 100 --total 50000
-measure grpc-gets "$bench" --endpoints https://$leader "${tls[@]}" --op get-ser --conns 10 --clients 100 --total 50000
+measure quic-getl "$bin/etch-bench" --endpoints $leader "${tls[@]}" range 00000000 --conns 10 --clients 100 --total ${READS:-50000}
+measure grpc-getl "$bench" --endpoints https://$leader "${tls[@]}" --op get-lin --conns 10 --clients 100 --total ${READS:-50000}
+measure quic-gets "$bin/etch-bench" --endpoints $leader "${tls[@]}" range 00000000 --consistency s --conns 10 --clients 100 --total ${READS:-50000}
+measure grpc-gets "$bench" --endpoints https://$leader "${tls[@]}" --op get-ser --conns 10 --clients 100 --total ${READS:-50000}
 measure quic-put1 "$bin/etch-bench" --endpoints $leader "${tls[@]}" put --total 2000 --key-space-size 10000 --sequential-keys
 measure grpc-put1 "$bench" --endpoints https://$leader "${tls[@]}" --op put --conns 1 --clients 1 --total 2000

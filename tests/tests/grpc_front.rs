@@ -628,3 +628,216 @@ async fn stalled_watches_of_large_values_pin_a_bounded_amount() {
     );
     drop(responses);
 }
+
+/// A request header, name and value.
+type Header = (&'static str, &'static str);
+
+/// A raw HTTP/2 connection to the gRPC front: requests made by hand.
+async fn raw_h2(
+    addr: &str,
+    tls: &etch_proto::pki::TlsFiles,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let io = dial_tls(addr, tls).await.expect("a TLS connection");
+    let (client, conn) = h2::client::handshake(io).await.expect("HTTP/2");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.ready().await.expect("ready")
+}
+
+/// Sends `body` as a `KV/Range` with `extra` headers and returns the answer's `grpc-status`
+/// (from its trailers, or its headers when it has no body) and its message bytes.
+async fn raw_range(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    extra: &[Header],
+    body: Vec<u8>,
+) -> (String, Vec<u8>) {
+    let mut request = http::Request::post("https://etch/etcdserverpb.KV/Range")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(()).expect("a request");
+    *client = client.clone().ready().await.expect("ready");
+    let (answer, mut send) = client.send_request(request, false).expect("send");
+    send.send_data(bytes::Bytes::from(body), true)
+        .expect("body");
+    let answer = tokio::time::timeout(Duration::from_secs(20), answer)
+        .await
+        .expect("an answer within 20 s")
+        .expect("an answer");
+    let head_status = answer.headers().get("grpc-status").cloned();
+    let mut body = answer.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("a chunk");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.expect("trailers");
+    let status = (trailers
+        .as_ref()
+        .and_then(|t| t.get("grpc-status"))
+        .cloned())
+    .or(head_status)
+    .expect("a grpc-status");
+    (status.to_str().expect("ASCII").to_owned(), got)
+}
+
+fn envelope(flag: u8, len: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Hand-made `KV/Range` requests on one connection, each refused with the status tonic
+/// gives (a compressed body, a compressed flag with no encoding, bytes that are not a
+/// RangeRequest, an envelope that claims 4 GiB, no message at all), while the connection
+/// serves the good request after them and 2,000 streams the client resets at once; the
+/// node then serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_range_requests_are_refused_and_their_connection_serves_on() {
+    use prost::Message;
+
+    let cluster = Cluster::new(1, &[]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    put(&channel(&addr, &root).await, "k", "v").await;
+    let range = pb::RangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let len = u32::try_from(range.len()).expect("a short message");
+    let mut client = raw_h2(&addr, &root).await;
+
+    // gRPC status codes: 12 Unimplemented, 13 Internal, 11 OutOfRange.
+    let gzip = [("grpc-encoding", "gzip")];
+    let refused: [(&[Header], Vec<u8>, &str); 5] = [
+        (&gzip, envelope(1, len, &range), "12"),
+        (&[], envelope(1, len, &range), "13"),
+        (&[], envelope(0, 3, &[0xff, 0xff, 0xff]), "13"),
+        (&[], envelope(0, u32::MAX, b""), "11"),
+        (&[], Vec::new(), "13"),
+    ];
+    for (extra, body, want) in refused {
+        let (status, _) = raw_range(&mut client, extra, body.clone()).await;
+        assert_eq!(status, want, "{extra:?} {body:?}");
+    }
+    let (status, message) = raw_range(&mut client, &[], envelope(0, len, &range)).await;
+    assert_eq!(status, "0");
+    let answer = pb::RangeResponse::decode(&message[5..]).expect("a RangeResponse");
+    assert_eq!(answer.kvs[0].value, b"v");
+
+    // Streams opened and reset at once (HTTP/2 "rapid reset"): the node may end this
+    // connection, and serves the next.
+    for _ in 0..2000 {
+        let request = http::Request::post("https://etch/etcdserverpb.KV/Range")
+            .header("content-type", "application/grpc")
+            .body(())
+            .expect("a request");
+        let Ok(ready) = client.clone().ready().await else {
+            break;
+        };
+        client = ready;
+        let Ok((_, mut send)) = client.send_request(request, false) else {
+            break;
+        };
+        let _ = send.send_data(bytes::Bytes::from(envelope(0, len, &range)), false);
+        send.send_reset(h2::Reason::CANCEL);
+    }
+    let other = channel(&addr, &root).await;
+    let resp = put(&other, "after", "ok").await;
+    assert!(resp.header.expect("header").revision > 2);
+}
+
+/// The same client with windows of one byte, which it never opens further (a raw HTTP/2
+/// client that reads nothing): the node may send a byte of each answer, and the rest of
+/// each stays charged to the connection's budget until h2 can send it, so the requests
+/// past the budget are refused with `ResourceExhausted` (gRPC status 8) and what the client
+/// pins stays bounded. When an answer's charge ended as soon as h2 could send its first
+/// byte, h2 queued the rest uncharged and nothing was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_windows_hold_a_byte_pins_a_bounded_amount() {
+    use prost::Message;
+
+    let cluster = Cluster::new(1, &["--client-write-timeout", "60000"]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    let writer = channel(&addr, &root).await;
+    let value = "v".repeat(500_000);
+    for i in 0..12 {
+        put(&writer, &format!("big/{i:02}"), &value).await;
+    }
+    let pid = cluster.nodes[0].pid().expect("running");
+    let before = etch_tests::rss_mib(pid);
+
+    let io = dial_tls(&addr, &root).await.expect("a TLS connection");
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(1)
+        .handshake::<_, bytes::Bytes>(io)
+        .await
+        .expect("HTTP/2");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let range = pb::RangeRequest {
+        key: b"big/".to_vec(),
+        range_end: b"big0".to_vec(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let len = u32::try_from(range.len()).expect("a short message");
+    let asks = 120;
+    let mut answers = Vec::new();
+    let mut client = client;
+    for _ in 0..asks {
+        client = client.ready().await.expect("ready");
+        let request = http::Request::post("https://etch/etcdserverpb.KV/Range")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("a request");
+        let (answer, mut send) = client.send_request(request, false).expect("send");
+        send.send_data(bytes::Bytes::from(envelope(0, len, &range)), true)
+            .expect("body");
+        answers.push(answer);
+    }
+    let mut refused = 0;
+    let mut heads = Vec::new();
+    for answer in answers {
+        let head = tokio::time::timeout(Duration::from_secs(30), answer)
+            .await
+            .expect("every answer's head within 30 s")
+            .expect("an answer");
+        match head
+            .headers()
+            .get("grpc-status")
+            .map(|s| s.as_bytes().to_vec())
+        {
+            Some(status) => {
+                assert_eq!(status, b"8", "{:?}", head.headers());
+                refused += 1;
+            }
+            // Being sent a byte at a time: kept, unread.
+            None => heads.push(head),
+        }
+    }
+    assert!(
+        refused >= asks - 20,
+        "only {refused} of {asks} answers of 6 MB were refused"
+    );
+    let after = etch_tests::settled_rss_mib(pid, before + 200, etch_tests::RSS_SETTLE).await;
+    assert!(
+        after < before + 200,
+        "the client pins {} MiB (before {before} MiB)",
+        after.saturating_sub(before)
+    );
+    // Another client is served meanwhile.
+    let other = channel(&addr, &root).await;
+    let resp = put(&other, "after", "ok").await;
+    assert!(resp.header.expect("header").revision > 13);
+    drop(heads);
+}

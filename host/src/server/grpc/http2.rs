@@ -34,6 +34,7 @@ use tower::Service;
 
 use super::services::Etcd;
 use super::{Held, Peer, unary};
+use crate::server::budget::{Budget, Charge};
 
 /// HTTP/2 settings, hyper's defaults (what the front ran on before it drove h2 itself):
 /// 1 MiB windows, 16 KiB frames, a 16 KiB header list, 400 KiB buffered per stream.
@@ -104,6 +105,7 @@ impl Front {
         let mut ping = conn.ping_pong();
         let mut keepalive =
             tokio::time::interval_at(Instant::now() + KEEPALIVE_INTERVAL, KEEPALIVE_INTERVAL);
+        // When the ping in flight, if any, is given up on.
         let mut unanswered: Option<Instant> = None;
         let mut inline = FuturesUnordered::new();
         let mut ends = ends;
@@ -140,19 +142,16 @@ impl Front {
                     conn.graceful_shutdown();
                     draining = true;
                 }
-                _ = keepalive.tick() => match unanswered {
-                    Some(sent) if sent.elapsed() >= KEEPALIVE_TIMEOUT => {
-                        tracing::debug!(principal = %peer.principal, "keep-alive ping unanswered; closing a gRPC connection");
-                        break;
+                _ = keepalive.tick(), if unanswered.is_none() => {
+                    let sent = ping.as_mut().map(|p| p.send_ping(h2::Ping::opaque()));
+                    if let Some(Ok(())) = sent {
+                        unanswered = Some(Instant::now() + KEEPALIVE_TIMEOUT);
                     }
-                    Some(_) => {}
-                    None => {
-                        let sent = ping.as_mut().map(|p| p.send_ping(h2::Ping::opaque()));
-                        if let Some(Ok(())) = sent {
-                            unanswered = Some(Instant::now());
-                        }
-                    }
-                },
+                }
+                () = tokio::time::sleep_until(unanswered.unwrap_or(grace)), if unanswered.is_some() => {
+                    tracing::debug!(principal = %peer.principal, "keep-alive ping unanswered; closing a gRPC connection");
+                    break;
+                }
                 pong = poll_fn(|cx| poll_pong(ping.as_mut(), cx)), if unanswered.is_some() => match pong {
                     Ok(()) => unanswered = None,
                     Err(e) => {
@@ -175,11 +174,8 @@ impl Front {
         let open = peer.activity.open();
         let deadline = self.deadline(request.headers());
         if request.uri().path() == unary::RANGE && unary::uncompressed(request.headers()) {
-            let answer = unary::range(self.clone(), peer.clone(), request, respond, deadline);
-            return Some(Box::pin(async move {
-                answer.await;
-                drop(open);
-            }));
+            let answer = unary::range(self.clone(), peer.clone(), request, respond, deadline, open);
+            return Some(Box::pin(answer));
         }
         let front = self.clone();
         let peer = peer.clone();
@@ -208,12 +204,17 @@ impl Front {
         deadline: Instant,
     ) {
         let (mut parts, body) = request.into_parts();
+        let peer_budget = peer.budget.clone();
         parts.extensions.insert(peer);
-        let request = http::Request::from_parts(parts, tonic::body::Body::new(Incoming::new(body)));
+        let incoming = Incoming::new(body, peer_budget);
+        let request = http::Request::from_parts(parts, tonic::body::Body::new(incoming));
         let mut routes = self.routes.clone();
         // A unary RPC is answered by this future, a streaming one returns its stream at once.
         let answer = tokio::time::timeout_at(deadline, async {
-            let Ok(()) = poll_fn(|cx| Service::<http::Request<tonic::body::Body>>::poll_ready(&mut routes, cx)).await;
+            let Ok(()) = poll_fn(|cx| {
+                Service::<http::Request<tonic::body::Body>>::poll_ready(&mut routes, cx)
+            })
+            .await;
             routes.call(request).await
         });
         let response = match until_reset(&mut respond, answer).await {
@@ -282,29 +283,46 @@ pub(super) fn reply_status(mut respond: SendResponse<Bytes>, status: &Status) {
     }
 }
 
-/// Waits until `send` may send at least a byte (the peer's windows have room), or the
-/// peer resets the stream.
-pub(super) async fn capacity(send: &mut SendStream<Bytes>) -> Result<(), h2::Error> {
-    send.reserve_capacity(1);
-    poll_fn(|cx| {
-        if let Poll::Ready(reason) = send.poll_reset(cx)? {
-            return Poll::Ready(Err(h2::Error::from(reason)));
-        }
-        while send.capacity() == 0 {
-            match ready!(send.poll_capacity(cx)) {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Poll::Ready(Err(e)),
-                None => return Poll::Ready(Err(h2::Error::from(Reason::CANCEL))),
+/// Hands `data` to h2 no faster than the peer's windows let it leave, ending the stream
+/// with it if `end`. h2 queues whatever it is given, so each piece is at most the capacity
+/// h2 has granted the stream: a client that opens its windows a byte at a time gets its
+/// answer a byte at a time, and the rest stays with the caller (charged to its budget), not
+/// in h2's queue. A reset from the peer ends it.
+pub(super) async fn send_all(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return send.send_data(data, end);
+    }
+    send.reserve_capacity(data.len());
+    while !data.is_empty() {
+        let granted = poll_fn(|cx| {
+            if let Poll::Ready(reason) = send.poll_reset(cx)? {
+                return Poll::Ready(Err(h2::Error::from(reason)));
             }
-        }
-        Poll::Ready(Ok(()))
-    })
-    .await
+            loop {
+                let granted = send.capacity();
+                if granted > 0 {
+                    return Poll::Ready(Ok(granted));
+                }
+                match ready!(send.poll_capacity(cx)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                    None => return Poll::Ready(Err(h2::Error::from(Reason::CANCEL))),
+                }
+            }
+        })
+        .await?;
+        let piece = data.split_to(granted.min(data.len()));
+        send.send_data(piece, end && data.is_empty())?;
+    }
+    Ok(())
 }
 
-/// Sends a response body through `send`: each piece once the peer has room for a byte of
-/// it (h2 sends the rest as its windows open), and its trailers; a reset from the peer
-/// ends it, and an error of the body resets the stream.
+/// Sends a response body through `send` ([`send_all`]), and its trailers; a reset from the
+/// peer ends it, and an error of the body resets the stream.
 async fn pipe(body: tonic::body::Body, mut send: SendStream<Bytes>) -> Result<(), h2::Error> {
     let mut body = pin!(body);
     loop {
@@ -327,10 +345,7 @@ async fn pipe(body: tonic::body::Body, mut send: SendStream<Bytes>) -> Result<()
         match frame.into_data() {
             Ok(data) => {
                 let end = body.is_end_stream();
-                if !data.is_empty() {
-                    capacity(&mut send).await?;
-                }
-                send.send_data(data, end)?;
+                send_all(&mut send, data, end).await?;
                 if end {
                     return Ok(());
                 }
@@ -345,21 +360,79 @@ async fn pipe(body: tonic::body::Body, mut send: SendStream<Bytes>) -> Result<()
     }
 }
 
-/// A request's h2 stream as the body tonic reads: each piece given back to the peer's
-/// window once read, then the trailers.
+/// A request's h2 stream as the body tonic reads. Each gRPC message is charged to the
+/// connection's budget at its declared length before its bytes are taken (and given back to
+/// the peer's window), and the charge is held until the next message or the body's end:
+/// what requests being received may hold in the node is bounded by the budget, and HTTP/2
+/// flow control holds the client back meanwhile, as QUIC's does on the QUIC front.
 struct Incoming {
     recv: RecvStream,
+    budget: Arc<Budget>,
+    /// Bytes taken off the stream and not yet handed on: held back until charged.
+    held: Option<Bytes>,
+    /// The charge being waited for, before `held` may go on.
+    charging: Option<Pin<Box<dyn Future<Output = Charge> + Send>>>,
+    /// The message being received's charge.
+    charge: Option<Charge>,
+    messages: Splitter,
     data_done: bool,
 }
 
 impl Incoming {
-    fn new(recv: RecvStream) -> Self {
+    fn new(recv: RecvStream, budget: Arc<Budget>) -> Self {
         Incoming {
             recv,
+            budget,
+            held: None,
+            charging: None,
+            charge: None,
+            messages: Splitter::default(),
             data_done: false,
         }
     }
 }
+
+/// Where the gRPC messages of a byte stream begin.
+#[derive(Debug, Default)]
+struct Splitter {
+    /// The current message's envelope, while incomplete.
+    envelope: Vec<u8>,
+    /// The bytes of the current message's body not yet seen.
+    left: usize,
+}
+
+impl Splitter {
+    /// Splits `data` where a message that needs charging begins (after its envelope):
+    /// what may go on now, and that message's declared length with the bytes after it.
+    fn split(&mut self, mut data: Bytes) -> (Bytes, Option<(usize, Bytes)>) {
+        let mut at = 0;
+        while at < data.len() {
+            if self.left > 0 {
+                let take = self.left.min(data.len() - at);
+                at += take;
+                self.left -= take;
+                continue;
+            }
+            let take = (ENVELOPE - self.envelope.len()).min(data.len() - at);
+            self.envelope.extend_from_slice(&data[at..at + take]);
+            at += take;
+            if self.envelope.len() == ENVELOPE {
+                let e = &self.envelope;
+                let len = u32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
+                self.envelope.clear();
+                self.left = len;
+                if len > 0 {
+                    let rest = data.split_off(at);
+                    return (data, Some((len, rest)));
+                }
+            }
+        }
+        (data, None)
+    }
+}
+
+/// The gRPC envelope: a compressed flag and a 4-byte length.
+pub(super) const ENVELOPE: usize = 5;
 
 impl Body for Incoming {
     type Data = Bytes;
@@ -369,16 +442,37 @@ impl Body for Incoming {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+        loop {
+            if let Some(charging) = self.charging.as_mut() {
+                let charge = ready!(charging.as_mut().poll(cx));
+                self.charge = Some(charge);
+                self.charging = None;
+            }
+            if let Some(data) = self.held.take() {
+                let (now, next) = self.messages.split(data);
+                if let Some((len, rest)) = next {
+                    // The last message's charge ends: tonic has decoded it by now.
+                    self.charge = None;
+                    let budget = self.budget.clone();
+                    self.charging = Some(Box::pin(async move { budget.reserve(len).await }));
+                    self.held = (!rest.is_empty()).then_some(rest);
                 }
+                if now.is_empty() {
+                    continue;
+                }
+                let _ = self.recv.flow_control().release_capacity(now.len());
+                return Poll::Ready(Some(Ok(Frame::data(now))));
+            }
+            if self.data_done {
+                break;
+            }
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => self.held = Some(data),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => self.data_done = true,
             }
         }
+        self.charge = None;
         match ready!(self.recv.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
@@ -387,7 +481,7 @@ impl Body for Incoming {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.held.is_none() && self.recv.is_end_stream()
     }
 }
 
@@ -415,11 +509,15 @@ fn grpc_timeout(value: &[u8]) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::budget::node_budget;
 
     #[test]
     fn a_grpc_timeout_is_read_and_a_bad_one_is_not() {
         assert_eq!(grpc_timeout(b"5S"), Some(Duration::from_secs(5)));
-        assert_eq!(grpc_timeout(b"99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        assert_eq!(
+            grpc_timeout(b"99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
         assert_eq!(grpc_timeout(b"1500m"), Some(Duration::from_millis(1500)));
         assert_eq!(grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
         assert_eq!(grpc_timeout(b"0n"), Some(Duration::ZERO));
@@ -437,5 +535,175 @@ mod tests {
         ] {
             assert_eq!(grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    fn envelope(len: u32) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&len.to_be_bytes());
+        out
+    }
+
+    fn budget(conn: usize) -> Arc<Budget> {
+        Arc::new(Budget::new(conn, node_budget(1 << 30), 1 << 30))
+    }
+
+    /// An h2 connection whose one request body is read through [`Incoming`] with `budget`;
+    /// returns the body and the client's stream to send on.
+    async fn pair(budget: Arc<Budget>) -> (Incoming, SendStream<Bytes>) {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(near).await.expect("server handshake");
+            let (request, _respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            let _ = tx.send(request.into_body());
+            while conn.accept().await.is_some() {}
+        });
+        let (client, conn) = h2::client::handshake(far).await.expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut client = client.ready().await.expect("ready");
+        let request = http::Request::post("http://etch/x")
+            .body(())
+            .expect("request");
+        let (_answer, send) = client.send_request(request, false).expect("send");
+        // Keep the client's handle alive with the stream.
+        tokio::spawn(async move {
+            let _client = client;
+            std::future::pending::<()>().await;
+        });
+        let recv = rx.await.expect("the request's body");
+        (Incoming::new(recv, budget), send)
+    }
+
+    async fn next(body: &mut Incoming) -> Option<Bytes> {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await?;
+        frame.expect("a frame").into_data().ok()
+    }
+
+    #[test]
+    fn messages_are_split_where_each_needs_its_charge() {
+        let mut body = Vec::new();
+        body.extend(envelope(3));
+        body.extend(b"abc");
+        body.extend(envelope(0));
+        body.extend(envelope(2));
+        body.extend(b"de");
+        // Cut anywhere, the envelopes are found and each non-empty message waits for its
+        // charge right after its envelope.
+        for cut in 0..body.len() {
+            let mut state = Splitter::default();
+            let mut needs = Vec::new();
+            for piece in [&body[..cut], &body[cut..]] {
+                let mut data = Bytes::copy_from_slice(piece);
+                loop {
+                    let (_, next) = state.split(data);
+                    let Some((len, rest)) = next else { break };
+                    needs.push(len);
+                    data = rest;
+                }
+            }
+            assert_eq!(needs, vec![3, 2], "cut at {cut}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_waits_for_room_in_the_budget_before_it_is_taken() {
+        let budget = budget(100);
+        let (mut body, mut send) = pair(budget.clone()).await;
+        let held = budget.try_reserve(90).expect("room for 90");
+        let mut message = envelope(50);
+        message.extend(vec![7u8; 50]);
+        send.send_data(Bytes::from(message), true).expect("send");
+        // The envelope goes on; the 50 bytes wait while 90 of the 100 are held elsewhere.
+        let head = next(&mut body).await.expect("the envelope");
+        assert_eq!(head.len(), ENVELOPE);
+        let early = tokio::time::timeout(Duration::from_millis(200), next(&mut body)).await;
+        assert!(early.is_err(), "the message was taken without room for it");
+        drop(held);
+        let rest = next(&mut body)
+            .await
+            .expect("the message, once there is room");
+        assert_eq!(rest.len(), 50);
+        // Its charge is held until the body ends.
+        assert!(
+            budget.try_reserve(60).is_none(),
+            "the message's 50 bytes are held"
+        );
+        assert!(next(&mut body).await.is_none(), "the end");
+        assert!(
+            budget.try_reserve(100).is_some(),
+            "the charge ends with the body"
+        );
+    }
+
+    /// A client that opens its window a byte at a time: the answer is handed to h2 no
+    /// faster than that (it does not sit in h2's queue, uncharged), and all of it arrives
+    /// once the client reads.
+    #[tokio::test]
+    async fn an_answer_goes_to_h2_no_faster_than_the_peer_takes_it() {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(near).await.expect("server handshake");
+            let (_, mut respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            let mut send = respond
+                .send_response(http::Response::new(()), false)
+                .expect("head");
+            let answer = send_all(&mut send, Bytes::from(vec![7u8; 10_000]), true);
+            let mut answer = pin!(answer);
+            // Drive the connection while the answer is handed over.
+            let mut stalled = false;
+            let sent = loop {
+                tokio::select! {
+                    sent = &mut answer => break sent,
+                    _ = conn.accept() => {}
+                    () = tokio::time::sleep(Duration::from_millis(200)), if !stalled => stalled = true,
+                }
+            };
+            // Until the client has read it all and gone.
+            while conn.accept().await.is_some() {}
+            (sent, stalled)
+        });
+        let (client, conn) = h2::client::Builder::new()
+            .initial_window_size(1)
+            .handshake::<_, Bytes>(far)
+            .await
+            .expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut client = client.ready().await.expect("ready");
+        let request = http::Request::post("http://etch/x")
+            .body(())
+            .expect("request");
+        let (answer, _) = client.send_request(request, true).expect("send");
+        let mut body = answer.await.expect("an answer").into_body();
+        // Take the first byte, and wait before opening the window any further.
+        let first = body.data().await.expect("a byte").expect("data");
+        assert_eq!(first.len(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut got = first.len();
+        let _ = body.flow_control().release_capacity(first.len());
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("data");
+            got += chunk.len();
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        assert_eq!(got, 10_000);
+        drop((body, client));
+        let (sent, stalled) = server.await.expect("server");
+        sent.expect("sent");
+        assert!(
+            stalled,
+            "the whole answer was handed to h2 while the peer's window held one byte"
+        );
     }
 }

@@ -106,7 +106,10 @@ impl Etcd {
         req: pb::RangeRequest,
     ) -> Result<(pb::RangeResponse, Held), Status> {
         let range = convert::range_request(req)?;
-        let response = (self.node.handle(&peer.principal, Request::Range(range)).await)
+        let response = (self
+            .node
+            .handle(&peer.principal, Request::Range(range))
+            .await)
             .map_err(status)?;
         let Response::Range(response) = response else {
             return Err(unexpected("another kind"));

@@ -16,13 +16,12 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::Peer;
-use super::http2::{Front, capacity, reply_status, timed_out, until_reset};
+use super::http2::{ENVELOPE, Front, reply_status, send_all, timed_out, until_reset};
+use crate::server::activity::OpenStream;
+use crate::server::budget::{Budget, Charge};
 
 /// The path of the RPC this module answers.
 pub(super) const RANGE: &str = "/etcdserverpb.KV/Range";
-
-/// The gRPC envelope: a compressed flag and a 4-byte length.
-const ENVELOPE: usize = 5;
 
 /// Whether a request's messages are sent as they are (no `grpc-encoding`, or `identity`).
 /// A compressed one is left to tonic, which refuses it as it refuses any.
@@ -33,29 +32,38 @@ pub(super) fn uncompressed(headers: &HeaderMap) -> bool {
 }
 
 /// Answers a `KV/Range` request: on the calling task if it reads one key, on a task of its
-/// own if it reads a range (whose answer may take long to build).
+/// own if it reads a range (whose answer may take long to build). The request counts as
+/// open on its connection (`open`) until its answer is sent.
 pub(super) async fn range(
     front: Arc<Front>,
     peer: Peer,
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     deadline: Instant,
+    open: OpenStream,
 ) {
-    let read = tokio::time::timeout_at(deadline, message(request.into_body(), front.max_in));
-    let message = match until_reset(&mut respond, read).await {
+    let read = message(request.into_body(), front.max_in, &peer.budget);
+    let read = tokio::time::timeout_at(deadline, read);
+    let (message, charge) = match until_reset(&mut respond, read).await {
         None => return,
-        Some(Ok(Ok(message))) => message,
+        Some(Ok(Ok(read))) => read,
         Some(Ok(Err(status))) => return reply_status(respond, &status),
         Some(Err(_elapsed)) => return reply_status(respond, &timed_out()),
     };
-    let range = match pb::RangeRequest::decode(message) {
+    let range = pb::RangeRequest::decode(message);
+    drop(charge);
+    let range = match range {
         Ok(range) => range,
         Err(e) => return reply_status(respond, &Status::internal(e.to_string())),
     };
     if range.range_end.is_empty() {
         answer(front, peer, range, respond, deadline).await;
+        drop(open);
     } else {
-        tokio::spawn(answer(front, peer, range, respond, deadline));
+        tokio::spawn(async move {
+            answer(front, peer, range, respond, deadline).await;
+            drop(open);
+        });
     }
 }
 
@@ -94,8 +102,7 @@ async fn answer(
         Err(e) => return tracing::debug!(error = %e, "sending a gRPC response head failed"),
     };
     let sent = async {
-        capacity(&mut send).await?;
-        send.send_data(data.freeze(), false)?;
+        send_all(&mut send, data.freeze(), false).await?;
         let mut trailers = HeaderMap::with_capacity(1);
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
         send.send_trailers(trailers)
@@ -103,23 +110,38 @@ async fn answer(
     if let Err(e) = sent.await {
         tracing::debug!(error = %e, "sending a gRPC answer failed");
     }
-    // The answer's charge on the connection's budget ends once h2 holds the answer.
+    // The answer's charge on the connection's budget ends once h2 holds the last of it.
     drop(held);
 }
 
-/// Reads one gRPC message off `body`, each piece given back to the peer's window once
-/// read: refused when it says it is longer than `max`, compressed, or cut short.
-async fn message(mut body: RecvStream, max: usize) -> Result<Bytes, Status> {
+/// Reads one gRPC message off `body`, charged to `budget` at its declared length before
+/// its bytes are taken (and given back to the peer's window): refused when it says it is
+/// longer than `max`, compressed, or cut short. The charge is the caller's to hold until
+/// the message is decoded.
+async fn message(
+    mut body: RecvStream,
+    max: usize,
+    budget: &Budget,
+) -> Result<(Bytes, Charge), Status> {
     let mut got = BytesMut::new();
     let mut first: Option<Bytes> = None;
+    let mut charge = None;
     loop {
         let have = first.as_ref().map_or(got.len(), Bytes::len);
         if have >= ENVELOPE {
             let head = first.as_deref().unwrap_or(&got[..]);
-            if head[0] != 0 {
-                return Err(Status::internal(
-                    "protocol error: received message with compressed-flag but no grpc-encoding was specified",
-                ));
+            match head[0] {
+                0 => {}
+                1 => {
+                    return Err(Status::internal(
+                        "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+                    ));
+                }
+                flag => {
+                    return Err(Status::internal(format!(
+                        "protocol error: received message with invalid compression flag: {flag} (valid flags are 0 and 1), while sending request"
+                    )));
+                }
             }
             let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
             if len > max {
@@ -128,14 +150,22 @@ async fn message(mut body: RecvStream, max: usize) -> Result<Bytes, Status> {
                 )));
             }
             if have >= ENVELOPE + len {
+                let charge = match charge {
+                    Some(charge) => charge,
+                    None => budget.reserve(len).await,
+                };
                 // Most messages come in one DATA frame: slice it, do not copy it.
-                return Ok(match first {
+                let message = match first {
                     Some(mut whole) => whole.split_off(ENVELOPE).split_to(len),
                     None => {
                         got.advance(ENVELOPE);
                         got.split_to(len).freeze()
                     }
-                });
+                };
+                return Ok((message, charge));
+            }
+            if charge.is_none() {
+                charge = Some(budget.reserve(len).await);
             }
         }
         let Some(data) = body.data().await else {
@@ -155,5 +185,132 @@ async fn message(mut body: RecvStream, max: usize) -> Result<Bytes, Status> {
             }
             None => got.extend_from_slice(&data),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What [`message`] reads, with a limit of `max`, from a request whose body is `pieces`,
+    /// each its own DATA frame, sent over a real HTTP/2 connection.
+    async fn read(pieces: Vec<Vec<u8>>, max: usize) -> Result<Bytes, Status> {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(near).await.expect("server handshake");
+            let (request, _respond) = conn
+                .accept()
+                .await
+                .expect("a request")
+                .expect("a valid request");
+            let node = crate::server::budget::node_budget(1 << 30);
+            let budget = Budget::new(64 << 20, node, 1 << 30);
+            let read = message(request.into_body(), max, &budget);
+            let mut read = std::pin::pin!(read);
+            // Drive the connection while the message is read.
+            loop {
+                tokio::select! {
+                    got = &mut read => return got.map(|(message, _charge)| message),
+                    _ = conn.accept() => {}
+                }
+            }
+        });
+        let (client, conn) = h2::client::handshake(far).await.expect("client handshake");
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut client = client.ready().await.expect("ready");
+        let request = http::Request::post("http://etch/etcdserverpb.KV/Range")
+            .body(())
+            .expect("request");
+        let (_answer, mut body) = client.send_request(request, false).expect("send");
+        for piece in pieces {
+            body.send_data(Bytes::from(piece), false).expect("data");
+        }
+        body.send_data(Bytes::new(), true).expect("end");
+        let got = server.await.expect("server");
+        driver.abort();
+        got
+    }
+
+    fn enveloped(flag: u8, len: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![flag];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_message_is_read_whole_however_it_is_cut() {
+        let payload = b"0123456789".to_vec();
+        let whole = enveloped(0, 10, &payload);
+        let got = read(vec![whole.clone()], 10).await.expect("one frame");
+        assert_eq!(&got[..], &payload[..]);
+        // The envelope itself cut in two, the payload in three, an empty frame between.
+        let pieces = vec![
+            whole[..2].to_vec(),
+            Vec::new(),
+            whole[2..7].to_vec(),
+            whole[7..9].to_vec(),
+            whole[9..].to_vec(),
+        ];
+        let got = read(pieces, 10).await.expect("five frames");
+        assert_eq!(&got[..], &payload[..]);
+        // Bytes after the message are not part of it.
+        let mut more = whole.clone();
+        more.extend_from_slice(b"trailing");
+        let got = read(vec![more], 10).await.expect("one message");
+        assert_eq!(&got[..], &payload[..]);
+        // An empty message.
+        let got = read(vec![enveloped(0, 0, b"")], 0).await.expect("empty");
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_message_is_refused_as_tonic_refuses_it() {
+        // Longer than the limit, by one byte and by 4 GiB: refused from the envelope, before
+        // its bytes are waited for.
+        for len in [11, u32::MAX] {
+            let status = read(vec![enveloped(0, len, b"")], 10)
+                .await
+                .expect_err("too long");
+            assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+            assert!(
+                status
+                    .message()
+                    .contains("decoded message length too large"),
+                "{status:?}"
+            );
+        }
+        let status = read(vec![enveloped(1, 3, b"abc")], 10)
+            .await
+            .expect_err("compressed");
+        assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+        assert!(status.message().contains("compressed-flag"), "{status:?}");
+        let status = read(vec![enveloped(2, 3, b"abc")], 10)
+            .await
+            .expect_err("a flag that means nothing");
+        assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+        assert!(
+            status.message().contains("invalid compression flag: 2"),
+            "{status:?}"
+        );
+        let status = read(Vec::new(), 10).await.expect_err("no message");
+        assert_eq!(status.message(), "Missing request message.");
+        for cut in [vec![vec![0, 0]], vec![enveloped(0, 10, b"01234")]] {
+            let status = read(cut, 10).await.expect_err("cut short");
+            assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+            assert_eq!(status.message(), "Unexpected EOF decoding stream.");
+        }
+    }
+
+    #[test]
+    fn only_identity_is_uncompressed() {
+        let mut headers = HeaderMap::new();
+        assert!(uncompressed(&headers));
+        headers.insert("grpc-encoding", http::HeaderValue::from_static("identity"));
+        assert!(uncompressed(&headers));
+        headers.insert("grpc-encoding", http::HeaderValue::from_static("gzip"));
+        assert!(!uncompressed(&headers));
     }
 }
