@@ -451,10 +451,13 @@ impl Body for Incoming {
             if let Some(data) = self.held.take() {
                 let (now, next) = self.messages.split(data);
                 if let Some((len, rest)) = next {
-                    // The last message's charge ends: tonic has decoded it by now.
+                    // The last message's charge ends: tonic has decoded it by now. One
+                    // that is here whole needs none: its bytes are within HTTP/2's window.
                     self.charge = None;
-                    let budget = self.budget.clone();
-                    self.charging = Some(Box::pin(async move { budget.reserve(len).await }));
+                    if rest.len() < len {
+                        let budget = self.budget.clone();
+                        self.charging = Some(Box::pin(async move { budget.reserve(len).await }));
+                    }
                     self.held = (!rest.is_empty()).then_some(rest);
                 }
                 if now.is_empty() {
@@ -616,9 +619,11 @@ mod tests {
         let budget = budget(100);
         let (mut body, mut send) = pair(budget.clone()).await;
         let held = budget.try_reserve(90).expect("room for 90");
-        let mut message = envelope(50);
-        message.extend(vec![7u8; 50]);
-        send.send_data(Bytes::from(message), true).expect("send");
+        // A message that does not come whole: its envelope, then its bytes.
+        send.send_data(Bytes::from(envelope(50)), false)
+            .expect("send");
+        send.send_data(Bytes::from(vec![7u8; 50]), true)
+            .expect("send");
         // The envelope goes on; the 50 bytes wait while 90 of the 100 are held elsewhere.
         let head = next(&mut body).await.expect("the envelope");
         assert_eq!(head.len(), ENVELOPE);

@@ -114,15 +114,15 @@ async fn answer(
     drop(held);
 }
 
-/// Reads one gRPC message off `body`, charged to `budget` at its declared length before
-/// its bytes are taken (and given back to the peer's window): refused when it says it is
-/// longer than `max`, compressed, or cut short. The charge is the caller's to hold until
-/// the message is decoded.
+/// Reads one gRPC message off `body`; one that does not come whole at once is charged to
+/// `budget` at its declared length before more of its bytes are taken (and given back to
+/// the peer's window). Refused when it says it is longer than `max`, compressed, or cut
+/// short. The charge is the caller's to hold until the message is decoded.
 async fn message(
     mut body: RecvStream,
     max: usize,
     budget: &Budget,
-) -> Result<(Bytes, Charge), Status> {
+) -> Result<(Bytes, Option<Charge>), Status> {
     let mut got = BytesMut::new();
     let mut first: Option<Bytes> = None;
     let mut charge = None;
@@ -150,11 +150,9 @@ async fn message(
                 )));
             }
             if have >= ENVELOPE + len {
-                let charge = match charge {
-                    Some(charge) => charge,
-                    None => budget.reserve(len).await,
-                };
-                // Most messages come in one DATA frame: slice it, do not copy it.
+                // Most messages come in one DATA frame: slice it, do not copy it. (One that
+                // came whole is not charged: its bytes are here already, within HTTP/2's
+                // window, and are decoded at once.)
                 let message = match first {
                     Some(mut whole) => whole.split_off(ENVELOPE).split_to(len),
                     None => {
@@ -195,6 +193,16 @@ mod tests {
     /// What [`message`] reads, with a limit of `max`, from a request whose body is `pieces`,
     /// each its own DATA frame, sent over a real HTTP/2 connection.
     async fn read(pieces: Vec<Vec<u8>>, max: usize) -> Result<Bytes, Status> {
+        let node = crate::server::budget::node_budget(1 << 30);
+        read_charged(pieces, max, Arc::new(Budget::new(64 << 20, node, 1 << 30))).await
+    }
+
+    /// [`read`], charged to `budget`.
+    async fn read_charged(
+        pieces: Vec<Vec<u8>>,
+        max: usize,
+        budget: Arc<Budget>,
+    ) -> Result<Bytes, Status> {
         let (near, far) = tokio::io::duplex(1 << 20);
         let server = tokio::spawn(async move {
             let mut conn = h2::server::handshake(near).await.expect("server handshake");
@@ -203,8 +211,6 @@ mod tests {
                 .await
                 .expect("a request")
                 .expect("a valid request");
-            let node = crate::server::budget::node_budget(1 << 30);
-            let budget = Budget::new(64 << 20, node, 1 << 30);
             let read = message(request.into_body(), max, &budget);
             let mut read = std::pin::pin!(read);
             // Drive the connection while the message is read.
@@ -302,6 +308,27 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
             assert_eq!(status.message(), "Unexpected EOF decoding stream.");
         }
+    }
+
+    /// A message that does not come whole waits for room in its connection's budget before
+    /// more of it is taken; one that comes whole is not charged.
+    #[tokio::test]
+    async fn a_message_cut_in_pieces_waits_for_room_in_the_budget() {
+        let node = crate::server::budget::node_budget(1 << 30);
+        let budget = Arc::new(Budget::new(100, node, 1 << 30));
+        let held = budget.try_reserve(90).expect("room for 90");
+        let whole = read_charged(vec![enveloped(0, 50, &[7; 50])], 100, budget.clone()).await;
+        assert_eq!(whole.expect("a whole message").len(), 50);
+        let reading = tokio::spawn(read_charged(
+            vec![enveloped(0, 50, &[7; 10]), vec![7; 40]],
+            100,
+            budget.clone(),
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!reading.is_finished(), "read without room for it");
+        drop(held);
+        let got = reading.await.expect("the read").expect("the message");
+        assert_eq!(got.len(), 50);
     }
 
     #[test]
