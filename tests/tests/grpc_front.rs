@@ -224,6 +224,15 @@ async fn oversized_headers_are_refused_and_large_ones_do_not_stop_the_node() {
     assert!(resp.header.expect("header").revision > 1);
 }
 
+/// Twelve values of 500 KB under `big/`: a range of them is an answer of about 6 MB.
+async fn put_large_values(addr: &str, root: &etch_proto::pki::TlsFiles) {
+    let writer = channel(addr, root).await;
+    let value = "v".repeat(500_000);
+    for i in 0..12 {
+        put(&writer, &format!("big/{i:02}"), &value).await;
+    }
+}
+
 /// A client that asks for large answers and never reads them (its HTTP/2 stream windows
 /// are 0, so the node cannot send a byte of them): the answers it pins are bounded by its
 /// connection's budget (the response limit, 64 MiB), the requests past it are refused at
@@ -234,11 +243,7 @@ async fn a_client_that_never_reads_its_answers_pins_a_bounded_amount() {
     let cluster = Cluster::new(1, &["--client-write-timeout", "60000"]);
     let root = cluster.client_tls("root");
     let addr = cluster.nodes[0].endpoint();
-    let writer = channel(&addr, &root).await;
-    let value = "v".repeat(500_000);
-    for i in 0..12 {
-        put(&writer, &format!("big/{i:02}"), &value).await;
-    }
+    put_large_values(&addr, &root).await;
     let before = etch_tests::rss_mib(cluster.nodes[0].pid().expect("running"));
 
     let stalled = channel_on(
@@ -766,11 +771,7 @@ async fn a_client_whose_windows_hold_a_byte_pins_a_bounded_amount() {
     let cluster = Cluster::new(1, &["--client-write-timeout", "60000"]);
     let root = cluster.client_tls("root");
     let addr = cluster.nodes[0].endpoint();
-    let writer = channel(&addr, &root).await;
-    let value = "v".repeat(500_000);
-    for i in 0..12 {
-        put(&writer, &format!("big/{i:02}"), &value).await;
-    }
+    put_large_values(&addr, &root).await;
     let pid = cluster.nodes[0].pid().expect("running");
     let before = etch_tests::rss_mib(pid);
 

@@ -553,34 +553,22 @@ mod tests {
     /// An h2 connection whose one request body is read through [`Incoming`] with `budget`;
     /// returns the body and the client's stream to send on.
     async fn pair(budget: Arc<Budget>) -> (Incoming, SendStream<Bytes>) {
-        let (near, far) = tokio::io::duplex(1 << 20);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut conn = h2::server::handshake(near).await.expect("server handshake");
-            let (request, _respond) = conn
-                .accept()
-                .await
-                .expect("a request")
-                .expect("a valid request");
-            let _ = tx.send(request.into_body());
-            while conn.accept().await.is_some() {}
-        });
-        let (client, conn) = h2::client::handshake(far).await.expect("client handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut client = client.ready().await.expect("ready");
+        let (mut conn, mut client) = super::super::h2_pair(&h2::client::Builder::new()).await;
         let request = http::Request::post("http://etch/x")
             .body(())
             .expect("request");
         let (_answer, send) = client.send_request(request, false).expect("send");
-        // Keep the client's handle alive with the stream.
+        let (request, _respond) = conn
+            .accept()
+            .await
+            .expect("a request")
+            .expect("a valid request");
+        // Drive both ends for as long as the test runs.
         tokio::spawn(async move {
             let _client = client;
-            std::future::pending::<()>().await;
+            while conn.accept().await.is_some() {}
         });
-        let recv = rx.await.expect("the request's body");
-        (Incoming::new(recv, budget), send)
+        (Incoming::new(request.into_body(), budget), send)
     }
 
     async fn next(body: &mut Incoming) -> Option<Bytes> {
@@ -651,9 +639,14 @@ mod tests {
     /// once the client reads.
     #[tokio::test]
     async fn an_answer_goes_to_h2_no_faster_than_the_peer_takes_it() {
-        let (near, far) = tokio::io::duplex(1 << 20);
+        let mut builder = h2::client::Builder::new();
+        builder.initial_window_size(1);
+        let (mut conn, mut client) = super::super::h2_pair(&builder).await;
+        let request = http::Request::post("http://etch/x")
+            .body(())
+            .expect("request");
+        let (answer, _) = client.send_request(request, true).expect("send");
         let server = tokio::spawn(async move {
-            let mut conn = h2::server::handshake(near).await.expect("server handshake");
             let (_, mut respond) = conn
                 .accept()
                 .await
@@ -677,19 +670,6 @@ mod tests {
             while conn.accept().await.is_some() {}
             (sent, stalled)
         });
-        let (client, conn) = h2::client::Builder::new()
-            .initial_window_size(1)
-            .handshake::<_, Bytes>(far)
-            .await
-            .expect("client handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut client = client.ready().await.expect("ready");
-        let request = http::Request::post("http://etch/x")
-            .body(())
-            .expect("request");
-        let (answer, _) = client.send_request(request, true).expect("send");
         let mut body = answer.await.expect("an answer").into_body();
         // Take the first byte, and wait before opening the window any further.
         let first = body.data().await.expect("a byte").expect("data");

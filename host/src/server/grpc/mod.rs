@@ -5,7 +5,10 @@
 //! It is a front and nothing more: every RPC becomes the internal request the QUIC front
 //! would send and goes through [`Node::handle`] (`services.rs`, the Auth service in
 //! `auth.rs`); a watch runs the QUIC front's driver (`watch.rs`), a snapshot the QUIC
-//! front's backup writer. `convert.rs` translates messages and errors.
+//! front's backup writer. `convert.rs` translates messages and errors. `http2.rs` serves
+//! HTTP/2 (h2, a task per connection) and decides where each request runs: `KV/Range` on
+//! the front's own unary path (`unary.rs`), every other RPC through tonic's generated
+//! services; `batched.rs` coalesces a connection's writes.
 //!
 //! A connection is admitted like a QUIC one: a TLS 1.3 handshake within
 //! [`HANDSHAKE_TIMEOUT`] with a client certificate the node's verifier accepts (the
@@ -18,9 +21,11 @@
 //! dead peer; a unary request must arrive and be answered within the read deadline plus
 //! the request timeout, and a connection with no request for `--client-idle-timeout` is
 //! closed. An answer is charged to its connection's byte budget (and the node's, as on
-//! the QUIC front) before it is sent, and the charge is held by its HTTP/2 body until the
-//! body is done: a client that does not read its answers is refused new ones
-//! (`ResourceExhausted`) once its budget is spent, instead of pinning answers without end.
+//! the QUIC front) before it is sent, and the charge is held until the last of it is
+//! handed to h2, which is no faster than the client's windows open: a client that does not
+//! read its answers is refused new ones (`ResourceExhausted`) once its budget is spent,
+//! instead of pinning answers without end. A request message that does not arrive whole
+//! at once is charged to the same budget before the rest of it is taken.
 
 mod auth;
 mod batched;
@@ -235,4 +240,27 @@ async fn handshake_tls(
         .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
     let subject = pki::subject(chain)?;
     Ok((io, subject.common_name.into()))
+}
+
+/// An in-memory HTTP/2 connection for the front's unit tests: the server's side, and the
+/// client's ready to send (its connection driven on a task of its own).
+#[cfg(test)]
+pub(super) async fn h2_pair(
+    client: &h2::client::Builder,
+) -> (
+    h2::server::Connection<tokio::io::DuplexStream, bytes::Bytes>,
+    h2::client::SendRequest<bytes::Bytes>,
+) {
+    let (near, far) = tokio::io::duplex(1 << 20);
+    let server = tokio::spawn(h2::server::handshake(near));
+    let (sender, conn) = client
+        .handshake::<_, bytes::Bytes>(far)
+        .await
+        .expect("client handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let server = server.await.expect("the handshake task");
+    let server = server.expect("server handshake");
+    (server, sender.ready().await.expect("ready"))
 }
