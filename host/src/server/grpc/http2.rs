@@ -36,12 +36,18 @@ use super::services::Etcd;
 use super::{Held, Peer, unary};
 use crate::server::budget::{Budget, Charge};
 
-/// HTTP/2 settings, hyper's defaults (what the front ran on before it drove h2 itself):
-/// 1 MiB windows, 16 KiB frames, a 16 KiB header list, 400 KiB buffered per stream.
+/// HTTP/2 settings. A stream's window, frames and header list are hyper's defaults (what
+/// the front ran on before it drove h2 itself): 1 MiB, 16 KiB, 16 KiB. The connection's
+/// window is 16 times a stream's (QUIC's ratio on the QUIC front): a stream whose request
+/// waits for room in the budget holds its window shut, and must not shut the others'.
 const WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * WINDOW;
 const MAX_FRAME: u32 = 16 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// What h2 may hold of a stream's answer beyond what the answer's charge covers (it grants
+/// no more capacity than this, whatever the peer's windows): 256 streams hold at most
+/// 16 MiB so, against hyper's 400 KiB a stream.
+const MAX_SEND_BUFFER: usize = 64 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// How often the node pings a connection, and how long it waits for the answer before it
@@ -65,6 +71,9 @@ pub(super) struct Front {
     /// How long a unary request has to arrive whole and be answered: the read deadline
     /// plus the node's request timeout, or the client's `grpc-timeout` if sooner.
     pub(super) unary_deadline: Duration,
+    /// How long a message of a stream has to arrive whole once it has begun, waiting for
+    /// its charge included (`--client-read-timeout`).
+    pub(super) read_timeout: Duration,
 }
 
 /// Resolves when the node ends a connection at once (having said why in its log).
@@ -84,7 +93,7 @@ impl Front {
     {
         let handshake = h2::server::Builder::new()
             .initial_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
             .max_header_list_size(MAX_HEADER_LIST)
             .max_send_buffer_size(MAX_SEND_BUFFER)
@@ -206,7 +215,7 @@ impl Front {
         let (mut parts, body) = request.into_parts();
         let peer_budget = peer.budget.clone();
         parts.extensions.insert(peer);
-        let incoming = Incoming::new(body, peer_budget);
+        let incoming = Incoming::new(body, peer_budget, self.max_in, self.read_timeout);
         let request = http::Request::from_parts(parts, tonic::body::Body::new(incoming));
         let mut routes = self.routes.clone();
         // A unary RPC is answered by this future, a streaming one returns its stream at once.
@@ -360,32 +369,42 @@ async fn pipe(body: tonic::body::Body, mut send: SendStream<Bytes>) -> Result<()
     }
 }
 
-/// A request's h2 stream as the body tonic reads. Each gRPC message is charged to the
-/// connection's budget at its declared length before its bytes are taken (and given back to
-/// the peer's window), and the charge is held until the next message or the body's end:
-/// what requests being received may hold in the node is bounded by the budget, and HTTP/2
-/// flow control holds the client back meanwhile, as QUIC's does on the QUIC front.
+/// A request's h2 stream as the body tonic reads. A gRPC message that does not arrive
+/// whole at once is charged to the connection's budget at its declared length before more
+/// of its bytes are taken (and given back to the peer's window), and must arrive whole
+/// within the read deadline, its wait for room included (as a request frame on the QUIC
+/// front): what requests being received hold in the node is bounded by the budget, for a
+/// bounded time, and HTTP/2 flow control holds the client back meanwhile. The charge ends
+/// once the message is whole (tonic decodes it as it completes).
 struct Incoming {
     recv: RecvStream,
     budget: Arc<Budget>,
+    /// The largest message: a longer one is tonic's to refuse, not to charge.
+    max: usize,
+    read_timeout: Duration,
     /// Bytes taken off the stream and not yet handed on: held back until charged.
     held: Option<Bytes>,
     /// The charge being waited for, before `held` may go on.
     charging: Option<Pin<Box<dyn Future<Output = Charge> + Send>>>,
     /// The message being received's charge.
     charge: Option<Charge>,
+    /// When the message being received must be whole.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     messages: Splitter,
     data_done: bool,
 }
 
 impl Incoming {
-    fn new(recv: RecvStream, budget: Arc<Budget>) -> Self {
+    fn new(recv: RecvStream, budget: Arc<Budget>, max: usize, read_timeout: Duration) -> Self {
         Incoming {
             recv,
             budget,
+            max,
+            read_timeout,
             held: None,
             charging: None,
             charge: None,
+            deadline: None,
             messages: Splitter::default(),
             data_done: false,
         }
@@ -402,6 +421,11 @@ struct Splitter {
 }
 
 impl Splitter {
+    /// Whether the bytes seen so far end with a whole message (or none).
+    fn between(&self) -> bool {
+        self.left == 0 && self.envelope.is_empty()
+    }
+
     /// Splits `data` where a message that needs charging begins (after its envelope):
     /// what may go on now, and that message's declared length with the bytes after it.
     fn split(&mut self, mut data: Bytes) -> (Bytes, Option<(usize, Bytes)>) {
@@ -443,6 +467,17 @@ impl Body for Incoming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         loop {
+            if self.messages.between() {
+                // The last message is whole, and tonic has decoded it by now.
+                self.charge = None;
+                self.deadline = None;
+            }
+            if let Some(deadline) = self.deadline.as_mut()
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                tracing::debug!("a gRPC request message did not arrive within the read deadline");
+                return Poll::Ready(Some(Err(h2::Error::from(Reason::CANCEL))));
+            }
             if let Some(charging) = self.charging.as_mut() {
                 let charge = ready!(charging.as_mut().poll(cx));
                 self.charge = Some(charge);
@@ -451,12 +486,17 @@ impl Body for Incoming {
             if let Some(data) = self.held.take() {
                 let (now, next) = self.messages.split(data);
                 if let Some((len, rest)) = next {
-                    // The last message's charge ends: tonic has decoded it by now. One
-                    // that is here whole needs none: its bytes are within HTTP/2's window.
                     self.charge = None;
+                    // One that is here whole needs no charge: its bytes are within
+                    // HTTP/2's window. One longer than the limit is tonic's to refuse.
                     if rest.len() < len {
-                        let budget = self.budget.clone();
-                        self.charging = Some(Box::pin(async move { budget.reserve(len).await }));
+                        let deadline = tokio::time::sleep(self.read_timeout);
+                        self.deadline = Some(Box::pin(deadline));
+                        if len <= self.max {
+                            let budget = self.budget.clone();
+                            self.charging =
+                                Some(Box::pin(async move { budget.reserve(len).await }));
+                        }
                     }
                     self.held = (!rest.is_empty()).then_some(rest);
                 }
@@ -568,7 +608,11 @@ mod tests {
             let _client = client;
             while conn.accept().await.is_some() {}
         });
-        (Incoming::new(request.into_body(), budget), send)
+        let timeout = Duration::from_secs(60);
+        (
+            Incoming::new(request.into_body(), budget, 1 << 20, timeout),
+            send,
+        )
     }
 
     async fn next(body: &mut Incoming) -> Option<Bytes> {
@@ -589,16 +633,23 @@ mod tests {
         for cut in 0..body.len() {
             let mut state = Splitter::default();
             let mut needs = Vec::new();
+            let mut passed = Vec::new();
             for piece in [&body[..cut], &body[cut..]] {
                 let mut data = Bytes::copy_from_slice(piece);
                 loop {
-                    let (_, next) = state.split(data);
+                    let (now, next) = state.split(data);
+                    passed.extend_from_slice(&now);
                     let Some((len, rest)) = next else { break };
                     needs.push(len);
                     data = rest;
                 }
             }
             assert_eq!(needs, vec![3, 2], "cut at {cut}");
+            assert_eq!(
+                passed, body,
+                "every byte passed on once, in order (cut at {cut})"
+            );
+            assert!(state.between(), "the last message is whole");
         }
     }
 
@@ -632,6 +683,82 @@ mod tests {
             budget.try_reserve(100).is_some(),
             "the charge ends with the body"
         );
+    }
+
+    /// A message that begins and does not end within the read deadline fails the body
+    /// (tonic ends the RPC), and its charge goes with the body.
+    #[tokio::test]
+    async fn a_message_that_stops_coming_is_cut_off_at_the_read_deadline() {
+        let budget = budget(100);
+        let (near_body, mut send) = pair(budget.clone()).await;
+        let mut body = near_body;
+        body.read_timeout = Duration::from_millis(300);
+        send.send_data(Bytes::from(envelope(50)), false)
+            .expect("send");
+        send.send_data(Bytes::from(vec![7u8; 10]), false)
+            .expect("send");
+        let head = next(&mut body).await.expect("the envelope");
+        assert_eq!(head.len(), ENVELOPE);
+        let some = next(&mut body).await.expect("what came of the message");
+        assert_eq!(some.len(), 10);
+        assert!(
+            budget.try_reserve(60).is_none(),
+            "the message's 50 bytes are held"
+        );
+        let cut = tokio::time::timeout(
+            Duration::from_secs(10),
+            poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
+        )
+        .await
+        .expect("cut off within 10 s, not left waiting");
+        let Some(Err(_)) = cut else {
+            panic!("an error, not more data: {cut:?}");
+        };
+        drop(body);
+        assert!(
+            budget.try_reserve(100).is_some(),
+            "the charge ends with the body"
+        );
+    }
+
+    /// A client that leaves while its answer waits for its window: `send_all` ends with an
+    /// error rather than waiting for ever.
+    #[tokio::test]
+    async fn an_answer_whose_peer_leaves_ends() {
+        let mut builder = h2::client::Builder::new();
+        builder.initial_window_size(1);
+        let (mut conn, mut client) = super::super::h2_pair(&builder).await;
+        let request = http::Request::post("http://etch/x")
+            .body(())
+            .expect("request");
+        let (answer, _) = client.send_request(request, true).expect("send");
+        let (_, mut respond) = conn
+            .accept()
+            .await
+            .expect("a request")
+            .expect("a valid request");
+        let server = tokio::spawn(async move {
+            let mut send = respond
+                .send_response(http::Response::new(()), false)
+                .expect("head");
+            let sent = send_all(&mut send, Bytes::from(vec![7u8; 10_000]), true);
+            let mut sent = pin!(sent);
+            loop {
+                tokio::select! {
+                    sent = &mut sent => return sent,
+                    _ = conn.accept() => {}
+                }
+            }
+        });
+        let mut body = answer.await.expect("an answer").into_body();
+        let first = body.data().await.expect("a byte").expect("data");
+        assert_eq!(first.len(), 1);
+        drop((body, client));
+        let sent = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("send_all ends once its peer has left")
+            .expect("the server task");
+        assert!(sent.is_err(), "the answer was sent to no one: {sent:?}");
     }
 
     /// A client that opens its window a byte at a time: the answer is handed to h2 no

@@ -135,6 +135,7 @@ pub async fn serve_grpc(listener: TcpListener, node: Node, gate: Arc<ClientGate>
         // the node's own request timeout (a slow sender's body is not waited on for ever);
         // a stream's handler returns at once and is not bound by it.
         unary_deadline: limits.read_timeout + node.options().request_timeout,
+        read_timeout: limits.read_timeout,
     });
     accept(listener, node, gate, front).await;
 }

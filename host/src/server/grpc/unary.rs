@@ -93,6 +93,8 @@ async fn answer(
     data.put_u8(0);
     data.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
     message.encode_raw(&mut data);
+    // While the answer waits for the client's windows, only its encoded bytes are kept.
+    drop(message);
     let head = http::Response::builder()
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .body(())
@@ -311,7 +313,10 @@ mod tests {
         let node = crate::server::budget::node_budget(1 << 30);
         let budget = Arc::new(Budget::new(100, node, 1 << 30));
         let held = budget.try_reserve(90).expect("room for 90");
-        let whole = read_charged(vec![enveloped(0, 50, &[7; 50])], 100, budget.clone()).await;
+        let whole = read_charged(vec![enveloped(0, 50, &[7; 50])], 100, budget.clone());
+        let whole = tokio::time::timeout(std::time::Duration::from_secs(10), whole)
+            .await
+            .expect("a whole message is read without waiting for room");
         assert_eq!(whole.expect("a whole message").len(), 50);
         let reading = tokio::spawn(read_charged(
             vec![enveloped(0, 50, &[7; 10]), vec![7; 40]],
