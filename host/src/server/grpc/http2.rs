@@ -114,6 +114,8 @@ impl Front {
         let mut ping = conn.ping_pong();
         let mut keepalive =
             tokio::time::interval_at(Instant::now() + KEEPALIVE_INTERVAL, KEEPALIVE_INTERVAL);
+        // Ticks missed while a ping was in flight are not made up in a burst.
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // When the ping in flight, if any, is given up on.
         let mut unanswered: Option<Instant> = None;
         let mut inline = FuturesUnordered::new();
