@@ -392,6 +392,9 @@ struct Incoming {
     charge: Option<Charge>,
     /// When the message being received must be whole.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the next poll starts the deadline: a message's clock starts when tonic asks
+    /// for its bytes, not while the handler is still busy with the message before it.
+    arm: bool,
     messages: Splitter,
     data_done: bool,
 }
@@ -407,6 +410,7 @@ impl Incoming {
             charging: None,
             charge: None,
             deadline: None,
+            arm: false,
             messages: Splitter::default(),
             data_done: false,
         }
@@ -424,6 +428,7 @@ struct Splitter {
 
 impl Splitter {
     /// Whether the bytes seen so far end with a whole message (or none).
+    #[cfg(test)]
     fn between(&self) -> bool {
         self.left == 0 && self.envelope.is_empty()
     }
@@ -462,23 +467,25 @@ pub(super) const ENVELOPE: usize = 5;
 
 impl Body for Incoming {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if std::mem::take(&mut self.arm) {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.read_timeout)));
+        }
         loop {
-            if self.messages.between() {
-                // The last message is whole, and tonic has decoded it by now.
-                self.charge = None;
-                self.deadline = None;
-            }
             if let Some(deadline) = self.deadline.as_mut()
                 && deadline.as_mut().poll(cx).is_ready()
             {
                 tracing::debug!("a gRPC request message did not arrive within the read deadline");
-                return Poll::Ready(Some(Err(h2::Error::from(Reason::CANCEL))));
+                // Not `Cancelled`: tonic reads that as the request's clean end.
+                let status = Status::deadline_exceeded(
+                    "etcdserver: a request message did not arrive within the read deadline",
+                );
+                return Poll::Ready(Some(Err(Box::new(status))));
             }
             if let Some(charging) = self.charging.as_mut() {
                 let charge = ready!(charging.as_mut().poll(cx));
@@ -487,13 +494,17 @@ impl Body for Incoming {
             }
             if let Some(data) = self.held.take() {
                 let (now, next) = self.messages.split(data);
-                if let Some((len, rest)) = next {
+                if next.is_some() || self.messages.left == 0 {
+                    // `now` ends the message being received: tonic decodes it as it takes
+                    // `now`, and its charge and deadline end here.
                     self.charge = None;
+                    self.deadline = None;
+                }
+                if let Some((len, rest)) = next {
                     // One that is here whole needs no charge: its bytes are within
                     // HTTP/2's window. One longer than the limit is tonic's to refuse.
                     if rest.len() < len {
-                        let deadline = tokio::time::sleep(self.read_timeout);
-                        self.deadline = Some(Box::pin(deadline));
+                        self.arm = true;
                         if len <= self.max {
                             let budget = self.budget.clone();
                             self.charging =
@@ -513,15 +524,16 @@ impl Body for Incoming {
             }
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => self.held = Some(data),
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
                 None => self.data_done = true,
             }
         }
         self.charge = None;
+        self.deadline = None;
         match ready!(self.recv.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
+            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
         }
     }
 
@@ -675,16 +687,41 @@ mod tests {
             .await
             .expect("the message, once there is room");
         assert_eq!(rest.len(), 50);
-        // Its charge is held until the body ends.
-        assert!(
-            budget.try_reserve(60).is_none(),
-            "the message's 50 bytes are held"
-        );
-        assert!(next(&mut body).await.is_none(), "the end");
+        // Whole, it is tonic's: its charge ends with the poll that handed over its last
+        // byte, not at the next one (which a busy handler may not make for long).
         assert!(
             budget.try_reserve(100).is_some(),
-            "the charge ends with the body"
+            "the charge ends once the message is whole"
         );
+        assert!(next(&mut body).await.is_none(), "the end");
+    }
+
+    /// A message that came whole behind one that came in pieces is not cut off by the
+    /// read deadline while the handler is busy with the first: its clock starts when
+    /// tonic asks for it, and the first's ended with it.
+    #[tokio::test]
+    async fn a_whole_message_is_not_cut_off_while_the_handler_is_busy() {
+        let budget = budget(1000);
+        let (mut body, mut send) = pair(budget.clone()).await;
+        body.read_timeout = Duration::from_millis(200);
+        let mut first = envelope(10);
+        first.extend([1u8; 5]);
+        send.send_data(Bytes::from(first), false).expect("send");
+        let mut rest = vec![1u8; 5];
+        rest.extend(envelope(3));
+        rest.extend([2u8; 3]);
+        send.send_data(Bytes::from(rest), false).expect("send");
+        let mut got = Vec::new();
+        while got.len() < ENVELOPE + 10 {
+            got.extend_from_slice(&next(&mut body).await.expect("the first message"));
+        }
+        // The handler is busy with the first message for twice the read deadline.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        while got.len() < 2 * ENVELOPE + 13 {
+            got.extend_from_slice(&next(&mut body).await.expect("the second message"));
+        }
+        assert_eq!(&got[2 * ENVELOPE + 10..], &[2, 2, 2]);
+        assert!(budget.try_reserve(1000).is_some(), "nothing is held");
     }
 
     /// A message that begins and does not end within the read deadline fails the body

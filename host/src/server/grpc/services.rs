@@ -236,18 +236,24 @@ impl pb::lease_server::Lease for Etcd {
             loop {
                 // A stream ends with its node, as a watch does: shutdown waits for none.
                 let next = tokio::select! {
-                    next = inbound.message() => match next {
-                        Ok(Some(next)) => Some(next),
-                        // The client ended its side, or its stream broke.
-                        Ok(None) | Err(_) => return,
-                    },
+                    next = inbound.message() => Some(next),
                     _ = stopping.wait_for(|stopping| *stopping) => None,
                 };
-                let Some(next) = next else {
-                    let _ = tx
-                        .send(Err(Status::unavailable("etcdserver: server stopped")))
-                        .await;
-                    return;
+                let next = match next {
+                    Some(Ok(Some(next))) => next,
+                    // The client ended its side.
+                    Some(Ok(None)) => return,
+                    // A request cut off (its read deadline), or a broken stream.
+                    Some(Err(status)) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                    None => {
+                        let _ = tx
+                            .send(Err(Status::unavailable("etcdserver: server stopped")))
+                            .await;
+                        return;
+                    }
                 };
                 let request = Request::LeaseKeepAlive(LeaseKeepAliveRequest { id: next.id });
                 let answer = match node.handle(&principal, request).await {

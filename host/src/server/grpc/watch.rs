@@ -66,7 +66,17 @@ async fn serve(node: Node, peer: Peer, mut inbound: Streaming<pb::WatchRequest>,
     let _open = OpenStream::count();
     let mut watches: HashMap<i64, mpsc::Sender<WatchControl>> = HashMap::new();
     let mut next_id: i64 = 0;
-    while let Ok(Some(message)) = inbound.message().await {
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            // A request cut off (its read deadline) or a broken stream: the client is told
+            // why, rather than shown a clean end.
+            Err(status) => {
+                let _ = tx.send((Err(status), None)).await;
+                break;
+            }
+        };
         // Watches whose task has ended (canceled, compacted, permission lost) leave.
         watches.retain(|_, control| !control.is_closed());
         match message.request_union {
