@@ -854,3 +854,69 @@ async fn a_client_whose_windows_hold_a_byte_pins_a_bounded_amount() {
         drop((heads, client));
     }
 }
+
+/// A watch stream whose client starts a request and never finishes it (an envelope that
+/// says 100 bytes, 2 of them sent): the node cuts that message off at the read deadline
+/// and ends the stream with `DeadlineExceeded` (gRPC status 4), which etcd's clients
+/// treat as an error, not as the clean end they would take for a closed watch; the node
+/// serves the next client. A watch stream that is only quiet, for longer than the
+/// deadline, is not cut: it sees the put made after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_request_that_never_finishes_ends_its_stream_with_an_error() {
+    let cluster = Cluster::single_with(&["--client-read-timeout", "500"]);
+    let root = cluster.client_tls("root");
+    let addr = cluster.nodes[0].endpoint();
+    let quiet = channel(&addr, &root).await;
+    let (requests, mut events) = watch_stream(quiet.clone(), 1).await;
+    let create = pb::WatchCreateRequest {
+        key: b"after".to_vec(),
+        ..Default::default()
+    };
+    requests
+        .send(create_request(create))
+        .await
+        .expect("create a watch");
+    let created = tokio::time::timeout(Duration::from_secs(20), events.message())
+        .await
+        .expect("created within 20 s")
+        .expect("a response")
+        .expect("a message");
+    assert!(created.created);
+
+    let mut client = raw_h2(&addr, &root).await;
+    let request = http::Request::post("https://etch/etcdserverpb.Watch/Watch")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a request");
+    client = client.ready().await.expect("ready");
+    let (answer, mut send) = client.send_request(request, false).expect("send");
+    send.send_data(bytes::Bytes::from(envelope(0, 100, &[0x0a, 0x02])), false)
+        .expect("the start of a message");
+    let ended = async {
+        let answer = answer.await.expect("an answer");
+        let mut body = answer.into_body();
+        while let Some(chunk) = body.data().await {
+            let _ = chunk.map(|c| body.flow_control().release_capacity(c.len()));
+        }
+        body.trailers().await.expect("trailers")
+    };
+    let trailers = tokio::time::timeout(Duration::from_secs(20), ended)
+        .await
+        .expect("the stream ends within 20 s")
+        .expect("trailers");
+    let status = trailers.get("grpc-status").expect("a grpc-status");
+    assert_eq!(status, "4", "{trailers:?}");
+    drop(send);
+    let other = channel(&addr, &root).await;
+    let resp = put(&other, "after", "ok").await;
+    assert!(resp.header.expect("header").revision > 1);
+    // The quiet watch, quiet for longer than the read deadline, still sees the put.
+    let event = tokio::time::timeout(Duration::from_secs(20), events.message())
+        .await
+        .expect("the event within 20 s")
+        .expect("a response")
+        .expect("a message");
+    assert_eq!(event.events.len(), 1, "{event:?}");
+    drop(requests);
+}
