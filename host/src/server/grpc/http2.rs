@@ -481,6 +481,12 @@ impl Body for Incoming {
                 && deadline.as_mut().poll(cx).is_ready()
             {
                 tracing::debug!("a gRPC request message did not arrive within the read deadline");
+                // Nothing is held past this: tonic keeps the body (and whatever it holds)
+                // for as long as its handler keeps the request stream.
+                self.charge = None;
+                self.charging = None;
+                self.deadline = None;
+                self.held = None;
                 // Not `Cancelled`: tonic reads that as the request's clean end.
                 let status = Status::deadline_exceeded(
                     "etcdserver: a request message did not arrive within the read deadline",
@@ -725,7 +731,7 @@ mod tests {
     }
 
     /// A message that begins and does not end within the read deadline fails the body
-    /// (tonic ends the RPC), and its charge goes with the body.
+    /// (tonic ends the RPC), and its charge ends with the error.
     #[tokio::test]
     async fn a_message_that_stops_coming_is_cut_off_at_the_read_deadline() {
         let budget = budget(100);
@@ -753,11 +759,13 @@ mod tests {
         let Some(Err(_)) = cut else {
             panic!("an error, not more data: {cut:?}");
         };
-        drop(body);
+        // Released with the error, though the body lives on (tonic keeps it while its
+        // handler keeps the request stream).
         assert!(
             budget.try_reserve(100).is_some(),
-            "the charge ends with the body"
+            "the charge ends with the error"
         );
+        drop(body);
     }
 
     /// A client that leaves while its answer waits for its window: `send_all` ends with an

@@ -243,9 +243,11 @@ impl pb::lease_server::Lease for Etcd {
                     Some(Ok(Some(next))) => next,
                     // The client ended its side.
                     Some(Ok(None)) => return,
-                    // A request cut off (its read deadline), or a broken stream.
+                    // A request cut off (its read deadline), or a broken stream: said if
+                    // the client has room for it (one that does not read is not waited on).
                     Some(Err(status)) => {
-                        let _ = tx.send(Err(status)).await;
+                        drop(inbound);
+                        let _ = tx.try_send(Err(status));
                         return;
                     }
                     None => {

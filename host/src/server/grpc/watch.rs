@@ -71,10 +71,12 @@ async fn serve(node: Node, peer: Peer, mut inbound: Streaming<pb::WatchRequest>,
             Ok(Some(message)) => message,
             Ok(None) => break,
             // A request cut off (its read deadline) or a broken stream: the client is told
-            // why, rather than shown a clean end.
+            // why, rather than shown a clean end, if it has room for it (one that does not
+            // read is not waited on); its watches end first.
             Err(status) => {
-                let _ = tx.send((Err(status), None)).await;
-                break;
+                drop((inbound, watches));
+                let _ = tx.try_send((Err(status), None));
+                return;
             }
         };
         // Watches whose task has ended (canceled, compacted, permission lost) leave.
