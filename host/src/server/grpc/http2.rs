@@ -768,10 +768,14 @@ mod tests {
         drop(body);
     }
 
-    /// A client that leaves while its answer waits for its window: `send_all` ends with an
-    /// error rather than waiting for ever.
-    #[tokio::test]
-    async fn an_answer_whose_peer_leaves_ends() {
+    /// A request from a client whose windows are one byte, accepted: the server's
+    /// connection and its stream to answer on, the client and the answer to come.
+    async fn asked_through_a_byte_window() -> (
+        h2::server::Connection<tokio::io::DuplexStream, Bytes>,
+        SendStream<Bytes>,
+        h2::client::SendRequest<Bytes>,
+        h2::client::ResponseFuture,
+    ) {
         let mut builder = h2::client::Builder::new();
         builder.initial_window_size(1);
         let (mut conn, mut client) = super::super::h2_pair(&builder).await;
@@ -784,10 +788,18 @@ mod tests {
             .await
             .expect("a request")
             .expect("a valid request");
+        let send = respond
+            .send_response(http::Response::new(()), false)
+            .expect("head");
+        (conn, send, client, answer)
+    }
+
+    /// A client that leaves while its answer waits for its window: `send_all` ends with an
+    /// error rather than waiting for ever.
+    #[tokio::test]
+    async fn an_answer_whose_peer_leaves_ends() {
+        let (mut conn, mut send, client, answer) = asked_through_a_byte_window().await;
         let server = tokio::spawn(async move {
-            let mut send = respond
-                .send_response(http::Response::new(()), false)
-                .expect("head");
             let sent = send_all(&mut send, Bytes::from(vec![7u8; 10_000]), true);
             let mut sent = pin!(sent);
             loop {
@@ -813,22 +825,8 @@ mod tests {
     /// once the client reads.
     #[tokio::test]
     async fn an_answer_goes_to_h2_no_faster_than_the_peer_takes_it() {
-        let mut builder = h2::client::Builder::new();
-        builder.initial_window_size(1);
-        let (mut conn, mut client) = super::super::h2_pair(&builder).await;
-        let request = http::Request::post("http://etch/x")
-            .body(())
-            .expect("request");
-        let (answer, _) = client.send_request(request, true).expect("send");
+        let (mut conn, mut send, client, answer) = asked_through_a_byte_window().await;
         let server = tokio::spawn(async move {
-            let (_, mut respond) = conn
-                .accept()
-                .await
-                .expect("a request")
-                .expect("a valid request");
-            let mut send = respond
-                .send_response(http::Response::new(()), false)
-                .expect("head");
             let answer = send_all(&mut send, Bytes::from(vec![7u8; 10_000]), true);
             let mut answer = pin!(answer);
             // Drive the connection while the answer is handed over.
