@@ -14,7 +14,6 @@
 //! waited on), gracefully when the node stops, and when a keep-alive ping is not answered
 //! within [`KEEPALIVE_TIMEOUT`].
 
-use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -52,8 +51,16 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// How often the node pings a connection, and how long it waits for the answer before it
 /// ends the connection (a peer that vanished without a FIN).
-pub(super) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-pub(super) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The gRPC envelope of a message: a compressed flag and a 4-byte length.
+pub(super) const ENVELOPE: usize = 5;
+
+/// The length a message's envelope declares (`envelope` holds at least [`ENVELOPE`] bytes).
+pub(super) fn declared_len(envelope: &[u8]) -> usize {
+    u32::from_be_bytes([envelope[1], envelope[2], envelope[3], envelope[4]]) as usize
+}
 
 /// How long a connection the node ends at once has to take its GOAWAY.
 const ENDING_GRACE: Duration = Duration::from_secs(1);
@@ -221,18 +228,16 @@ impl Front {
         let request = http::Request::from_parts(parts, tonic::body::Body::new(incoming));
         let mut routes = self.routes.clone();
         // A unary RPC is answered by this future, a streaming one returns its stream at once.
-        let answer = tokio::time::timeout_at(deadline, async {
+        let answer = async {
             let Ok(()) = poll_fn(|cx| {
                 Service::<http::Request<tonic::body::Body>>::poll_ready(&mut routes, cx)
             })
             .await;
-            routes.call(request).await
-        });
-        let response = match until_reset(&mut respond, answer).await {
-            None => return,
-            Some(Ok(Ok(response))) => response,
-            Some(Ok(Err::<_, Infallible>(never))) => match never {},
-            Some(Err(_elapsed)) => return reply_status(respond, &timed_out()),
+            let Ok(response) = routes.call(request).await;
+            Ok(response)
+        };
+        let Some(response) = within(&mut respond, deadline, answer).await else {
+            return;
         };
         let (mut parts, body) = response.into_parts();
         // The answer's charge on the connection's budget lasts until its body is sent.
@@ -259,19 +264,17 @@ fn poll_pong(ping: Option<&mut h2::PingPong>, cx: &mut Context<'_>) -> Poll<Resu
     }
 }
 
-/// What tonic answers when a unary request outlives its deadline.
-pub(super) fn timed_out() -> Status {
-    Status::cancelled("Timeout expired")
-}
-
-/// Runs `work` until it ends, or `None` once the client resets the stream (its answer is
-/// not wanted any more, and `work` is dropped).
-pub(super) async fn until_reset<F: Future>(
+/// Runs `work` for the answer on `respond` until `deadline`: its value, or `None` once the
+/// stream has been answered otherwise — with `work`'s error, with tonic's "Timeout expired"
+/// (`Cancelled`) past the deadline — or reset by the client (its answer is not wanted any
+/// more, and `work` is dropped).
+pub(super) async fn within<T>(
     respond: &mut SendResponse<Bytes>,
-    work: F,
-) -> Option<F::Output> {
-    let mut work = pin!(work);
-    poll_fn(|cx| {
+    deadline: Instant,
+    work: impl Future<Output = Result<T, Status>>,
+) -> Option<T> {
+    let mut work = pin!(tokio::time::timeout_at(deadline, work));
+    let done = poll_fn(|cx| {
         if let Poll::Ready(output) = work.as_mut().poll(cx) {
             return Poll::Ready(Some(output));
         }
@@ -283,11 +286,22 @@ pub(super) async fn until_reset<F: Future>(
             Poll::Pending => Poll::Pending,
         }
     })
-    .await
+    .await;
+    match done? {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(status)) => {
+            reply_status(respond, &status);
+            None
+        }
+        Err(_elapsed) => {
+            reply_status(respond, &Status::cancelled("Timeout expired"));
+            None
+        }
+    }
 }
 
 /// Answers with `status` alone, gRPC's trailers-only response.
-pub(super) fn reply_status(mut respond: SendResponse<Bytes>, status: &Status) {
+fn reply_status(respond: &mut SendResponse<Bytes>, status: &Status) {
     let (parts, ()) = status.clone().into_http::<()>().into_parts();
     if let Err(e) = respond.send_response(http::Response::from_parts(parts, ()), true) {
         tracing::debug!(error = %e, "sending a gRPC status failed");
@@ -310,9 +324,7 @@ pub(super) async fn send_all(
     send.reserve_capacity(data.len());
     while !data.is_empty() {
         let granted = poll_fn(|cx| {
-            if let Poll::Ready(reason) = send.poll_reset(cx)? {
-                return Poll::Ready(Err(h2::Error::from(reason)));
-            }
+            peer_reset(send, cx)?;
             loop {
                 let granted = send.capacity();
                 if granted > 0 {
@@ -332,16 +344,23 @@ pub(super) async fn send_all(
     Ok(())
 }
 
+/// An error once the peer has reset the stream `send` sends on (and a wake-up when it
+/// does).
+fn peer_reset(send: &mut SendStream<Bytes>, cx: &mut Context<'_>) -> Result<(), h2::Error> {
+    match send.poll_reset(cx) {
+        Poll::Ready(reason) => Err(h2::Error::from(reason?)),
+        Poll::Pending => Ok(()),
+    }
+}
+
 /// Sends a response body through `send` ([`send_all`]), and its trailers; a reset from the
 /// peer ends it, and an error of the body resets the stream.
 async fn pipe(body: tonic::body::Body, mut send: SendStream<Bytes>) -> Result<(), h2::Error> {
     let mut body = pin!(body);
     loop {
         let frame = poll_fn(|cx| {
-            if let Poll::Ready(reason) = send.poll_reset(cx)? {
-                return Poll::Ready(Err(h2::Error::from(reason)));
-            }
-            body.as_mut().poll_frame(cx).map(Ok)
+            peer_reset(&mut send, cx)?;
+            body.as_mut().poll_frame(cx).map(Ok::<_, h2::Error>)
         })
         .await?;
         let frame = match frame {
@@ -448,8 +467,7 @@ impl Splitter {
             self.envelope.extend_from_slice(&data[at..at + take]);
             at += take;
             if self.envelope.len() == ENVELOPE {
-                let e = &self.envelope;
-                let len = u32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
+                let len = declared_len(&self.envelope);
                 self.envelope.clear();
                 self.left = len;
                 if len > 0 {
@@ -461,9 +479,6 @@ impl Splitter {
         (data, None)
     }
 }
-
-/// The gRPC envelope: a compressed flag and a 4-byte length.
-pub(super) const ENVELOPE: usize = 5;
 
 impl Body for Incoming {
     type Data = Bytes;
@@ -489,7 +504,7 @@ impl Body for Incoming {
                 self.held = None;
                 // Not `Cancelled`: tonic reads that as the request's clean end.
                 let status = Status::deadline_exceeded(
-                    "etcdserver: a request message did not arrive within the read deadline",
+                    "etcdserver: a request message did not arrive whole within the node's read deadline (--client-read-timeout)",
                 );
                 return Poll::Ready(Some(Err(Box::new(status))));
             }

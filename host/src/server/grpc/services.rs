@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::convert::{self, header, status};
+use super::http2::ENVELOPE;
 use super::{Held, Peer};
 use crate::node::Node;
 
@@ -48,15 +49,20 @@ fn charged<T, U: prost::Message>(req: &tonic::Request<T>, message: U) -> Answer<
 /// [`charged`], to `peer`'s budget.
 fn charged_to<U: prost::Message>(peer: &Peer, message: U) -> Answer<U> {
     let held = charge(peer, &message)?;
+    Ok(held_response(message, held))
+}
+
+/// `message` as a response whose extensions carry its charge to the stream that sends it.
+fn held_response<U>(message: U, held: Held) -> tonic::Response<U> {
     let mut response = tonic::Response::new(message);
     response.extensions_mut().insert(held);
-    Ok(response)
+    response
 }
 
 /// The charge of `message` on `peer`'s budget; refused when the connection holds too many
 /// answers it has not read.
 fn charge<U: prost::Message>(peer: &Peer, message: &U) -> Result<Held, Status> {
-    let bytes = message.encoded_len() + 5;
+    let bytes = message.encoded_len() + ENVELOPE;
     let charge = peer.budget.try_reserve(bytes).ok_or_else(|| {
         Status::resource_exhausted(format!(
             "etcdserver: no room for an answer of {bytes} bytes: this connection holds too many answers it has not read"
@@ -93,9 +99,21 @@ impl Etcd {
         request: Request,
         pick: impl FnOnce(Response) -> Option<U>,
     ) -> Answer<U> {
+        let (message, held) = self.answer_as(peer, request, pick).await?;
+        Ok(held_response(message, held))
+    }
+
+    /// [`Etcd::call_as`]'s answer and its charge on the connection's budget, apart.
+    async fn answer_as<U: prost::Message>(
+        &self,
+        peer: &Peer,
+        request: Request,
+        pick: impl FnOnce(Response) -> Option<U>,
+    ) -> Result<(U, Held), Status> {
         let response = (self.node.handle(&peer.principal, request).await).map_err(status)?;
         let message = pick(response).ok_or_else(|| unexpected("another kind"))?;
-        charged_to(peer, message)
+        let held = charge(peer, &message)?;
+        Ok((message, held))
     }
 
     /// A `KV/Range` for `peer`, and its answer's charge on the connection's budget: what
@@ -106,17 +124,11 @@ impl Etcd {
         req: pb::RangeRequest,
     ) -> Result<(pb::RangeResponse, Held), Status> {
         let range = convert::range_request(req)?;
-        let response = (self
-            .node
-            .handle(&peer.principal, Request::Range(range))
-            .await)
-            .map_err(status)?;
-        let Response::Range(response) = response else {
-            return Err(unexpected("another kind"));
-        };
-        let message = convert::range_response(response);
-        let held = charge(peer, &message)?;
-        Ok((message, held))
+        self.answer_as(peer, Request::Range(range), |r| match r {
+            Response::Range(r) => Some(convert::range_response(r)),
+            _ => None,
+        })
+        .await
     }
 }
 
@@ -125,9 +137,7 @@ impl pb::kv_server::Kv for Etcd {
     async fn range(&self, req: tonic::Request<pb::RangeRequest>) -> Answer<pb::RangeResponse> {
         let peer = peer(&req)?.clone();
         let (message, held) = self.range_as(&peer, req.into_inner()).await?;
-        let mut response = tonic::Response::new(message);
-        response.extensions_mut().insert(held);
-        Ok(response)
+        Ok(held_response(message, held))
     }
 
     async fn put(&self, req: tonic::Request<pb::PutRequest>) -> Answer<pb::PutResponse> {

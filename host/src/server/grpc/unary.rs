@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::Peer;
-use super::http2::{ENVELOPE, Front, reply_status, send_all, timed_out, until_reset};
+use super::http2::{ENVELOPE, Front, declared_len, send_all, within};
 use crate::server::activity::OpenStream;
 use crate::server::budget::{Budget, Charge};
 
@@ -42,19 +42,13 @@ pub(super) async fn range(
     deadline: Instant,
     open: OpenStream,
 ) {
-    let read = message(request.into_body(), front.max_in, &peer.budget);
-    let read = tokio::time::timeout_at(deadline, read);
-    let (message, charge) = match until_reset(&mut respond, read).await {
-        None => return,
-        Some(Ok(Ok(read))) => read,
-        Some(Ok(Err(status))) => return reply_status(respond, &status),
-        Some(Err(_elapsed)) => return reply_status(respond, &timed_out()),
+    let read = async {
+        // The message's charge, if it had one, lasts until it is decoded.
+        let (message, _charge) = message(request.into_body(), front.max_in, &peer.budget).await?;
+        pb::RangeRequest::decode(message).map_err(|e| Status::internal(e.to_string()))
     };
-    let range = pb::RangeRequest::decode(message);
-    drop(charge);
-    let range = match range {
-        Ok(range) => range,
-        Err(e) => return reply_status(respond, &Status::internal(e.to_string())),
+    let Some(range) = within(&mut respond, deadline, read).await else {
+        return;
     };
     if range.range_end.is_empty() {
         answer(front, peer, range, respond, deadline).await;
@@ -74,21 +68,20 @@ async fn answer(
     mut respond: SendResponse<Bytes>,
     deadline: Instant,
 ) {
-    let asked = tokio::time::timeout_at(deadline, front.etcd.range_as(&peer, range));
-    let (message, held) = match until_reset(&mut respond, asked).await {
-        None => return,
-        Some(Ok(Ok(answered))) => answered,
-        Some(Ok(Err(status))) => return reply_status(respond, &status),
-        Some(Err(_elapsed)) => return reply_status(respond, &timed_out()),
+    let asked = async {
+        let (message, held) = front.etcd.range_as(&peer, range).await?;
+        let len = message.encoded_len();
+        if len > front.max_out {
+            return Err(Status::out_of_range(format!(
+                "Error, encoded message length too large: found {len} bytes, the limit is: {} bytes",
+                front.max_out
+            )));
+        }
+        Ok((message, held, len))
     };
-    let len = message.encoded_len();
-    if len > front.max_out {
-        let status = Status::out_of_range(format!(
-            "Error, encoded message length too large: found {len} bytes, the limit is: {} bytes",
-            front.max_out
-        ));
-        return reply_status(respond, &status);
-    }
+    let Some((message, held, len)) = within(&mut respond, deadline, asked).await else {
+        return;
+    };
     let mut data = BytesMut::with_capacity(ENVELOPE + len);
     data.put_u8(0);
     data.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
@@ -145,7 +138,7 @@ async fn message(
                     )));
                 }
             }
-            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            let len = declared_len(head);
             if len > max {
                 return Err(Status::out_of_range(format!(
                     "Error, decoded message length too large: found {len} bytes, the limit is: {max} bytes"
